@@ -1,0 +1,864 @@
+//! A Calico-like two-node lab built only from network namespaces that it creates itself.
+//!
+//! Topology (everything lives in namespaces named `ctlab-<pid>-<n>-...`; nothing is ever
+//! created in, or changed in, the host's own network namespace):
+//!
+//! ```text
+//!  pod a0 (10.244.1.10/32)             pod b0 (10.244.2.10/32)
+//!    eth0                                eth0
+//!     |  veth                             |  veth
+//!   cali<11 hex>                       cali<11 hex>
+//!  node A  (10.244.1.0/26)             node B  (10.244.2.0/26)
+//!    eth0 192.168.K.1/24 ---- veth ---- eth0 192.168.K.2/24
+//!    [vxlan.calico 10.244.1.1]          [vxlan.calico 10.244.2.1]   (Mode::Vxlan only)
+//! ```
+//!
+//! * Netns names: node A `ctlab-<pid>-<n>-node-a`, node B `ctlab-<pid>-<n>-node-b`,
+//!   pod i on node A `ctlab-<pid>-<n>-pod-a<i>` (node B: `...-pod-b<i>`), where `<pid>` is
+//!   the creating process and `<n>` a per-process counter. Extra namespaces made with
+//!   [`Lab::add_netns`] are `ctlab-<pid>-<n>-x-<suffix>`.
+//! * Pods: `eth0` with a /32, `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1`.
+//!   Node side: `cali` + 11 hex chars (Calico's own format, 15 chars), MAC
+//!   `ee:ee:ee:ee:ee:ee`, `proxy_arp=1`, `proxy_delay=0`, `rp_filter=0`, and a
+//!   `<pod ip>/32 dev cali... scope link` route.
+//! * Nodes: `ip_forward=1`, `rp_filter=0` (all, default and every lab interface), a default
+//!   route via the other node's underlay address (so proxy ARP answers for 169.254.1.1).
+//! * [`Mode::Direct`]: `10.244.<other>.0/26 via <other underlay ip>`.
+//! * [`Mode::Vxlan`]: `vxlan.calico` (VNI 4096, UDP 4789, nolearning, MTU 1450), tunnel
+//!   address 10.244.1.1/32 (A) / 10.244.2.1/32 (B), route
+//!   `10.244.<other>.0/26 via 10.244.<other>.1 dev vxlan.calico onlink`, a permanent
+//!   neighbour entry and an fdb entry for the other node. Pod and cali MTU is 1450 then.
+//! * IPv6 is disabled in every lab namespace so that no IPv6 chatter (DAD, router
+//!   solicitations, MLD) shows up in traces.
+//!
+//! Dropping a [`Lab`] deletes all of its namespaces (and with them every interface, route
+//! and firewall rule in them), also when a test panics.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Prefix of every network namespace a lab creates (`ctlab-<pid>-<n>-...`).
+pub const PREFIX: &str = "ctlab-";
+/// Directory where `ip netns` keeps its named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+/// Name of the VXLAN device in [`Mode::Vxlan`] (as Calico names it).
+pub const VXLAN_DEV: &str = "vxlan.calico";
+/// VXLAN network identifier Calico uses.
+pub const VXLAN_VNI: u32 = 4096;
+/// UDP destination port of the VXLAN tunnel.
+pub const VXLAN_PORT: u16 = 4789;
+/// MTU of `vxlan.calico` (and of the pod veths in [`Mode::Vxlan`]).
+pub const VXLAN_MTU: u32 = 1450;
+/// MTU of the underlay link between the nodes.
+pub const UNDERLAY_MTU: u32 = 1500;
+/// Link-local gateway address every pod routes through (answered by proxy ARP).
+pub const GATEWAY_IP: &str = "169.254.1.1";
+/// MAC address Calico gives every host-side `cali*` interface.
+pub const CALI_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// Name of the underlay interface in each node namespace.
+pub const UNDERLAY_IF: &str = "eth0";
+/// Name of the interface inside each pod namespace.
+pub const POD_IF: &str = "eth0";
+/// Largest number of pods per node (pod addresses 10.244.x.10 ..= 10.244.x.62 in a /26).
+pub const MAX_PODS_PER_NODE: usize = 53;
+
+/// Fixed MAC addresses of `vxlan.calico` on node A and node B (locally administered).
+const VXLAN_MACS: [&str; 2] = ["66:63:74:6c:00:0a", "66:63:74:6c:00:0b"];
+const NODE_LETTERS: [char; 2] = ['a', 'b'];
+
+static LAB_COUNTER: AtomicU64 = AtomicU64::new(0);
+static PROBE_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Serialises `ip netns add` inside this process, so that the first one sets up the
+/// /run/netns mount alone instead of several racing to bind-mount it.
+static NETNS_ADD_LOCK: Mutex<()> = Mutex::new(());
+static CLEANUP_ONCE: Once = Once::new();
+
+/// How the nodes carry pod traffic between each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Plain routing over the underlay (Calico "no encapsulation" / BGP mode).
+    Direct,
+    /// Calico VXLAN overlay through `vxlan.calico`.
+    Vxlan,
+}
+
+/// Which iptables binary [`Lab::iptables`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `iptables-legacy` (x_tables).
+    Legacy,
+    /// `iptables-nft` (nf_tables with the iptables compatibility layer).
+    Nft,
+}
+
+impl Backend {
+    /// The program name of this backend.
+    pub fn program(self) -> &'static str {
+        match self {
+            Backend::Legacy => "iptables-legacy",
+            Backend::Nft => "iptables-nft",
+        }
+    }
+}
+
+/// One node (a "host" of the cluster) of the lab.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Name of the node's network namespace.
+    pub netns: String,
+    /// Name of the underlay interface (always `eth0`).
+    pub underlay_if: String,
+    /// Underlay IPv4 address of the node, without prefix length.
+    pub underlay_ip: String,
+    /// Pod CIDR of the node (`10.244.1.0/26` for A, `10.244.2.0/26` for B).
+    pub pod_cidr: String,
+    /// Address of `vxlan.calico` in [`Mode::Vxlan`] (`10.244.1.1` / `10.244.2.1`).
+    pub tunnel_ip: Option<String>,
+    /// MAC address of `vxlan.calico` in [`Mode::Vxlan`].
+    pub vxlan_mac: Option<String>,
+}
+
+/// One pod (workload) of the lab.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Name of the pod's network namespace.
+    pub netns: String,
+    /// IPv4 address of the pod (a /32 on its `eth0`), without prefix length.
+    pub ip: String,
+    /// Name of the host-side veth in the node namespace (`cali` + 11 hex chars).
+    pub cali: String,
+    /// Index of the node the pod runs on (0 = A, 1 = B).
+    pub node: usize,
+    /// Index of the pod on its node.
+    pub index: usize,
+}
+
+/// Packet and byte counters of one interface (from `ip -s -j link show`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Received packets.
+    pub rx_packets: u64,
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// Received packets dropped by the device.
+    pub rx_dropped: u64,
+    /// Transmitted packets.
+    pub tx_packets: u64,
+    /// Transmitted bytes.
+    pub tx_bytes: u64,
+    /// Transmit drops counted by the device.
+    pub tx_dropped: u64,
+}
+
+/// A two-node Calico-like lab; dropping it deletes every namespace it created.
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+    mode: Mode,
+    nodes: Vec<Node>,
+    pods: Vec<Vec<Pod>>,
+    /// Every namespace this lab created, in creation order.
+    created: Vec<String>,
+}
+
+impl Lab {
+    /// Builds a lab in `mode` with one pod per node.
+    pub fn new(mode: Mode) -> Result<Lab> {
+        Self::with_pods(mode, 1)
+    }
+
+    /// Builds a lab in `mode` with `pods_per_node` pods on each node (at most 53).
+    pub fn with_pods(mode: Mode, pods_per_node: usize) -> Result<Lab> {
+        if pods_per_node > MAX_PODS_PER_NODE {
+            bail!(
+                "at most {MAX_PODS_PER_NODE} pods per node fit in a /26, asked for {pods_per_node}"
+            );
+        }
+        CLEANUP_ONCE.call_once(|| {
+            cleanup_stale();
+        });
+        let pid = std::process::id();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{PREFIX}{pid}-{n}");
+        // Per-lab underlay subnet; labs are isolated anyway, this only helps telling
+        // them apart in traces.
+        let k = ((u64::from(pid)).wrapping_mul(37).wrapping_add(n) % 254) + 1;
+
+        let mut lab = Lab {
+            id,
+            mode,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            created: Vec::new(),
+        };
+        // From here on `?` drops `lab`, which deletes whatever was created so far.
+        lab.build(k, pods_per_node).with_context(|| {
+            format!(
+                "building lab {} ({mode:?}, {pods_per_node} pods/node)",
+                lab.id
+            )
+        })?;
+        Ok(lab)
+    }
+
+    fn build(&mut self, k: u64, pods_per_node: usize) -> Result<()> {
+        const NO_IPV6: [(&str, &str); 2] = [
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ];
+        let vxlan = self.mode == Mode::Vxlan;
+
+        // Nodes. The sysctls come first so that every interface inherits the defaults.
+        for (i, letter) in NODE_LETTERS.iter().enumerate() {
+            let netns = format!("{}-node-{letter}", self.id);
+            self.create_netns(&netns)?;
+            let mut kv = vec![
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ];
+            kv.extend(NO_IPV6);
+            self.sysctls(&netns, &kv)?;
+            ip(&netns, "link set lo up")?;
+            self.nodes.push(Node {
+                netns,
+                underlay_if: UNDERLAY_IF.to_string(),
+                underlay_ip: format!("192.168.{k}.{}", i + 1),
+                pod_cidr: format!("10.244.{}.0/26", i + 1),
+                tunnel_ip: vxlan.then(|| format!("10.244.{}.1", i + 1)),
+                vxlan_mac: vxlan.then(|| VXLAN_MACS[i].to_string()),
+            });
+        }
+
+        // Underlay veth pair, created directly inside node A with its peer in node B.
+        let (a, b) = (self.nodes[0].clone(), self.nodes[1].clone());
+        let u = UNDERLAY_IF;
+        ip(
+            &a.netns,
+            &format!("link add {u} type veth peer name {u} netns {}", b.netns),
+        )?;
+        for (node, peer) in [(&a, &b), (&b, &a)] {
+            let ns = &node.netns;
+            ip(ns, &format!("link set {u} mtu {UNDERLAY_MTU}"))?;
+            ip(ns, &format!("addr add {}/24 dev {u}", node.underlay_ip))?;
+            ip(ns, &format!("link set {u} up"))?;
+            self.sysctls(ns, &[(&format!("net.ipv4.conf.{u}.rp_filter"), "0")])?;
+            // Proxy ARP answers for 169.254.1.1 only with a route out of another interface.
+            ip(
+                ns,
+                &format!("route add default via {} dev {u}", peer.underlay_ip),
+            )?;
+            match self.mode {
+                Mode::Direct => {
+                    let (cidr, via) = (&peer.pod_cidr, &peer.underlay_ip);
+                    ip(ns, &format!("route add {cidr} via {via} dev {u}"))?;
+                }
+                Mode::Vxlan => setup_vxlan(node, peer)?,
+            }
+        }
+
+        // Pods.
+        let mtu = if vxlan { VXLAN_MTU } else { UNDERLAY_MTU };
+        for (node_idx, letter) in NODE_LETTERS.iter().enumerate() {
+            let node_ns = self.nodes[node_idx].netns.clone();
+            let mut pods = Vec::new();
+            let mut used = HashSet::new();
+            for i in 0..pods_per_node {
+                let netns = format!("{}-pod-{letter}{i}", self.id);
+                self.create_netns(&netns)?;
+                self.sysctls(&netns, &NO_IPV6)?;
+                let cali = cali_name(&netns, &mut used);
+                let pod_ip = format!("10.244.{}.{}", node_idx + 1, 10 + i);
+
+                // Host side, created inside the node with its peer directly inside the pod.
+                ip(
+                    &node_ns,
+                    &format!("link add {cali} type veth peer name {POD_IF} netns {netns}"),
+                )?;
+                ip(
+                    &node_ns,
+                    &format!("link set {cali} address {CALI_MAC} mtu {mtu}"),
+                )?;
+                self.sysctls(
+                    &node_ns,
+                    &[
+                        (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
+                        (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
+                        (&format!("net.ipv4.conf.{cali}.rp_filter"), "0"),
+                    ],
+                )?;
+                ip(&node_ns, &format!("link set {cali} up"))?;
+                ip(
+                    &node_ns,
+                    &format!("route add {pod_ip}/32 dev {cali} scope link"),
+                )?;
+
+                // Pod side.
+                ip(&netns, "link set lo up")?;
+                ip(&netns, &format!("link set {POD_IF} mtu {mtu}"))?;
+                ip(&netns, &format!("addr add {pod_ip}/32 dev {POD_IF}"))?;
+                ip(&netns, &format!("link set {POD_IF} up"))?;
+                ip(
+                    &netns,
+                    &format!("route add {GATEWAY_IP} dev {POD_IF} scope link"),
+                )?;
+                ip(
+                    &netns,
+                    &format!("route add default via {GATEWAY_IP} dev {POD_IF}"),
+                )?;
+
+                pods.push(Pod {
+                    netns,
+                    ip: pod_ip,
+                    cali,
+                    node: node_idx,
+                    index: i,
+                });
+            }
+            self.pods.push(pods);
+        }
+        Ok(())
+    }
+
+    /// Creates a named netns and records it for deletion.
+    fn create_netns(&mut self, name: &str) -> Result<()> {
+        check_netns_name(name)?;
+        {
+            let _guard = NETNS_ADD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            // A namespace with our pid and counter can only be a leftover of a dead
+            // process that had the same pid: remove it.
+            if Path::new(NETNS_DIR).join(name).exists() {
+                let _ = Command::new("ip").args(["netns", "del", name]).output();
+            }
+            let out = Command::new("ip")
+                .args(["netns", "add", name])
+                .stdin(Stdio::null())
+                .output()
+                .context("running `ip netns add`")?;
+            check_output(&format!("ip netns add {name}"), &out)?;
+        }
+        self.created.push(name.to_string());
+        Ok(())
+    }
+
+    /// Sets several sysctls in one `sysctl` run (internal; no ownership check needed).
+    fn sysctls(&self, netns: &str, kv: &[(&str, &str)]) -> Result<()> {
+        let mut args: Vec<String> = vec!["sysctl".into(), "-qw".into()];
+        args.extend(kv.iter().map(|(k, v)| format!("{k}={v}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = netns_exec(netns, &args)?;
+        check_output(&format!("in {netns}: {}", args.join(" ")), &out)
+    }
+
+    /// Unique identifier of this lab, also the prefix of all its namespace names.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The mode this lab was built in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Node `i` (0 = A, 1 = B); panics if out of range.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Both nodes, A first.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Pod `i` on node `node`; panics if out of range.
+    pub fn pod(&self, node: usize, i: usize) -> &Pod {
+        &self.pods[node][i]
+    }
+
+    /// All pods, node A's first.
+    pub fn pods(&self) -> Vec<&Pod> {
+        self.pods.iter().flatten().collect()
+    }
+
+    /// Names of every namespace this lab created, in creation order.
+    pub fn netns_names(&self) -> &[String] {
+        &self.created
+    }
+
+    /// Creates an extra empty namespace `<lab id>-x-<suffix>` (lo up, IPv6 off) that the
+    /// lab owns and deletes on drop; returns its name.
+    pub fn add_netns(&mut self, suffix: &str) -> Result<String> {
+        let name = format!("{}-x-{suffix}", self.id);
+        self.create_netns(&name)?;
+        self.sysctls(
+            &name,
+            &[
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ],
+        )?;
+        ip(&name, "link set lo up")?;
+        Ok(name)
+    }
+
+    fn check_owned(&self, netns: &str) -> Result<()> {
+        if self.created.iter().any(|n| n == netns) {
+            Ok(())
+        } else {
+            bail!("netns {netns:?} does not belong to lab {}", self.id)
+        }
+    }
+
+    /// Runs `ip netns exec NETNS args...` and returns its output, also on a non-zero exit.
+    /// Only namespaces of this lab are accepted.
+    pub fn run(&self, netns: &str, args: &[&str]) -> Result<Output> {
+        self.check_owned(netns)?;
+        netns_exec(netns, args)
+    }
+
+    /// Runs `ip netns exec NETNS sh -c SCRIPT`; returns stdout, or an error with stderr on a
+    /// non-zero exit.
+    pub fn sh(&self, netns: &str, script: &str) -> Result<String> {
+        let out = self.run(netns, &["sh", "-c", script])?;
+        check_output(&format!("in {netns}: sh -c {script:?}"), &out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Pings `dst_ip` from `from` (`ping -c count -i 0.2 -W 1`); true if at least one reply
+    /// came back.
+    pub fn ping(&self, from: &Pod, dst_ip: &str, count: u32) -> bool {
+        self.ping_from(&from.netns, dst_ip, count)
+    }
+
+    /// Like [`Lab::ping`], from any namespace of this lab (e.g. a node).
+    pub fn ping_from(&self, netns: &str, dst_ip: &str, count: u32) -> bool {
+        let count = count.max(1).to_string();
+        match self.run(
+            netns,
+            &[
+                "ping", "-n", "-q", "-c", &count, "-i", "0.2", "-W", "1", dst_ip,
+            ],
+        ) {
+            Ok(out) => out.status.success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Real TCP echo check from pod `from` to `to`'s address on `port`; true on success.
+    /// Never takes much longer than `timeout`.
+    pub fn tcp_check(&self, from: &Pod, to: &Pod, port: u16, timeout: Duration) -> bool {
+        self.tcp_probe(&from.netns, &to.netns, &to.ip, port, timeout)
+            .is_ok()
+    }
+
+    /// TCP echo check with the reason for a failure: a listener on `0.0.0.0:port` (port 0
+    /// picks a free one) in `server_netns`, a client in `client_netns` that connects to
+    /// `dst_ip`, sends a unique token, half-closes and expects the token echoed back.
+    pub fn tcp_probe(
+        &self,
+        client_netns: &str,
+        server_netns: &str,
+        dst_ip: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.check_owned(client_netns)?;
+        self.check_owned(server_netns)?;
+        let dst: IpAddr = dst_ip
+            .parse()
+            .with_context(|| format!("bad IP address {dst_ip:?}"))?;
+        let deadline = Instant::now() + timeout;
+        let token = format!(
+            "calitrace-lab {} probe {} from {client_netns}",
+            self.id,
+            PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+        .into_bytes();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<u16>();
+
+        let server_stop = stop.clone();
+        let server = spawn_in_netns(server_netns, move || -> Result<()> {
+            let listener = TcpListener::bind(("0.0.0.0", port)).context("bind")?;
+            let port = listener.local_addr()?.port();
+            listener.set_nonblocking(true)?;
+            let _ = ready_tx.send(port);
+            loop {
+                match listener.accept() {
+                    Ok((mut s, _peer)) => {
+                        s.set_nonblocking(false)?;
+                        s.set_read_timeout(Some(remaining(deadline)))?;
+                        s.set_write_timeout(Some(remaining(deadline)))?;
+                        let mut buf = Vec::new();
+                        s.read_to_end(&mut buf).context("server read")?;
+                        s.write_all(&buf).context("server write")?;
+                        let _ = s.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                    Err(e)
+                        if e.kind() == ErrorKind::WouldBlock
+                            || e.kind() == ErrorKind::Interrupted =>
+                    {
+                        if server_stop.load(Ordering::Relaxed) {
+                            bail!("client gave up");
+                        }
+                        if Instant::now() >= deadline {
+                            bail!("no connection accepted before the deadline");
+                        }
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e).context("accept"),
+                }
+            }
+        })?;
+
+        let client_token = token.clone();
+        let client = spawn_in_netns(client_netns, move || -> Result<()> {
+            let port = ready_rx
+                .recv_timeout(remaining(deadline))
+                .map_err(|_| anyhow!("listener did not come up"))?;
+            let addr = SocketAddr::new(dst, port);
+            let mut s = TcpStream::connect_timeout(&addr, remaining(deadline))
+                .with_context(|| format!("connect to {addr}"))?;
+            s.set_read_timeout(Some(remaining(deadline)))?;
+            s.set_write_timeout(Some(remaining(deadline)))?;
+            s.write_all(&client_token).context("client write")?;
+            s.shutdown(Shutdown::Write).context("client shutdown")?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).context("client read")?;
+            if buf != client_token {
+                bail!("echo mismatch: got {} bytes", buf.len());
+            }
+            Ok(())
+        });
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = server.join();
+                return Err(e);
+            }
+        };
+
+        let client_res = join_flat(client);
+        stop.store(true, Ordering::Relaxed);
+        let server_res = join_flat(server);
+        match (client_res, server_res) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(c), Ok(())) => Err(c.context("TCP client")),
+            (Ok(()), Err(s)) => Err(s.context("TCP server")),
+            (Err(c), Err(s)) => Err(c.context(format!("TCP client (server: {s:#})"))),
+        }
+    }
+
+    /// Runs `iptables-legacy -w args...` or `iptables-nft -w args...` inside node `node`.
+    pub fn iptables(&self, node: usize, backend: Backend, args: &[&str]) -> Result<()> {
+        self.iptables_output(node, backend, args).map(|_| ())
+    }
+
+    /// Like [`Lab::iptables`], returning stdout (e.g. for `-S` or `-L -v -n -x`).
+    pub fn iptables_output(&self, node: usize, backend: Backend, args: &[&str]) -> Result<String> {
+        let netns = &self.node(node).netns;
+        let mut full = vec![backend.program(), "-w"];
+        full.extend_from_slice(args);
+        let out = self.run(netns, &full)?;
+        check_output(&format!("in {netns}: {}", full.join(" ")), &out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Loads `script` with `nft -f -` inside node `node`.
+    pub fn nft(&self, node: usize, script: &str) -> Result<()> {
+        let netns = &self.node(node).netns;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning nft")?;
+        {
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("no stdin for nft"))?;
+            stdin
+                .write_all(script.as_bytes())
+                .context("writing nft script")?;
+        }
+        let out = child.wait_with_output().context("waiting for nft")?;
+        check_output(&format!("in {netns}: nft -f - <<{script:?}"), &out)
+    }
+
+    /// Sets one sysctl in a namespace of this lab (`sysctl -qw key=value`). For interface
+    /// names that contain dots (`vxlan.calico`) write the key with slashes
+    /// (`net/ipv4/conf/vxlan.calico/rp_filter`).
+    pub fn sysctl(&self, netns: &str, key: &str, value: &str) -> Result<()> {
+        self.check_owned(netns)?;
+        self.sysctls(netns, &[(key, value)])
+    }
+
+    /// Runs `f` on a new thread that has `setns()`'d into the named netns and returns its
+    /// result; a panic in `f` is propagated. Inside `f` read `/proc/thread-self/net/...`, not
+    /// `/proc/net/...` (which shows the main thread's netns).
+    pub fn in_netns<T: Send + 'static>(
+        netns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        match spawn_in_netns(netns, f)?.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Counters of interface `dev` in a namespace of this lab.
+    pub fn link_stats(&self, netns: &str, dev: &str) -> Result<LinkStats> {
+        self.check_owned(netns)?;
+        let v = ip_json(netns, &["-s", "link", "show", "dev", dev])?;
+        let s = &v[0]["stats64"];
+        let get = |dir: &str, what: &str| -> Result<u64> {
+            s[dir][what]
+                .as_u64()
+                .ok_or_else(|| anyhow!("no stats64.{dir}.{what} for {dev} in {netns}"))
+        };
+        Ok(LinkStats {
+            rx_packets: get("rx", "packets")?,
+            rx_bytes: get("rx", "bytes")?,
+            rx_dropped: get("rx", "dropped")?,
+            tx_packets: get("tx", "packets")?,
+            tx_bytes: get("tx", "bytes")?,
+            tx_dropped: get("tx", "dropped")?,
+        })
+    }
+
+    /// Interface index of `dev` inside a namespace of this lab.
+    pub fn ifindex(&self, netns: &str, dev: &str) -> Result<u32> {
+        self.check_owned(netns)?;
+        let v = ip_json(netns, &["link", "show", "dev", dev])?;
+        v[0]["ifindex"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| anyhow!("no ifindex for {dev} in {netns}"))
+    }
+
+    /// Inode number of the named netns (what the kernel calls `net->ns.inum`).
+    pub fn netns_inode(netns: &str) -> Result<u64> {
+        check_netns_name(netns)?;
+        let path = Path::new(NETNS_DIR).join(netns);
+        Ok(std::fs::metadata(&path)
+            .with_context(|| format!("stat {}", path.display()))?
+            .ino())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in self.created.iter().rev() {
+            let res = Command::new("ip")
+                .args(["netns", "del", name])
+                .stdin(Stdio::null())
+                .output();
+            let ok = matches!(&res, Ok(o) if o.status.success());
+            if !ok && Path::new(NETNS_DIR).join(name).exists() {
+                eprintln!("calitrace lab: could not delete netns {name}: {res:?}");
+            }
+        }
+    }
+}
+
+/// Deletes lab namespaces (`ctlab-<pid>-...`) whose creating process is dead; names whose
+/// pid is still alive, and all other names, are left alone. Returns the deleted names.
+pub fn cleanup_stale() -> Vec<String> {
+    let mut deleted = Vec::new();
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return deleted;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid <= 1 || pid_alive(pid) {
+            continue;
+        }
+        let ok = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            deleted.push(name);
+        }
+    }
+    deleted
+}
+
+/// Spawns `f` on a new thread inside the named netns; the handle yields an error if the
+/// thread could not enter it.
+pub fn spawn_in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<thread::JoinHandle<Result<T>>> {
+    check_netns_name(netns)?;
+    let path = Path::new(NETNS_DIR).join(netns);
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let name = netns.to_string();
+    thread::Builder::new()
+        .name("lab-netns".into())
+        .spawn(move || {
+            // SAFETY: setns on a valid fd; CLONE_NEWNET only changes this thread's netns.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("setns into {name}"));
+            }
+            drop(file);
+            Ok(f())
+        })
+        .context("spawning netns thread")
+}
+
+fn join_flat<T>(h: thread::JoinHandle<Result<Result<T>>>) -> Result<T> {
+    match h.join() {
+        Ok(r) => r?,
+        Err(_) => bail!("thread panicked"),
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn check_netns_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("invalid netns name {name:?}");
+    }
+    Ok(())
+}
+
+/// `ip netns exec NETNS args...` without ownership check.
+fn netns_exec(netns: &str, args: &[&str]) -> Result<Output> {
+    check_netns_name(netns)?;
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `ip netns exec {netns} {}`", args.join(" ")))
+}
+
+/// `ip -n NETNS <cmd split on whitespace>`, error with stderr on failure.
+fn ip(netns: &str, cmd: &str) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["-n", netns])
+        .args(cmd.split_whitespace())
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
+    check_output(&format!("ip -n {netns} {cmd}"), &out)
+}
+
+/// `ip -n NETNS -j args...` parsed as JSON.
+fn ip_json(netns: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-j"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
+    let what = format!("ip -n {netns} -j {}", args.join(" "));
+    check_output(&what, &out)?;
+    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing JSON of `{what}`"))
+}
+
+fn check_output(what: &str, out: &Output) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    bail!(
+        "`{what}` failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim(),
+        if out.stdout.is_empty() {
+            String::new()
+        } else {
+            format!(" [stdout: {}]", String::from_utf8_lossy(&out.stdout).trim())
+        }
+    )
+}
+
+fn setup_vxlan(node: &Node, peer: &Node) -> Result<()> {
+    let missing = || anyhow!("vxlan parameters missing");
+    let ns = &node.netns;
+    let (dev, u, local) = (VXLAN_DEV, &node.underlay_if, &node.underlay_ip);
+    let mac = node.vxlan_mac.as_deref().ok_or_else(missing)?;
+    let tunnel_ip = node.tunnel_ip.as_deref().ok_or_else(missing)?;
+    let peer_mac = peer.vxlan_mac.as_deref().ok_or_else(missing)?;
+    let peer_tunnel = peer.tunnel_ip.as_deref().ok_or_else(missing)?;
+    let (cidr, peer_underlay) = (&peer.pod_cidr, &peer.underlay_ip);
+    ip(
+        ns,
+        &format!(
+            "link add {dev} type vxlan id {VXLAN_VNI} dstport {VXLAN_PORT} local {local} dev {u} nolearning"
+        ),
+    )?;
+    ip(ns, &format!("link set {dev} address {mac} mtu {VXLAN_MTU}"))?;
+    ip(ns, &format!("addr add {tunnel_ip}/32 dev {dev}"))?;
+    ip(ns, &format!("link set {dev} up"))?;
+    ip(
+        ns,
+        &format!("route add {cidr} via {peer_tunnel} dev {dev} onlink"),
+    )?;
+    ip(
+        ns,
+        &format!("neigh add {peer_tunnel} lladdr {peer_mac} dev {dev} nud permanent"),
+    )?;
+    let fdb = format!("-n {ns} fdb append {peer_mac} dev {dev} dst {peer_underlay}");
+    let out = Command::new("bridge")
+        .args(fdb.split_whitespace())
+        .stdin(Stdio::null())
+        .output()
+        .context("running bridge")?;
+    check_output(&format!("bridge {fdb}"), &out)
+}
+
+/// Calico-style host veth name: `cali` + 11 hex chars of a hash, unique on the node.
+fn cali_name(seed: &str, used: &mut HashSet<String>) -> String {
+    let mut salt = 0u64;
+    loop {
+        // FNV-1a, 64 bit.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes().chain(salt.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let name = format!("cali{:011x}", h & 0x0fff_ffff_ffff);
+        if used.insert(name.clone()) {
+            return name;
+        }
+        salt += 1;
+    }
+}

@@ -1,0 +1,8 @@
+//! Test support for calitrace: a Calico-like two-node lab built from network namespaces.
+//!
+//! See [`lab`] for the topology and the API.
+
+pub mod calitrace;
+pub mod lab;
+
+pub use lab::{Backend, Lab, LinkStats, Mode, Node, Pod, cleanup_stale};

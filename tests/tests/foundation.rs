@@ -1,0 +1,368 @@
+//! End to end: the real calitrace binary, real programs in this kernel, real
+//! packets between lab pods; assertions on its JSON lines.
+
+use std::time::Duration;
+
+use calitrace_tests::calitrace::{self, Finished, Trace};
+use calitrace_tests::{Backend, Lab, Mode};
+use serde_json::Value;
+
+/// Traces on `node` while `traffic` runs, then stops with Ctrl-C.
+fn trace(lab: &Lab, node: usize, args: &[&str], traffic: impl FnOnce()) -> Finished {
+    let t = Trace::start(&lab.node(node).netns, args).expect("calitrace starts");
+    traffic();
+    // Let time-based rules (unanswered ARP) see the clock move on.
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = t.stop().expect("calitrace stops");
+    assert!(f.status.success(), "calitrace failed\n{}", f.dump());
+    if std::env::var_os("CALITRACE_TEST_DUMP").is_some() {
+        eprintln!("{}", f.dump());
+    }
+    f
+}
+
+fn stats(f: &Finished) -> &Value {
+    f.of_type("stats")
+        .into_iter()
+        .last()
+        .unwrap_or_else(|| panic!("no stats line\n{}", f.dump()))
+}
+
+fn attached_nothing_left(lab: &Lab, node: usize, iface: &str) {
+    let out = lab
+        .sh(
+            &lab.node(node).netns,
+            &format!("bpftool -j net show dev {iface}"),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
+    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
+}
+
+fn healthy(mode: Mode) {
+    let lab = Lab::new(mode).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let f = trace(&lab, 1, &[], || {
+        assert!(lab.ping(&a, &b.ip, 3), "ping works in the lab");
+        assert!(
+            lab.tcp_check(&a, &b, 0, Duration::from_secs(5)),
+            "tcp works in the lab"
+        );
+    });
+    let packets = f.of_type("packet");
+    let flow = Finished::between(&packets, &a.ip, &b.ip);
+    assert!(
+        flow.iter().any(|p| p["ifname"] == b.cali.as_str()
+            && p["dir"] == "egress"
+            && p["proto"] == "icmp"),
+        "the ping is seen leaving towards pod B on {}\n{}",
+        b.cali,
+        f.dump()
+    );
+    assert!(
+        flow.iter()
+            .any(|p| p["proto"] == "tcp" && p["dport"].is_u64()),
+        "tcp with ports is seen\n{}",
+        f.dump()
+    );
+    if mode == Mode::Vxlan {
+        assert!(
+            flow.iter().any(|p| p["ifname"] == "vxlan.calico"),
+            "seen on vxlan.calico\n{}",
+            f.dump()
+        );
+    }
+    let drops = f.drops();
+    assert!(
+        Finished::between(&drops, &a.ip, &b.ip).is_empty(),
+        "no drop for a healthy flow\n{}",
+        f.dump()
+    );
+    let diags = f.diagnoses();
+    assert!(
+        Finished::between(&diags, &a.ip, &b.ip).is_empty(),
+        "no diagnosis for a healthy flow\n{}",
+        f.dump()
+    );
+    let s = stats(&f);
+    assert_eq!(s["lost"], 0);
+    assert!(s["events"]["tc"].as_u64().unwrap() >= 6, "{s}");
+    attached_nothing_left(&lab, 1, &b.cali);
+}
+
+#[test]
+fn healthy_cross_node_traffic_direct() {
+    healthy(Mode::Direct);
+}
+
+#[test]
+fn healthy_cross_node_traffic_vxlan() {
+    healthy(Mode::Vxlan);
+}
+
+#[test]
+fn legacy_forward_policy_drop() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
+        .unwrap();
+    let f = trace(&lab, 1, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let drops = f.drops();
+    let d = Finished::between(&drops, &a.ip, &b.ip);
+    assert!(!d.is_empty(), "the drop is reported\n{}", f.dump());
+    assert_eq!(d[0]["reason"], "NETFILTER_DROP");
+    assert_eq!(d[0]["stage"], "netfilter");
+    assert_eq!(d[0]["proto"], "icmp");
+    assert_eq!(d[0]["ifname"], "eth0");
+    assert_eq!(d[0]["netfilter"]["hook"], "FORWARD");
+    assert_eq!(d[0]["netfilter"]["backend"], "legacy");
+    assert!(d[0]["location"].as_str().is_some_and(|l| !l.is_empty()));
+    assert!(
+        d[0]["journey"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["ifname"] == "eth0" && h["dir"] == "ingress"),
+        "the drop carries where the packet was seen first\n{}",
+        f.dump()
+    );
+    let diags = f.diagnoses();
+    let nd: Vec<_> = diags
+        .iter()
+        .filter(|d| d["code"] == "NETFILTER_DROP")
+        .collect();
+    assert!(!nd.is_empty(), "{}", f.dump());
+    assert_eq!(nd[0]["src"], a.ip.as_str());
+    assert!(
+        nd.last().unwrap()["count"].as_u64().unwrap() >= 2,
+        "count updated\n{}",
+        f.dump()
+    );
+}
+
+#[test]
+fn strict_rp_filter() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let nb = lab.node(1).netns.clone();
+    // The way back to pod A now leaves by B's cali interface, not eth0.
+    lab.sh(&nb, &format!("ip route add {}/32 dev {}", a.ip, b.cali))
+        .unwrap();
+    lab.sysctl(&nb, "net.ipv4.conf.all.rp_filter", "1").unwrap();
+    lab.sysctl(&nb, "net.ipv4.conf.eth0.rp_filter", "1")
+        .unwrap();
+    let f = trace(&lab, 1, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let drops = f.drops();
+    let d = Finished::between(&drops, &a.ip, &b.ip);
+    assert!(
+        d.iter()
+            .any(|d| d["reason"] == "IP_RPFILTER" && d["stage"] == "rp_filter"),
+        "{}",
+        f.dump()
+    );
+    let diag = f
+        .diagnoses()
+        .into_iter()
+        .find(|d| d["code"] == "RP_FILTER")
+        .unwrap_or_else(|| panic!("{}", f.dump()));
+    assert_eq!(diag["ifname"], "eth0");
+    assert!(
+        diag["summary"].as_str().unwrap().contains(&b.cali),
+        "names where the route back goes: {diag}"
+    );
+    assert!(
+        diag["hint"].as_str().unwrap().contains("rp_filter"),
+        "{diag}"
+    );
+}
+
+#[test]
+fn missing_pod_route_on_receiving_node_loops() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.sh(&lab.node(1).netns, &format!("ip route del {}/32", b.ip))
+        .unwrap();
+    let f = trace(&lab, 1, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let drops = f.drops();
+    let d = Finished::between(&drops, &a.ip, &b.ip);
+    let ttl = d
+        .iter()
+        .find(|d| d["stage"] == "ttl")
+        .unwrap_or_else(|| panic!("{}", f.dump()));
+    assert!(
+        ttl["journey"].as_array().unwrap().len() >= 2,
+        "the loop is visible in the journey: {ttl}"
+    );
+    let diag = f
+        .diagnoses()
+        .into_iter()
+        .find(|d| d["code"] == "ROUTING_LOOP")
+        .unwrap_or_else(|| panic!("{}", f.dump()));
+    assert_eq!(diag["dst"], b.ip.as_str());
+    assert!(
+        diag["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ip route get {}", b.ip)),
+        "{diag}"
+    );
+}
+
+#[test]
+fn no_route_on_sender() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let na = lab.node(0).netns.clone();
+    lab.sh(&na, "ip route del 10.244.2.0/26; ip route del default")
+        .unwrap();
+    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
+    let f = trace(&lab, 0, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let diag = f
+        .diagnoses()
+        .into_iter()
+        .find(|d| d["code"] == "NO_ROUTE" || d["code"] == "PROXY_ARP_DISABLED")
+        .unwrap_or_else(|| panic!("{}", f.dump()));
+    let text = format!("{} {}", diag["summary"], diag["hint"]);
+    assert!(text.contains("route"), "the hint is about routing: {diag}");
+    assert!(
+        !text.contains("proxy_arp is 0"),
+        "proxy_arp is 1 here: {diag}"
+    );
+}
+
+#[test]
+fn proxy_arp_disabled_on_sender_cali() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.sysctl(
+        &lab.node(0).netns,
+        &format!("net.ipv4.conf.{}.proxy_arp", a.cali),
+        "0",
+    )
+    .unwrap();
+    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
+    let f = trace(&lab, 0, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let diag = f
+        .diagnoses()
+        .into_iter()
+        .find(|d| d["code"] == "PROXY_ARP_DISABLED")
+        .unwrap_or_else(|| panic!("{}", f.dump()));
+    assert_eq!(diag["ifname"], a.cali.as_str());
+    assert_eq!(diag["target"], "169.254.1.1");
+    assert!(
+        diag["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("net.ipv4.conf.{}.proxy_arp=1", a.cali)),
+        "{diag}"
+    );
+    assert!(
+        f.of_type("packet").iter().any(|p| p["proto"] == "arp"
+            && p["arp"] == "request"
+            && p["ifname"] == a.cali.as_str()),
+        "the unanswered ARP requests are shown\n{}",
+        f.dump()
+    );
+}
+
+#[test]
+fn sigterm_ends_cleanly_and_detaches() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let b = lab.pod(1, 0).clone();
+    let t = Trace::start(&lab.node(1).netns, &[]).unwrap();
+    let f = t.stop_with(libc::SIGTERM).unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
+    attached_nothing_left(&lab, 1, &b.cali);
+    attached_nothing_left(&lab, 1, "eth0");
+}
+
+#[test]
+fn duration_stops_by_itself() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let f = calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &["--output", "json", "--duration", "1"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.of_type("start").len(), 1);
+    let s = stats(&f);
+    assert!(s["probes_attached"].as_array().unwrap().len() >= 2, "{s}");
+    assert!(s["duration_s"].as_f64().unwrap() >= 1.0);
+}
+
+fn assert_usage_error(f: &Finished, needle: &str) {
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    let lines: Vec<&str> = f.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one clear line: {:?}", f.stderr);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} should mention {needle:?}",
+        lines[0]
+    );
+    assert!(!f.stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_filter_is_a_usage_error() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let f = calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &["--duration", "1", "host", "10.0.0.300"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_usage_error(&f, "bad filter");
+    let f = calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &["--duration", "1", "port", "80", "and"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_usage_error(&f, "bad filter");
+}
+
+#[test]
+fn unknown_interface_is_a_usage_error() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let f = calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &["--duration", "1", "--iface", "nosuch*"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_usage_error(&f, "no interface matches --iface nosuch*");
+}
+
+#[test]
+fn without_privileges_it_says_so() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    // Root without any capability, as an unprivileged user would be.
+    let f = calitrace::run(
+        Some(&lab.node(0).netns),
+        &["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"],
+        &["--duration", "1"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_usage_error(&f, "needs root");
+    assert!(f.stderr.contains("sudo"), "{}", f.stderr);
+}

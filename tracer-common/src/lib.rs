@@ -1,0 +1,176 @@
+//! Types shared by the eBPF programs and the `calitrace` binary.
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the kernel writes these
+//! bytes into the ring buffer, userspace decodes them, and recordings store them
+//! verbatim. Changing a layout is a recording format change.
+#![no_std]
+
+pub mod filter;
+
+/// Kinds of [`Event`].
+pub mod kind {
+    /// A packet seen by a tc classifier.
+    pub const TC: u8 = 1;
+    /// A packet freed by `kfree_skb` (a drop).
+    pub const DROP: u8 = 2;
+}
+
+/// Direction of a tc observation.
+pub mod dir {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
+    pub const NONE: u8 = 255;
+}
+
+/// Layer 3 of a packet.
+pub mod l3 {
+    pub const NONE: u8 = 0;
+    pub const IPV4: u8 = 4;
+    pub const IPV6: u8 = 6;
+    pub const ARP: u8 = 8;
+}
+
+/// IP protocol numbers used by the parsers.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Bits of [`PacketMeta::flags`].
+pub mod pkt_flags {
+    /// IPv4 "don't fragment".
+    pub const DF: u8 = 1;
+    /// The ports / ICMP fields are valid.
+    pub const L4: u8 = 2;
+}
+
+/// What the parsers extract from one packet's headers.
+///
+/// Addresses are in network byte order; an IPv4 (or ARP) address uses the first
+/// four bytes and leaves the rest zero. Ports and the IP ID are in host order.
+/// For ICMP echo, `sport` holds the identifier and `dport` the sequence number.
+/// For ARP, `src`/`dst` are the sender and target protocol addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PacketMeta {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub l3: u8,
+    pub proto: u8,
+    pub ttl: u8,
+    pub flags: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_id: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub arp_op: u16,
+    pub tcp_flags: u8,
+    pub _pad: u8,
+    /// IP total length (IPv6: payload length + 40), or the frame length for ARP.
+    pub len: u32,
+    pub _reserved: u32,
+}
+
+/// One event in the ring buffer. Fixed size for every kind, so that decoding is a
+/// single unaligned read and recordings are a sequence of equal frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel address of the caller that freed the skb (drops).
+    pub location: u64,
+    pub kind: u8,
+    pub dir: u8,
+    pub _pad: u16,
+    pub ifindex: u32,
+    /// Inode number of the network namespace (0 when unknown).
+    pub netns: u32,
+    /// Raw `enum skb_drop_reason` value (drops).
+    pub reason: u32,
+    /// `skb->len`.
+    pub skb_len: u32,
+    pub mark: u32,
+    pub pkt: PacketMeta,
+}
+
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+
+/// Per-probe counters kept in a per-CPU array, indexed by these constants.
+pub mod counter {
+    pub const TC_SEEN: u32 = 0;
+    pub const TC_EMITTED: u32 = 1;
+    pub const DROP_SEEN: u32 = 2;
+    pub const DROP_EMITTED: u32 = 3;
+    /// Ring buffer reservation failed: the event is lost.
+    pub const LOST: u32 = 4;
+    pub const COUNT: u32 = 8;
+}
+
+/// Struct member offsets read from the running kernel's BTF at load time and
+/// handed to the drop program as a global. `u16::MAX` in a field means "absent".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkbOffsets {
+    pub skb_len: u16,
+    pub skb_dev: u16,
+    pub skb_sk: u16,
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_transport_header: u16,
+    pub skb_protocol: u16,
+    pub skb_mark: u16,
+    pub dev_ifindex: u16,
+    pub dev_nd_net: u16,
+    pub sk_net: u16,
+    pub net_ns_inum: u16,
+    /// Position of the `reason` argument of the raw tracepoint, or `u16::MAX`
+    /// on kernels without drop reasons.
+    pub reason_arg: u16,
+    pub _pad: [u16; 3],
+}
+
+impl SkbOffsets {
+    pub const ABSENT: u16 = u16::MAX;
+    pub const UNSET: SkbOffsets = SkbOffsets {
+        skb_len: Self::ABSENT,
+        skb_dev: Self::ABSENT,
+        skb_sk: Self::ABSENT,
+        skb_head: Self::ABSENT,
+        skb_network_header: Self::ABSENT,
+        skb_transport_header: Self::ABSENT,
+        skb_protocol: Self::ABSENT,
+        skb_mark: Self::ABSENT,
+        dev_ifindex: Self::ABSENT,
+        dev_nd_net: Self::ABSENT,
+        sk_net: Self::ABSENT,
+        net_ns_inum: Self::ABSENT,
+        reason_arg: Self::ABSENT,
+        _pad: [0; 3],
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, contain only integers and arrays of
+    // integers, and every bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::SkbOffsets {}
+    unsafe impl aya::Pod for super::filter::FilterProg {}
+    unsafe impl aya::Pod for super::filter::EvalState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<PacketMeta>(), 56);
+        assert_eq!(EVENT_SIZE, 8 + 8 + 4 + 4 + 4 + 4 + 4 + 4 + 56);
+        assert_eq!(core::mem::size_of::<SkbOffsets>(), 32);
+    }
+}

@@ -1,0 +1,80 @@
+//! The command line (see the README for the contract).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "calitrace",
+    version,
+    about = "Where exactly does cross-node Pod traffic die on this Calico node, and why?",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace live on this node (the default command).
+    Trace(TraceArgs),
+    /// Show a recording with the same views; needs no root.
+    Replay(ReplayArgs),
+    /// Show which kernel mechanisms and probes this kernel allows, and why not.
+    Probes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Tui,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ViewArgs {
+    /// View: tui (default on a terminal), text (default otherwise) or json lines.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
+    /// Report only drops and diagnoses, not every packet seen by tc.
+    #[arg(long)]
+    pub drops_only: bool,
+    /// tcpdump-like filter: host/src host/dst host A, net CIDR, [src|dst] port N,
+    /// tcp, udp, icmp, arp, joined with and/or/not and parentheses.
+    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub view: ViewArgs,
+    /// Also record everything to FILE (replay it with `calitrace replay FILE`).
+    #[arg(short, long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Interfaces for the tc programs (glob, repeatable). Default: cali*, tunl0,
+    /// vxlan.calico, vxlan-v6.calico, wireguard.cali and the default route's uplink.
+    #[arg(short, long = "iface", value_name = "GLOB")]
+    pub iface: Vec<String>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Report drops from every network namespace, not only this node's and its pods'.
+    #[arg(long)]
+    pub all_netns: bool,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub ring_mib: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A file written by `calitrace trace -w FILE`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}

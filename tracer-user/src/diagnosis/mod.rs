@@ -1,0 +1,385 @@
+//! Turning drops and unanswered ARP into diagnoses: one per distinct problem,
+//! re-emitted with updated counts at most once per interval.
+
+pub mod classify;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::correlation::arp::Unanswered;
+use crate::events::facts::{Environment, RouteFact};
+use crate::events::records::{Diagnosis, DropRecord, Record, Stage};
+
+/// Calico's link-local gateway address every pod routes through.
+pub const CALICO_GATEWAY: &str = "169.254.1.1";
+
+struct State {
+    diag: Diagnosis,
+    dirty: bool,
+    last_emit: u64,
+}
+
+pub struct Diagnoser {
+    states: HashMap<String, State>,
+    update_interval_ns: u64,
+}
+
+impl Diagnoser {
+    pub fn new(update_interval_ns: u64) -> Self {
+        Self {
+            states: HashMap::new(),
+            update_interval_ns,
+        }
+    }
+
+    /// Counts one more occurrence of the problem `key`; a new problem is
+    /// reported at once.
+    fn note(
+        &mut self,
+        key: String,
+        ts: u64,
+        count: u64,
+        make: impl FnOnce() -> Diagnosis,
+        out: &mut Vec<Record>,
+    ) {
+        match self.states.get_mut(&key) {
+            Some(s) => {
+                s.diag.count += count;
+                s.diag.last_ts_ns = ts;
+                s.dirty = true;
+            }
+            None => {
+                let mut diag = make();
+                diag.count = count;
+                diag.first_ts_ns = ts;
+                diag.last_ts_ns = ts;
+                out.push(Record::Diagnosis(diag.clone()));
+                self.states.insert(
+                    key,
+                    State {
+                        diag,
+                        dirty: false,
+                        last_emit: ts,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Re-emits problems whose count changed, no more often than the interval
+    /// (all of them when `force`).
+    pub fn flush(&mut self, now: u64, force: bool, out: &mut Vec<Record>) {
+        let mut due: Vec<&mut State> = self
+            .states
+            .values_mut()
+            .filter(|s| {
+                s.dirty && (force || now.saturating_sub(s.last_emit) >= self.update_interval_ns)
+            })
+            .collect();
+        due.sort_by_key(|s| s.diag.first_ts_ns);
+        for s in due {
+            s.dirty = false;
+            s.last_emit = now;
+            out.push(Record::Diagnosis(s.diag.clone()));
+        }
+    }
+
+    pub fn current(&self) -> Vec<&Diagnosis> {
+        let mut v: Vec<_> = self.states.values().map(|s| &s.diag).collect();
+        v.sort_by_key(|d| d.first_ts_ns);
+        v
+    }
+
+    pub fn on_drop(&mut self, d: &DropRecord, env: &mut Environment, out: &mut Vec<Record>) {
+        let src = d.flow.src.clone();
+        let dst = d.flow.dst.clone();
+        let pair = format!(
+            "{} > {}",
+            src.as_deref().unwrap_or("?"),
+            dst.as_deref().unwrap_or("?")
+        );
+        let flow = |code, stage, summary: String, hint: String| Diagnosis {
+            code,
+            stage: Some(stage),
+            summary,
+            hint,
+            src: src.clone(),
+            dst: dst.clone(),
+            ..Default::default()
+        };
+        let dst_ip: Option<IpAddr> = dst.as_deref().and_then(|s| s.parse().ok());
+        match d.stage {
+            Stage::Netfilter => {
+                let nf = d.netfilter.clone();
+                let get = |f: fn(&crate::events::records::NetfilterInfo) -> &Option<String>| {
+                    nf.as_ref().and_then(|n| f(n).clone())
+                };
+                let (backend, table, chain, hook, rule) = (
+                    get(|n| &n.backend),
+                    get(|n| &n.table),
+                    get(|n| &n.chain),
+                    get(|n| &n.hook),
+                    get(|n| &n.rule),
+                );
+                let key = format!(
+                    "NETFILTER_DROP|{backend:?}|{table:?}|{chain:?}|{hook:?}|{rule:?}|{pair}"
+                );
+                let place = describe_netfilter(&backend, &table, &chain, &hook, &rule);
+                let attribution = nf.as_ref().map(|n| n.attribution);
+                let list = match backend.as_deref() {
+                    Some("nft") => "nft list ruleset",
+                    Some("legacy") => "iptables-legacy-save -c",
+                    _ => "iptables-legacy-save -c; nft list ruleset",
+                };
+                self.note(key, d.ts_ns, 1, || Diagnosis {
+                    backend: backend.clone(),
+                    table: table.clone(),
+                    chain: chain.clone(),
+                    hook: hook.clone(),
+                    rule: rule.clone(),
+                    attribution,
+                    ..flow(
+                        "NETFILTER_DROP",
+                        Stage::Netfilter,
+                        format!("{pair} dropped by netfilter: {place}"),
+                        format!(
+                            "look for a DROP rule or a DROP policy{} with `{list}`; Calico's own rules live in cali-* chains",
+                            hook.as_deref().map(|h| format!(" in {h}")).unwrap_or_default()
+                        ),
+                    )
+                }, out);
+            }
+            Stage::RpFilter => {
+                let ifname = d.ifname.clone().unwrap_or_else(|| "?".into());
+                let back = src
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .map(|ip| env.route(ip));
+                let setting = env
+                    .iface_sysctl("ipv4", "conf", &ifname, "rp_filter")
+                    .unwrap_or_else(|| "?".into());
+                let all = env
+                    .iface_sysctl("ipv4", "conf", "all", "rp_filter")
+                    .unwrap_or_else(|| "?".into());
+                let why = match back {
+                    Some(RouteFact::Via(out_if)) if out_if != ifname => {
+                        format!(
+                            ": the route back to {} leaves by {out_if}",
+                            src.as_deref().unwrap_or("?")
+                        )
+                    }
+                    Some(RouteFact::None) => format!(
+                        ": there is no route back to {}",
+                        src.as_deref().unwrap_or("?")
+                    ),
+                    _ => String::new(),
+                };
+                self.note(format!("RP_FILTER|{ifname}|{pair}"), d.ts_ns, 1, || Diagnosis {
+                    ifname: Some(ifname.clone()),
+                    ..flow(
+                        "RP_FILTER",
+                        Stage::RpFilter,
+                        format!("reverse path filter dropped {pair} arriving on {ifname}{why}"),
+                        format!(
+                            "rp_filter is {setting} on {ifname} and {all} for all (the higher applies): fix the route back to the source, or set loose mode with `sysctl -w net.ipv4.conf.{ifname}.rp_filter=2`"
+                        ),
+                    )
+                }, out);
+            }
+            Stage::Ttl => {
+                let route = dst_ip.map(|ip| env.route(ip));
+                let seen = match d.journey.len() {
+                    n if n >= crate::correlation::MAX_HOPS => format!("at least {n}"),
+                    n => n.to_string(),
+                };
+                let via = match &route {
+                    Some(RouteFact::Via(i)) => format!("; this node routes it out of {i}"),
+                    _ => String::new(),
+                };
+                let target = dst.clone().unwrap_or_else(|| "?".into());
+                self.note(format!("ROUTING_LOOP|{pair}"), d.ts_ns, 1, || flow(
+                    "ROUTING_LOOP",
+                    Stage::Ttl,
+                    format!(
+                        "{pair} ran out of TTL while being forwarded (seen {seen} times here){via}: a routing loop"
+                    ),
+                    format!(
+                        "check `ip route get {target}` on this node and on the next hop: a node that lacks the pod's /32 route (or its block route) sends the packet back along its default route"
+                    ),
+                ), out);
+            }
+            Stage::Routing => {
+                let target = dst.clone().unwrap_or_else(|| "?".into());
+                self.note(format!("NO_ROUTE|{target}"), d.ts_ns, 1, || flow(
+                    "NO_ROUTE",
+                    Stage::Routing,
+                    format!("no route to {target} on this node ({})", d.reason),
+                    format!("check `ip route get {target}`; for pod traffic the route to the remote node's IPAM block comes from BGP (BIRD) or the VXLAN/IPIP routes Felix programs"),
+                ), out);
+            }
+            Stage::Neighbor => {
+                let ifname = d.ifname.clone();
+                let host_iface = d
+                    .pod
+                    .as_ref()
+                    .and_then(|_| env.facts.pods.get(&d.netns))
+                    .map(|p| p.host_iface.clone());
+                if let Some(cali) = host_iface {
+                    // Inside a pod the only neighbour is Calico's gateway.
+                    self.gateway_unanswered(&cali, CALICO_GATEWAY, d.ts_ns, 1, env, out);
+                    return;
+                }
+                let target = dst.clone().unwrap_or_else(|| "?".into());
+                let dev = ifname.clone().unwrap_or_else(|| "?".into());
+                self.note(format!("NEIGHBOR_UNREACHABLE|{dev}|{target}"), d.ts_ns, 1, || Diagnosis {
+                    ifname: ifname.clone(),
+                    ..flow(
+                        "NEIGHBOR_UNREACHABLE",
+                        Stage::Neighbor,
+                        format!("{pair}: the next hop on {dev} did not answer ARP/ND"),
+                        format!("check `ip neigh show dev {dev}` and `ip route get {target}`: is the next-hop node up and on this link?"),
+                    )
+                }, out);
+            }
+            Stage::Mtu => {
+                self.note(format!("MTU_EXCEEDED|{pair}"), d.ts_ns, 1, || flow(
+                    "MTU_EXCEEDED",
+                    Stage::Mtu,
+                    format!("{pair}: packet of {} bytes too big for the path (DF set)", d.detail.len),
+                    "check the MTU of the pod interface, cali*, and the tunnel (vxlan.calico needs 50 bytes less than the uplink, tunl0 20); Calico's veth MTU setting must fit the encapsulation".into(),
+                ), out);
+            }
+            Stage::Tc | Stage::Socket | Stage::Other => {
+                let reason = d.reason.clone();
+                let loc = d.location.clone().unwrap_or_else(|| "?".into());
+                self.note(format!("OTHER|{reason}|{loc}|{pair}"), d.ts_ns, 1, || flow(
+                    "OTHER",
+                    d.stage,
+                    format!("{pair} dropped: {reason} in {loc}"),
+                    format!("the kernel's drop reason is {reason}; see where {loc} frees packets for this reason"),
+                ), out);
+            }
+        }
+    }
+
+    /// ARP requests from a pod for its gateway got no answer on `ifname`.
+    pub fn on_unanswered_arp(
+        &mut self,
+        u: &Unanswered,
+        ifname: &str,
+        env: &mut Environment,
+        out: &mut Vec<Record>,
+    ) {
+        self.gateway_unanswered(
+            ifname,
+            &u.target.to_string(),
+            u.last_ts,
+            u.requests,
+            env,
+            out,
+        );
+    }
+
+    fn gateway_unanswered(
+        &mut self,
+        ifname: &str,
+        target: &str,
+        ts: u64,
+        count: u64,
+        env: &mut Environment,
+        out: &mut Vec<Record>,
+    ) {
+        let proxy_arp = env.iface_sysctl("ipv4", "conf", ifname, "proxy_arp");
+        let route = target
+            .parse()
+            .map(|ip| env.route(ip))
+            .unwrap_or(RouteFact::Unknown);
+        let base = |code, stage, summary: String, hint: String| Diagnosis {
+            code,
+            stage: Some(stage),
+            summary,
+            hint,
+            ifname: Some(ifname.to_string()),
+            target: Some(target.to_string()),
+            ..Default::default()
+        };
+        let (code, diag) = if proxy_arp.as_deref() == Some("0") {
+            (
+                "PROXY_ARP_DISABLED",
+                base(
+                    "PROXY_ARP_DISABLED",
+                    Stage::Neighbor,
+                    format!("pod's ARP for {target} unanswered: proxy_arp is 0 on {ifname}"),
+                    format!(
+                        "`sysctl -w net.ipv4.conf.{ifname}.proxy_arp=1` (Felix sets it on every cali* interface: is calico-node running?)"
+                    ),
+                ),
+            )
+        } else if route == RouteFact::None {
+            (
+                "NO_ROUTE",
+                base(
+                    "NO_ROUTE",
+                    Stage::Routing,
+                    format!(
+                        "pod's ARP for {target} on {ifname} unanswered: this node has no route to {target}, and proxy ARP only answers for addresses the node can route"
+                    ),
+                    format!(
+                        "`ip route get {target}` fails: give the node a default route (or any route covering {target}) out of another interface"
+                    ),
+                ),
+            )
+        } else {
+            (
+                "PROXY_ARP_DISABLED",
+                base(
+                    "PROXY_ARP_DISABLED",
+                    Stage::Neighbor,
+                    format!(
+                        "pod's ARP for {target} unanswered on {ifname} although proxy_arp is {}",
+                        proxy_arp.as_deref().unwrap_or("unknown")
+                    ),
+                    format!(
+                        "check `sysctl net.ipv4.conf.{ifname}.proxy_arp net.ipv4.neigh.{ifname}.proxy_delay net.ipv4.conf.{ifname}.arp_ignore` and tc/ebtables rules on {ifname}"
+                    ),
+                ),
+            )
+        };
+        self.note(format!("{code}|{ifname}|{target}"), ts, count, || diag, out);
+    }
+}
+
+fn describe_netfilter(
+    backend: &Option<String>,
+    table: &Option<String>,
+    chain: &Option<String>,
+    hook: &Option<String>,
+    rule: &Option<String>,
+) -> String {
+    let mut parts = Vec::new();
+    match (backend.as_deref(), table.as_deref()) {
+        (Some(b), Some(t)) => parts.push(format!(
+            "{} table {t}",
+            if b == "nft" { "nft" } else { "iptables-legacy" }
+        )),
+        (Some(b), None) => parts.push(format!(
+            "{} (table not known)",
+            if b == "nft" {
+                "nf_tables"
+            } else {
+                "iptables-legacy"
+            }
+        )),
+        (None, _) => parts.push("backend not known".into()),
+    }
+    if let Some(c) = chain {
+        parts.push(format!("chain {c}"));
+    }
+    if let Some(h) = hook {
+        parts.push(format!("hook {h}"));
+    }
+    if let Some(r) = rule {
+        parts.push(format!("rule {r}"));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,311 @@
+//! Facts about the node that events refer to (interface names, symbols, drop
+//! reason names, sysctls, routes), and the environment that looks them up.
+//!
+//! Live, lookups go to the kernel and every new or changed answer is queued as
+//! a [`Fact`] so a recording can replay it; on replay the same lookups are
+//! answered from the recorded facts alone. That is what makes replay show what
+//! live tracing showed, on any machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{kallsyms::Kallsyms, netlink, system};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    /// netns name (`/run/netns`) or holder process.
+    pub name: String,
+    /// The node-side veth of this pod, e.g. `cali1234abcd`.
+    pub host_iface: String,
+}
+
+/// Result of a route lookup, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteFact {
+    Via(String),
+    Local,
+    None,
+    Unknown,
+}
+
+/// Everything known about the node; the header of a recording holds the
+/// initial set and frames carry [`Fact`] updates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub node: String,
+    pub kernel: String,
+    /// Inode of the namespace calitrace traced in.
+    pub netns: u32,
+    pub reasons: BTreeMap<u32, String>,
+    /// `(netns << 32) | ifindex` to interface name.
+    pub ifnames: BTreeMap<u64, String>,
+    pub pods: BTreeMap<u32, PodInfo>,
+    pub symbols: BTreeMap<u64, String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub routes: BTreeMap<String, RouteFact>,
+    pub local_addrs: BTreeSet<IpAddr>,
+}
+
+/// One change to [`NodeFacts`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    Symbol {
+        addr: u64,
+        name: String,
+    },
+    Sysctl {
+        key: String,
+        value: Option<String>,
+    },
+    Route {
+        dst: String,
+        route: RouteFact,
+    },
+    IfName {
+        netns: u32,
+        ifindex: u32,
+        name: String,
+    },
+}
+
+pub fn ifkey(netns: u32, ifindex: u32) -> u64 {
+    (netns as u64) << 32 | ifindex as u64
+}
+
+impl NodeFacts {
+    pub fn apply(&mut self, f: &Fact) {
+        match f {
+            Fact::Symbol { addr, name } => {
+                self.symbols.insert(*addr, name.clone());
+            }
+            Fact::Sysctl {
+                key,
+                value: Some(v),
+            } => {
+                self.sysctls.insert(key.clone(), v.clone());
+            }
+            Fact::Sysctl { key, value: None } => {
+                self.sysctls.remove(key);
+            }
+            Fact::Route { dst, route } => {
+                self.routes.insert(dst.clone(), route.clone());
+            }
+            Fact::IfName {
+                netns,
+                ifindex,
+                name,
+            } => {
+                self.ifnames.insert(ifkey(*netns, *ifindex), name.clone());
+            }
+        }
+    }
+
+    pub fn ifname(&self, netns: u32, ifindex: u32) -> Option<&str> {
+        self.ifnames.get(&ifkey(netns, ifindex)).map(String::as_str)
+    }
+
+    pub fn reason_name(&self, reason: u32) -> String {
+        self.reasons
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("REASON_{reason}"))
+    }
+
+    /// Name of the netns for humans: the pod's, "node" for our own, or the inode.
+    pub fn netns_label(&self, netns: u32) -> String {
+        if netns == self.netns {
+            "node".into()
+        } else if let Some(p) = self.pods.get(&netns) {
+            format!("pod {}", p.name)
+        } else {
+            netns.to_string()
+        }
+    }
+}
+
+/// The kernel side of lookups; absent on replay.
+pub struct Live {
+    kallsyms: Kallsyms,
+}
+
+/// Answers lookups from facts, asking the kernel first when live.
+pub struct Environment {
+    pub facts: NodeFacts,
+    live: Option<Live>,
+    updates: Vec<Fact>,
+}
+
+impl Environment {
+    pub fn replay(facts: NodeFacts) -> Self {
+        Self {
+            facts,
+            live: None,
+            updates: Vec::new(),
+        }
+    }
+
+    pub fn live(facts: NodeFacts, kallsyms: Kallsyms) -> Self {
+        Self {
+            facts,
+            live: Some(Live { kallsyms }),
+            updates: Vec::new(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    fn learn(&mut self, f: Fact) {
+        self.facts.apply(&f);
+        if self.live.is_some() {
+            self.updates.push(f);
+        }
+    }
+
+    /// Applies a recorded fact (replay).
+    pub fn apply(&mut self, f: &Fact) {
+        self.facts.apply(f);
+    }
+
+    /// Facts learnt since the last call, in the order they were learnt.
+    pub fn take_updates(&mut self) -> Vec<Fact> {
+        std::mem::take(&mut self.updates)
+    }
+
+    pub fn symbol(&mut self, addr: u64) -> Option<String> {
+        if let Some(s) = self.facts.symbols.get(&addr) {
+            return Some(s.clone());
+        }
+        let name = self.live.as_ref()?.kallsyms.name(addr)?.to_string();
+        self.learn(Fact::Symbol {
+            addr,
+            name: name.clone(),
+        });
+        Some(name)
+    }
+
+    /// A per-interface sysctl such as `net.ipv4.conf.<iface>.proxy_arp`.
+    pub fn iface_sysctl(
+        &mut self,
+        family: &str,
+        section: &str,
+        ifname: &str,
+        setting: &str,
+    ) -> Option<String> {
+        let key = system::iface_sysctl_key(family, section, ifname, setting);
+        if self.live.is_none() {
+            return self.facts.sysctls.get(&key).cloned();
+        }
+        let value = system::read_iface_sysctl(family, section, ifname, setting);
+        if self.facts.sysctls.get(&key) != value.as_ref() {
+            self.learn(Fact::Sysctl {
+                key,
+                value: value.clone(),
+            });
+        }
+        value
+    }
+
+    pub fn route(&mut self, dst: IpAddr) -> RouteFact {
+        let key = dst.to_string();
+        if self.live.is_some() {
+            let route = match netlink::route_get(dst) {
+                Ok(netlink::Route::Via(idx)) => RouteFact::Via(
+                    self.facts
+                        .ifname(self.facts.netns, idx)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("if{idx}")),
+                ),
+                Ok(netlink::Route::Local) => RouteFact::Local,
+                Ok(netlink::Route::None) => RouteFact::None,
+                Err(_) => RouteFact::Unknown,
+            };
+            if self.facts.routes.get(&key) != Some(&route) {
+                self.learn(Fact::Route {
+                    dst: key,
+                    route: route.clone(),
+                });
+            }
+            return route;
+        }
+        self.facts
+            .routes
+            .get(&key)
+            .cloned()
+            .unwrap_or(RouteFact::Unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_answers_from_recorded_facts_only() {
+        let mut env = Environment::replay(NodeFacts::default());
+        assert_eq!(env.symbol(0x1234), None);
+        env.apply(&Fact::Symbol {
+            addr: 0x1234,
+            name: "nf_hook_slow".into(),
+        });
+        env.apply(&Fact::Sysctl {
+            key: "net.ipv4.conf.cali1.proxy_arp".into(),
+            value: Some("0".into()),
+        });
+        assert_eq!(
+            env.iface_sysctl("ipv4", "conf", "cali1", "proxy_arp")
+                .as_deref(),
+            Some("0")
+        );
+        env.apply(&Fact::Route {
+            dst: "10.0.0.1".into(),
+            route: RouteFact::None,
+        });
+        assert_eq!(env.symbol(0x1234).as_deref(), Some("nf_hook_slow"));
+        assert_eq!(env.route("10.0.0.1".parse().unwrap()), RouteFact::None);
+        assert_eq!(env.route("10.0.0.2".parse().unwrap()), RouteFact::Unknown);
+        assert!(
+            env.take_updates().is_empty(),
+            "replay never produces new facts"
+        );
+    }
+
+    #[test]
+    fn live_lookups_are_queued_once() {
+        let ks = Kallsyms::parse("ffffffff81a00400 T nf_hook_slow\n".as_bytes());
+        let mut env = Environment::live(NodeFacts::default(), ks);
+        assert_eq!(
+            env.symbol(0xffffffff81a00410).as_deref(),
+            Some("nf_hook_slow")
+        );
+        assert_eq!(
+            env.symbol(0xffffffff81a00410).as_deref(),
+            Some("nf_hook_slow")
+        );
+        let updates = env.take_updates();
+        assert_eq!(updates.len(), 1);
+        let mut replayed = NodeFacts::default();
+        replayed.apply(&updates[0]);
+        assert_eq!(replayed.symbols, env.facts.symbols);
+    }
+
+    #[test]
+    fn facts_survive_json() {
+        let mut f = NodeFacts {
+            netns: 7,
+            ..Default::default()
+        };
+        f.ifnames.insert(ifkey(7, 3), "cali1".into());
+        f.local_addrs.insert("10.0.0.1".parse().unwrap());
+        f.routes
+            .insert("1.2.3.4".into(), RouteFact::Via("eth0".into()));
+        let back: NodeFacts = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.ifname(7, 3), Some("cali1"));
+    }
+}

@@ -1,0 +1,90 @@
+//! Kernel events: decoding the ring buffer bytes and the context needed to name
+//! what they refer to.
+
+pub mod facts;
+pub mod records;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use tracer_common::{EVENT_SIZE, Event, PacketMeta, l3};
+
+/// What flows into the pipeline, live or from a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Event(Event),
+    /// The clock advanced to this monotonic time without events: time-based
+    /// rules (unanswered ARP) may fire.
+    Tick(u64),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodeError(pub usize);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event of {} bytes, expected {EVENT_SIZE}", self.0)
+    }
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < EVENT_SIZE {
+        return Err(DecodeError(bytes.len()));
+    }
+    // SAFETY: Event is plain old data, valid for any bit pattern, and the length
+    // was checked; read_unaligned copes with any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// The raw bytes of an event, as the kernel wrote them.
+pub fn encode(ev: &Event) -> &[u8] {
+    // SAFETY: Event is repr(C) without padding (checked in tracer-common).
+    unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) }
+}
+
+pub fn src_ip(p: &PacketMeta) -> Option<IpAddr> {
+    ip(p, &p.src)
+}
+
+pub fn dst_ip(p: &PacketMeta) -> Option<IpAddr> {
+    ip(p, &p.dst)
+}
+
+fn ip(p: &PacketMeta, a: &[u8; 16]) -> Option<IpAddr> {
+    match p.l3 {
+        l3::IPV4 | l3::ARP => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+        l3::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+        _ => None,
+    }
+}
+
+/// Fills a [`PacketMeta`] address from an [`IpAddr`] (tests and synthetic sources).
+pub fn set_ip(a: &mut [u8; 16], ip: IpAddr) {
+    *a = [0; 16];
+    match ip {
+        IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => *a = v6.octets(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_roundtrips_and_rejects_short_records() {
+        let mut ev = Event {
+            ts_ns: 42,
+            kind: tracer_common::kind::DROP,
+            reason: 7,
+            ..Default::default()
+        };
+        ev.pkt.l3 = l3::IPV4;
+        set_ip(&mut ev.pkt.src, "10.244.1.10".parse().unwrap());
+        let bytes = encode(&ev).to_vec();
+        assert_eq!(decode(&bytes), Ok(ev));
+        assert_eq!(decode(&bytes[..10]), Err(DecodeError(10)));
+        assert_eq!(src_ip(&ev.pkt), Some("10.244.1.10".parse().unwrap()));
+        assert_eq!(dst_ip(&ev.pkt), Some("0.0.0.0".parse().unwrap()));
+    }
+}

@@ -1,0 +1,210 @@
+//! What calitrace needs from the running kernel's BTF: struct member offsets for
+//! the drop program, drop-reason names, and tracepoint signatures.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use btf_rs::{Btf, Type};
+use tracer_common::SkbOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        Self::from_file(VMLINUX_BTF)
+    }
+
+    pub fn from_file(path: &str) -> Result<Self> {
+        let btf =
+            Btf::from_file(path).with_context(|| format!("cannot read kernel BTF from {path}"))?;
+        Ok(Self { btf })
+    }
+
+    fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+    }
+
+    /// Peels typedefs and qualifiers off a type.
+    fn strip(&self, mut t: Type) -> Option<Type> {
+        for _ in 0..16 {
+            match t {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    t = self.btf.resolve_chained_type(t.as_btf_type()?).ok()?;
+                }
+                other => return Some(other),
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `member` in a struct/union, looking through anonymous
+    /// members (the kernel wraps many fields in unnamed unions and structs).
+    fn member_in(&self, st: &btf_rs::Struct, member: &str) -> Option<(u32, Type)> {
+        for m in &st.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let ty = self
+                .btf
+                .resolve_chained_type(m)
+                .ok()
+                .and_then(|t| self.strip(t));
+            if name == member {
+                return Some((m.bit_offset() / 8, ty?));
+            }
+            if name.is_empty()
+                && let Some(Type::Struct(inner) | Type::Union(inner)) = ty
+                && let Some((off, t)) = self.member_in(&inner, member)
+            {
+                return Some((m.bit_offset() / 8 + off, t));
+            }
+        }
+        None
+    }
+
+    /// Offset of a dotted path of members, e.g. `("net", "ns.inum")`.
+    pub fn offset_of(&self, strukt: &str, path: &str) -> Option<u32> {
+        let mut st = self.find_struct(strukt)?;
+        let mut total = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (off, ty) = self.member_in(&st, part)?;
+            total += off;
+            if parts.peek().is_some() {
+                st = match ty {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    _ => return None,
+                };
+            }
+        }
+        Some(total)
+    }
+
+    pub fn skb_offsets(&self) -> SkbOffsets {
+        let o = |s: &str, p: &str| {
+            self.offset_of(s, p)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(SkbOffsets::ABSENT)
+        };
+        SkbOffsets {
+            skb_len: o("sk_buff", "len"),
+            skb_dev: o("sk_buff", "dev"),
+            skb_sk: o("sk_buff", "sk"),
+            skb_head: o("sk_buff", "head"),
+            skb_network_header: o("sk_buff", "network_header"),
+            skb_transport_header: o("sk_buff", "transport_header"),
+            skb_protocol: o("sk_buff", "protocol"),
+            skb_mark: o("sk_buff", "mark"),
+            dev_ifindex: o("net_device", "ifindex"),
+            dev_nd_net: o("net_device", "nd_net.net"),
+            sk_net: o("sock", "__sk_common.skc_net.net"),
+            net_ns_inum: o("net", "ns.inum"),
+            reason_arg: match self.tracepoint_args("kfree_skb") {
+                Some(n) if n >= 3 => 2,
+                _ => SkbOffsets::ABSENT,
+            },
+            _pad: [0; 3],
+        }
+    }
+
+    /// Values and names of `enum skb_drop_reason`, without the
+    /// `SKB_DROP_REASON_` prefix. Empty on kernels without drop reasons.
+    pub fn drop_reasons(&self) -> BTreeMap<u32, String> {
+        let mut out = BTreeMap::new();
+        let Ok(types) = self.btf.resolve_types_by_name("skb_drop_reason") else {
+            return out;
+        };
+        for t in types {
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    if let Ok(name) = self.btf.resolve_name(m) {
+                        let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name);
+                        out.insert(m.val(), short.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of arguments of a raw tracepoint, from `btf_trace_<name>`
+    /// (a pointer to a prototype whose first parameter is the BPF context).
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?;
+        let t = self.strip(types.into_iter().next()?)?;
+        let Type::Ptr(p) = t else { return None };
+        match self.btf.resolve_chained_type(&p).ok()? {
+            Type::FuncProto(fp) => Some(fp.parameters.len().saturating_sub(1)),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel has a function of that name (a fexit/kprobe target).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .map(|ts| ts.iter().any(|t| matches!(t, Type::Func(_))))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> Option<KernelBtf> {
+        std::path::Path::new(VMLINUX_BTF)
+            .exists()
+            .then(|| KernelBtf::load().unwrap())
+    }
+
+    #[test]
+    fn offsets_of_the_running_kernel_are_plausible() {
+        let Some(k) = kernel() else { return };
+        let o = k.skb_offsets();
+        for (name, v) in [
+            ("len", o.skb_len),
+            ("dev", o.skb_dev),
+            ("head", o.skb_head),
+            ("network_header", o.skb_network_header),
+            ("protocol", o.skb_protocol),
+            ("ifindex", o.dev_ifindex),
+            ("nd_net", o.dev_nd_net),
+            ("skc_net", o.sk_net),
+            ("ns.inum", o.net_ns_inum),
+        ] {
+            assert_ne!(v, SkbOffsets::ABSENT, "{name} not found in BTF");
+        }
+        // sk_buff starts with the next/prev/dev union: dev is within the first 24 bytes.
+        assert!(o.skb_dev < 24, "dev at {}", o.skb_dev);
+        assert!(o.skb_head > o.skb_len);
+    }
+
+    #[test]
+    fn drop_reason_names_come_from_btf() {
+        let Some(k) = kernel() else { return };
+        let r = k.drop_reasons();
+        assert_eq!(r.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
+        assert!(r.values().any(|n| n == "NETFILTER_DROP"));
+        assert!(r.values().any(|n| n == "IP_RPFILTER"));
+        assert_eq!(k.tracepoint_args("kfree_skb"), Some(4));
+        assert!(k.has_function("nf_hook_slow"));
+        assert!(!k.has_function("no_such_function_calitrace"));
+    }
+}

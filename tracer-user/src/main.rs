@@ -1,0 +1,17 @@
+use clap::Parser;
+use tracer_user::cli::{Cli, Command};
+use tracer_user::run;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run::live::run(cli.trace),
+        Some(Command::Trace(args)) => run::live::run(args),
+        Some(Command::Probes) => run::probes::run(),
+        Some(Command::Replay(_)) => Err(run::usage("replay is not available yet")),
+    };
+    if let Err(e) = result {
+        eprintln!("calitrace: {e:#}");
+        std::process::exit(run::exit_code(&e));
+    }
+}

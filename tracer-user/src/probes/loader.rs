@@ -1,0 +1,247 @@
+//! Loading the eBPF object, attaching what this kernel allows, and undoing it
+//! all when dropped (normal exit, signals and errors alike).
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, SchedClassifier, TcAttachType, tc},
+};
+use tracer_common::{SkbOffsets, counter, filter::FilterProg};
+
+use super::capabilities::{Capabilities, ProbeReport};
+use crate::kernel::{btf::KernelBtf, netlink, netlink::Link};
+
+/// The object built from `tracer-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+pub struct LoadOptions<'a> {
+    pub filter: FilterProg,
+    /// Report drops only from these namespaces; `None` = all.
+    pub netns: Option<Vec<u32>>,
+    pub own_netns: u32,
+    pub ring_bytes: u32,
+    pub interfaces: &'a [Link],
+    pub attach: bool,
+}
+
+pub struct Tracer {
+    ebpf: Option<Ebpf>,
+    ring: Option<RingBuf<MapData>>,
+    pub report: ProbeReport,
+    /// Interfaces with tc programs attached.
+    pub interfaces: Vec<String>,
+    /// clsact qdiscs calitrace added (netlink attach on kernels before TCX); removed on drop.
+    created_clsact: Vec<u32>,
+}
+
+/// One line for a failed load/attach: the innermost cause is usually the
+/// useful part (e.g. "Operation not permitted").
+fn why(e: &anyhow::Error) -> String {
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    shorten_verifier_log(&chain.join(": "))
+}
+
+/// Verifier logs run to thousands of lines: keep the error and the log's last line.
+fn shorten_verifier_log(msg: &str) -> String {
+    match msg.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let last = log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with(':'))
+                .unwrap_or("");
+            format!(
+                "{}(verifier: {last})",
+                head.trim_end_matches(['.', ' ']).to_string() + ". "
+            )
+        }
+        None => msg.to_string(),
+    }
+}
+
+impl Tracer {
+    pub fn load(
+        caps: &Capabilities,
+        btf: Option<&KernelBtf>,
+        opts: LoadOptions<'_>,
+    ) -> Result<Tracer> {
+        let offsets = btf.map(KernelBtf::skb_offsets).unwrap_or(SkbOffsets::UNSET);
+        let has_reason: u8 = (offsets.reason_arg != SkbOffsets::ABSENT) as u8;
+        let netns_filter: u8 = opts.netns.is_some() as u8;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SKB_OFFSETS", &offsets, true)
+            .override_global("HAS_REASON", &has_reason, true)
+            .override_global("NETNS_FILTER", &netns_filter, true)
+            .override_global("TC_NETNS", &opts.own_netns, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(OBJECT)
+            .context("loading the eBPF maps")?;
+
+        let mut filter: Array<_, FilterProg> =
+            Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
+        filter
+            .set(0, opts.filter, 0)
+            .context("setting the filter")?;
+        if let Some(list) = &opts.netns {
+            let mut set: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
+            for ns in list {
+                set.insert(ns, 1, 0)
+                    .context("adding a namespace to the drop filter")?;
+            }
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+
+        let mut tracer = Tracer {
+            ebpf: None,
+            ring: Some(ring),
+            report: ProbeReport::default(),
+            interfaces: Vec::new(),
+            created_clsact: Vec::new(),
+        };
+        tracer.attach_tc(&mut ebpf, caps, &opts)?;
+        tracer.attach_drops(&mut ebpf, caps, btf, &opts);
+        tracer.ebpf = Some(ebpf);
+        Ok(tracer)
+    }
+
+    fn attach_tc(
+        &mut self,
+        ebpf: &mut Ebpf,
+        caps: &Capabilities,
+        opts: &LoadOptions<'_>,
+    ) -> Result<()> {
+        let mechanism = if caps.tcx() { "TCX" } else { "netlink clsact" };
+        for name in ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"] {
+            let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
+            if let Err(e) = prog.load() {
+                self.report.missing(format!("tc ({name})"), why(&e.into()));
+                return Ok(());
+            }
+        }
+        if !opts.attach {
+            self.report.ok(
+                format!("tc classifier ({mechanism})"),
+                Some("loadable".into()),
+            );
+            return Ok(());
+        }
+        for link in opts.interfaces {
+            let (ingress, egress) = if link.has_ethernet_header() {
+                ("tc_ingress", "tc_egress")
+            } else {
+                ("tc_ingress_l3", "tc_egress_l3")
+            };
+            if !caps.tcx() {
+                // An error means the qdisc is already there (someone else's):
+                // it stays in place on exit.
+                if tc::qdisc_add_clsact(&link.name).is_ok() {
+                    self.created_clsact.push(link.index);
+                }
+            }
+            let mut attach = |prog_name: &str, ty: TcAttachType| -> Result<()> {
+                let prog: &mut SchedClassifier =
+                    ebpf.program_mut(prog_name).context("program")?.try_into()?;
+                prog.attach(&link.name, ty)
+                    .map(|_| ())
+                    .map_err(|e| anyhow!(e))
+            };
+            match attach(ingress, TcAttachType::Ingress)
+                .and_then(|_| attach(egress, TcAttachType::Egress))
+            {
+                Ok(()) => self.interfaces.push(link.name.clone()),
+                Err(e) => self.report.missing(format!("tc on {}", link.name), why(&e)),
+            }
+        }
+        if !self.interfaces.is_empty() {
+            self.report.ok(
+                format!("tc classifier ({mechanism})"),
+                Some(format!("ingress+egress on {}", self.interfaces.join(", "))),
+            );
+        }
+        Ok(())
+    }
+
+    fn attach_drops(
+        &mut self,
+        ebpf: &mut Ebpf,
+        caps: &Capabilities,
+        btf: Option<&KernelBtf>,
+        opts: &LoadOptions<'_>,
+    ) {
+        const NAME: &str = "kfree_skb raw tracepoint";
+        if btf.is_none() {
+            self.report.missing(
+                NAME,
+                "no kernel BTF (/sys/kernel/btf/vmlinux): skb offsets unknown",
+            );
+            return;
+        }
+        let result = (|| -> Result<()> {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut("kfree_skb")
+                .context("program")?
+                .try_into()?;
+            prog.load()?;
+            if opts.attach {
+                prog.attach("kfree_skb")?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let reasons = btf.map(|b| b.drop_reasons().len()).unwrap_or(0);
+                let detail = if reasons > 0 {
+                    format!("{reasons} drop reasons from BTF")
+                } else {
+                    format!("no drop reasons on kernel {}: location only", caps.kernel)
+                };
+                self.report.ok(NAME, Some(detail));
+            }
+            Err(e) => self.report.missing(NAME, why(&e)),
+        }
+    }
+
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// Replaces the in-kernel filter while tracing.
+    pub fn set_filter(&mut self, prog: FilterProg) -> Result<()> {
+        let ebpf = self.ebpf.as_mut().context("not loaded")?;
+        let mut filter: Array<_, FilterProg> =
+            Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
+        filter.set(0, prog, 0)?;
+        Ok(())
+    }
+
+    /// Kernel-side counters summed over CPUs, indexed by `tracer_common::counter`.
+    pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        let Some(map) = self.ebpf.as_ref().and_then(|e| e.map("COUNTERS")) else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(vals) = arr.get(&(i as u32), 0) {
+                *slot = vals.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        // Dropping the Ebpf object detaches every link and closes every program.
+        self.ring.take();
+        self.ebpf.take();
+        for ifindex in self.created_clsact.drain(..) {
+            let _ = netlink::delete_clsact(ifindex);
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Kernel side: loading and attaching the eBPF programs, reading their ring
+//! buffer, and reporting what this kernel allows.
+
+pub mod capabilities;
+pub mod ifaces;
+pub mod loader;

@@ -1,0 +1,345 @@
+//! `calitrace [trace]`: load, attach, read the ring buffer, run the pipeline,
+//! show the records; detach everything on the way out.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{choose_output, line_view, show, usage};
+use crate::cli::{Output, TraceArgs};
+use crate::events::facts::{Environment, NodeFacts, PodInfo, ifkey};
+use crate::events::records::{Record, Start, Stats};
+use crate::events::{Input, decode};
+use crate::filter::Filter;
+use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
+use crate::pipeline::{Options, Pipeline};
+use crate::probes::capabilities::Capabilities;
+use crate::probes::ifaces;
+use crate::probes::loader::{LoadOptions, Tracer};
+
+/// Events handled per wake-up before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+
+/// Everything read from the machine before loading programs.
+pub struct Setup {
+    pub caps: Capabilities,
+    pub kallsyms: Kallsyms,
+    pub btf: Option<KernelBtf>,
+    pub own_netns: u32,
+    pub links: Vec<netlink::Link>,
+}
+
+impl Setup {
+    pub fn read() -> Result<Setup> {
+        let kallsyms = Kallsyms::load().unwrap_or_default();
+        let caps = Capabilities::detect(&kallsyms);
+        let btf = if caps.btf {
+            KernelBtf::load().ok()
+        } else {
+            None
+        };
+        Ok(Setup {
+            caps,
+            kallsyms,
+            btf,
+            own_netns: system::own_netns().context("reading /proc/self/ns/net")?,
+            links: netlink::links().context("listing interfaces")?,
+        })
+    }
+
+    pub fn require_privileges(&self) -> Result<()> {
+        if let Some(missing) = &self.caps.missing_privileges {
+            return Err(usage(format!(
+                "calitrace needs root to load eBPF programs (missing {missing}): run it with sudo, or use `calitrace replay FILE` without root"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The interfaces to attach to: the user's globs, or Calico's defaults plus uplinks.
+fn interfaces<'a>(links: &'a [netlink::Link], asked: &[String]) -> Result<Vec<&'a netlink::Link>> {
+    if asked.is_empty() {
+        let mut pats: Vec<String> = ifaces::DEFAULT_PATTERNS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        pats.extend(system::default_route_ifaces());
+        return Ok(ifaces::select(links, &pats));
+    }
+    let chosen = ifaces::select(links, asked);
+    if chosen.is_empty() {
+        let here: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        return Err(usage(format!(
+            "no interface matches --iface {} (interfaces here: {})",
+            asked.join(" --iface "),
+            here.join(", ")
+        )));
+    }
+    Ok(chosen)
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
+    let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;
+    if !args.ring_mib.is_power_of_two() || args.ring_mib > 1024 {
+        return Err(usage(format!(
+            "--ring-mib {} must be a power of two up to 1024",
+            args.ring_mib
+        )));
+    }
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        return Err(usage(format!(
+            "--duration {d} must be a positive number of seconds"
+        )));
+    }
+    // Signal handlers first: a Ctrl-C or SIGTERM that arrives while programs
+    // are being attached must still end in a clean detach.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    let setup = Setup::read()?;
+    setup.require_privileges()?;
+    let chosen = interfaces(&setup.links, &args.iface)?;
+
+    // Pods behind our cali* veths, so that drops inside them are reported too.
+    let veths: Vec<netlink::Link> = chosen
+        .iter()
+        .filter(|l| l.kind == "veth" && l.name.starts_with("cali"))
+        .map(|l| (*l).clone())
+        .collect();
+    let pods = netns::discover(setup.own_netns, &veths);
+
+    let mut facts = NodeFacts {
+        node: system::node_name(),
+        kernel: setup.caps.kernel.clone(),
+        netns: setup.own_netns,
+        reasons: setup
+            .btf
+            .as_ref()
+            .map(KernelBtf::drop_reasons)
+            .unwrap_or_default(),
+        local_addrs: system::local_addresses().into_iter().collect(),
+        ..Default::default()
+    };
+    for l in &setup.links {
+        facts
+            .ifnames
+            .insert(ifkey(setup.own_netns, l.index), l.name.clone());
+    }
+    for p in &pods {
+        facts.pods.insert(
+            p.inode,
+            PodInfo {
+                name: p.name.clone(),
+                host_iface: p.host_iface.clone(),
+            },
+        );
+        for (idx, name) in &p.links {
+            facts.ifnames.insert(ifkey(p.inode, *idx), name.clone());
+        }
+    }
+
+    let netns_filter = (!args.all_netns).then(|| {
+        let mut v = vec![setup.own_netns];
+        v.extend(pods.iter().map(|p| p.inode));
+        v
+    });
+    let owned: Vec<netlink::Link> = chosen.iter().map(|l| (*l).clone()).collect();
+    let mut tracer = Tracer::load(
+        &setup.caps,
+        setup.btf.as_ref(),
+        LoadOptions {
+            filter: compiled,
+            netns: netns_filter,
+            own_netns: setup.own_netns,
+            ring_bytes: args.ring_mib * 1024 * 1024,
+            interfaces: &owned,
+            attach: true,
+        },
+    )?;
+    if tracer.report.attached.is_empty() {
+        let why: Vec<String> = tracer
+            .report
+            .unavailable
+            .iter()
+            .map(|u| format!("{}: {}", u.name, u.reason))
+            .collect();
+        anyhow::bail!("no probe could be attached: {}", why.join("; "));
+    }
+
+    let output = match choose_output(args.view.output) {
+        Output::Tui => {
+            eprintln!("calitrace: the TUI is not available yet; showing text");
+            Output::Text
+        }
+        o => o,
+    };
+    let start = Start {
+        node: facts.node.clone(),
+        kernel: facts.kernel.clone(),
+        netns: facts.netns,
+        filter: filter.to_string(),
+        interfaces: tracer.interfaces.clone(),
+        probes_attached: tracer.report.attached.clone(),
+        probes_unavailable: tracer.report.unavailable.clone(),
+    };
+    report_start(&start, pods.len());
+
+    let env = Environment::live(facts, setup.kallsyms);
+    let pipeline = Pipeline::new(
+        env,
+        Options {
+            packets: !args.view.drops_only,
+            ..Options::default()
+        },
+    );
+    let mut view = line_view(output);
+    if output == Output::Json {
+        show(view.as_mut(), &[Record::Start(start)])?;
+    }
+
+    let started = std::time::Instant::now();
+    let (pipeline, result) = rt.block_on(event_loop(
+        &mut tracer,
+        pipeline,
+        view.as_mut(),
+        args.duration,
+        signals,
+    ));
+    let mut tail = Vec::new();
+    let mut pipeline = pipeline;
+    pipeline.finish(&mut tail);
+    tail.push(Record::Stats(stats(
+        &tracer,
+        started.elapsed().as_secs_f64(),
+    )));
+    let shown = show(view.as_mut(), &tail).and_then(|_| view.flush());
+    drop(tracer); // detach before reporting success
+    result?;
+    ignore_closed_stdout(shown)
+}
+
+fn ignore_closed_stdout(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn report_start(start: &Start, pods: usize) {
+    for p in &start.probes_attached {
+        eprintln!(
+            "calitrace: attached {}{}",
+            p.name,
+            p.detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    for u in &start.probes_unavailable {
+        eprintln!("calitrace: unavailable {}: {}", u.name, u.reason);
+    }
+    eprintln!(
+        "calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop",
+        start.node, start.netns, pods
+    );
+}
+
+fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
+    use tracer_common::counter;
+    let c = tracer.counters();
+    let mut events = std::collections::BTreeMap::new();
+    events.insert("tc_seen".into(), c[counter::TC_SEEN as usize]);
+    events.insert("tc".into(), c[counter::TC_EMITTED as usize]);
+    events.insert("kfree_skb_seen".into(), c[counter::DROP_SEEN as usize]);
+    events.insert("kfree_skb".into(), c[counter::DROP_EMITTED as usize]);
+    Stats {
+        events,
+        lost: c[counter::LOST as usize],
+        probes_attached: tracer.report.attached.clone(),
+        probes_unavailable: tracer.report.unavailable.clone(),
+        duration_s,
+    }
+}
+
+async fn event_loop(
+    tracer: &mut Tracer,
+    mut pipeline: Pipeline,
+    view: &mut dyn crate::views::View,
+    duration: Option<f64>,
+    (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+) -> (Pipeline, Result<()>) {
+    let result = async {
+        let ring = tracer.take_ring().context("ring buffer")?;
+        // SAFETY: the RingBuf owns its map fd, which stays open until the
+        // AsyncFd (and with it the RingBuf) is dropped.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut out = Vec::new();
+        let mut lost_reported = 0;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let rb = guard.get_inner_mut();
+                    let mut n = 0;
+                    while n < BATCH {
+                        let Some(item) = rb.next() else { break };
+                        if let Ok(ev) = decode(&item) {
+                            pipeline.process(&Input::Event(ev), &mut out);
+                        }
+                        n += 1;
+                    }
+                    if n < BATCH {
+                        guard.clear_ready();
+                    }
+                }
+                _ = tick.tick() => {
+                    pipeline.process(&Input::Tick(monotonic_ns()), &mut out);
+                    let lost = tracer.counters()[tracer_common::counter::LOST as usize];
+                    if lost > lost_reported {
+                        eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
+                        lost_reported = lost;
+                    }
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+            }
+            if !out.is_empty() {
+                match show(view, &out) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    r => r?,
+                }
+                out.clear();
+                view.flush().ok();
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    (pipeline, result)
+}

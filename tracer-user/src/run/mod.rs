@@ -1,0 +1,66 @@
+//! The commands: live tracing, replay, and the probe report.
+
+pub mod live;
+pub mod probes;
+
+use std::fmt;
+
+use crate::cli::Output;
+use crate::events::records::Record;
+use crate::views::{View, json::JsonView, text::TextView};
+
+/// An error that is the user's to fix (bad filter, missing privileges, no such
+/// interface): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// The exit code for an error returned by a command.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+pub fn is_terminal() -> bool {
+    unsafe { libc::isatty(1) == 1 }
+}
+
+/// The view asked for, or the default for where stdout goes.
+pub fn choose_output(asked: Option<Output>) -> Output {
+    asked.unwrap_or(if is_terminal() {
+        Output::Tui
+    } else {
+        Output::Text
+    })
+}
+
+/// A line view writing to stdout.
+pub fn line_view(output: Output) -> Box<dyn View> {
+    let stdout = std::io::BufWriter::new(std::io::stdout());
+    match output {
+        Output::Json => Box::new(JsonView::new(stdout)),
+        _ => Box::new(TextView::new(stdout)),
+    }
+}
+
+/// Writes records to a view; a closed stdout (e.g. `| head`) ends quietly.
+pub fn show(view: &mut dyn View, records: &[Record]) -> std::io::Result<()> {
+    for r in records {
+        view.record(r)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `calitrace probes`: what this kernel allows, by really loading the programs
+//! (without attaching them).
+
+use anyhow::Result;
+
+use super::live::Setup;
+use crate::probes::loader::{LoadOptions, Tracer};
+
+pub fn run() -> Result<()> {
+    let setup = Setup::read()?;
+    let c = &setup.caps;
+    println!("kernel {} ({}.{})", c.kernel, c.version.0, c.version.1);
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    println!("  BTF (/sys/kernel/btf/vmlinux): {}", yn(c.btf));
+    println!(
+        "  lockdown: {}",
+        c.lockdown
+            .as_deref()
+            .unwrap_or("unknown (securityfs not mounted)")
+    );
+    println!("  kallsyms addresses: {}", yn(c.kallsyms));
+    println!("  TCX links (6.6+): {}", yn(c.tcx()));
+    println!("  BPF netfilter links (6.4+): {}", yn(c.at_least(6, 4)));
+    println!(
+        "  kprobes: {}",
+        if c.kprobes {
+            "yes".into()
+        } else {
+            "no (CONFIG_KPROBES not set)".to_string()
+        }
+    );
+    setup.require_privileges()?;
+    let tracer = Tracer::load(
+        c,
+        setup.btf.as_ref(),
+        LoadOptions {
+            filter: Default::default(),
+            netns: None,
+            own_netns: setup.own_netns,
+            ring_bytes: 4096 * 16,
+            interfaces: &[],
+            attach: false,
+        },
+    )?;
+    println!("probes:");
+    for p in &tracer.report.attached {
+        println!(
+            "  ok   {}{}",
+            p.name,
+            p.detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    for u in &tracer.report.unavailable {
+        println!("  no   {}: {}", u.name, u.reason);
+    }
+    Ok(())
+}

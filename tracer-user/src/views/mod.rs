@@ -1,0 +1,12 @@
+//! Views of the record stream: JSON lines, text lines, and the TUI.
+
+pub mod json;
+pub mod text;
+
+use crate::events::records::Record;
+
+/// A sink for records. Line views write as records arrive.
+pub trait View {
+    fn record(&mut self, r: &Record) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}

@@ -1,0 +1,135 @@
+//! `cargo xtask`: set-up, build, run and test calitrace.
+//!
+//! Set-up is idempotent and cached: the nightly's rust-src, and bpf-linker
+//! built against the nightly's own libLLVM (no prebuilt one can be fetched).
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building the eBPF programs needs (nightly rust-src, bpf-linker).
+    Setup,
+    /// Build the eBPF object and calitrace.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run calitrace (as root) with ARGS.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the root-only integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// cargo clippy on everything, warnings as errors.
+    Lint,
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root())
+        .env("PATH", setup::path_with_cargo_bin());
+    c
+}
+
+fn build(release: bool) -> Result<PathBuf> {
+    setup::ensure()?;
+    let mut c = cargo();
+    c.args(["build", "--package", "tracer-user", "--bin", "calitrace"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("calitrace"))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
+        Cmd::Run { release, args } => {
+            let bin = build(release)?;
+            let mut c = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg(&bin);
+                c
+            };
+            let status = c.args(&args).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => {
+            if !is_root() {
+                bail!(
+                    "the integration tests load eBPF programs and create network namespaces: run `cargo xtask test` as root"
+                );
+            }
+            let bin = build(false)?;
+            let mut c = cargo();
+            c.args(["test", "--workspace"])
+                .env("CALITRACE_BIN", &bin)
+                .args(&args);
+            run(&mut c)
+        }
+        Cmd::Lint => {
+            setup::ensure()?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
+    }
+}
