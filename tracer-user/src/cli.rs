@@ -33,11 +33,14 @@ pub enum Output {
     Tui,
     Text,
     Json,
+    /// pcapng of the recorded packets (replay only).
+    Pcap,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
-    /// View: tui (default on a terminal), text (default otherwise) or json lines.
+    /// View: tui (default on a terminal), text (default otherwise), json lines,
+    /// or pcap (replay only: pcapng on stdout).
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,
     /// Report only drops and diagnoses, not every packet seen by tc.
@@ -75,6 +78,9 @@ pub struct TraceArgs {
 pub struct ReplayArgs {
     /// A file written by `calitrace trace -w FILE`.
     pub file: PathBuf,
+    /// Replay at N times the recorded speed (default: as fast as possible).
+    #[arg(long, value_name = "N")]
+    pub speed: Option<f64>,
     #[command(flatten)]
     pub view: ViewArgs,
 }

@@ -12,5 +12,6 @@ pub mod filter;
 pub mod kernel;
 pub mod pipeline;
 pub mod probes;
+pub mod recording;
 pub mod run;
 pub mod views;

@@ -8,7 +8,7 @@ fn main() {
         None => run::live::run(cli.trace),
         Some(Command::Trace(args)) => run::live::run(args),
         Some(Command::Probes) => run::probes::run(),
-        Some(Command::Replay(_)) => Err(run::usage("replay is not available yet")),
+        Some(Command::Replay(args)) => run::replay::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{choose_output, line_view, show, usage};
+use super::session::{Control, LineSink, Session, Sink, Status};
+use super::{choose_output, line_view, usage};
+use crate::recording::format::{End, Header};
 use crate::cli::{Output, TraceArgs};
 use crate::events::facts::{Environment, NodeFacts, PodInfo, ifkey};
 use crate::events::records::{Record, Start, Stats};
@@ -21,6 +23,8 @@ use crate::probes::loader::{LoadOptions, Tracer};
 
 /// Events handled per wake-up before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
+/// How often the clock moves on without events, and interactive views are heard.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Everything read from the machine before loading programs.
 pub struct Setup {
@@ -79,15 +83,6 @@ fn interfaces<'a>(links: &'a [netlink::Link], asked: &[String]) -> Result<Vec<&'
         )));
     }
     Ok(chosen)
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -192,6 +187,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             eprintln!("calitrace: the TUI is not available yet; showing text");
             Output::Text
         }
+        Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
         o => o,
     };
     let start = Start {
@@ -206,67 +202,71 @@ pub fn run(args: TraceArgs) -> Result<()> {
     report_start(&start, pods.len());
 
     let env = Environment::live(facts, setup.kallsyms);
-    let pipeline = Pipeline::new(
-        env,
-        Options {
-            packets: !args.view.drops_only,
-            ..Options::default()
-        },
-    );
-    let mut view = line_view(output);
+    let pipeline = Pipeline::new(env, Options { packets: !args.view.drops_only, ..Options::default() });
+    let mut session = Session::new(pipeline);
+    if let Some(path) = &args.write {
+        session.start_recording(path, recording_header(&start))?;
+    }
+    let mut sink = LineSink(line_view(output));
     if output == Output::Json {
-        show(view.as_mut(), &[Record::Start(start)])?;
+        sink.records(&[Record::Start(start.clone())])?;
     }
 
     let started = std::time::Instant::now();
-    let (pipeline, result) = rt.block_on(event_loop(
-        &mut tracer,
-        pipeline,
-        view.as_mut(),
-        args.duration,
-        signals,
-    ));
-    let mut tail = Vec::new();
-    let mut pipeline = pipeline;
-    pipeline.finish(&mut tail);
-    tail.push(Record::Stats(stats(
-        &tracer,
-        started.elapsed().as_secs_f64(),
-    )));
-    let shown = show(view.as_mut(), &tail).and_then(|_| view.flush());
+    let result = rt.block_on(event_loop(&mut tracer, &mut session, &mut sink, &start, args.duration, signals));
+    session.finish();
+    let mut tail = session.take_records();
+    tail.push(Record::Stats(stats(&tracer, started.elapsed().as_secs_f64())));
+    let end = end_counters(&tracer);
+    let recorded = session.stop_recording(&end);
+    let shown = sink.records(&tail).and_then(|_| sink.flush());
     drop(tracer); // detach before reporting success
     result?;
-    ignore_closed_stdout(shown)
+    recorded?;
+    shown?;
+    Ok(())
 }
 
-fn ignore_closed_stdout(r: std::io::Result<()>) -> Result<()> {
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+/// The header of a recording started now.
+pub fn recording_header(start: &Start) -> Header {
+    let (realtime, monotonic) = clocks();
+    Header {
+        calitrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: start.kernel.clone(),
+        node: start.node.clone(),
+        start_realtime_ns: realtime,
+        start_monotonic_ns: monotonic,
+        event_size: tracer_common::EVENT_SIZE as u32,
+        filter: start.filter.clone(),
+        interfaces: start.interfaces.clone(),
+        probes_attached: start.probes_attached.clone(),
+        probes_unavailable: start.probes_unavailable.clone(),
+        facts: Default::default(), // filled in by the session
     }
+}
+
+fn clock(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// (CLOCK_REALTIME, CLOCK_MONOTONIC) now.
+fn clocks() -> (u64, u64) {
+    (clock(libc::CLOCK_REALTIME), clock(libc::CLOCK_MONOTONIC))
 }
 
 fn report_start(start: &Start, pods: usize) {
     for p in &start.probes_attached {
-        eprintln!(
-            "calitrace: attached {}{}",
-            p.name,
-            p.detail
-                .as_ref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        );
+        eprintln!("calitrace: attached {}{}", p.name, p.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default());
     }
     for u in &start.probes_unavailable {
         eprintln!("calitrace: unavailable {}: {}", u.name, u.reason);
     }
-    eprintln!(
-        "calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop",
-        start.node, start.netns, pods
-    );
+    eprintln!("calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop", start.node, start.netns, pods);
 }
 
-fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
+fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u64) {
     use tracer_common::counter;
     let c = tracer.counters();
     let mut events = std::collections::BTreeMap::new();
@@ -274,9 +274,19 @@ fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
     events.insert("tc".into(), c[counter::TC_EMITTED as usize]);
     events.insert("kfree_skb_seen".into(), c[counter::DROP_SEEN as usize]);
     events.insert("kfree_skb".into(), c[counter::DROP_EMITTED as usize]);
+    (events, c[counter::LOST as usize])
+}
+
+fn end_counters(tracer: &Tracer) -> End {
+    let (events, lost) = kernel_counts(tracer);
+    End { events, lost }
+}
+
+fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
+    let (events, lost) = kernel_counts(tracer);
     Stats {
         events,
-        lost: c[counter::LOST as usize],
+        lost,
         probes_attached: tracer.report.attached.clone(),
         probes_unavailable: tracer.report.unavailable.clone(),
         duration_s,
@@ -285,61 +295,109 @@ fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
 
 async fn event_loop(
     tracer: &mut Tracer,
-    mut pipeline: Pipeline,
-    view: &mut dyn crate::views::View,
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    start: &Start,
     duration: Option<f64>,
     (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
-) -> (Pipeline, Result<()>) {
-    let result = async {
-        let ring = tracer.take_ring().context("ring buffer")?;
-        // SAFETY: the RingBuf owns its map fd, which stays open until the
-        // AsyncFd (and with it the RingBuf) is dropped.
-        let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-        let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut out = Vec::new();
-        let mut lost_reported = 0;
-        loop {
-            tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard?;
-                    let rb = guard.get_inner_mut();
-                    let mut n = 0;
-                    while n < BATCH {
-                        let Some(item) = rb.next() else { break };
-                        if let Ok(ev) = decode(&item) {
-                            pipeline.process(&Input::Event(ev), &mut out);
+) -> Result<()> {
+    let ring = tracer.take_ring().context("ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd, which stays open until the
+    // AsyncFd (and with it the RingBuf) is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let mut tick = tokio::time::interval(TICK);
+    let mut status = Status { filter: start.filter.clone(), ..Status::default() };
+    let mut rate = Rate::default();
+    let mut lost_reported = 0;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                let mut n = 0;
+                while n < BATCH {
+                    let Some(item) = rb.next() else { break };
+                    if let Ok(ev) = decode(&item) {
+                        session.feed(&Input::Event(ev))?;
+                    }
+                    n += 1;
+                }
+                rate.add(n as u64);
+                if n < BATCH {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                session.feed(&Input::Tick(clock(libc::CLOCK_MONOTONIC)))?;
+                let lost = tracer.counters()[tracer_common::counter::LOST as usize];
+                if lost > lost_reported {
+                    eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
+                    lost_reported = lost;
+                }
+                status.lost = lost;
+                status.events_per_sec = rate.per_second();
+                status.recording = session.recording().map(|p| p.to_path_buf());
+                sink.status(&status);
+                while let Some(c) = sink.control() {
+                    match c {
+                        Control::Quit => return Ok(()),
+                        Control::SetFilter(f) => match f.compile() {
+                            Ok(prog) => {
+                                tracer.set_filter(prog)?;
+                                status.filter = f.to_string();
+                                status.error = None;
+                            }
+                            Err(e) => status.error = Some(e.to_string()),
+                        },
+                        Control::StartRecording(path) => {
+                            if let Err(e) = session.start_recording(&path, recording_header(start)) {
+                                status.error = Some(format!("{e:#}"));
+                            }
                         }
-                        n += 1;
-                    }
-                    if n < BATCH {
-                        guard.clear_ready();
+                        Control::StopRecording => session.stop_recording(&end_counters(tracer))?,
+                        Control::Pause(_) | Control::Step => {}
                     }
                 }
-                _ = tick.tick() => {
-                    pipeline.process(&Input::Tick(monotonic_ns()), &mut out);
-                    let lost = tracer.counters()[tracer_common::counter::LOST as usize];
-                    if lost > lost_reported {
-                        eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
-                        lost_reported = lost;
-                    }
-                }
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             }
-            if !out.is_empty() {
-                match show(view, &out) {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-                    r => r?,
-                }
-                out.clear();
-                view.flush().ok();
-            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
         }
-        Ok::<(), anyhow::Error>(())
+        if session.has_records() {
+            let records = session.take_records();
+            if !sink.records(&records)? {
+                break;
+            }
+            sink.flush()?;
+        }
     }
-    .await;
-    (pipeline, result)
+    Ok(())
+}
+
+/// Events per second over the last few seconds.
+#[derive(Default)]
+struct Rate {
+    window: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl Rate {
+    fn add(&mut self, n: u64) {
+        let now = std::time::Instant::now();
+        self.window.push_back((now, n));
+        while self.window.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(3)) {
+            self.window.pop_front();
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        match (self.window.front(), self.window.back()) {
+            (Some((first, _)), Some((last, _))) if last > first => {
+                let total: u64 = self.window.iter().map(|(_, n)| n).sum();
+                total as f64 / last.duration_since(*first).as_secs_f64().max(1.0)
+            }
+            _ => 0.0,
+        }
+    }
 }

@@ -2,11 +2,12 @@
 
 pub mod live;
 pub mod probes;
+pub mod replay;
+pub mod session;
 
 use std::fmt;
 
 use crate::cli::Output;
-use crate::events::records::Record;
 use crate::views::{View, json::JsonView, text::TextView};
 
 /// An error that is the user's to fix (bad filter, missing privileges, no such
@@ -57,10 +58,3 @@ pub fn line_view(output: Output) -> Box<dyn View> {
     }
 }
 
-/// Writes records to a view; a closed stdout (e.g. `| head`) ends quietly.
-pub fn show(view: &mut dyn View, records: &[Record]) -> std::io::Result<()> {
-    for r in records {
-        view.record(r)?;
-    }
-    Ok(())
-}

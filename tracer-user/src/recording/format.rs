@@ -1,0 +1,75 @@
+//! The recording format (version 1). See `docs/recording-format.md`.
+//!
+//! ```text
+//! file   := magic version:u16le header_len:u32le header_json frame*
+//! magic  := "CALITRC\0"
+//! frame  := kind:u8 len:u32le crc32:u32le payload[len]
+//! ```
+//! `crc32` covers kind, len and payload. Frame kinds: EVENT (the kernel's raw
+//! `Event`, `tracer_common::EVENT_SIZE` bytes), TICK (u64le monotonic ns),
+//! FACT (JSON of one `Fact`), END (JSON: final kernel counters).
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::facts::NodeFacts;
+
+pub const MAGIC: &[u8; 8] = b"CALITRC\0";
+pub const VERSION: u16 = 1;
+/// Largest frame payload accepted on read: far above any real frame, low
+/// enough that a corrupt length cannot make replay allocate gigabytes.
+pub const MAX_FRAME: u32 = 1 << 20;
+/// Largest header accepted on read.
+pub const MAX_HEADER: u32 = 64 << 20;
+pub const FRAME_OVERHEAD: usize = 9;
+
+pub mod frame {
+    pub const EVENT: u8 = 1;
+    pub const TICK: u8 = 2;
+    pub const FACT: u8 = 3;
+    pub const END: u8 = 4;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub calitrace_version: String,
+    pub kernel: String,
+    pub node: String,
+    /// Wall clock at capture start (ns since the Unix epoch) and the monotonic
+    /// clock at the same moment, to turn event timestamps into wall time.
+    pub start_realtime_ns: u64,
+    pub start_monotonic_ns: u64,
+    /// Size of one EVENT payload.
+    pub event_size: u32,
+    /// FILTER applied in the kernel while recording.
+    pub filter: String,
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub probes_attached: Vec<crate::events::records::ProbeStatus>,
+    #[serde(default)]
+    pub probes_unavailable: Vec<crate::events::records::Unavailable>,
+    /// Everything known at the start: interface names per netns, pods, drop
+    /// reason names, local addresses; later knowledge arrives in FACT frames.
+    pub facts: NodeFacts,
+}
+
+/// Kernel-side counters at the end of the capture.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    pub events: std::collections::BTreeMap<String, u64>,
+    pub lost: u64,
+}
+
+pub fn crc(kind: u8, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    h.update(&(payload.len() as u32).to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+pub fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc(kind, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}

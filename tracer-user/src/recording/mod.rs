@@ -1,0 +1,10 @@
+//! Recording the event stream (with the facts needed to name it) to a file,
+//! and reading it back for replay.
+
+pub mod format;
+pub mod pcap;
+pub mod reader;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::format::{End, Header};
+use super::reader::{self, Item, Problem};
+use super::writer::Recorder;
+use crate::events::Input;
+use crate::events::facts::{Fact, NodeFacts};
+use tracer_common::{Event, kind, l3};
+
+fn header() -> Header {
+    Header {
+        calitrace_version: "test".into(),
+        kernel: "6.18".into(),
+        node: "n".into(),
+        start_realtime_ns: 1,
+        start_monotonic_ns: 2,
+        event_size: tracer_common::EVENT_SIZE as u32,
+        filter: String::new(),
+        interfaces: vec!["eth0".into()],
+        probes_attached: vec![],
+        probes_unavailable: vec![],
+        facts: NodeFacts { netns: 7, ..Default::default() },
+    }
+}
+
+fn event(i: u64) -> Event {
+    let mut e = Event { ts_ns: 1000 + i, kind: kind::TC, ifindex: 2, netns: 7, ..Default::default() };
+    e.pkt.l3 = l3::IPV4;
+    e.pkt.ip_id = i as u16;
+    e
+}
+
+/// A recording of `n` events with a fact and a tick in between, and its items.
+fn sample(n: u64) -> (Vec<u8>, Vec<Item>) {
+    let dir = std::env::temp_dir().join(format!("calitrace-rec-{}-{n}-{:?}", std::process::id(), std::thread::current().id()));
+    let path = dir.with_extension("rec");
+    let mut rec = Recorder::create(&path, &header()).unwrap();
+    let mut items = Vec::new();
+    for i in 0..n {
+        let facts = if i == 1 { vec![Fact::Symbol { addr: 5, name: "nf_hook_slow".into() }] } else { vec![] };
+        items.extend(facts.iter().cloned().map(Item::Fact));
+        let input = if i % 3 == 2 { Input::Tick(5000 + i) } else { Input::Event(event(i)) };
+        rec.record(&facts, &input).unwrap();
+        items.push(Item::Input(input));
+    }
+    let end = End { lost: 3, ..Default::default() };
+    rec.finish(&end).unwrap();
+    items.push(Item::End(end));
+    let bytes = std::fs::read(&path).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "recordings are private");
+    std::fs::remove_file(&path).unwrap();
+    (bytes, items)
+}
+
+fn read_all(bytes: &[u8]) -> Result<(Vec<Item>, Option<Problem>), String> {
+    let (_, mut r) = reader::from_reader(bytes).map_err(|e| e.0)?;
+    let mut items = Vec::new();
+    loop {
+        match r.next_item() {
+            Ok(Some(i)) => items.push(i),
+            Ok(None) => return Ok((items, None)),
+            Err(p) => return Ok((items, Some(p))),
+        }
+    }
+}
+
+#[test]
+fn roundtrip() {
+    let (bytes, items) = sample(20);
+    let (_, r) = reader::from_reader(&bytes[..]).unwrap();
+    drop(r);
+    let (read, problem) = read_all(&bytes).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(read, items);
+}
+
+#[test]
+fn foreign_empty_and_other_versions_are_refused() {
+    assert!(read_all(b"").unwrap_err().contains("empty"));
+    assert!(read_all(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0").unwrap_err().contains("not a calitrace recording"));
+    let (mut bytes, _) = sample(2);
+    bytes[8] = 9;
+    assert!(read_all(&bytes).unwrap_err().contains("version 9"));
+}
+
+#[test]
+fn every_truncation_is_reported_never_a_panic() {
+    let (bytes, items) = sample(12);
+    let (_, r) = reader::from_reader(&bytes[..]).unwrap();
+    let body_start = r.offset() as usize;
+    for cut in 0..bytes.len() {
+        match read_all(&bytes[..cut]) {
+            Err(e) => assert!(cut < body_start, "header error past the header at {cut}: {e}"),
+            Ok((read, problem)) => {
+                assert!(read.len() <= items.len());
+                assert_eq!(read[..], items[..read.len()], "what was read is right");
+                match problem {
+                    None => assert!(cut == body_start || read.len() < items.len() || cut == bytes.len()),
+                    Some(Problem::Truncated { frames, .. }) => assert_eq!(frames as usize, read.len()),
+                    Some(p) => panic!("cut at {cut} reported as {p}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn flipped_bytes_are_caught() {
+    let (bytes, items) = sample(30);
+    let (_, r) = reader::from_reader(&bytes[..]).unwrap();
+    let body_start = r.offset() as usize;
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..2000 {
+        let mut b = bytes.clone();
+        let pos = (rand() as usize) % b.len();
+        b[pos] ^= 1 << (rand() % 8);
+        match read_all(&b) {
+            Err(_) => {} // header damage: one clear error
+            Ok((read, problem)) => {
+                if pos >= body_start {
+                    assert!(problem.is_some(), "a flip at {pos} went unnoticed");
+                    assert!(read.len() < items.len());
+                    assert_eq!(read[..], items[..read.len()], "frames before the damage are intact");
+                }
+            }
+        }
+    }
+}
