@@ -13,6 +13,14 @@ pub mod kind {
     pub const TC: u8 = 1;
     /// A packet freed by `kfree_skb` (a drop).
     pub const DROP: u8 = 2;
+    /// A netfilter table's verdict on a packet ([`crate::NfEvent`]).
+    pub const VERDICT: u8 = 3;
+}
+
+/// Netfilter backends in [`NfEvent::backend`].
+pub mod backend {
+    pub const LEGACY: u8 = 1;
+    pub const NFT: u8 = 2;
 }
 
 /// Direction of a tc observation.
@@ -99,6 +107,66 @@ pub struct Event {
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
+/// A verdict of one netfilter table traversal (`ipt_do_table` or
+/// `nft_do_chain` returning), from the exact fexit probes. `ev.kind` is
+/// [`kind::VERDICT`] and `ev.reason` the verdict (NF_DROP = 0, NF_ACCEPT = 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NfEvent {
+    pub ev: Event,
+    /// NF_INET_* hook number.
+    pub hook: u8,
+    /// NFPROTO_* family of the hook.
+    pub pf: u8,
+    /// [`backend`].
+    pub backend: u8,
+    pub _pad: [u8; 5],
+    /// Table name, NUL-padded.
+    pub table: [u8; 32],
+    /// Chain name (nf_tables only), NUL-padded.
+    pub chain: [u8; 32],
+}
+
+pub const NF_EVENT_SIZE: usize = core::mem::size_of::<NfEvent>();
+
+/// Offsets for the netfilter fexit programs, from BTF. `u16::MAX` = absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NfOffsets {
+    /// `struct nft_pktinfo`: skb, and the hook state (`state`, or `xt.state` before 5.15).
+    pub pktinfo_skb: u16,
+    pub pktinfo_state: u16,
+    /// `struct nft_chain`: table pointer and name pointer.
+    pub chain_table: u16,
+    pub chain_name: u16,
+    /// `struct nft_table`: name pointer.
+    pub table_name: u16,
+    /// `struct nf_hook_state`: hook and pf (u8 each).
+    pub state_hook: u16,
+    pub state_pf: u16,
+    /// `struct xt_table`: the inline name array.
+    pub xt_table_name: u16,
+    /// Argument layout of `ipt_do_table`: 0 = (priv, skb, state) since 5.16,
+    /// 1 = (skb, state, table) before.
+    pub ipt_layout: u16,
+    pub _pad: [u16; 3],
+}
+
+impl NfOffsets {
+    pub const UNSET: NfOffsets = NfOffsets {
+        pktinfo_skb: u16::MAX,
+        pktinfo_state: u16::MAX,
+        chain_table: u16::MAX,
+        chain_name: u16::MAX,
+        table_name: u16::MAX,
+        state_hook: u16::MAX,
+        state_pf: u16::MAX,
+        xt_table_name: u16::MAX,
+        ipt_layout: 0,
+        _pad: [0; 3],
+    };
+}
+
 /// Per-probe counters kept in a per-CPU array, indexed by these constants.
 pub mod counter {
     pub const TC_SEEN: u32 = 0;
@@ -107,6 +175,8 @@ pub mod counter {
     pub const DROP_EMITTED: u32 = 3;
     /// Ring buffer reservation failed: the event is lost.
     pub const LOST: u32 = 4;
+    pub const VERDICT_SEEN: u32 = 5;
+    pub const VERDICT_EMITTED: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -159,6 +229,7 @@ mod pod {
     // integers, and every bit pattern is valid.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::SkbOffsets {}
+    unsafe impl aya::Pod for super::NfOffsets {}
     unsafe impl aya::Pod for super::filter::FilterProg {}
     unsafe impl aya::Pod for super::filter::EvalState {}
 }
@@ -172,5 +243,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PacketMeta>(), 56);
         assert_eq!(EVENT_SIZE, 8 + 8 + 4 + 4 + 4 + 4 + 4 + 4 + 56);
         assert_eq!(core::mem::size_of::<SkbOffsets>(), 32);
+        assert_eq!(NF_EVENT_SIZE, EVENT_SIZE + 8 + 64);
+        assert_eq!(core::mem::size_of::<NfOffsets>(), 24);
     }
 }

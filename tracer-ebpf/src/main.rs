@@ -8,7 +8,9 @@
 
 mod drop;
 mod maps;
+mod netfilter;
 mod parse;
+mod skb;
 mod tc;
 
 #[cfg(not(test))]

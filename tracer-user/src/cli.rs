@@ -46,6 +46,10 @@ pub struct ViewArgs {
     /// Report only drops and diagnoses, not every packet seen by tc.
     #[arg(long)]
     pub drops_only: bool,
+    /// Also report `verdict` lines: every netfilter table's verdict on every
+    /// packet, accepts too (needs the exact fexit probes).
+    #[arg(long)]
+    pub verdicts: bool,
     /// tcpdump-like filter: host/src host/dst host A, net CIDR, [src|dst] port N,
     /// tcp, udp, icmp, arp, joined with and/or/not and parentheses.
     #[arg(value_name = "FILTER", trailing_var_arg = true)]

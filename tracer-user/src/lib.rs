@@ -10,6 +10,7 @@ pub mod diagnosis;
 pub mod events;
 pub mod filter;
 pub mod kernel;
+pub mod netfilter;
 pub mod pipeline;
 pub mod probes;
 pub mod recording;

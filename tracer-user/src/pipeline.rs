@@ -3,15 +3,16 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use tracer_common::{Event, dir, filter::FilterProg, kind, l3};
+use tracer_common::{Event, NfEvent, backend, dir, filter::FilterProg, kind, l3};
 
 use crate::correlation::{Journeys, PacketKey, arp::ArpWatch};
-use crate::diagnosis::{Diagnoser, classify};
+use crate::diagnosis::{Diagnoser, attribution, classify};
 use crate::events::facts::Environment;
 use crate::events::records::{
-    Detail, DropRecord, Flow, Hop, NetfilterInfo, PacketRecord, Record, Stage,
+    Detail, DropRecord, Flow, Hop, NetfilterInfo, PacketRecord, Record, Stage, VerdictRecord,
 };
-use crate::events::{Input, dst_ip, src_ip};
+use crate::events::{Input, dst_ip, kernel_name, src_ip};
+use crate::netfilter::Inventory;
 
 const MS: u64 = 1_000_000;
 
@@ -19,6 +20,8 @@ const MS: u64 = 1_000_000;
 pub struct Options {
     /// Emit a `packet` record for every tc observation.
     pub packets: bool,
+    /// Emit a `verdict` record for every netfilter verdict.
+    pub verdicts: bool,
     /// Applied in userspace (replay; live filtering happens in the kernel).
     pub filter: Option<FilterProg>,
     /// How long an ARP request may wait for its reply.
@@ -32,6 +35,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             packets: true,
+            verdicts: false,
             filter: None,
             arp_window_ns: 1000 * MS,
             diagnosis_interval_ns: 1000 * MS,
@@ -56,11 +60,21 @@ pub struct Pipeline {
     now: u64,
     last_housekeeping: u64,
     pub counts: Counts,
+    /// Netfilter drops waiting for the next counter reading.
+    pending_nf: Vec<DropRecord>,
+    /// The counter reading the next one is compared with.
+    nf_baseline: Option<Inventory>,
 }
+
+/// How long a netfilter drop may wait for the rule counters to be read.
+const NF_ATTRIBUTION_DELAY_NS: u64 = 200 * MS;
 
 impl Pipeline {
     pub fn new(env: Environment, opts: Options) -> Self {
+        let nf_baseline = env.facts.netfilter.clone();
         Self {
+            pending_nf: Vec::new(),
+            nf_baseline,
             env,
             journeys: Journeys::new(opts.max_journeys, 2000 * MS),
             arp: ArpWatch::new(opts.arp_window_ns),
@@ -98,6 +112,18 @@ impl Pipeline {
                     }
                 }
             }
+            Input::Verdict(nf) => {
+                self.now = self.now.max(nf.ev.ts_ns);
+                if self
+                    .opts
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| tracer_common::filter::matches(f, &nf.ev.pkt))
+                {
+                    self.counts.events += 1;
+                    self.on_verdict(nf, out);
+                }
+            }
             Input::Tick(t) => self.now = self.now.max(*t),
         }
         if self.now.saturating_sub(self.last_housekeeping) >= 100 * MS {
@@ -108,11 +134,19 @@ impl Pipeline {
     /// End of input: report everything still pending.
     pub fn finish(&mut self, out: &mut Vec<Record>) {
         self.housekeeping(out);
+        self.attribute_pending(out);
         self.diagnoser.flush(self.now, true, out);
     }
 
     fn housekeeping(&mut self, out: &mut Vec<Record>) {
         self.last_housekeeping = self.now;
+        if self
+            .pending_nf
+            .first()
+            .is_some_and(|d| self.now.saturating_sub(d.ts_ns) >= NF_ATTRIBUTION_DELAY_NS)
+        {
+            self.attribute_pending(out);
+        }
         for u in self.arp.expired(self.now) {
             let ifname = self
                 .ifname(self.env.facts.netns, u.ifindex)
@@ -159,6 +193,8 @@ impl Pipeline {
                 ifname: ifname.clone(),
                 dir: direction,
                 ttl: Some(p.ttl),
+                netfilter: None,
+                verdict: None,
             };
             self.journeys.observe(key, hop);
         }
@@ -174,6 +210,50 @@ impl Pipeline {
         }
     }
 
+    fn on_verdict(&mut self, nf: &NfEvent, out: &mut Vec<Record>) {
+        let info = NetfilterInfo {
+            backend: Some(
+                if nf.backend == backend::NFT {
+                    "nft"
+                } else {
+                    "legacy"
+                }
+                .to_string(),
+            ),
+            table: Some(kernel_name(&nf.table)).filter(|t| !t.is_empty()),
+            chain: Some(kernel_name(&nf.chain)).filter(|c| !c.is_empty()),
+            hook: hook_name(nf.pf, nf.hook).map(str::to_string),
+            rule: None,
+            attribution: "exact",
+            ..Default::default()
+        };
+        let verdict = verdict_name(nf.ev.reason);
+        if let Some(key) = PacketKey::of(&nf.ev.pkt) {
+            self.journeys.observe(
+                key,
+                Hop {
+                    ts_ns: nf.ev.ts_ns,
+                    netns: nf.ev.netns,
+                    ifname: None,
+                    dir: "netfilter",
+                    ttl: Some(nf.ev.pkt.ttl),
+                    netfilter: Some(info.clone()),
+                    verdict: Some(verdict.clone()),
+                },
+            );
+        }
+        if self.opts.verdicts {
+            out.push(Record::Verdict(VerdictRecord {
+                ts_ns: nf.ev.ts_ns,
+                netns: nf.ev.netns,
+                flow: Flow::of(&nf.ev.pkt),
+                verdict,
+                netfilter: info,
+                detail: Detail::of(&nf.ev.pkt),
+            }));
+        }
+    }
+
     fn on_drop(&mut self, ev: &Event, out: &mut Vec<Record>) {
         let location = self.env.symbol(ev.location);
         if classify::is_not_a_drop(location.as_deref()) {
@@ -185,13 +265,22 @@ impl Pipeline {
         let journey = PacketKey::of(&ev.pkt)
             .map(|k| self.journeys.get(&k).to_vec())
             .unwrap_or_default();
-        let netfilter = (stage == Stage::Netfilter).then(|| NetfilterInfo {
-            backend: classify::netfilter_backend(location.as_deref()).map(str::to_string),
-            table: None,
-            chain: None,
-            hook: self.infer_hook(ev, &journey),
-            rule: None,
-            attribution: "inferred",
+        // The exact probes saw a table drop this very packet: that is where.
+        let exact = journey
+            .iter()
+            .rev()
+            .find(|h| h.verdict.as_deref() == Some("DROP"))
+            .and_then(|h| h.netfilter.clone());
+        let netfilter = (stage == Stage::Netfilter).then(|| {
+            exact.unwrap_or_else(|| NetfilterInfo {
+                backend: classify::netfilter_backend(location.as_deref()).map(str::to_string),
+                table: None,
+                chain: None,
+                hook: self.infer_hook(ev, &journey),
+                rule: None,
+                attribution: "inferred",
+                ..Default::default()
+            })
         });
         let pod = self.env.facts.pods.get(&ev.netns).map(|p| p.name.clone());
         let record = DropRecord {
@@ -207,6 +296,19 @@ impl Pipeline {
             pod,
             journey,
         };
+        // A netfilter drop in this node's namespace waits for the rule
+        // counters to say which rule it was (the inventory is this netns').
+        if record.stage == Stage::Netfilter
+            && ev.netns == self.env.facts.netns
+            && self.nf_baseline.is_some()
+        {
+            self.pending_nf.push(record);
+            return;
+        }
+        self.emit_drop(record, out);
+    }
+
+    fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
         // The drop goes out before the diagnosis it may give rise to.
         let mut diagnoses = Vec::new();
         self.diagnoser
@@ -215,6 +317,56 @@ impl Pipeline {
         out.append(&mut diagnoses);
     }
 
+    /// Reads the counters once for all waiting netfilter drops and names the
+    /// table, chain and rule of each where the counters tell.
+    fn attribute_pending(&mut self, out: &mut Vec<Record>) {
+        if self.pending_nf.is_empty() {
+            return;
+        }
+        let after = self.env.netfilter();
+        for mut d in std::mem::take(&mut self.pending_nf) {
+            if let (Some(before), Some(after), Some(nf)) =
+                (&self.nf_baseline, &after, d.netfilter.as_mut())
+            {
+                attribution::complete(nf, before, after, d.flow.src.as_deref());
+            }
+            self.emit_drop(d, out);
+        }
+        if after.is_some() {
+            self.nf_baseline = after;
+        }
+    }
+}
+
+/// The iptables name of a netfilter hook of a family (NFPROTO_*).
+pub fn hook_name(pf: u8, hook: u8) -> Option<&'static str> {
+    const INET: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+    match pf {
+        // inet, ipv4, ipv6, bridge
+        1 | 2 | 10 | 7 => INET
+            .get(hook as usize)
+            .copied()
+            .or((hook == 5).then_some("INGRESS")),
+        3 => ["INPUT", "OUTPUT", "FORWARD"].get(hook as usize).copied(),
+        5 => ["INGRESS", "EGRESS"].get(hook as usize).copied(),
+        _ => None,
+    }
+}
+
+/// NF_* verdict names.
+pub fn verdict_name(v: u32) -> String {
+    match v & 0xff {
+        0 => "DROP".into(),
+        1 => "ACCEPT".into(),
+        2 => "STOLEN".into(),
+        3 => "QUEUE".into(),
+        4 => "REPEAT".into(),
+        5 => "STOP".into(),
+        n => format!("VERDICT_{n}"),
+    }
+}
+
+impl Pipeline {
     /// Netfilter hook of a drop in this node's namespace, from addresses:
     /// to a local address is INPUT, from one is OUTPUT, otherwise FORWARD.
     fn infer_hook(&self, ev: &Event, journey: &[Hop]) -> Option<String> {
@@ -231,5 +383,384 @@ impl Pipeline {
             "FORWARD"
         };
         Some(hook.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use tracer_common::{Event, NfEvent, backend, dir, kind, l3, pkt_flags, proto};
+
+    use super::*;
+    use crate::events::facts::{NodeFacts, RouteFact, ifkey};
+    use crate::events::set_ip;
+
+    const NODE: u32 = 100;
+    const ETH0: u32 = 2;
+    const CALI: u32 = 5;
+    const NF_HOOK_SLOW: u64 = 0xffff_0000;
+    const IP_FORWARD: u64 = 0xffff_1000;
+
+    fn facts() -> NodeFacts {
+        let mut f = NodeFacts {
+            netns: NODE,
+            ..Default::default()
+        };
+        f.ifnames.insert(ifkey(NODE, ETH0), "eth0".into());
+        f.ifnames.insert(ifkey(NODE, CALI), "cali1234".into());
+        f.reasons.insert(2, "NOT_SPECIFIED".into());
+        f.reasons.insert(5, "NETFILTER_DROP".into());
+        f.reasons.insert(6, "IP_INHDR".into());
+        f.symbols.insert(NF_HOOK_SLOW, "nf_hook_slow".into());
+        f.symbols.insert(IP_FORWARD, "ip_forward".into());
+        f.local_addrs.insert("192.168.1.2".parse().unwrap());
+        f
+    }
+
+    fn pipeline(f: NodeFacts) -> Pipeline {
+        Pipeline::new(Environment::replay(f), Options::default())
+    }
+
+    fn icmp(src: &str, dst: &str, id: u16, ttl: u8) -> tracer_common::PacketMeta {
+        let mut p = tracer_common::PacketMeta {
+            l3: l3::IPV4,
+            proto: proto::ICMP,
+            ttl,
+            ip_id: id,
+            icmp_type: 8,
+            flags: pkt_flags::L4,
+            ..Default::default()
+        };
+        set_ip(&mut p.src, src.parse::<IpAddr>().unwrap());
+        set_ip(&mut p.dst, dst.parse::<IpAddr>().unwrap());
+        p
+    }
+
+    fn tc(ts: u64, ifindex: u32, direction: u8, pkt: tracer_common::PacketMeta) -> Input {
+        Input::Event(Event {
+            ts_ns: ts,
+            kind: kind::TC,
+            dir: direction,
+            ifindex,
+            netns: NODE,
+            pkt,
+            ..Default::default()
+        })
+    }
+
+    fn drop(ts: u64, reason: u32, location: u64, pkt: tracer_common::PacketMeta) -> Input {
+        Input::Event(Event {
+            ts_ns: ts,
+            kind: kind::DROP,
+            reason,
+            location,
+            ifindex: ETH0,
+            netns: NODE,
+            pkt,
+            ..Default::default()
+        })
+    }
+
+    fn arp(ts: u64, ifindex: u32, op: u16, direction: u8, sender: &str, target: &str) -> Input {
+        let mut p = tracer_common::PacketMeta {
+            l3: l3::ARP,
+            arp_op: op,
+            ..Default::default()
+        };
+        set_ip(&mut p.src, sender.parse::<IpAddr>().unwrap());
+        set_ip(&mut p.dst, target.parse::<IpAddr>().unwrap());
+        tc(ts, ifindex, direction, p)
+    }
+
+    fn run(p: &mut Pipeline, inputs: &[Input]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for i in inputs {
+            p.process(i, &mut out);
+        }
+        p.finish(&mut out);
+        out
+    }
+
+    fn diagnoses(out: &[Record]) -> Vec<&crate::events::records::Diagnosis> {
+        out.iter()
+            .filter_map(|r| {
+                if let Record::Diagnosis(d) = r {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn drops(out: &[Record]) -> Vec<&DropRecord> {
+        out.iter()
+            .filter_map(|r| {
+                if let Record::Drop(d) = r {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_drop_by_legacy_is_inferred_with_journey_and_one_diagnosis() {
+        let mut p = pipeline(facts());
+        let pkt = icmp("10.244.1.10", "10.244.2.10", 7, 63);
+        let out = run(
+            &mut p,
+            &[
+                tc(1_000, ETH0, dir::INGRESS, pkt),
+                drop(
+                    2_000,
+                    5,
+                    NF_HOOK_SLOW,
+                    icmp("10.244.1.10", "10.244.2.10", 7, 62),
+                ),
+            ],
+        );
+        let d = drops(&out);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].reason.as_str(), d[0].stage),
+            ("NETFILTER_DROP", Stage::Netfilter)
+        );
+        let nf = d[0].netfilter.as_ref().unwrap();
+        assert_eq!(
+            (nf.backend.as_deref(), nf.hook.as_deref(), nf.attribution),
+            (Some("legacy"), Some("FORWARD"), "inferred")
+        );
+        assert_eq!(d[0].journey.len(), 1, "the tc sighting of the same packet");
+        let diags = diagnoses(&out);
+        assert_eq!(diags.len(), 1);
+        assert_eq!((diags[0].code, diags[0].count), ("NETFILTER_DROP", 1));
+        assert!(
+            matches!(out.iter().position(|r| matches!(r, Record::Drop(_))), Some(i) if matches!(out[i + 1], Record::Diagnosis(_))),
+            "drop, then its diagnosis"
+        );
+    }
+
+    #[test]
+    fn an_exact_verdict_names_table_and_chain() {
+        let mut p = pipeline(facts());
+        let pkt = icmp("10.244.1.10", "10.244.2.10", 9, 63);
+        let mut nf = NfEvent {
+            hook: 2,
+            pf: 2,
+            backend: backend::NFT,
+            ..Default::default()
+        };
+        nf.ev = Event {
+            ts_ns: 1_500,
+            kind: kind::VERDICT,
+            reason: 0,
+            netns: NODE,
+            pkt,
+            ..Default::default()
+        };
+        nf.table[..6].copy_from_slice(b"filter");
+        nf.chain[..7].copy_from_slice(b"FORWARD");
+        let out = run(&mut p, &[Input::Verdict(nf), drop(2_000, 5, 0xdead, pkt)]);
+        let nfi = drops(&out)[0].netfilter.clone().unwrap();
+        assert_eq!(nfi.attribution, "exact");
+        assert_eq!(
+            (
+                nfi.backend.as_deref(),
+                nfi.table.as_deref(),
+                nfi.chain.as_deref(),
+                nfi.hook.as_deref()
+            ),
+            (
+                Some("nft"),
+                Some("filter"),
+                Some("FORWARD"),
+                Some("FORWARD")
+            )
+        );
+    }
+
+    #[test]
+    fn verdict_lines_only_when_asked() {
+        let pkt = icmp("10.0.0.1", "10.0.0.2", 1, 64);
+        let mut nf = NfEvent {
+            hook: 1,
+            pf: 2,
+            backend: backend::LEGACY,
+            ..Default::default()
+        };
+        nf.ev = Event {
+            ts_ns: 1,
+            kind: kind::VERDICT,
+            reason: 1,
+            netns: NODE,
+            pkt,
+            ..Default::default()
+        };
+        let out = run(&mut pipeline(facts()), &[Input::Verdict(nf)]);
+        assert!(out.is_empty());
+        let mut p = Pipeline::new(
+            Environment::replay(facts()),
+            Options {
+                verdicts: true,
+                ..Options::default()
+            },
+        );
+        let out = run(&mut p, &[Input::Verdict(nf)]);
+        assert!(
+            matches!(&out[0], Record::Verdict(v) if v.verdict == "ACCEPT" && v.netfilter.hook.as_deref() == Some("INPUT"))
+        );
+    }
+
+    #[test]
+    fn ttl_running_out_in_forward_is_a_routing_loop() {
+        let mut f = facts();
+        f.routes
+            .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+        let mut p = pipeline(f);
+        let mut inputs = Vec::new();
+        for (i, ttl) in [5u8, 3, 1].iter().enumerate() {
+            inputs.push(tc(
+                i as u64 * 10,
+                ETH0,
+                dir::INGRESS,
+                icmp("10.244.1.10", "10.244.2.10", 3, *ttl),
+            ));
+        }
+        inputs.push(drop(
+            100,
+            6,
+            IP_FORWARD,
+            icmp("10.244.1.10", "10.244.2.10", 3, 1),
+        ));
+        let out = run(&mut p, &inputs);
+        let d = diagnoses(&out);
+        assert_eq!(d[0].code, "ROUTING_LOOP");
+        assert!(
+            d[0].summary.contains("seen 3 times") && d[0].summary.contains("out of eth0"),
+            "{}",
+            d[0].summary
+        );
+    }
+
+    #[test]
+    fn unanswered_gateway_arp_with_proxy_arp_off() {
+        let mut f = facts();
+        f.sysctls
+            .insert("net.ipv4.conf.cali1234.proxy_arp".into(), "0".into());
+        let mut p = pipeline(f);
+        let out = run(
+            &mut p,
+            &[
+                arp(0, CALI, 1, dir::INGRESS, "10.244.1.10", "169.254.1.1"),
+                arp(
+                    500_000_000,
+                    CALI,
+                    1,
+                    dir::INGRESS,
+                    "10.244.1.10",
+                    "169.254.1.1",
+                ),
+                Input::Tick(1_200_000_000),
+            ],
+        );
+        let d = diagnoses(&out);
+        assert_eq!(d.len(), 1, "{out:?}");
+        assert_eq!(
+            (d[0].code, d[0].ifname.as_deref(), d[0].target.as_deref()),
+            ("PROXY_ARP_DISABLED", Some("cali1234"), Some("169.254.1.1"))
+        );
+        assert_eq!(d[0].count, 2);
+        assert!(d[0].hint.contains("net.ipv4.conf.cali1234.proxy_arp=1"));
+    }
+
+    #[test]
+    fn unanswered_gateway_arp_without_a_route_is_no_route() {
+        let mut f = facts();
+        f.sysctls
+            .insert("net.ipv4.conf.cali1234.proxy_arp".into(), "1".into());
+        f.routes.insert("169.254.1.1".into(), RouteFact::None);
+        let out = run(
+            &mut pipeline(f),
+            &[
+                arp(0, CALI, 1, dir::INGRESS, "10.244.1.10", "169.254.1.1"),
+                Input::Tick(2_000_000_000),
+            ],
+        );
+        assert_eq!(diagnoses(&out)[0].code, "NO_ROUTE");
+    }
+
+    #[test]
+    fn answered_arp_is_healthy() {
+        let out = run(
+            &mut pipeline(facts()),
+            &[
+                arp(0, CALI, 1, dir::INGRESS, "10.244.1.10", "169.254.1.1"),
+                arp(10, CALI, 2, dir::EGRESS, "169.254.1.1", "10.244.1.10"),
+                Input::Tick(5_000_000_000),
+            ],
+        );
+        assert!(diagnoses(&out).is_empty());
+        assert_eq!(out.len(), 2, "just the two packets");
+    }
+
+    #[test]
+    fn diagnosis_updates_are_rate_limited_and_flushed_at_the_end() {
+        let mut p = pipeline(facts());
+        let mut out = Vec::new();
+        for i in 0..10u64 {
+            p.process(
+                &drop(
+                    i * 10_000_000,
+                    5,
+                    NF_HOOK_SLOW,
+                    icmp("10.0.0.1", "10.0.0.2", i as u16, 60),
+                ),
+                &mut out,
+            );
+        }
+        assert_eq!(diagnoses(&out).len(), 1, "updates wait for the interval");
+        p.process(&Input::Tick(1_500_000_000), &mut out);
+        let d = diagnoses(&out);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[1].count, 10);
+        p.finish(&mut out);
+        assert_eq!(diagnoses(&out).len(), 2, "nothing new to flush");
+    }
+
+    #[test]
+    fn route_lookup_frees_are_not_drops() {
+        let mut f = facts();
+        f.symbols.insert(0x42, "inet_rtm_getroute".into());
+        let out = run(
+            &mut pipeline(f),
+            &[drop(1, 2, 0x42, icmp("0.0.0.0", "169.254.1.1", 0, 0))],
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn replay_filter_applies_in_userspace() {
+        let f = crate::filter::Filter::parse("host 10.0.0.9")
+            .unwrap()
+            .compile()
+            .unwrap();
+        let mut p = Pipeline::new(
+            Environment::replay(facts()),
+            Options {
+                filter: Some(f),
+                ..Options::default()
+            },
+        );
+        let out = run(
+            &mut p,
+            &[
+                tc(1, ETH0, dir::INGRESS, icmp("10.0.0.1", "10.0.0.2", 1, 64)),
+                tc(2, ETH0, dir::INGRESS, icmp("10.0.0.9", "10.0.0.2", 1, 64)),
+            ],
+        );
+        assert_eq!(out.len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 //! built against the nightly's own libLLVM (no prebuilt one can be fetched).
 
 mod setup;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +43,14 @@ enum Cmd {
     },
     /// cargo clippy on everything, warnings as errors.
     Lint,
+    /// Fuzz the recording reader and replay pipeline (cargo fuzz, libFuzzer)
+    /// for a bounded time, starting from the seed corpus in fuzz/corpus.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run the integration tests under qemu on Debian's 5.10, 6.1 and 6.12 kernels.
+    VmTest(vm::VmTestArgs),
 }
 
 pub fn root() -> PathBuf {
@@ -78,6 +87,34 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("target")
         .join(if release { "release" } else { "debug" })
         .join("calitrace"))
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    setup::ensure()?;
+    setup::ensure_cargo_fuzz()?;
+    // Work on a copy of the seeds: libFuzzer adds what it finds to its corpus.
+    let corpus = root().join("target/fuzz-corpus/replay_reader");
+    std::fs::create_dir_all(&corpus)?;
+    for e in std::fs::read_dir(root().join("fuzz/corpus/replay_reader"))? {
+        let e = e?;
+        std::fs::copy(e.path(), corpus.join(e.file_name()))?;
+    }
+    let mut c = Command::new("cargo");
+    c.current_dir(root().join("fuzz"))
+        .env("PATH", setup::path_with_cargo_bin())
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            ".",
+            "replay_reader",
+        ])
+        .arg(&corpus)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-rss_limit_mb=4096");
+    run(&mut c)
 }
 
 fn is_root() -> bool {
@@ -120,6 +157,8 @@ fn main() -> Result<()> {
                 .args(&args);
             run(&mut c)
         }
+        Cmd::VmTest(args) => vm::vm_test(args),
+        Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Lint => {
             setup::ensure()?;
             run(cargo().args([

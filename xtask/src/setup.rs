@@ -127,3 +127,16 @@ fn ensure_bpf_linker() -> Result<()> {
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))
 }
+
+/// cargo-fuzz, for `cargo xtask fuzz`.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if Command::new(cargo_bin().join("cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz (once)");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}

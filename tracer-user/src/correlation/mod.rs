@@ -138,6 +138,8 @@ mod tests {
             ifname: Some(ifname.into()),
             dir: "ingress",
             ttl: Some(64),
+            netfilter: None,
+            verdict: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Turning drops and unanswered ARP into diagnoses: one per distinct problem,
 //! re-emitted with updated counts at most once per interval.
 
+pub mod attribution;
 pub mod classify;
 
 use std::collections::HashMap;
@@ -8,7 +9,8 @@ use std::net::IpAddr;
 
 use crate::correlation::arp::Unanswered;
 use crate::events::facts::{Environment, RouteFact};
-use crate::events::records::{Diagnosis, DropRecord, Record, Stage};
+use crate::events::records::{Diagnosis, DropRecord, NetfilterInfo, Record, Stage};
+use crate::netfilter::{Backend, CalicoPlacement};
 
 /// Calico's link-local gateway address every pod routes through.
 pub const CALICO_GATEWAY: &str = "169.254.1.1";
@@ -110,44 +112,35 @@ impl Diagnoser {
         let dst_ip: Option<IpAddr> = dst.as_deref().and_then(|s| s.parse().ok());
         match d.stage {
             Stage::Netfilter => {
-                let nf = d.netfilter.clone();
-                let get = |f: fn(&crate::events::records::NetfilterInfo) -> &Option<String>| {
-                    nf.as_ref().and_then(|n| f(n).clone())
-                };
-                let (backend, table, chain, hook, rule) = (
-                    get(|n| &n.backend),
-                    get(|n| &n.table),
-                    get(|n| &n.chain),
-                    get(|n| &n.hook),
-                    get(|n| &n.rule),
-                );
-                let key = format!(
-                    "NETFILTER_DROP|{backend:?}|{table:?}|{chain:?}|{hook:?}|{rule:?}|{pair}"
-                );
-                let place = describe_netfilter(&backend, &table, &chain, &hook, &rule);
-                let attribution = nf.as_ref().map(|n| n.attribution);
-                let list = match backend.as_deref() {
-                    Some("nft") => "nft list ruleset",
-                    Some("legacy") => "iptables-legacy-save -c",
-                    _ => "iptables-legacy-save -c; nft list ruleset",
-                };
-                self.note(key, d.ts_ns, 1, || Diagnosis {
-                    backend: backend.clone(),
-                    table: table.clone(),
-                    chain: chain.clone(),
-                    hook: hook.clone(),
-                    rule: rule.clone(),
-                    attribution,
-                    ..flow(
-                        "NETFILTER_DROP",
-                        Stage::Netfilter,
-                        format!("{pair} dropped by netfilter: {place}"),
-                        format!(
-                            "look for a DROP rule or a DROP policy{} with `{list}`; Calico's own rules live in cali-* chains",
-                            hook.as_deref().map(|h| format!(" in {h}")).unwrap_or_default()
-                        ),
-                    )
-                }, out);
+                let nf = d.netfilter.clone().unwrap_or_default();
+                self.netfilter_drop(d, &nf, &pair, env, out);
+                if let Some(m) = mismatch(&nf, env) {
+                    let key = format!(
+                        "IPTABLES_BACKEND_MISMATCH|{:?}|{:?}|{:?}|{}",
+                        nf.backend, nf.table, nf.chain, m.calico
+                    );
+                    self.note(
+                        key,
+                        d.ts_ns,
+                        1,
+                        || Diagnosis {
+                            backend: nf.backend.clone(),
+                            table: nf.table.clone(),
+                            chain: nf.chain.clone(),
+                            hook: nf.hook.clone(),
+                            rule: nf.rule.clone(),
+                            calico_backend: Some(m.calico.clone()),
+                            attribution: Some(nf.attribution),
+                            ..flow(
+                                "IPTABLES_BACKEND_MISMATCH",
+                                Stage::Netfilter,
+                                m.summary.clone(),
+                                m.hint.clone(),
+                            )
+                        },
+                        out,
+                    );
+                }
             }
             Stage::RpFilter => {
                 let ifname = d.ifname.clone().unwrap_or_else(|| "?".into());
@@ -262,6 +255,91 @@ impl Diagnoser {
         }
     }
 
+    /// NETFILTER_DROP, or POLICY_DROP when the chain is one of Calico's policy
+    /// or dispatch chains.
+    fn netfilter_drop(
+        &mut self,
+        d: &DropRecord,
+        nf: &NetfilterInfo,
+        pair: &str,
+        _env: &mut Environment,
+        out: &mut Vec<Record>,
+    ) {
+        let place = describe_netfilter(nf);
+        let policy = nf
+            .chain
+            .as_deref()
+            .is_some_and(attribution::is_calico_policy_chain);
+        let code = if policy {
+            "POLICY_DROP"
+        } else {
+            "NETFILTER_DROP"
+        };
+        let key = format!(
+            "{code}|{:?}|{:?}|{:?}|{:?}|{:?}|{pair}",
+            nf.backend, nf.table, nf.chain, nf.hook, nf.rule
+        );
+        let list = match nf.backend.as_deref() {
+            Some("nft") => "nft -a list ruleset",
+            Some("legacy") => "iptables-legacy-save -c",
+            _ => "iptables-legacy-save -c; nft -a list ruleset",
+        };
+        let (summary, hint) = if policy {
+            let chain = nf.chain.as_deref().unwrap_or("?");
+            let why = nf
+                .comment
+                .as_deref()
+                .map(|c| format!(" (\"{c}\")"))
+                .unwrap_or_default();
+            (
+                format!("{pair} dropped by Calico policy: {place}{why}"),
+                if nf.comment.as_deref() == Some("Unknown interface") {
+                    format!(
+                        "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
+                    )
+                } else {
+                    format!(
+                        "a NetworkPolicy or GlobalNetworkPolicy denies this traffic ({chain}); check the policies that select the pods involved (`calicoctl get networkpolicy,globalnetworkpolicy -A -o wide`)"
+                    )
+                },
+            )
+        } else {
+            let what = match (&nf.rule, nf.chain.as_deref(), nf.hook.as_deref()) {
+                (Some(r), Some(c), _) if r == "policy DROP" => {
+                    format!("the DROP policy of chain {c}")
+                }
+                (Some(_), Some(c), _) => format!("the rule in chain {c}"),
+                (None, _, Some(h)) => format!("a DROP rule or a DROP policy in {h}"),
+                _ => "a DROP rule or policy".into(),
+            };
+            (
+                format!("{pair} dropped by netfilter: {place}"),
+                format!("look at {what} with `{list}`; Calico's own rules live in cali-* chains"),
+            )
+        };
+        self.note(
+            key,
+            d.ts_ns,
+            1,
+            || Diagnosis {
+                code,
+                stage: Some(Stage::Netfilter),
+                summary,
+                hint,
+                src: d.flow.src.clone(),
+                dst: d.flow.dst.clone(),
+                backend: nf.backend.clone(),
+                table: nf.table.clone(),
+                chain: nf.chain.clone(),
+                hook: nf.hook.clone(),
+                rule: nf.rule.clone(),
+                attribution: Some(nf.attribution),
+                ..Default::default()
+            },
+            out,
+        );
+    }
+
     /// ARP requests from a pod for its gateway got no answer on `ifname`.
     pub fn on_unanswered_arp(
         &mut self,
@@ -349,19 +427,22 @@ impl Diagnoser {
     }
 }
 
-fn describe_netfilter(
-    backend: &Option<String>,
-    table: &Option<String>,
-    chain: &Option<String>,
-    hook: &Option<String>,
-    rule: &Option<String>,
-) -> String {
+fn backend_name(b: &str) -> &'static str {
+    if b == "nft" { "nft" } else { "iptables-legacy" }
+}
+
+/// "nft table ip filter, chain FORWARD, hook FORWARD, rule handle 4: ..."
+fn describe_netfilter(nf: &NetfilterInfo) -> String {
     let mut parts = Vec::new();
-    match (backend.as_deref(), table.as_deref()) {
-        (Some(b), Some(t)) => parts.push(format!(
-            "{} table {t}",
-            if b == "nft" { "nft" } else { "iptables-legacy" }
-        )),
+    match (nf.backend.as_deref(), nf.table.as_deref()) {
+        (Some(b), Some(t)) => {
+            let family = nf
+                .family
+                .as_deref()
+                .map(|f| format!("{f} "))
+                .unwrap_or_default();
+            parts.push(format!("{} table {family}{t}", backend_name(b)))
+        }
         (Some(b), None) => parts.push(format!(
             "{} (table not known)",
             if b == "nft" {
@@ -372,14 +453,67 @@ fn describe_netfilter(
         )),
         (None, _) => parts.push("backend not known".into()),
     }
-    if let Some(c) = chain {
+    if let Some(c) = &nf.chain {
         parts.push(format!("chain {c}"));
     }
-    if let Some(h) = hook {
+    if let Some(h) = &nf.hook {
         parts.push(format!("hook {h}"));
     }
-    if let Some(r) = rule {
+    if let Some(r) = &nf.rule {
         parts.push(format!("rule {r}"));
     }
     parts.join(", ")
+}
+
+struct Mismatch {
+    calico: String,
+    summary: String,
+    hint: String,
+}
+
+/// The drop came from one backend while Calico's chains live in the other
+/// (or in both): Calico's ACCEPTs do not apply where the packet died.
+fn mismatch(nf: &NetfilterInfo, env: &Environment) -> Option<Mismatch> {
+    let dropper = nf.backend.as_deref()?;
+    let calico = env.facts.netfilter.as_ref()?.calico_chains()?;
+    let calico = match calico {
+        CalicoPlacement::Legacy if dropper == "nft" => "legacy",
+        CalicoPlacement::Nft if dropper == "legacy" => "nft",
+        CalicoPlacement::Both => "both",
+        _ => return None,
+    };
+    let binary = env.facts.iptables_binary;
+    let node = match binary {
+        Some(Backend::Nft) => "nft",
+        Some(Backend::Legacy) => "legacy",
+        None => "unknown",
+    };
+    let setting = match binary {
+        Some(Backend::Nft) => "FELIX_IPTABLESBACKEND=NFT",
+        Some(Backend::Legacy) => "FELIX_IPTABLESBACKEND=Legacy",
+        None => "FELIX_IPTABLESBACKEND to the backend the node uses",
+    };
+    let place = describe_netfilter(nf);
+    let summary = if calico == "both" {
+        format!(
+            "dropped by {place}, while Calico's cali-* chains exist in both iptables backends: one set is stale and both apply"
+        )
+    } else {
+        format!(
+            "dropped by {place}, while Calico wrote its accept rules with iptables-{calico}: both backends apply, an ACCEPT in one is not final"
+        )
+    };
+    let hint = format!(
+        "this node's iptables is {node} (`iptables -V`, `ls -l /usr/sbin/iptables`): set {setting} on calico-node so Felix programs the backend the node uses{}",
+        if calico == "both" {
+            ", then remove the stale cali-* chains from the other backend"
+        } else {
+            ""
+        }
+    );
+    Some(Mismatch {
+        calico: calico.into(),
+        summary,
+        hint,
+    })
 }

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
+use crate::netfilter::{Backend, Inventory};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
@@ -47,6 +48,12 @@ pub struct NodeFacts {
     pub sysctls: BTreeMap<String, String>,
     pub routes: BTreeMap<String, RouteFact>,
     pub local_addrs: BTreeSet<IpAddr>,
+    /// Both backends' netfilter rules, as last read.
+    #[serde(default)]
+    pub netfilter: Option<Inventory>,
+    /// Which backend the node's `iptables` command uses.
+    #[serde(default)]
+    pub iptables_binary: Option<Backend>,
 }
 
 /// One change to [`NodeFacts`].
@@ -69,6 +76,10 @@ pub enum Fact {
         netns: u32,
         ifindex: u32,
         name: String,
+    },
+    /// A new reading of the netfilter rules and counters.
+    Netfilter {
+        inventory: Box<Inventory>,
     },
 }
 
@@ -101,6 +112,7 @@ impl NodeFacts {
             } => {
                 self.ifnames.insert(ifkey(*netns, *ifindex), name.clone());
             }
+            Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
         }
     }
 
@@ -209,6 +221,19 @@ impl Environment {
             });
         }
         value
+    }
+
+    /// A fresh reading of the netfilter rules and counters (live), or the
+    /// reading recorded at this point (replay).
+    pub fn netfilter(&mut self) -> Option<Inventory> {
+        if self.live.is_some() {
+            let inv = Inventory::read();
+            self.learn(Fact::Netfilter {
+                inventory: Box::new(inv.clone()),
+            });
+            return Some(inv);
+        }
+        self.facts.netfilter.clone()
     }
 
     pub fn route(&mut self, dst: IpAddr) -> RouteFact {

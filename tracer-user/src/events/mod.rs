@@ -6,12 +6,14 @@ pub mod records;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::{EVENT_SIZE, Event, PacketMeta, l3};
+use tracer_common::{EVENT_SIZE, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, kind, l3};
 
 /// What flows into the pipeline, live or from a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Event(Event),
+    /// A netfilter table's verdict (exact probes).
+    Verdict(NfEvent),
     /// The clock advanced to this monotonic time without events: time-based
     /// rules (unanswered ARP) may fire.
     Tick(u64),
@@ -36,10 +38,39 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
+/// Decodes a netfilter verdict record.
+pub fn decode_verdict(bytes: &[u8]) -> Result<NfEvent, DecodeError> {
+    if bytes.len() < NF_EVENT_SIZE {
+        return Err(DecodeError(bytes.len()));
+    }
+    // SAFETY: as in `decode`.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NfEvent>()) })
+}
+
+/// Decodes any ring buffer record into a pipeline input.
+pub fn decode_input(bytes: &[u8]) -> Result<Input, DecodeError> {
+    let ev = decode(bytes)?;
+    if ev.kind == kind::VERDICT {
+        return decode_verdict(bytes).map(Input::Verdict);
+    }
+    Ok(Input::Event(ev))
+}
+
 /// The raw bytes of an event, as the kernel wrote them.
 pub fn encode(ev: &Event) -> &[u8] {
     // SAFETY: Event is repr(C) without padding (checked in tracer-common).
     unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) }
+}
+
+pub fn encode_verdict(ev: &NfEvent) -> &[u8] {
+    // SAFETY: NfEvent is repr(C) without padding (checked in tracer-common).
+    unsafe { std::slice::from_raw_parts((ev as *const NfEvent).cast::<u8>(), NF_EVENT_SIZE) }
+}
+
+/// A NUL-padded kernel name as a string.
+pub fn kernel_name(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 pub fn src_ip(p: &PacketMeta) -> Option<IpAddr> {
@@ -86,5 +117,27 @@ mod tests {
         assert_eq!(decode(&bytes[..10]), Err(DecodeError(10)));
         assert_eq!(src_ip(&ev.pkt), Some("10.244.1.10".parse().unwrap()));
         assert_eq!(dst_ip(&ev.pkt), Some("0.0.0.0".parse().unwrap()));
+        assert_eq!(decode_input(&bytes), Ok(Input::Event(ev)));
+    }
+
+    #[test]
+    fn verdicts_decode_with_their_names() {
+        let mut nf = NfEvent {
+            hook: 2,
+            pf: 2,
+            backend: tracer_common::backend::NFT,
+            ..Default::default()
+        };
+        nf.ev.kind = kind::VERDICT;
+        nf.table[..6].copy_from_slice(b"filter");
+        nf.chain[..7].copy_from_slice(b"FORWARD");
+        let bytes = encode_verdict(&nf).to_vec();
+        assert_eq!(decode_input(&bytes), Ok(Input::Verdict(nf)));
+        assert_eq!(kernel_name(&nf.table), "filter");
+        assert_eq!(
+            decode_input(&bytes[..EVENT_SIZE]),
+            Err(DecodeError(EVENT_SIZE)),
+            "a cut verdict is refused"
+        );
     }
 }

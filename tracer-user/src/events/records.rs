@@ -139,7 +139,8 @@ impl Detail {
     }
 }
 
-/// One place a packet was seen on its way.
+/// One place a packet was seen on its way: an interface (tc) or a netfilter
+/// table's verdict (`dir` is then "netfilter").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hop {
     pub ts_ns: u64,
@@ -147,6 +148,23 @@ pub struct Hop {
     pub ifname: Option<String>,
     pub dir: &'static str,
     pub ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<NetfilterInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+}
+
+/// A netfilter table's verdict on a packet (`--verdicts`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictRecord {
+    pub ts_ns: u64,
+    pub netns: u32,
+    #[serde(flatten)]
+    pub flow: Flow,
+    pub verdict: String,
+    pub netfilter: NetfilterInfo,
+    #[serde(flatten)]
+    pub detail: Detail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -161,7 +179,7 @@ pub struct PacketRecord {
     pub detail: Detail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct NetfilterInfo {
     pub backend: Option<String>,
     pub table: Option<String>,
@@ -169,6 +187,15 @@ pub struct NetfilterInfo {
     pub hook: Option<String>,
     pub rule: Option<String>,
     pub attribution: &'static str,
+    /// nft family of the table (`ip`, `ip6`, `inet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The dropping rule's comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// How many rules' counters moved: 1 means the counters were unambiguous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -257,6 +284,10 @@ pub struct Start {
     pub interfaces: Vec<String>,
     pub probes_attached: Vec<ProbeStatus>,
     pub probes_unavailable: Vec<Unavailable>,
+    /// Backend of the node's `iptables` command (`legacy`/`nft`).
+    pub iptables: Option<String>,
+    /// Where Calico's cali-* chains are: `legacy`, `nft`, `both` or null.
+    pub calico_chains: Option<String>,
 }
 
 /// One line of output.
@@ -266,6 +297,7 @@ pub enum Record {
     Start(Start),
     Packet(PacketRecord),
     Drop(DropRecord),
+    Verdict(VerdictRecord),
     Diagnosis(Diagnosis),
     Stats(Stats),
 }

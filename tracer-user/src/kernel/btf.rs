@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use btf_rs::{Btf, Type};
-use tracer_common::SkbOffsets;
+use tracer_common::{NfOffsets, SkbOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -120,6 +120,56 @@ impl KernelBtf {
         }
     }
 
+    pub fn nf_offsets(&self) -> NfOffsets {
+        let o = |s: &str, p: &str| {
+            self.offset_of(s, p)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(u16::MAX)
+        };
+        let state = match o("nft_pktinfo", "state") {
+            u16::MAX => o("nft_pktinfo", "xt.state"),
+            v => v,
+        };
+        NfOffsets {
+            pktinfo_skb: o("nft_pktinfo", "skb"),
+            pktinfo_state: state,
+            chain_table: o("nft_chain", "table"),
+            chain_name: o("nft_chain", "name"),
+            table_name: o("nft_table", "name"),
+            state_hook: o("nf_hook_state", "hook"),
+            state_pf: o("nf_hook_state", "pf"),
+            xt_table_name: o("xt_table", "name"),
+            ipt_layout: match self
+                .function_params("ipt_do_table")
+                .first()
+                .map(String::as_str)
+            {
+                Some("skb") => 1,
+                _ => 0,
+            },
+            _pad: [0; 3],
+        }
+    }
+
+    /// Parameter names of a kernel function.
+    pub fn function_params(&self, name: &str) -> Vec<String> {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else {
+            return Vec::new();
+        };
+        for t in types {
+            if let Type::Func(f) = t
+                && let Ok(Type::FuncProto(fp)) = self.btf.resolve_chained_type(&f)
+            {
+                return fp
+                    .parameters
+                    .iter()
+                    .map(|p| self.btf.resolve_name(p).unwrap_or_default())
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
     /// Values and names of `enum skb_drop_reason`, without the
     /// `SKB_DROP_REASON_` prefix. Empty on kernels without drop reasons.
     pub fn drop_reasons(&self) -> BTreeMap<u32, String> {
@@ -206,5 +256,20 @@ mod tests {
         assert_eq!(k.tracepoint_args("kfree_skb"), Some(4));
         assert!(k.has_function("nf_hook_slow"));
         assert!(!k.has_function("no_such_function_calitrace"));
+        assert_eq!(k.function_params("nft_do_chain"), ["pkt", "priv"]);
+        let nf = k.nf_offsets();
+        assert_eq!(nf.ipt_layout, 0, "6.x: ipt_do_table(priv, skb, state)");
+        assert_eq!(nf.pktinfo_skb, 0);
+        assert_eq!(nf.state_hook, 0);
+        assert_eq!(nf.state_pf, 1);
+        for v in [
+            nf.pktinfo_state,
+            nf.chain_table,
+            nf.chain_name,
+            nf.table_name,
+            nf.xt_table_name,
+        ] {
+            assert_ne!(v, u16::MAX, "{nf:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, SchedClassifier, TcAttachType, tc},
+    programs::{FExit, RawTracePoint, SchedClassifier, TcAttachType, tc},
 };
 use tracer_common::{SkbOffsets, counter, filter::FilterProg};
 
@@ -23,6 +23,8 @@ pub struct LoadOptions<'a> {
     pub ring_bytes: u32,
     pub interfaces: &'a [Link],
     pub attach: bool,
+    /// Report every netfilter verdict, not only drops.
+    pub all_verdicts: bool,
 }
 
 pub struct Tracer {
@@ -46,16 +48,16 @@ fn why(e: &anyhow::Error) -> String {
 fn shorten_verifier_log(msg: &str) -> String {
     match msg.split_once("Verifier output:") {
         Some((head, log)) => {
+            let head = head.trim_end_matches(['.', ' ']);
             let last = log
                 .lines()
                 .rev()
                 .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with(':'))
-                .unwrap_or("");
-            format!(
-                "{}(verifier: {last})",
-                head.trim_end_matches(['.', ' ']).to_string() + ". "
-            )
+                .find(|l| !l.is_empty() && !l.starts_with(':'));
+            match last {
+                Some(l) => format!("{head} (verifier: {l})"),
+                None => head.to_string(),
+            }
         }
         None => msg.to_string(),
     }
@@ -70,11 +72,17 @@ impl Tracer {
         let offsets = btf.map(KernelBtf::skb_offsets).unwrap_or(SkbOffsets::UNSET);
         let has_reason: u8 = (offsets.reason_arg != SkbOffsets::ABSENT) as u8;
         let netns_filter: u8 = opts.netns.is_some() as u8;
+        let nf_offsets = btf
+            .map(KernelBtf::nf_offsets)
+            .unwrap_or(tracer_common::NfOffsets::UNSET);
+        let all_verdicts: u8 = opts.all_verdicts as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global("SKB_OFFSETS", &offsets, true)
             .override_global("HAS_REASON", &has_reason, true)
             .override_global("NETNS_FILTER", &netns_filter, true)
             .override_global("TC_NETNS", &opts.own_netns, true)
+            .override_global("NF_OFFSETS", &nf_offsets, true)
+            .override_global("ALL_VERDICTS", &all_verdicts, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(OBJECT)
             .context("loading the eBPF maps")?;
@@ -103,6 +111,7 @@ impl Tracer {
         };
         tracer.attach_tc(&mut ebpf, caps, &opts)?;
         tracer.attach_drops(&mut ebpf, caps, btf, &opts);
+        tracer.attach_netfilter(&mut ebpf, caps, btf, &opts);
         tracer.ebpf = Some(ebpf);
         Ok(tracer)
     }
@@ -204,6 +213,73 @@ impl Tracer {
         }
     }
 
+    /// fexit on the netfilter table walkers: exact backend/table/chain/verdict.
+    fn attach_netfilter(
+        &mut self,
+        ebpf: &mut Ebpf,
+        caps: &Capabilities,
+        btf: Option<&KernelBtf>,
+        opts: &LoadOptions<'_>,
+    ) {
+        const PROBES: [(&str, &str, &str); 3] = [
+            (
+                "nft_do_chain_exit",
+                "nft_do_chain",
+                "exact nf_tables verdicts (table, chain)",
+            ),
+            (
+                "ipt_do_table_exit",
+                "ipt_do_table",
+                "exact iptables-legacy verdicts (table, hook)",
+            ),
+            (
+                "ip6t_do_table_exit",
+                "ip6t_do_table",
+                "exact ip6tables-legacy verdicts (table, hook)",
+            ),
+        ];
+        let fallback = format!(
+            "{}: netfilter attribution falls back to inferred (drop location and rule counters)",
+            if caps.kprobes {
+                "kprobes are present but not used yet"
+            } else {
+                "no kprobes either"
+            }
+        );
+        let btf_sys = match (btf, aya::Btf::from_sys_fs()) {
+            (Some(_), Ok(b)) => b,
+            _ => {
+                for (_, func, _) in PROBES {
+                    self.report.missing(
+                        format!("fexit {func}"),
+                        format!("no kernel BTF; {fallback}"),
+                    );
+                }
+                return;
+            }
+        };
+        for (prog_name, func, what) in PROBES {
+            let result = (|| -> Result<()> {
+                let prog: &mut FExit =
+                    ebpf.program_mut(prog_name).context("program")?.try_into()?;
+                prog.load(func, &btf_sys)?;
+                if opts.attach {
+                    prog.attach()?;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => self
+                    .report
+                    .ok(format!("fexit {func}"), Some(what.to_string())),
+                Err(e) => self.report.missing(
+                    format!("fexit {func}"),
+                    format!("{}{}; {fallback}", why(&e), caps.lockdown_note()),
+                ),
+            }
+        }
+    }
+
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
         self.ring.take()
     }
@@ -243,5 +319,25 @@ impl Drop for Tracer {
         for ifindex in self.created_clsact.drain(..) {
             let _ = netlink::delete_clsact(ifindex);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_verifier_log;
+
+    #[test]
+    fn verifier_logs_are_shortened() {
+        let long = "the BPF_PROG_LOAD syscall returned Argument list too long (os error 7). Verifier output: 0: R1=ctx()\n1: ...\nprocessed 1000001 insns (limit 1000000)\n: Argument list too long";
+        assert_eq!(
+            shorten_verifier_log(long),
+            "the BPF_PROG_LOAD syscall returned Argument list too long (os error 7) (verifier: processed 1000001 insns (limit 1000000))"
+        );
+        let empty = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output: ";
+        assert_eq!(
+            shorten_verifier_log(empty),
+            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)"
+        );
+        assert_eq!(shorten_verifier_log("plain"), "plain");
     }
 }

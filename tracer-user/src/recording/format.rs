@@ -7,7 +7,8 @@
 //! ```
 //! `crc32` covers kind, len and payload. Frame kinds: EVENT (the kernel's raw
 //! `Event`, `tracer_common::EVENT_SIZE` bytes), TICK (u64le monotonic ns),
-//! FACT (JSON of one `Fact`), END (JSON: final kernel counters).
+//! FACT (JSON of one `Fact`), END (JSON: final kernel counters), VERDICT (the
+//! raw `NfEvent`, `tracer_common::NF_EVENT_SIZE` bytes).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,10 @@ use crate::events::facts::NodeFacts;
 
 pub const MAGIC: &[u8; 8] = b"CALITRC\0";
 pub const VERSION: u16 = 1;
-/// Largest frame payload accepted on read: far above any real frame, low
-/// enough that a corrupt length cannot make replay allocate gigabytes.
-pub const MAX_FRAME: u32 = 1 << 20;
+/// Largest frame payload accepted on read: above any real frame (a big node's
+/// netfilter inventory is a few MiB), low enough that a corrupt length cannot
+/// make replay allocate gigabytes.
+pub const MAX_FRAME: u32 = 64 << 20;
 /// Largest header accepted on read.
 pub const MAX_HEADER: u32 = 64 << 20;
 pub const FRAME_OVERHEAD: usize = 9;
@@ -27,6 +29,8 @@ pub mod frame {
     pub const TICK: u8 = 2;
     pub const FACT: u8 = 3;
     pub const END: u8 = 4;
+    /// A netfilter verdict (`tracer_common::NfEvent`).
+    pub const VERDICT: u8 = 5;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -89,7 +89,14 @@ pub fn frame(p: &PacketMeta) -> Option<Vec<u8>> {
             let mut ip = vec![0x45, 0];
             ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
             ip.extend_from_slice(&p.ip_id.to_be_bytes());
-            ip.extend_from_slice(&(if p.flags & tracer_common::pkt_flags::DF != 0 { 0x4000u16 } else { 0 }).to_be_bytes());
+            ip.extend_from_slice(
+                &(if p.flags & tracer_common::pkt_flags::DF != 0 {
+                    0x4000u16
+                } else {
+                    0
+                })
+                .to_be_bytes(),
+            );
             ip.extend_from_slice(&[p.ttl, p.proto, 0, 0]);
             ip.extend_from_slice(&p.src[..4]);
             ip.extend_from_slice(&p.dst[..4]);
@@ -147,7 +154,13 @@ impl<W: Write> PcapWriter<W> {
 
     /// One packet at wall-clock `ts_ns` (ns since the epoch); `orig_len` is the
     /// length the packet had on the wire.
-    pub fn packet(&mut self, ts_ns: u64, frame: &[u8], orig_len: u32, comment: &str) -> std::io::Result<()> {
+    pub fn packet(
+        &mut self,
+        ts_ns: u64,
+        frame: &[u8],
+        orig_len: u32,
+        comment: &str,
+    ) -> std::io::Result<()> {
         let us = ts_ns / 1000;
         let mut b = Vec::with_capacity(64 + frame.len() + comment.len());
         b.extend_from_slice(&0u32.to_le_bytes());
@@ -175,7 +188,16 @@ mod tests {
 
     #[test]
     fn ipv4_icmp_frame_has_valid_checksums() {
-        let mut p = PacketMeta { l3: l3::IPV4, proto: proto::ICMP, ttl: 64, ip_id: 7, icmp_type: 8, sport: 1, dport: 2, ..Default::default() };
+        let mut p = PacketMeta {
+            l3: l3::IPV4,
+            proto: proto::ICMP,
+            ttl: 64,
+            ip_id: 7,
+            icmp_type: 8,
+            sport: 1,
+            dport: 2,
+            ..Default::default()
+        };
         set_ip(&mut p.src, "10.244.1.10".parse().unwrap());
         set_ip(&mut p.dst, "10.244.2.10".parse().unwrap());
         let f = frame(&p).unwrap();
@@ -189,7 +211,8 @@ mod tests {
     fn blocks_are_length_framed() {
         let mut buf = Vec::new();
         let mut w = PcapWriter::new(&mut buf).unwrap();
-        w.packet(1_000_000_000, &[0u8; 42], 98, "a comment").unwrap();
+        w.packet(1_000_000_000, &[0u8; 42], 98, "a comment")
+            .unwrap();
         let mut off = 0;
         let mut types = Vec::new();
         while off < buf.len() {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::format::{self, End, Header, frame};
 use crate::events::facts::Fact;
-use crate::events::{Input, decode};
+use crate::events::{Input, decode, decode_verdict};
 
 /// One thing read from a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,9 +21,16 @@ pub enum Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// The file ends inside a frame (a capture cut short, e.g. by SIGKILL).
-    Truncated { offset: u64, frames: u64 },
+    Truncated {
+        offset: u64,
+        frames: u64,
+    },
     /// A frame fails its checksum or makes no sense.
-    Corrupt { offset: u64, frames: u64, why: String },
+    Corrupt {
+        offset: u64,
+        frames: u64,
+        why: String,
+    },
     Io(String),
 }
 
@@ -31,10 +38,20 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Truncated { offset, frames } => {
-                write!(f, "the recording ends inside a frame at byte {offset}: it was cut short; read {frames} frames")
+                write!(
+                    f,
+                    "the recording ends inside a frame at byte {offset}: it was cut short; read {frames} frames"
+                )
             }
-            Problem::Corrupt { offset, frames, why } => {
-                write!(f, "the recording is corrupt at byte {offset} ({why}); read {frames} frames before it")
+            Problem::Corrupt {
+                offset,
+                frames,
+                why,
+            } => {
+                write!(
+                    f,
+                    "the recording is corrupt at byte {offset} ({why}); read {frames} frames before it"
+                )
             }
             Problem::Io(e) => write!(f, "reading the recording failed: {e}"),
         }
@@ -77,7 +94,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, Result<bool, std
 }
 
 pub fn open(path: &Path) -> Result<(Header, Reader<std::io::BufReader<std::fs::File>>), OpenError> {
-    let file = std::fs::File::open(path).map_err(|e| OpenError(format!("cannot open {}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| OpenError(format!("cannot open {}: {e}", path.display())))?;
     from_reader(std::io::BufReader::with_capacity(256 * 1024, file))
         .map_err(|e| OpenError(format!("{}: {}", path.display(), e.0)))
 }
@@ -86,12 +104,18 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
     let mut fixed = [0u8; 14];
     match read_full(&mut r, &mut fixed) {
         Ok(true) => {}
-        Ok(false) => return Err(OpenError("the file is empty, not a calitrace recording".into())),
+        Ok(false) => {
+            return Err(OpenError(
+                "the file is empty, not a calitrace recording".into(),
+            ));
+        }
         Err(Ok(_)) => return Err(OpenError("too short to be a calitrace recording".into())),
         Err(Err(e)) => return Err(OpenError(e.to_string())),
     }
     if &fixed[..8] != format::MAGIC {
-        return Err(OpenError("not a calitrace recording (wrong magic bytes)".into()));
+        return Err(OpenError(
+            "not a calitrace recording (wrong magic bytes)".into(),
+        ));
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
     if version != format::VERSION {
@@ -120,7 +144,15 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
             header.calitrace_version
         )));
     }
-    Ok((header, Reader { r, offset: 14 + len as u64, frames: 0, done: false }))
+    Ok((
+        header,
+        Reader {
+            r,
+            offset: 14 + len as u64,
+            frames: 0,
+            done: false,
+        },
+    ))
 }
 
 impl<R: Read> Reader<R> {
@@ -131,7 +163,10 @@ impl<R: Read> Reader<R> {
         }
         let at = self.offset;
         let mut head = [0u8; format::FRAME_OVERHEAD];
-        let truncated = Problem::Truncated { offset: at, frames: self.frames };
+        let truncated = Problem::Truncated {
+            offset: at,
+            frames: self.frames,
+        };
         match read_full(&mut self.r, &mut head) {
             Ok(true) => {}
             Ok(false) => {
@@ -144,7 +179,11 @@ impl<R: Read> Reader<R> {
         let kind = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
         let crc = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
-        let corrupt = |why: String| Problem::Corrupt { offset: at, frames: self.frames, why };
+        let corrupt = |why: String| Problem::Corrupt {
+            offset: at,
+            frames: self.frames,
+            why,
+        };
         if len > format::MAX_FRAME {
             return self.fail(corrupt(format!("frame length {len}")));
         }
@@ -160,8 +199,16 @@ impl<R: Read> Reader<R> {
         }
         let item = match kind {
             frame::EVENT => match decode(&payload) {
-                Ok(ev) if payload.len() == tracer_common::EVENT_SIZE => Item::Input(Input::Event(ev)),
+                Ok(ev) if payload.len() == tracer_common::EVENT_SIZE => {
+                    Item::Input(Input::Event(ev))
+                }
                 _ => return self.fail(corrupt(format!("event frame of {len} bytes"))),
+            },
+            frame::VERDICT => match decode_verdict(&payload) {
+                Ok(v) if payload.len() == tracer_common::NF_EVENT_SIZE => {
+                    Item::Input(Input::Verdict(v))
+                }
+                _ => return self.fail(corrupt(format!("verdict frame of {len} bytes"))),
             },
             frame::TICK => match <[u8; 8]>::try_from(payload.as_slice()) {
                 Ok(b) => Item::Input(Input::Tick(u64::from_le_bytes(b))),

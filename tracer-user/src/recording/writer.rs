@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::format::{self, End, Header, frame};
 use crate::events::facts::Fact;
-use crate::events::{Input, encode};
+use crate::events::{Input, encode, encode_verdict};
 
 pub struct Recorder {
     path: PathBuf,
@@ -39,7 +39,13 @@ impl Recorder {
         out.write_all(&(json.len() as u32).to_le_bytes())?;
         out.write_all(&json)?;
         out.flush()?;
-        Ok(Recorder { path: path.to_path_buf(), out, buf: Vec::with_capacity(4096), last_flush: Instant::now(), frames: 0 })
+        Ok(Recorder {
+            path: path.to_path_buf(),
+            out,
+            buf: Vec::with_capacity(4096),
+            last_flush: Instant::now(),
+            frames: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -62,6 +68,7 @@ impl Recorder {
         }
         match input {
             Input::Event(ev) => self.frame(frame::EVENT, encode(ev))?,
+            Input::Verdict(v) => self.frame(frame::VERDICT, encode_verdict(v))?,
             Input::Tick(t) => self.frame(frame::TICK, &t.to_le_bytes())?,
         }
         if self.last_flush.elapsed() >= Duration::from_secs(1) {
@@ -71,7 +78,9 @@ impl Recorder {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().with_context(|| format!("writing {}", self.path.display()))?;
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))?;
         self.last_flush = Instant::now();
         Ok(())
     }

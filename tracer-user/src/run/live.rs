@@ -9,17 +9,18 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::session::{Control, LineSink, Session, Sink, Status};
 use super::{choose_output, line_view, usage};
-use crate::recording::format::{End, Header};
 use crate::cli::{Output, TraceArgs};
 use crate::events::facts::{Environment, NodeFacts, PodInfo, ifkey};
 use crate::events::records::{Record, Start, Stats};
-use crate::events::{Input, decode};
+use crate::events::{Input, decode_input};
 use crate::filter::Filter;
 use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
+use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::pipeline::{Options, Pipeline};
 use crate::probes::capabilities::Capabilities;
 use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, Tracer};
+use crate::recording::format::{End, Header};
 
 /// Events handled per wake-up before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
@@ -134,6 +135,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
             .map(KernelBtf::drop_reasons)
             .unwrap_or_default(),
         local_addrs: system::local_addresses().into_iter().collect(),
+        netfilter: Some(Inventory::read()),
+        iptables_binary: iptables_binary_backend(),
         ..Default::default()
     };
     for l in &setup.links {
@@ -170,6 +173,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ring_bytes: args.ring_mib * 1024 * 1024,
             interfaces: &owned,
             attach: true,
+            all_verdicts: args.view.verdicts,
         },
     )?;
     if tracer.report.attached.is_empty() {
@@ -198,11 +202,34 @@ pub fn run(args: TraceArgs) -> Result<()> {
         interfaces: tracer.interfaces.clone(),
         probes_attached: tracer.report.attached.clone(),
         probes_unavailable: tracer.report.unavailable.clone(),
+        iptables: facts.iptables_binary.map(|b| b.to_string()),
+        calico_chains: facts
+            .netfilter
+            .as_ref()
+            .and_then(Inventory::calico_chains)
+            .map(|c| format!("{c:?}").to_lowercase()),
     };
     report_start(&start, pods.len());
+    if args.view.verdicts
+        && !start
+            .probes_attached
+            .iter()
+            .any(|p| p.name.starts_with("fexit"))
+    {
+        eprintln!(
+            "calitrace: --verdicts needs the exact netfilter probes (fexit), unavailable on this kernel: no verdict lines"
+        );
+    }
 
     let env = Environment::live(facts, setup.kallsyms);
-    let pipeline = Pipeline::new(env, Options { packets: !args.view.drops_only, ..Options::default() });
+    let pipeline = Pipeline::new(
+        env,
+        Options {
+            packets: !args.view.drops_only,
+            verdicts: args.view.verdicts,
+            ..Options::default()
+        },
+    );
     let mut session = Session::new(pipeline);
     if let Some(path) = &args.write {
         session.start_recording(path, recording_header(&start))?;
@@ -213,10 +240,20 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
 
     let started = std::time::Instant::now();
-    let result = rt.block_on(event_loop(&mut tracer, &mut session, &mut sink, &start, args.duration, signals));
+    let result = rt.block_on(event_loop(
+        &mut tracer,
+        &mut session,
+        &mut sink,
+        &start,
+        args.duration,
+        signals,
+    ));
     session.finish();
     let mut tail = session.take_records();
-    tail.push(Record::Stats(stats(&tracer, started.elapsed().as_secs_f64())));
+    tail.push(Record::Stats(stats(
+        &tracer,
+        started.elapsed().as_secs_f64(),
+    )));
     let end = end_counters(&tracer);
     let recorded = session.stop_recording(&end);
     let shown = sink.records(&tail).and_then(|_| sink.flush());
@@ -246,7 +283,10 @@ pub fn recording_header(start: &Start) -> Header {
 }
 
 fn clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -258,12 +298,27 @@ fn clocks() -> (u64, u64) {
 
 fn report_start(start: &Start, pods: usize) {
     for p in &start.probes_attached {
-        eprintln!("calitrace: attached {}{}", p.name, p.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default());
+        eprintln!(
+            "calitrace: attached {}{}",
+            p.name,
+            p.detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
     }
     for u in &start.probes_unavailable {
         eprintln!("calitrace: unavailable {}: {}", u.name, u.reason);
     }
-    eprintln!("calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop", start.node, start.netns, pods);
+    eprintln!(
+        "calitrace: iptables command uses {}; Calico's cali-* chains: {}",
+        start.iptables.as_deref().unwrap_or("unknown backend"),
+        start.calico_chains.as_deref().unwrap_or("none found")
+    );
+    eprintln!(
+        "calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop",
+        start.node, start.netns, pods
+    );
 }
 
 fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u64) {
@@ -274,6 +329,14 @@ fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u
     events.insert("tc".into(), c[counter::TC_EMITTED as usize]);
     events.insert("kfree_skb_seen".into(), c[counter::DROP_SEEN as usize]);
     events.insert("kfree_skb".into(), c[counter::DROP_EMITTED as usize]);
+    events.insert(
+        "netfilter_verdicts_seen".into(),
+        c[counter::VERDICT_SEEN as usize],
+    );
+    events.insert(
+        "netfilter_verdicts".into(),
+        c[counter::VERDICT_EMITTED as usize],
+    );
     (events, c[counter::LOST as usize])
 }
 
@@ -308,7 +371,10 @@ async fn event_loop(
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     let mut tick = tokio::time::interval(TICK);
-    let mut status = Status { filter: start.filter.clone(), ..Status::default() };
+    let mut status = Status {
+        filter: start.filter.clone(),
+        ..Status::default()
+    };
     let mut rate = Rate::default();
     let mut lost_reported = 0;
     loop {
@@ -319,8 +385,8 @@ async fn event_loop(
                 let mut n = 0;
                 while n < BATCH {
                     let Some(item) = rb.next() else { break };
-                    if let Ok(ev) = decode(&item) {
-                        session.feed(&Input::Event(ev))?;
+                    if let Ok(input) = decode_input(&item) {
+                        session.feed(&input)?;
                     }
                     n += 1;
                 }
@@ -386,7 +452,11 @@ impl Rate {
     fn add(&mut self, n: u64) {
         let now = std::time::Instant::now();
         self.window.push_back((now, n));
-        while self.window.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(3)) {
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(3))
+        {
             self.window.pop_front();
         }
     }

@@ -57,4 +57,3 @@ pub fn line_view(output: Output) -> Box<dyn View> {
         _ => Box::new(TextView::new(stdout)),
     }
 }
-

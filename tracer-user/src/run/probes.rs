@@ -40,6 +40,7 @@ pub fn run() -> Result<()> {
             ring_bytes: 4096 * 16,
             interfaces: &[],
             attach: false,
+            all_verdicts: false,
         },
     )?;
     println!("probes:");

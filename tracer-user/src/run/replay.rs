@@ -32,13 +32,16 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Output::Text
         }
         Output::Pcap if is_terminal() => {
-            return Err(usage("pcapng is binary: redirect stdout to a file (calitrace replay FILE -o pcap > out.pcapng)"));
+            return Err(usage(
+                "pcapng is binary: redirect stdout to a file (calitrace replay FILE -o pcap > out.pcapng)",
+            ));
         }
         o => o,
     };
     let env = Environment::replay(header.facts.clone());
     let opts = Options {
         packets: !args.view.drops_only,
+        verdicts: args.view.verdicts,
         filter: (!filter.is_match_all()).then_some(compiled),
         ..Options::default()
     };
@@ -57,6 +60,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             interfaces: header.interfaces.clone(),
             probes_attached: header.probes_attached.clone(),
             probes_unavailable: header.probes_unavailable.clone(),
+            iptables: header.facts.iptables_binary.map(|b| b.to_string()),
+            calico_chains: header
+                .facts
+                .netfilter
+                .as_ref()
+                .and_then(crate::netfilter::Inventory::calico_chains)
+                .map(|c| format!("{c:?}").to_lowercase()),
         })])?;
     }
 
@@ -79,6 +89,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Item::Input(input) => {
                 let ts = match &input {
                     Input::Event(e) => e.ts_ns,
+                    Input::Verdict(v) => v.ev.ts_ns,
                     Input::Tick(t) => *t,
                 };
                 pace.wait(ts);
@@ -87,7 +98,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 let records = session.take_records();
                 match (&mut pcap_out, &input) {
                     (Some(w), Input::Event(ev)) => write_pcap(w, &header, ev, &records)?,
-                    (Some(_), Input::Tick(_)) => {}
+                    (Some(_), _) => {}
                     (None, _) => {
                         if !sink.records(&records)? {
                             return Ok(());
@@ -130,7 +141,9 @@ fn write_pcap<W: std::io::Write>(
     ev: &tracer_common::Event,
     records: &[Record],
 ) -> Result<()> {
-    let Some(frame) = pcap::frame(&ev.pkt) else { return Ok(()) };
+    let Some(frame) = pcap::frame(&ev.pkt) else {
+        return Ok(());
+    };
     let comment: Vec<String> = records
         .iter()
         .filter(|r| matches!(r, Record::Packet(_) | Record::Drop(_)))
@@ -139,7 +152,9 @@ fn write_pcap<W: std::io::Write>(
     if comment.is_empty() {
         return Ok(()); // filtered out on replay
     }
-    let wall = header.start_realtime_ns.saturating_add(ev.ts_ns.saturating_sub(header.start_monotonic_ns));
+    let wall = header
+        .start_realtime_ns
+        .saturating_add(ev.ts_ns.saturating_sub(header.start_monotonic_ns));
     w.packet(wall, &frame, ev.pkt.len + 14, &comment.join("\n"))?;
     Ok(())
 }
@@ -153,7 +168,11 @@ struct Pace {
 
 impl Pace {
     fn new(speed: Option<f64>) -> Self {
-        Self { speed, first: None, started: Instant::now() }
+        Self {
+            speed,
+            first: None,
+            started: Instant::now(),
+        }
     }
 
     fn wait(&mut self, ts: u64) {

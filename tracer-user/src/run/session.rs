@@ -82,7 +82,11 @@ pub struct Session {
 
 impl Session {
     pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline, recorder: None, out: Vec::new() }
+        Self {
+            pipeline,
+            recorder: None,
+            out: Vec::new(),
+        }
     }
 
     pub fn feed(&mut self, input: &Input) -> Result<()> {

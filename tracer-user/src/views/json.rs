@@ -54,6 +54,7 @@ mod tests {
                 hook: Some("FORWARD".into()),
                 rule: None,
                 attribution: "inferred",
+                ..Default::default()
             }),
             detail: Detail {
                 ttl: Some(63),

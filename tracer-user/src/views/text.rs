@@ -95,12 +95,30 @@ pub fn format(r: &Record, clock: &str) -> String {
                 let path: Vec<String> = d
                     .journey
                     .iter()
-                    .map(|h| format!("{} {}", h.ifname.as_deref().unwrap_or("?"), h.dir))
+                    .map(|h| match (&h.netfilter, &h.verdict) {
+                        (Some(nf), Some(v)) => format!(
+                            "{} {} {}: {v}",
+                            nf.hook.as_deref().unwrap_or("?"),
+                            nf.backend.as_deref().unwrap_or("?"),
+                            nf.table.as_deref().unwrap_or("?")
+                        ),
+                        _ => format!("{} {}", h.ifname.as_deref().unwrap_or("?"), h.dir),
+                    })
                     .collect();
                 s.push_str(&format!(" after {}", path.join(" -> ")));
             }
             s
         }
+        Record::Verdict(v) => format!(
+            "{clock} VERDICT {} {}: {} {} {} {}: {}",
+            v.flow.describe(),
+            detail(&v.detail),
+            v.netfilter.backend.as_deref().unwrap_or("?"),
+            v.netfilter.table.as_deref().unwrap_or("?"),
+            v.netfilter.chain.as_deref().unwrap_or(""),
+            v.netfilter.hook.as_deref().unwrap_or("?"),
+            v.verdict
+        ),
         Record::Diagnosis(d) => format!(
             "DIAGNOSIS {} (x{}): {}\n    hint: {}",
             d.code, d.count, d.summary, d.hint
@@ -133,6 +151,7 @@ impl<W: Write> View for TextView<W> {
         let clock = match r {
             Record::Packet(p) => self.clock(p.ts_ns),
             Record::Drop(d) => self.clock(d.ts_ns),
+            Record::Verdict(v) => self.clock(v.ts_ns),
             _ => String::new(),
         };
         writeln!(self.out, "{}", format(r, &clock))

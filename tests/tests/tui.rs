@@ -1,0 +1,330 @@
+//! The TUI in a real terminal: `calitrace` under tmux inside a lab node with a
+//! fault injected, driven with `send-keys` and read with `capture-pane`.
+//!
+//! Set `CALITRACE_TUI_CAPTURE=FILE` to keep the screen of the fault for the
+//! README.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use calitrace_tests::calitrace::binary;
+use calitrace_tests::{Backend, Lab, Mode};
+use serde_json::Value;
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    /// Runs `script` with `sh -c` in a detached `width`x`height` session in `dir`.
+    fn start(name: &str, dir: &Path, width: u16, height: u16, script: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("calitrace-test-{}-{name}", std::process::id()),
+            session: name.to_string(),
+        };
+        let out = t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-c",
+            dir.to_str().unwrap(),
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            script,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-u", "-f", "/dev/null", "-L", &self.socket])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("running tmux (Debian package tmux)")
+    }
+
+    fn capture(&self) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-t", &self.session]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `send-keys` with tmux key names (`Enter`, `Escape`, `Tab`, `q`, ...).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        let out = self.tmux(&args);
+        assert!(out.status.success(), "send-keys {keys:?}");
+        // Let the view take them in and draw (it draws at most every 33 ms).
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Literal text, each character a key.
+    fn type_text(&self, text: &str) {
+        let out = self.tmux(&["send-keys", "-t", &self.session, "-l", text]);
+        assert!(out.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn display(&self, format: &str) -> String {
+        let out = self.tmux(&["display-message", "-p", "-t", &self.session, format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until the screen satisfies `ok`; the last screen either way.
+    fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.capture();
+            if ok(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("waited {limit:?} for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The pid of the shell running in the pane.
+    fn pane_pid(&self) -> i32 {
+        self.display("#{pane_pid}").parse().expect("pane pid")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// Children of `pid` (from /proc).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `sh -c` script: calitrace in `netns`, then its exit code and the
+/// terminal's settings, then a long sleep so the pane stays to be read.
+fn script(netns: Option<&str>, args: &str) -> String {
+    let bin = binary();
+    let run = match netns {
+        Some(ns) => format!("ip netns exec {ns} {} {args}", bin.display()),
+        None => format!("{} {args}", bin.display()),
+    };
+    format!(
+        "{run}; echo \"EXIT=$?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600"
+    )
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("calitrace-tui-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// calitrace exited 0 and left the terminal as it found it.
+fn assert_exited_and_restored(t: &Tmux) -> String {
+    let screen = t.wait_for("calitrace to exit", Duration::from_secs(30), |s| {
+        s.contains("EXIT=") && (s.contains("icanon") || s.contains("echo "))
+    });
+    assert!(screen.contains("EXIT=0"), "exit status\n{screen}");
+    let words: Vec<&str> = screen.split_whitespace().collect();
+    assert!(
+        words.contains(&"icanon") && words.contains(&"echo") && !words.contains(&"-icanon"),
+        "the terminal is out of raw mode\n{screen}"
+    );
+    assert_eq!(
+        t.display("#{alternate_on}"),
+        "0",
+        "back from the alternate screen"
+    );
+    assert_eq!(t.display("#{cursor_flag}"), "1", "the cursor is visible");
+    let left: Vec<String> = children(t.pane_pid()).into_iter().map(comm).collect();
+    assert!(
+        left.iter().all(|c| c == "sleep"),
+        "only the pane's sleep is left: {left:?}"
+    );
+    screen
+}
+
+fn nothing_attached(lab: &Lab, node: usize, iface: &str) {
+    let out = lab
+        .sh(
+            &lab.node(node).netns,
+            &format!("bpftool -j net show dev {iface}"),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
+    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
+}
+
+fn main_screen_ready(s: &str) -> bool {
+    s.contains("Flows") && s.contains("Drop points") && s.contains("q quit")
+}
+
+#[test]
+fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
+        .unwrap();
+    let dir = tmpdir("fault");
+    let t = Tmux::start(
+        "fault",
+        &dir,
+        120,
+        40,
+        &script(Some(&lab.node(1).netns), ""),
+    );
+    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+
+    assert!(!lab.ping(&a, &b.ip, 3), "the fault drops the ping");
+    let screen = t.wait_for(
+        "the drop point and its diagnosis",
+        Duration::from_secs(20),
+        |s| s.contains("NETFILTER_DROP ×") && s.contains("legacy FORWARD"),
+    );
+    // The flow, where it died, the journey and what to do.
+    assert!(screen.contains(&format!("{} → {}", a.ip, b.ip)), "{screen}");
+    assert!(screen.contains("DROP FORWARD legacy"), "{screen}");
+    assert!(
+        screen.contains("✗ FORWARD (legacy"),
+        "the failing point of the journey\n{screen}"
+    );
+    assert!(screen.contains("eth0 ingress"), "{screen}");
+    assert!(screen.contains("hint:"), "{screen}");
+    if let Some(path) = std::env::var_os("CALITRACE_TUI_CAPTURE") {
+        std::fs::write(path, &screen).unwrap();
+    }
+
+    // Details of the diagnosis: Tab to the panel, Enter.
+    t.keys(&["Tab", "Tab", "Enter"]);
+    let details = t.capture();
+    assert!(
+        details.contains("iptables-legacy-save -c") && details.contains("Esc closes"),
+        "{details}"
+    );
+    t.keys(&["Escape"]);
+    // Details of the flow, with its journey in order.
+    t.keys(&["Tab", "Enter"]);
+    let flow = t.capture();
+    assert!(
+        flow.contains("never reached") || flow.contains("✗"),
+        "{flow}"
+    );
+    assert!(flow.contains("NETFILTER_DROP in"), "{flow}");
+    t.keys(&["Escape", "j", "k"]);
+
+    // Help, then a bad filter shown in place, then a good one.
+    t.keys(&["?"]);
+    assert!(t.capture().contains("quit and detach everything"));
+    t.keys(&["Escape", "/"]);
+    t.type_text("host 10.244.2.10 and prot 80");
+    t.keys(&["Enter"]);
+    let bad = t.capture();
+    assert!(bad.contains("bad filter at column 22"), "{bad}");
+    t.keys(&["C-u"]);
+    t.type_text("icmp");
+    t.keys(&["Enter"]);
+    t.wait_for(
+        "the new filter in the header",
+        Duration::from_secs(5),
+        |s| s.contains("filter: icmp"),
+    );
+
+    // Pause: the view freezes, the session goes on.
+    t.keys(&["Space"]);
+    assert!(t.capture().contains("PAUSED"));
+    t.keys(&["Space"]);
+    assert!(!t.capture().contains("PAUSED"));
+
+    // Record from the view, with more of the fault in it.
+    t.keys(&["r"]);
+    let rec = t.wait_for("recording", Duration::from_secs(5), |s| s.contains("● REC"));
+    assert!(rec.contains("calitrace-"), "{rec}");
+    assert!(!lab.ping(&a, &b.ip, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    t.keys(&["q"]);
+    let after = assert_exited_and_restored(&t);
+    assert!(
+        after.contains("DIAGNOSIS NETFILTER_DROP"),
+        "the diagnoses are printed on exit\n{after}"
+    );
+    nothing_attached(&lab, 1, &b.cali);
+    nothing_attached(&lab, 1, "eth0");
+
+    // The recording replays in the same view.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "calitrace"))
+        .unwrap_or_else(|| panic!("no recording in {}", dir.display()));
+    drop(t);
+    let r = Tmux::start(
+        "replay",
+        &dir,
+        100,
+        30,
+        &script(None, &format!("replay {}", file.display())),
+    );
+    let s = r.wait_for("the replayed drop", Duration::from_secs(30), |s| {
+        s.contains("replay finished") && s.contains("NETFILTER_DROP ×")
+    });
+    assert!(s.contains("legacy FORWARD"), "{s}");
+    r.keys(&["Space"]);
+    assert!(r.capture().contains("PAUSED"));
+    r.keys(&["Escape"]);
+    assert_exited_and_restored(&r);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn tui_restores_the_terminal_on_sigterm() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let b = lab.pod(1, 0).clone();
+    let dir = tmpdir("sigterm");
+    let t = Tmux::start(
+        "sigterm",
+        &dir,
+        80,
+        24,
+        &script(Some(&lab.node(1).netns), ""),
+    );
+    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    // `ip netns exec` execs calitrace: the shell's child is calitrace itself.
+    let pid = children(t.pane_pid())
+        .into_iter()
+        .find(|&p| comm(p) == "calitrace")
+        .expect("calitrace runs in the pane");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_exited_and_restored(&t);
+    nothing_attached(&lab, 1, &b.cali);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,62 @@
+//! Reading a kernel `struct sk_buff` (drop and netfilter programs): offsets
+//! come from the running kernel's BTF via `SKB_OFFSETS`.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::{PacketMeta, SkbOffsets};
+
+use crate::maps::{NETNS, NETNS_FILTER, SKB_OFFSETS};
+use crate::parse::{Reader, parse_l3};
+
+/// Kernel memory starting at an address.
+pub struct Kernel(pub u64);
+
+impl Reader for Kernel {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        unsafe { bpf_probe_read_kernel((self.0 + off as u64) as *const T) }.ok()
+    }
+}
+
+/// A field at `off` of the kernel object at `base`; `None` for a null base or
+/// an offset this kernel does not have.
+#[inline(always)]
+pub fn field<T: Copy>(base: u64, off: u16) -> Option<T> {
+    if base == 0 || off == SkbOffsets::ABSENT {
+        return None;
+    }
+    Kernel(base).read::<T>(off as usize)
+}
+
+/// (netns inode, ifindex) of an skb: from its device, else from its socket.
+#[inline(always)]
+pub fn netns_and_ifindex(skb: u64) -> (u32, u32) {
+    let off = SKB_OFFSETS.load();
+    let dev: u64 = field(skb, off.skb_dev).unwrap_or(0);
+    let ifindex: u32 = field(dev, off.dev_ifindex).unwrap_or(0);
+    let net: u64 = match field::<u64>(dev, off.dev_nd_net) {
+        Some(net) if net != 0 => net,
+        _ => {
+            let sk: u64 = field(skb, off.skb_sk).unwrap_or(0);
+            field(sk, off.sk_net).unwrap_or(0)
+        }
+    };
+    (field(net, off.net_ns_inum).unwrap_or(0), ifindex)
+}
+
+/// Whether drops/verdicts in this namespace are reported.
+#[inline(always)]
+pub fn netns_wanted(netns: u32) -> bool {
+    NETNS_FILTER.load() == 0 || unsafe { NETNS.get(netns) }.is_some()
+}
+
+/// Parses the packet headers of an skb into `pkt`.
+#[inline(always)]
+pub fn parse(skb: u64, pkt: &mut PacketMeta) {
+    let off = SKB_OFFSETS.load();
+    let head: u64 = field(skb, off.skb_head).unwrap_or(0);
+    let nh: u16 = field(skb, off.skb_network_header).unwrap_or(u16::MAX);
+    let protocol: u16 = field(skb, off.skb_protocol).unwrap_or(0);
+    if head != 0 && nh != u16::MAX {
+        parse_l3(&Kernel(head), nh as usize, u16::from_be(protocol), pkt);
+    }
+}

@@ -1,0 +1,440 @@
+//! Which table, chain and rule dropped a packet, from the rule counters of
+//! both backends: the DROP (or REJECT) rule whose packet counter moved between
+//! two readings is the one that dropped. Chain policies count in x_tables; an
+//! nf_tables policy has no counter, so a base chain with a DROP policy at the
+//! right hook stands in when no counted nf_tables rule moved.
+
+use crate::events::records::NetfilterInfo;
+use crate::netfilter::{Backend, Chain, Family, Hook, Inventory, Table, Verdict};
+
+/// Where a netfilter drop happened, as far as the counters tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub backend: Backend,
+    pub family: Family,
+    pub table: String,
+    pub chain: String,
+    /// Base chain hook (None for a user chain reached by a jump).
+    pub hook: Option<Hook>,
+    /// `None` when the chain policy dropped.
+    pub rule: Option<FoundRule>,
+    /// How many packets the counter moved by (0 for an uncounted nft policy).
+    pub delta: u64,
+    /// How many entries could have been it; 1 means the counters are unambiguous.
+    pub candidates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRule {
+    pub id: String,
+    pub text: String,
+    pub comment: Option<String>,
+}
+
+impl Found {
+    /// The `rule` field of the contract: "3: -j DROP (comment ...)" or "policy DROP".
+    pub fn rule_text(&self) -> String {
+        match &self.rule {
+            Some(r) => {
+                let id = if self.backend == Backend::Nft {
+                    format!("handle {}", r.id)
+                } else {
+                    format!("#{}", r.id)
+                };
+                match &r.comment {
+                    Some(c) => format!("{id}: {} /* {c} */", r.text),
+                    None => format!("{id}: {}", r.text),
+                }
+            }
+            None => "policy DROP".into(),
+        }
+    }
+}
+
+/// What is known about the packet before looking at the counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Clue {
+    pub backend: Option<Backend>,
+    pub hook: Option<Hook>,
+    /// IPv4 or IPv6.
+    pub family: Family,
+}
+
+fn family_fits(table: Family, packet: Family) -> bool {
+    table == packet || table == Family::Inet
+}
+
+fn drops(v: &Option<Verdict>) -> bool {
+    matches!(v, Some(Verdict::Drop | Verdict::Reject))
+}
+
+fn chain_fits(c: &Chain, clue: &Clue) -> bool {
+    match (c.hook, clue.hook) {
+        (Some(h), Some(want)) => h == want,
+        _ => true,
+    }
+}
+
+fn table_fits(t: &Table, clue: &Clue) -> bool {
+    clue.backend.is_none_or(|b| b == t.backend) && family_fits(t.family, clue.family)
+}
+
+/// Attributes a drop by comparing `before` and `after`.
+pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<Found> {
+    let mut found: Vec<Found> = Vec::new();
+    for t in after.tables.iter().filter(|t| table_fits(t, clue)) {
+        for c in t.chains.iter().filter(|c| chain_fits(c, clue)) {
+            let old = before.find_chain(t.backend, t.family, &t.name, &c.name);
+            let moved = |now: Option<crate::netfilter::Counters>,
+                         then: Option<crate::netfilter::Counters>| {
+                now.map(|n| n.packets.saturating_sub(then.map_or(0, |t| t.packets)))
+                    .unwrap_or(0)
+            };
+            let base = |rule, delta| Found {
+                backend: t.backend,
+                family: t.family,
+                table: t.name.clone(),
+                chain: c.name.clone(),
+                hook: c.hook,
+                rule,
+                delta,
+                candidates: 0,
+            };
+            if c.policy == Some(Verdict::Drop) {
+                let delta = moved(c.policy_counters, old.and_then(|o| o.policy_counters));
+                if delta > 0 {
+                    found.push(base(None, delta));
+                }
+            }
+            for r in c.rules.iter().filter(|r| drops(&r.verdict)) {
+                let then = old
+                    .and_then(|o| o.rules.iter().find(|x| x.id == r.id))
+                    .and_then(|x| x.counters);
+                let delta = moved(r.counters, then);
+                if delta > 0 {
+                    let rule = FoundRule {
+                        id: r.id.clone(),
+                        text: r.text.clone(),
+                        comment: r.comment.clone(),
+                    };
+                    found.push(base(Some(rule), delta));
+                }
+            }
+        }
+    }
+    if found.is_empty() && clue.backend != Some(Backend::Legacy) {
+        // nf_tables policies have no counters: a DROP-policy base chain at the hook.
+        for t in after
+            .tables
+            .iter()
+            .filter(|t| t.backend == Backend::Nft && table_fits(t, clue))
+        {
+            for c in t
+                .chains
+                .iter()
+                .filter(|c| c.hook.is_some() && chain_fits(c, clue))
+            {
+                if c.policy == Some(Verdict::Drop) && c.policy_counters.is_none() {
+                    found.push(Found {
+                        backend: t.backend,
+                        family: t.family,
+                        table: t.name.clone(),
+                        chain: c.name.clone(),
+                        hook: c.hook,
+                        rule: None,
+                        delta: 0,
+                        candidates: 0,
+                    });
+                }
+            }
+        }
+    }
+    let n = found.len();
+    // The biggest mover is the likeliest; base chains before user chains on ties.
+    found.sort_by_key(|f| (std::cmp::Reverse(f.delta), f.hook.is_none()));
+    found
+        .into_iter()
+        .next()
+        .map(|f| Found { candidates: n, ..f })
+}
+
+/// Fills in what the counters tell about a drop's netfilter details.
+/// Attribution stays what it was: "exact" parts come from the probes, and the
+/// rule from counters is never more than inferred.
+pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, src: Option<&str>) {
+    let backend = match nf.backend.as_deref() {
+        Some("nft") => Some(Backend::Nft),
+        Some("legacy") => Some(Backend::Legacy),
+        _ => None,
+    };
+    let hook = nf.hook.as_deref().and_then(|h| {
+        [
+            Hook::Prerouting,
+            Hook::Input,
+            Hook::Forward,
+            Hook::Output,
+            Hook::Postrouting,
+        ]
+        .into_iter()
+        .find(|k| k.to_string() == h)
+    });
+    let family = if src.is_some_and(|s| s.contains(':')) {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let Some(found) = attribute(
+        before,
+        after,
+        &Clue {
+            backend,
+            hook,
+            family,
+        },
+    ) else {
+        return;
+    };
+    // An exact table/chain from the probes must agree with the counters.
+    if nf.table.as_ref().is_some_and(|t| *t != found.table)
+        || nf.chain.as_ref().is_some_and(|c| *c != found.chain)
+    {
+        return;
+    }
+    nf.backend = Some(found.backend.to_string());
+    nf.table = Some(found.table.clone());
+    nf.chain = Some(found.chain.clone());
+    if nf.hook.is_none() {
+        nf.hook = found.hook.map(|h| h.to_string());
+    }
+    nf.rule = Some(found.rule_text());
+    nf.family = Some(found.family.to_string());
+    nf.comment = found.rule.as_ref().and_then(|r| r.comment.clone());
+    nf.candidates = Some(found.candidates);
+}
+
+/// Calico's policy and dispatch chains (a drop there is a policy decision).
+pub fn is_calico_policy_chain(chain: &str) -> bool {
+    ["cali-pi-", "cali-po-", "cali-fw-", "cali-tw-"]
+        .iter()
+        .any(|p| chain.starts_with(p))
+        || chain == "cali-from-wl-dispatch"
+        || chain == "cali-to-wl-dispatch"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netfilter::{Counters, Rule};
+
+    fn rule(id: &str, verdict: Verdict, packets: u64, comment: Option<&str>) -> Rule {
+        Rule {
+            id: id.into(),
+            text: format!("-j {verdict}"),
+            verdict: Some(verdict),
+            comment: comment.map(str::to_string),
+            counters: Some(Counters {
+                packets,
+                bytes: packets * 84,
+            }),
+        }
+    }
+
+    fn chain(
+        name: &str,
+        hook: Option<Hook>,
+        policy: Option<(Verdict, Option<u64>)>,
+        rules: Vec<Rule>,
+    ) -> Chain {
+        Chain {
+            name: name.into(),
+            hook,
+            priority: hook.map(|_| 0),
+            policy: policy.as_ref().map(|p| p.0.clone()),
+            policy_counters: policy.and_then(|p| p.1).map(|n| Counters {
+                packets: n,
+                bytes: 0,
+            }),
+            rules,
+        }
+    }
+
+    fn inv(tables: Vec<Table>) -> Inventory {
+        Inventory {
+            tables,
+            errors: vec![],
+        }
+    }
+
+    fn table(backend: Backend, family: Family, name: &str, chains: Vec<Chain>) -> Table {
+        Table {
+            backend,
+            family,
+            name: name.into(),
+            chains,
+        }
+    }
+
+    fn clue(backend: Option<Backend>) -> Clue {
+        Clue {
+            backend,
+            hook: Some(Hook::Forward),
+            family: Family::Ipv4,
+        }
+    }
+
+    /// Legacy filter: FORWARD policy (counted) jumping to a dispatch chain.
+    fn legacy(policy_pkts: u64, dispatch_drop: u64) -> Table {
+        table(
+            Backend::Legacy,
+            Family::Ipv4,
+            "filter",
+            vec![
+                chain(
+                    "FORWARD",
+                    Some(Hook::Forward),
+                    Some((Verdict::Drop, Some(policy_pkts))),
+                    vec![rule(
+                        "1",
+                        Verdict::Jump("cali-from-wl-dispatch".into()),
+                        9,
+                        None,
+                    )],
+                ),
+                chain(
+                    "cali-from-wl-dispatch",
+                    None,
+                    None,
+                    vec![rule(
+                        "1",
+                        Verdict::Drop,
+                        dispatch_drop,
+                        Some("Unknown interface"),
+                    )],
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_rule_whose_counter_moved_dropped() {
+        let found = attribute(
+            &inv(vec![legacy(0, 3)]),
+            &inv(vec![legacy(0, 5)]),
+            &clue(Some(Backend::Legacy)),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                found.table.as_str(),
+                found.chain.as_str(),
+                found.delta,
+                found.candidates
+            ),
+            ("filter", "cali-from-wl-dispatch", 2, 1)
+        );
+        assert_eq!(found.rule_text(), "#1: -j DROP /* Unknown interface */");
+        assert!(is_calico_policy_chain(&found.chain));
+    }
+
+    #[test]
+    fn a_counted_policy_drop_is_named_as_policy() {
+        let found = attribute(
+            &inv(vec![legacy(10, 0)]),
+            &inv(vec![legacy(12, 0)]),
+            &clue(None),
+        )
+        .unwrap();
+        assert_eq!(
+            (found.chain.as_str(), found.rule.is_none()),
+            ("FORWARD", true)
+        );
+        assert_eq!(found.rule_text(), "policy DROP");
+    }
+
+    #[test]
+    fn nft_policy_without_counter_at_the_right_hook() {
+        let t = |hook| {
+            table(
+                Backend::Nft,
+                Family::Inet,
+                "cttest",
+                vec![chain(
+                    "fwdchain",
+                    Some(hook),
+                    Some((Verdict::Drop, None)),
+                    vec![],
+                )],
+            )
+        };
+        let before = inv(vec![legacy(0, 0), t(Hook::Forward)]);
+        let found = attribute(&before, &before.clone(), &clue(Some(Backend::Nft))).unwrap();
+        assert_eq!(
+            (
+                found.backend,
+                found.table.as_str(),
+                found.chain.as_str(),
+                found.delta
+            ),
+            (Backend::Nft, "cttest", "fwdchain", 0)
+        );
+        let elsewhere = inv(vec![t(Hook::Input)]);
+        assert_eq!(
+            attribute(&elsewhere, &elsewhere, &clue(Some(Backend::Nft))),
+            None,
+            "wrong hook"
+        );
+    }
+
+    #[test]
+    fn nothing_moved_in_the_dropping_backend_means_unknown() {
+        let nft = table(
+            Backend::Nft,
+            Family::Ipv4,
+            "filter",
+            vec![chain(
+                "FORWARD",
+                Some(Hook::Forward),
+                Some((Verdict::Accept, None)),
+                vec![rule("4", Verdict::Drop, 1, None)],
+            )],
+        );
+        let before = inv(vec![legacy(0, 0), nft.clone()]);
+        let after = inv(vec![legacy(0, 7), nft]);
+        assert_eq!(
+            attribute(&before, &after, &clue(Some(Backend::Nft))),
+            None,
+            "the legacy counter is not nft's"
+        );
+        assert_eq!(
+            attribute(&before, &after, &clue(Some(Backend::Legacy)))
+                .unwrap()
+                .delta,
+            7
+        );
+    }
+
+    #[test]
+    fn the_biggest_mover_wins_and_ambiguity_is_counted() {
+        let t = |a, b| {
+            table(
+                Backend::Legacy,
+                Family::Ipv4,
+                "filter",
+                vec![chain(
+                    "FORWARD",
+                    Some(Hook::Forward),
+                    Some((Verdict::Accept, Some(0))),
+                    vec![
+                        rule("1", Verdict::Drop, a, None),
+                        rule("2", Verdict::Reject, b, None),
+                    ],
+                )],
+            )
+        };
+        let found = attribute(&inv(vec![t(0, 0)]), &inv(vec![t(1, 4)]), &clue(None)).unwrap();
+        assert_eq!(
+            (found.rule.unwrap().id.as_str(), found.candidates),
+            ("2", 2)
+        );
+    }
+}
