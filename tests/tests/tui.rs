@@ -60,14 +60,16 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `send-keys` with tmux key names (`Enter`, `Escape`, `Tab`, `q`, ...).
+    /// `send-keys` with tmux key names (`Enter`, `Escape`, `Tab`, `q`, ...),
+    /// one at a time: an Escape followed at once by another key would read
+    /// as Alt+key, as in any terminal.
     fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", &self.session];
-        args.extend_from_slice(keys);
-        let out = self.tmux(&args);
-        assert!(out.status.success(), "send-keys {keys:?}");
-        // Let the view take them in and draw (it draws at most every 33 ms).
-        std::thread::sleep(Duration::from_millis(300));
+        for k in keys {
+            let out = self.tmux(&["send-keys", "-t", &self.session, k]);
+            assert!(out.status.success(), "send-keys {k}");
+            // Let the view take it in and draw (at most every 33 ms).
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Literal text, each character a key.
@@ -191,23 +193,30 @@ fn main_screen_ready(s: &str) -> bool {
 fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
-    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
-        .unwrap();
     let dir = tmpdir("fault");
     let t = Tmux::start(
         "fault",
         &dir,
-        120,
-        40,
+        100,
+        32,
         &script(Some(&lab.node(1).netns), ""),
     );
     t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
 
+    // One ping gets through; then iptables-legacy's FORWARD policy drops.
+    assert!(lab.ping(&a, &b.ip, 1), "the lab works before the fault");
+    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
+        .unwrap();
     assert!(!lab.ping(&a, &b.ip, 3), "the fault drops the ping");
     let screen = t.wait_for(
         "the drop point and its diagnosis",
         Duration::from_secs(20),
-        |s| s.contains("NETFILTER_DROP ×") && s.contains("legacy FORWARD"),
+        |s| {
+            s.contains("NETFILTER_DROP ×")
+            && s.contains("netfilter legacy")
+            // 4 pings, each seen once; the last 3 dropped once each.
+            && s.contains("  4      3 DROP")
+        },
     );
     // The flow, where it died, the journey and what to do.
     assert!(screen.contains(&format!("{} → {}", a.ip, b.ip)), "{screen}");
@@ -217,6 +226,10 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
         "the failing point of the journey\n{screen}"
     );
     assert!(screen.contains("eth0 ingress"), "{screen}");
+    assert!(
+        screen.contains(&format!("never reached {} egress", b.cali)),
+        "where the ping that got through went next\n{screen}"
+    );
     assert!(screen.contains("hint:"), "{screen}");
     if let Some(path) = std::env::var_os("CALITRACE_TUI_CAPTURE") {
         std::fs::write(path, &screen).unwrap();
@@ -270,6 +283,34 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     assert!(!lab.ping(&a, &b.ip, 2));
     std::thread::sleep(Duration::from_millis(1500));
 
+    // Down to 80x24 and back up: redrawn to fit each time.
+    for (w, h) in [(80, 24), (160, 45)] {
+        let out = t.tmux(&[
+            "resize-window",
+            "-t",
+            &t.session,
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+        ]);
+        assert!(out.status.success(), "resize-window");
+        let s = t.wait_for(
+            &format!("a redraw at {w}x{h}"),
+            Duration::from_secs(5),
+            |s| {
+                // Narrow: the backends go to a line of their own.
+                let first = s.lines().next().unwrap_or("");
+                s.contains("Journey")
+                    && s.contains("Diagnosis")
+                    && first.contains("backends") == (w > 150)
+            },
+        );
+        assert!(s.contains("NETFILTER_DROP"), "{s}");
+        assert!(s.lines().all(|l| l.chars().count() <= w), "{s}");
+        assert!(s.lines().count() <= h, "{s}");
+    }
+
     t.keys(&["q"]);
     let after = assert_exited_and_restored(&t);
     assert!(
@@ -297,7 +338,7 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     let s = r.wait_for("the replayed drop", Duration::from_secs(30), |s| {
         s.contains("replay finished") && s.contains("NETFILTER_DROP ×")
     });
-    assert!(s.contains("legacy FORWARD"), "{s}");
+    assert!(s.contains("netfilter legacy"), "{s}");
     r.keys(&["Space"]);
     assert!(r.capture().contains("PAUSED"));
     r.keys(&["Escape"]);
@@ -325,6 +366,113 @@ fn tui_restores_the_terminal_on_sigterm() {
         .expect("calitrace runs in the pane");
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_exited_and_restored(&t);
+    nothing_attached(&lab, 1, &b.cali);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The number after `word` on the screen (`LOST 12`, `lost 0`), if any.
+fn number_after(screen: &str, word: &str) -> Option<u64> {
+    let words: Vec<&str> = screen.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == word)
+        .find_map(|w| w[1].trim_end_matches(',').parse().ok())
+}
+
+#[test]
+fn tui_stays_responsive_under_a_flood() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dir = tmpdir("flood");
+    // A small ring buffer, so that the flood may well overflow it.
+    let t = Tmux::start(
+        "flood",
+        &dir,
+        100,
+        30,
+        &script(Some(&lab.node(1).netns), "--ring-mib 1"),
+    );
+    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            lab.sh(
+                &a.netns,
+                &format!("ping -f -q -w 12 {} >/dev/null || true", b.ip),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        // Keys are answered at once while the events pour in.
+        let asked = Instant::now();
+        t.keys(&["?"]);
+        t.wait_for("help during the flood", Duration::from_secs(3), |s| {
+            s.contains("quit and detach everything")
+        });
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            asked.elapsed()
+        );
+        t.keys(&["Escape"]);
+        let during = t.wait_for("the flood's flow", Duration::from_secs(5), |s| {
+            s.contains(&format!("{} → {}", a.ip, b.ip))
+        });
+        // Quitting works in the middle of the flood, and promptly.
+        let quit = Instant::now();
+        t.keys(&["q"]);
+        let after = assert_exited_and_restored(&t);
+        assert!(
+            quit.elapsed() < Duration::from_secs(5),
+            "quits promptly: {:?}",
+            quit.elapsed()
+        );
+        if std::env::var_os("CALITRACE_TEST_DUMP").is_some() {
+            eprintln!("{during}\n{after}");
+        }
+        // The lost counter is the kernel's: what the view showed is at most
+        // what the final stats say.
+        let shown = number_after(&during, "LOST")
+            .or(number_after(&during, "lost"))
+            .unwrap_or(0);
+        let total = number_after(&after, "lost").expect("the stats line on exit");
+        assert!(
+            shown <= total,
+            "view showed {shown} lost, stats say {total}\n{during}\n{after}"
+        );
+        nothing_attached(&lab, 1, &b.cali);
+        flood.join().unwrap().unwrap();
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn tui_ends_when_its_terminal_goes_away() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let b = lab.pod(1, 0).clone();
+    let dir = tmpdir("hangup");
+    let t = Tmux::start(
+        "hangup",
+        &dir,
+        80,
+        24,
+        &script(Some(&lab.node(1).netns), ""),
+    );
+    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    let pid = children(t.pane_pid())
+        .into_iter()
+        .find(|&p| comm(p) == "calitrace")
+        .expect("calitrace runs in the pane");
+    drop(t); // kills the tmux server: the terminal hangs up
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Gone, or a zombie waiting for its parent.
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "calitrace {pid} outlived its terminal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     nothing_attached(&lab, 1, &b.cali);
     std::fs::remove_dir_all(&dir).ok();
 }

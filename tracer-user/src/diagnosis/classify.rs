@@ -37,9 +37,11 @@ pub fn stage(reason: &str, location: Option<&str>) -> Stage {
 }
 
 /// Frees that are not packet drops: `ip route get` (and calitrace's own
-/// route lookups) build a dummy skb and free it with `kfree_skb`.
+/// route lookups) build a dummy skb and free it with `kfree_skb`; IPv6
+/// multicast for groups this host did not join (router solicitations, MLD
+/// reports) is freed in `ip6_mc_input` all the time on every node.
 pub fn is_not_a_drop(location: Option<&str>) -> bool {
-    matches!(location, Some("inet_rtm_getroute" | "inet6_rtm_getroute"))
+    matches!(location, Some("inet_rtm_getroute" | "inet6_rtm_getroute" | "ip6_mc_input"))
 }
 
 /// Backend guessed from where a netfilter drop happened: nf_tables frees the
@@ -88,6 +90,7 @@ mod tests {
     #[test]
     fn route_lookups_are_not_drops() {
         assert!(is_not_a_drop(Some("inet_rtm_getroute")));
+        assert!(is_not_a_drop(Some("ip6_mc_input")));
         assert!(!is_not_a_drop(Some("nf_hook_slow")));
         assert!(!is_not_a_drop(None));
     }

@@ -187,10 +187,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
 
     let output = match choose_output(args.view.output) {
-        Output::Tui => {
-            eprintln!("calitrace: the TUI is not available yet; showing text");
-            Output::Text
-        }
         Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
         o => o,
     };
@@ -234,8 +230,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(path) = &args.write {
         session.start_recording(path, recording_header(&start))?;
     }
-    let mut sink = LineSink(line_view(output));
-    if output == Output::Json {
+    let mut sink: Box<dyn Sink> = match output {
+        Output::Tui => Box::new(crate::views::tui::TuiSink::live()?),
+        _ => Box::new(LineSink(line_view(output))),
+    };
+    if output != Output::Text {
         sink.records(&[Record::Start(start.clone())])?;
     }
 
@@ -243,7 +242,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let result = rt.block_on(event_loop(
         &mut tracer,
         &mut session,
-        &mut sink,
+        sink.as_mut(),
         &start,
         args.duration,
         signals,
@@ -393,6 +392,11 @@ async fn event_loop(
                 rate.add(n as u64);
                 if n < BATCH {
                     guard.clear_ready();
+                } else {
+                    drop(guard);
+                    // A full batch: let the runtime drive timers and signals,
+                    // so a flood cannot starve the lost counter or Ctrl-C.
+                    tokio::task::yield_now().await;
                 }
             }
             _ = tick.tick() => {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::session::{LineSink, Session, Sink};
+use super::session::{Control, LineSink, Session, Sink, Status};
 use super::{choose_output, is_terminal, line_view, usage};
 use crate::cli::{Output, ReplayArgs};
 use crate::events::Input;
@@ -27,10 +27,6 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
     let (header, mut frames) = reader::open(&args.file).map_err(|e| usage(e.to_string()))?;
     let output = match choose_output(args.view.output) {
-        Output::Tui => {
-            eprintln!("calitrace: the TUI is not available yet; showing text");
-            Output::Text
-        }
         Output::Pcap if is_terminal() => {
             return Err(usage(
                 "pcapng is binary: redirect stdout to a file (calitrace replay FILE -o pcap > out.pcapng)",
@@ -50,8 +46,13 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
         _ => None,
     };
-    let mut sink = LineSink(line_view(output));
-    if output == Output::Json {
+    let interactive = output == Output::Tui;
+    let mut sink: Box<dyn Sink> = match output {
+        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file)?),
+        _ => Box::new(LineSink(line_view(output))),
+    };
+    let mut view = Interactive::new(interactive, filter.to_string());
+    if matches!(output, Output::Json | Output::Tui) {
         sink.records(&[Record::Start(crate::events::records::Start {
             node: header.node.clone(),
             kernel: header.kernel.clone(),
@@ -87,6 +88,12 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Item::Fact(f) => session.pipeline.env.apply(&f),
             Item::End(e) => end = e,
             Item::Input(input) => {
+                // Between two inputs the TUI may pause, step, filter or quit.
+                if !matches!(input, Input::Tick(_))
+                    && !view.obey(sink.as_mut(), &mut session, &mut pace)
+                {
+                    return Ok(());
+                }
                 let ts = match &input {
                     Input::Event(e) => e.ts_ns,
                     Input::Verdict(v) => v.ev.ts_ns,
@@ -123,6 +130,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         None => {
             sink.records(&tail)?;
             sink.flush()?;
+            view.finished(sink.as_mut(), end.lost);
         }
     }
     match problem {
@@ -181,6 +189,105 @@ impl Pace {
             let due = Duration::from_secs_f64(ts.saturating_sub(first) as f64 / 1e9 / speed);
             if let Some(d) = due.checked_sub(self.started.elapsed()) {
                 std::thread::sleep(d);
+            }
+        }
+    }
+}
+
+/// What the TUI asks of a replay: pause, step, a new filter, quit.
+struct Interactive {
+    on: bool,
+    paused: bool,
+    step: bool,
+    announced: bool,
+    status: Status,
+}
+
+impl Interactive {
+    fn new(on: bool, filter: String) -> Self {
+        Self {
+            on,
+            paused: false,
+            step: false,
+            announced: false,
+            status: Status {
+                filter,
+                ..Status::default()
+            },
+        }
+    }
+
+    fn handle(&mut self, c: Control, session: Option<&mut Session>) -> bool {
+        match c {
+            Control::Quit => return false,
+            Control::Pause(p) => self.paused = p,
+            Control::Step => self.step = true,
+            Control::SetFilter(f) => {
+                match (f.compile(), session) {
+                    (Ok(prog), Some(s)) => {
+                        s.pipeline.set_filter((!f.is_match_all()).then_some(prog));
+                        self.status.filter = f.to_string();
+                        self.status.error = None;
+                    }
+                    (Ok(_), None) => self.status.error = Some(
+                        "the replay has ended: give the FILTER to `calitrace replay FILE FILTER`"
+                            .into(),
+                    ),
+                    (Err(e), _) => self.status.error = Some(e.to_string()),
+                }
+            }
+            Control::StartRecording(_) | Control::StopRecording => {
+                self.status.error = Some("recording is only available when tracing live".into())
+            }
+        }
+        true
+    }
+
+    /// Handles the view's requests and waits while it is paused; false: quit.
+    fn obey(&mut self, sink: &mut dyn Sink, session: &mut Session, pace: &mut Pace) -> bool {
+        if !self.on {
+            return true;
+        }
+        if !std::mem::replace(&mut self.announced, true) {
+            sink.status(&self.status);
+        }
+        let mut waited: Option<Instant> = None;
+        loop {
+            while let Some(c) = sink.control() {
+                if !self.handle(c, Some(session)) {
+                    return false;
+                }
+                sink.status(&self.status);
+            }
+            if !self.paused || std::mem::take(&mut self.step) {
+                break;
+            }
+            waited.get_or_insert_with(Instant::now);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(t) = waited {
+            pace.started += t.elapsed(); // paused time does not count for --speed
+        }
+        true
+    }
+
+    /// The recording is read: the view stays until the user quits.
+    fn finished(&mut self, sink: &mut dyn Sink, lost: u64) {
+        if !self.on {
+            return;
+        }
+        self.status.finished = true;
+        self.status.lost = lost;
+        sink.status(&self.status);
+        loop {
+            match sink.control() {
+                Some(c) => {
+                    if !self.handle(c, None) {
+                        return;
+                    }
+                    sink.status(&self.status);
+                }
+                None => std::thread::sleep(Duration::from_millis(30)),
             }
         }
     }

@@ -1,0 +1,637 @@
+//! The TUI's state: fed with records, status and key events, it answers with
+//! [`Control`]s for the session. No terminal here; rendering reads it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::model::{DropPoint, FlowKey, FlowStats, Model};
+use crate::events::records::{Diagnosis, ProbeStatus, Record, Start, Unavailable};
+use crate::filter::Filter;
+use crate::run::session::{Control, Status};
+
+/// Live tracing or a replayed file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    Live,
+    Replay { file: String },
+}
+
+/// What the Start record (and later records) told about the node.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Info {
+    pub node: Option<String>,
+    pub kernel: Option<String>,
+    pub netns: Option<u32>,
+    pub interfaces: Vec<String>,
+    pub probes_attached: Vec<ProbeStatus>,
+    pub probes_unavailable: Vec<Unavailable>,
+    /// The backend of the node's `iptables` command.
+    pub iptables: Option<String>,
+    /// A Start record has been seen.
+    pub start_seen: bool,
+    /// iptables backends seen dropping packets.
+    pub backends_seen: BTreeSet<String>,
+    /// Where Calico's chains are (`legacy`, `nft`, `both`), when known.
+    pub calico_backend: Option<String>,
+    /// Lost events reported by the final stats.
+    pub final_lost: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Flows,
+    DropPoints,
+    Diagnoses,
+}
+
+impl Focus {
+    fn next(self) -> Self {
+        match self {
+            Focus::Flows => Focus::DropPoints,
+            Focus::DropPoints => Focus::Diagnoses,
+            Focus::Diagnoses => Focus::Flows,
+        }
+    }
+
+    fn prev(self) -> Self {
+        self.next().next()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// Flows with recent drops first, then the most recently seen.
+    RecentDrops,
+    Drops,
+    Packets,
+    LastSeen,
+    Address,
+}
+
+impl Sort {
+    pub fn label(self) -> &'static str {
+        match self {
+            Sort::RecentDrops => "recent drops",
+            Sort::Drops => "drops",
+            Sort::Packets => "packets",
+            Sort::LastSeen => "last seen",
+            Sort::Address => "address",
+        }
+    }
+
+    fn next(self) -> Self {
+        match self {
+            Sort::RecentDrops => Sort::Drops,
+            Sort::Drops => Sort::Packets,
+            Sort::Packets => Sort::LastSeen,
+            Sort::LastSeen => Sort::Address,
+            Sort::Address => Sort::RecentDrops,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    Details { scroll: u16 },
+    Probes,
+}
+
+/// The filter being typed after `/`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct FilterEdit {
+    pub text: String,
+    /// Cursor, in characters.
+    pub cursor: usize,
+    /// Character position and message of the last error.
+    pub error: Option<(usize, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub text: String,
+    pub error: bool,
+}
+
+/// Makes the time part of a recording's default file name.
+pub type Stamp = fn() -> String;
+
+pub struct App {
+    pub mode: Mode,
+    pub info: Info,
+    model: Model,
+    /// What the view shows while paused (live); the model goes on counting.
+    frozen: Option<Model>,
+    pub status: Status,
+    /// Records the view had no time for (dropped, oldest first, under a flood).
+    pub ui_skipped: u64,
+    /// Live: the session has sent no status for a while (busy); the numbers
+    /// shown are older than they look.
+    pub status_stale: bool,
+    pub focus: Focus,
+    pub sort: Sort,
+    selected_flow: Option<FlowKey>,
+    selected_drop: usize,
+    selected_diag: usize,
+    pub overlay: Overlay,
+    pub edit: Option<FilterEdit>,
+    pub paused: bool,
+    pub message: Option<Message>,
+    pub color: bool,
+    pub stamp: Stamp,
+    /// Something changed since the last frame.
+    pub dirty: bool,
+    pub quit: bool,
+    outbox: Vec<Control>,
+}
+
+/// `20261127T101500Z` for now (UTC).
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_utc(secs)
+}
+
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Whether the environment asks for no colour (<https://no-color.org>).
+pub fn no_color_env() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+impl App {
+    pub fn new(mode: Mode) -> Self {
+        App {
+            mode,
+            info: Info::default(),
+            model: Model::default(),
+            frozen: None,
+            status: Status::default(),
+            ui_skipped: 0,
+            status_stale: false,
+            focus: Focus::Flows,
+            sort: Sort::RecentDrops,
+            selected_flow: None,
+            selected_drop: 0,
+            selected_diag: 0,
+            overlay: Overlay::None,
+            edit: None,
+            paused: false,
+            message: None,
+            color: !no_color_env(),
+            stamp: utc_stamp,
+            dirty: true,
+            quit: false,
+            outbox: Vec::new(),
+        }
+    }
+
+    pub fn is_replay(&self) -> bool {
+        matches!(self.mode, Mode::Replay { .. })
+    }
+
+    /// What the view shows: the frozen copy while paused, else the live model.
+    pub fn shown(&self) -> &Model {
+        self.frozen.as_ref().unwrap_or(&self.model)
+    }
+
+    pub fn take_controls(&mut self) -> Vec<Control> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    // ------------------------------------------------------------ input: records
+
+    pub fn ingest(&mut self, records: &[Record]) {
+        for r in records {
+            self.ingest_one(r);
+        }
+        if !records.is_empty() && self.frozen.is_none() {
+            self.dirty = true;
+        }
+    }
+
+    fn ingest_one(&mut self, r: &Record) {
+        match r {
+            Record::Start(s) => {
+                self.on_start(s);
+                self.dirty = true;
+            }
+            Record::Packet(p) => self.model.on_packet(p, self.info.netns),
+            Record::Verdict(v) => self.model.on_verdict(v),
+            Record::Drop(d) => {
+                if let Some(b) = d.netfilter.as_ref().and_then(|n| n.backend.clone()) {
+                    self.info.backends_seen.insert(b);
+                }
+                self.model.on_drop(d);
+            }
+            Record::Diagnosis(d) => {
+                if let Some(c) = &d.calico_backend {
+                    self.info.calico_backend = Some(c.clone());
+                }
+                if let Some(b) = &d.backend {
+                    self.info.backends_seen.insert(b.clone());
+                }
+                self.model.on_diagnosis(d);
+                self.dirty = true;
+            }
+            // Stats, and whatever kinds of record come later.
+            other => {
+                if let Record::Stats(s) = other {
+                    self.info.final_lost = Some(s.lost);
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn on_start(&mut self, s: &Start) {
+        self.info.node = Some(s.node.clone());
+        self.info.kernel = Some(s.kernel.clone());
+        self.info.netns = Some(s.netns);
+        self.info.interfaces = s.interfaces.clone();
+        self.info.probes_attached = s.probes_attached.clone();
+        self.info.probes_unavailable = s.probes_unavailable.clone();
+        self.info.iptables = s.iptables.clone();
+        if s.calico_chains.is_some() {
+            self.info.calico_backend = s.calico_chains.clone();
+        }
+        self.info.start_seen = true;
+        if self.status.filter.is_empty() {
+            self.status.filter = s.filter.clone();
+        }
+    }
+
+    pub fn set_status(&mut self, s: Status) {
+        if s == self.status {
+            return;
+        }
+        if s.error.is_some() && s.error != self.status.error {
+            self.message = Some(Message {
+                text: s.error.clone().unwrap_or_default(),
+                error: true,
+            });
+        }
+        self.status = s;
+        self.dirty = true;
+    }
+
+    /// The clock moves on without records (sparklines scroll, drops age).
+    pub fn tick(&mut self, now_ns: u64) {
+        let before = self.model.now_ns / super::model::SEC;
+        self.model.now_ns = self.model.now_ns.max(now_ns);
+        if self.frozen.is_none() && self.model.now_ns / super::model::SEC != before {
+            self.dirty = true;
+        }
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.status.lost.max(self.info.final_lost.unwrap_or(0))
+    }
+
+    // ------------------------------------------------------------ rows
+
+    pub fn flow_rows(&self) -> Vec<&FlowStats> {
+        let m = self.shown();
+        let now = m.now_ns;
+        let mut rows: Vec<&FlowStats> = m.flows.values().collect();
+        match self.sort {
+            Sort::RecentDrops => rows.sort_by(|a, b| {
+                let ra = a.recently_dropped(now);
+                let rb = b.recently_dropped(now);
+                rb.cmp(&ra)
+                    .then_with(|| {
+                        if ra && rb {
+                            b.last_drop_ts.cmp(&a.last_drop_ts)
+                        } else {
+                            std::cmp::Ordering::Equal
+                        }
+                    })
+                    .then(b.last_ts.cmp(&a.last_ts))
+                    .then_with(|| a.key.cmp(&b.key))
+            }),
+            Sort::Drops => rows.sort_by(|a, b| {
+                b.drops
+                    .cmp(&a.drops)
+                    .then(b.last_ts.cmp(&a.last_ts))
+                    .then_with(|| a.key.cmp(&b.key))
+            }),
+            Sort::Packets => rows.sort_by(|a, b| {
+                b.packets
+                    .cmp(&a.packets)
+                    .then(b.last_ts.cmp(&a.last_ts))
+                    .then_with(|| a.key.cmp(&b.key))
+            }),
+            Sort::LastSeen => {
+                rows.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then_with(|| a.key.cmp(&b.key)))
+            }
+            Sort::Address => rows.sort_by(|a, b| a.key.cmp(&b.key)),
+        }
+        rows
+    }
+
+    pub fn drop_rows(&self) -> Vec<&DropPoint> {
+        let mut rows: Vec<&DropPoint> = self.shown().drop_points.values().collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        rows
+    }
+
+    pub fn diag_rows(&self) -> Vec<&Diagnosis> {
+        let mut rows: Vec<&Diagnosis> = self.shown().diagnoses.iter().collect();
+        rows.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.first_ts_ns.cmp(&b.first_ts_ns))
+        });
+        rows
+    }
+
+    /// Index of the selected flow in [`App::flow_rows`] (the first when none).
+    pub fn flow_index(&self, rows: &[&FlowStats]) -> Option<usize> {
+        if rows.is_empty() {
+            return None;
+        }
+        let i = self
+            .selected_flow
+            .as_ref()
+            .and_then(|k| rows.iter().position(|f| &f.key == k));
+        Some(i.unwrap_or(0))
+    }
+
+    pub fn selected_flow(&self) -> Option<&FlowStats> {
+        let rows = self.flow_rows();
+        let i = self.flow_index(&rows)?;
+        Some(rows[i])
+    }
+
+    pub fn drop_index(&self) -> Option<usize> {
+        let n = self.shown().drop_points.len();
+        (n > 0).then(|| self.selected_drop.min(n - 1))
+    }
+
+    pub fn diag_index(&self) -> Option<usize> {
+        let n = self.shown().diagnoses.len();
+        (n > 0).then(|| self.selected_diag.min(n - 1))
+    }
+
+    /// The default file for `r`: `calitrace-<node>-<time>.calitrace` here.
+    pub fn recording_path(&self) -> PathBuf {
+        let node: String = self
+            .info
+            .node
+            .as_deref()
+            .unwrap_or("node")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from(format!("calitrace-{node}-{}.calitrace", (self.stamp)()))
+    }
+
+    // ------------------------------------------------------------ input: keys
+
+    pub fn key(&mut self, k: KeyEvent) {
+        if k.kind == KeyEventKind::Release {
+            return;
+        }
+        self.dirty = true;
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(k.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+            return self.request_quit();
+        }
+        if self.edit.is_some() {
+            return self.edit_key(k);
+        }
+        if !matches!(self.overlay, Overlay::None) {
+            return self.overlay_key(k);
+        }
+        self.message = None;
+        match k.code {
+            KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc => self.request_quit(),
+            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
+            KeyCode::PageUp => self.move_by(-10),
+            KeyCode::PageDown => self.move_by(10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_by(i64::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.move_by(i64::MAX / 2),
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => self.focus = self.focus.prev(),
+            KeyCode::Enter => self.overlay = Overlay::Details { scroll: 0 },
+            KeyCode::Char('?') | KeyCode::F(1) => self.overlay = Overlay::Help,
+            KeyCode::Char('p') => self.overlay = Overlay::Probes,
+            KeyCode::Char('/') => {
+                let text = self.status.filter.clone();
+                self.edit = Some(FilterEdit {
+                    cursor: text.chars().count(),
+                    text,
+                    error: None,
+                });
+            }
+            KeyCode::Char(' ') => self.toggle_pause(),
+            KeyCode::Char('n') | KeyCode::Char('.') if self.is_replay() => {
+                if self.paused {
+                    self.outbox.push(Control::Step);
+                } else {
+                    self.info_message("step: pause first (space), then n steps one event");
+                }
+            }
+            KeyCode::Char('r') => self.toggle_recording(),
+            KeyCode::Char('c') => self.clear(),
+            KeyCode::Char('s') => self.sort = self.sort.next(),
+            _ => {}
+        }
+    }
+
+    fn request_quit(&mut self) {
+        self.quit = true;
+        self.outbox.push(Control::Quit);
+    }
+
+    fn info_message(&mut self, text: impl Into<String>) {
+        self.message = Some(Message {
+            text: text.into(),
+            error: false,
+        });
+    }
+
+    fn overlay_key(&mut self, k: KeyEvent) {
+        match (k.code, self.overlay) {
+            (KeyCode::Char('q') | KeyCode::Char('Q'), _) => self.request_quit(),
+            (KeyCode::Esc | KeyCode::Enter, _) => self.overlay = Overlay::None,
+            (KeyCode::Char('?'), Overlay::Help) | (KeyCode::Char('p'), Overlay::Probes) => {
+                self.overlay = Overlay::None
+            }
+            (KeyCode::Char('?'), _) => self.overlay = Overlay::Help,
+            (KeyCode::Up | KeyCode::Char('k'), Overlay::Details { scroll }) => {
+                self.overlay = Overlay::Details {
+                    scroll: scroll.saturating_sub(1),
+                }
+            }
+            (KeyCode::Down | KeyCode::Char('j'), Overlay::Details { scroll }) => {
+                self.overlay = Overlay::Details {
+                    scroll: scroll.saturating_add(1).min(500),
+                }
+            }
+            (KeyCode::Char(' '), _) => self.toggle_pause(),
+            _ => {}
+        }
+    }
+
+    fn edit_key(&mut self, k: KeyEvent) {
+        let Some(e) = &mut self.edit else { return };
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let len = e.text.chars().count();
+        let byte = |s: &str, c: usize| s.char_indices().nth(c).map(|(b, _)| b).unwrap_or(s.len());
+        match k.code {
+            KeyCode::Esc => {
+                self.edit = None;
+                return;
+            }
+            KeyCode::Enter => return self.apply_filter(),
+            KeyCode::Char('u') if ctrl => {
+                e.text.clear();
+                e.cursor = 0;
+            }
+            KeyCode::Char('a') if ctrl => e.cursor = 0,
+            KeyCode::Char('e') if ctrl => e.cursor = len,
+            KeyCode::Char(c) if !ctrl => {
+                let at = byte(&e.text, e.cursor);
+                e.text.insert(at, c);
+                e.cursor += 1;
+            }
+            KeyCode::Backspace if e.cursor > 0 => {
+                let at = byte(&e.text, e.cursor - 1);
+                e.text.remove(at);
+                e.cursor -= 1;
+            }
+            KeyCode::Delete if e.cursor < len => {
+                let at = byte(&e.text, e.cursor);
+                e.text.remove(at);
+            }
+            KeyCode::Left => e.cursor = e.cursor.saturating_sub(1),
+            KeyCode::Right => e.cursor = (e.cursor + 1).min(len),
+            KeyCode::Home => e.cursor = 0,
+            KeyCode::End => e.cursor = len,
+            _ => return,
+        }
+        // The error stays until the next Enter, but it no longer points at
+        // the text once that changed.
+        if !matches!(
+            k.code,
+            KeyCode::Left | KeyCode::Right | KeyCode::Home | KeyCode::End
+        ) {
+            e.error = None;
+        }
+    }
+
+    fn apply_filter(&mut self) {
+        let Some(e) = &mut self.edit else { return };
+        match Filter::parse(&e.text).and_then(|f| f.compile().map(|_| f)) {
+            Ok(f) => {
+                let shown = if f.is_match_all() {
+                    "none (everything)".to_string()
+                } else {
+                    f.to_string()
+                };
+                self.outbox.push(Control::SetFilter(f));
+                self.edit = None;
+                self.info_message(format!("filter set: {shown}"));
+            }
+            Err(err) => e.error = Some((err.pos, err.msg)),
+        }
+    }
+
+    fn toggle_pause(&mut self) {
+        self.paused = !self.paused;
+        if self.is_replay() {
+            self.outbox.push(Control::Pause(self.paused));
+        } else if self.paused {
+            self.frozen = Some(self.model.clone());
+        } else {
+            self.frozen = None;
+        }
+    }
+
+    fn toggle_recording(&mut self) {
+        if self.is_replay() {
+            return self.info_message("recording is only available when tracing live");
+        }
+        match self.status.recording.clone() {
+            Some(p) => {
+                self.outbox.push(Control::StopRecording);
+                self.info_message(format!("recording stopped: {}", p.display()));
+            }
+            None => {
+                let p = self.recording_path();
+                self.info_message(format!("recording to {}", p.display()));
+                self.outbox.push(Control::StartRecording(p));
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.model.clear();
+        if let Some(f) = &mut self.frozen {
+            f.clear();
+        }
+        self.selected_flow = None;
+        self.selected_drop = 0;
+        self.selected_diag = 0;
+        self.info_message("counters cleared");
+    }
+
+    fn move_by(&mut self, delta: i64) {
+        let step = |i: usize, n: usize| -> usize {
+            if n == 0 {
+                return 0;
+            }
+            (i as i64).saturating_add(delta).clamp(0, n as i64 - 1) as usize
+        };
+        match self.focus {
+            Focus::Flows => {
+                let rows = self.flow_rows();
+                let Some(i) = self.flow_index(&rows) else {
+                    return;
+                };
+                let key = rows[step(i, rows.len())].key.clone();
+                self.selected_flow = Some(key);
+            }
+            Focus::DropPoints => {
+                let n = self.shown().drop_points.len();
+                self.selected_drop = step(self.drop_index().unwrap_or(0), n);
+            }
+            Focus::Diagnoses => {
+                let n = self.shown().diagnoses.len();
+                self.selected_diag = step(self.diag_index().unwrap_or(0), n);
+            }
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! What the TUI knows, built from records only: flows, drop points, diagnoses
+//! and the journey of each flow's latest packet. Pure data, no terminal.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::Value;
+
+use crate::events::records::{
+    Detail, Diagnosis, DropRecord, Flow, Hop, NetfilterInfo, PacketRecord, Stage, VerdictRecord,
+};
+
+pub const SEC: u64 = 1_000_000_000;
+/// A flow whose last drop is younger than this sorts first.
+pub const RECENT_NS: u64 = 10 * SEC;
+/// Seconds of drop-rate history kept per drop point.
+pub const HISTORY_SECS: u64 = 120;
+/// Two sightings of the same packet id further apart than this are two packets.
+const SAME_PACKET_NS: u64 = SEC;
+const MAX_FLOWS: usize = 4096;
+const MAX_DROP_POINTS: usize = 512;
+const MAX_DIAGNOSES: usize = 512;
+const MAX_HOPS: usize = 32;
+const MAX_EGRESS: usize = 4096;
+/// Packet ids remembered per flow, and for how long a drop may come late.
+const RECENT_IDS: usize = 16;
+const LATE_DROP_NS: u64 = 5 * SEC;
+
+/// A direction of traffic: one row of the flows table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: String,
+    pub dst: String,
+    pub proto: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+pub fn proto_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".into(),
+        v => v.to_string(),
+    }
+}
+
+fn endpoint(addr: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_string(),
+    }
+}
+
+impl FlowKey {
+    pub fn of(flow: &Flow) -> Self {
+        FlowKey {
+            src: flow.src.clone().unwrap_or_else(|| "?".into()),
+            dst: flow.dst.clone().unwrap_or_else(|| "?".into()),
+            proto: proto_str(&flow.proto),
+            sport: flow.sport,
+            dport: flow.dport,
+        }
+    }
+
+    /// `10.0.0.1:4000 → 10.0.0.2:80`
+    pub fn endpoints(&self) -> String {
+        format!(
+            "{} → {}",
+            endpoint(&self.src, self.sport),
+            endpoint(&self.dst, self.dport)
+        )
+    }
+}
+
+/// What tells two packets of one flow apart (TTL changes on the way, so it is
+/// not part of it).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PacketId {
+    pub ip_id: Option<u16>,
+    pub icmp: Option<String>,
+    pub len: u32,
+}
+
+impl PacketId {
+    fn of(d: &Detail) -> Self {
+        PacketId {
+            ip_id: d.ip_id,
+            icmp: d.icmp.clone(),
+            len: d.len,
+        }
+    }
+}
+
+/// One place a packet was seen: an interface (tc, `dir` ingress/egress) or a
+/// netfilter table's verdict (`dir` "netfilter").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub ifname: Option<String>,
+    pub dir: String,
+    pub ttl: Option<u8>,
+    pub netfilter: Option<NetfilterInfo>,
+    pub verdict: Option<String>,
+}
+
+impl Point {
+    pub fn of_hop(h: &Hop) -> Self {
+        Point {
+            ts_ns: h.ts_ns,
+            netns: h.netns,
+            ifname: h.ifname.clone(),
+            dir: h.dir.to_string(),
+            ttl: h.ttl,
+            netfilter: h.netfilter.clone(),
+            verdict: h.verdict.clone(),
+        }
+    }
+
+    fn of_packet(p: &PacketRecord) -> Self {
+        Point {
+            ts_ns: p.ts_ns,
+            netns: p.netns,
+            ifname: p.ifname.clone(),
+            dir: p.dir.to_string(),
+            ttl: p.detail.ttl,
+            netfilter: None,
+            verdict: None,
+        }
+    }
+
+    fn of_verdict(v: &VerdictRecord) -> Self {
+        Point {
+            ts_ns: v.ts_ns,
+            netns: v.netns,
+            ifname: None,
+            dir: "netfilter".into(),
+            ttl: v.detail.ttl,
+            netfilter: Some(v.netfilter.clone()),
+            verdict: Some(v.verdict.clone()),
+        }
+    }
+
+    /// An interface, not a netfilter verdict.
+    pub fn is_iface(&self) -> bool {
+        self.netfilter.is_none() && self.dir != "netfilter"
+    }
+
+    fn hook(&self) -> Option<&str> {
+        self.netfilter.as_ref().and_then(|n| n.hook.as_deref())
+    }
+
+    fn is_drop_verdict(&self) -> bool {
+        self.verdict
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("drop"))
+    }
+
+    fn same_place(&self, o: &Point) -> bool {
+        match (&self.netfilter, &o.netfilter) {
+            (Some(a), Some(b)) => {
+                a.hook == b.hook
+                    && a.backend == b.backend
+                    && a.table == b.table
+                    && a.chain == b.chain
+            }
+            (None, None) => self.netns == o.netns && self.ifname == o.ifname && self.dir == o.dir,
+            _ => false,
+        }
+    }
+
+    /// `cali1234 ingress`, `pod eth0 egress` (another namespace), or
+    /// `FORWARD (legacy filter: ACCEPT)` for a netfilter verdict.
+    pub fn label(&self, node_netns: Option<u32>) -> String {
+        if let Some(nf) = &self.netfilter {
+            return nf_label(nf, self.verdict.as_deref().unwrap_or("seen"));
+        }
+        let name = self
+            .ifname
+            .clone()
+            .unwrap_or_else(|| format!("netns {}", self.netns));
+        match node_netns {
+            Some(n) if n != self.netns => format!("pod {name} {}", self.dir),
+            _ => format!("{name} {}", self.dir),
+        }
+    }
+}
+
+/// `FORWARD (legacy filter: DROP, chain X, rule Y)`
+fn nf_label(nf: &NetfilterInfo, verdict: &str) -> String {
+    let hook = nf.hook.clone().unwrap_or_else(|| "netfilter".into());
+    let bt: Vec<&str> = [&nf.backend, &nf.table]
+        .iter()
+        .filter_map(|v| v.as_deref())
+        .collect();
+    let mut inner = vec![if bt.is_empty() {
+        verdict.to_string()
+    } else {
+        format!("{}: {verdict}", bt.join(" "))
+    }];
+    if let Some(c) = &nf.chain
+        && Some(c) != nf.hook.as_ref()
+    {
+        inner.push(format!("chain {c}"));
+    }
+    if let Some(r) = &nf.rule {
+        inner.push(format!("rule {r}"));
+    }
+    format!("{hook} ({})", inner.join(", "))
+}
+
+/// Order of the points in the IPv4/IPv6 datapath, for placing implied ones.
+fn rank(point: &str) -> u8 {
+    match point {
+        "PREROUTING" => 0,
+        "route lookup" => 1,
+        "INPUT" | "FORWARD" | "OUTPUT" => 2,
+        "POSTROUTING" => 3,
+        _ => 4,
+    }
+}
+
+/// Where and why a packet died.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropInfo {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub reason: String,
+    pub location: Option<String>,
+    pub stage: Stage,
+    pub netfilter: Option<NetfilterInfo>,
+    pub ifname: Option<String>,
+    pub pod: Option<String>,
+}
+
+impl DropInfo {
+    /// Short: `FORWARD legacy/filter`, `routing ip_route_input_slow`.
+    pub fn short(&self) -> String {
+        if let Some(nf) = &self.netfilter {
+            let mut s = nf.hook.clone().unwrap_or_else(|| "netfilter".into());
+            let bt: Vec<&str> = [&nf.backend, &nf.table]
+                .iter()
+                .filter_map(|v| v.as_deref())
+                .collect();
+            if !bt.is_empty() {
+                s.push(' ');
+                s.push_str(&bt.join("/"));
+            }
+            return s;
+        }
+        format!("{} {}", self.stage.as_str(), self.reason)
+    }
+
+    /// The failing point of a journey, e.g. `FORWARD (legacy filter: DROP)`.
+    pub fn point(&self) -> String {
+        if let Some(nf) = &self.netfilter {
+            return nf_label(nf, "DROP");
+        }
+        let place = match self.stage {
+            Stage::Routing | Stage::RpFilter => "route lookup".to_string(),
+            Stage::Ttl => "forward".to_string(),
+            Stage::Neighbor => "neighbour lookup".to_string(),
+            Stage::Mtu => "output (MTU)".to_string(),
+            _ => self
+                .location
+                .clone()
+                .unwrap_or_else(|| self.stage.as_str().to_string()),
+        };
+        match &self.ifname {
+            Some(i) => format!("{place} on {i} ({})", self.reason),
+            None => format!("{place} ({})", self.reason),
+        }
+    }
+
+    /// Points a packet must have passed to get where it died, after its last
+    /// tc sighting (`came_in`: it was seen arriving on an interface).
+    fn implied(&self, came_in: bool) -> Vec<&'static str> {
+        if let Some(hook) = self.netfilter.as_ref().and_then(|n| n.hook.as_deref()) {
+            return match (hook, came_in) {
+                ("INPUT", true) => vec!["PREROUTING", "route lookup"],
+                ("FORWARD", true) => vec!["PREROUTING", "route lookup"],
+                ("POSTROUTING", true) => vec!["PREROUTING", "route lookup", "FORWARD"],
+                ("POSTROUTING", false) => vec!["OUTPUT"],
+                _ => vec![],
+            };
+        }
+        match (self.stage, came_in) {
+            (Stage::Routing | Stage::RpFilter, true) => vec!["PREROUTING"],
+            (Stage::Ttl, true) => vec!["PREROUTING", "route lookup"],
+            (Stage::Neighbor | Stage::Mtu, true) => vec!["PREROUTING", "route lookup", "FORWARD"],
+            _ => vec![],
+        }
+    }
+}
+
+/// Where one packet went, and where it died if it did.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Journey {
+    pub id: PacketId,
+    pub hops: Vec<Point>,
+    pub drop: Option<DropInfo>,
+}
+
+impl Journey {
+    fn last_ts(&self) -> u64 {
+        let h = self.hops.last().map(|h| h.ts_ns).unwrap_or(0);
+        h.max(self.drop.as_ref().map(|d| d.ts_ns).unwrap_or(0))
+    }
+
+    fn has_point(&self, h: &Point) -> bool {
+        self.hops.iter().any(|x| x.same_place(h))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// Seen there by a tc program.
+    Seen,
+    /// Must have passed there to get where it was seen next.
+    Implied,
+    /// Died there.
+    Failed,
+    /// The next point it would have reached.
+    Missed,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub label: String,
+    pub ts_ns: Option<u64>,
+    pub ttl: Option<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowStats {
+    pub key: FlowKey,
+    pub packets: u64,
+    pub drops: u64,
+    pub first_ts: u64,
+    pub last_ts: u64,
+    pub last_drop_ts: Option<u64>,
+    /// The latest packet of this flow.
+    pub latest: Journey,
+    /// Where the latest packet that was not dropped went.
+    pub last_ok: Option<Vec<Point>>,
+    /// Ids of the last packets, so that a drop reported late is not counted
+    /// as one more packet.
+    recent: VecDeque<(PacketId, u64)>,
+}
+
+impl FlowStats {
+    fn new(key: FlowKey, ts: u64) -> Self {
+        FlowStats {
+            key,
+            packets: 0,
+            drops: 0,
+            first_ts: ts,
+            last_ts: ts,
+            last_drop_ts: None,
+            latest: Journey::default(),
+            last_ok: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn recently_dropped(&self, now: u64) -> bool {
+        self.last_drop_ts
+            .is_some_and(|t| now.saturating_sub(t) < RECENT_NS)
+    }
+
+    /// The latest packet is now another one; `count` it unless it was seen.
+    fn start_packet(&mut self, id: PacketId, ts: u64, count: bool) {
+        let prev = std::mem::take(&mut self.latest);
+        if prev.drop.is_none() && !prev.hops.is_empty() {
+            self.last_ok = Some(prev.hops);
+        }
+        if count {
+            self.packets += 1;
+            if self.recent.len() >= RECENT_IDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((id.clone(), ts));
+        }
+        self.latest.id = id;
+    }
+
+    /// Seen shortly before `ts`, though not the latest packet any more.
+    fn seen_recently(&self, id: &PacketId, ts: u64) -> bool {
+        self.recent
+            .iter()
+            .any(|(i, t)| i == id && ts.saturating_sub(*t) < LATE_DROP_NS)
+    }
+
+    fn is_current(&self, id: &PacketId, ts: u64) -> bool {
+        self.packets > 0
+            && self.latest.drop.is_none()
+            && self.latest.id == *id
+            && ts.saturating_sub(self.latest.last_ts()) < SAME_PACKET_NS
+    }
+
+    /// The steps of the latest packet's journey, in order.
+    pub fn steps(&self, node_netns: Option<u32>, egress_to: &HashMap<String, String>) -> Vec<Step> {
+        let j = &self.latest;
+        let mut steps: Vec<(Step, Option<&str>)> = j
+            .hops
+            .iter()
+            .map(|h| {
+                let step = Step {
+                    kind: StepKind::Seen,
+                    label: h.label(node_netns),
+                    ts_ns: Some(h.ts_ns),
+                    ttl: h.ttl,
+                };
+                (step, h.hook())
+            })
+            .collect();
+        let Some(d) = &j.drop else {
+            return steps.into_iter().map(|(s, _)| s).collect();
+        };
+        let came_in = j
+            .hops
+            .iter()
+            .rev()
+            .find(|h| h.is_iface())
+            .is_some_and(|h| h.dir == "ingress");
+        for p in d.implied(came_in) {
+            if steps.iter().any(|(_, hook)| *hook == Some(p)) {
+                continue;
+            }
+            // Before the first netfilter verdict that comes later in the datapath.
+            let at = steps
+                .iter()
+                .position(|(_, hook)| hook.is_some_and(|h| rank(h) > rank(p)))
+                .unwrap_or(steps.len());
+            let step = Step {
+                kind: StepKind::Implied,
+                label: p.to_string(),
+                ts_ns: None,
+                ttl: None,
+            };
+            steps.insert(at, (step, None));
+        }
+        let mut steps: Vec<Step> = steps.into_iter().map(|(s, _)| s).collect();
+        // A DROP verdict of the same table is the failing point itself.
+        let dropped_at = d.netfilter.as_ref().and_then(|nf| {
+            j.hops.iter().rposition(|h| {
+                h.is_drop_verdict()
+                    && h.netfilter
+                        .as_ref()
+                        .is_some_and(|x| x.hook == nf.hook && x.backend == nf.backend)
+            })
+        });
+        match dropped_at.and_then(|i| {
+            let label = j.hops[i].label(node_netns);
+            steps
+                .iter()
+                .position(|s| s.kind == StepKind::Seen && s.label == label)
+        }) {
+            Some(i) => {
+                steps[i].kind = StepKind::Failed;
+                steps[i].label = d.point();
+            }
+            None => steps.push(Step {
+                kind: StepKind::Failed,
+                label: d.point(),
+                ts_ns: Some(d.ts_ns),
+                ttl: None,
+            }),
+        }
+        if let Some(next) = self.next_point(node_netns, egress_to) {
+            steps.push(Step {
+                kind: StepKind::Missed,
+                label: next,
+                ts_ns: None,
+                ttl: None,
+            });
+        }
+        steps
+    }
+
+    /// Where the packet was last seen on an interface.
+    pub fn last_iface(&self, node_netns: Option<u32>) -> Option<String> {
+        self.latest
+            .hops
+            .iter()
+            .rev()
+            .find(|h| h.is_iface())
+            .map(|h| h.label(node_netns))
+    }
+
+    /// Where the dropped packet would have gone next: the furthest interface
+    /// of the last good packet, or where packets to its destination leave.
+    fn next_point(
+        &self,
+        node_netns: Option<u32>,
+        egress_to: &HashMap<String, String>,
+    ) -> Option<String> {
+        let j = &self.latest;
+        if let Some(ok) = &self.last_ok
+            && let Some(last) = ok.iter().rev().find(|h| h.is_iface())
+            && !j.has_point(last)
+        {
+            return Some(last.label(node_netns));
+        }
+        let forwarded = j.drop.as_ref().is_some_and(|d| {
+            d.netfilter.as_ref().and_then(|n| n.hook.as_deref()) == Some("FORWARD")
+                || matches!(d.stage, Stage::Ttl | Stage::Neighbor | Stage::Mtu)
+        });
+        let Some(out) = egress_to.get(&self.key.dst) else {
+            // Forwarded packets leave by some interface; we do not know which.
+            return forwarded.then(|| "egress".to_string());
+        };
+        let seen = j
+            .hops
+            .iter()
+            .any(|h| h.ifname.as_deref() == Some(out) && h.dir == "egress");
+        (!seen).then(|| format!("{out} egress"))
+    }
+}
+
+/// One place where packets die.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropPointKey {
+    pub stage: Stage,
+    pub reason: String,
+    pub location: Option<String>,
+    pub backend: Option<String>,
+    pub table: Option<String>,
+    pub chain: Option<String>,
+    pub hook: Option<String>,
+}
+
+impl DropPointKey {
+    fn of(d: &DropRecord) -> Self {
+        let nf = d.netfilter.as_ref();
+        let get = |f: fn(&NetfilterInfo) -> &Option<String>| nf.and_then(|n| f(n).clone());
+        DropPointKey {
+            stage: d.stage,
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            backend: get(|n| &n.backend),
+            table: get(|n| &n.table),
+            chain: get(|n| &n.chain),
+            hook: get(|n| &n.hook),
+        }
+    }
+
+    /// `legacy filter FORWARD` for netfilter, else the kernel location.
+    pub fn place(&self) -> String {
+        if self.stage == Stage::Netfilter {
+            let mut parts: Vec<String> = [&self.backend, &self.table, &self.hook]
+                .iter()
+                .filter_map(|v| (*v).clone())
+                .collect();
+            if let Some(c) = &self.chain
+                && Some(c) != self.hook.as_ref()
+            {
+                parts.push(format!("chain {c}"));
+            }
+            if !parts.is_empty() {
+                return parts.join(" ");
+            }
+        }
+        self.location.clone().unwrap_or_else(|| "?".into())
+    }
+}
+
+/// Drops per second over the last [`HISTORY_SECS`] seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// (second, drops in it), oldest first.
+    secs: VecDeque<(u64, u64)>,
+}
+
+impl History {
+    pub fn add(&mut self, ts_ns: u64) {
+        let s = ts_ns / SEC;
+        match self.secs.iter_mut().rev().find(|(t, _)| *t <= s) {
+            Some((t, n)) if *t == s => *n += 1,
+            _ => {
+                let at = self.secs.partition_point(|(t, _)| *t < s);
+                self.secs.insert(at, (s, 1));
+            }
+        }
+        let newest = self.secs.back().map(|(t, _)| *t).unwrap_or(s);
+        while self
+            .secs
+            .front()
+            .is_some_and(|(t, _)| newest.saturating_sub(*t) >= HISTORY_SECS)
+        {
+            self.secs.pop_front();
+        }
+    }
+
+    /// Counts for the `n` seconds ending with the one containing `now_ns`.
+    pub fn series(&self, now_ns: u64, n: usize) -> Vec<u64> {
+        let now = now_ns / SEC;
+        (0..n as u64)
+            .rev()
+            .map(|back| {
+                let s = now.saturating_sub(back);
+                if back > now {
+                    return 0;
+                }
+                self.secs
+                    .iter()
+                    .find(|(t, _)| *t == s)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropPoint {
+    pub key: DropPointKey,
+    pub count: u64,
+    pub first_ts: u64,
+    pub last_ts: u64,
+    pub history: History,
+}
+
+/// Whether two diagnosis records are about the same problem (the later one
+/// updates the count).
+pub fn same_diagnosis(a: &Diagnosis, b: &Diagnosis) -> bool {
+    a.code == b.code
+        && a.src == b.src
+        && a.dst == b.dst
+        && a.backend == b.backend
+        && a.table == b.table
+        && a.chain == b.chain
+        && a.hook == b.hook
+        && a.rule == b.rule
+        && a.ifname == b.ifname
+        && a.target == b.target
+}
+
+/// Everything counted from records; `c` clears it, pause freezes a copy.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub flows: HashMap<FlowKey, FlowStats>,
+    pub drop_points: HashMap<DropPointKey, DropPoint>,
+    pub diagnoses: Vec<Diagnosis>,
+    /// Destination address -> interface packets to it leave by (learned).
+    pub egress_to: HashMap<String, String>,
+    /// Record time (CLOCK_MONOTONIC of the traced node).
+    pub now_ns: u64,
+    pub packets_seen: u64,
+    pub drops_seen: u64,
+}
+
+impl Model {
+    pub fn clear(&mut self) {
+        let now = self.now_ns;
+        *self = Model::default();
+        self.now_ns = now;
+    }
+
+    fn flow(&mut self, flow: &Flow, ts: u64) -> &mut FlowStats {
+        let key = FlowKey::of(flow);
+        if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
+            evict(&mut self.flows, MAX_FLOWS / 8, |f| f.last_ts);
+        }
+        self.flows
+            .entry(key.clone())
+            .or_insert_with(|| FlowStats::new(key, ts))
+    }
+
+    pub fn on_packet(&mut self, p: &PacketRecord, node_netns: Option<u32>) {
+        self.now_ns = self.now_ns.max(p.ts_ns);
+        self.packets_seen += 1;
+        let hop = Point::of_packet(p);
+        if p.dir == "egress"
+            && node_netns.is_none_or(|n| n == p.netns)
+            && let (Some(dst), Some(ifname)) = (&p.flow.dst, &p.ifname)
+            && (self.egress_to.len() < MAX_EGRESS || self.egress_to.contains_key(dst))
+        {
+            self.egress_to.insert(dst.clone(), ifname.clone());
+        }
+        self.sighting(&p.flow, PacketId::of(&p.detail), hop);
+    }
+
+    /// A netfilter table's verdict: one more point of that packet's journey.
+    pub fn on_verdict(&mut self, v: &VerdictRecord) {
+        self.now_ns = self.now_ns.max(v.ts_ns);
+        self.sighting(&v.flow, PacketId::of(&v.detail), Point::of_verdict(v));
+    }
+
+    fn sighting(&mut self, flow: &Flow, id: PacketId, hop: Point) {
+        let f = self.flow(flow, hop.ts_ns);
+        f.last_ts = f.last_ts.max(hop.ts_ns);
+        // The same IPv4 id may pass a point twice (a routing loop); without an
+        // id, a second sighting at one point is a new packet.
+        let current = f.is_current(&id, hop.ts_ns)
+            && (id.ip_id.is_some() || !f.latest.has_point(&hop))
+            && f.latest.hops.len() < MAX_HOPS;
+        if !current {
+            f.start_packet(id, hop.ts_ns, true);
+        }
+        f.latest.hops.push(hop);
+    }
+
+    pub fn on_drop(&mut self, d: &DropRecord) {
+        self.now_ns = self.now_ns.max(d.ts_ns);
+        self.drops_seen += 1;
+        let key = DropPointKey::of(d);
+        if !self.drop_points.contains_key(&key) && self.drop_points.len() >= MAX_DROP_POINTS {
+            evict(&mut self.drop_points, MAX_DROP_POINTS / 8, |p| p.last_ts);
+        }
+        let dp = self
+            .drop_points
+            .entry(key.clone())
+            .or_insert_with(|| DropPoint {
+                key,
+                count: 0,
+                first_ts: d.ts_ns,
+                last_ts: d.ts_ns,
+                history: History::default(),
+            });
+        dp.count += 1;
+        dp.last_ts = dp.last_ts.max(d.ts_ns);
+        dp.history.add(d.ts_ns);
+
+        let id = PacketId::of(&d.detail);
+        let f = self.flow(&d.flow, d.ts_ns);
+        f.drops += 1;
+        f.last_ts = f.last_ts.max(d.ts_ns);
+        f.last_drop_ts = Some(f.last_drop_ts.unwrap_or(0).max(d.ts_ns));
+        let seen = f.is_current(&id, d.ts_ns);
+        if !seen {
+            let counted = f.seen_recently(&id, d.ts_ns);
+            f.start_packet(id, d.ts_ns, !counted);
+        }
+        // The drop's own journey is authoritative; keep ours if it has none.
+        if !d.journey.is_empty() || !seen {
+            f.latest.hops = d.journey.iter().take(MAX_HOPS).map(Point::of_hop).collect();
+        }
+        f.latest.drop = Some(DropInfo {
+            ts_ns: d.ts_ns,
+            netns: d.netns,
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            stage: d.stage,
+            netfilter: d.netfilter.clone(),
+            ifname: d.ifname.clone(),
+            pod: d.pod.clone(),
+        });
+    }
+
+    pub fn on_diagnosis(&mut self, d: &Diagnosis) {
+        self.now_ns = self.now_ns.max(d.last_ts_ns);
+        if let Some(old) = self.diagnoses.iter_mut().find(|o| same_diagnosis(o, d)) {
+            *old = d.clone();
+            return;
+        }
+        if self.diagnoses.len() >= MAX_DIAGNOSES
+            && let Some(i) = (0..self.diagnoses.len()).min_by_key(|&i| self.diagnoses[i].last_ts_ns)
+        {
+            self.diagnoses.remove(i);
+        }
+        self.diagnoses.push(d.clone());
+    }
+}
+
+/// Removes the `n` entries with the oldest `age`.
+fn evict<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    n: usize,
+    age: impl Fn(&V) -> u64,
+) {
+    let mut ages: Vec<(u64, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    ages.sort_by_key(|(a, _)| *a);
+    for (_, k) in ages.into_iter().take(n.max(1)) {
+        map.remove(&k);
+    }
+}
