@@ -41,7 +41,10 @@ pub fn stage(reason: &str, location: Option<&str>) -> Stage {
 /// multicast for groups this host did not join (router solicitations, MLD
 /// reports) is freed in `ip6_mc_input` all the time on every node.
 pub fn is_not_a_drop(location: Option<&str>) -> bool {
-    matches!(location, Some("inet_rtm_getroute" | "inet6_rtm_getroute" | "ip6_mc_input"))
+    matches!(
+        location,
+        Some("inet_rtm_getroute" | "inet6_rtm_getroute" | "ip6_mc_input")
+    )
 }
 
 /// Backend guessed from where a netfilter drop happened: nf_tables frees the

@@ -50,15 +50,20 @@ impl Link {
     }
 }
 
-struct Socket(OwnedFd);
+/// A netlink socket of any protocol (rtnetlink here, nfnetlink for nf_tables).
+pub(crate) struct Socket(OwnedFd);
 
 impl Socket {
     fn open() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    pub(crate) fn open_protocol(protocol: i32) -> io::Result<Self> {
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
@@ -67,7 +72,7 @@ impl Socket {
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
         let n = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -76,8 +81,18 @@ impl Socket {
         }
     }
 
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    /// One datagram, however large: its size is peeked first and `buf` grown.
+    pub(crate) fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let fd = self.0.as_raw_fd();
+        let peek = libc::MSG_PEEK | libc::MSG_TRUNC;
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), peek) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize > buf.len() {
+            buf.resize(n as usize, 0);
+        }
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {

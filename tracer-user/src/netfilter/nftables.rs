@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::inventory::{Backend, Chain, Counters, Family, Hook, Inventory, Rule, Table, Verdict};
 use super::xtables::{proto_name, target_verdict};
+use crate::kernel::netlink::Socket;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -63,53 +63,11 @@ const NFT_REG_VERDICT: u32 = 0;
 
 // --- the netlink socket ------------------------------------------------------
 
-struct Socket(OwnedFd);
-
 impl Socket {
-    fn open() -> io::Result<Self> {
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
-        let n = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// One datagram, however large: its size is peeked first.
-    fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let fd = self.0.as_raw_fd();
-        let peek = libc::MSG_PEEK | libc::MSG_TRUNC;
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), peek) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize > buf.len() {
-            buf.resize(n as usize, 0);
-        }
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
     /// Sends a request and collects the payloads of its replies of type `want`
     /// until DONE (dumps) or the ACK. An interrupted dump (the ruleset changed
     /// meanwhile) is `ErrorKind::Interrupted`.
-    fn request(&self, msg_type: u16, flags: u16, want: u16) -> io::Result<Vec<Vec<u8>>> {
+    fn nft_request(&self, msg_type: u16, flags: u16, want: u16) -> io::Result<Vec<Vec<u8>>> {
         let seq = 1;
         self.send(&request_message(msg_type, flags, seq))?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -215,7 +173,7 @@ pub(crate) fn read_into(inv: &mut Inventory) {
 }
 
 fn generation(sock: &Socket) -> io::Result<u32> {
-    let replies = sock.request(NFT_MSG_GETGEN, NLM_F_ACK, NFT_MSG_NEWGEN)?;
+    let replies = sock.nft_request(NFT_MSG_GETGEN, NLM_F_ACK, NFT_MSG_NEWGEN)?;
     replies
         .iter()
         .find_map(|p| be32(attr(attrs(p.get(NFGENMSG_LEN..)?), NFTA_GEN_ID)?))
@@ -224,14 +182,14 @@ fn generation(sock: &Socket) -> io::Result<u32> {
 
 /// Tables, chains and rules from three dumps of one ruleset generation.
 fn read_ruleset() -> io::Result<Vec<Table>> {
-    let sock = Socket::open()?;
+    let sock = Socket::open_protocol(libc::NETLINK_NETFILTER)?;
     for _ in 0..5 {
         let before = generation(&sock)?;
         let dumps = (|| {
             Ok::<_, io::Error>((
-                sock.request(NFT_MSG_GETTABLE, NLM_F_DUMP, NFT_MSG_NEWTABLE)?,
-                sock.request(NFT_MSG_GETCHAIN, NLM_F_DUMP, NFT_MSG_NEWCHAIN)?,
-                sock.request(NFT_MSG_GETRULE, NLM_F_DUMP, NFT_MSG_NEWRULE)?,
+                sock.nft_request(NFT_MSG_GETTABLE, NLM_F_DUMP, NFT_MSG_NEWTABLE)?,
+                sock.nft_request(NFT_MSG_GETCHAIN, NLM_F_DUMP, NFT_MSG_NEWCHAIN)?,
+                sock.nft_request(NFT_MSG_GETRULE, NLM_F_DUMP, NFT_MSG_NEWRULE)?,
             ))
         })();
         let (tables, chains, rules) = match dumps {

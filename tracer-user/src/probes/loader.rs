@@ -238,14 +238,11 @@ impl Tracer {
                 "exact ip6tables-legacy verdicts (table, hook)",
             ),
         ];
-        let fallback = format!(
-            "{}: netfilter attribution falls back to inferred (drop location and rule counters)",
-            if caps.kprobes {
-                "kprobes are present but not used yet"
-            } else {
-                "no kprobes either"
-            }
-        );
+        let fallback = if caps.kprobes {
+            "kprobes are present but not used yet"
+        } else {
+            "no kprobes either"
+        };
         let btf_sys = match (btf, aya::Btf::from_sys_fs()) {
             (Some(_), Ok(b)) => b,
             _ => {
@@ -277,6 +274,24 @@ impl Tracer {
                     format!("{}{}; {fallback}", why(&e), caps.lockdown_note()),
                 ),
             }
+        }
+    }
+
+    /// How netfilter drops are attributed with the probes that loaded.
+    pub fn attribution_method(&self) -> String {
+        let exact: Vec<&str> = self
+            .report
+            .attached
+            .iter()
+            .filter_map(|p| p.name.strip_prefix("fexit "))
+            .collect();
+        if exact.is_empty() {
+            "inferred (backend from the drop location, table/chain/rule from rule counters)".into()
+        } else {
+            format!(
+                "exact via fexit on {} (rule from counters)",
+                exact.join(", ")
+            )
         }
     }
 

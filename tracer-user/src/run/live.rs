@@ -205,7 +205,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             .and_then(Inventory::calico_chains)
             .map(|c| format!("{c:?}").to_lowercase()),
     };
-    report_start(&start, pods.len());
+    report_start(&start, pods.len(), &tracer.attribution_method());
     if args.view.verdicts
         && !start
             .probes_attached
@@ -295,7 +295,7 @@ fn clocks() -> (u64, u64) {
     (clock(libc::CLOCK_REALTIME), clock(libc::CLOCK_MONOTONIC))
 }
 
-fn report_start(start: &Start, pods: usize) {
+fn report_start(start: &Start, pods: usize, attribution: &str) {
     for p in &start.probes_attached {
         eprintln!(
             "calitrace: attached {}{}",
@@ -309,6 +309,7 @@ fn report_start(start: &Start, pods: usize) {
     for u in &start.probes_unavailable {
         eprintln!("calitrace: unavailable {}: {}", u.name, u.reason);
     }
+    eprintln!("calitrace: netfilter attribution: {attribution}");
     eprintln!(
         "calitrace: iptables command uses {}; Calico's cali-* chains: {}",
         start.iptables.as_deref().unwrap_or("unknown backend"),

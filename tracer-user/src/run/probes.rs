@@ -57,16 +57,6 @@ pub fn run() -> Result<()> {
     for u in &tracer.report.unavailable {
         println!("  no   {}: {}", u.name, u.reason);
     }
-    let exact: Vec<&str> = tracer
-        .report
-        .attached
-        .iter()
-        .filter_map(|p| p.name.strip_prefix("fexit "))
-        .collect();
-    if exact.is_empty() {
-        println!("netfilter attribution: inferred (backend from the drop location, table/chain/rule from rule counters)");
-    } else {
-        println!("netfilter attribution: exact via fexit on {} (rule from counters)", exact.join(", "));
-    }
+    println!("netfilter attribution: {}", tracer.attribution_method());
     Ok(())
 }
