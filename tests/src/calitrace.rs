@@ -139,6 +139,11 @@ impl Trace {
         }
     }
 
+    /// Process id of the running calitrace (`ip netns exec` execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends `signal` and collects the output.
     pub fn stop_with(mut self, signal: i32) -> Result<Finished> {
         if let Some(c) = &self.child {

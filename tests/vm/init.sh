@@ -1,37 +1,46 @@
-#!/bin/sh
-# PID 1 of the calitrace test VM (`cargo xtask vm-test`, see xtask/src/vm.rs).
-# The whole system is the initramfs: busybox plus the host's own networking tools,
-# calitrace and the test executables. This mounts what calitrace and the lab need,
-# loads the network modules, runs /vm/suite.sh and powers the VM off.
+#!/bin/busybox sh
+# /init of the calitrace test VM (`cargo xtask vm-test`, see xtask/src/vm.rs), run by
+# the initramfs's static busybox. Mounts the host's root (virtiofs, read-only) under a
+# tmpfs overlay, points the kernel's modprobe at the modules in the host's cache, and
+# hands over to the suite script named in the plan (calitrace.plan= on the kernel
+# command line), with busybox sh as PID 1.
 
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
+/bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+
+die() {
+    echo "vm: $*"
+    poweroff -f
+}
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/netns /run/lock /dev/shm
-mount -t tmpfs tmpfs /dev/shm
-mount -t bpf bpf /sys/fs/bpf
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
-[ -d /sys/kernel/debug/tracing ] && [ ! -e /sys/kernel/tracing/trace ] &&
-    mount -t tracefs tracefs /sys/kernel/debug/tracing 2>/dev/null
 
-hostname calitrace-vm
-ip link set lo up
-
-# What the lab uses (the rest loads on demand through busybox modprobe, which the
-# kernel runs as /sbin/modprobe). Some are built in on some kernels: not an error.
-for m in veth vxlan x_tables ip_tables iptable_filter ip6_tables ip6table_filter \
-    nfnetlink nf_tables nft_compat nf_conntrack; do
-    modprobe "$m" 2>/dev/null || grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin" ||
-        echo "vm: cannot load module $m"
+for m in $(cat /modules/order); do
+    insmod "/modules/$m" || die "cannot load $m"
 done
 
-sh /vm/suite.sh
-echo "vm: suite finished, powering off"
-sync
-poweroff -f
+mount -t virtiofs -o ro hostroot /mnt/host || die "cannot mount the host's root"
+mount -t tmpfs -o mode=755 tmpfs /mnt/rw || die "no tmpfs"
+mkdir -p /mnt/rw/upper /mnt/rw/work
+mount -t overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work \
+    overlay /newroot || die "cannot mount the overlay"
+
+plan=$(sed -n 's/.*calitrace\.plan=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -f "/newroot$plan" ] || die "no plan at $plan"
+. "/newroot$plan"
+
+# busybox modprobe for the kernel (and iptables) with this kernel's modules, which
+# xtask unpacked into the host's cache.
+mkdir -p /newroot/vm /newroot/lib/modules
+cp /bin/busybox /newroot/vm/busybox
+ln -s busybox /newroot/vm/modprobe
+ln -sfn "$MODULES" "/newroot/lib/modules/$(uname -r)"
+echo /vm/modprobe >/proc/sys/kernel/modprobe
+
+for fs in /proc /sys /dev; do
+    mount --move "$fs" "/newroot$fs"
+done
+exec switch_root /newroot /vm/busybox sh "$SUITE" "$plan"

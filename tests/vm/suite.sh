@@ -1,31 +1,43 @@
-#!/bin/sh
-# Runs inside the test VM (started by /init): `calitrace probes`, then each test of each
-# test executable named in /vm/plan in a process of its own, with a time limit. All
-# output goes to the second serial port (ttyS1), each piece framed by marker lines that
-# `cargo xtask vm-test` parses:
+#!/vm/busybox sh
+# PID 1 of the calitrace test VM after /init (tests/vm/init.sh) switched to the host's
+# root; run by busybox sh, with the host's tools in PATH. Usage: suite.sh PLAN.
+#
+# Prepares what calitrace and the lab need, runs `calitrace probes` and then each test
+# of each test executable named in the plan in a process of its own, with a time limit,
+# and powers off. All output goes to the second serial port (ttyS1), each piece framed
+# by marker lines that `cargo xtask vm-test` parses:
 #   @@CALITRACE-VM KERNEL <uname -r>
 #   @@CALITRACE-VM BEGIN <kind> <name>
 #   ...output...
 #   @@CALITRACE-VM END <kind> <name> rc=<exit code> secs=<seconds>
 #   @@CALITRACE-VM DONE
 
-. /vm/plan
-export CALITRACE_BIN RUST_BACKTRACE=1
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root RUST_BACKTRACE=1
+# The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER (substrings of suite::test).
+. "$1"
+export CALITRACE_BIN
 
-# From the kernel command line: calitrace.timeout=SECS, calitrace.filter=A,B (substrings
-# of suite::test names).
-TEST_TIMEOUT=300
-FILTER=
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-    calitrace.timeout=*) TEST_TIMEOUT=${arg#*=} ;;
-    calitrace.filter=*) FILTER=$(echo "${arg#*=}" | tr , ' ') ;;
-    esac
-done
-
-OUT=/dev/ttyS1
-stty -F "$OUT" raw -echo 115200
-exec 3>"$OUT"
+setup() {
+    mount -t tmpfs -o mode=755 tmpfs /run
+    mkdir -p /run/netns /run/lock /dev/pts /dev/shm
+    mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+    mount -t tmpfs tmpfs /dev/shm
+    mount -t bpf bpf /sys/fs/bpf
+    mount -t tracefs tracefs /sys/kernel/tracing
+    mount -t debugfs debugfs /sys/kernel/debug
+    mount -t securityfs securityfs /sys/kernel/security
+    hostname calitrace-vm
+    ip link set lo up
+    # What the lab uses; the rest the kernel loads on demand through /vm/modprobe.
+    # Some are built into some kernels: not an error.
+    for m in veth vxlan x_tables ip_tables iptable_filter ip6_tables ip6table_filter \
+        nfnetlink nf_tables nft_compat nf_conntrack; do
+        /vm/modprobe "$m" 2>/dev/null ||
+            grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin" ||
+            echo "vm: cannot load module $m"
+    done
+}
 
 mark() { echo "@@CALITRACE-VM $*" >&3; }
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -39,8 +51,8 @@ wanted() {
     return 1
 }
 
-# run KIND NAME COMMAND...: one framed piece of output.
-run() {
+# piece KIND NAME COMMAND...: one framed piece of output.
+piece() {
     kind=$1 name=$2
     shift 2
     mark BEGIN "$kind" "$name"
@@ -50,13 +62,24 @@ run() {
     mark END "$kind" "$name" "rc=$rc" "secs=$(since "$start")"
 }
 
-mark KERNEL "$(uname -r)"
-run probes probes "$CALITRACE_BIN" probes
-for exe in $TEST_EXES; do
-    suite=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
-    for t in $("$exe" --list --format terse 2>/dev/null | sed -n 's/: test$//p'); do
-        wanted "$suite::$t" || continue
-        run test "$suite::$t" "$exe" --exact "$t" --test-threads=1 --nocapture
+run_suite() {
+    mark KERNEL "$(uname -r)"
+    piece probes probes "$CALITRACE_BIN" probes
+    for exe in $TEST_EXES; do
+        suite=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
+        for t in $("$exe" --list --format terse 2>/dev/null | sed -n 's/: test$//p'); do
+            wanted "$suite::$t" || continue
+            piece test "$suite::$t" "$exe" --exact "$t" --test-threads=1 --nocapture
+        done
     done
-done
-mark DONE
+    mark DONE
+}
+
+setup
+stty -F /dev/ttyS1 raw -echo 115200
+exec 3>/dev/ttyS1
+run_suite
+exec 3>&-
+echo "vm: suite finished after $(now) s, powering off"
+sync
+/vm/busybox poweroff -f

@@ -15,6 +15,20 @@ pub mod kind {
     pub const DROP: u8 = 2;
     /// A netfilter table's verdict on a packet ([`crate::NfEvent`]).
     pub const VERDICT: u8 = 3;
+    /// A packet passing a netfilter link observation point ([`crate::NfEvent`]
+    /// with `point` and `priority` set).
+    pub const HOOK: u8 = 4;
+}
+
+/// Netfilter link observation points ([`NfEvent::point`], [`NfPoint::point`]).
+pub mod nf_point {
+    /// The hook's first priority: the packet entered the hook.
+    pub const ENTRY: u8 = 1;
+    /// Just after a table's (or base chain's) priority: the packet passed it.
+    /// The link sits at that priority + 1.
+    pub const AFTER: u8 = 2;
+    /// The hook's last priority: the packet left the hook accepted.
+    pub const EXIT: u8 = 3;
 }
 
 /// Netfilter backends in [`NfEvent::backend`].
@@ -107,9 +121,12 @@ pub struct Event {
 
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
-/// A verdict of one netfilter table traversal (`ipt_do_table` or
-/// `nft_do_chain` returning), from the exact fexit probes. `ev.kind` is
-/// [`kind::VERDICT`] and `ev.reason` the verdict (NF_DROP = 0, NF_ACCEPT = 1).
+/// A netfilter event. With `ev.kind` [`kind::VERDICT`]: a verdict of one
+/// netfilter table traversal (`ipt_do_table` or `nft_do_chain` returning),
+/// from the exact fexit probes, `ev.reason` the verdict (NF_DROP = 0,
+/// NF_ACCEPT = 1). With [`kind::HOOK`]: a packet passing a BPF netfilter link
+/// observation point, `point` and `priority` say which; no backend, table or
+/// chain.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NfEvent {
@@ -118,9 +135,12 @@ pub struct NfEvent {
     pub hook: u8,
     /// NFPROTO_* family of the hook.
     pub pf: u8,
-    /// [`backend`].
+    /// [`backend`] (verdicts).
     pub backend: u8,
-    pub _pad: [u8; 5],
+    /// [`nf_point`] (hook observations; 0 for verdicts).
+    pub point: u8,
+    /// Priority the observing link is attached at (hook observations).
+    pub priority: i32,
     /// Table name, NUL-padded.
     pub table: [u8; 32],
     /// Chain name (nf_tables only), NUL-padded.
@@ -128,6 +148,18 @@ pub struct NfEvent {
 }
 
 pub const NF_EVENT_SIZE: usize = core::mem::size_of::<NfEvent>();
+
+/// What one loaded copy of the netfilter link program reports as its
+/// observation point (the value of its one-entry `NF_POINT` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NfPoint {
+    /// Priority the link is attached at.
+    pub priority: i32,
+    /// [`nf_point`].
+    pub point: u8,
+    pub _pad: [u8; 3],
+}
 
 /// Offsets for the netfilter fexit programs, from BTF. `u16::MAX` = absent.
 #[repr(C)]
@@ -177,7 +209,10 @@ pub mod counter {
     pub const LOST: u32 = 4;
     pub const VERDICT_SEEN: u32 = 5;
     pub const VERDICT_EMITTED: u32 = 6;
-    pub const COUNT: u32 = 8;
+    /// Packets the netfilter link programs saw, and those that passed the filters.
+    pub const HOOK_SEEN: u32 = 7;
+    pub const HOOK_EMITTED: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Struct member offsets read from the running kernel's BTF at load time and
@@ -230,6 +265,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::SkbOffsets {}
     unsafe impl aya::Pod for super::NfOffsets {}
+    unsafe impl aya::Pod for super::NfPoint {}
     unsafe impl aya::Pod for super::filter::FilterProg {}
     unsafe impl aya::Pod for super::filter::EvalState {}
 }
@@ -245,5 +281,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<SkbOffsets>(), 32);
         assert_eq!(NF_EVENT_SIZE, EVENT_SIZE + 8 + 64);
         assert_eq!(core::mem::size_of::<NfOffsets>(), 24);
+        assert_eq!(core::mem::offset_of!(NfEvent, priority), EVENT_SIZE + 4);
+        assert_eq!(core::mem::size_of::<NfPoint>(), 8);
     }
 }

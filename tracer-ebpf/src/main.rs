@@ -9,6 +9,7 @@
 mod drop;
 mod maps;
 mod netfilter;
+mod nf_link;
 mod parse;
 mod skb;
 mod tc;

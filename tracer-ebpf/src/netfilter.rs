@@ -17,7 +17,7 @@ use crate::parse::Reader;
 use crate::skb::{Kernel, field, netns_and_ifindex, netns_wanted, parse};
 
 #[unsafe(no_mangle)]
-static NF_OFFSETS: Global<NfOffsets> = Global::new(NfOffsets::UNSET);
+pub static NF_OFFSETS: Global<NfOffsets> = Global::new(NfOffsets::UNSET);
 
 /// Non-zero: report every verdict (`--verdicts`); zero: only drops.
 #[unsafe(no_mangle)]

@@ -3,9 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use tracer_common::{Event, NfEvent, backend, dir, filter::FilterProg, kind, l3};
+use tracer_common::{Event, NfEvent, backend, dir, filter::FilterProg, kind, l3, nf_point};
 
-use crate::correlation::{Journeys, PacketKey, arp::ArpWatch};
+use crate::correlation::{HookPoint, Journeys, PacketKey, Sighting, arp::ArpWatch};
 use crate::diagnosis::{Diagnoser, attribution, classify};
 use crate::events::facts::Environment;
 use crate::events::records::{
@@ -62,8 +62,9 @@ pub struct Pipeline {
     pub counts: Counts,
     /// Netfilter drops waiting for the next counter reading.
     pending_nf: Vec<DropRecord>,
-    /// The counter reading the next one is compared with.
+    /// The counter reading the next one is compared with, and the one before.
     nf_baseline: Option<Inventory>,
+    nf_previous: Option<Inventory>,
 }
 
 /// How long a netfilter drop may wait for the rule counters to be read.
@@ -75,6 +76,7 @@ impl Pipeline {
         Self {
             pending_nf: Vec::new(),
             nf_baseline,
+            nf_previous: None,
             env,
             journeys: Journeys::new(opts.max_journeys, 2000 * MS),
             arp: ArpWatch::new(opts.arp_window_ns),
@@ -121,7 +123,11 @@ impl Pipeline {
                     .is_none_or(|f| tracer_common::filter::matches(f, &nf.ev.pkt))
                 {
                     self.counts.events += 1;
-                    self.on_verdict(nf, out);
+                    if nf.ev.kind == kind::HOOK {
+                        self.on_hook(nf);
+                    } else {
+                        self.on_verdict(nf, out);
+                    }
                 }
             }
             Input::Tick(t) => self.now = self.now.max(*t),
@@ -158,6 +164,41 @@ impl Pipeline {
         self.diagnoser.flush(self.now, false, out);
     }
 
+    /// A sighting as a journey hop, with its interface's name.
+    fn hop(&self, s: &Sighting) -> Hop {
+        let (mut netfilter, verdict) = match s.verdict.as_deref() {
+            Some((nf, v)) => (Some(nf.clone()), Some(v.clone())),
+            None => (None, None),
+        };
+        let (mut point, mut priority) = (None, None);
+        if let Some(p) = s.point {
+            netfilter = Some(NetfilterInfo {
+                hook: hook_name(p.pf, p.hook).map(str::to_string),
+                attribution: "exact",
+                family: Some(if p.pf == 10 { "ip6" } else { "ip" }.into()),
+                ..Default::default()
+            });
+            point = Some(match p.point {
+                nf_point::ENTRY => "entry",
+                nf_point::EXIT => "exit",
+                _ => "after",
+            });
+            // An "after" link sits one above the table it follows.
+            priority = (p.point == nf_point::AFTER).then(|| p.priority.saturating_sub(1));
+        }
+        Hop {
+            ts_ns: s.ts_ns,
+            netns: s.netns,
+            ifname: self.ifname(s.netns, s.ifindex),
+            dir: s.dir,
+            ttl: s.ttl,
+            netfilter,
+            verdict,
+            point,
+            priority,
+        }
+    }
+
     fn ifname(&self, netns: u32, ifindex: u32) -> Option<String> {
         if ifindex == 0 {
             return None;
@@ -168,7 +209,6 @@ impl Pipeline {
     fn on_tc(&mut self, ev: &Event, out: &mut Vec<Record>) {
         self.counts.packets += 1;
         let p = &ev.pkt;
-        let ifname = self.ifname(ev.netns, ev.ifindex);
         let direction = if ev.dir == dir::INGRESS {
             "ingress"
         } else {
@@ -179,7 +219,12 @@ impl Pipeline {
                 Ipv4Addr::new(p.src[0], p.src[1], p.src[2], p.src[3]),
                 Ipv4Addr::new(p.dst[0], p.dst[1], p.dst[2], p.dst[3]),
             );
-            let is_cali = ifname.as_deref().is_some_and(|n| n.starts_with("cali"));
+            let is_cali = ev.ifindex != 0
+                && self
+                    .env
+                    .facts
+                    .ifname(ev.netns, ev.ifindex)
+                    .is_some_and(|n| n.starts_with("cali"));
             match (p.arp_op, ev.dir) {
                 (1, dir::INGRESS) if is_cali => self.arp.request(ev.ts_ns, ev.ifindex, s, t),
                 (2, dir::EGRESS) => self.arp.reply(ev.ifindex, s),
@@ -187,14 +232,14 @@ impl Pipeline {
             }
         }
         if let Some(key) = PacketKey::of(p) {
-            let hop = Hop {
+            let hop = Sighting {
                 ts_ns: ev.ts_ns,
                 netns: ev.netns,
-                ifname: ifname.clone(),
+                ifindex: ev.ifindex,
                 dir: direction,
                 ttl: Some(p.ttl),
-                netfilter: None,
                 verdict: None,
+                point: None,
             };
             self.journeys.observe(key, hop);
         }
@@ -202,7 +247,7 @@ impl Pipeline {
             out.push(Record::Packet(PacketRecord {
                 ts_ns: ev.ts_ns,
                 netns: ev.netns,
-                ifname,
+                ifname: self.ifname(ev.netns, ev.ifindex),
                 dir: direction,
                 flow: Flow::of(p),
                 detail: Detail::of(p),
@@ -231,14 +276,14 @@ impl Pipeline {
         if let Some(key) = PacketKey::of(&nf.ev.pkt) {
             self.journeys.observe(
                 key,
-                Hop {
+                Sighting {
                     ts_ns: nf.ev.ts_ns,
                     netns: nf.ev.netns,
-                    ifname: None,
+                    ifindex: 0,
                     dir: "netfilter",
                     ttl: Some(nf.ev.pkt.ttl),
-                    netfilter: Some(info.clone()),
-                    verdict: Some(verdict.clone()),
+                    verdict: Some(Box::new((info.clone(), verdict.clone()))),
+                    point: None,
                 },
             );
         }
@@ -254,6 +299,30 @@ impl Pipeline {
         }
     }
 
+    /// A packet passing a netfilter link point: one more point of its
+    /// journey, no record of its own.
+    fn on_hook(&mut self, nf: &NfEvent) {
+        if let Some(key) = PacketKey::of(&nf.ev.pkt) {
+            self.journeys.observe(
+                key,
+                Sighting {
+                    ts_ns: nf.ev.ts_ns,
+                    netns: nf.ev.netns,
+                    ifindex: 0,
+                    dir: "netfilter",
+                    ttl: Some(nf.ev.pkt.ttl),
+                    verdict: None,
+                    point: Some(HookPoint {
+                        pf: nf.pf,
+                        hook: nf.hook,
+                        point: nf.point,
+                        priority: nf.priority,
+                    }),
+                },
+            );
+        }
+    }
+
     fn on_drop(&mut self, ev: &Event, out: &mut Vec<Record>) {
         let location = self.env.symbol(ev.location);
         if classify::is_not_a_drop(location.as_deref()) {
@@ -263,7 +332,13 @@ impl Pipeline {
         let reason = self.env.facts.reason_name(ev.reason);
         let stage = classify::stage(&reason, location.as_deref());
         let journey = PacketKey::of(&ev.pkt)
-            .map(|k| self.journeys.get(&k).to_vec())
+            .map(|k| {
+                self.journeys
+                    .get(&k)
+                    .iter()
+                    .map(|s| self.hop(s))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         // The exact probes saw a table drop this very packet: that is where.
         let exact = journey
@@ -276,7 +351,9 @@ impl Pipeline {
                 backend: classify::netfilter_backend(location.as_deref()).map(str::to_string),
                 table: None,
                 chain: None,
-                hook: self.infer_hook(ev, &journey),
+                // Where the links saw it last beats a guess from addresses.
+                hook: hook_from_points(&journey, ev.netns)
+                    .or_else(|| self.infer_hook(ev, &journey)),
                 rule: None,
                 attribution: "inferred",
                 ..Default::default()
@@ -325,17 +402,35 @@ impl Pipeline {
         }
         let after = self.env.netfilter();
         for mut d in std::mem::take(&mut self.pending_nf) {
-            if let (Some(before), Some(after), Some(nf)) =
-                (&self.nf_baseline, &after, d.netfilter.as_mut())
-            {
-                attribution::complete(nf, before, after, d.flow.src.as_deref());
+            if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
+                // A drop whose counter moved just before the last reading (its
+                // event arrived after it) shows against the reading before.
+                let src = d.flow.src.as_deref();
+                let named = self.nf_baseline.as_ref().is_some_and(|b| attribution::complete(nf, b, after, src));
+                if !named && let Some(previous) = &self.nf_previous {
+                    attribution::complete(nf, previous, after, src);
+                }
             }
             self.emit_drop(d, out);
         }
         if after.is_some() {
-            self.nf_baseline = after;
+            self.nf_previous = std::mem::replace(&mut self.nf_baseline, after);
         }
     }
+}
+
+/// The hook a packet died in, from the netfilter link points of its journey
+/// in `netns`: the last hook it entered and did not leave. `None` when the
+/// links did not see it there, or it had left the last hook it entered.
+pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<String> {
+    let last = journey
+        .iter()
+        .rev()
+        .find(|h| h.point.is_some() && h.netns == netns)?;
+    if last.point == Some("exit") {
+        return None;
+    }
+    last.netfilter.as_ref()?.hook.clone()
 }
 
 /// The iptables name of a netfilter hook of a family (NFPROTO_*).
@@ -731,6 +826,29 @@ mod tests {
     }
 
     #[test]
+    fn distinct_problems_are_bounded() {
+        use crate::diagnosis::MAX_PROBLEMS;
+        let mut p = pipeline(facts());
+        let mut out = Vec::new();
+        let n = MAX_PROBLEMS as u32 + 1000;
+        for i in 0..n {
+            let dst = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            p.process(
+                &drop(u64::from(i) * 1000, 5, NF_HOOK_SLOW, icmp("10.244.1.10", &dst, 1, 60)),
+                &mut out,
+            );
+        }
+        let held = p.diagnoser.current();
+        assert!(held.len() <= MAX_PROBLEMS, "{} problems held", held.len());
+        assert_eq!(
+            held.last().and_then(|d| d.dst.clone()),
+            Some(std::net::Ipv4Addr::from(0x0a00_0000 + n - 1).to_string()),
+            "the newest problem is kept"
+        );
+        assert_eq!(diagnoses(&out).len(), n as usize, "each new problem reported once");
+    }
+
+    #[test]
     fn route_lookup_frees_are_not_drops() {
         let mut f = facts();
         f.symbols.insert(0x42, "inet_rtm_getroute".into());
@@ -763,4 +881,260 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
     }
+
+    fn link_point(
+        ts: u64,
+        hook: u8,
+        point: u8,
+        priority: i32,
+        pkt: tracer_common::PacketMeta,
+    ) -> Input {
+        let mut nf = NfEvent {
+            hook,
+            pf: 2,
+            point,
+            priority,
+            ..Default::default()
+        };
+        nf.ev = Event {
+            ts_ns: ts,
+            kind: kind::HOOK,
+            netns: NODE,
+            pkt,
+            ..Default::default()
+        };
+        Input::Verdict(nf)
+    }
+
+    fn point_hop(netns: u32, hook: &str, point: &'static str) -> Hop {
+        Hop {
+            ts_ns: 0,
+            netns,
+            ifname: None,
+            dir: "netfilter",
+            ttl: None,
+            netfilter: Some(NetfilterInfo {
+                hook: Some(hook.into()),
+                attribution: "exact",
+                ..Default::default()
+            }),
+            verdict: None,
+            point: Some(point),
+            priority: None,
+        }
+    }
+
+    #[test]
+    fn the_hook_is_the_last_one_entered_and_not_left() {
+        let tc_hop = |netns| Hop {
+            ts_ns: 0,
+            netns,
+            ifname: Some("eth0".into()),
+            dir: "ingress",
+            ttl: None,
+            netfilter: None,
+            verdict: None,
+            point: None,
+            priority: None,
+        };
+        let j = [
+            tc_hop(NODE),
+            point_hop(NODE, "PREROUTING", "entry"),
+            point_hop(NODE, "PREROUTING", "exit"),
+            point_hop(NODE, "INPUT", "entry"),
+        ];
+        assert_eq!(hook_from_points(&j, NODE).as_deref(), Some("INPUT"));
+        assert_eq!(
+            hook_from_points(&j[..3], NODE),
+            None,
+            "it left PREROUTING: the links do not know where it died"
+        );
+        let mut after = j.to_vec();
+        after.push(point_hop(NODE, "INPUT", "after"));
+        assert_eq!(hook_from_points(&after, NODE).as_deref(), Some("INPUT"));
+        assert_eq!(hook_from_points(&j, 9), None, "points of another netns");
+        assert_eq!(hook_from_points(&[tc_hop(NODE)], NODE), None);
+        // A second pass (a loop): only the latest points count.
+        let mut again = j[..3].to_vec();
+        again.extend([
+            point_hop(NODE, "FORWARD", "entry"),
+            point_hop(NODE, "FORWARD", "exit"),
+            point_hop(NODE, "PREROUTING", "entry"),
+        ]);
+        assert_eq!(
+            hook_from_points(&again, NODE).as_deref(),
+            Some("PREROUTING")
+        );
+    }
+
+    #[test]
+    fn link_points_name_the_hook_of_an_inferred_drop() {
+        use tracer_common::nf_point::{AFTER, ENTRY, EXIT};
+        // To the node's own address: addresses alone would say INPUT, but
+        // the packet never left PREROUTING (a raw table drop).
+        let pkt = icmp("192.168.1.1", "192.168.1.2", 11, 64);
+        let out = run(
+            &mut pipeline(facts()),
+            &[
+                tc(1_000, ETH0, dir::INGRESS, pkt),
+                link_point(1_100, 0, ENTRY, i32::MIN + 1, pkt),
+                drop(1_200, 5, NF_HOOK_SLOW, pkt),
+            ],
+        );
+        let d = drops(&out)[0];
+        let nf = d.netfilter.as_ref().unwrap();
+        assert_eq!(
+            (nf.hook.as_deref(), nf.attribution),
+            (Some("PREROUTING"), "inferred")
+        );
+        let hop = &d.journey[1];
+        assert_eq!(
+            (hop.dir, hop.point, hop.verdict.as_deref()),
+            ("netfilter", Some("entry"), None)
+        );
+        assert_eq!(hop.point_label().as_deref(), Some("PREROUTING entry"));
+        assert_eq!(
+            hop.netfilter.as_ref().unwrap().family.as_deref(),
+            Some("ip")
+        );
+
+        // Into INPUT and past the table at -5, with the packet's own hops.
+        let pkt = icmp("192.168.1.1", "192.168.1.2", 12, 64);
+        let out = run(
+            &mut pipeline(facts()),
+            &[
+                link_point(1_000, 0, ENTRY, i32::MIN + 1, pkt),
+                link_point(1_010, 0, EXIT, i32::MAX - 1, pkt),
+                link_point(1_020, 1, ENTRY, i32::MIN + 1, pkt),
+                link_point(1_030, 1, AFTER, -4, pkt),
+                drop(1_200, 5, NF_HOOK_SLOW, pkt),
+            ],
+        );
+        let d = drops(&out)[0];
+        assert_eq!(d.netfilter.as_ref().unwrap().hook.as_deref(), Some("INPUT"));
+        let labels: Vec<String> = d.journey.iter().filter_map(Hop::point_label).collect();
+        assert_eq!(
+            labels,
+            [
+                "PREROUTING entry",
+                "PREROUTING exit",
+                "INPUT entry",
+                "INPUT after priority -5"
+            ]
+        );
+        let json = serde_json::to_value(&d.journey[3]).unwrap();
+        assert_eq!(
+            (
+                &json["point"],
+                &json["priority"],
+                &json["netfilter"]["hook"]
+            ),
+            (&"after".into(), &(-5).into(), &"INPUT".into())
+        );
+        assert!(
+            json.get("verdict").is_none(),
+            "a link point is not a verdict"
+        );
+        assert!(
+            diagnoses(&out).iter().all(|x| x.code != "ROUTING_LOOP"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn link_points_make_no_records_and_no_verdicts() {
+        let pkt = icmp("10.0.0.1", "10.0.0.2", 1, 64);
+        let mut p = Pipeline::new(
+            Environment::replay(facts()),
+            Options {
+                verdicts: true,
+                ..Options::default()
+            },
+        );
+        let out = run(
+            &mut p,
+            &[link_point(
+                1,
+                2,
+                tracer_common::nf_point::ENTRY,
+                i32::MIN + 1,
+                pkt,
+            )],
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_loop_is_counted_in_interfaces_not_netfilter_points() {
+        use tracer_common::nf_point::{ENTRY, EXIT};
+        let mut f = facts();
+        f.routes
+            .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+        let mut p = pipeline(f);
+        let mut inputs = Vec::new();
+        for (i, ttl) in [5u8, 3].iter().enumerate() {
+            let pkt = icmp("10.244.1.10", "10.244.2.10", 3, *ttl);
+            let t = i as u64 * 10;
+            inputs.push(tc(t, ETH0, dir::INGRESS, pkt));
+            inputs.push(link_point(t + 1, 0, ENTRY, i32::MIN + 1, pkt));
+            inputs.push(link_point(t + 2, 0, EXIT, i32::MAX - 1, pkt));
+            inputs.push(tc(t + 3, ETH0, dir::EGRESS, pkt));
+        }
+        inputs.push(drop(
+            100,
+            6,
+            IP_FORWARD,
+            icmp("10.244.1.10", "10.244.2.10", 3, 1),
+        ));
+        let out = run(&mut p, &inputs);
+        let d = diagnoses(&out);
+        assert_eq!(d[0].code, "ROUTING_LOOP");
+        assert!(d[0].summary.contains("seen 4 times"), "{}", d[0].summary);
+    }
+
+    /// A legacy filter table whose FORWARD policy (DROP) has counted `n` packets.
+    fn forward_policy(n: u64) -> crate::netfilter::Inventory {
+        use crate::netfilter::{Backend, Chain, Counters, Family, Hook, Inventory, Table, Verdict};
+        Inventory {
+            tables: vec![Table {
+                backend: Backend::Legacy,
+                family: Family::Ipv4,
+                name: "filter".into(),
+                chains: vec![Chain {
+                    name: "FORWARD".into(),
+                    hook: Some(Hook::Forward),
+                    priority: Some(0),
+                    policy: Some(Verdict::Drop),
+                    policy_counters: Some(Counters { packets: n, bytes: 0 }),
+                    rules: vec![],
+                }],
+            }],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn a_drop_counted_before_the_last_reading_is_still_attributed() {
+        use crate::events::facts::Fact;
+        let mut f = facts();
+        f.netfilter = Some(forward_policy(0));
+        let mut p = pipeline(f);
+        let pkt = |id| icmp("10.244.1.10", "10.244.2.10", id, 62);
+        let reading = |n| Fact::Netfilter { inventory: Box::new(forward_policy(n)) };
+        let mut out = Vec::new();
+        p.process(&drop(0, 5, NF_HOOK_SLOW, pkt(1)), &mut out);
+        // The second packet is counted before this reading, its event comes after.
+        p.env.apply(&reading(2));
+        p.process(&Input::Tick(300 * MS), &mut out);
+        p.process(&drop(310 * MS, 5, NF_HOOK_SLOW, pkt(2)), &mut out);
+        p.env.apply(&reading(2));
+        p.process(&Input::Tick(700 * MS), &mut out);
+        let d = drops(&out);
+        assert_eq!(d.len(), 2);
+        for drop in d {
+            let nf = drop.netfilter.as_ref().unwrap();
+            assert_eq!((nf.chain.as_deref(), nf.rule.as_deref()), (Some("FORWARD"), Some("policy DROP")), "{drop:?}");
+        }
+    }
+
 }

@@ -3,6 +3,7 @@
 //! Set-up is idempotent and cached: the nightly's rust-src, and bpf-linker
 //! built against the nightly's own libLLVM (no prebuilt one can be fetched).
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -49,6 +50,9 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Measure performance (datapath overhead, event pipeline, replay, memory,
+    /// attach/detach) and write the table to target/bench/latest.md (as root).
+    Bench(bench::BenchArgs),
     /// Run the integration tests under qemu on Debian's 5.10, 6.1 and 6.12 kernels.
     VmTest(vm::VmTestArgs),
 }
@@ -89,9 +93,24 @@ fn build(release: bool) -> Result<PathBuf> {
         .join("calitrace"))
 }
 
+/// The eBPF object the last host build produced.
+fn built_ebpf_object() -> Result<PathBuf> {
+    let build = root().join("target/debug/build");
+    std::fs::read_dir(&build)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tracer-user-"))
+        .map(|e| e.path().join("out/tracer.bpf.o"))
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("no eBPF object under target/debug/build: build first")
+}
+
 fn fuzz(seconds: u64) -> Result<()> {
-    setup::ensure()?;
+    build(false)?;
     setup::ensure_cargo_fuzz()?;
+    // The fuzzed code never loads programs: reuse the object of the host build
+    // instead of building it again under the sanitizer's flags.
+    let object = built_ebpf_object()?;
     // Work on a copy of the seeds: libFuzzer adds what it finds to its corpus.
     let corpus = root().join("target/fuzz-corpus/replay_reader");
     std::fs::create_dir_all(&corpus)?;
@@ -102,6 +121,7 @@ fn fuzz(seconds: u64) -> Result<()> {
     let mut c = Command::new("cargo");
     c.current_dir(root().join("fuzz"))
         .env("PATH", setup::path_with_cargo_bin())
+        .env("CALITRACE_EBPF_OBJECT", &object)
         .args([
             "+nightly",
             "fuzz",
@@ -158,6 +178,7 @@ fn main() -> Result<()> {
             run(&mut c)
         }
         Cmd::VmTest(args) => vm::vm_test(args),
+        Cmd::Bench(args) => bench::bench(args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Lint => {
             setup::ensure()?;

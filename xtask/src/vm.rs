@@ -1,15 +1,15 @@
 //! `cargo xtask vm-test`: the kernel matrix. Boots Debian's cloud kernels (5.10, 6.1,
-//! 6.12) under qemu and runs the integration tests and `calitrace probes` inside each.
+//! 6.12) under qemu and runs `calitrace probes` and the integration tests inside each.
 //!
 //! - Kernels come from Debian through a private apt configuration (`kernel.rs`) and
 //!   stay unpacked in the cache (`~/.cache/calitrace/vm`, or `$CALITRACE_VM_CACHE`).
-//! - The guest is an initramfs and nothing else (`image.rs`, `cpio.rs`): the host's own
-//!   ip, iptables (both backends), nft, ping, bpftool, ... with their libraries,
-//!   busybox for the rest, calitrace and the test executables at their host paths, and
-//!   a second cpio per kernel with its network modules.
-//! - `tests/vm/init.sh` prepares the guest and `tests/vm/suite.sh` runs every test in a
-//!   process of its own, framing its output with markers on the second serial port;
-//!   `report.rs` turns that into the matrix and prints the output of failures.
+//! - The guest's root is the host's own, shared read-only over virtiofs under a tmpfs
+//!   overlay: the same ip, iptables, nft, tshark, ... as the host tests use, and
+//!   calitrace and the test executables at their host paths. A small initramfs per
+//!   kernel (`image.rs`, `cpio.rs`, `tests/vm/init.sh`) mounts it.
+//! - `tests/vm/suite.sh` runs every test in a process of its own and frames its output
+//!   with markers on the second serial port; `report.rs` turns that into the matrix and
+//!   prints the output of what failed.
 
 mod cpio;
 mod host;
@@ -28,6 +28,12 @@ use kernel::{KERNELS, Kernel, KernelSpec};
 use qemu::BootConfig;
 use report::KernelRun;
 
+/// What the guests run: calitrace and the test executables (host paths).
+struct Payload {
+    calitrace: PathBuf,
+    test_exes: Vec<PathBuf>,
+}
+
 #[derive(clap::Args)]
 pub struct VmTestArgs {
     /// Kernels to test: 5.10, 6.1, 6.12 or all (comma-separated or repeated).
@@ -36,15 +42,23 @@ pub struct VmTestArgs {
     /// Look up the suites' newest kernel packages instead of using the cached ones.
     #[arg(long)]
     refresh: bool,
-    /// Kernels booted at the same time (they share the host's CPUs).
-    #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    /// Kernels booted at the same time, sharing the host's CPUs (default: all of them;
+    /// each guest gets host CPUs / jobs virtual CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Seconds one kernel's boot and suite may take in all.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 2400)]
     timeout: u64,
     /// Seconds one test may take.
     #[arg(long, default_value_t = 300)]
     test_timeout: u64,
+    /// Test a release build of calitrace (several times faster under emulation).
+    #[arg(long)]
+    release: bool,
+    /// qemu's -cpu model for the guests. Without cx16: qemu 7.2's TCG emulates
+    /// CMPXCHG16B wrongly enough that 6.12's SLUB corrupts memory at boot.
+    #[arg(long, default_value = "max,-cx16")]
+    cpu: String,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     mem: u32,
@@ -54,20 +68,26 @@ pub struct VmTestArgs {
 
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let specs = select_kernels(&args.kernel)?;
+    if !crate::is_root() {
+        bail!("vm-test shares the host's root with the guests through virtiofsd: run it as root");
+    }
     let started = Instant::now();
     host::ensure_tools()?;
     let cache = cache_dir();
-    let payload = build_payload()?;
-    let userspace = image::userspace(&payload, &cache)?;
+    let payload = build_payload(args.release)?;
     let kernels = specs
         .iter()
         .map(|s| kernel::prepare(s, &cache, args.refresh))
         .collect::<Result<Vec<_>>>()?;
-    let jobs = args.jobs.clamp(1, kernels.len());
+    let jobs = args.jobs.unwrap_or(kernels.len()).clamp(1, kernels.len());
     let cfg = BootConfig {
+        cpu_model: args.cpu,
         cpus: (host_cpus() / jobs).max(1),
         mem_mib: args.mem,
         timeout: Duration::from_secs(args.timeout),
+    };
+    let suite = Suite {
+        payload,
         test_timeout: args.test_timeout,
         filters: args.filters,
     };
@@ -77,13 +97,43 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         kernels.len(),
         cfg.cpus
     );
-    let runs = run_all(&kernels, &userspace, &cache, &cfg, jobs);
+    let runs = run_all(&kernels, &suite, &cache, &cfg, jobs);
     report::print(&runs);
     println!("vm-test: {:.0} s in all", started.elapsed().as_secs_f64());
     if !runs.iter().all(KernelRun::ok) {
         bail!("vm-test: not everything passed (output above)");
     }
     Ok(())
+}
+
+/// What each guest runs.
+struct Suite {
+    payload: Payload,
+    test_timeout: u64,
+    filters: Vec<String>,
+}
+
+impl Suite {
+    /// The plan file the guest reads (sh syntax; host paths, which the guest sees too).
+    fn plan(&self, k: &Kernel) -> String {
+        let exes: Vec<String> = self
+            .payload
+            .test_exes
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        [
+            "# written by cargo xtask vm-test".to_string(),
+            format!("SUITE='{}'", crate::root().join("tests/vm/suite.sh").display()),
+            format!("MODULES='{}'", k.modules.display()),
+            format!("CALITRACE_BIN='{}'", self.payload.calitrace.display()),
+            format!("TEST_EXES='{}'", exes.join(" ")),
+            format!("TEST_TIMEOUT={}", self.test_timeout),
+            format!("FILTER='{}'", self.filters.join(" ")),
+            String::new(),
+        ]
+        .join("\n")
+    }
 }
 
 fn select_kernels(wanted: &[String]) -> Result<Vec<&'static KernelSpec>> {
@@ -117,8 +167,8 @@ fn host_cpus() -> usize {
 }
 
 /// Builds calitrace and the test executables of `calitrace-tests` (without running them).
-fn build_payload() -> Result<image::Payload> {
-    let calitrace = crate::build(false)?;
+fn build_payload(release: bool) -> Result<Payload> {
+    let calitrace = crate::build(release)?;
     let out = crate::cargo()
         .args(["test", "--package", "calitrace-tests", "--no-run"])
         .args(["--message-format", "json"])
@@ -132,7 +182,7 @@ fn build_payload() -> Result<image::Payload> {
     if test_exes.is_empty() {
         bail!("cargo built no test executables for calitrace-tests");
     }
-    Ok(image::Payload {
+    Ok(Payload {
         calitrace,
         test_exes,
     })
@@ -152,18 +202,22 @@ fn test_executables(messages: &str) -> Vec<PathBuf> {
 /// gets a (failed) run.
 fn run_all(
     kernels: &[Kernel],
-    userspace: &Path,
+    suite: &Suite,
     cache: &Path,
     cfg: &BootConfig,
     jobs: usize,
 ) -> Vec<KernelRun> {
-    let queue = Mutex::new(kernels.iter().collect::<Vec<_>>());
+    let queue = Mutex::new(kernels.iter().rev().collect::<Vec<_>>());
     let runs = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
-                while let Some(k) = queue.lock().unwrap().pop() {
-                    let run = run_one(k, userspace, cache, cfg).unwrap_or_else(|e| {
+                loop {
+                    // (Not `while let`: that would hold the lock for the whole run.)
+                    let Some(k) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let run = run_one(k, suite, cache, cfg).unwrap_or_else(|e| {
                         eprintln!("[{}] {e:#}", k.label);
                         failed_run(k, cache)
                     });
@@ -177,19 +231,18 @@ fn run_all(
     runs
 }
 
-fn run_one(k: &Kernel, userspace: &Path, cache: &Path, cfg: &BootConfig) -> Result<KernelRun> {
+fn run_one(k: &Kernel, suite: &Suite, cache: &Path, cfg: &BootConfig) -> Result<KernelRun> {
     let dir = run_dir(k, cache);
     std::fs::create_dir_all(&dir)?;
-    let initrd = dir.join("initrd.cpio");
-    concat(&[userspace, &k.modules_cpio], &initrd)?;
+    let initrd = image::initramfs(k, &cache.join("kernels").join(k.label))?;
+    let plan = dir.join("plan");
+    std::fs::write(&plan, suite.plan(k))?;
     eprintln!("[{}] booting {} ({})", k.label, k.release, k.package);
-    let boot = qemu::boot(&k.vmlinuz, &initrd, &dir, cfg, |marker| {
+    let boot = qemu::boot(&k.vmlinuz, &initrd, &plan, &dir, cfg, |marker| {
         if let Some(line) = report::progress_line(k.label, marker) {
             eprintln!("{line}");
         }
-    });
-    let _ = std::fs::remove_file(&initrd);
-    let boot = boot?;
+    })?;
     let (release, mut pieces, done) = report::parse(&boot.results);
     let probes = pieces
         .iter()
@@ -227,13 +280,4 @@ fn failed_run(k: &Kernel, cache: &Path) -> KernelRun {
 
 fn run_dir(k: &Kernel, cache: &Path) -> PathBuf {
     cache.join("runs").join(k.label)
-}
-
-/// The kernel unpacks concatenated cpio archives one after the other.
-fn concat(parts: &[&Path], out: &Path) -> Result<()> {
-    let mut w = std::fs::File::create(out)?;
-    for p in parts {
-        std::io::copy(&mut std::fs::File::open(p)?, &mut w)?;
-    }
-    Ok(())
 }

@@ -3,17 +3,19 @@
 
 pub mod arp;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use tracer_common::{PacketMeta, l3};
 
-use crate::events::records::Hop;
+use crate::events::records::NetfilterInfo;
 
 /// Identifies one packet across observation points. IPv4 packets carry an IP
 /// ID; ICMP echo adds identifier and sequence (stored in the port fields).
 /// IPv6 has no ID, so its key is the 5-tuple and journeys may merge packets
 /// that follow each other closely.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketKey {
     src: [u8; 16],
     dst: [u8; 16],
@@ -22,6 +24,31 @@ pub struct PacketKey {
     sport: u16,
     dport: u16,
     ip_id: u16,
+}
+
+/// Hashes what identifies the packet in as few words as possible (one
+/// journey lookup per event: SipHash's cost is per word); equal keys have
+/// equal `l3`, so they hash alike.
+impl Hash for PacketKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let meta = u64::from(self.l3)
+            | u64::from(self.proto) << 8
+            | u64::from(self.ip_id) << 16
+            | u64::from(self.sport) << 32
+            | u64::from(self.dport) << 48;
+        let word = |a: &[u8; 16], i: usize| u64::from_ne_bytes(a[i..i + 8].try_into().unwrap());
+        if self.l3 == l3::IPV4 {
+            let v4 = |a: &[u8; 16]| u64::from(u32::from_ne_bytes([a[0], a[1], a[2], a[3]]));
+            h.write_u64((v4(&self.src) << 32) | v4(&self.dst));
+            h.write_u64(meta);
+        } else {
+            h.write_u64(word(&self.src, 0));
+            h.write_u64(word(&self.src, 8));
+            h.write_u64(word(&self.dst, 0));
+            h.write_u64(word(&self.dst, 8));
+            h.write_u64(meta);
+        }
+    }
 }
 
 impl PacketKey {
@@ -41,10 +68,40 @@ impl PacketKey {
 /// Hops kept per packet: enough for a packet looping a few times.
 pub const MAX_HOPS: usize = 16;
 
+/// One place a packet was seen, as kept while waiting for a drop that may
+/// never come: no names (they are looked up when a drop asks for the
+/// journey), so that remembering a packet costs one small allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    pub ts_ns: u64,
+    pub netns: u32,
+    /// 0 for a netfilter verdict or link point.
+    pub ifindex: u32,
+    pub dir: &'static str,
+    pub ttl: Option<u8>,
+    /// A netfilter table's verdict (exact probes): the table and the verdict.
+    pub verdict: Option<Box<(NetfilterInfo, String)>>,
+    /// A netfilter link observation point the packet passed.
+    pub point: Option<HookPoint>,
+}
+
+/// Where a netfilter link saw a packet: kept as the kernel reported it, named
+/// when a drop asks for the journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookPoint {
+    /// NFPROTO_* family and NF_INET_* hook.
+    pub pf: u8,
+    pub hook: u8,
+    /// `tracer_common::nf_point`.
+    pub point: u8,
+    /// The link's priority.
+    pub priority: i32,
+}
+
 /// Recent packets and where they were seen. Bounded in entries and in time.
 pub struct Journeys {
-    /// Per packet: when it was first seen, and its hops.
-    hops: HashMap<PacketKey, (u64, Vec<Hop>)>,
+    /// Per packet: when it was first seen, and where.
+    hops: HashMap<PacketKey, (u64, Vec<Sighting>)>,
     /// Insertion order, for eviction.
     order: VecDeque<(u64, PacketKey)>,
     max_entries: usize,
@@ -69,30 +126,46 @@ impl Journeys {
         self.hops.is_empty()
     }
 
-    pub fn observe(&mut self, key: PacketKey, hop: Hop) {
-        let ts = hop.ts_ns;
-        let (_, entry) = self.hops.entry(key).or_insert_with(|| {
-            self.order.push_back((ts, key));
-            (ts, Vec::new())
-        });
-        if entry.len() == MAX_HOPS {
-            entry.remove(0);
+    pub fn observe(&mut self, key: PacketKey, hop: Sighting) {
+        if let Some((_, seen)) = self.hops.get_mut(&key) {
+            if seen.len() == MAX_HOPS {
+                seen.remove(0);
+            }
+            seen.push(hop);
+            return;
         }
-        entry.push(hop);
-        while self.hops.len() > self.max_entries {
+        if self.hops.len() >= self.max_entries {
             self.evict_oldest();
         }
+        let ts = hop.ts_ns;
+        self.order.push_back((ts, key));
+        // Room for the two sightings most packets get on a node (pod's cali*
+        // and the uplink); small enough for the allocator's fast path.
+        let mut seen = Vec::with_capacity(2);
+        seen.push(hop);
+        self.hops.insert(key, (ts, seen));
     }
 
-    /// The hops of a packet, oldest first.
-    pub fn get(&self, key: &PacketKey) -> &[Hop] {
+    /// Where a packet was seen, oldest first.
+    pub fn get(&self, key: &PacketKey) -> &[Sighting] {
         self.hops.get(key).map(|(_, h)| h.as_slice()).unwrap_or(&[])
+    }
+
+    /// Removes the map entry an order entry was made for; a key re-inserted
+    /// after eviction has a newer order entry and stays.
+    fn remove_if_first_seen(&mut self, key: PacketKey, ts: u64) -> bool {
+        match self.hops.entry(key) {
+            Entry::Occupied(e) if e.get().0 == ts => {
+                e.remove();
+                true
+            }
+            _ => false,
+        }
     }
 
     fn evict_oldest(&mut self) {
         while let Some((ts, key)) = self.order.pop_front() {
-            if self.hops.get(&key).is_some_and(|(first, _)| *first == ts) {
-                self.hops.remove(&key);
+            if self.remove_if_first_seen(key, ts) {
                 return;
             }
         }
@@ -105,11 +178,7 @@ impl Journeys {
                 break;
             }
             self.order.pop_front();
-            // A key re-inserted after eviction has a newer order entry: only
-            // drop the map entry this order entry was made for.
-            if self.hops.get(&key).is_some_and(|(first, _)| *first == ts) {
-                self.hops.remove(&key);
-            }
+            self.remove_if_first_seen(key, ts);
         }
     }
 }
@@ -131,15 +200,15 @@ mod tests {
         p
     }
 
-    fn hop(ts: u64, ifname: &str) -> Hop {
-        Hop {
+    fn hop(ts: u64, ifindex: u32) -> Sighting {
+        Sighting {
             ts_ns: ts,
             netns: 1,
-            ifname: Some(ifname.into()),
+            ifindex,
             dir: "ingress",
             ttl: Some(64),
-            netfilter: None,
             verdict: None,
+            point: None,
         }
     }
 
@@ -147,27 +216,23 @@ mod tests {
     fn hops_of_the_same_packet_are_joined_in_order() {
         let mut j = Journeys::new(100, 1_000);
         let k = PacketKey::of(&pkt(7)).unwrap();
-        j.observe(k, hop(1, "cali1"));
-        j.observe(PacketKey::of(&pkt(8)).unwrap(), hop(2, "cali1"));
-        j.observe(k, hop(3, "eth0"));
-        let names: Vec<_> = j
-            .get(&k)
-            .iter()
-            .map(|h| h.ifname.clone().unwrap())
-            .collect();
-        assert_eq!(names, ["cali1", "eth0"]);
+        j.observe(k, hop(1, 5));
+        j.observe(PacketKey::of(&pkt(8)).unwrap(), hop(2, 5));
+        j.observe(k, hop(3, 2));
+        let ifs: Vec<_> = j.get(&k).iter().map(|h| h.ifindex).collect();
+        assert_eq!(ifs, [5, 2]);
     }
 
     #[test]
     fn bounded_in_entries_hops_and_time() {
         let mut j = Journeys::new(2, 1_000);
         for id in 0..5 {
-            j.observe(PacketKey::of(&pkt(id)).unwrap(), hop(id as u64, "a"));
+            j.observe(PacketKey::of(&pkt(id)).unwrap(), hop(id as u64, 1));
         }
         assert_eq!(j.len(), 2);
         let k = PacketKey::of(&pkt(4)).unwrap();
         for t in 0..40 {
-            j.observe(k, hop(10 + t, "b"));
+            j.observe(k, hop(10 + t, 2));
         }
         assert_eq!(j.get(&k).len(), MAX_HOPS);
         j.expire(5_000);

@@ -161,7 +161,8 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
 /// Fills in what the counters tell about a drop's netfilter details.
 /// Attribution stays what it was: "exact" parts come from the probes, and the
 /// rule from counters is never more than inferred.
-pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, src: Option<&str>) {
+/// Returns whether the counters named the place.
+pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, src: Option<&str>) -> bool {
     let backend = match nf.backend.as_deref() {
         Some("nft") => Some(Backend::Nft),
         Some("legacy") => Some(Backend::Legacy),
@@ -192,13 +193,13 @@ pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, s
             family,
         },
     ) else {
-        return;
+        return false;
     };
     // An exact table/chain from the probes must agree with the counters.
     if nf.table.as_ref().is_some_and(|t| *t != found.table)
         || nf.chain.as_ref().is_some_and(|c| *c != found.chain)
     {
-        return;
+        return false;
     }
     nf.backend = Some(found.backend.to_string());
     nf.table = Some(found.table.clone());
@@ -210,6 +211,7 @@ pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, s
     nf.family = Some(found.family.to_string());
     nf.comment = found.rule.as_ref().and_then(|r| r.comment.clone());
     nf.candidates = Some(found.candidates);
+    true
 }
 
 /// Calico's policy and dispatch chains (a drop there is a policy decision).

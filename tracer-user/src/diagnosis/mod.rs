@@ -15,6 +15,13 @@ use crate::netfilter::{Backend, CalicoPlacement};
 /// Calico's link-local gateway address every pod routes through.
 pub const CALICO_GATEWAY: &str = "169.254.1.1";
 
+/// Distinct problems kept at most. Each is a key and a diagnosis (about a
+/// kilobyte); with flows coming and going, every dropping pair of addresses
+/// is a new problem, so without a bound the table grows for as long as
+/// calitrace runs. Beyond it, the problems updated longest ago are forgotten
+/// (an eighth at a time); one that comes back is reported as new.
+pub const MAX_PROBLEMS: usize = 4096;
+
 struct State {
     diag: Diagnosis,
     dirty: bool,
@@ -51,6 +58,9 @@ impl Diagnoser {
                 s.dirty = true;
             }
             None => {
+                if self.states.len() >= MAX_PROBLEMS {
+                    self.evict(out);
+                }
                 let mut diag = make();
                 diag.count = count;
                 diag.first_ts_ns = ts;
@@ -64,6 +74,29 @@ impl Diagnoser {
                         last_emit: ts,
                     },
                 );
+            }
+        }
+    }
+
+    /// Forgets the eighth of the problems updated longest ago; those with an
+    /// update not yet reported report it first.
+    fn evict(&mut self, out: &mut Vec<Record>) {
+        let mut ages: Vec<(u64, u64, &String)> = self
+            .states
+            .iter()
+            .map(|(k, s)| (s.diag.last_ts_ns, s.diag.first_ts_ns, k))
+            .collect();
+        ages.sort_unstable();
+        let old: Vec<String> = ages
+            .into_iter()
+            .take(MAX_PROBLEMS / 8)
+            .map(|(_, _, k)| k.clone())
+            .collect();
+        for k in old {
+            if let Some(s) = self.states.remove(&k)
+                && s.dirty
+            {
+                out.push(Record::Diagnosis(s.diag));
             }
         }
     }
@@ -181,9 +214,12 @@ impl Diagnoser {
             }
             Stage::Ttl => {
                 let route = dst_ip.map(|ip| env.route(ip));
-                let seen = match d.journey.len() {
-                    n if n >= crate::correlation::MAX_HOPS => format!("at least {n}"),
-                    n => n.to_string(),
+                // Interfaces only: netfilter points share the journey.
+                let ifaces = d.journey.iter().filter(|h| h.dir != "netfilter").count();
+                let seen = if d.journey.len() >= crate::correlation::MAX_HOPS {
+                    format!("at least {ifaces}")
+                } else {
+                    ifaces.to_string()
                 };
                 let via = match &route {
                     Some(RouteFact::Via(i)) => format!("; this node routes it out of {i}"),

@@ -12,7 +12,8 @@ use tracer_common::{EVENT_SIZE, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, kind,
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Event(Event),
-    /// A netfilter table's verdict (exact probes).
+    /// A netfilter event: a table's verdict (`ev.kind` VERDICT, exact
+    /// probes) or a packet passing a netfilter link point (`ev.kind` HOOK).
     Verdict(NfEvent),
     /// The clock advanced to this monotonic time without events: time-based
     /// rules (unanswered ARP) may fire.
@@ -38,7 +39,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-/// Decodes a netfilter verdict record.
+/// Decodes a netfilter record (a verdict or a link point).
 pub fn decode_verdict(bytes: &[u8]) -> Result<NfEvent, DecodeError> {
     if bytes.len() < NF_EVENT_SIZE {
         return Err(DecodeError(bytes.len()));
@@ -50,7 +51,7 @@ pub fn decode_verdict(bytes: &[u8]) -> Result<NfEvent, DecodeError> {
 /// Decodes any ring buffer record into a pipeline input.
 pub fn decode_input(bytes: &[u8]) -> Result<Input, DecodeError> {
     let ev = decode(bytes)?;
-    if ev.kind == kind::VERDICT {
+    if ev.kind == kind::VERDICT || ev.kind == kind::HOOK {
         return decode_verdict(bytes).map(Input::Verdict);
     }
     Ok(Input::Event(ev))
@@ -138,6 +139,35 @@ mod tests {
             decode_input(&bytes[..EVENT_SIZE]),
             Err(DecodeError(EVENT_SIZE)),
             "a cut verdict is refused"
+        );
+    }
+
+    #[test]
+    fn netfilter_link_points_decode_with_hook_and_priority() {
+        let mut nf = NfEvent {
+            hook: 1,
+            pf: 10,
+            point: tracer_common::nf_point::AFTER,
+            priority: -4,
+            ..Default::default()
+        };
+        nf.ev.kind = kind::HOOK;
+        nf.ev.netns = 7;
+        set_ip(&mut nf.ev.pkt.dst, "fd00::1".parse().unwrap());
+        let bytes = encode_verdict(&nf).to_vec();
+        assert_eq!(bytes.len(), NF_EVENT_SIZE);
+        let Ok(Input::Verdict(back)) = decode_input(&bytes) else {
+            panic!("a link point decodes as a netfilter event");
+        };
+        assert_eq!(back, nf);
+        assert_eq!(
+            (back.ev.kind, back.hook, back.pf, back.point, back.priority),
+            (kind::HOOK, 1, 10, tracer_common::nf_point::AFTER, -4)
+        );
+        assert_eq!(
+            decode_input(&bytes[..EVENT_SIZE]),
+            Err(DecodeError(EVENT_SIZE)),
+            "a cut link point is refused, not read as a plain event"
         );
     }
 }

@@ -60,14 +60,41 @@ pub fn proto_name(p: &PacketMeta) -> Value {
     }
 }
 
+/// `IpAddr::to_string` without the formatting machinery for IPv4, the
+/// common case: this runs twice for every packet record.
+fn ip_string(a: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 impl Flow {
     pub fn of(p: &PacketMeta) -> Self {
         let ports = p.flags & pkt_flags::L4 != 0
             && matches!(p.proto, proto::TCP | proto::UDP)
             && p.l3 != l3::ARP;
         Flow {
-            src: src_ip(p).map(|a| a.to_string()),
-            dst: dst_ip(p).map(|a| a.to_string()),
+            src: src_ip(p).map(ip_string),
+            dst: dst_ip(p).map(ip_string),
             proto: proto_name(p),
             sport: ports.then_some(p.sport),
             dport: ports.then_some(p.dport),
@@ -139,8 +166,9 @@ impl Detail {
     }
 }
 
-/// One place a packet was seen on its way: an interface (tc) or a netfilter
-/// table's verdict (`dir` is then "netfilter").
+/// One place a packet was seen on its way: an interface (tc), a netfilter
+/// table's verdict, or a netfilter link observation point (`dir` is then
+/// "netfilter", and `point` says which).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hop {
     pub ts_ns: u64,
@@ -152,6 +180,29 @@ pub struct Hop {
     pub netfilter: Option<NetfilterInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// Netfilter link point: "entry" (the hook's first priority), "after"
+    /// (just after the table at `priority`) or "exit" (its last priority).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point: Option<&'static str>,
+    /// With `point` "after": the priority of the table the packet got past.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+impl Hop {
+    /// `FORWARD entry`, `FORWARD after priority -5`, for a link point.
+    pub fn point_label(&self) -> Option<String> {
+        let point = self.point?;
+        let hook = self
+            .netfilter
+            .as_ref()
+            .and_then(|n| n.hook.as_deref())
+            .unwrap_or("netfilter");
+        Some(match self.priority {
+            Some(p) => format!("{hook} {point} priority {p}"),
+            None => format!("{hook} {point}"),
+        })
+    }
 }
 
 /// A netfilter table's verdict on a packet (`--verdicts`).
@@ -300,4 +351,15 @@ pub enum Record {
     Verdict(VerdictRecord),
     Diagnosis(Diagnosis),
     Stats(Stats),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_read_as_std_writes_them() {
+        for a in ["0.0.0.0", "10.244.1.10", "169.254.1.1", "255.255.255.255", "1.20.100.9", "fe80::1"] {
+            let ip: std::net::IpAddr = a.parse().unwrap();
+            assert_eq!(super::ip_string(ip), ip.to_string());
+        }
+    }
 }

@@ -10,7 +10,12 @@ use aya::{
 use tracer_common::{SkbOffsets, counter, filter::FilterProg};
 
 use super::capabilities::{Capabilities, ProbeReport};
+use super::nf_link::{self, NfLinks};
 use crate::kernel::{btf::KernelBtf, netlink, netlink::Link};
+use crate::netfilter::Inventory;
+
+/// The probe report's name for the netfilter link observation points.
+const NF_LINKS: &str = "netfilter links (6.4+)";
 
 /// The object built from `tracer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
@@ -25,9 +30,13 @@ pub struct LoadOptions<'a> {
     pub attach: bool,
     /// Report every netfilter verdict, not only drops.
     pub all_verdicts: bool,
+    /// The netns' tables: netfilter links also go just after their priorities.
+    pub inventory: Option<&'a Inventory>,
 }
 
 pub struct Tracer {
+    /// Netfilter link observation points (raw bpf(2), see `nf_link`).
+    nf_links: Option<NfLinks>,
     ebpf: Option<Ebpf>,
     ring: Option<RingBuf<MapData>>,
     pub report: ProbeReport,
@@ -86,6 +95,8 @@ impl Tracer {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(OBJECT)
             .context("loading the eBPF maps")?;
+        // Relocated while every map is still in `ebpf` (EVENTS is taken below).
+        let nf_program = nf_link::Program::relocate(OBJECT, &ebpf);
 
         let mut filter: Array<_, FilterProg> =
             Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
@@ -103,6 +114,7 @@ impl Tracer {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
 
         let mut tracer = Tracer {
+            nf_links: None,
             ebpf: None,
             ring: Some(ring),
             report: ProbeReport::default(),
@@ -112,6 +124,7 @@ impl Tracer {
         tracer.attach_tc(&mut ebpf, caps, &opts)?;
         tracer.attach_drops(&mut ebpf, caps, btf, &opts);
         tracer.attach_netfilter(&mut ebpf, caps, btf, &opts);
+        tracer.attach_nf_links(nf_program, caps, btf, &opts);
         tracer.ebpf = Some(ebpf);
         Ok(tracer)
     }
@@ -277,6 +290,71 @@ impl Tracer {
         }
     }
 
+    /// BPF netfilter links around each IPv4/IPv6 hook's priorities.
+    fn attach_nf_links(
+        &mut self,
+        program: Result<nf_link::Program>,
+        caps: &Capabilities,
+        btf: Option<&KernelBtf>,
+        opts: &LoadOptions<'_>,
+    ) {
+        if btf.is_none() {
+            self.report.missing(
+                NF_LINKS,
+                "no kernel BTF (/sys/kernel/btf/vmlinux): skb offsets unknown",
+            );
+            return;
+        }
+        let program = match program {
+            Ok(p) => p,
+            Err(e) => return self.report.missing(NF_LINKS, why(&e)),
+        };
+        let (points, left_out) = nf_link::plan(opts.inventory);
+        let links = match NfLinks::load(&program, &points, opts.attach) {
+            Ok(l) => l,
+            Err(e) => {
+                let reason = if caps.at_least(6, 4) {
+                    e.to_string()
+                } else {
+                    format!(
+                        "kernel {} is older than 6.4, which added BPF netfilter programs ({e})",
+                        caps.kernel
+                    )
+                };
+                return self.report.missing(NF_LINKS, reason);
+            }
+        };
+        if !opts.attach {
+            self.report.ok(NF_LINKS, Some("loadable".into()));
+        } else if links.attached.is_empty() {
+            let reason = links
+                .failed
+                .first()
+                .map(|(_, e)| e.clone())
+                .unwrap_or_else(|| "no points".into());
+            self.report.missing(NF_LINKS, reason);
+        } else {
+            let mut detail = nf_link::describe(&links.attached);
+            if let Some((p, e)) = links.failed.first() {
+                detail.push_str(&format!(
+                    "; {} refused (first: pf {} hook {} priority {}: {e})",
+                    links.failed.len(),
+                    p.pf,
+                    p.hook,
+                    p.priority
+                ));
+            }
+            if left_out > 0 {
+                detail.push_str(&format!(
+                    "; {left_out} more table priorities left out (limit {} links)",
+                    nf_link::MAX_LINKS
+                ));
+            }
+            self.report.ok(NF_LINKS, Some(detail));
+            self.nf_links = Some(links);
+        }
+    }
+
     /// How netfilter drops are attributed with the probes that loaded.
     pub fn attribution_method(&self) -> String {
         let exact: Vec<&str> = self
@@ -286,7 +364,15 @@ impl Tracer {
             .filter_map(|p| p.name.strip_prefix("fexit "))
             .collect();
         if exact.is_empty() {
-            "inferred (backend from the drop location, table/chain/rule from rule counters)".into()
+            let links = self.report.attached.iter().any(|p| p.name == NF_LINKS);
+            let hook = if links {
+                "hook from netfilter links"
+            } else {
+                "hook from addresses"
+            };
+            format!(
+                "inferred (backend from the drop location, {hook}, table/chain/rule from rule counters)"
+            )
         } else {
             format!(
                 "exact via fexit on {} (rule from counters)",
@@ -328,7 +414,9 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
-        // Dropping the Ebpf object detaches every link and closes every program.
+        // Dropping the Ebpf object detaches every link and closes every
+        // program; the netfilter links are closed the same way, first.
+        self.nf_links.take();
         self.ring.take();
         self.ebpf.take();
         for ifindex in self.created_clsact.drain(..) {

@@ -4,3 +4,4 @@
 pub mod capabilities;
 pub mod ifaces;
 pub mod loader;
+pub mod nf_link;

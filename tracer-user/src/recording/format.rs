@@ -1,4 +1,5 @@
-//! The recording format (version 1). See `docs/recording-format.md`.
+//! The recording format (version 2; version 1 is read too). See
+//! `docs/recording-format.md`.
 //!
 //! ```text
 //! file   := magic version:u16le header_len:u32le header_json frame*
@@ -8,14 +9,21 @@
 //! `crc32` covers kind, len and payload. Frame kinds: EVENT (the kernel's raw
 //! `Event`, `tracer_common::EVENT_SIZE` bytes), TICK (u64le monotonic ns),
 //! FACT (JSON of one `Fact`), END (JSON: final kernel counters), VERDICT (the
-//! raw `NfEvent`, `tracer_common::NF_EVENT_SIZE` bytes).
+//! raw `NfEvent`, `tracer_common::NF_EVENT_SIZE` bytes: a table's verdict, or
+//! since version 2 also a netfilter link point).
 
 use serde::{Deserialize, Serialize};
 
 use crate::events::facts::NodeFacts;
 
 pub const MAGIC: &[u8; 8] = b"CALITRC\0";
-pub const VERSION: u16 = 1;
+/// Version 2 added netfilter link points (`NfEvent` of kind HOOK, with
+/// `point` and `priority` where version 1 had zero padding) to VERDICT frames:
+/// a version 1 reader would take them for DROP verdicts, so it must refuse
+/// them; version 1 files read as they always did.
+pub const VERSION: u16 = 2;
+/// The oldest version this calitrace reads.
+pub const MIN_VERSION: u16 = 1;
 /// Largest frame payload accepted on read: above any real frame (a big node's
 /// netfilter inventory is a few MiB), low enough that a corrupt length cannot
 /// make replay allocate gigabytes.
@@ -29,7 +37,7 @@ pub mod frame {
     pub const TICK: u8 = 2;
     pub const FACT: u8 = 3;
     pub const END: u8 = 4;
-    /// A netfilter verdict (`tracer_common::NfEvent`).
+    /// A netfilter verdict or link point (`tracer_common::NfEvent`).
     pub const VERDICT: u8 = 5;
 }
 

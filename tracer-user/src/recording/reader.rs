@@ -72,6 +72,8 @@ impl std::error::Error for OpenError {}
 
 pub struct Reader<R> {
     r: R,
+    /// The current frame's payload; reused, so reading allocates nothing per event.
+    payload: Vec<u8>,
     offset: u64,
     pub frames: u64,
     done: bool,
@@ -118,9 +120,10 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
         ));
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-    if version != format::VERSION {
+    if !(format::MIN_VERSION..=format::VERSION).contains(&version) {
         return Err(OpenError(format!(
-            "recording format version {version}, this calitrace reads version {}",
+            "recording format version {version}, this calitrace reads versions {} to {}",
+            format::MIN_VERSION,
             format::VERSION
         )));
     }
@@ -148,6 +151,7 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
         header,
         Reader {
             r,
+            payload: Vec::new(),
             offset: 14 + len as u64,
             frames: 0,
             done: false,
@@ -187,38 +191,67 @@ impl<R: Read> Reader<R> {
         if len > format::MAX_FRAME {
             return self.fail(corrupt(format!("frame length {len}")));
         }
-        let mut payload = vec![0u8; len as usize];
-        match read_full(&mut self.r, &mut payload) {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        payload.resize(len as usize, 0);
+        let read = read_full(&mut self.r, &mut payload);
+        let item = self.item(kind, len, crc, &payload, read, at);
+        // Kept for the next frame, unless a big fact frame made it big.
+        if payload.capacity() <= 1 << 20 {
+            self.payload = payload;
+        }
+        item
+    }
+
+    fn item(
+        &mut self,
+        kind: u8,
+        len: u32,
+        crc: u32,
+        payload: &[u8],
+        read: Result<bool, Result<bool, std::io::Error>>,
+        at: u64,
+    ) -> Result<Option<Item>, Problem> {
+        let truncated = Problem::Truncated {
+            offset: at,
+            frames: self.frames,
+        };
+        let corrupt = |why: String| Problem::Corrupt {
+            offset: at,
+            frames: self.frames,
+            why,
+        };
+        match read {
             Ok(true) => {}
             Ok(false) if len == 0 => {}
             Ok(false) | Err(Ok(_)) => return self.fail(truncated),
             Err(Err(e)) => return self.fail(Problem::Io(e.to_string())),
         }
-        if format::crc(kind, &payload) != crc {
+        if format::crc(kind, payload) != crc {
             return self.fail(corrupt("checksum mismatch".into()));
         }
         let item = match kind {
-            frame::EVENT => match decode(&payload) {
+            frame::EVENT => match decode(payload) {
                 Ok(ev) if payload.len() == tracer_common::EVENT_SIZE => {
                     Item::Input(Input::Event(ev))
                 }
                 _ => return self.fail(corrupt(format!("event frame of {len} bytes"))),
             },
-            frame::VERDICT => match decode_verdict(&payload) {
+            frame::VERDICT => match decode_verdict(payload) {
                 Ok(v) if payload.len() == tracer_common::NF_EVENT_SIZE => {
                     Item::Input(Input::Verdict(v))
                 }
                 _ => return self.fail(corrupt(format!("verdict frame of {len} bytes"))),
             },
-            frame::TICK => match <[u8; 8]>::try_from(payload.as_slice()) {
+            frame::TICK => match <[u8; 8]>::try_from(payload) {
                 Ok(b) => Item::Input(Input::Tick(u64::from_le_bytes(b))),
                 Err(_) => return self.fail(corrupt(format!("tick frame of {len} bytes"))),
             },
-            frame::FACT => match serde_json::from_slice(&payload) {
+            frame::FACT => match serde_json::from_slice(payload) {
                 Ok(f) => Item::Fact(f),
                 Err(e) => return self.fail(corrupt(format!("fact frame: {e}"))),
             },
-            frame::END => match serde_json::from_slice(&payload) {
+            frame::END => match serde_json::from_slice(payload) {
                 Ok(e) => Item::End(e),
                 Err(e) => return self.fail(corrupt(format!("end frame: {e}"))),
             },

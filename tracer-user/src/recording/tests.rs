@@ -172,3 +172,33 @@ fn flipped_bytes_are_caught() {
         }
     }
 }
+
+#[test]
+fn link_points_roundtrip_and_version_1_files_still_read() {
+    let path = std::env::temp_dir().join(format!("calitrace-rec-nf-{}.rec", std::process::id()));
+    let mut rec = Recorder::create(&path, &header()).unwrap();
+    let mut nf = tracer_common::NfEvent {
+        hook: 2,
+        pf: 2,
+        point: tracer_common::nf_point::AFTER,
+        priority: 1,
+        ..Default::default()
+    };
+    nf.ev = event(1);
+    nf.ev.kind = kind::HOOK;
+    rec.record(&[], &Input::Verdict(nf)).unwrap();
+    rec.finish(&End::default()).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        2,
+        "written as version 2"
+    );
+    let (items, problem) = read_all(&bytes).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(items[0], Item::Input(Input::Verdict(nf)));
+    // A version 1 file has the same frames (without link points).
+    bytes[8] = 1;
+    assert_eq!(read_all(&bytes).unwrap().0.len(), 2);
+}

@@ -41,6 +41,7 @@ pub fn run() -> Result<()> {
             interfaces: &[],
             attach: false,
             all_verdicts: false,
+            inventory: None,
         },
     )?;
     println!("probes:");

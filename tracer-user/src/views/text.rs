@@ -96,6 +96,7 @@ pub fn format(r: &Record, clock: &str) -> String {
                     .journey
                     .iter()
                     .map(|h| match (&h.netfilter, &h.verdict) {
+                        _ if h.point.is_some() => h.point_label().unwrap_or_default(),
                         (Some(nf), Some(v)) => format!(
                             "{} {} {}: {v}",
                             nf.hook.as_deref().unwrap_or("?"),

@@ -1,5 +1,5 @@
-//! What the lane needs from the host: its programs (installed with apt when missing),
-//! finding commands, and the shared libraries a binary needs.
+//! What the lane needs from the host: its programs (installed with apt when missing)
+//! and finding them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::is_root;
 
-/// Where the guest looks for commands (and where the host's are looked up).
-pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where commands are looked up besides $PATH.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Host commands the lane runs, and the Debian package that has each.
 const HOST_NEEDS: &[(&str, &str)] = &[
@@ -66,23 +66,11 @@ pub fn command_output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The shared libraries (and the dynamic loader) that `files` load, by `ldd`. Static
-/// binaries and plain data files contribute nothing.
-pub fn shared_libs(files: &[PathBuf]) -> Result<BTreeSet<PathBuf>> {
-    if files.is_empty() {
-        return Ok(BTreeSet::new());
+/// qemu's virtiofsd (Debian 12 ships it with qemu-system-common 7.2).
+pub fn virtiofsd() -> Result<PathBuf> {
+    let p = PathBuf::from("/usr/lib/qemu/virtiofsd");
+    if !p.exists() {
+        bail!("{} is missing: apt-get install qemu-system-common", p.display());
     }
-    // ldd exits non-zero when one of several files is not dynamic; its stdout still
-    // lists the libraries of the others.
-    let out = Command::new("ldd")
-        .args(files)
-        .output()
-        .context("running ldd")?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('\t'))
-        .flat_map(|l| l.split_whitespace())
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-        .collect())
+    Ok(p)
 }

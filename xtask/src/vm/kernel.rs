@@ -1,15 +1,14 @@
 //! Debian cloud kernels: resolved and downloaded with a private apt configuration (the
-//! system's /etc/apt is never touched), unpacked once into the cache with decompressed
-//! modules and a busybox-made modules.dep, plus a cpio with the modules the lab needs.
+//! system's /etc/apt is never touched), and unpacked once into the cache with every
+//! module decompressed and a busybox-made modules.dep. The guest loads its modules from
+//! there (the cache is part of the host root it mounts).
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::cpio::{Archive, Fnv};
 use super::host::command_output;
 use crate::is_root;
 use crate::run;
@@ -19,22 +18,9 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// The metapackage whose dependency names the newest cloud kernel of a suite.
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
 
-/// Modules (paths relative to lib/modules/VERSION, prefixes) that go into the guest with
-/// everything they depend on: netfilter (both iptables backends, nftables, conntrack),
-/// the rest of the network stack, and the virtual devices the lab and Calico create.
-/// The guest's busybox modprobe loads the rest on demand (the kernel asks for
-/// `nft-expr-*`, `rtnl-link-veth`, `iptable_filter`, ...).
-const MODULE_ROOTS: &[&str] = &[
-    "kernel/net/",
-    "kernel/lib/",
-    "kernel/crypto/",
-    "kernel/drivers/net/veth.ko",
-    "kernel/drivers/net/vxlan",
-    "kernel/drivers/net/wireguard/",
-    "kernel/drivers/net/dummy.ko",
-    "kernel/drivers/net/ipvlan/",
-    "kernel/drivers/net/macvlan.ko",
-];
+/// Modules that the initramfs loads (with their dependencies, unless built in) to
+/// mount the host's root: virtio-pci, virtiofs and overlayfs.
+const BOOT_MODULES: &[&str] = &["virtio_pci", "virtiofs", "overlay"];
 
 /// One kernel of the matrix.
 pub struct KernelSpec {
@@ -66,8 +52,37 @@ pub struct Kernel {
     /// Debian package and version it came from.
     pub package: String,
     pub vmlinuz: PathBuf,
-    /// cpio with lib/modules/RELEASE (the selected modules).
-    pub modules_cpio: PathBuf,
+    /// Its lib/modules/RELEASE, decompressed, with modules.dep and modules.alias.
+    pub modules: PathBuf,
+}
+
+impl Kernel {
+    /// The module files the initramfs must insmod, dependencies first.
+    pub fn boot_modules(&self) -> Result<Vec<PathBuf>> {
+        let deps = read_modules_dep(&self.modules.join("modules.dep"))?;
+        let builtin = std::fs::read_to_string(self.modules.join("modules.builtin"))?;
+        let mut order = Vec::new();
+        for name in BOOT_MODULES {
+            let file = format!("/{name}.ko");
+            match deps.keys().find(|m| m.ends_with(&file)) {
+                Some(m) => add_with_deps(m, &deps, &mut order),
+                None if builtin.lines().any(|l| l.ends_with(&file)) => {}
+                None => bail!("kernel {} has no module {name}", self.release),
+            }
+        }
+        Ok(order.iter().map(|m| self.modules.join(m)).collect())
+    }
+}
+
+/// Appends `module` after everything it needs (depth first).
+fn add_with_deps(module: &str, deps: &HashMap<String, Vec<String>>, order: &mut Vec<String>) {
+    if order.iter().any(|m| m == module) {
+        return;
+    }
+    for d in deps.get(module).into_iter().flatten() {
+        add_with_deps(d, deps, order);
+    }
+    order.push(module.to_string());
 }
 
 /// Returns the kernel from the cache, fetching and unpacking it first if needed (or if
@@ -91,20 +106,14 @@ fn load(spec: &KernelSpec, dir: &Path) -> Result<Kernel> {
     let release = std::fs::read_to_string(dir.join("release"))?
         .trim()
         .to_string();
-    let mut h = Fnv::default();
-    MODULE_ROOTS.hash(&mut h);
-    let modules_cpio = dir.join(format!("modules-{:016x}.cpio", h.finish()));
-    if !modules_cpio.exists() {
-        build_modules_cpio(&dir.join("root"), &release, &modules_cpio)?;
-    }
     Ok(Kernel {
         label: spec.label,
         package: std::fs::read_to_string(dir.join("package"))?
             .trim()
             .to_string(),
         vmlinuz: dir.join("vmlinuz"),
+        modules: dir.join("root/lib/modules").join(&release),
         release,
-        modules_cpio,
     })
 }
 
@@ -268,15 +277,24 @@ fn single_entry(dir: &Path) -> Result<String> {
 fn decompress_modules(dir: &Path) -> Result<()> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
-    for (ext, tool) in [("xz", ["xz", "-d"]), ("zst", ["zstd", "-dq"])] {
+    // Both tools replace FILE.ko.xz (.zst) with FILE.ko.
+    let tools: [(&str, &[&str]); 2] = [("xz", &["xz", "-d"]), ("zst", &["zstd", "-dq", "--rm"])];
+    for (ext, tool) in tools {
+        let suffix = format!(".ko.{ext}");
         let wanted: Vec<&PathBuf> = files
             .iter()
-            .filter(|f| f.to_string_lossy().ends_with(&format!(".ko.{ext}")))
+            .filter(|f| f.to_string_lossy().ends_with(&suffix))
             .collect();
         for chunk in wanted.chunks(500) {
-            let mut c = Command::new(tool[0]);
-            c.arg(tool[1]).args(["--rm", "--"]).args(chunk);
-            run(&mut c)?;
+            let status = Command::new(tool[0])
+                .args(&tool[1..])
+                .arg("--")
+                .args(chunk)
+                .status()
+                .with_context(|| format!("running {}", tool[0]))?;
+            if !status.success() {
+                bail!("{} could not decompress the modules in {}", tool[0], dir.display());
+            }
         }
     }
     Ok(())
@@ -294,26 +312,6 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Writes a cpio with the selected modules (and everything they depend on) and the
-/// module index files, under /usr/lib/modules/RELEASE (the guest's /lib is a symlink).
-fn build_modules_cpio(root: &Path, release: &str, out: &Path) -> Result<()> {
-    let moddir = root.join("lib/modules").join(release);
-    let deps = read_modules_dep(&moddir.join("modules.dep"))?;
-    let selected = select_modules(&deps);
-    let guest = PathBuf::from("/usr/lib/modules").join(release);
-    let mut archive = Archive::default();
-    for rel in &selected {
-        archive.add_file_as(&guest.join(rel), &moddir.join(rel))?;
-    }
-    for entry in std::fs::read_dir(&moddir)? {
-        let path = entry?.path();
-        if path.is_file() {
-            archive.add_file_as(&guest.join(path.file_name().unwrap()), &path)?;
-        }
-    }
-    archive.write(out)
-}
-
 /// modules.dep as module -> its dependencies (paths relative to lib/modules/RELEASE).
 fn read_modules_dep(path: &Path) -> Result<HashMap<String, Vec<String>>> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
@@ -327,18 +325,4 @@ fn read_modules_dep(path: &Path) -> Result<HashMap<String, Vec<String>>> {
             )
         })
         .collect())
-}
-
-fn select_modules(deps: &HashMap<String, Vec<String>>) -> BTreeSet<String> {
-    let mut todo: Vec<&String> = deps
-        .keys()
-        .filter(|m| MODULE_ROOTS.iter().any(|r| m.starts_with(r)))
-        .collect();
-    let mut selected = BTreeSet::new();
-    while let Some(m) = todo.pop() {
-        if selected.insert(m.clone()) {
-            todo.extend(deps.get(m).into_iter().flatten());
-        }
-    }
-    selected
 }

@@ -1,5 +1,6 @@
-//! Booting one kernel under qemu (TCG: KVM guests hang on these machines) and watching
-//! its results port until it powers off or runs out of time.
+//! Booting one kernel under qemu (TCG: KVM guests hang on these machines) with the
+//! host's root shared over virtiofs, and watching its results port until it powers off
+//! or runs out of time.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -7,19 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+
+use super::host::virtiofsd;
 
 use super::report::MARK;
 
 pub struct BootConfig {
+    pub cpu_model: String,
     pub cpus: usize,
     pub mem_mib: u32,
     /// For the whole boot; qemu is killed after it.
     pub timeout: Duration,
-    /// Per test, enforced in the guest.
-    pub test_timeout: u64,
-    /// Substrings of test names (empty: all).
-    pub filters: Vec<String>,
 }
 
 /// What came back from one boot.
@@ -32,40 +32,52 @@ pub struct Boot {
     pub wall: Duration,
 }
 
-/// Boots `vmlinuz` with `initrd` and waits. `progress` gets every marker line as it
-/// arrives. The logs stay in `run_dir`.
+/// Boots `vmlinuz` with `initrd` and waits; the guest finds what to run in `plan` (a
+/// host path). `progress` gets every marker line as it arrives. The logs stay in
+/// `run_dir`.
 pub fn boot(
     vmlinuz: &Path,
     initrd: &Path,
+    plan: &Path,
     run_dir: &Path,
     cfg: &BootConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<Boot> {
     let console = run_dir.join("console.log");
     let results = run_dir.join("results.log");
-    for f in [&console, &results] {
+    let socket = run_dir.join("virtiofs.sock");
+    for f in [&console, &results, &socket] {
         let _ = std::fs::remove_file(f);
     }
-    let qemu_log = File::create(run_dir.join("qemu.log"))?;
+    let log = File::create(run_dir.join("qemu.log"))?;
+    let mut fsd = start_virtiofsd(&socket, &log)?;
     let start = Instant::now();
-    let mut child = qemu_command(vmlinuz, initrd, &console, &results, cfg)
+    let qemu = qemu_command(vmlinuz, initrd, plan, run_dir, cfg)
         .stdin(Stdio::null())
-        .stdout(qemu_log.try_clone()?)
-        .stderr(qemu_log)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .context("starting qemu-system-x86_64");
+    let mut qemu = match qemu {
+        Ok(q) => q,
+        Err(e) => {
+            kill(&mut fsd);
+            return Err(e);
+        }
+    };
     let mut watcher = Watcher::default();
     let timed_out = loop {
         watcher.poll(&results, &mut progress);
-        if child.try_wait()?.is_some() {
+        if qemu.try_wait()?.is_some() {
             break false;
         }
         if start.elapsed() > cfg.timeout {
-            kill(&mut child);
+            kill(&mut qemu);
             break true;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    kill(&mut fsd);
     watcher.poll(&results, &mut progress);
     let raw = std::fs::read(&results).unwrap_or_default();
     Ok(Boot {
@@ -76,25 +88,45 @@ pub fn boot(
     })
 }
 
+/// virtiofsd serving the host's root (the guest mounts it read-only, under a tmpfs
+/// overlay). Returns once its socket is there.
+fn start_virtiofsd(socket: &Path, log: &File) -> Result<Child> {
+    let mut child = Command::new(virtiofsd()?)
+        .arg(format!("--socket-path={}", socket.display()))
+        .args(["-o", "source=/", "-o", "cache=always", "-o", "sandbox=chroot"])
+        .args(["-o", "log_level=err"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .context("starting virtiofsd")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            kill(&mut child);
+            bail!("virtiofsd did not start (see qemu.log)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
 fn qemu_command(
     vmlinuz: &Path,
     initrd: &Path,
-    console: &Path,
-    results: &Path,
+    plan: &Path,
+    run_dir: &Path,
     cfg: &BootConfig,
 ) -> Command {
-    let mut append = format!(
-        "console=ttyS0 quiet panic=-1 mitigations=off random.trust_cpu=on \
-         calitrace.timeout={}",
-        cfg.test_timeout
+    let append = format!(
+        "console=ttyS0 quiet panic=-1 mitigations=off random.trust_cpu=on calitrace.plan={}",
+        plan.display()
     );
-    if !cfg.filters.is_empty() {
-        append.push_str(&format!(" calitrace.filter={}", cfg.filters.join(",")));
-    }
+    let file = |name: &str| format!("file:{}", run_dir.join(name).display());
+    let mem = format!("{}M", cfg.mem_mib);
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "max"])
-        .args(["-smp", &cfg.cpus.to_string()])
-        .args(["-m", &cfg.mem_mib.to_string()])
+    c.args(["-accel", "tcg", "-cpu", &cfg.cpu_model])
+        .args(["-smp", &cfg.cpus.to_string(), "-m", &mem])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-no-reboot", "-monitor", "none"])
         .arg("-kernel")
@@ -102,10 +134,16 @@ fn qemu_command(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &append])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", results.display()));
+        // ttyS0: console; ttyS1: the suite's results.
+        .args(["-serial", &file("console.log")])
+        .args(["-serial", &file("results.log")])
+        // vhost-user needs the guest's memory shared with virtiofsd.
+        .arg("-object")
+        .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
+        .args(["-numa", "node,memdev=mem"])
+        .arg("-chardev")
+        .arg(format!("socket,id=vfs,path={}", run_dir.join("virtiofs.sock").display()))
+        .args(["-device", "vhost-user-fs-pci,chardev=vfs,tag=hostroot"]);
     c
 }
 

@@ -91,8 +91,8 @@ impl PacketId {
     }
 }
 
-/// One place a packet was seen: an interface (tc, `dir` ingress/egress) or a
-/// netfilter table's verdict (`dir` "netfilter").
+/// One place a packet was seen: an interface (tc, `dir` ingress/egress), a
+/// netfilter table's verdict or a netfilter link point (`dir` "netfilter").
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub ts_ns: u64,
@@ -102,6 +102,8 @@ pub struct Point {
     pub ttl: Option<u8>,
     pub netfilter: Option<NetfilterInfo>,
     pub verdict: Option<String>,
+    /// A netfilter link point: `FORWARD entry`, `FORWARD after priority 0`.
+    pub link_point: Option<String>,
 }
 
 impl Point {
@@ -114,6 +116,7 @@ impl Point {
             ttl: h.ttl,
             netfilter: h.netfilter.clone(),
             verdict: h.verdict.clone(),
+            link_point: h.point_label(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Point {
             ttl: p.detail.ttl,
             netfilter: None,
             verdict: None,
+            link_point: None,
         }
     }
 
@@ -138,6 +142,7 @@ impl Point {
             ttl: v.detail.ttl,
             netfilter: Some(v.netfilter.clone()),
             verdict: Some(v.verdict.clone()),
+            link_point: None,
         }
     }
 
@@ -163,6 +168,7 @@ impl Point {
                     && a.backend == b.backend
                     && a.table == b.table
                     && a.chain == b.chain
+                    && self.link_point == o.link_point
             }
             (None, None) => self.netns == o.netns && self.ifname == o.ifname && self.dir == o.dir,
             _ => false,
@@ -172,6 +178,9 @@ impl Point {
     /// `cali1234 ingress`, `pod eth0 egress` (another namespace), or
     /// `FORWARD (legacy filter: ACCEPT)` for a netfilter verdict.
     pub fn label(&self, node_netns: Option<u32>) -> String {
+        if let Some(p) = &self.link_point {
+            return p.clone();
+        }
         if let Some(nf) = &self.netfilter {
             return nf_label(nf, self.verdict.as_deref().unwrap_or("seen"));
         }

@@ -111,6 +111,8 @@ fn hop(ts: u64, ifname: &str, dir: &'static str, ttl: u8) -> Hop {
         ttl: Some(ttl),
         netfilter: None,
         verdict: None,
+        point: None,
+        priority: None,
     }
 }
 
@@ -582,6 +584,8 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         ttl: Some(63),
         netfilter: Some(nf.clone()),
         verdict: Some(verdict.into()),
+        point: None,
+        priority: None,
     };
     let t = T0 + 10 * MS;
     a.ingest(&[Record::Verdict(VerdictRecord {

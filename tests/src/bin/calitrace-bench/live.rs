@@ -1,0 +1,557 @@
+//! The figures that need the kernel: datapath overhead, lost events under
+//! real traffic, live memory, attach/detach. Everything runs in a lab
+//! ([`calitrace_tests::Lab`]): traffic only flows between its namespaces.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use calitrace_tests::{Lab, Mode};
+use serde_json::Value;
+
+use crate::util::{MIB, Row, median, rss_kib};
+
+/// The release binary under test.
+pub fn calitrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CALITRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    exe.with_file_name("calitrace")
+}
+
+/// A running calitrace in a lab namespace. Its stdout (JSON lines) is read
+/// and thrown away except for the last 256 KiB, where the `stats` line ends up.
+pub struct Tracer {
+    child: Option<Child>,
+    tail: Arc<Mutex<Vec<u8>>>,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_lines: Vec<String>,
+    /// From spawning to "tracing on".
+    pub ready_after: Duration,
+    /// CPU seconds used by then (start-up: BTF, kallsyms, loading).
+    pub cpu_at_ready: f64,
+}
+
+impl Tracer {
+    pub fn start(netns: &str, args: &[&str]) -> Result<Tracer> {
+        Self::start_bin(&calitrace_bin(), netns, args)
+    }
+
+    pub fn start_bin(bin: &Path, netns: &str, args: &[&str]) -> Result<Tracer> {
+        let started = Instant::now();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(bin)
+            .args(["--output", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", calitrace_bin().display()))?;
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let mut out = child.stdout.take().expect("piped");
+        let t = tail.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut t = t.lock().unwrap();
+                t.extend_from_slice(&buf[..n]);
+                if t.len() > 512 << 10 {
+                    let cut = t.len() - (256 << 10);
+                    t.drain(..cut);
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Tracer {
+            child: Some(child),
+            tail,
+            stderr: rx,
+            stderr_lines: Vec::new(),
+            ready_after: Duration::ZERO,
+            cpu_at_ready: 0.0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match t.stderr.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => {
+                    let ready = line.contains("tracing on");
+                    t.stderr_lines.push(line);
+                    if ready {
+                        t.ready_after = started.elapsed();
+                        t.cpu_at_ready = t.cpu_s();
+                        return Ok(t);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = t.child.as_mut().map(Child::wait);
+                    bail!("calitrace exited before tracing: {}", t.stderr_lines.join("\n"));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("calitrace did not start within 60 s: {}", t.stderr_lines.join("\n"));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// CPU seconds calitrace has used so far (user + system).
+    pub fn cpu_s(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the command name (which may hold spaces): utime is the 14th field.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / hz
+    }
+
+    /// SIGINT, wait for the exit; (time to exit, the `stats` line).
+    pub fn stop(mut self) -> Result<(Duration, Value)> {
+        let mut child = self.child.take().context("stopped twice")?;
+        let t = Instant::now();
+        // SAFETY: our own child (`ip netns exec` execs calitrace).
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = t + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("calitrace did not exit within 60 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let exited = t.elapsed();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(300)) {
+            self.stderr_lines.push(l);
+        }
+        if !status.success() {
+            bail!("calitrace exited with {status}: {}", self.stderr_lines.join("\n"));
+        }
+        // The pump has seen EOF by now, or will in a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        let tail = self.tail.lock().unwrap().clone();
+        let stats = String::from_utf8_lossy(&tail)
+            .lines()
+            .rev()
+            .find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(|v| v["type"] == "stats")
+            })
+            .ok_or_else(|| anyhow!("no stats line from calitrace"))?;
+        Ok((exited, stats))
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `iperf3 -s` in a lab namespace, killed when dropped.
+struct Iperf3Server(Child);
+
+impl Iperf3Server {
+    fn start(netns: &str, port: u16) -> Result<Iperf3Server> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "iperf3", "-s", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s (apt-get install iperf3)")?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Iperf3Server(child))
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs an iperf3 client in `netns`, returns its JSON report.
+fn iperf3(lab: &Lab, netns: &str, args: &[&str]) -> Result<Value> {
+    let mut full = vec!["iperf3", "-J"];
+    full.extend_from_slice(args);
+    let out = lab.run(netns, &full)?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 {args:?}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if let Some(e) = v.get("error") {
+        bail!("iperf3 {args:?}: {e}");
+    }
+    Ok(v)
+}
+
+/// TCP throughput (bit/s, as received) from an iperf3 report.
+fn tcp_bps(v: &Value) -> Result<f64> {
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("no end.sum_received in iperf3 output"))
+}
+
+/// UDP packets per second that arrived, from an iperf3 report.
+fn udp_pps(v: &Value) -> Result<f64> {
+    let s = &v["end"]["sum"];
+    let (packets, lost, secs) = (
+        s["packets"].as_f64(),
+        s["lost_packets"].as_f64(),
+        s["seconds"].as_f64(),
+    );
+    match (packets, lost, secs) {
+        (Some(p), Some(l), Some(t)) if t > 0.0 => Ok((p - l) / t),
+        _ => bail!("no end.sum packets in iperf3 output: {}", s),
+    }
+}
+
+fn event_count(stats: &Value, key: &str) -> f64 {
+    stats["events"][key].as_f64().unwrap_or(0.0)
+}
+
+/// A filter no lab packet matches.
+const NO_MATCH: &str = "host 10.99.99.99";
+
+/// One way of running the datapath: without calitrace, or with this binary
+/// and filter.
+struct Variant {
+    label: String,
+    run: Option<(PathBuf, Option<&'static str>)>,
+}
+
+/// `compare`: another calitrace binary measured alongside (before/after).
+pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> {
+    let lab = Lab::new(Mode::Direct)?;
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let node = lab.node(0).netns.clone();
+    let _tcp_srv = Iperf3Server::start(&b.netns, 5201)?;
+    let _udp_srv = Iperf3Server::start(&b.netns, 5202)?;
+    let t = secs.to_string();
+    let mut variants = vec![
+        Variant { label: "untraced".into(), run: None },
+        Variant { label: "no match".into(), run: Some((calitrace_bin(), Some(NO_MATCH))) },
+        Variant { label: "all".into(), run: Some((calitrace_bin(), None)) },
+    ];
+    if let Some(other) = &compare {
+        variants.push(Variant { label: "no match (compared)".into(), run: Some((other.clone(), Some(NO_MATCH))) });
+        variants.push(Variant { label: "all (compared)".into(), run: Some((other.clone(), None)) });
+    }
+    let nv = variants.len();
+    eprintln!(
+        "datapath: {} -> {} across two lab nodes, calitrace on node A; {reps} x {nv} variants, {secs} s each (TCP, then UDP 64-byte)",
+        a.ip, b.ip
+    );
+    let mut tcp: Vec<Vec<f64>> = vec![vec![]; nv];
+    let mut udp: Vec<Vec<f64>> = vec![vec![]; nv];
+    let mut events_per_s: Vec<Vec<f64>> = vec![vec![]; nv];
+    let mut lost: Vec<f64> = vec![0.0; nv];
+    let mut cpu_per_kev: Vec<Vec<f64>> = vec![vec![]; nv];
+    for rep in 0..reps {
+        // A different order each repetition, so that drift hits all alike.
+        for k in 0..nv {
+            let i = (k + rep) % nv;
+            let v = &variants[i];
+            let tracer = match &v.run {
+                None => None,
+                Some((bin, filter)) => Some(Tracer::start_bin(bin, &node, &filter.iter().copied().collect::<Vec<_>>())?),
+            };
+            let began = Instant::now();
+            let r = iperf3(&lab, &a.netns, &["-c", &b.ip, "-p", "5201", "-t", &t])?;
+            tcp[i].push(tcp_bps(&r)?);
+            let r = iperf3(
+                &lab,
+                &a.netns,
+                &["-c", &b.ip, "-p", "5202", "-u", "-b", "0", "-l", "64", "-t", &t],
+            )?;
+            udp[i].push(udp_pps(&r)?);
+            let traced = began.elapsed().as_secs_f64();
+            if let Some(tr) = tracer {
+                let cpu = tr.cpu_s() - tr.cpu_at_ready;
+                let (_, stats) = tr.stop()?;
+                let events = event_count(&stats, "tc");
+                if events > 1000.0 {
+                    cpu_per_kev[i].push(cpu / events * 1e3);
+                }
+                events_per_s[i].push(events / traced);
+                lost[i] += stats["lost"].as_f64().unwrap_or(0.0);
+            }
+            eprintln!(
+                "  rep {rep} {}: TCP {:.2} Gbit/s, UDP {:.0} pkt/s",
+                v.label,
+                tcp[i].last().unwrap() / 1e9,
+                udp[i].last().unwrap()
+            );
+        }
+    }
+    let gbit = |v: &Vec<f64>| v.iter().map(|x| x / 1e9).collect::<Vec<_>>();
+    // Each repetition's variants ran back to back: the ratio to the untraced
+    // run of the same repetition is less exposed to drift than the medians.
+    let ratio = |v: &Vec<Vec<f64>>, i: usize| {
+        median(&v[i].iter().zip(&v[0]).map(|(x, b)| x / b).collect::<Vec<_>>())
+    };
+    let (t0, u0) = (median(&tcp[0]), median(&udp[0]));
+    Row::new("datapath", "TCP pod to pod, untraced", t0 / 1e9, "Gbit/s")
+        .samples(&gbit(&tcp[0]))
+        .note("traced figures: untraced median x the median of each repetition's ratio")
+        .emit();
+    for i in 1..nv {
+        let (label, pct) = match i {
+            1 | 3 => ("a filter matching nothing", 0.97),
+            _ => ("matching everything (`-o json`)", 0.85),
+        };
+        let suffix = if i >= 3 { " [compared binary]" } else { "" };
+        let r = ratio(&tcp, i);
+        let mut row = Row::new("datapath", format!("TCP, calitrace with {label}{suffix}"), r * t0 / 1e9, "Gbit/s")
+            .baseline(t0 / 1e9)
+            .target(format!(">= {:.0}% of untraced", pct * 100.0), r >= pct)
+            .samples(&gbit(&tcp[i]));
+        if pct < 0.9 {
+            row = row.note(format!(
+                "calitrace: {:.0}k ev/s, {:.1} µs CPU per event, lost {:.0}",
+                median(&events_per_s[i]) / 1e3,
+                median(&cpu_per_kev[i]) * 1e3,
+                lost[i]
+            ));
+        }
+        row.emit();
+    }
+    Row::new("datapath", "UDP 64-byte packets, untraced", u0, "pkt/s")
+        .samples(&udp[0])
+        .emit();
+    for i in 1..nv {
+        let (label, pct) = match i {
+            1 | 3 => ("filter matching nothing", 0.97),
+            _ => ("matching everything (`-o json`)", 0.85),
+        };
+        let suffix = if i >= 3 { " [compared binary]" } else { "" };
+        let r = ratio(&udp, i);
+        Row::new("datapath", format!("UDP 64-byte, {label}{suffix}"), r * u0, "pkt/s")
+            .baseline(u0)
+            .target(format!(">= {:.0}% of untraced", pct * 100.0), r >= pct)
+            .samples(&udp[i])
+            .emit();
+    }
+    Ok(())
+}
+
+/// Lost events with real traffic paced at `rate` events/s on node A (each
+/// UDP packet from pod A to pod B passes two tc hooks there), then the
+/// pipeline's rate on a recording of real traffic.
+pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
+    let lab = Lab::new(Mode::Direct)?;
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let node = lab.node(0).netns.clone();
+    let _srv = Iperf3Server::start(&b.netns, 5201)?;
+    let _srv2 = Iperf3Server::start(&b.netns, 5202)?;
+    let pps = rate / 2;
+    // iperf3 -b counts the 64-byte payloads.
+    let bitrate = format!("{}", pps * 64 * 8);
+    let tracer = Tracer::start(&node, &[])?;
+    let began = Instant::now();
+    let r = iperf3(
+        &lab,
+        &a.netns,
+        &["-c", &b.ip, "-p", "5201", "-u", "-l", "64", "-b", &bitrate, "-t", &secs.to_string()],
+    )?;
+    let elapsed = began.elapsed().as_secs_f64();
+    let (_, stats) = tracer.stop()?;
+    let tc = event_count(&stats, "tc");
+    let lost = stats["lost"].as_f64().unwrap_or(f64::NAN);
+    let sent = r["end"]["sum"]["packets"].as_f64().unwrap_or(0.0);
+    let achieved = 2.0 * sent / f64::from(secs);
+    eprintln!(
+        "lost: {sent} UDP packets in {secs} s = {achieved:.0} ev/s on node A; calitrace: {tc} tc events in {elapsed:.1} s, lost {lost}"
+    );
+    Row::new("pipeline", format!("lost events, real traffic at {}k ev/s for {secs} s", achieved.round() / 1e3), lost, "events")
+        .target("0 lost at 100k ev/s", lost == 0.0 && achieved >= 0.95 * rate as f64)
+        .note(format!(
+            "UDP 64-byte pod to pod, {:.0} tc events handled ({:.0}k/s), `-o json`, default 8 MiB ring",
+            tc,
+            tc / elapsed / 1e3
+        ))
+        .emit();
+
+    // A recording of real traffic (TCP, paced UDP, ping), replayed here.
+    let path = dir.join("real-traffic.calitrace");
+    let p = path.to_string_lossy().into_owned();
+    let tracer = Tracer::start(&node, &["-w", &p])?;
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &a.netns, "ping", "-q", "-i", "0.01", "-c", "300", &b.ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let udp_rate = format!("{}", 20_000 * 64 * 8);
+    let udp = Command::new("ip")
+        .args(["netns", "exec", &a.netns, "iperf3", "-c", &b.ip, "-p", "5202", "-u", "-l", "64", "-b", &udp_rate, "-t", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    iperf3(&lab, &a.netns, &["-c", &b.ip, "-p", "5201", "-t", "3", "-P", "4"])?;
+    for mut c in [ping, udp] {
+        let _ = c.wait();
+    }
+    tracer.stop()?;
+    let mut rates = vec![];
+    let mut n = 0;
+    for _ in 0..3 {
+        let (events, s) = crate::userspace::replay_file(&path, true, true)?;
+        rates.push(events as f64 / s);
+        n = events;
+    }
+    std::fs::remove_file(&path).ok();
+    Row::new("pipeline", "decode + process, recording of real lab traffic", median(&rates), "ev/s")
+        .samples(&rates)
+        .target(">= 2M ev/s per core", median(&rates) >= 2e6)
+        .note(format!("{n} events: 4 TCP streams, UDP, ping; read from the file included"))
+        .emit();
+    Ok(())
+}
+
+/// Peak RSS of a live calitrace while 100k flows pass node A.
+pub fn memory_live(flows: u32) -> Result<()> {
+    let lab = Lab::new(Mode::Direct)?;
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let node = lab.node(0).netns.clone();
+    let tracer = Tracer::start(&node, &[])?;
+    let pid = tracer.pid().context("pid")?.to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let (idle, _) = rss_kib(&pid).unwrap_or_default();
+    // One UDP packet to each of `flows` ports of pod B, ~50k packets/s, twice:
+    // every flow is in calitrace's tables at once.
+    let dst: std::net::Ipv4Addr = b.ip.parse()?;
+    let sent = Lab::in_netns(&a.netns, move || -> Result<u64> {
+        // Two source ports x 50k destination ports: `flows` distinct 5-tuples.
+        let socks = [UdpSocket::bind("0.0.0.0:0")?, UdpSocket::bind("0.0.0.0:0")?];
+        let mut n = 0;
+        for _round in 0..2 {
+            let t = Instant::now();
+            for i in 0..flows {
+                let port = 10_000 + (i % 50_000) as u16;
+                let s = &socks[(i / 50_000) as usize % 2];
+                let _ = s.send_to(&[0u8; 16], (dst, port));
+                n += 1;
+                if i % 1000 == 999 {
+                    let due = Duration::from_micros(u64::from(i) * 20);
+                    if let Some(wait) = due.checked_sub(t.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+        Ok(n)
+    })??;
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss, hwm) = rss_kib(&pid).unwrap_or_default();
+    let (_, stats) = tracer.stop()?;
+    eprintln!(
+        "memory (live): {sent} packets; calitrace RSS idle {idle} KiB, after {rss} KiB, peak {hwm} KiB; {} tc events, lost {}",
+        event_count(&stats, "tc"),
+        stats["lost"]
+    );
+    let _ = a;
+    let peak = hwm as f64 / 1024.0;
+    Row::new("memory", format!("live calitrace, {}k flows through node A: peak RSS", flows / 1000), peak, "MiB")
+        .baseline(idle as f64 / 1024.0)
+        .target("<= 64 MiB", peak <= 64.0)
+        .note(format!(
+            "`-o json`; {:.1} MiB when idle; UDP from 2 source to 50k destination ports, twice",
+            idle as f64 / 1024.0
+        ))
+        .emit();
+    Ok(())
+}
+
+/// Time to attach to (until "tracing on") and detach from (SIGINT to exit)
+/// `n` cali* interfaces, against one interface.
+pub fn attach(n: usize, reps: usize) -> Result<()> {
+    let lab = Lab::new(Mode::Direct)?;
+    let node = lab.node(0).netns.clone();
+    // The lab has one cali* veth on node A; add the rest as veth pairs whose
+    // both ends stay inside node A.
+    let mut script = String::new();
+    for i in 1..n {
+        script.push_str(&format!(
+            "link add cali{i:011x} type veth peer name peer{i:06x}\nlink set cali{i:011x} up\nlink set peer{i:06x} up\n"
+        ));
+    }
+    let batch = std::env::temp_dir().join(format!("calitrace-bench-veths-{}", std::process::id()));
+    std::fs::write(&batch, script)?;
+    let out = Command::new("ip")
+        .args(["-n", &node, "-batch"])
+        .arg(&batch)
+        .output()?;
+    std::fs::remove_file(&batch).ok();
+    if !out.status.success() {
+        bail!("creating veths: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let count = lab.sh(&node, "ip -o link show | grep -c ': cali'")?;
+    eprintln!("attach: {} cali* interfaces on node A, {reps} repetitions", count.trim());
+    let (mut up_n, mut down_n, mut up_1, mut down_1) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        for (glob, up, down) in [("cali*", &mut up_n, &mut down_n), ("eth0", &mut up_1, &mut down_1)] {
+            let t = Tracer::start(&node, &["--iface", glob])?;
+            let ready = t.ready_after.as_secs_f64();
+            std::thread::sleep(Duration::from_millis(200));
+            let (exit, _) = t.stop()?;
+            up.push(ready);
+            down.push(exit.as_secs_f64());
+        }
+        eprintln!(
+            "  {n} ifaces: attach {:.3} s, detach {:.3} s; 1 iface: {:.3} s, {:.3} s",
+            up_n.last().unwrap(),
+            down_n.last().unwrap(),
+            up_1.last().unwrap(),
+            down_1.last().unwrap()
+        );
+    }
+    let (un, dn, u1, d1) = (median(&up_n), median(&down_n), median(&up_1), median(&down_1));
+    Row::new("attach", format!("start to \"tracing on\", {n} cali* interfaces"), un, "s")
+        .baseline(u1)
+        .target("< 1 s", un < 1.0)
+        .samples(&up_n)
+        .note(format!("{:.3} s with 1 interface: {:.3} s for the other {}", u1, un - u1, n - 1))
+        .emit();
+    Row::new("attach", format!("SIGINT to exit (detach), {n} cali* interfaces"), dn, "s")
+        .baseline(d1)
+        .target("< 1 s", dn < 1.0)
+        .samples(&down_n)
+        .note(format!("{d1:.3} s with 1 interface"))
+        .emit();
+    let _ = MIB;
+    Ok(())
+}

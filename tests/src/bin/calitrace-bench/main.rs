@@ -1,0 +1,50 @@
+//! `calitrace-bench SECTION`: the measurements behind `cargo xtask bench`.
+//!
+//! Each section prints its figures as JSON lines on stdout (progress on
+//! stderr); `cargo xtask bench` runs the sections one process at a time and
+//! renders the table. Nothing here runs in `cargo test`: this is a binary.
+
+mod live;
+mod synth;
+mod userspace;
+mod util;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|lost|memory-live|attach [--quick] [--dir DIR]";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = arg("--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir)?;
+    let Some(section) = args.first() else {
+        bail!("{USAGE}");
+    };
+    let reps = if quick { 3 } else { 5 };
+    match section.as_str() {
+        "pipeline" => userspace::pipeline_bench(reps, if quick { 200_000 } else { 1_000_000 }),
+        "replay" => userspace::replay_bench(reps, if quick { 500_000 } else { 2_000_000 }, &dir),
+        "memory-flows" => userspace::memory_flows(100_000),
+        "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
+        "datapath" => live::datapath(
+            reps.min(3),
+            if quick { 2 } else { 4 },
+            arg("--compare").map(PathBuf::from),
+        ),
+        "lost" => live::lost(100_000, if quick { 4 } else { 10 }, &dir),
+        "memory-live" => live::memory_live(100_000),
+        "attach" => live::attach(200, reps.min(3)),
+        other => bail!("unknown section {other:?}; {USAGE}"),
+    }
+}

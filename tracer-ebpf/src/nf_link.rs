@@ -1,0 +1,93 @@
+//! Netfilter hook observation points: a `BPF_PROG_TYPE_NETFILTER` program
+//! (kernel >= 6.4) that userspace attaches with BPF netfilter links at chosen
+//! (family, hook, priority) points: the entry and exit of each IPv4/IPv6 hook
+//! and just after the priority of each table or base chain. It observes only:
+//! every packet continues (NF_ACCEPT).
+//!
+//! aya 0.14 has no netfilter program type and fails on an unknown `netfilter`
+//! section, so the function lives in a `classifier/...` section: aya parses it
+//! as a classifier it is never asked to load, and userspace loads it itself as
+//! a netfilter program (`tracer-user/src/probes/nf_link.rs`).
+//!
+//! The context, `struct bpf_nf_ctx { const struct nf_hook_state *state;
+//! struct sk_buff *skb; }`, does not say at which priority the program runs,
+//! so every priority gets its own loaded copy whose `NF_POINT` map userspace
+//! replaces with one holding that copy's point.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use tracer_common::{NfEvent, NfPoint, counter, kind};
+
+use crate::maps::{EVENTS, SKB_OFFSETS, count, filter_matches};
+use crate::netfilter::NF_OFFSETS;
+use crate::skb::{field, netns_and_ifindex, netns_wanted, parse};
+
+/// The packet goes on to the next hook entry.
+const NF_ACCEPT: i32 = 1;
+
+/// This copy's observation point. Userspace points each loaded copy at a
+/// one-entry map of its own; this one (created by aya) is never read.
+#[map]
+static NF_POINT: Array<NfPoint> = Array::with_max_entries(1, 0);
+
+/// The event being built (the BPF stack is 512 bytes).
+#[map]
+static HOOK_SCRATCH: PerCpuArray<NfEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct BpfNfCtx {
+    state: u64,
+    skb: u64,
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier/nf_hook")]
+fn nf_hook(ctx: *mut BpfNfCtx) -> i32 {
+    // The verifier allows only whole 8-byte loads of the two pointers.
+    let state = unsafe { core::ptr::read_volatile(&(*ctx).state) };
+    let skb = unsafe { core::ptr::read_volatile(&(*ctx).skb) };
+    observe(state, skb);
+    NF_ACCEPT
+}
+
+#[inline(always)]
+fn observe(state: u64, skb: u64) {
+    count(counter::HOOK_SEEN);
+    let (netns, ifindex) = netns_and_ifindex(skb);
+    if !netns_wanted(netns) {
+        return;
+    }
+    // Built in per-CPU memory like the other programs' events: the parser and
+    // the filter evaluator leave no room for it on the 512-byte BPF stack.
+    let Some(nf) = HOOK_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let nf = unsafe { &mut *nf };
+    *nf = NfEvent::default();
+    parse(skb, &mut nf.ev.pkt);
+    if !filter_matches(&nf.ev.pkt) {
+        return;
+    }
+    let point = NF_POINT.get(0).copied().unwrap_or_default();
+    let nf_off = NF_OFFSETS.load();
+    let skb_off = SKB_OFFSETS.load();
+    nf.ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    nf.ev.kind = kind::HOOK;
+    nf.ev.dir = tracer_common::dir::NONE;
+    nf.ev.ifindex = ifindex;
+    nf.ev.netns = netns;
+    nf.ev.skb_len = field(skb, skb_off.skb_len).unwrap_or(0);
+    nf.ev.mark = field(skb, skb_off.skb_mark).unwrap_or(0);
+    nf.hook = field(state, nf_off.state_hook).unwrap_or(u8::MAX);
+    nf.pf = field(state, nf_off.state_pf).unwrap_or(0);
+    nf.point = point.point;
+    nf.priority = point.priority;
+    if EVENTS.output::<NfEvent>(nf, 0).is_ok() {
+        count(counter::HOOK_EMITTED);
+    } else {
+        count(counter::LOST);
+    }
+}

@@ -1,0 +1,577 @@
+//! BPF netfilter links (kernel >= 6.4): observation points at chosen
+//! priorities of each IPv4/IPv6 hook, so that a journey shows which hooks a
+//! packet entered and left, and which tables it got past. They work where
+//! fentry and kprobes do not (lockdown), and make the hook of an inferred
+//! netfilter drop an observation instead of a guess from addresses.
+//!
+//! # How the program is loaded, and why this way
+//!
+//! aya 0.14 has no netfilter program type, and an ELF section named
+//! `netfilter` makes `Ebpf::load` fail. The alternatives:
+//! - a newer aya with netfilter support needs a newer rustc than this project
+//!   builds with;
+//! - libbpf(-rs) would load the object a second time with maps of its own, so
+//!   its events would not reach aya's ring buffer (or every map would have to
+//!   be re-plumbed by fd), and it adds a C library and its build to a project
+//!   that is pure Rust;
+//! - a second eBPF object would still have to share aya's maps, i.e. be
+//!   relocated against them by hand.
+//!
+//! So the program stays in calitrace's one object, in a `classifier/nf_hook`
+//! section that aya parses but is never asked to load. Here the same bytes are
+//! parsed again with `aya-obj` (the crate aya itself parses and relocates
+//! with, same version), its map references are relocated to the file
+//! descriptors of the maps aya created (events reach the same ring buffer,
+//! the same filter and namespace maps apply), and two raw bpf(2) commands do
+//! the rest: BPF_PROG_LOAD (type BPF_PROG_TYPE_NETFILTER, expected attach
+//! type BPF_NETFILTER) and BPF_LINK_CREATE (BPF_NETFILTER with family, hook
+//! and priority). The netfilter context does not say at which priority a
+//! program runs, so each priority gets its own loaded copy whose `NF_POINT`
+//! map reference is pointed at a one-entry map holding that copy's point.
+//!
+//! Every descriptor is an [`OwnedFd`] from the moment the kernel returns it:
+//! closing a link's fd detaches it, so links go away on drop, on every error
+//! path and when the process dies (they are not pinned).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::Ebpf;
+use aya::maps::{Array, Map, MapData};
+use aya_obj::generated::{
+    BPF_DW, BPF_IMM, BPF_LD, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn,
+    bpf_map_type, bpf_prog_type,
+};
+use tracer_common::{NfPoint, nf_point};
+
+use crate::netfilter::{Family, Hook, Inventory, Verdict};
+
+/// The function in the eBPF object, and the map each copy gets its own of.
+const PROGRAM: &str = "nf_hook";
+const POINT_MAP: &str = "NF_POINT";
+/// The name the kernel shows for every copy (`bpftool prog`).
+pub const PROG_NAME: &str = "calitrace_nf";
+
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+/// NF_INET_PRE_ROUTING .. NF_INET_POST_ROUTING.
+const HOOKS: std::ops::Range<u8> = 0..5;
+/// NF_IP_PRI_FIRST and NF_IP_PRI_LAST themselves are refused for BPF links.
+pub const ENTRY_PRIORITY: i32 = i32::MIN + 1;
+pub const EXIT_PRIORITY: i32 = i32::MAX - 1;
+/// At most this many links: entry and exit of 5 hooks of 2 families take 20.
+pub const MAX_LINKS: usize = 40;
+
+/// Where one link goes and what it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Point {
+    pub pf: u8,
+    pub hook: u8,
+    /// The link's priority.
+    pub priority: i32,
+    /// [`nf_point`].
+    pub point: u8,
+}
+
+/// The observation points for a netns whose tables are `inventory`: entry and
+/// exit of every IPv4/IPv6 hook, and just after the priority of every base
+/// chain there (x_tables tables included; the legacy filter table's 0 always).
+/// Returns the points and how many candidate points the link limit left out.
+pub fn plan(inventory: Option<&Inventory>) -> (Vec<Point>, usize) {
+    let mut points = BTreeSet::new();
+    for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
+        for hook in HOOKS {
+            for (priority, point) in [
+                (ENTRY_PRIORITY, nf_point::ENTRY),
+                (EXIT_PRIORITY, nf_point::EXIT),
+            ] {
+                points.insert(Point {
+                    pf,
+                    hook,
+                    priority,
+                    point,
+                });
+            }
+        }
+    }
+    // Candidates for "after" points, most useful first: chains that drop,
+    // then the legacy filter table's priority, then any other base chain.
+    let mut dropping = Vec::new();
+    let mut others = Vec::new();
+    for t in inventory.map(|i| i.tables.as_slice()).unwrap_or_default() {
+        let pfs: &[u8] = match t.family {
+            Family::Ipv4 => &[NFPROTO_IPV4],
+            Family::Ipv6 => &[NFPROTO_IPV6],
+            Family::Inet => &[NFPROTO_IPV4, NFPROTO_IPV6],
+            _ => &[],
+        };
+        for c in &t.chains {
+            let (Some(hook), Some(priority)) = (c.hook.and_then(inet_hook), c.priority) else {
+                continue;
+            };
+            let drops = c.policy == Some(Verdict::Drop)
+                || c.rules
+                    .iter()
+                    .any(|r| matches!(r.verdict, Some(Verdict::Drop | Verdict::Reject)));
+            for &pf in pfs {
+                let list = if drops { &mut dropping } else { &mut others };
+                list.push((pf, hook, priority));
+            }
+        }
+    }
+    let mut defaults = Vec::new();
+    for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
+        for hook in [1, 2, 3] {
+            defaults.push((pf, hook, 0));
+        }
+    }
+    let mut left_out = BTreeSet::new();
+    for (pf, hook, table_priority) in dropping.into_iter().chain(defaults).chain(others) {
+        // The link runs after the table: one above its priority, strictly
+        // between the entry and exit points.
+        if !(ENTRY_PRIORITY..EXIT_PRIORITY - 1).contains(&table_priority) {
+            continue;
+        }
+        let p = Point {
+            pf,
+            hook,
+            priority: table_priority + 1,
+            point: nf_point::AFTER,
+        };
+        if points.contains(&p) {
+            continue;
+        }
+        if points.len() < MAX_LINKS {
+            points.insert(p);
+        } else {
+            left_out.insert(p);
+        }
+    }
+    (points.into_iter().collect(), left_out.len())
+}
+
+fn inet_hook(h: Hook) -> Option<u8> {
+    Some(match h {
+        Hook::Prerouting => 0,
+        Hook::Input => 1,
+        Hook::Forward => 2,
+        Hook::Output => 3,
+        Hook::Postrouting => 4,
+        Hook::Ingress | Hook::Egress => return None,
+    })
+}
+
+/// What the probe report says about the points: how many, and after which
+/// table priorities.
+pub fn describe(points: &[Point]) -> String {
+    let after: BTreeSet<i32> = points
+        .iter()
+        .filter(|p| p.point == nf_point::AFTER)
+        .map(|p| p.priority - 1)
+        .collect();
+    let after: Vec<String> = after.iter().map(i32::to_string).collect();
+    let mut s = format!(
+        "{} points: entry and exit of PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING (IPv4, IPv6)",
+        points.len()
+    );
+    if !after.is_empty() {
+        s.push_str(&format!(", after priorities {}", after.join(", ")));
+    }
+    s
+}
+
+/// The netfilter program, relocated against the maps aya created for the
+/// rest of the object. Valid while those maps are open.
+pub struct Program {
+    insns: Vec<bpf_insn>,
+    license: CString,
+    /// The fd of aya's `NF_POINT`: each copy's references to it are patched.
+    point_map_fd: RawFd,
+}
+
+impl Program {
+    /// Parses `object` (the same bytes aya loaded into `ebpf`) and relocates
+    /// the netfilter program against `ebpf`'s maps. Call before any map is
+    /// taken out of `ebpf`.
+    pub fn relocate(object: &[u8], ebpf: &Ebpf) -> Result<Program> {
+        let mut obj = aya_obj::Object::parse(object).context("parsing the eBPF object")?;
+        let defs = std::mem::take(&mut obj.maps);
+        let mut fds = Vec::new();
+        for (name, def) in &defs {
+            let map = ebpf
+                .map(name)
+                .with_context(|| format!("map {name} is not loaded"))?;
+            fds.push((name.as_str(), map_data(map).fd().as_fd().as_raw_fd(), def));
+        }
+        let point_map_fd = fds
+            .iter()
+            .find(|(n, _, _)| *n == POINT_MAP)
+            .map(|(_, fd, _)| *fd)
+            .context("no NF_POINT map in the eBPF object")?;
+        let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
+        obj.relocate_maps(fds.into_iter(), &text_sections)
+            .map_err(|e| anyhow!("relocating maps: {e}"))?;
+        obj.relocate_calls(&text_sections)
+            .map_err(|e| anyhow!("relocating calls: {e}"))?;
+        let prog = obj
+            .programs
+            .get(PROGRAM)
+            .context("no nf_hook program in the eBPF object")?;
+        let insns = obj
+            .functions
+            .get(&prog.function_key())
+            .context("nf_hook has no code")?
+            .instructions
+            .clone();
+        Ok(Program {
+            insns,
+            license: obj.license.clone(),
+            point_map_fd,
+        })
+    }
+
+    /// A copy whose `NF_POINT` references point at the map `fd`.
+    fn with_point_map(&self, fd: RawFd) -> Result<Vec<bpf_insn>> {
+        let mut insns = self.insns.clone();
+        let mut patched = 0;
+        for insn in &mut insns {
+            if u32::from(insn.code) == BPF_LD | BPF_IMM | BPF_DW
+                && u32::from(insn.src_reg()) == BPF_PSEUDO_MAP_FD
+                && insn.imm == self.point_map_fd
+            {
+                insn.imm = fd;
+                patched += 1;
+            }
+        }
+        if patched == 0 {
+            bail!("nf_hook does not read NF_POINT");
+        }
+        Ok(insns)
+    }
+
+    /// Loads one copy reporting `point`.
+    fn load(&self, point: NfPoint) -> Result<OwnedFd, LoadError> {
+        let map = point_map(point).map_err(LoadError::Other)?;
+        let insns = self
+            .with_point_map(map_data(&map).fd().as_fd().as_raw_fd())
+            .map_err(LoadError::Other)?;
+        // The program holds its own reference to the map: `map` may close.
+        prog_load(&insns, &self.license)
+    }
+}
+
+/// Why a program copy did not load.
+#[derive(Debug)]
+pub enum LoadError {
+    /// BPF_PROG_LOAD failed: errno and the verifier log's last line.
+    Kernel(io::Error, Option<String>),
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Kernel(e, Some(log)) => write!(f, "BPF_PROG_LOAD: {e} (verifier: {log})"),
+            LoadError::Kernel(e, None) => write!(f, "BPF_PROG_LOAD: {e}"),
+            LoadError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Loaded copies of the program and their links. Dropping it detaches every
+/// link and unloads every copy.
+#[derive(Default)]
+pub struct NfLinks {
+    // Field order is drop order: links detach before their programs close.
+    links: Vec<OwnedFd>,
+    progs: Vec<OwnedFd>,
+    /// Points with a link.
+    pub attached: Vec<Point>,
+    /// Points whose link the kernel refused, with the reason.
+    pub failed: Vec<(Point, String)>,
+}
+
+impl NfLinks {
+    /// Loads one copy per distinct (point, priority) and, with `attach`,
+    /// links it at each of its points in the calling thread's netns. Without
+    /// `attach` only the first copy is loaded, to see that the kernel takes it.
+    pub fn load(program: &Program, points: &[Point], attach: bool) -> Result<NfLinks, LoadError> {
+        let mut by_copy: BTreeMap<(i32, u8), Vec<Point>> = BTreeMap::new();
+        for p in points {
+            by_copy.entry((p.priority, p.point)).or_default().push(*p);
+        }
+        let mut out = NfLinks::default();
+        for ((priority, point), at) in by_copy {
+            let prog = program.load(NfPoint {
+                priority,
+                point,
+                _pad: [0; 3],
+            })?;
+            if !attach {
+                out.progs.push(prog);
+                break;
+            }
+            for p in at {
+                match link_create(&prog, p) {
+                    Ok(link) => {
+                        out.links.push(link);
+                        out.attached.push(p);
+                    }
+                    Err(e) => out.failed.push((p, format!("BPF_LINK_CREATE: {e}"))),
+                }
+            }
+            out.progs.push(prog);
+        }
+        Ok(out)
+    }
+}
+
+/// The `MapData` inside any kind of aya map.
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(m)
+        | Map::ArrayOfMaps(m)
+        | Map::BloomFilter(m)
+        | Map::CgroupArray(m)
+        | Map::CgroupStorage(m)
+        | Map::CgrpStorage(m)
+        | Map::CpuMap(m)
+        | Map::DevMap(m)
+        | Map::DevMapHash(m)
+        | Map::HashMap(m)
+        | Map::HashOfMaps(m)
+        | Map::InodeStorage(m)
+        | Map::LpmTrie(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuCgroupStorage(m)
+        | Map::PerCpuHashMap(m)
+        | Map::PerCpuLruHashMap(m)
+        | Map::PerfEventArray(m)
+        | Map::ProgramArray(m)
+        | Map::Queue(m)
+        | Map::ReusePortSockArray(m)
+        | Map::RingBuf(m)
+        | Map::SockHash(m)
+        | Map::SockMap(m)
+        | Map::SkStorage(m)
+        | Map::Stack(m)
+        | Map::StackTraceMap(m)
+        | Map::Unsupported(m)
+        | Map::XskMap(m) => m,
+    }
+}
+
+/// A one-entry array holding `point`, for one program copy.
+fn point_map(point: NfPoint) -> Result<Map> {
+    let def = aya_obj::Map::new_from_params(
+        bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        size_of::<u32>() as u32,
+        size_of::<NfPoint>() as u32,
+        1,
+        0,
+    );
+    let mut map = Map::Array(MapData::create(def, "nf_point", None).context("creating NF_POINT")?);
+    let mut array: Array<&mut MapData, NfPoint> = Array::try_from(&mut map)?;
+    array.set(0, point, 0).context("setting NF_POINT")?;
+    Ok(map)
+}
+
+fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<RawFd> {
+    // SAFETY: `attr` is a valid, fully initialised bpf_attr of the size passed;
+    // pointers inside it point at live buffers of the sizes given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as RawFd)
+    }
+}
+
+/// A new fd from the kernel, owned from here on (closed on drop).
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel just returned this fd and nothing else holds it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn prog_load(insns: &[bpf_insn], license: &CString) -> Result<OwnedFd, LoadError> {
+    let attempt = |log: Option<&mut Vec<u8>>| -> io::Result<OwnedFd> {
+        // SAFETY: all-zero is a valid bpf_attr (plain integers).
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the BPF_PROG_LOAD member of the union.
+        let a = unsafe { &mut attr.__bindgen_anon_3 };
+        a.prog_type = bpf_prog_type::BPF_PROG_TYPE_NETFILTER as u32;
+        a.expected_attach_type = bpf_attach_type::BPF_NETFILTER as u32;
+        a.insns = insns.as_ptr() as u64;
+        a.insn_cnt = insns.len() as u32;
+        a.license = license.as_ptr() as u64;
+        for (dst, src) in a.prog_name.iter_mut().zip(PROG_NAME.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        if let Some(buf) = log {
+            a.log_level = 1;
+            a.log_buf = buf.as_mut_ptr() as u64;
+            a.log_size = buf.len() as u32;
+        }
+        sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map(owned)
+    };
+    match attempt(None) {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            // Again with a log, for the verifier's reason. Since 6.4 a full
+            // log buffer keeps the end, which is the part that says why.
+            let mut buf = vec![0u8; 1 << 20];
+            match attempt(Some(&mut buf)) {
+                Ok(fd) => Ok(fd),
+                Err(_) => Err(LoadError::Kernel(e, last_log_line(&buf))),
+            }
+        }
+    }
+}
+
+/// The verifier log's last non-empty line.
+fn last_log_line(buf: &[u8]) -> Option<String> {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end])
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+fn link_create(prog: &OwnedFd, p: Point) -> io::Result<OwnedFd> {
+    // SAFETY: all-zero is a valid bpf_attr.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the BPF_LINK_CREATE member of the union and, inside it,
+    // the prog_fd and netfilter members.
+    unsafe {
+        let l = &mut attr.link_create;
+        l.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+        l.attach_type = bpf_attach_type::BPF_NETFILTER as u32;
+        l.__bindgen_anon_3.netfilter.pf = u32::from(p.pf);
+        l.__bindgen_anon_3.netfilter.hooknum = u32::from(p.hook);
+        l.__bindgen_anon_3.netfilter.priority = p.priority;
+        l.__bindgen_anon_3.netfilter.flags = 0;
+    }
+    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netfilter::{Backend, Chain, Rule, Table};
+
+    fn chain(hook: Hook, priority: i32, policy: Verdict, drop_rule: bool) -> Chain {
+        Chain {
+            name: format!("{hook}"),
+            hook: Some(hook),
+            priority: Some(priority),
+            policy: Some(policy),
+            policy_counters: None,
+            rules: drop_rule
+                .then(|| Rule {
+                    id: "1".into(),
+                    text: "drop".into(),
+                    verdict: Some(Verdict::Drop),
+                    comment: None,
+                    counters: None,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn entry_and_exit_of_every_hook_and_after_the_filter_table() {
+        let (points, left_out) = plan(None);
+        assert_eq!(left_out, 0);
+        let count = |kind| points.iter().filter(|p| p.point == kind).count();
+        assert_eq!(count(nf_point::ENTRY), 10);
+        assert_eq!(count(nf_point::EXIT), 10);
+        assert_eq!(count(nf_point::AFTER), 6, "INPUT, FORWARD, OUTPUT x 2");
+        assert!(points.iter().all(|p| p.hook < 5 && [2, 10].contains(&p.pf)));
+        assert!(points.contains(&Point {
+            pf: NFPROTO_IPV4,
+            hook: 2,
+            priority: 1,
+            point: nf_point::AFTER
+        }));
+        assert!(
+            points
+                .iter()
+                .all(|p| p.priority != i32::MIN && p.priority != i32::MAX),
+            "the kernel refuses NF_IP_PRI_FIRST and NF_IP_PRI_LAST"
+        );
+    }
+
+    #[test]
+    fn base_chains_get_a_point_after_them_within_the_limit() {
+        let mut inv = Inventory::default();
+        inv.tables.push(Table {
+            backend: Backend::Nft,
+            family: Family::Inet,
+            name: "cttest".into(),
+            chains: vec![chain(Hook::Forward, -5, Verdict::Accept, true)],
+        });
+        inv.tables.push(Table {
+            backend: Backend::Nft,
+            family: Family::Ipv4,
+            name: "extremes".into(),
+            chains: vec![
+                chain(Hook::Input, i32::MAX - 1, Verdict::Drop, false),
+                chain(Hook::Ingress, 3, Verdict::Drop, false),
+            ],
+        });
+        let (points, left_out) = plan(Some(&inv));
+        assert_eq!(left_out, 0);
+        for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
+            assert!(points.contains(&Point {
+                pf,
+                hook: 2,
+                priority: -4,
+                point: nf_point::AFTER
+            }));
+        }
+        assert_eq!(points.len(), 28, "20 + 6 defaults + 2 for the inet chain");
+        assert!(describe(&points).contains("after priorities -5, 0"));
+
+        // Many chains: dropping ones first, never more than MAX_LINKS.
+        let mut many = Inventory::default();
+        many.tables.push(Table {
+            backend: Backend::Nft,
+            family: Family::Inet,
+            name: "many".into(),
+            chains: (0..30)
+                .map(|i| chain(Hook::Prerouting, -100 - i, Verdict::Accept, false))
+                .chain([chain(Hook::Output, 7, Verdict::Drop, false)])
+                .collect(),
+        });
+        let (points, left_out) = plan(Some(&many));
+        assert_eq!(points.len(), MAX_LINKS);
+        // 60 + 2 + 6 candidates for the 20 places left after entry and exit.
+        assert_eq!(left_out, 68 - 20);
+        assert!(
+            points.iter().any(|p| p.hook == 3 && p.priority == 8),
+            "a dropping chain is kept"
+        );
+    }
+
+    #[test]
+    fn verifier_log_tail() {
+        assert_eq!(
+            last_log_line(b"0: R1=ctx()\ninvalid access\n\n\0garbage"),
+            Some("invalid access".into())
+        );
+        assert_eq!(last_log_line(b"\0"), None);
+    }
+}

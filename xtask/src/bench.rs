@@ -1,0 +1,344 @@
+//! `cargo xtask bench`: calitrace's performance figures, as one table.
+//!
+//! The measurements live in the `calitrace-bench` binary of the
+//! calitrace-tests crate (it links the tracer_user library and the netns
+//! lab); this runs its sections one process at a time (so that peak RSS is
+//! each section's own), collects the JSON rows they print, and renders the
+//! table to stdout and to `target/bench/`. Nothing here is part of
+//! `cargo xtask test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{build, cargo, is_root, root, run};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Fewer repetitions and shorter runs (a smoke test, not figures to quote).
+    #[arg(long)]
+    quick: bool,
+    /// Only these sections (comma-separated): pipeline, replay, memory-flows,
+    /// memory-churn, memory-live, lost, attach, datapath.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the table here (it always goes to target/bench/latest.md).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Another calitrace binary to measure next to this one in the datapath
+    /// section (before/after a change).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+}
+
+/// Sections in the order they run, with the table's heading for each.
+const SECTIONS: [(&str, &str); 8] = [
+    ("pipeline", "pipeline"),
+    ("replay", "replay"),
+    ("memory-flows", "memory"),
+    ("memory-churn", "memory"),
+    ("memory-live", "memory"),
+    ("lost", "pipeline"),
+    ("attach", "attach"),
+    ("datapath", "datapath"),
+];
+
+/// The table's groups, in the issue's order.
+const GROUPS: [(&str, &str); 5] = [
+    ("datapath", "1. Datapath overhead (pod to pod across two lab nodes, calitrace on the sender's node)"),
+    ("pipeline", "2. Event pipeline (one core; CPU time of the measuring thread)"),
+    ("replay", "3. Replay (one core)"),
+    ("memory", "4. Memory"),
+    ("attach", "5. Attach / detach"),
+];
+
+/// Sections that need the lab (root, network namespaces, eBPF).
+fn needs_lab(section: &str) -> bool {
+    matches!(section, "memory-live" | "lost" | "attach" | "datapath")
+}
+
+fn needs_iperf3(section: &str) -> bool {
+    matches!(section, "lost" | "datapath")
+}
+
+fn has_command(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    for s in &args.only {
+        if !SECTIONS.iter().any(|(name, _)| name == s) {
+            bail!("unknown section {s:?}");
+        }
+    }
+    let started = Instant::now();
+    let calitrace = build(true)?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "calitrace-tests",
+        "--bin",
+        "calitrace-bench",
+    ]))?;
+    let helper = root().join("target/release/calitrace-bench");
+    let built = started.elapsed().as_secs_f64();
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+
+    let root_ok = is_root();
+    let iperf3 = has_command("iperf3", "--version");
+    let header = machine(&calitrace);
+    let mut rows: Vec<Value> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut timings: Vec<String> = Vec::new();
+    let measuring = Instant::now();
+    for (section, _) in SECTIONS {
+        if !args.only.is_empty() && !args.only.iter().any(|s| s == section) {
+            continue;
+        }
+        if needs_lab(section) && !root_ok {
+            skipped.push(format!("{section}: needs root (network namespaces, eBPF)"));
+            continue;
+        }
+        if needs_iperf3(section) && !iperf3 {
+            skipped.push(format!("{section}: iperf3 is not installed (`apt-get install iperf3`)"));
+            continue;
+        }
+        eprintln!("\n== {section}");
+        let t = Instant::now();
+        let mut c = Command::new(&helper);
+        c.arg(section)
+            .arg("--dir")
+            .arg(&dir)
+            .env("CALITRACE_BIN", &calitrace)
+            .stderr(Stdio::inherit());
+        if args.quick {
+            c.arg("--quick");
+        }
+        if let (Some(other), "datapath") = (&args.compare, section) {
+            c.arg("--compare").arg(other);
+        }
+        let out = c.output().with_context(|| format!("running {}", helper.display()))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                rows.push(v);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        timings.push(format!("{section} {secs:.0} s"));
+        if !out.status.success() {
+            skipped.push(format!("{section}: failed ({}), see its output above", out.status));
+        }
+    }
+    let measured = measuring.elapsed().as_secs_f64();
+    let table = render(&header, &rows, &skipped, &timings, built, measured, args.quick);
+    println!("\n{table}");
+    let stamp = header.date.replace([':', ' '], "");
+    for path in [dir.join("latest.md"), dir.join(format!("bench-{stamp}.md"))]
+        .into_iter()
+        .chain(args.out.clone())
+    {
+        std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::fs::write(
+        dir.join("latest.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    eprintln!(
+        "bench: table written to {} ({:.0} s in all: {built:.0} s building, {measured:.0} s measuring)",
+        dir.join("latest.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+struct Machine {
+    date: String,
+    cpu: String,
+    cpus: usize,
+    memory: String,
+    kernel: String,
+    os: String,
+    commit: String,
+    load: String,
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine(calitrace: &Path) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let commit = first_line(Command::new("git").current_dir(root()).args(["rev-parse", "--short", "HEAD"]));
+    let dirty = !first_line(Command::new("git").current_dir(root()).args(["status", "--porcelain", "--untracked-files=no"])).is_empty();
+    let _ = calitrace;
+    Machine {
+        date: utc_now(),
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory,
+        kernel: first_line(Command::new("uname").arg("-r")),
+        os,
+        commit: format!("{commit}{}", if dirty { " + uncommitted changes" } else { "" }),
+        load: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, without a date library.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    let n = if !v.is_finite() {
+        "n/a".to_string()
+    } else if v.abs() >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v.abs() >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    };
+    format!("{n} {unit}")
+}
+
+fn render(
+    m: &Machine,
+    rows: &[Value],
+    skipped: &[String],
+    timings: &[String],
+    built: f64,
+    measured: f64,
+    quick: bool,
+) -> String {
+    let mut t = String::new();
+    t.push_str(&format!(
+        "calitrace benchmarks, {}{}\n\n- machine: {}, {} CPUs, {} RAM; {}\n- kernel: {}\n- calitrace: {}\n- load average at the start: {}\n- time: {built:.0} s building, {measured:.0} s measuring ({})\n\n",
+        m.date,
+        if quick { " (--quick: smoke test, not figures to quote)" } else { "" },
+        m.cpu,
+        m.cpus,
+        m.memory,
+        m.os,
+        m.kernel,
+        m.commit,
+        m.load,
+        timings.join(", ")
+    ));
+    t.push_str("Medians of interleaved repetitions; \"baseline\" is the same figure without calitrace (or with one interface) measured in the same run.\n");
+    for (group, title) in GROUPS {
+        let mine: Vec<&Value> = rows.iter().filter(|r| r["section"] == group).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        t.push_str(&format!("\n### {title}\n\n"));
+        t.push_str("| figure | result | baseline | ratio | target | met | notes |\n|---|---:|---:|---:|---|---|---|\n");
+        for r in mine {
+            let unit = r["unit"].as_str().unwrap_or("");
+            let value = fmt_value(r["value"].as_f64().unwrap_or(f64::NAN), unit);
+            let baseline = r["baseline"]
+                .as_f64()
+                .map(|b| fmt_value(b, unit))
+                .unwrap_or_default();
+            let ratio = r["ratio"]
+                .as_f64()
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_default();
+            let met = match r["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "",
+            };
+            t.push_str(&format!(
+                "| {} | {value} | {baseline} | {ratio} | {} | {met} | {} |\n",
+                r["name"].as_str().unwrap_or(""),
+                r["target"].as_str().unwrap_or(""),
+                r["note"].as_str().unwrap_or("").replace('|', "/"),
+            ));
+        }
+    }
+    if !skipped.is_empty() {
+        t.push_str("\nNot measured:\n");
+        for s in skipped {
+            t.push_str(&format!("- {s}\n"));
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(fmt_value(2_345_678.0, "ev/s"), "2.35 M ev/s");
+        assert_eq!(fmt_value(0.4123, "s"), "0.412 s");
+        assert_eq!(fmt_value(0.0, "events"), "0 events");
+        assert_eq!(fmt_value(28.19, "MiB"), "28.19 MiB");
+    }
+}
