@@ -13,10 +13,11 @@
 #   @@CALITRACE-VM DONE
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root RUST_BACKTRACE=1
-# The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER (substrings of suite::test).
+export HOME=/root
+# The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER (substrings of suite::test),
+# RUST_BACKTRACE.
 . "$1"
-export CALITRACE_BIN
+export CALITRACE_BIN RUST_BACKTRACE
 
 setup() {
     mount -t tmpfs -o mode=755 tmpfs /run
@@ -37,6 +38,24 @@ setup() {
             grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin" ||
             echo "vm: cannot load module $m"
     done
+}
+
+# What this kernel offers, checked directly (the capability table in the README comes
+# from this and `calitrace probes`).
+facts() {
+    yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
+    ksym() { grep -q " $1\$" /proc/kallsyms; }
+    t=/sys/kernel/tracing
+    echo "vmlinux BTF: $(yesno test -e /sys/kernel/btf/vmlinux)"
+    echo "module BTF (nf_tables): $(yesno test -e /sys/kernel/btf/nf_tables)"
+    echo "kfree_skb tracepoint has a reason field: $(yesno grep -q reason $t/events/skb/kfree_skb/format)"
+    echo "kprobes (kprobe_events): $(yesno test -e $t/kprobe_events)"
+    echo "BPF trampolines (fentry/fexit): $(yesno ksym bpf_trampoline_link_prog)"
+    echo "fentry on nft_do_chain possible: $(yesno grep -qw nft_do_chain $t/available_filter_functions)"
+    echo "fentry on nf_hook_slow possible: $(yesno grep -qw nf_hook_slow $t/available_filter_functions)"
+    echo "TCX (tcx_link_attach): $(yesno ksym tcx_link_attach)"
+    echo "BPF netfilter links (bpf_nf_link_attach): $(yesno ksym bpf_nf_link_attach)"
+    echo "lockdown: $(cat /sys/kernel/security/lockdown 2>/dev/null || echo 'not built in')"
 }
 
 mark() { echo "@@CALITRACE-VM $*" >&3; }
@@ -65,6 +84,9 @@ piece() {
 run_suite() {
     mark KERNEL "$(uname -r)"
     piece probes probes "$CALITRACE_BIN" probes
+    mark BEGIN facts facts
+    facts >&3 2>&3
+    mark END facts facts rc=0 secs=0
     for exe in $TEST_EXES; do
         suite=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
         for t in $("$exe" --list --format terse 2>/dev/null | sed -n 's/: test$//p'); do

@@ -834,7 +834,12 @@ mod tests {
         for i in 0..n {
             let dst = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
             p.process(
-                &drop(u64::from(i) * 1000, 5, NF_HOOK_SLOW, icmp("10.244.1.10", &dst, 1, 60)),
+                &drop(
+                    u64::from(i) * 1000,
+                    5,
+                    NF_HOOK_SLOW,
+                    icmp("10.244.1.10", &dst, 1, 60),
+                ),
                 &mut out,
             );
         }
@@ -845,7 +850,11 @@ mod tests {
             Some(std::net::Ipv4Addr::from(0x0a00_0000 + n - 1).to_string()),
             "the newest problem is kept"
         );
-        assert_eq!(diagnoses(&out).len(), n as usize, "each new problem reported once");
+        assert_eq!(
+            diagnoses(&out).len(),
+            n as usize,
+            "each new problem reported once"
+        );
     }
 
     #[test]

@@ -48,8 +48,14 @@ const SECTIONS: [(&str, &str); 8] = [
 
 /// The table's groups, in the issue's order.
 const GROUPS: [(&str, &str); 5] = [
-    ("datapath", "1. Datapath overhead (pod to pod across two lab nodes, calitrace on the sender's node)"),
-    ("pipeline", "2. Event pipeline (one core; CPU time of the measuring thread)"),
+    (
+        "datapath",
+        "1. Datapath overhead (pod to pod across two lab nodes, calitrace on the sender's node)",
+    ),
+    (
+        "pipeline",
+        "2. Event pipeline (one core; CPU time of the measuring thread)",
+    ),
     ("replay", "3. Replay (one core)"),
     ("memory", "4. Memory"),
     ("attach", "5. Attach / detach"),
@@ -110,7 +116,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             continue;
         }
         if needs_iperf3(section) && !iperf3 {
-            skipped.push(format!("{section}: iperf3 is not installed (`apt-get install iperf3`)"));
+            skipped.push(format!(
+                "{section}: iperf3 is not installed (`apt-get install iperf3`)"
+            ));
             continue;
         }
         eprintln!("\n== {section}");
@@ -127,7 +135,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         if let (Some(other), "datapath") = (&args.compare, section) {
             c.arg("--compare").arg(other);
         }
-        let out = c.output().with_context(|| format!("running {}", helper.display()))?;
+        let out = c
+            .output()
+            .with_context(|| format!("running {}", helper.display()))?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
                 rows.push(v);
@@ -136,11 +146,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         let secs = t.elapsed().as_secs_f64();
         timings.push(format!("{section} {secs:.0} s"));
         if !out.status.success() {
-            skipped.push(format!("{section}: failed ({}), see its output above", out.status));
+            skipped.push(format!(
+                "{section}: failed ({}), see its output above",
+                out.status
+            ));
         }
     }
     let measured = measuring.elapsed().as_secs_f64();
-    let table = render(&header, &rows, &skipped, &timings, built, measured, args.quick);
+    let table = render(
+        &header, &rows, &skipped, &timings, built, measured, args.quick,
+    );
     println!("\n{table}");
     let stamp = header.date.replace([':', ' '], "");
     for path in [dir.join("latest.md"), dir.join(format!("bench-{stamp}.md"))]
@@ -175,7 +190,14 @@ struct Machine {
 fn first_line(cmd: &mut Command) -> String {
     cmd.output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -199,8 +221,18 @@ fn machine(calitrace: &Path) -> Machine {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_default();
-    let commit = first_line(Command::new("git").current_dir(root()).args(["rev-parse", "--short", "HEAD"]));
-    let dirty = !first_line(Command::new("git").current_dir(root()).args(["status", "--porcelain", "--untracked-files=no"])).is_empty();
+    let commit =
+        first_line(
+            Command::new("git")
+                .current_dir(root())
+                .args(["rev-parse", "--short", "HEAD"]),
+        );
+    let dirty = !first_line(Command::new("git").current_dir(root()).args([
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ]))
+    .is_empty();
     let _ = calitrace;
     Machine {
         date: utc_now(),
@@ -209,7 +241,10 @@ fn machine(calitrace: &Path) -> Machine {
         memory,
         kernel: first_line(Command::new("uname").arg("-r")),
         os,
-        commit: format!("{commit}{}", if dirty { " + uncommitted changes" } else { "" }),
+        commit: format!(
+            "{commit}{}",
+            if dirty { " + uncommitted changes" } else { "" }
+        ),
         load: std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()
@@ -226,7 +261,11 @@ fn utc_now() -> String {
         .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).

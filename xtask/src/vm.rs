@@ -130,6 +130,10 @@ impl Suite {
             format!("TEST_EXES='{}'", exes.join(" ")),
             format!("TEST_TIMEOUT={}", self.test_timeout),
             format!("FILTER='{}'", self.filters.join(" ")),
+            format!(
+                "RUST_BACKTRACE='{}'",
+                std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "0".into())
+            ),
             String::new(),
         ]
         .join("\n")
@@ -243,18 +247,10 @@ fn run_one(k: &Kernel, suite: &Suite, cache: &Path, cfg: &BootConfig) -> Result<
             eprintln!("{line}");
         }
     })?;
-    let (release, mut pieces, done) = report::parse(&boot.results);
-    let probes = pieces
-        .iter()
-        .position(|p| p.kind == "probes")
-        .map(|i| pieces.remove(i));
     Ok(KernelRun {
         label: k.label.to_string(),
         package: k.package.clone(),
-        release,
-        probes,
-        tests: pieces,
-        done,
+        results: report::parse(&boot.results),
         timed_out: boot.timed_out,
         wall: boot.wall,
         results_log: dir.join("results.log"),
@@ -267,10 +263,7 @@ fn failed_run(k: &Kernel, cache: &Path) -> KernelRun {
     KernelRun {
         label: k.label.to_string(),
         package: k.package.clone(),
-        release: None,
-        probes: None,
-        tests: Vec::new(),
-        done: false,
+        results: report::Results::default(),
         timed_out: false,
         wall: Duration::ZERO,
         results_log: dir.join("results.log"),

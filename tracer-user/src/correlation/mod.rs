@@ -127,23 +127,30 @@ impl Journeys {
     }
 
     pub fn observe(&mut self, key: PacketKey, hop: Sighting) {
-        if let Some((_, seen)) = self.hops.get_mut(&key) {
-            if seen.len() == MAX_HOPS {
-                seen.remove(0);
+        // One hash for the lookup and the insertion.
+        match self.hops.entry(key) {
+            Entry::Occupied(mut e) => {
+                let seen = &mut e.get_mut().1;
+                if seen.len() == MAX_HOPS {
+                    seen.remove(0);
+                }
+                seen.push(hop);
+                return;
             }
-            seen.push(hop);
-            return;
+            Entry::Vacant(e) => {
+                let ts = hop.ts_ns;
+                self.order.push_back((ts, key));
+                // Room for the two sightings most packets get on a node (pod's
+                // cali* and the uplink); small enough for the allocator's fast path.
+                let mut seen = Vec::with_capacity(2);
+                seen.push(hop);
+                e.insert((ts, seen));
+            }
         }
-        if self.hops.len() >= self.max_entries {
+        // The new packet is the newest: never the one evicted.
+        if self.hops.len() > self.max_entries {
             self.evict_oldest();
         }
-        let ts = hop.ts_ns;
-        self.order.push_back((ts, key));
-        // Room for the two sightings most packets get on a node (pod's cali*
-        // and the uplink); small enough for the allocator's fast path.
-        let mut seen = Vec::with_capacity(2);
-        seen.push(hop);
-        self.hops.insert(key, (ts, seen));
     }
 
     /// Where a packet was seen, oldest first.

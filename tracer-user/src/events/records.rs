@@ -84,7 +84,9 @@ fn ip_string(a: std::net::IpAddr) -> String {
         buf[n] = b'0' + o % 10;
         n += 1;
     }
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    std::str::from_utf8(&buf[..n])
+        .expect("digits and dots")
+        .to_string()
 }
 
 impl Flow {
@@ -357,7 +359,14 @@ pub enum Record {
 mod tests {
     #[test]
     fn addresses_read_as_std_writes_them() {
-        for a in ["0.0.0.0", "10.244.1.10", "169.254.1.1", "255.255.255.255", "1.20.100.9", "fe80::1"] {
+        for a in [
+            "0.0.0.0",
+            "10.244.1.10",
+            "169.254.1.1",
+            "255.255.255.255",
+            "1.20.100.9",
+            "fe80::1",
+        ] {
             let ip: std::net::IpAddr = a.parse().unwrap();
             assert_eq!(super::ip_string(ip), ip.to_string());
         }

@@ -55,16 +55,24 @@ impl Piece {
     }
 }
 
+/// What a guest reported on its results port.
+#[derive(Default)]
+pub struct Results {
+    /// `uname -r` as the guest reported it (None: it never got that far).
+    pub release: Option<String>,
+    pub probes: Option<Piece>,
+    /// The kernel's capabilities as the suite script checked them.
+    pub facts: Option<Piece>,
+    pub tests: Vec<Piece>,
+    /// The suite reached its end.
+    pub done: bool,
+}
+
 /// Everything about one kernel's run.
 pub struct KernelRun {
     pub label: String,
     pub package: String,
-    /// `uname -r` as the guest reported it (None: it never got that far).
-    pub release: Option<String>,
-    pub probes: Option<Piece>,
-    pub tests: Vec<Piece>,
-    /// The suite reached its end.
-    pub done: bool,
+    pub results: Results,
     pub timed_out: bool,
     pub wall: Duration,
     pub results_log: PathBuf,
@@ -73,33 +81,37 @@ pub struct KernelRun {
 
 impl KernelRun {
     pub fn ok(&self) -> bool {
-        self.done
-            && self.probes.as_ref().is_some_and(|p| p.rc == Some(0))
-            && self
-                .tests
+        let r = &self.results;
+        r.done
+            && r.probes.as_ref().is_some_and(|p| p.rc == Some(0))
+            && r.tests
                 .iter()
                 .all(|t| matches!(t.outcome(), Outcome::Pass | Outcome::Ignored))
     }
 
     fn count(&self, o: Outcome) -> usize {
-        self.tests.iter().filter(|t| t.outcome() == o).count()
+        self.results
+            .tests
+            .iter()
+            .filter(|t| t.outcome() == o)
+            .count()
     }
 
     fn outcome_of(&self, test: &str) -> Option<Outcome> {
-        self.tests
+        self.results
+            .tests
             .iter()
             .find(|t| t.name == test)
             .map(Piece::outcome)
     }
 }
 
-/// Parsed results port: (release, pieces, done).
-pub fn parse(results: &str) -> (Option<String>, Vec<Piece>, bool) {
-    let mut release = None;
+/// Reads the results port (see tests/vm/suite.sh for the markers).
+pub fn parse(port: &str) -> Results {
+    let mut results = Results::default();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut open = false;
-    let mut done = false;
-    for line in results.lines() {
+    for line in port.lines() {
         let Some(marker) = line.strip_prefix(MARK) else {
             if open && let Some(p) = pieces.last_mut() {
                 p.output.push_str(line);
@@ -109,7 +121,7 @@ pub fn parse(results: &str) -> (Option<String>, Vec<Piece>, bool) {
         };
         let words: Vec<&str> = marker.split_whitespace().collect();
         match words.as_slice() {
-            ["KERNEL", r, ..] => release = Some(r.to_string()),
+            ["KERNEL", r, ..] => results.release = Some(r.to_string()),
             ["BEGIN", kind, name, ..] => {
                 pieces.push(Piece {
                     kind: kind.to_string(),
@@ -127,11 +139,18 @@ pub fn parse(results: &str) -> (Option<String>, Vec<Piece>, bool) {
                 }
                 open = false;
             }
-            ["DONE", ..] => done = true,
+            ["DONE", ..] => results.done = true,
             _ => {}
         }
     }
-    (release, pieces, done)
+    for piece in pieces {
+        match piece.kind.as_str() {
+            "probes" => results.probes = Some(piece),
+            "facts" => results.facts = Some(piece),
+            _ => results.tests.push(piece),
+        }
+    }
+    results
 }
 
 fn field<T: std::str::FromStr>(words: &[&str], key: &str) -> Option<T> {
@@ -146,6 +165,7 @@ pub fn progress_line(label: &str, marker: &str) -> Option<String> {
     let words: Vec<&str> = marker.strip_prefix(MARK)?.split_whitespace().collect();
     match words.as_slice() {
         ["KERNEL", release] => Some(format!("[{label}] booted {release}")),
+        ["END", "facts", ..] => None,
         ["END", _, name, rest @ ..] => {
             let piece = Piece {
                 kind: String::new(),
@@ -174,21 +194,21 @@ pub fn print(runs: &[KernelRun]) {
 
 fn print_probes(runs: &[KernelRun]) {
     for run in runs {
-        println!(
-            "\n=== {} ({}): calitrace probes ===",
-            run.label,
-            run.release.as_deref().unwrap_or(&run.package)
-        );
-        match &run.probes {
-            Some(p) => print!("{}", p.output),
-            None => println!("(not run)"),
+        let r = &run.results;
+        let name = r.release.as_deref().unwrap_or(&run.package);
+        for (what, piece) in [("calitrace probes", &r.probes), ("kernel facts", &r.facts)] {
+            println!("\n=== {} ({name}): {what} ===", run.label);
+            match piece {
+                Some(p) => print!("{}", p.output),
+                None => println!("(not run)"),
+            }
         }
     }
 }
 
 fn print_failures(runs: &[KernelRun]) {
     for run in runs {
-        for piece in run.probes.iter().chain(&run.tests) {
+        for piece in run.results.probes.iter().chain(&run.results.tests) {
             let outcome = piece.outcome();
             if matches!(outcome, Outcome::Pass | Outcome::Ignored) {
                 continue;
@@ -203,7 +223,7 @@ fn print_failures(runs: &[KernelRun]) {
             );
             print_tail(&piece.output, &run.results_log);
         }
-        if !run.done {
+        if !run.results.done {
             let why = if run.timed_out {
                 format!("ran out of time after {:.0} s", run.wall.as_secs_f64())
             } else {
@@ -231,7 +251,7 @@ fn print_tail(text: &str, log: &std::path::Path) {
 fn print_matrix(runs: &[KernelRun]) {
     let mut names: Vec<&str> = Vec::new();
     for run in runs {
-        for t in &run.tests {
+        for t in &run.results.tests {
             if !names.contains(&t.name.as_str()) {
                 names.push(&t.name);
             }
@@ -246,7 +266,7 @@ fn print_matrix(runs: &[KernelRun]) {
     println!();
     print!("{:width$}", "calitrace probes");
     for run in runs {
-        let o = run.probes.as_ref().map(Piece::outcome);
+        let o = run.results.probes.as_ref().map(Piece::outcome);
         print!("  {:>10}", o.map_or("-".into(), |o| o.to_string()));
     }
     println!();
@@ -266,7 +286,7 @@ fn print_matrix(runs: &[KernelRun]) {
             run.count(Outcome::Fail),
             run.count(Outcome::Timeout),
             run.count(Outcome::Unfinished),
-            if run.done { "" } else { ", suite incomplete" },
+            if run.results.done { "" } else { ", suite incomplete" },
             run.wall.as_secs_f64(),
             run.results_log.display()
         );

@@ -38,8 +38,8 @@ fn main() -> Result<()> {
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
         "datapath" => live::datapath(
-            reps.min(3),
-            if quick { 2 } else { 4 },
+            if quick { 2 } else { 5 },
+            if quick { 2 } else { 3 },
             arg("--compare").map(PathBuf::from),
         ),
         "lost" => live::lost(100_000, if quick { 4 } else { 10 }, &dir),

@@ -52,7 +52,8 @@ pub fn facts() -> NodeFacts {
         f.reasons.insert(n, name.into());
     }
     f.symbols.insert(NF_HOOK_SLOW, "nf_hook_slow".into());
-    f.symbols.insert(IP_ROUTE_INPUT, "ip_route_input_slow".into());
+    f.symbols
+        .insert(IP_ROUTE_INPUT, "ip_route_input_slow".into());
     f.symbols.insert(IP_FORWARD, "ip_forward".into());
     f.local_addrs.insert("192.168.1.1".parse().unwrap());
     f.local_addrs.insert("10.244.1.1".parse().unwrap());
@@ -142,7 +143,15 @@ impl Gen {
         }
     }
 
-    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, id: u16, ttl: u8, len: u32) -> tracer_common::PacketMeta {
+    fn tcp(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        id: u16,
+        ttl: u8,
+        len: u32,
+    ) -> tracer_common::PacketMeta {
         let mut p = tracer_common::PacketMeta {
             l3: l3::IPV4,
             proto: proto::TCP,
@@ -191,32 +200,55 @@ impl Gen {
         let id = self.ip_id;
         let gw = Ipv4Addr::new(169, 254, 1, 1);
         if s.arp_every != 0 && n.is_multiple_of(u64::from(s.arp_every)) {
-            self.queue.push(self.event(kind::TC, dir::INGRESS, cali, Self::arp(1, src, gw)));
+            self.queue
+                .push(self.event(kind::TC, dir::INGRESS, cali, Self::arp(1, src, gw)));
             // One in ten goes unanswered.
             if !n.is_multiple_of(10 * u64::from(s.arp_every)) {
-                self.queue.push(self.event(kind::TC, dir::EGRESS, cali, Self::arp(2, gw, src)));
+                self.queue
+                    .push(self.event(kind::TC, dir::EGRESS, cali, Self::arp(2, gw, src)));
             }
             return;
         }
         let out = Self::tcp(src, dst, sport, dport, id, 64, 1400);
-        self.queue.push(self.event(kind::TC, dir::INGRESS, cali, out));
+        self.queue
+            .push(self.event(kind::TC, dir::INGRESS, cali, out));
         if s.drop_every != 0 && n.is_multiple_of(u64::from(s.drop_every)) {
             let (reason, loc) = match (n / u64::from(s.drop_every)) % 3 {
                 0 => (R_NETFILTER, NF_HOOK_SLOW),
                 1 => (R_NOROUTE, IP_ROUTE_INPUT),
                 _ => (R_INHDR, IP_FORWARD),
             };
-            let mut d = self.event(kind::DROP, dir::NONE, ETH0, Self::tcp(src, dst, sport, dport, id, 63, 1400));
+            let mut d = self.event(
+                kind::DROP,
+                dir::NONE,
+                ETH0,
+                Self::tcp(src, dst, sport, dport, id, 63, 1400),
+            );
             d.reason = reason;
             d.location = loc;
             self.queue.push(d);
             return;
         }
-        self.queue.push(self.event(kind::TC, dir::EGRESS, ETH0, Self::tcp(src, dst, sport, dport, id, 63, 1400)));
+        self.queue.push(self.event(
+            kind::TC,
+            dir::EGRESS,
+            ETH0,
+            Self::tcp(src, dst, sport, dport, id, 63, 1400),
+        ));
         // The ACK coming back.
         let ack_id = id.wrapping_add(0x8000);
-        self.queue.push(self.event(kind::TC, dir::INGRESS, ETH0, Self::tcp(dst, src, dport, sport, ack_id, 63, 52)));
-        self.queue.push(self.event(kind::TC, dir::EGRESS, cali, Self::tcp(dst, src, dport, sport, ack_id, 62, 52)));
+        self.queue.push(self.event(
+            kind::TC,
+            dir::INGRESS,
+            ETH0,
+            Self::tcp(dst, src, dport, sport, ack_id, 63, 52),
+        ));
+        self.queue.push(self.event(
+            kind::TC,
+            dir::EGRESS,
+            cali,
+            Self::tcp(dst, src, dport, sport, ack_id, 62, 52),
+        ));
     }
 
     pub fn next_event(&mut self) -> Event {

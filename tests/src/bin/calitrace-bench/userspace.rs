@@ -86,20 +86,35 @@ pub fn pipeline_bench(reps: usize, events: usize) -> Result<()> {
         .samples(&decode)
         .note("ring record -> Input")
         .emit();
-    Row::new("pipeline", "decode + correlate + diagnose (records built, not shown)", median(&full), "ev/s")
-        .samples(&full)
-        .target(">= 2M ev/s per core", median(&full) >= target)
-        .note(mix)
-        .emit();
-    Row::new("pipeline", "same + `--output json` to a sink", median(&json), "ev/s")
-        .samples(&json)
-        .target(">= 2M ev/s per core", median(&json) >= target)
-        .note("serialising every packet record")
-        .emit();
-    Row::new("pipeline", "decode + process, `--drops-only`", median(&drops), "ev/s")
-        .samples(&drops)
-        .note("no packet records")
-        .emit();
+    Row::new(
+        "pipeline",
+        "decode + correlate + diagnose (records built, not shown)",
+        median(&full),
+        "ev/s",
+    )
+    .samples(&full)
+    .target(">= 2M ev/s per core", median(&full) >= target)
+    .note(mix)
+    .emit();
+    Row::new(
+        "pipeline",
+        "same + `--output json` to a sink",
+        median(&json),
+        "ev/s",
+    )
+    .samples(&json)
+    .target(">= 2M ev/s per core", median(&json) >= target)
+    .note("serialising every packet record")
+    .emit();
+    Row::new(
+        "pipeline",
+        "decode + process, `--drops-only`",
+        median(&drops),
+        "ev/s",
+    )
+    .samples(&drops)
+    .note("no packet records")
+    .emit();
     Ok(())
 }
 
@@ -176,24 +191,43 @@ pub fn replay_bench(reps: usize, events: usize, dir: &Path) -> Result<()> {
     );
     let (mut read, mut full, mut drops) = (vec![], vec![], vec![]);
     for _ in 0..reps {
-        for (v, process, packets) in [(&mut read, false, true), (&mut full, true, true), (&mut drops, true, false)] {
+        for (v, process, packets) in [
+            (&mut read, false, true),
+            (&mut full, true, true),
+            (&mut drops, true, false),
+        ] {
             let (n, s) = replay_file(&path, process, packets)?;
             v.push(n as f64 / s);
         }
     }
     std::fs::remove_file(&path).ok();
-    Row::new("replay", "read recording (frames, CRC, decode)", median(&read), "ev/s")
-        .samples(&read)
-        .emit();
-    Row::new("replay", "read + process (packet records built)", median(&full), "ev/s")
-        .samples(&full)
-        .target(">= 5M ev/s", median(&full) >= 5e6)
-        .note("as `calitrace replay`, view excluded")
-        .emit();
-    Row::new("replay", "read + process, `--drops-only`", median(&drops), "ev/s")
-        .samples(&drops)
-        .target(">= 5M ev/s", median(&drops) >= 5e6)
-        .emit();
+    Row::new(
+        "replay",
+        "read recording (frames, CRC, decode)",
+        median(&read),
+        "ev/s",
+    )
+    .samples(&read)
+    .emit();
+    Row::new(
+        "replay",
+        "read + process (packet records built)",
+        median(&full),
+        "ev/s",
+    )
+    .samples(&full)
+    .target(">= 5M ev/s", median(&full) >= 5e6)
+    .note("as `calitrace replay`, view excluded")
+    .emit();
+    Row::new(
+        "replay",
+        "read + process, `--drops-only`",
+        median(&drops),
+        "ev/s",
+    )
+    .samples(&drops)
+    .target(">= 5M ev/s", median(&drops) >= 5e6)
+    .emit();
     Ok(())
 }
 
@@ -227,9 +261,17 @@ pub fn memory_flows(flows: u32) -> Result<()> {
         p.diagnoser.current().len(),
         model.flows.len()
     );
-    Row::new("memory", format!("pipeline + TUI model, {flows} live flows: peak RSS"), hwm as f64 / 1024.0, "MiB")
-        .note(format!("in-process, synthetic; {:.1} MiB before the first event", rss0 as f64 / 1024.0))
-        .emit();
+    Row::new(
+        "memory",
+        format!("pipeline + TUI model, {flows} live flows: peak RSS"),
+        hwm as f64 / 1024.0,
+        "MiB",
+    )
+    .note(format!(
+        "in-process, synthetic; {:.1} MiB before the first event",
+        rss0 as f64 / 1024.0
+    ))
+    .emit();
     Ok(())
 }
 
@@ -287,7 +329,10 @@ pub fn memory_churn(sim_secs: u64, events_per_sim_sec: u64) -> Result<()> {
             .map_or(0.0, |(_, r)| *r as f64 / 1024.0)
     };
     let half = sim_secs / 120;
-    let (mid, end) = (at(half), samples.last().map_or(0.0, |(_, r)| *r as f64 / 1024.0));
+    let (mid, end) = (
+        at(half),
+        samples.last().map_or(0.0, |(_, r)| *r as f64 / 1024.0),
+    );
     eprintln!(
         "churn: {sim_secs} s simulated in {:.1} s; RSS at {half} min {mid:.1} MiB, at the end {end:.1} MiB, peak {:.1} MiB; {} diagnoses held",
         t.elapsed_s(),
@@ -296,18 +341,36 @@ pub fn memory_churn(sim_secs: u64, events_per_sim_sec: u64) -> Result<()> {
     );
     let growth = end - mid;
     let flat = growth <= 0.05 * mid.max(1.0) + 1.0;
-    Row::new("memory", format!("churn, {} simulated min: peak RSS", sim_secs / 60), hwm as f64 / 1024.0, "MiB")
-        .target("<= 64 MiB", hwm as f64 / 1024.0 <= 64.0)
-        .note(format!(
-            "100k flows live, 1k new/s, 2% dropped; pipeline + TUI model; {} problems held at the end",
-            p.diagnoser.current().len()
-        ))
-        .emit();
-    Row::new("memory", format!("churn: RSS growth from minute {half} to the end"), growth, "MiB")
-        .baseline(mid)
-        .target("flat", flat)
-        .note(format!("RSS {mid:.1} MiB at {half} min, {end:.1} MiB at {} min", sim_secs / 60))
-        .samples(&samples.iter().map(|(_, r)| *r as f64 / 1024.0).collect::<Vec<_>>())
-        .emit();
+    Row::new(
+        "memory",
+        format!("churn, {} simulated min: peak RSS", sim_secs / 60),
+        hwm as f64 / 1024.0,
+        "MiB",
+    )
+    .target("<= 64 MiB", hwm as f64 / 1024.0 <= 64.0)
+    .note(format!(
+        "100k flows live, 1k new/s, 2% dropped; pipeline + TUI model; {} problems held at the end",
+        p.diagnoser.current().len()
+    ))
+    .emit();
+    Row::new(
+        "memory",
+        format!("churn: RSS growth from minute {half} to the end"),
+        growth,
+        "MiB",
+    )
+    .baseline(mid)
+    .target("flat", flat)
+    .note(format!(
+        "RSS {mid:.1} MiB at {half} min, {end:.1} MiB at {} min",
+        sim_secs / 60
+    ))
+    .samples(
+        &samples
+            .iter()
+            .map(|(_, r)| *r as f64 / 1024.0)
+            .collect::<Vec<_>>(),
+    )
+    .emit();
     Ok(())
 }

@@ -21,7 +21,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(section: &'static str, name: impl Into<String>, value: f64, unit: &'static str) -> Row {
+    pub fn new(
+        section: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> Row {
         Row {
             section,
             name: name.into(),
@@ -76,7 +81,8 @@ impl Row {
             human(self.value),
             self.unit,
             match self.baseline {
-                Some(b) if b != 0.0 => format!("  ({:.1}% of {})", 100.0 * self.value / b, human(b)),
+                Some(b) if b != 0.0 =>
+                    format!("  ({:.1}% of {})", 100.0 * self.value / b, human(b)),
                 _ => String::new(),
             }
         );
