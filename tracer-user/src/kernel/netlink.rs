@@ -158,7 +158,7 @@ fn push_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
 }
 
 /// Iterates (type, payload) over netlink attributes.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if b.len() < 4 {
             return None;

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::inventory::{Backend, Chain, Counters, Family, Hook, Inventory, Rule, Table, Verdict};
 use super::xtables::{proto_name, target_verdict};
-use crate::kernel::netlink::Socket;
+use crate::kernel::netlink::{Socket, attrs};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -230,22 +230,6 @@ fn assemble(tables: &[Vec<u8>], chains: &[Vec<u8>], rules: &[Vec<u8>]) -> Vec<Ta
 
 // --- attributes --------------------------------------------------------------
 
-/// Iterates (type, payload) over netlink attributes.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let data = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((ty, data))
-    })
-}
 
 fn attr<'a>(mut it: impl Iterator<Item = (u16, &'a [u8])>, ty: u16) -> Option<&'a [u8]> {
     it.find(|(t, _)| *t == ty).map(|(_, d)| d)
