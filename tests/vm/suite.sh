@@ -15,9 +15,12 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 # The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER (substrings of suite::test),
-# RUST_BACKTRACE.
+# FORWARDED_ENV (NAME=VALUE ... from the host's environment).
 . "$1"
-export CALITRACE_BIN RUST_BACKTRACE
+export CALITRACE_BIN
+for kv in $FORWARDED_ENV; do
+    export "$kv"
+done
 
 setup() {
     mount -t tmpfs -o mode=755 tmpfs /run
@@ -47,15 +50,20 @@ facts() {
     ksym() { grep -q " $1\$" /proc/kallsyms; }
     t=/sys/kernel/tracing
     echo "vmlinux BTF: $(yesno test -e /sys/kernel/btf/vmlinux)"
-    echo "module BTF (nf_tables): $(yesno test -e /sys/kernel/btf/nf_tables)"
+    for m in nf_tables ip_tables; do
+        echo "module BTF ($m): $(yesno test -e /sys/kernel/btf/$m)"
+    done
     echo "kfree_skb tracepoint has a reason field: $(yesno grep -q reason $t/events/skb/kfree_skb/format)"
     echo "kprobes (kprobe_events): $(yesno test -e $t/kprobe_events)"
     echo "BPF trampolines (fentry/fexit): $(yesno ksym bpf_trampoline_link_prog)"
-    echo "fentry on nft_do_chain possible: $(yesno grep -qw nft_do_chain $t/available_filter_functions)"
-    echo "fentry on nf_hook_slow possible: $(yesno grep -qw nf_hook_slow $t/available_filter_functions)"
+    # fentry/fexit need ftrace on the target and its BTF: nft_do_chain and ipt_do_table
+    # live in the nf_tables and ip_tables modules on Debian's cloud kernels.
+    traceable() { grep -qw "$1" $t/available_filter_functions && test -e "/sys/kernel/btf/$2"; }
+    echo "fexit on nft_do_chain (nf_tables): $(yesno traceable nft_do_chain nf_tables)"
+    echo "fexit on ipt_do_table (ip_tables): $(yesno traceable ipt_do_table ip_tables)"
     echo "TCX (tcx_link_attach): $(yesno ksym tcx_link_attach)"
     echo "BPF netfilter links (bpf_nf_link_attach): $(yesno ksym bpf_nf_link_attach)"
-    echo "lockdown: $(cat /sys/kernel/security/lockdown 2>/dev/null || echo 'not built in')"
+    echo "lockdown: $(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/security/lockdown 2>/dev/null)"
 }
 
 mark() { echo "@@CALITRACE-VM $*" >&3; }

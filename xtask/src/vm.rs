@@ -52,7 +52,8 @@ pub struct VmTestArgs {
     /// Seconds one test may take.
     #[arg(long, default_value_t = 300)]
     test_timeout: u64,
-    /// Test a release build of calitrace (several times faster under emulation).
+    /// Test a release build of calitrace (its start-up is faster under emulation, but
+    /// building it takes minutes the first time).
     #[arg(long)]
     release: bool,
     /// qemu's -cpu model for the guests. Without cx16: qemu 7.2's TCG emulates
@@ -124,20 +125,32 @@ impl Suite {
             .collect();
         [
             "# written by cargo xtask vm-test".to_string(),
-            format!("SUITE='{}'", crate::root().join("tests/vm/suite.sh").display()),
+            format!(
+                "SUITE='{}'",
+                crate::root().join("tests/vm/suite.sh").display()
+            ),
             format!("MODULES='{}'", k.modules.display()),
             format!("CALITRACE_BIN='{}'", self.payload.calitrace.display()),
             format!("TEST_EXES='{}'", exes.join(" ")),
             format!("TEST_TIMEOUT={}", self.test_timeout),
             format!("FILTER='{}'", self.filters.join(" ")),
-            format!(
-                "RUST_BACKTRACE='{}'",
-                std::env::var("RUST_BACKTRACE").unwrap_or_else(|_| "0".into())
-            ),
+            format!("FORWARDED_ENV='{}'", forwarded_env().join(" ")),
             String::new(),
         ]
         .join("\n")
     }
+}
+
+/// `NAME=VALUE` for the host's environment variables that the tests should see too:
+/// RUST_BACKTRACE, RUST_LOG and CALITRACE_TEST_* (e.g. CALITRACE_TEST_DUMP=1).
+fn forwarded_env() -> Vec<String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k == "RUST_BACKTRACE" || k == "RUST_LOG" || k.starts_with("CALITRACE_TEST_")
+        })
+        .filter(|(k, v)| !format!("{k}{v}").contains(['\'', ' ', '\n']))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 fn select_kernels(wanted: &[String]) -> Result<Vec<&'static KernelSpec>> {

@@ -14,10 +14,19 @@ use anyhow::{Context, Result, bail};
 enum Entry {
     Dir,
     /// A host file, copied as is.
-    File { src: PathBuf, mode: u32 },
+    File {
+        src: PathBuf,
+        mode: u32,
+    },
     /// Generated content.
-    Data { bytes: Vec<u8>, mode: u32 },
-    CharDev { major: u32, minor: u32 },
+    Data {
+        bytes: Vec<u8>,
+        mode: u32,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
 }
 
 #[derive(Default)]
@@ -112,7 +121,10 @@ struct Header {
 }
 
 fn write_entry(w: &mut impl Write, ino: u32, path: &Path, entry: &Entry) -> Result<()> {
-    let name = path.to_str().context("non-UTF-8 path")?.trim_start_matches('/');
+    let name = path
+        .to_str()
+        .context("non-UTF-8 path")?
+        .trim_start_matches('/');
     let h = |mode, size| Header {
         ino,
         mode,

@@ -70,7 +70,10 @@ pub fn command_output(cmd: &mut Command) -> Result<String> {
 pub fn virtiofsd() -> Result<PathBuf> {
     let p = PathBuf::from("/usr/lib/qemu/virtiofsd");
     if !p.exists() {
-        bail!("{} is missing: apt-get install qemu-system-common", p.display());
+        bail!(
+            "{} is missing: apt-get install qemu-system-common",
+            p.display()
+        );
     }
     Ok(p)
 }

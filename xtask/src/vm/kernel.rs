@@ -293,7 +293,11 @@ fn decompress_modules(dir: &Path) -> Result<()> {
                 .status()
                 .with_context(|| format!("running {}", tool[0]))?;
             if !status.success() {
-                bail!("{} could not decompress the modules in {}", tool[0], dir.display());
+                bail!(
+                    "{} could not decompress the modules in {}",
+                    tool[0],
+                    dir.display()
+                );
             }
         }
     }

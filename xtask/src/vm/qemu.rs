@@ -93,7 +93,14 @@ pub fn boot(
 fn start_virtiofsd(socket: &Path, log: &File) -> Result<Child> {
     let mut child = Command::new(virtiofsd()?)
         .arg(format!("--socket-path={}", socket.display()))
-        .args(["-o", "source=/", "-o", "cache=always", "-o", "sandbox=chroot"])
+        .args([
+            "-o",
+            "source=/",
+            "-o",
+            "cache=always",
+            "-o",
+            "sandbox=chroot",
+        ])
         .args(["-o", "log_level=err"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -142,7 +149,10 @@ fn qemu_command(
         .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
         .args(["-numa", "node,memdev=mem"])
         .arg("-chardev")
-        .arg(format!("socket,id=vfs,path={}", run_dir.join("virtiofs.sock").display()))
+        .arg(format!(
+            "socket,id=vfs,path={}",
+            run_dir.join("virtiofs.sock").display()
+        ))
         .args(["-device", "vhost-user-fs-pci,chardev=vfs,tag=hostroot"]);
     c
 }

@@ -286,7 +286,11 @@ fn print_matrix(runs: &[KernelRun]) {
             run.count(Outcome::Fail),
             run.count(Outcome::Timeout),
             run.count(Outcome::Unfinished),
-            if run.results.done { "" } else { ", suite incomplete" },
+            if run.results.done {
+                ""
+            } else {
+                ", suite incomplete"
+            },
             run.wall.as_secs_f64(),
             run.results_log.display()
         );
