@@ -14,8 +14,8 @@
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
-# The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER (substrings of suite::test),
-# FORWARDED_ENV (NAME=VALUE ... from the host's environment).
+# The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER and SKIP (substrings of
+# suite::test), FORWARDED_ENV (NAME=VALUE ... from the host's environment).
 . "$1"
 export CALITRACE_BIN
 for kv in $FORWARDED_ENV; do
@@ -70,12 +70,19 @@ mark() { echo "@@CALITRACE-VM $*" >&3; }
 now() { cut -d' ' -f1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-wanted() {
-    [ -z "$FILTER" ] && return 0
-    for f in $FILTER; do
-        case "$1" in *"$f"*) return 0 ;; esac
+# contains NAME PATTERNS...: whether NAME contains one of the patterns.
+contains() {
+    name=$1
+    shift
+    for p in "$@"; do
+        case "$name" in *"$p"*) return 0 ;; esac
     done
     return 1
+}
+
+wanted() {
+    # shellcheck disable=SC2086 # word splitting wanted
+    { [ -z "$FILTER" ] || contains "$1" $FILTER; } && ! contains "$1" $SKIP
 }
 
 # piece KIND NAME COMMAND...: one framed piece of output.
