@@ -47,7 +47,7 @@ pub struct ViewArgs {
     #[arg(long)]
     pub drops_only: bool,
     /// Also report `verdict` lines: every netfilter table's verdict on every
-    /// packet, accepts too (needs the exact fexit probes).
+    /// packet, accepts too (needs the exact probes: fexit or kprobes).
     #[arg(long)]
     pub verdicts: bool,
     /// tcpdump-like filter: host/src host/dst host A, net CIDR, [src|dst] port N,
@@ -73,6 +73,10 @@ pub struct TraceArgs {
     /// Report drops from every network namespace, not only this node's and its pods'.
     #[arg(long)]
     pub all_netns: bool,
+    /// Exact netfilter probes: auto (fexit where the kernel allows it, else
+    /// kprobes), fexit, kprobe, or off (attribution inferred from counters).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub nf_probes: crate::probes::exact::Mode,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub ring_mib: u32,

@@ -61,7 +61,9 @@ pub struct Pipeline {
     last_housekeeping: u64,
     pub counts: Counts,
     /// Netfilter drops waiting for the next counter reading.
-    pending_nf: Vec<DropRecord>,
+    /// Netfilter drops waiting for the counters (and for the verdict of a
+    /// table walk that freed the packet itself), with their packet's key.
+    pending_nf: Vec<(DropRecord, Option<PacketKey>)>,
     /// The counter reading the next one is compared with, and the one before.
     nf_baseline: Option<Inventory>,
     nf_previous: Option<Inventory>,
@@ -149,7 +151,7 @@ impl Pipeline {
         if self
             .pending_nf
             .first()
-            .is_some_and(|d| self.now.saturating_sub(d.ts_ns) >= NF_ATTRIBUTION_DELAY_NS)
+            .is_some_and(|(d, _)| self.now.saturating_sub(d.ts_ns) >= NF_ATTRIBUTION_DELAY_NS)
         {
             self.attribute_pending(out);
         }
@@ -272,6 +274,16 @@ impl Pipeline {
             attribution: "exact",
             ..Default::default()
         };
+        // Exact means the walk itself named its table; where the kernel's BTF
+        // lacks the layout (no module BTF before 5.11), the counters will.
+        let info = NetfilterInfo {
+            attribution: if info.table.is_some() {
+                "exact"
+            } else {
+                "inferred"
+            },
+            ..info
+        };
         let verdict = verdict_name(nf.ev.reason);
         if let Some(key) = PacketKey::of(&nf.ev.pkt) {
             self.journeys.observe(
@@ -331,7 +343,8 @@ impl Pipeline {
         self.counts.drops += 1;
         let reason = self.env.facts.reason_name(ev.reason);
         let stage = classify::stage(&reason, location.as_deref());
-        let journey = PacketKey::of(&ev.pkt)
+        let key = PacketKey::of(&ev.pkt);
+        let journey = key
             .map(|k| {
                 self.journeys
                     .get(&k)
@@ -379,7 +392,7 @@ impl Pipeline {
             && ev.netns == self.env.facts.netns
             && self.nf_baseline.is_some()
         {
-            self.pending_nf.push(record);
+            self.pending_nf.push((record, key));
             return;
         }
         self.emit_drop(record, out);
@@ -394,6 +407,22 @@ impl Pipeline {
         out.append(&mut diagnoses);
     }
 
+    /// The verdict of a table walk that ended after the packet was freed at
+    /// `ts_ns`: nf_tables frees a dropped packet itself on newer kernels and
+    /// returns NF_STOLEN, so its verdict reaches us after the drop.
+    fn walk_verdict_after(&self, key: &PacketKey, ts_ns: u64) -> Option<Hop> {
+        self.journeys
+            .get(key)
+            .iter()
+            .find(|s| {
+                s.ts_ns >= ts_ns
+                    && s.verdict.as_deref().is_some_and(|(nf, v)| {
+                        v == "DROP" || (v == "STOLEN" && nf.backend.as_deref() == Some("nft"))
+                    })
+            })
+            .map(|s| self.hop(s))
+    }
+
     /// Reads the counters once for all waiting netfilter drops and names the
     /// table, chain and rule of each where the counters tell.
     fn attribute_pending(&mut self, out: &mut Vec<Record>) {
@@ -401,12 +430,23 @@ impl Pipeline {
             return;
         }
         let after = self.env.netfilter();
-        for mut d in std::mem::take(&mut self.pending_nf) {
+        for (mut d, key) in std::mem::take(&mut self.pending_nf) {
+            if d.netfilter
+                .as_ref()
+                .is_some_and(|nf| nf.attribution != "exact")
+                && let Some(hop) = key.and_then(|k| self.walk_verdict_after(&k, d.ts_ns))
+            {
+                d.netfilter = hop.netfilter.clone();
+                d.journey.push(hop);
+            }
             if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
                 // A drop whose counter moved just before the last reading (its
                 // event arrived after it) shows against the reading before.
                 let src = d.flow.src.as_deref();
-                let named = self.nf_baseline.as_ref().is_some_and(|b| attribution::complete(nf, b, after, src));
+                let named = self
+                    .nf_baseline
+                    .as_ref()
+                    .is_some_and(|b| attribution::complete(nf, b, after, src));
                 if !named && let Some(previous) = &self.nf_previous {
                     attribution::complete(nf, previous, after, src);
                 }
@@ -1114,7 +1154,10 @@ mod tests {
                     hook: Some(Hook::Forward),
                     priority: Some(0),
                     policy: Some(Verdict::Drop),
-                    policy_counters: Some(Counters { packets: n, bytes: 0 }),
+                    policy_counters: Some(Counters {
+                        packets: n,
+                        bytes: 0,
+                    }),
                     rules: vec![],
                 }],
             }],
@@ -1129,7 +1172,9 @@ mod tests {
         f.netfilter = Some(forward_policy(0));
         let mut p = pipeline(f);
         let pkt = |id| icmp("10.244.1.10", "10.244.2.10", id, 62);
-        let reading = |n| Fact::Netfilter { inventory: Box::new(forward_policy(n)) };
+        let reading = |n| Fact::Netfilter {
+            inventory: Box::new(forward_policy(n)),
+        };
         let mut out = Vec::new();
         p.process(&drop(0, 5, NF_HOOK_SLOW, pkt(1)), &mut out);
         // The second packet is counted before this reading, its event comes after.
@@ -1142,8 +1187,65 @@ mod tests {
         assert_eq!(d.len(), 2);
         for drop in d {
             let nf = drop.netfilter.as_ref().unwrap();
-            assert_eq!((nf.chain.as_deref(), nf.rule.as_deref()), (Some("FORWARD"), Some("policy DROP")), "{drop:?}");
+            assert_eq!(
+                (nf.chain.as_deref(), nf.rule.as_deref()),
+                (Some("FORWARD"), Some("policy DROP")),
+                "{drop:?}"
+            );
         }
     }
 
+    #[test]
+    fn an_nft_walk_that_freed_the_packet_itself_names_the_drop_exactly() {
+        // Newer kernels: nft_do_chain frees the packet (kfree_skb inside it)
+        // and returns NF_STOLEN, so the walk's verdict comes after the drop.
+        const NFT_DO_CHAIN: u64 = 0xffff_2000;
+        let mut f = facts();
+        f.symbols.insert(NFT_DO_CHAIN, "nft_do_chain".into());
+        f.netfilter = Some(forward_policy(0));
+        let mut p = pipeline(f);
+        let pkt = icmp("10.244.1.10", "10.244.2.10", 7, 62);
+        let walk = |ts, verdict| {
+            let mut nf = NfEvent {
+                hook: 2,
+                pf: 2,
+                backend: backend::NFT,
+                ..Default::default()
+            };
+            nf.ev = Event {
+                ts_ns: ts,
+                kind: kind::VERDICT,
+                reason: verdict,
+                netns: NODE,
+                pkt,
+                ..Default::default()
+            };
+            nf.table[..4].copy_from_slice(b"mine");
+            nf.chain[..3].copy_from_slice(b"fwd");
+            Input::Verdict(nf)
+        };
+        let mut out = Vec::new();
+        // An earlier walk of another table accepted it: not the dropper.
+        p.process(&walk(900, 1), &mut out);
+        p.process(&drop(1_000, 5, NFT_DO_CHAIN, pkt), &mut out);
+        p.process(&walk(1_100, 2), &mut out);
+        p.process(&Input::Tick(500 * MS), &mut out);
+        let d = drops(&out);
+        assert_eq!(d.len(), 1);
+        let nf = d[0].netfilter.as_ref().unwrap();
+        assert_eq!(nf.attribution, "exact", "{nf:?}");
+        assert_eq!(
+            (
+                nf.backend.as_deref(),
+                nf.table.as_deref(),
+                nf.chain.as_deref(),
+                nf.hook.as_deref()
+            ),
+            (Some("nft"), Some("mine"), Some("fwd"), Some("FORWARD"))
+        );
+        assert_eq!(
+            d[0].journey.last().and_then(|h| h.verdict.as_deref()),
+            Some("STOLEN")
+        );
+    }
 }

@@ -5,12 +5,14 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, RawTracePoint, SchedClassifier, TcAttachType, tc},
+    programs::{RawTracePoint, SchedClassifier, TcAttachType, tc},
 };
 use tracer_common::{SkbOffsets, counter, filter::FilterProg};
 
 use super::capabilities::{Capabilities, ProbeReport};
+use super::exact::{self, ExactProbes};
 use super::nf_link::{self, NfLinks};
+use super::raw::Relocated;
 use crate::kernel::{btf::KernelBtf, netlink, netlink::Link};
 use crate::netfilter::Inventory;
 
@@ -32,11 +34,18 @@ pub struct LoadOptions<'a> {
     pub all_verdicts: bool,
     /// The netns' tables: netfilter links also go just after their priorities.
     pub inventory: Option<&'a Inventory>,
+    /// Which exact netfilter probes to use.
+    pub exact: exact::Mode,
 }
 
 pub struct Tracer {
     /// Netfilter link observation points (raw bpf(2), see `nf_link`).
     nf_links: Option<NfLinks>,
+    /// fexit programs loaded with raw bpf(2) (see `exact`).
+    exact: Option<ExactProbes>,
+    /// Whether the exact probes can read table (and chain) names: per
+    /// backend, (legacy, nft).
+    names_readable: (bool, bool),
     ebpf: Option<Ebpf>,
     ring: Option<RingBuf<MapData>>,
     pub report: ProbeReport,
@@ -48,9 +57,17 @@ pub struct Tracer {
 
 /// One line for a failed load/attach: the innermost cause is usually the
 /// useful part (e.g. "Operation not permitted").
-fn why(e: &anyhow::Error) -> String {
+pub(crate) fn why(e: &anyhow::Error) -> String {
     let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
     shorten_verifier_log(&chain.join(": "))
+}
+
+/// The statistics the verifier appends after its verdict; "processed N
+/// insns" is the reason itself when the program was too long (E2BIG).
+fn is_log_summary(line: &str, too_long: bool) -> bool {
+    (line.starts_with("processed ") && !too_long)
+        || line.starts_with("verification time")
+        || line.starts_with("stack depth")
 }
 
 /// Verifier logs run to thousands of lines: keep the error and the log's last line.
@@ -58,11 +75,12 @@ fn shorten_verifier_log(msg: &str) -> String {
     match msg.split_once("Verifier output:") {
         Some((head, log)) => {
             let head = head.trim_end_matches(['.', ' ']);
+            let too_long = head.contains("(os error 7)");
             let last = log
                 .lines()
                 .rev()
                 .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with(':'));
+                .find(|l| !l.is_empty() && !l.starts_with(':') && !is_log_summary(l, too_long));
             match last {
                 Some(l) => format!("{head} (verifier: {l})"),
                 None => head.to_string(),
@@ -81,9 +99,7 @@ impl Tracer {
         let offsets = btf.map(KernelBtf::skb_offsets).unwrap_or(SkbOffsets::UNSET);
         let has_reason: u8 = (offsets.reason_arg != SkbOffsets::ABSENT) as u8;
         let netns_filter: u8 = opts.netns.is_some() as u8;
-        let nf_offsets = btf
-            .map(KernelBtf::nf_offsets)
-            .unwrap_or(tracer_common::NfOffsets::UNSET);
+        let nf_offsets = nf_offsets(btf, caps);
         let all_verdicts: u8 = opts.all_verdicts as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global("SKB_OFFSETS", &offsets, true)
@@ -96,7 +112,11 @@ impl Tracer {
             .load(OBJECT)
             .context("loading the eBPF maps")?;
         // Relocated while every map is still in `ebpf` (EVENTS is taken below).
-        let nf_program = nf_link::Program::relocate(OBJECT, &ebpf);
+        let relocated = Relocated::new(OBJECT, &ebpf);
+        let nf_program = relocated
+            .as_ref()
+            .map_err(|e| anyhow!("{e:#}"))
+            .and_then(nf_link::Program::new);
 
         let mut filter: Array<_, FilterProg> =
             Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
@@ -115,6 +135,17 @@ impl Tracer {
 
         let mut tracer = Tracer {
             nf_links: None,
+            exact: None,
+            names_readable: (
+                nf_offsets.xt_table_name != u16::MAX,
+                [
+                    nf_offsets.chain_table,
+                    nf_offsets.chain_name,
+                    nf_offsets.table_name,
+                ]
+                .iter()
+                .all(|&o| o != u16::MAX),
+            ),
             ebpf: None,
             ring: Some(ring),
             report: ProbeReport::default(),
@@ -123,7 +154,17 @@ impl Tracer {
         };
         tracer.attach_tc(&mut ebpf, caps, &opts)?;
         tracer.attach_drops(&mut ebpf, caps, btf, &opts);
-        tracer.attach_netfilter(&mut ebpf, caps, btf, &opts);
+        tracer.exact = Some(exact::load(
+            exact::Setup {
+                ebpf: &mut ebpf,
+                object: relocated.as_ref().ok(),
+                caps,
+                btf,
+                mode: opts.exact,
+                attach: opts.attach,
+            },
+            &mut tracer.report,
+        ));
         tracer.attach_nf_links(nf_program, caps, btf, &opts);
         tracer.ebpf = Some(ebpf);
         Ok(tracer)
@@ -226,70 +267,6 @@ impl Tracer {
         }
     }
 
-    /// fexit on the netfilter table walkers: exact backend/table/chain/verdict.
-    fn attach_netfilter(
-        &mut self,
-        ebpf: &mut Ebpf,
-        caps: &Capabilities,
-        btf: Option<&KernelBtf>,
-        opts: &LoadOptions<'_>,
-    ) {
-        const PROBES: [(&str, &str, &str); 3] = [
-            (
-                "nft_do_chain_exit",
-                "nft_do_chain",
-                "exact nf_tables verdicts (table, chain)",
-            ),
-            (
-                "ipt_do_table_exit",
-                "ipt_do_table",
-                "exact iptables-legacy verdicts (table, hook)",
-            ),
-            (
-                "ip6t_do_table_exit",
-                "ip6t_do_table",
-                "exact ip6tables-legacy verdicts (table, hook)",
-            ),
-        ];
-        let fallback = if caps.kprobes {
-            "kprobes are present but not used yet"
-        } else {
-            "no kprobes either"
-        };
-        let btf_sys = match (btf, aya::Btf::from_sys_fs()) {
-            (Some(_), Ok(b)) => b,
-            _ => {
-                for (_, func, _) in PROBES {
-                    self.report.missing(
-                        format!("fexit {func}"),
-                        format!("no kernel BTF; {fallback}"),
-                    );
-                }
-                return;
-            }
-        };
-        for (prog_name, func, what) in PROBES {
-            let result = (|| -> Result<()> {
-                let prog: &mut FExit =
-                    ebpf.program_mut(prog_name).context("program")?.try_into()?;
-                prog.load(func, &btf_sys)?;
-                if opts.attach {
-                    prog.attach()?;
-                }
-                Ok(())
-            })();
-            match result {
-                Ok(()) => self
-                    .report
-                    .ok(format!("fexit {func}"), Some(what.to_string())),
-                Err(e) => self.report.missing(
-                    format!("fexit {func}"),
-                    format!("{}{}; {fallback}", why(&e), caps.lockdown_note()),
-                ),
-            }
-        }
-    }
-
     /// BPF netfilter links around each IPv4/IPv6 hook's priorities.
     fn attach_nf_links(
         &mut self,
@@ -355,30 +332,56 @@ impl Tracer {
         }
     }
 
-    /// How netfilter drops are attributed with the probes that loaded.
+    /// How netfilter drops are attributed with the probes that loaded: one
+    /// line in all, then one per backend (`calitrace probes` prints them).
     pub fn attribution_method(&self) -> String {
         let exact: Vec<&str> = self
             .report
             .attached
             .iter()
-            .filter_map(|p| p.name.strip_prefix("fexit "))
+            .filter(|p| exact::is_exact(&p.name))
+            .map(|p| p.name.as_str())
             .collect();
         if exact.is_empty() {
-            let links = self.report.attached.iter().any(|p| p.name == NF_LINKS);
-            let hook = if links {
-                "hook from netfilter links"
-            } else {
-                "hook from addresses"
-            };
-            format!(
-                "inferred (backend from the drop location, {hook}, table/chain/rule from rule counters)"
-            )
+            format!("inferred ({})", self.inferred_how())
         } else {
-            format!(
-                "exact via fexit on {} (rule from counters)",
-                exact.join(", ")
-            )
+            format!("exact via {} (rule from counters)", exact.join(", "))
         }
+    }
+
+    fn inferred_how(&self) -> String {
+        let links = self.report.attached.iter().any(|p| p.name == NF_LINKS);
+        let hook = if links {
+            "hook from netfilter links"
+        } else {
+            "hook from addresses"
+        };
+        format!("backend from the drop location, {hook}, table/chain/rule from rule counters")
+    }
+
+    /// Per backend ("legacy", "nft"): "exact" or "inferred", and how.
+    pub fn attribution_by_backend(&self) -> [(&'static str, String); 2] {
+        let walker = |function: &str, names: bool| {
+            let probe =
+                self.report.attached.iter().find(|p| {
+                    exact::is_exact(&p.name) && p.name.ends_with(&format!(" {function}"))
+                });
+            match probe {
+                Some(p) if names => format!(
+                    "exact ({}: table and hook from the walk, rule from counters)",
+                    p.name
+                ),
+                Some(p) => format!(
+                    "inferred ({}: backend and hook exact; this kernel's BTF has no layout for the table name, so table, chain and rule from counters)",
+                    p.name
+                ),
+                None => format!("inferred ({})", self.inferred_how()),
+            }
+        };
+        [
+            ("legacy", walker("ipt_do_table", self.names_readable.0)),
+            ("nft", walker("nft_do_chain", self.names_readable.1)),
+        ]
     }
 
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
@@ -412,11 +415,44 @@ impl Tracer {
     }
 }
 
+/// The netfilter offsets from BTF, with what older kernels without module
+/// BTF (before 5.11) leave out filled in from their fixed layouts (x86_64).
+/// The names of nf_tables tables and chains stay unknown there: rule
+/// counters name them, and attribution says "inferred".
+fn nf_offsets(btf: Option<&KernelBtf>, caps: &Capabilities) -> tracer_common::NfOffsets {
+    let Some(btf) = btf else {
+        return tracer_common::NfOffsets::UNSET;
+    };
+    let mut o = btf.nf_offsets();
+    if btf.function_params("ipt_do_table").is_empty() && !caps.at_least(5, 16) {
+        // ipt_do_table(skb, state, table) until 5.16.
+        o.ipt_layout = 1;
+    }
+    if !caps.at_least(5, 11) {
+        // struct nft_pktinfo { sk_buff *skb; bool tprot_set; u8 tprot;
+        // struct xt_action_param xt; } with xt.state at 16 in xt, 4.x to 5.10.
+        if o.pktinfo_skb == u16::MAX {
+            o.pktinfo_skb = 0;
+        }
+        if o.pktinfo_state == u16::MAX {
+            o.pktinfo_state = 32;
+        }
+    }
+    if o.xt_table_name == u16::MAX && !caps.at_least(5, 11) {
+        // struct xt_table { list_head list; unsigned valid_hooks; xt_table_info
+        // *private; module *me; u8 af; int priority; int (*table_init)(net *);
+        // const char name[32]; }, unchanged from 4.9 to 5.10 (x86_64).
+        o.xt_table_name = 56;
+    }
+    o
+}
+
 impl Drop for Tracer {
     fn drop(&mut self) {
         // Dropping the Ebpf object detaches every link and closes every
-        // program; the netfilter links are closed the same way, first.
+        // program; the raw-loaded ones are closed the same way, first.
         self.nf_links.take();
+        self.exact.take();
         self.ring.take();
         self.ebpf.take();
         for ifindex in self.created_clsact.drain(..) {
@@ -440,6 +476,11 @@ mod tests {
         assert_eq!(
             shorten_verifier_log(empty),
             "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)"
+        );
+        let denied = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: 0: R1=ctx()\n5: (85) call bpf_foo#99\nunknown func bpf_foo#99\nprocessed 31 insns (limit 1000000) max_states_per_insn 0\n";
+        assert_eq!(
+            shorten_verifier_log(denied),
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13) (verifier: unknown func bpf_foo#99)"
         );
         assert_eq!(shorten_verifier_log("plain"), "plain");
     }

@@ -2,6 +2,8 @@
 //! buffer, and reporting what this kernel allows.
 
 pub mod capabilities;
+pub mod exact;
 pub mod ifaces;
 pub mod loader;
 pub mod nf_link;
+pub mod raw;

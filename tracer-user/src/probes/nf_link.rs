@@ -18,28 +18,21 @@
 //!   relocated against them by hand.
 //!
 //! So the program stays in calitrace's one object, in a `classifier/nf_hook`
-//! section that aya parses but is never asked to load. Here the same bytes are
-//! parsed again with `aya-obj` (the crate aya itself parses and relocates
-//! with, same version), its map references are relocated to the file
-//! descriptors of the maps aya created (events reach the same ring buffer,
-//! the same filter and namespace maps apply), and two raw bpf(2) commands do
-//! the rest: BPF_PROG_LOAD (type BPF_PROG_TYPE_NETFILTER, expected attach
-//! type BPF_NETFILTER) and BPF_LINK_CREATE (BPF_NETFILTER with family, hook
-//! and priority). The netfilter context does not say at which priority a
-//! program runs, so each priority gets its own loaded copy whose `NF_POINT`
-//! map reference is pointed at a one-entry map holding that copy's point.
-//!
-//! Every descriptor is an [`OwnedFd`] from the moment the kernel returns it:
-//! closing a link's fd detaches it, so links go away on drop, on every error
-//! path and when the process dies (they are not pinned).
+//! section that aya parses but is never asked to load, and is loaded with raw
+//! bpf(2) calls after relocation against aya's maps ([`super::raw`]):
+//! BPF_PROG_LOAD (type BPF_PROG_TYPE_NETFILTER, expected attach type
+//! BPF_NETFILTER) and BPF_LINK_CREATE (BPF_NETFILTER with family, hook and
+//! priority). The netfilter context does not say at which priority a program
+//! runs, so each priority gets its own loaded copy whose `NF_POINT` map
+//! reference is pointed at a one-entry map holding that copy's point.
+//! Closing a link's fd detaches it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use anyhow::{Context, Result, anyhow, bail};
-use aya::Ebpf;
+use anyhow::{Context, Result, bail};
 use aya::maps::{Array, Map, MapData};
 use aya_obj::generated::{
     BPF_DW, BPF_IMM, BPF_LD, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn,
@@ -47,6 +40,7 @@ use aya_obj::generated::{
 };
 use tracer_common::{NfPoint, nf_point};
 
+use super::raw::{self, LoadError, ProgSpec, Relocated, map_data};
 use crate::netfilter::{Family, Hook, Inventory, Verdict};
 
 /// The function in the eBPF object, and the map each copy gets its own of.
@@ -193,43 +187,13 @@ pub struct Program {
 }
 
 impl Program {
-    /// Parses `object` (the same bytes aya loaded into `ebpf`) and relocates
-    /// the netfilter program against `ebpf`'s maps. Call before any map is
-    /// taken out of `ebpf`.
-    pub fn relocate(object: &[u8], ebpf: &Ebpf) -> Result<Program> {
-        let mut obj = aya_obj::Object::parse(object).context("parsing the eBPF object")?;
-        let defs = std::mem::take(&mut obj.maps);
-        let mut fds = Vec::new();
-        for (name, def) in &defs {
-            let map = ebpf
-                .map(name)
-                .with_context(|| format!("map {name} is not loaded"))?;
-            fds.push((name.as_str(), map_data(map).fd().as_fd().as_raw_fd(), def));
-        }
-        let point_map_fd = fds
-            .iter()
-            .find(|(n, _, _)| *n == POINT_MAP)
-            .map(|(_, fd, _)| *fd)
-            .context("no NF_POINT map in the eBPF object")?;
-        let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
-        obj.relocate_maps(fds.into_iter(), &text_sections)
-            .map_err(|e| anyhow!("relocating maps: {e}"))?;
-        obj.relocate_calls(&text_sections)
-            .map_err(|e| anyhow!("relocating calls: {e}"))?;
-        let prog = obj
-            .programs
-            .get(PROGRAM)
-            .context("no nf_hook program in the eBPF object")?;
-        let insns = obj
-            .functions
-            .get(&prog.function_key())
-            .context("nf_hook has no code")?
-            .instructions
-            .clone();
+    pub fn new(object: &Relocated) -> Result<Program> {
         Ok(Program {
-            insns,
-            license: obj.license.clone(),
-            point_map_fd,
+            insns: object.program(PROGRAM)?,
+            license: object.license().clone(),
+            point_map_fd: object
+                .map_fd(POINT_MAP)
+                .context("no NF_POINT map in the eBPF object")?,
         })
     }
 
@@ -259,25 +223,15 @@ impl Program {
             .with_point_map(map_data(&map).fd().as_fd().as_raw_fd())
             .map_err(LoadError::Other)?;
         // The program holds its own reference to the map: `map` may close.
-        prog_load(&insns, &self.license)
-    }
-}
-
-/// Why a program copy did not load.
-#[derive(Debug)]
-pub enum LoadError {
-    /// BPF_PROG_LOAD failed: errno and the verifier log's last line.
-    Kernel(io::Error, Option<String>),
-    Other(anyhow::Error),
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoadError::Kernel(e, Some(log)) => write!(f, "BPF_PROG_LOAD: {e} (verifier: {log})"),
-            LoadError::Kernel(e, None) => write!(f, "BPF_PROG_LOAD: {e}"),
-            LoadError::Other(e) => write!(f, "{e:#}"),
-        }
+        raw::prog_load(&ProgSpec {
+            prog_type: bpf_prog_type::BPF_PROG_TYPE_NETFILTER,
+            attach_type: bpf_attach_type::BPF_NETFILTER,
+            attach_btf_id: 0,
+            attach_btf_obj: None,
+            name: PROG_NAME,
+            insns: &insns,
+            license: &self.license,
+        })
     }
 }
 
@@ -329,42 +283,6 @@ impl NfLinks {
     }
 }
 
-/// The `MapData` inside any kind of aya map.
-fn map_data(map: &Map) -> &MapData {
-    match map {
-        Map::Array(m)
-        | Map::ArrayOfMaps(m)
-        | Map::BloomFilter(m)
-        | Map::CgroupArray(m)
-        | Map::CgroupStorage(m)
-        | Map::CgrpStorage(m)
-        | Map::CpuMap(m)
-        | Map::DevMap(m)
-        | Map::DevMapHash(m)
-        | Map::HashMap(m)
-        | Map::HashOfMaps(m)
-        | Map::InodeStorage(m)
-        | Map::LpmTrie(m)
-        | Map::LruHashMap(m)
-        | Map::PerCpuArray(m)
-        | Map::PerCpuCgroupStorage(m)
-        | Map::PerCpuHashMap(m)
-        | Map::PerCpuLruHashMap(m)
-        | Map::PerfEventArray(m)
-        | Map::ProgramArray(m)
-        | Map::Queue(m)
-        | Map::ReusePortSockArray(m)
-        | Map::RingBuf(m)
-        | Map::SockHash(m)
-        | Map::SockMap(m)
-        | Map::SkStorage(m)
-        | Map::Stack(m)
-        | Map::StackTraceMap(m)
-        | Map::Unsupported(m)
-        | Map::XskMap(m) => m,
-    }
-}
-
 /// A one-entry array holding `point`, for one program copy.
 fn point_map(point: NfPoint) -> Result<Map> {
     let def = aya_obj::Map::new_from_params(
@@ -378,75 +296,6 @@ fn point_map(point: NfPoint) -> Result<Map> {
     let mut array: Array<&mut MapData, NfPoint> = Array::try_from(&mut map)?;
     array.set(0, point, 0).context("setting NF_POINT")?;
     Ok(map)
-}
-
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<RawFd> {
-    // SAFETY: `attr` is a valid, fully initialised bpf_attr of the size passed;
-    // pointers inside it point at live buffers of the sizes given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            size_of::<bpf_attr>(),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as RawFd)
-    }
-}
-
-/// A new fd from the kernel, owned from here on (closed on drop).
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: the kernel just returned this fd and nothing else holds it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-fn prog_load(insns: &[bpf_insn], license: &CString) -> Result<OwnedFd, LoadError> {
-    let attempt = |log: Option<&mut Vec<u8>>| -> io::Result<OwnedFd> {
-        // SAFETY: all-zero is a valid bpf_attr (plain integers).
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: writing the BPF_PROG_LOAD member of the union.
-        let a = unsafe { &mut attr.__bindgen_anon_3 };
-        a.prog_type = bpf_prog_type::BPF_PROG_TYPE_NETFILTER as u32;
-        a.expected_attach_type = bpf_attach_type::BPF_NETFILTER as u32;
-        a.insns = insns.as_ptr() as u64;
-        a.insn_cnt = insns.len() as u32;
-        a.license = license.as_ptr() as u64;
-        for (dst, src) in a.prog_name.iter_mut().zip(PROG_NAME.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        if let Some(buf) = log {
-            a.log_level = 1;
-            a.log_buf = buf.as_mut_ptr() as u64;
-            a.log_size = buf.len() as u32;
-        }
-        sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map(owned)
-    };
-    match attempt(None) {
-        Ok(fd) => Ok(fd),
-        Err(e) => {
-            // Again with a log, for the verifier's reason. Since 6.4 a full
-            // log buffer keeps the end, which is the part that says why.
-            let mut buf = vec![0u8; 1 << 20];
-            match attempt(Some(&mut buf)) {
-                Ok(fd) => Ok(fd),
-                Err(_) => Err(LoadError::Kernel(e, last_log_line(&buf))),
-            }
-        }
-    }
-}
-
-/// The verifier log's last non-empty line.
-fn last_log_line(buf: &[u8]) -> Option<String> {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end])
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .map(str::to_string)
 }
 
 fn link_create(prog: &OwnedFd, p: Point) -> io::Result<OwnedFd> {
@@ -463,7 +312,7 @@ fn link_create(prog: &OwnedFd, p: Point) -> io::Result<OwnedFd> {
         l.__bindgen_anon_3.netfilter.priority = p.priority;
         l.__bindgen_anon_3.netfilter.flags = 0;
     }
-    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(owned)
+    raw::sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(raw::owned)
 }
 
 #[cfg(test)]
@@ -564,14 +413,5 @@ mod tests {
             points.iter().any(|p| p.hook == 3 && p.priority == 8),
             "a dropping chain is kept"
         );
-    }
-
-    #[test]
-    fn verifier_log_tail() {
-        assert_eq!(
-            last_log_line(b"0: R1=ctx()\ninvalid access\n\n\0garbage"),
-            Some("invalid access".into())
-        );
-        assert_eq!(last_log_line(b"\0"), None);
     }
 }

@@ -178,6 +178,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             attach: true,
             all_verdicts: args.view.verdicts,
             inventory: facts.netfilter.as_ref(),
+            exact: args.nf_probes,
         },
     )?;
     // The parsed kernel BTF (tens of MiB) has served its purpose: offsets and
@@ -217,10 +218,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         && !start
             .probes_attached
             .iter()
-            .any(|p| p.name.starts_with("fexit"))
+            .any(|p| crate::probes::exact::is_exact(&p.name))
     {
         eprintln!(
-            "calitrace: --verdicts needs the exact netfilter probes (fexit), unavailable on this kernel: no verdict lines"
+            "calitrace: --verdicts needs the exact netfilter probes (fexit or kprobes), unavailable here: no verdict lines"
         );
     }
 

@@ -42,6 +42,7 @@ pub fn run() -> Result<()> {
             attach: false,
             all_verdicts: false,
             inventory: None,
+            exact: Default::default(),
         },
     )?;
     println!("probes:");
@@ -59,5 +60,8 @@ pub fn run() -> Result<()> {
         println!("  no   {}: {}", u.name, u.reason);
     }
     println!("netfilter attribution: {}", tracer.attribution_method());
+    for (backend, how) in tracer.attribution_by_backend() {
+        println!("  {backend}: {how}");
+    }
     Ok(())
 }
