@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use tracer_common::{Event, NfEvent, backend, dir, filter::FilterProg, kind, l3, nf_point};
 
-use crate::correlation::{HookPoint, Journeys, PacketKey, Sighting, arp::ArpWatch};
+use crate::correlation::{Dir, HookPoint, Journeys, PacketKey, Sighting, arp::ArpWatch};
 use crate::diagnosis::{Diagnoser, attribution, classify};
 use crate::events::facts::Environment;
 use crate::events::records::{
@@ -39,7 +39,7 @@ impl Default for Options {
             filter: None,
             arp_window_ns: 1000 * MS,
             diagnosis_interval_ns: 1000 * MS,
-            max_journeys: 65_536,
+            max_journeys: 16_384,
         }
     }
 }
@@ -192,7 +192,7 @@ impl Pipeline {
             ts_ns: s.ts_ns,
             netns: s.netns,
             ifname: self.ifname(s.netns, s.ifindex),
-            dir: s.dir,
+            dir: s.dir.as_str(),
             ttl: s.ttl,
             netfilter,
             verdict,
@@ -212,9 +212,9 @@ impl Pipeline {
         self.counts.packets += 1;
         let p = &ev.pkt;
         let direction = if ev.dir == dir::INGRESS {
-            "ingress"
+            Dir::Ingress
         } else {
-            "egress"
+            Dir::Egress
         };
         if p.l3 == l3::ARP {
             let (s, t) = (
@@ -250,7 +250,7 @@ impl Pipeline {
                 ts_ns: ev.ts_ns,
                 netns: ev.netns,
                 ifname: self.ifname(ev.netns, ev.ifindex),
-                dir: direction,
+                dir: direction.as_str(),
                 flow: Flow::of(p),
                 detail: Detail::of(p),
             }));
@@ -286,18 +286,32 @@ impl Pipeline {
         };
         let verdict = verdict_name(nf.ev.reason);
         if let Some(key) = PacketKey::of(&nf.ev.pkt) {
-            self.journeys.observe(
-                key,
-                Sighting {
-                    ts_ns: nf.ev.ts_ns,
-                    netns: nf.ev.netns,
-                    ifindex: 0,
-                    dir: "netfilter",
-                    ttl: Some(nf.ev.pkt.ttl),
-                    verdict: Some(Box::new((info.clone(), verdict.clone()))),
-                    point: None,
-                },
-            );
+            let sighting = Sighting {
+                ts_ns: nf.ev.ts_ns,
+                netns: nf.ev.netns,
+                ifindex: 0,
+                dir: Dir::Netfilter,
+                ttl: Some(nf.ev.pkt.ttl),
+                verdict: Some(Box::new((info.clone(), verdict.clone()))),
+                point: None,
+            };
+            // nf_tables frees a packet it drops itself on newer kernels and
+            // returns NF_STOLEN: the walk's verdict comes after the drop,
+            // which waits in `pending_nf` for the counters.
+            if verdict == "DROP" || (verdict == "STOLEN" && nf.backend == backend::NFT) {
+                let hop = self.hop(&sighting);
+                for (d, _) in self.pending_nf.iter_mut().filter(|(d, k)| {
+                    *k == Some(key)
+                        && d.ts_ns <= nf.ev.ts_ns
+                        && d.netfilter
+                            .as_ref()
+                            .is_some_and(|n| n.attribution != "exact")
+                }) {
+                    d.netfilter = hop.netfilter.clone();
+                    d.journey.push(hop.clone());
+                }
+            }
+            self.journeys.observe(key, sighting);
         }
         if self.opts.verdicts {
             out.push(Record::Verdict(VerdictRecord {
@@ -321,7 +335,7 @@ impl Pipeline {
                     ts_ns: nf.ev.ts_ns,
                     netns: nf.ev.netns,
                     ifindex: 0,
-                    dir: "netfilter",
+                    dir: Dir::Netfilter,
                     ttl: Some(nf.ev.pkt.ttl),
                     verdict: None,
                     point: Some(HookPoint {
@@ -407,22 +421,6 @@ impl Pipeline {
         out.append(&mut diagnoses);
     }
 
-    /// The verdict of a table walk that ended after the packet was freed at
-    /// `ts_ns`: nf_tables frees a dropped packet itself on newer kernels and
-    /// returns NF_STOLEN, so its verdict reaches us after the drop.
-    fn walk_verdict_after(&self, key: &PacketKey, ts_ns: u64) -> Option<Hop> {
-        self.journeys
-            .get(key)
-            .iter()
-            .find(|s| {
-                s.ts_ns >= ts_ns
-                    && s.verdict.as_deref().is_some_and(|(nf, v)| {
-                        v == "DROP" || (v == "STOLEN" && nf.backend.as_deref() == Some("nft"))
-                    })
-            })
-            .map(|s| self.hop(s))
-    }
-
     /// Reads the counters once for all waiting netfilter drops and names the
     /// table, chain and rule of each where the counters tell.
     fn attribute_pending(&mut self, out: &mut Vec<Record>) {
@@ -430,15 +428,7 @@ impl Pipeline {
             return;
         }
         let after = self.env.netfilter();
-        for (mut d, key) in std::mem::take(&mut self.pending_nf) {
-            if d.netfilter
-                .as_ref()
-                .is_some_and(|nf| nf.attribution != "exact")
-                && let Some(hop) = key.and_then(|k| self.walk_verdict_after(&k, d.ts_ns))
-            {
-                d.netfilter = hop.netfilter.clone();
-                d.journey.push(hop);
-            }
+        for (mut d, _) in std::mem::take(&mut self.pending_nf) {
             if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
                 // A drop whose counter moved just before the last reading (its
                 // event arrived after it) shows against the reading before.

@@ -67,6 +67,7 @@ impl PacketKey {
 
 /// Hops kept per packet: enough for a packet looping a few times.
 pub const MAX_HOPS: usize = 16;
+const HOPS_GROWTH: usize = 4;
 
 /// One place a packet was seen, as kept while waiting for a drop that may
 /// never come: no names (they are looked up when a drop asks for the
@@ -77,7 +78,7 @@ pub struct Sighting {
     pub netns: u32,
     /// 0 for a netfilter verdict or link point.
     pub ifindex: u32,
-    pub dir: &'static str,
+    pub dir: Dir,
     pub ttl: Option<u8>,
     /// A netfilter table's verdict (exact probes): the table and the verdict.
     pub verdict: Option<Box<(NetfilterInfo, String)>>,
@@ -87,6 +88,24 @@ pub struct Sighting {
 
 /// Where a netfilter link saw a packet: kept as the kernel reported it, named
 /// when a drop asks for the journey.
+/// Where a sighting was made: by tc on an interface, or in netfilter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Ingress,
+    Egress,
+    Netfilter,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Ingress => "ingress",
+            Dir::Egress => "egress",
+            Dir::Netfilter => "netfilter",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookPoint {
     /// NFPROTO_* family and NF_INET_* hook.
@@ -133,6 +152,10 @@ impl Journeys {
                 let seen = &mut e.get_mut().1;
                 if seen.len() == MAX_HOPS {
                     seen.remove(0);
+                } else if seen.len() == seen.capacity() {
+                    // Grow by a few, not double: a forwarded packet has about
+                    // 9 sightings, and doubling would hold 16 for each.
+                    seen.reserve_exact(HOPS_GROWTH);
                 }
                 seen.push(hop);
                 return;
@@ -212,7 +235,7 @@ mod tests {
             ts_ns: ts,
             netns: 1,
             ifindex,
-            dir: "ingress",
+            dir: Dir::Ingress,
             ttl: Some(64),
             verdict: None,
             point: None,
@@ -253,5 +276,15 @@ mod tests {
             ..Default::default()
         };
         assert!(PacketKey::of(&p).is_none());
+    }
+
+    #[test]
+    fn sightings_stay_small() {
+        // 16k packets x ~9 sightings are held at once under load.
+        assert!(
+            std::mem::size_of::<Sighting>() <= 40,
+            "{}",
+            std::mem::size_of::<Sighting>()
+        );
     }
 }

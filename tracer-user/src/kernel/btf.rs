@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use tracer_common::{NfOffsets, SkbOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -51,8 +51,12 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &str) -> Result<Self> {
-        let btf =
-            Btf::from_file(path).with_context(|| format!("cannot read kernel BTF from {path}"))?;
+        // Mapped where the kernel allows mmap of its BTF (6.16+): parsing all
+        // of vmlinux's BTF up front takes ~30 MiB, which would be the
+        // process's peak RSS. Lookups are fewer than a hundred.
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .with_context(|| format!("cannot read kernel BTF from {path}"))?;
         Ok(Self {
             btf,
             modules: Vec::new(),
