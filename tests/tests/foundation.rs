@@ -92,6 +92,66 @@ fn healthy(mode: Mode) {
     attached_nothing_left(&lab, 1, &b.cali);
 }
 
+/// `calitrace probes` says what this kernel offers and what it lacks, and why.
+#[test]
+fn probes_say_what_this_kernel_offers() {
+    let out = calitrace::probes();
+    let version = calitrace::kernel_version();
+    let line = |prefix: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}\n{out}"))
+    };
+    // TCX from 6.6, the netlink clsact qdisc before.
+    let tc = if version >= (6, 6) {
+        "ok   tc classifier (TCX): loadable"
+    } else {
+        "ok   tc classifier (netlink clsact): loadable"
+    };
+    assert_eq!(line("ok   tc classifier"), tc, "{out}");
+    let kfree = line("ok   kfree_skb");
+    if calitrace::kernel_has_drop_reasons() {
+        let n: u32 = kfree
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            n > 10 && kfree.ends_with("drop reasons from BTF"),
+            "{kfree}"
+        );
+    } else {
+        assert!(
+            kfree.contains("no drop reasons") && kfree.contains("location only"),
+            "says what is missing: {kfree}"
+        );
+    }
+    // Every probe is either there or not, and then says why.
+    let probes: Vec<&str> = out
+        .lines()
+        .skip_while(|l| l.trim() != "probes:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert!(probes.len() >= 3, "{out}");
+    for p in &probes {
+        assert!(p.starts_with("ok   ") || p.starts_with("no   "), "{p}");
+        if let Some(rest) = p.strip_prefix("no   ") {
+            let why = rest.split_once(": ").map(|(_, w)| w.trim()).unwrap_or("");
+            assert!(!why.is_empty(), "an unavailable probe says why: {p}");
+        }
+    }
+    let a = calitrace::attribution();
+    if !a.exact {
+        assert!(
+            probes.iter().any(|p| p.starts_with("no   ")
+                && (p.contains("nft_do_chain") || p.contains("ipt_do_table"))),
+            "inferred attribution: the probes say what the exact one lacks\n{out}"
+        );
+    }
+}
+
 #[test]
 fn healthy_cross_node_traffic_direct() {
     healthy(Mode::Direct);
@@ -115,6 +175,12 @@ fn legacy_forward_policy_drop() {
     let d = Finished::between(&drops, &a.ip, &b.ip);
     assert!(!d.is_empty(), "the drop is reported\n{}", f.dump());
     assert_eq!(d[0]["reason"], "NETFILTER_DROP");
+    assert_eq!(
+        d[0]["reason_from_location"].as_bool().unwrap_or(false),
+        !calitrace::kernel_has_drop_reasons(),
+        "named from the location exactly where the kernel gives no reason: {}",
+        d[0]
+    );
     assert_eq!(d[0]["stage"], "netfilter");
     assert_eq!(d[0]["proto"], "icmp");
     assert_eq!(d[0]["ifname"], "eth0");
@@ -161,8 +227,10 @@ fn strict_rp_filter() {
     let drops = f.drops();
     let d = Finished::between(&drops, &a.ip, &b.ip);
     assert!(
-        d.iter()
-            .any(|d| d["reason"] == "IP_RPFILTER" && d["stage"] == "rp_filter"),
+        d.iter().any(|d| d["reason"] == "IP_RPFILTER"
+            && d["stage"] == "rp_filter"
+            && d["reason_from_location"].as_bool().unwrap_or(false)
+                == !calitrace::kernel_has_drop_reasons()),
         "{}",
         f.dump()
     );
