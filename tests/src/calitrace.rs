@@ -288,11 +288,11 @@ impl Attribution {
         let any_named = BACKEND_FUNCTIONS
             .iter()
             .flat_map(|(_, fs)| fs.iter())
-            .any(|f| named(&f));
+            .any(named);
         let ours = BACKEND_FUNCTIONS
             .iter()
             .find(|(b, _)| *b == backend)
-            .is_some_and(|(_, fs)| fs.iter().any(|f| named(&f)));
+            .is_some_and(|(_, fs)| fs.iter().any(named));
         if ours || !any_named {
             "exact"
         } else {

@@ -230,7 +230,7 @@ fn strict_rp_filter() {
         d.iter().any(|d| d["reason"] == "IP_RPFILTER"
             && d["stage"] == "rp_filter"
             && d["reason_from_location"].as_bool().unwrap_or(false)
-                == !calitrace::kernel_has_drop_reasons()),
+                != calitrace::kernel_has_drop_reasons()),
         "{}",
         f.dump()
     );
