@@ -241,3 +241,137 @@ impl Finished {
         )
     }
 }
+
+/// How `calitrace probes` says this kernel attributes netfilter drops: its last
+/// line, `netfilter attribution: exact ...` or `netfilter attribution: inferred ...`.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    /// The whole line after `netfilter attribution: `.
+    pub line: String,
+    /// It starts with `exact`.
+    pub exact: bool,
+    /// `(backend, "exact"|"inferred")` from the lines under it
+    /// (`  legacy: exact (...)`, `  nft: inferred (...)`).
+    pub per_backend: Vec<(String, &'static str)>,
+}
+
+impl Attribution {
+    pub fn parse(probes_output: &str) -> Option<Attribution> {
+        let mut lines = probes_output.lines();
+        let line = lines
+            .by_ref()
+            .find_map(|l| l.trim().strip_prefix("netfilter attribution: "))?
+            .trim()
+            .to_string();
+        let exact = line.starts_with("exact");
+        if !exact && !line.starts_with("inferred") {
+            return None;
+        }
+        let per_backend = lines
+            .map_while(|l| {
+                let (backend, how) = l.strip_prefix("  ")?.split_once(": ")?;
+                let how = if how.starts_with("exact") {
+                    "exact"
+                } else if how.starts_with("inferred") {
+                    "inferred"
+                } else {
+                    return None;
+                };
+                Some((backend.to_string(), how))
+            })
+            .collect();
+        Some(Attribution {
+            line,
+            exact,
+            per_backend,
+        })
+    }
+
+    /// What a drop by `backend` ("nft" or "legacy") must be attributed as,
+    /// as `calitrace probes` says for that backend.
+    pub fn expected_for(&self, backend: &str) -> &'static str {
+        self.per_backend
+            .iter()
+            .find(|(b, _)| b == backend)
+            .map(|(_, how)| *how)
+            .unwrap_or_else(|| panic!("`calitrace probes` says nothing about {backend}: {self:?}"))
+    }
+}
+
+/// The output of `calitrace probes` on this kernel, found out once per test
+/// process: from the file `$CALITRACE_TEST_PROBES` (the VM lane runs
+/// `calitrace probes` once per kernel and saves its output there), else by
+/// running it.
+pub fn probes() -> &'static str {
+    static ONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| match std::env::var_os("CALITRACE_TEST_PROBES") {
+        Some(path) => std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", PathBuf::from(path).display())),
+        None => {
+            let f = run(None, &[], &["probes"], Duration::from_secs(120))
+                .expect("running calitrace probes");
+            assert!(f.status.success(), "calitrace probes failed\n{}", f.dump());
+            f.stdout
+        }
+    })
+}
+
+/// What `calitrace probes` says about netfilter attribution on this kernel.
+pub fn attribution() -> &'static Attribution {
+    static ONCE: std::sync::OnceLock<Attribution> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let output = probes();
+        Attribution::parse(output).unwrap_or_else(|| {
+            panic!(
+                "`calitrace probes` has no `netfilter attribution: exact|inferred` line:\n{output}"
+            )
+        })
+    })
+}
+
+/// The running kernel's version (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+}
+
+/// Whether the running kernel has drop reasons in `kfree_skb` (5.17+); before,
+/// calitrace names the reason from the location (`reason_from_location`).
+pub fn kernel_has_drop_reasons() -> bool {
+    kernel_version() >= (5, 17)
+}
+
+/// Where the running kernel frees a packet that nf_tables dropped:
+/// `nft_do_chain` itself from 6.8 on, `nf_hook_slow` before.
+pub fn nft_drop_location() -> &'static str {
+    if kernel_version() >= (6, 8) {
+        "nft_do_chain"
+    } else {
+        "nf_hook_slow"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Attribution;
+
+    #[test]
+    fn the_attribution_lines_say_what_to_expect_per_backend() {
+        let inferred = Attribution::parse("probes:\n  ok   x\nnetfilter attribution: inferred (backend from the drop location, hook from addresses, table/chain/rule from rule counters)\n  legacy: inferred (backend from ...)\n  nft: inferred (backend from ...)\n").unwrap();
+        assert_eq!(inferred.expected_for("nft"), "inferred");
+        assert!(!inferred.exact);
+        let mixed = Attribution::parse(
+            "netfilter attribution: exact via kprobe nft_do_chain, kprobe ipt_do_table (rule from counters)\n  legacy: exact (kprobe ipt_do_table: table and hook from the walk, rule from counters)\n  nft: inferred (kprobe nft_do_chain: backend and hook exact; ...)\n",
+        )
+        .unwrap();
+        assert!(mixed.exact);
+        assert_eq!(
+            (mixed.expected_for("nft"), mixed.expected_for("legacy")),
+            ("inferred", "exact")
+        );
+        assert!(Attribution::parse("kernel 6.1\nprobes:\n").is_none());
+    }
+}

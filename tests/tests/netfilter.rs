@@ -1,10 +1,14 @@
-//! Netfilter attribution on this kernel (no fexit, no kprobes): backend from
-//! where the packet was freed, table/chain/rule from the rule counters of both
-//! backends; mismatch and Calico policy diagnoses.
+//! Netfilter attribution, asserted against what `calitrace probes` says this
+//! kernel allows: where its `netfilter attribution:` line says exact (fexit or
+//! kprobes on nft_do_chain / ipt_do_table), a drop must be attributed `exact`
+//! with the right backend, table, chain and hook; where it says inferred, the
+//! backend comes from where the packet was freed (6.8+) or from the rule
+//! counters of both backends, which must still name the same table, chain and
+//! rule. Also the mismatch and Calico policy diagnoses.
 
 use std::time::Duration;
 
-use calitrace_tests::calitrace::{Finished, Trace};
+use calitrace_tests::calitrace::{self, Finished, Trace};
 use calitrace_tests::{Backend, Lab, Mode, Pod};
 use serde_json::Value;
 
@@ -55,13 +59,24 @@ fn diag<'a>(f: &'a Finished, code: &str) -> &'a Value {
 fn assert_nf(d: &Value, backend: &str, table: &str, chain: &str) {
     let nf = &d["netfilter"];
     assert_eq!(d["stage"], "netfilter", "{d}");
+    assert_eq!(d["reason"], "NETFILTER_DROP", "{d}");
+    // Before 5.17 the kernel gives no reason: calitrace names it from where
+    // the packet was freed, and says so.
+    assert_eq!(
+        d["reason_from_location"].as_bool().unwrap_or(false),
+        !calitrace::kernel_has_drop_reasons(),
+        "{d}"
+    );
     assert_eq!(nf["backend"], backend, "{d}");
     assert_eq!(nf["table"], table, "{d}");
     assert_eq!(nf["chain"], chain, "{d}");
     assert_eq!(nf["hook"], "FORWARD", "{d}");
+    let probes = calitrace::attribution();
     assert_eq!(
-        nf["attribution"], "inferred",
-        "no exact probes on this kernel: {d}"
+        nf["attribution"],
+        probes.expected_for(backend),
+        "`calitrace probes` says: netfilter attribution: {}\n{d}",
+        probes.line
     );
 }
 
@@ -85,6 +100,10 @@ fn legacy_rule_drop() {
     let f = r.trace(1, false);
     let d = r.drop(&f);
     assert_nf(&d, "legacy", "filter", "FORWARD");
+    assert_eq!(
+        d["location"], "nf_hook_slow",
+        "x_tables drops end there: {d}"
+    );
     assert!(
         d["netfilter"]["rule"].as_str().unwrap().starts_with("#2: "),
         "the second rule: {d}"
@@ -142,7 +161,7 @@ fn iptables_nft_rule_drop() {
     let rule = d["netfilter"]["rule"].as_str().unwrap();
     assert!(rule.starts_with("handle "), "{d}");
     assert_eq!(d["netfilter"]["comment"], "block pod a");
-    assert_eq!(d["location"], "nft_do_chain");
+    assert_eq!(d["location"], calitrace::nft_drop_location(), "{d}");
 }
 
 #[test]

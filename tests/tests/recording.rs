@@ -22,7 +22,8 @@ fn capture(file: &Path) -> Finished {
     let lab = Lab::new(Mode::Direct).unwrap();
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let nb = lab.node(1).netns.clone();
-    lab.sh(&nb, &format!("ip route add {}/32 dev {}", a.ip, b.cali)).unwrap();
+    lab.sh(&nb, &format!("ip route add {}/32 dev {}", a.ip, b.cali))
+        .unwrap();
     lab.sysctl(&nb, "net.ipv4.conf.all.rp_filter", "1").unwrap();
     let t = Trace::start(&nb, &["-w", file.to_str().unwrap()]).unwrap();
     lab.ping(&a, &b.ip, 3);
@@ -39,7 +40,10 @@ fn replay(file: &Path, args: &[&str]) -> Finished {
 }
 
 fn content(f: &Finished) -> Vec<&Value> {
-    f.lines.iter().filter(|v| matches!(v["type"].as_str(), Some("packet" | "drop" | "diagnosis"))).collect()
+    f.lines
+        .iter()
+        .filter(|v| matches!(v["type"].as_str(), Some("packet" | "drop" | "diagnosis")))
+        .collect()
 }
 
 #[test]
@@ -47,31 +51,55 @@ fn replay_shows_what_live_tracing_showed() {
     let dir = tmpdir("equiv");
     let file = dir.join("rp.calitrace");
     let live = capture(&file);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
     let replayed = replay(&file, &["--output", "json"]);
     assert!(replayed.status.success(), "{}", replayed.dump());
     let (l, r) = (content(&live), content(&replayed));
-    assert!(l.iter().any(|v| v["type"] == "diagnosis" && v["code"] == "RP_FILTER"), "{}", live.dump());
-    assert_eq!(l.len(), r.len(), "same number of records\nlive:\n{}\nreplay:\n{}", live.dump(), replayed.dump());
+    assert!(
+        l.iter()
+            .any(|v| v["type"] == "diagnosis" && v["code"] == "RP_FILTER"),
+        "{}",
+        live.dump()
+    );
+    assert_eq!(
+        l.len(),
+        r.len(),
+        "same number of records\nlive:\n{}\nreplay:\n{}",
+        live.dump(),
+        replayed.dump()
+    );
     for (a, b) in l.iter().zip(&r) {
         assert_eq!(a, b, "records differ");
     }
     let stats = replayed.of_type("stats");
     assert_eq!(stats.len(), 1);
-    assert!(stats[0]["events"]["tc"].as_u64().unwrap() > 0, "kernel counters are recorded: {}", stats[0]);
+    assert!(
+        stats[0]["events"]["tc"].as_u64().unwrap() > 0,
+        "kernel counters are recorded: {}",
+        stats[0]
+    );
 
     // The same FILTER syntax on replay.
     let icmp_only = replay(&file, &["--output", "json", "arp"]);
     assert!(icmp_only.status.success());
     let packets = icmp_only.of_type("packet");
-    assert!(!packets.is_empty() && packets.iter().all(|p| p["proto"] == "arp"), "{}", icmp_only.dump());
+    assert!(
+        !packets.is_empty() && packets.iter().all(|p| p["proto"] == "arp"),
+        "{}",
+        icmp_only.dump()
+    );
     assert!(icmp_only.drops().is_empty());
 
     // Text view and paced replay work too.
     let text = replay(&file, &["--output", "text", "--speed", "50"]);
-    assert!(text.status.success() && text.stdout.contains("DIAGNOSIS RP_FILTER"), "{}", text.stdout);
+    assert!(
+        text.status.success() && text.stdout.contains("DIAGNOSIS RP_FILTER"),
+        "{}",
+        text.stdout
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -102,23 +130,46 @@ fn damaged_recordings_never_panic() {
         }
         std::fs::write(&broken, &b).unwrap();
         let f = replay(&broken, &["--output", "json"]);
-        assert!(!f.stderr.contains("panicked"), "panic on damaged input:\n{}", f.stderr);
+        assert!(
+            !f.stderr.contains("panicked"),
+            "panic on damaged input:\n{}",
+            f.stderr
+        );
         let code = f.status.code().expect("exited, not killed");
         let err_lines: Vec<&str> = f.stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert!(err_lines.len() <= 1, "at most one line on stderr: {:?}", f.stderr);
+        assert!(
+            err_lines.len() <= 1,
+            "at most one line on stderr: {:?}",
+            f.stderr
+        );
         match code {
             0 => {
                 if let Some(l) = err_lines.first() {
                     assert!(l.contains("cut short"), "{l}");
                 }
-                assert_eq!(f.of_type("stats").len(), 1, "a complete run ends with stats");
+                assert_eq!(
+                    f.of_type("stats").len(),
+                    1,
+                    "a complete run ends with stats"
+                );
             }
-            1 => assert!(err_lines[0].contains("corrupt") || err_lines[0].contains("cut short"), "{:?}", err_lines),
-            2 => assert!(err_lines[0].contains("recording") || err_lines[0].contains("header"), "{:?}", err_lines),
+            1 => assert!(
+                err_lines[0].contains("corrupt") || err_lines[0].contains("cut short"),
+                "{:?}",
+                err_lines
+            ),
+            2 => assert!(
+                err_lines[0].contains("recording") || err_lines[0].contains("header"),
+                "{:?}",
+                err_lines
+            ),
             c => panic!("exit code {c}: {}", f.stderr),
         }
         if truncate && code == 0 && b.len() > 200 && b.len() < bytes.len() {
-            assert!(!err_lines.is_empty() || f.lines.len() > 1, "a truncated file says so or ends at a frame boundary");
+            assert!(
+                !err_lines.is_empty() || f.lines.len() > 1,
+                "a truncated file says so or ends at a frame boundary"
+            );
         }
     }
     // Empty and foreign files: one clear error, usage exit code.
@@ -129,7 +180,11 @@ fn damaged_recordings_never_panic() {
     std::fs::write(&broken, b"#!/bin/sh\necho not a recording\n").unwrap();
     let f = replay(&broken, &[]);
     assert_eq!(f.status.code(), Some(2));
-    assert!(f.stderr.contains("not a calitrace recording"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("not a calitrace recording"),
+        "{}",
+        f.stderr
+    );
     let f = replay(&dir.join("missing"), &[]);
     assert_eq!(f.status.code(), Some(2));
     assert!(f.stderr.contains("cannot open"), "{}", f.stderr);
@@ -144,16 +199,39 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
     // An unprivileged user (nobody) with a copy it may read.
     let copy = dir.join("nobody.calitrace");
     std::fs::copy(&file, &copy).unwrap();
-    Command::new("chown").args(["-R", "65534:65534", dir.to_str().unwrap()]).status().unwrap();
-    Command::new("chmod").args(["755", dir.to_str().unwrap()]).status().unwrap();
+    Command::new("chown")
+        .args(["-R", "65534:65534", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    Command::new("chmod")
+        .args(["755", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
     let bin = calitrace::binary();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
         .arg(&bin)
-        .args(["replay", copy.to_str().unwrap(), "--output", "json", "--drops-only"])
+        .args([
+            "replay",
+            copy.to_str().unwrap(),
+            "--output",
+            "json",
+            "--drops-only",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"code\":\"RP_FILTER\""), "{stdout}");
     assert!(!stdout.contains("\"type\":\"packet\""), "--drops-only");
@@ -164,16 +242,41 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
         .stdout(std::fs::File::create(&pcap).unwrap())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tshark = Command::new("tshark")
-        .args(["-r", pcap.to_str().unwrap(), "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e", "frame.comment"])
+        .args([
+            "-r",
+            pcap.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "frame.comment",
+        ])
         .output()
         .expect("tshark is installed");
-    assert!(tshark.status.success(), "{}", String::from_utf8_lossy(&tshark.stderr));
+    assert!(
+        tshark.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tshark.stderr)
+    );
     let text = String::from_utf8_lossy(&tshark.stdout);
     let rows: Vec<&str> = text.lines().collect();
     assert!(rows.len() >= 3, "packets in the capture:\n{text}");
-    assert!(rows.iter().any(|r| r.contains("10.244.1.10\t10.244.2.10")), "{text}");
-    assert!(rows.iter().any(|r| r.contains("IP_RPFILTER")), "the drop is in a packet comment:\n{text}");
+    assert!(
+        rows.iter().any(|r| r.contains("10.244.1.10\t10.244.2.10")),
+        "{text}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("IP_RPFILTER")),
+        "the drop is in a packet comment:\n{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

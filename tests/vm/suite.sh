@@ -15,7 +15,8 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 # The plan: CALITRACE_BIN, TEST_EXES, TEST_TIMEOUT, FILTER and SKIP (substrings of
-# suite::test), FORWARDED_ENV (NAME=VALUE ... from the host's environment).
+# suite::test), ONLY (exact suite::test names; empty: all), FORWARDED_ENV
+# (NAME=VALUE ... from the host's environment).
 . "$1"
 export CALITRACE_BIN
 for kv in $FORWARDED_ENV; do
@@ -80,9 +81,20 @@ contains() {
     return 1
 }
 
+# is_one_of NAME WORDS...: whether NAME is one of the words.
+is_one_of() {
+    name=$1
+    shift
+    for w in "$@"; do
+        [ "$name" = "$w" ] && return 0
+    done
+    return 1
+}
+
 wanted() {
     # shellcheck disable=SC2086 # word splitting wanted
-    { [ -z "$FILTER" ] || contains "$1" $FILTER; } && ! contains "$1" $SKIP
+    { [ -z "$ONLY" ] || is_one_of "$1" $ONLY; } &&
+        { [ -z "$FILTER" ] || contains "$1" $FILTER; } && ! contains "$1" $SKIP
 }
 
 # piece KIND NAME COMMAND...: one framed piece of output.
@@ -98,7 +110,15 @@ piece() {
 
 run_suite() {
     mark KERNEL "$(uname -r)"
-    piece probes probes "$CALITRACE_BIN" probes
+    # Once per kernel; the tests read it from there (CALITRACE_TEST_PROBES)
+    # instead of running `calitrace probes` again.
+    mark BEGIN probes probes
+    start=$(now)
+    timeout -k 10 "$TEST_TIMEOUT" "$CALITRACE_BIN" probes >/run/calitrace-probes.txt 2>&3 </dev/null
+    rc=$?
+    cat /run/calitrace-probes.txt >&3
+    mark END probes probes "rc=$rc" "secs=$(since "$start")"
+    export CALITRACE_TEST_PROBES=/run/calitrace-probes.txt
     mark BEGIN facts facts
     facts >&3 2>&3
     mark END facts facts rc=0 secs=0

@@ -355,8 +355,7 @@ impl Pipeline {
             return;
         }
         self.counts.drops += 1;
-        let reason = self.env.facts.reason_name(ev.reason);
-        let stage = classify::stage(&reason, location.as_deref());
+        let (reason, stage, reason_from_location) = self.reason_and_stage(ev, location.as_deref());
         let key = PacketKey::of(&ev.pkt);
         let journey = key
             .map(|k| {
@@ -375,7 +374,8 @@ impl Pipeline {
             .and_then(|h| h.netfilter.clone());
         let netfilter = (stage == Stage::Netfilter).then(|| {
             exact.unwrap_or_else(|| NetfilterInfo {
-                backend: classify::netfilter_backend(location.as_deref()).map(str::to_string),
+                backend: classify::netfilter_backend(location.as_deref(), &self.env.facts.kernel)
+                    .map(str::to_string),
                 table: None,
                 chain: None,
                 // Where the links saw it last beats a guess from addresses.
@@ -393,6 +393,7 @@ impl Pipeline {
             ifname: self.ifname(ev.netns, ev.ifindex),
             flow: Flow::of(&ev.pkt),
             reason,
+            reason_from_location,
             location,
             stage,
             netfilter,
@@ -410,6 +411,35 @@ impl Pipeline {
             return;
         }
         self.emit_drop(record, out);
+    }
+
+    /// The drop's reason name and stage, and whether the name comes from the
+    /// location because the kernel gives no reasons (before 5.17).
+    fn reason_and_stage(&mut self, ev: &Event, location: Option<&str>) -> (String, Stage, bool) {
+        if !self.env.facts.reasons.is_empty() {
+            let reason = self.env.facts.reason_name(ev.reason);
+            let stage = classify::stage(&reason, location);
+            return (reason, stage, false);
+        }
+        let base = location.map(classify::base_symbol);
+        // Reverse path filtering is the one refusal of `ip_rcv_finish_core`
+        // that a packet with a route back meets; it counts only where it is on
+        // (the sysctls are this namespace's).
+        let rp_filter = (base == Some("ip_rcv_finish_core") && ev.netns == self.env.facts.netns)
+            .then(|| self.ifname(ev.netns, ev.ifindex))
+            .flatten()
+            .map(|ifname| {
+                let on = |v: Option<String>| {
+                    v.and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0) > 0
+                };
+                on(self.env.iface_sysctl("ipv4", "conf", &ifname, "rp_filter"))
+                    || on(self.env.iface_sysctl("ipv4", "conf", "all", "rp_filter"))
+            });
+        let ttl = matches!(ev.pkt.l3, l3::IPV4 | l3::IPV6).then_some(ev.pkt.ttl);
+        match classify::reason_from_location(location, ttl, rp_filter) {
+            Some((reason, stage)) => (reason.to_string(), stage, true),
+            None => (classify::UNKNOWN_REASON.to_string(), Stage::Other, true),
+        }
     }
 
     fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
@@ -530,6 +560,7 @@ mod tests {
     fn facts() -> NodeFacts {
         let mut f = NodeFacts {
             netns: NODE,
+            kernel: "6.12.0".into(),
             ..Default::default()
         };
         f.ifnames.insert(ifkey(NODE, ETH0), "eth0".into());
@@ -665,6 +696,75 @@ mod tests {
         assert!(
             matches!(out.iter().position(|r| matches!(r, Record::Drop(_))), Some(i) if matches!(out[i + 1], Record::Diagnosis(_))),
             "drop, then its diagnosis"
+        );
+    }
+
+    #[test]
+    fn without_drop_reasons_the_location_tells_reason_stage_and_not_the_backend() {
+        // 5.10: no reasons, nf_tables and x_tables drops both end in nf_hook_slow.
+        let mut f = facts();
+        f.reasons.clear();
+        f.kernel = "5.10.0-32-cloud-amd64".into();
+        const RCV_FINISH: u64 = 0xffff_2000;
+        const MYSTERY: u64 = 0xffff_3000;
+        f.symbols
+            .insert(RCV_FINISH, "ip_rcv_finish_core.constprop.0".into());
+        f.symbols.insert(MYSTERY, "some_function".into());
+        let rp = crate::kernel::system::iface_sysctl_key("ipv4", "conf", "eth0", "rp_filter");
+        f.sysctls.insert(rp, "1".into());
+        let mut p = pipeline(f);
+        let out = run(
+            &mut p,
+            &[
+                drop(
+                    1_000,
+                    0,
+                    NF_HOOK_SLOW,
+                    icmp("10.244.1.10", "10.244.2.10", 1, 62),
+                ),
+                drop(
+                    2_000,
+                    0,
+                    IP_FORWARD,
+                    icmp("10.244.1.10", "10.244.2.10", 2, 1),
+                ),
+                drop(
+                    3_000,
+                    0,
+                    RCV_FINISH,
+                    icmp("10.244.1.10", "10.244.2.10", 3, 63),
+                ),
+                drop(4_000, 0, MYSTERY, icmp("10.244.1.10", "10.244.2.10", 4, 63)),
+            ],
+        );
+        let d = drops(&out);
+        let got: Vec<_> = d
+            .iter()
+            .map(|d| (d.reason.as_str(), d.stage, d.reason_from_location))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("NETFILTER_DROP", Stage::Netfilter, true),
+                ("IP_INHDR", Stage::Ttl, true),
+                ("IP_RPFILTER", Stage::RpFilter, true),
+                ("NOT_SPECIFIED", Stage::Other, true),
+            ]
+        );
+        let nf = d[0].netfilter.as_ref().unwrap();
+        assert_eq!(
+            (nf.backend.as_deref(), nf.hook.as_deref(), nf.attribution),
+            (None, Some("FORWARD"), "inferred"),
+            "nf_hook_slow does not tell the backend before 6.8"
+        );
+        let codes: Vec<_> = diagnoses(&out).iter().map(|d| d.code).collect();
+        assert!(
+            codes.contains(&"RP_FILTER") && codes.contains(&"ROUTING_LOOP"),
+            "{codes:?}"
+        );
+        assert!(
+            out.iter().all(|r| !format!("{r:?}").contains("REASON_")),
+            "no made-up reason names"
         );
     }
 

@@ -162,7 +162,12 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
 /// Attribution stays what it was: "exact" parts come from the probes, and the
 /// rule from counters is never more than inferred.
 /// Returns whether the counters named the place.
-pub fn complete(nf: &mut NetfilterInfo, before: &Inventory, after: &Inventory, src: Option<&str>) -> bool {
+pub fn complete(
+    nf: &mut NetfilterInfo,
+    before: &Inventory,
+    after: &Inventory,
+    src: Option<&str>,
+) -> bool {
     let backend = match nf.backend.as_deref() {
         Some("nft") => Some(Backend::Nft),
         Some("legacy") => Some(Backend::Legacy),

@@ -259,6 +259,11 @@ pub struct DropRecord {
     #[serde(flatten)]
     pub flow: Flow,
     pub reason: String,
+    /// The kernel gives no drop reasons (before 5.17): `reason` is what a newer
+    /// kernel reports at `location`, or NOT_SPECIFIED where the location does
+    /// not tell.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reason_from_location: bool,
     pub location: Option<String>,
     pub stage: Stage,
     #[serde(skip_serializing_if = "Option::is_none")]

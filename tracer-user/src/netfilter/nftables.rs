@@ -230,7 +230,6 @@ fn assemble(tables: &[Vec<u8>], chains: &[Vec<u8>], rules: &[Vec<u8>]) -> Vec<Ta
 
 // --- attributes --------------------------------------------------------------
 
-
 fn attr<'a>(mut it: impl Iterator<Item = (u16, &'a [u8])>, ty: u16) -> Option<&'a [u8]> {
     it.find(|(t, _)| *t == ty).map(|(_, d)| d)
 }

@@ -356,7 +356,9 @@ impl Tracer {
         } else {
             "hook from addresses"
         };
-        format!("backend from the drop location, {hook}, table/chain/rule from rule counters")
+        format!(
+            "backend from the drop location (6.8+) or the rule counters, {hook}, table/chain/rule from rule counters"
+        )
     }
 
     /// Per backend ("legacy", "nft"): "exact" or "inferred", and how.

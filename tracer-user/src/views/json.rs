@@ -45,6 +45,7 @@ mod tests {
                 dport: None,
             },
             reason: "NETFILTER_DROP".into(),
+            reason_from_location: false,
             location: Some("nf_hook_slow".into()),
             stage: Stage::Netfilter,
             netfilter: Some(NetfilterInfo {

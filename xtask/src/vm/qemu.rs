@@ -50,7 +50,7 @@ pub fn boot(
         let _ = std::fs::remove_file(f);
     }
     let log = File::create(run_dir.join("qemu.log"))?;
-    let mut fsd = start_virtiofsd(&socket, &log)?;
+    let mut fsd = start_virtiofsd_retrying(&socket, &log)?;
     let start = Instant::now();
     let qemu = qemu_command(vmlinuz, initrd, plan, run_dir, cfg)
         .stdin(Stdio::null())
@@ -86,6 +86,28 @@ pub fn boot(
         timed_out,
         wall: start.elapsed(),
     })
+}
+
+/// virtiofsd, tried a few times: it can fail to start while an earlier one for the
+/// same socket path (another run of the lane with the same cache) is still going.
+fn start_virtiofsd_retrying(socket: &Path, log: &File) -> Result<Child> {
+    let mut tries = 0;
+    loop {
+        match start_virtiofsd(socket, log) {
+            Ok(c) => return Ok(c),
+            Err(e) if tries < 3 => {
+                tries += 1;
+                let _ = std::fs::remove_file(socket);
+                eprintln!("vm-test: {e:#}; trying again");
+                std::thread::sleep(Duration::from_secs(2 * tries));
+            }
+            Err(e) => {
+                return Err(e.context(
+                    "is another `cargo xtask vm-test` using the same cache? (CALITRACE_VM_CACHE)",
+                ));
+            }
+        }
+    }
 }
 
 /// virtiofsd serving the host's root (the guest mounts it read-only, under a tmpfs

@@ -43,6 +43,17 @@ impl fmt::Display for Outcome {
 }
 
 impl Piece {
+    /// A test the lane was told to run that no test executable has.
+    pub fn missing(name: &str) -> Piece {
+        Piece {
+            kind: "test".into(),
+            name: name.into(),
+            output: "no test of this name in the calitrace-tests executables (see KERNEL_SENSITIVE in xtask/src/vm.rs)\n".into(),
+            rc: Some(-1),
+            secs: Some(0.0),
+        }
+    }
+
     pub fn outcome(&self) -> Outcome {
         match self.rc {
             None => Outcome::Unfinished,
