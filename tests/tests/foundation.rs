@@ -382,6 +382,43 @@ fn sigterm_ends_cleanly_and_detaches() {
     attached_nothing_left(&lab, 1, "eth0");
 }
 
+/// `--tc-attach netlink`: clsact qdiscs and filters instead of TCX links
+/// (the only way before 6.6); they see the traffic and are removed on exit,
+/// qdiscs included, where calitrace created them.
+#[test]
+fn netlink_attach_sees_traffic_and_removes_what_it_added() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let node = &lab.node(1).netns;
+    let clsact = |iface: &str| {
+        lab.sh(node, &format!("tc qdisc show dev {iface}"))
+            .unwrap()
+            .contains("clsact")
+    };
+    assert!(!clsact(&b.cali), "no clsact before");
+    let f = trace(&lab, 1, &["--tc-attach", "netlink"], || {
+        assert!(clsact(&b.cali), "calitrace added a clsact qdisc");
+        assert!(lab.ping(&a, &b.ip, 2));
+    });
+    assert!(
+        f.stderr.contains("tc classifier (netlink clsact)"),
+        "{}",
+        f.dump()
+    );
+    let packets = f.of_type("packet");
+    assert!(
+        Finished::between(&packets, &a.ip, &b.ip)
+            .iter()
+            .any(|p| p["ifname"] == b.cali.as_str() && p["dir"] == "egress"),
+        "{}",
+        f.dump()
+    );
+    attached_nothing_left(&lab, 1, &b.cali);
+    attached_nothing_left(&lab, 1, "eth0");
+    assert!(!clsact(&b.cali), "the qdisc calitrace added is gone");
+    assert!(!clsact("eth0"), "the qdisc calitrace added is gone");
+}
+
 #[test]
 fn duration_stops_by_itself() {
     let lab = Lab::new(Mode::Direct).unwrap();

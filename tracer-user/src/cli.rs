@@ -73,6 +73,13 @@ pub struct TraceArgs {
     /// Report drops from every network namespace, not only this node's and its pods'.
     #[arg(long)]
     pub all_netns: bool,
+    /// How tc programs attach: tcx (kernel 6.6+; links die with the process,
+    /// even SIGKILL, but each attach and detach waits for an RCU grace period:
+    /// seconds for hundreds of interfaces), netlink (clsact qdisc and filters:
+    /// ten times faster, but a SIGKILL leaves them behind), or auto (tcx where
+    /// the kernel has it).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub tc_attach: crate::probes::loader::TcAttach,
     /// Exact netfilter probes: auto (fexit where the kernel allows it, else
     /// kprobes), fexit, kprobe, or off (attribution inferred from counters).
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]

@@ -1,7 +1,7 @@
 //! Loading the eBPF object, attaching what this kernel allows, and undoing it
 //! all when dropped (normal exit, signals and errors alike).
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -36,6 +36,17 @@ pub struct LoadOptions<'a> {
     pub inventory: Option<&'a Inventory>,
     /// Which exact netfilter probes to use.
     pub exact: exact::Mode,
+    pub tc_attach: TcAttach,
+}
+
+/// How the tc programs attach (`--tc-attach`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TcAttach {
+    /// TCX where the kernel has it (6.6+), else netlink.
+    #[default]
+    Auto,
+    Tcx,
+    Netlink,
 }
 
 pub struct Tracer {
@@ -176,7 +187,16 @@ impl Tracer {
         caps: &Capabilities,
         opts: &LoadOptions<'_>,
     ) -> Result<()> {
-        let mechanism = if caps.tcx() { "TCX" } else { "netlink clsact" };
+        let tcx = match opts.tc_attach {
+            TcAttach::Auto => caps.tcx(),
+            TcAttach::Tcx if !caps.tcx() => bail!(
+                "--tc-attach tcx needs kernel 6.6 or later (this is {}): use --tc-attach netlink",
+                caps.kernel
+            ),
+            TcAttach::Tcx => true,
+            TcAttach::Netlink => false,
+        };
+        let mechanism = if tcx { "TCX" } else { "netlink clsact" };
         for name in ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
             if let Err(e) = prog.load() {
@@ -197,7 +217,7 @@ impl Tracer {
             } else {
                 ("tc_ingress_l3", "tc_egress_l3")
             };
-            if !caps.tcx() {
+            if !tcx {
                 // An error means the qdisc is already there (someone else's):
                 // it stays in place on exit.
                 if tc::qdisc_add_clsact(&link.name).is_ok() {
@@ -207,7 +227,12 @@ impl Tracer {
             let mut attach = |prog_name: &str, ty: TcAttachType| -> Result<()> {
                 let prog: &mut SchedClassifier =
                     ebpf.program_mut(prog_name).context("program")?.try_into()?;
-                prog.attach(&link.name, ty)
+                let how = if tcx {
+                    tc::TcAttachOptions::TcxOrder(Default::default())
+                } else {
+                    tc::TcAttachOptions::Netlink(Default::default())
+                };
+                prog.attach_with_options(&link.name, ty, how)
                     .map(|_| ())
                     .map_err(|e| anyhow!(e))
             };

@@ -19,7 +19,7 @@ use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::pipeline::{Options, Pipeline};
 use crate::probes::capabilities::Capabilities;
 use crate::probes::ifaces;
-use crate::probes::loader::{LoadOptions, Tracer};
+use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
 use crate::recording::format::{End, Header};
 
 /// Events handled per wake-up before the loop looks at signals and timers again.
@@ -118,6 +118,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
     })?;
     let mut setup = Setup::read()?;
     setup.require_privileges()?;
+    if args.tc_attach == TcAttach::Tcx && !setup.caps.tcx() {
+        return Err(usage(format!(
+            "--tc-attach tcx needs kernel 6.6 or later (this is {}): use --tc-attach netlink or auto",
+            setup.caps.kernel
+        )));
+    }
     let chosen = interfaces(&setup.links, &args.iface)?;
 
     // Pods behind our cali* veths, so that drops inside them are reported too.
@@ -179,6 +185,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             all_verdicts: args.view.verdicts,
             inventory: facts.netfilter.as_ref(),
             exact: args.nf_probes,
+            tc_attach: args.tc_attach,
         },
     )?;
     // The parsed kernel BTF (tens of MiB) has served its purpose: offsets and

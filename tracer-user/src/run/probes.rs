@@ -43,6 +43,7 @@ pub fn run() -> Result<()> {
             all_verdicts: false,
             inventory: None,
             exact: Default::default(),
+            tc_attach: Default::default(),
         },
     )?;
     println!("probes:");

@@ -648,12 +648,14 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
         count.trim()
     );
     let (mut up_n, mut down_n, mut up_1, mut down_1) = (vec![], vec![], vec![], vec![]);
+    let (mut up_nl, mut down_nl) = (vec![], vec![]);
     for _ in 0..reps {
-        for (glob, up, down) in [
-            ("cali*", &mut up_n, &mut down_n),
-            ("eth0", &mut up_1, &mut down_1),
+        for (glob, how, up, down) in [
+            ("cali*", "auto", &mut up_n, &mut down_n),
+            ("eth0", "auto", &mut up_1, &mut down_1),
+            ("cali*", "netlink", &mut up_nl, &mut down_nl),
         ] {
-            let t = Tracer::start(&node, &["--iface", glob])?;
+            let t = Tracer::start(&node, &["--iface", glob, "--tc-attach", how])?;
             let ready = t.ready_after.as_secs_f64();
             std::thread::sleep(Duration::from_millis(200));
             let (exit, _) = t.stop()?;
@@ -661,11 +663,13 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
             down.push(exit.as_secs_f64());
         }
         eprintln!(
-            "  {n} ifaces: attach {:.3} s, detach {:.3} s; 1 iface: {:.3} s, {:.3} s",
+            "  {n} ifaces: attach {:.3} s, detach {:.3} s; 1 iface: {:.3} s, {:.3} s; {n} ifaces with --tc-attach netlink: {:.3} s, {:.3} s",
             up_n.last().unwrap(),
             down_n.last().unwrap(),
             up_1.last().unwrap(),
-            down_1.last().unwrap()
+            down_1.last().unwrap(),
+            up_nl.last().unwrap(),
+            down_nl.last().unwrap()
         );
     }
     let (un, dn, u1, d1) = (
@@ -700,6 +704,28 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     .target("< 1 s", dn < 1.0)
     .samples(&down_n)
     .note(format!("{d1:.3} s with 1 interface"))
+    .emit();
+    let (unl, dnl) = (median(&up_nl), median(&down_nl));
+    Row::new(
+        "attach",
+        format!("start to \"tracing on\", {n} cali* interfaces, `--tc-attach netlink`"),
+        unl,
+        "s",
+    )
+    .baseline(un)
+    .target("< 1 s", unl < 1.0)
+    .samples(&up_nl)
+    .note("baseline: TCX (the default); clsact qdisc + filters need no RCU grace period per attach, but a SIGKILL leaves them behind")
+    .emit();
+    Row::new(
+        "attach",
+        format!("SIGINT to exit (detach), {n} cali* interfaces, `--tc-attach netlink`"),
+        dnl,
+        "s",
+    )
+    .baseline(dn)
+    .target("< 1 s", dnl < 1.0)
+    .samples(&down_nl)
     .emit();
     let _ = MIB;
     Ok(())
