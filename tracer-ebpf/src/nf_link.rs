@@ -19,7 +19,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray},
 };
-use tracer_common::{NfEvent, NfPoint, counter, kind};
+use tracer_common::{NfEvent, NfPoint, counter, kind, nf_point};
 
 use crate::maps::{EVENTS, SKB_OFFSETS, count, filter_matches};
 use crate::netfilter::NF_OFFSETS;
@@ -53,9 +53,37 @@ fn nf_hook(ctx: *mut BpfNfCtx) -> i32 {
     NF_ACCEPT
 }
 
+/// The last decision of the link programs on this CPU: the points of one
+/// hook run back to back for a packet (the state is on the stack of the
+/// hook's caller), so the points after the hook's entry reuse the entry's
+/// "not wanted" instead of reading the packet again. Entry points always
+/// decide afresh: a freed skb's address may carry the next packet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastDecision {
+    skb: u64,
+    state: u64,
+    wanted: u64,
+}
+
+#[map]
+static LAST_DECISION: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
 fn observe(state: u64, skb: u64) {
     count(counter::HOOK_SEEN);
+    let point = NF_POINT.get(0).copied().unwrap_or_default();
+    let Some(last) = LAST_DECISION.get_ptr_mut(0) else {
+        return;
+    };
+    let last = unsafe { &mut *last };
+    if point.point != nf_point::ENTRY && last.skb == skb && last.state == state && last.wanted == 0
+    {
+        return;
+    }
+    last.skb = skb;
+    last.state = state;
+    last.wanted = 0;
     let (netns, ifindex) = netns_and_ifindex(skb);
     if !netns_wanted(netns) {
         return;
@@ -71,7 +99,7 @@ fn observe(state: u64, skb: u64) {
     if !filter_matches(&nf.ev.pkt) {
         return;
     }
-    let point = NF_POINT.get(0).copied().unwrap_or_default();
+    last.wanted = 1;
     let nf_off = NF_OFFSETS.load();
     let skb_off = SKB_OFFSETS.load();
     nf.ev.ts_ns = unsafe { bpf_ktime_get_ns() };
