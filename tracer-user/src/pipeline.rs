@@ -768,26 +768,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_exact_verdict_names_table_and_chain() {
-        let mut p = pipeline(facts());
-        let pkt = icmp("10.244.1.10", "10.244.2.10", 9, 63);
+    /// A table walk's verdict (exact probes) on `pkt` in the node's netns.
+    fn walk_verdict(
+        ts: u64,
+        which: u8,
+        hook: u8,
+        verdict: u32,
+        table_chain: (&str, &str),
+        pkt: tracer_common::PacketMeta,
+    ) -> NfEvent {
         let mut nf = NfEvent {
-            hook: 2,
+            hook,
             pf: 2,
-            backend: backend::NFT,
+            backend: which,
             ..Default::default()
         };
         nf.ev = Event {
-            ts_ns: 1_500,
+            ts_ns: ts,
             kind: kind::VERDICT,
-            reason: 0,
+            reason: verdict,
             netns: NODE,
             pkt,
             ..Default::default()
         };
-        nf.table[..6].copy_from_slice(b"filter");
-        nf.chain[..7].copy_from_slice(b"FORWARD");
+        let (table, chain) = table_chain;
+        nf.table[..table.len()].copy_from_slice(table.as_bytes());
+        nf.chain[..chain.len()].copy_from_slice(chain.as_bytes());
+        nf
+    }
+
+    #[test]
+    fn an_exact_verdict_names_table_and_chain() {
+        let mut p = pipeline(facts());
+        let pkt = icmp("10.244.1.10", "10.244.2.10", 9, 63);
+        let nf = walk_verdict(1_500, backend::NFT, 2, 0, ("filter", "FORWARD"), pkt);
         let out = run(&mut p, &[Input::Verdict(nf), drop(2_000, 5, 0xdead, pkt)]);
         let nfi = drops(&out)[0].netfilter.clone().unwrap();
         assert_eq!(nfi.attribution, "exact");
@@ -810,20 +824,7 @@ mod tests {
     #[test]
     fn verdict_lines_only_when_asked() {
         let pkt = icmp("10.0.0.1", "10.0.0.2", 1, 64);
-        let mut nf = NfEvent {
-            hook: 1,
-            pf: 2,
-            backend: backend::LEGACY,
-            ..Default::default()
-        };
-        nf.ev = Event {
-            ts_ns: 1,
-            kind: kind::VERDICT,
-            reason: 1,
-            netns: NODE,
-            pkt,
-            ..Default::default()
-        };
+        let nf = walk_verdict(1, backend::LEGACY, 1, 1, ("filter", ""), pkt);
         let out = run(&mut pipeline(facts()), &[Input::Verdict(nf)]);
         assert!(out.is_empty());
         let mut p = Pipeline::new(
@@ -1296,23 +1297,14 @@ mod tests {
         let mut p = pipeline(f);
         let pkt = icmp("10.244.1.10", "10.244.2.10", 7, 62);
         let walk = |ts, verdict| {
-            let mut nf = NfEvent {
-                hook: 2,
-                pf: 2,
-                backend: backend::NFT,
-                ..Default::default()
-            };
-            nf.ev = Event {
-                ts_ns: ts,
-                kind: kind::VERDICT,
-                reason: verdict,
-                netns: NODE,
+            Input::Verdict(walk_verdict(
+                ts,
+                backend::NFT,
+                2,
+                verdict,
+                ("mine", "fwd"),
                 pkt,
-                ..Default::default()
-            };
-            nf.table[..4].copy_from_slice(b"mine");
-            nf.chain[..3].copy_from_slice(b"fwd");
-            Input::Verdict(nf)
+            ))
         };
         let mut out = Vec::new();
         // An earlier walk of another table accepted it: not the dropper.
