@@ -39,6 +39,11 @@ struct Walker {
     kprobe: &'static str,
     kretprobe: &'static str,
     what: &'static str,
+    /// Said instead of `what` where the kernel's BTF has no layout for the
+    /// table (and chain) names.
+    what_without_names: &'static str,
+    /// Which backend's names: 0 legacy, 1 nft (index into `Setup::names`).
+    backend: usize,
 }
 
 const WALKERS: [Walker; 3] = [
@@ -48,6 +53,8 @@ const WALKERS: [Walker; 3] = [
         kprobe: "nft_do_chain_entry",
         kretprobe: "nft_do_chain_return",
         what: "exact nf_tables verdicts (table, chain)",
+        what_without_names: "nf_tables verdicts with backend and hook (no BTF layout for table and chain names)",
+        backend: 1,
     },
     Walker {
         function: "ipt_do_table",
@@ -55,6 +62,8 @@ const WALKERS: [Walker; 3] = [
         kprobe: "xt_do_table_entry",
         kretprobe: "xt_do_table_return",
         what: "exact iptables-legacy verdicts (table, hook)",
+        what_without_names: "iptables-legacy verdicts with backend and hook (no BTF layout for the table name)",
+        backend: 0,
     },
     Walker {
         function: "ip6t_do_table",
@@ -62,6 +71,8 @@ const WALKERS: [Walker; 3] = [
         kprobe: "xt_do_table_entry",
         kretprobe: "xt_do_table_return",
         what: "exact ip6tables-legacy verdicts (table, hook)",
+        what_without_names: "ip6tables-legacy verdicts with backend and hook (no BTF layout for the table name)",
+        backend: 0,
     },
 ];
 
@@ -91,6 +102,8 @@ pub struct Setup<'a> {
     pub btf: Option<&'a KernelBtf>,
     pub mode: Mode,
     pub attach: bool,
+    /// Whether the probes can read table names: (legacy, nft).
+    pub names: (bool, bool),
 }
 
 /// Loads (and with `attach`, attaches) the exact probes `mode` allows,
@@ -98,6 +111,12 @@ pub struct Setup<'a> {
 pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
     let mut out = ExactProbes::default();
     for w in &WALKERS {
+        let names = if w.backend == 0 {
+            cx.names.0
+        } else {
+            cx.names.1
+        };
+        let what = if names { w.what } else { w.what_without_names };
         if cx.mode == Mode::Off {
             report.missing(
                 probe_name("fexit", w.function),
@@ -110,7 +129,7 @@ pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
                 Ok((prog, link)) => {
                     out.progs.push(prog);
                     out.links.extend(link);
-                    report.ok(probe_name("fexit", w.function), Some(w.what.to_string()));
+                    report.ok(probe_name("fexit", w.function), Some(what.to_string()));
                     continue;
                 }
                 Err(e) => Some(e),
@@ -126,7 +145,7 @@ pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
                     Ok(()) => {
                         report.ok(
                             probe_name("kprobe", w.function),
-                            Some(format!("{} (kprobe + kretprobe)", w.what)),
+                            Some(format!("{what} (kprobe + kretprobe)")),
                         );
                         continue;
                     }

@@ -173,6 +173,7 @@ impl Tracer {
                 btf,
                 mode: opts.exact,
                 attach: opts.attach,
+                names: tracer.names_readable,
             },
             &mut tracer.report,
         ));
