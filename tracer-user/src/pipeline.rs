@@ -298,15 +298,23 @@ impl Pipeline {
             // nf_tables frees a packet it drops itself on newer kernels and
             // returns NF_STOLEN: the walk's verdict comes after the drop,
             // which waits in `pending_nf` for the counters.
-            if verdict == "DROP" || (verdict == "STOLEN" && nf.backend == backend::NFT) {
+            let ts = nf.ev.ts_ns;
+            let freed_before = |d: &DropRecord, k: &Option<PacketKey>| {
+                *k == Some(key)
+                    && d.ts_ns <= ts
+                    && d.netfilter
+                        .as_ref()
+                        .is_some_and(|n| n.attribution != "exact")
+            };
+            if (verdict == "DROP" || (verdict == "STOLEN" && nf.backend == backend::NFT))
+                && self.pending_nf.iter().any(|(d, k)| freed_before(d, k))
+            {
                 let hop = self.hop(&sighting);
-                for (d, _) in self.pending_nf.iter_mut().filter(|(d, k)| {
-                    *k == Some(key)
-                        && d.ts_ns <= nf.ev.ts_ns
-                        && d.netfilter
-                            .as_ref()
-                            .is_some_and(|n| n.attribution != "exact")
-                }) {
+                for (d, _) in self
+                    .pending_nf
+                    .iter_mut()
+                    .filter(|(d, k)| freed_before(d, k))
+                {
                     d.netfilter = hop.netfilter.clone();
                     d.journey.push(hop.clone());
                 }

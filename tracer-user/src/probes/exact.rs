@@ -17,6 +17,7 @@ use aya::programs::KProbe;
 use aya_obj::generated::{bpf_attach_type, bpf_prog_type};
 
 use super::capabilities::{Capabilities, ProbeReport};
+use super::loader::why;
 use super::raw::{self, ProgSpec, Relocated};
 use crate::kernel::btf::KernelBtf;
 
@@ -159,24 +160,20 @@ pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
         match (fexit, kprobe) {
             (Some(f), Some(k)) => report.missing(
                 probe_name("fexit", w.function),
-                format!("{}{lockdown}; kprobe: {}", short(&f), short(&k)),
+                format!("{}{lockdown}; kprobe: {}", why(&f), why(&k)),
             ),
             (Some(f), None) => report.missing(
                 probe_name("fexit", w.function),
-                format!("{}{lockdown}", short(&f)),
+                format!("{}{lockdown}", why(&f)),
             ),
             (None, Some(k)) => report.missing(
                 probe_name("kprobe", w.function),
-                format!("{}{lockdown}", short(&k)),
+                format!("{}{lockdown}", why(&k)),
             ),
             (None, None) => {}
         }
     }
     out
-}
-
-fn short(e: &anyhow::Error) -> String {
-    super::loader::why(e)
 }
 
 /// Loads `w`'s fexit program against the function's BTF (vmlinux or its
