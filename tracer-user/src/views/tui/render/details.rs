@@ -1,0 +1,135 @@
+//! The details overlay (Enter): everything known about the selected flow,
+//! drop point or diagnosis, as `key  value` lines.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+
+use super::{Theme, ago, flow_details, popup, sparkline};
+use crate::events::records::Diagnosis;
+use crate::views::tui::app::{App, Focus};
+use crate::views::tui::model::DropPoint;
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme, scroll: u16) {
+    let now = app.shown().now_ns;
+    let (title, lines) = match app.focus {
+        Focus::Flows => (
+            "flow",
+            match app.selected_flow() {
+                None => vec![Line::raw("no flow selected")],
+                Some(f) => flow_details::lines(f, app, now, t),
+            },
+        ),
+        Focus::DropPoints => (
+            "drop point",
+            match app.drop_index().map(|i| app.drop_rows()[i]) {
+                None => vec![Line::raw("no drop point selected")],
+                Some(p) => drop_point_lines(p, now, t),
+            },
+        ),
+        Focus::Diagnoses => (
+            "diagnosis",
+            match app.diag_index().map(|i| app.diag_rows()[i]) {
+                None => vec![Line::raw("no diagnosis selected")],
+                Some(d) => diagnosis_lines(d, now, t),
+            },
+        ),
+    };
+    popup::show(frame, area, title, lines, scroll, t);
+}
+
+/// The key in bold, padded to line the values up.
+pub(super) fn kv(k: &str, v: String, t: &Theme) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{k:<11}"), t.bold()),
+        Span::raw(v),
+    ])
+}
+
+pub(super) fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "?".into())
+}
+
+/// `seen  first 3.2s ago, last 0.1s ago`.
+pub(super) fn seen(now: u64, first: u64, last: u64, t: &Theme) -> Line<'static> {
+    kv(
+        "seen",
+        format!("first {}, last {}", ago(now, first), ago(now, last)),
+        t,
+    )
+}
+
+/// `backend nft, table filter, chain cali-fw-x, hook forward`.
+pub(super) fn netfilter_place(
+    backend: &Option<String>,
+    table: &Option<String>,
+    chain: &Option<String>,
+    hook: &Option<String>,
+) -> String {
+    format!(
+        "backend {}, table {}, chain {}, hook {}",
+        opt(backend),
+        opt(table),
+        opt(chain),
+        opt(hook)
+    )
+}
+
+fn drop_point_lines(p: &DropPoint, now: u64, t: &Theme) -> Vec<Line<'static>> {
+    let k = &p.key;
+    let series = p.history.series(now, 60);
+    let mut lines = vec![
+        kv("stage", k.stage.as_str().into(), t),
+        kv("reason", k.reason.clone(), t),
+        kv("location", opt(&k.location), t),
+    ];
+    if k.backend.is_some() || k.table.is_some() || k.hook.is_some() {
+        let place = netfilter_place(&k.backend, &k.table, &k.chain, &k.hook);
+        lines.push(kv("netfilter", place, t));
+    }
+    let per_second: Vec<String> = series.iter().map(u64::to_string).collect();
+    lines.extend([
+        kv("count", p.count.to_string(), t),
+        kv("first", ago(now, p.first_ts), t),
+        kv("last", ago(now, p.last_ts), t),
+        kv("last 60s", sparkline(&series), t),
+        kv("per second", per_second.join(" "), t),
+    ]);
+    lines
+}
+
+fn diagnosis_lines(d: &Diagnosis, now: u64, t: &Theme) -> Vec<Line<'static>> {
+    let stage = d
+        .stage
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "?".into());
+    let mut lines = vec![
+        kv("code", d.code.to_string(), t),
+        kv("count", d.count.to_string(), t),
+        kv("stage", stage, t),
+        kv("summary", d.summary.clone(), t),
+        kv("hint", d.hint.clone(), t),
+    ];
+    let fields = [
+        ("src", &d.src),
+        ("dst", &d.dst),
+        ("backend", &d.backend),
+        ("table", &d.table),
+        ("chain", &d.chain),
+        ("hook", &d.hook),
+        ("rule", &d.rule),
+        ("calico", &d.calico_backend),
+        ("ifname", &d.ifname),
+        ("target", &d.target),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            lines.push(kv(k, v.clone(), t));
+        }
+    }
+    if let Some(a) = d.attribution {
+        lines.push(kv("attribution", a.to_string(), t));
+    }
+    lines.push(seen(now, d.first_ts_ns, d.last_ts_ns, t));
+    lines
+}

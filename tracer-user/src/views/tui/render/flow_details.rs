@@ -1,0 +1,98 @@
+//! The details overlay for a flow: counts, the latest packet's steps with
+//! their times, where it was dropped, and the diagnoses about the flow.
+
+use ratatui::text::{Line, Span};
+
+use super::details::{kv, netfilter_place, opt, seen};
+use super::diagnoses::diag_lines;
+use super::{Theme, flow_title, step_style};
+use crate::events::records::Diagnosis;
+use crate::views::tui::app::App;
+use crate::views::tui::model::{DropInfo, FlowStats, Step, StepKind};
+
+pub(super) fn lines(f: &FlowStats, app: &App, now: u64, t: &Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        kv("flow", flow_title(f), t),
+        kv(
+            "counts",
+            format!("{} packet(s), {} drop(s)", f.packets, f.drops),
+            t,
+        ),
+        seen(now, f.first_ts, f.last_ts, t),
+        kv("latest", latest_packet(f), t),
+    ];
+    let steps = f.steps(app.info.netns, &app.shown().egress_to);
+    let t0 = steps.iter().find_map(|s| s.ts_ns);
+    lines.extend(steps.iter().map(|s| step_line(s, t0, t)));
+    if let Some(d) = &f.latest.drop {
+        lines.extend(drop_lines(d, t));
+    }
+    let related: Vec<&Diagnosis> = app
+        .diag_rows()
+        .into_iter()
+        .filter(|d| d.src.as_deref() == Some(&f.key.src) && d.dst.as_deref() == Some(&f.key.dst))
+        .collect();
+    for d in related {
+        lines.push(Line::raw(""));
+        lines.extend(diag_lines(d, t, 92, 8));
+    }
+    lines
+}
+
+/// The latest packet: its ICMP type if any, IP id and length.
+fn latest_packet(f: &FlowStats) -> String {
+    let id = &f.latest.id;
+    let mut what = Vec::new();
+    if let Some(i) = &id.icmp {
+        what.push(i.clone());
+    }
+    if let Some(i) = id.ip_id {
+        what.push(format!("ip id {i}"));
+    }
+    what.push(format!("{} bytes", id.len));
+    what.join(", ")
+}
+
+/// A step with its time after the first timed one and its TTL.
+fn step_line(s: &Step, t0: Option<u64>, t: &Theme) -> Line<'static> {
+    let when = match (s.ts_ns, t0) {
+        (Some(ts), Some(t0)) => format!("+{:.6}s", ts.saturating_sub(t0) as f64 / 1e9),
+        _ => String::new(),
+    };
+    let ttl = s.ttl.map(|x| format!("  ttl {x}")).unwrap_or_default();
+    let (mark, label) = match s.kind {
+        StepKind::Seen => ("  ", s.label.clone()),
+        StepKind::Implied => ("  ", format!("{} (implied)", s.label)),
+        StepKind::Failed => ("✗ ", s.label.clone()),
+        StepKind::Missed => ("  ", format!("never reached {}", s.label)),
+    };
+    let style = step_style(s.kind, t);
+    Line::from(vec![
+        Span::styled(format!("  {mark}{when:>10}  "), style),
+        Span::styled(label, style),
+        Span::styled(ttl, t.dim()),
+    ])
+}
+
+/// Where and why it was dropped, and the netfilter rule if known.
+fn drop_lines(d: &DropInfo, t: &Theme) -> Vec<Line<'static>> {
+    let mut s = format!(
+        "{} in {} (stage {})",
+        d.reason,
+        d.location.as_deref().unwrap_or("?"),
+        d.stage.as_str()
+    );
+    if let Some(i) = &d.ifname {
+        s.push_str(&format!(", dev {i}"));
+    }
+    if let Some(p) = &d.pod {
+        s.push_str(&format!(", in pod {p}"));
+    }
+    let mut lines = vec![kv("dropped", s, t)];
+    if let Some(nf) = &d.netfilter {
+        let place = netfilter_place(&nf.backend, &nf.table, &nf.chain, &nf.hook);
+        let rule = format!("{place}, rule {} ({})", opt(&nf.rule), nf.attribution);
+        lines.push(kv("netfilter", rule, t));
+    }
+    lines
+}

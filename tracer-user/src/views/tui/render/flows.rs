@@ -1,0 +1,84 @@
+//! The flows table: one row per flow with its latest verdict.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Row, TableState};
+
+use super::{Theme, empty_panel, panel, table};
+use crate::views::tui::app::{App, Focus};
+use crate::views::tui::model::FlowStats;
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let rows = app.flow_rows();
+    let focused = app.focus == Focus::Flows;
+    let block = panel(
+        format!("Flows ({}) · sort: {} [s]", rows.len(), app.sort.label()),
+        focused,
+        t,
+    );
+    if rows.is_empty() {
+        let msg = format!(
+            "no packets yet (filter: {})",
+            if app.status.filter.is_empty() {
+                "none"
+            } else {
+                &app.status.filter
+            }
+        );
+        empty_panel(frame, area, block, msg, t);
+        return;
+    }
+    let flow_w = rows
+        .iter()
+        .map(|f| f.key.endpoints().chars().count())
+        .max()
+        .unwrap_or(20)
+        .clamp(20, 50) as u16;
+    // Room for the other columns and at least 16 of the verdict.
+    let flow_w = flow_w.min(area.width.saturating_sub(41).max(16));
+    let table_rows: Vec<Row> = rows.iter().map(|f| flow_row(f, app, t)).collect();
+    let header =
+        Row::new(["", "FLOW", "PROTO", "PKTS", "DROPS", "LAST VERDICT"]).style(t.header_row());
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(flow_w),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Fill(1),
+    ];
+    let highlight = if focused { t.selected() } else { t.bold() };
+    let table = table(table_rows, widths, header, block, highlight);
+    let mut state = TableState::default().with_selected(app.flow_index(&rows));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
+    let (sym, verdict) = match &f.latest.drop {
+        Some(d) => (
+            Span::styled("✗", t.bad()),
+            Span::styled(format!("DROP {}", d.short()), t.bad()),
+        ),
+        None => {
+            let at = f.last_iface(app.info.netns).unwrap_or_default();
+            (
+                Span::styled("✓", t.ok()),
+                Span::raw(format!("passed → {at}")),
+            )
+        }
+    };
+    let drops = if f.drops > 0 {
+        Span::styled(f.drops.to_string(), t.bad())
+    } else {
+        Span::raw("0")
+    };
+    Row::new(vec![
+        Cell::from(sym),
+        Cell::from(f.key.endpoints()),
+        Cell::from(f.key.proto.clone()),
+        Cell::from(Line::from(f.packets.to_string()).right_aligned()),
+        Cell::from(Line::from(drops).right_aligned()),
+        Cell::from(verdict),
+    ])
+}

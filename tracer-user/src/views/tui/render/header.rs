@@ -1,0 +1,163 @@
+//! The header: what is traced where, then the live state.
+
+use ratatui::text::{Line, Span};
+
+use super::{Theme, si};
+use crate::views::tui::app::{App, Mode};
+
+/// A run of spans kept on one line; segments are joined by ` │ `.
+type Segment = Vec<Span<'static>>;
+
+/// What is traced where, then the live state; two lines, more when narrow.
+pub(super) fn lines(app: &App, t: &Theme, width: u16) -> Vec<Line<'static>> {
+    pack(
+        vec![node_segments(app, t), state_segments(app, t)],
+        width as usize,
+        t,
+    )
+}
+
+/// Packs segments into lines of `width`, a new line for each group.
+fn pack(groups: Vec<Vec<Segment>>, width: usize, t: &Theme) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for group in groups {
+        let mut cur: Vec<Span> = Vec::new();
+        let mut used = 0;
+        for seg in group {
+            let w: usize = seg.iter().map(Span::width).sum();
+            if !cur.is_empty() && used + 3 + w > width {
+                lines.push(Line::from(std::mem::take(&mut cur)));
+                used = 0;
+            }
+            if !cur.is_empty() {
+                cur.push(Span::styled(" │ ", t.dim()));
+                used += 3;
+            }
+            used += w;
+            cur.extend(seg);
+        }
+        if !cur.is_empty() {
+            lines.push(Line::from(cur));
+        }
+    }
+    lines.truncate(4);
+    lines
+}
+
+/// Title, node, netns, kernel, probes and backends.
+fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
+    let i = &app.info;
+    let mut title = vec![Span::styled("calitrace", t.bold())];
+    if let Mode::Replay { file } = &app.mode {
+        title.push(Span::raw(format!(" replay {file}")));
+    }
+    vec![
+        title,
+        vec![Span::raw(i.node.clone().unwrap_or_else(|| "node ?".into()))],
+        vec![Span::raw(format!(
+            "netns {}",
+            i.netns.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+        ))],
+        vec![Span::raw(format!(
+            "kernel {}",
+            i.kernel.as_deref().unwrap_or("?")
+        ))],
+        probe_counts(app, t),
+        vec![Span::raw(format!("backends: {}", backends(app)))],
+    ]
+}
+
+/// `probes 5 ✓ 2 ✗ (p)`.
+fn probe_counts(app: &App, t: &Theme) -> Segment {
+    let i = &app.info;
+    let mut probes = vec![
+        Span::raw("probes "),
+        Span::styled(format!("{} ✓", i.probes_attached.len()), t.ok()),
+    ];
+    if !i.probes_unavailable.is_empty() {
+        probes.push(Span::raw(" "));
+        probes.push(Span::styled(
+            format!("{} ✗", i.probes_unavailable.len()),
+            t.warn(),
+        ));
+        probes.push(Span::styled(" (p)", t.key()));
+    }
+    probes
+}
+
+/// Alarms first (lost, paused, recording), then rate, lost and filter.
+fn state_segments(app: &App, t: &Theme) -> Vec<Segment> {
+    let mut state: Vec<Segment> = Vec::new();
+    let lost = app.lost();
+    if lost > 0 {
+        let at_least = if app.status_stale { "≥" } else { "" };
+        state.push(vec![Span::styled(
+            format!(" ⚠ LOST {at_least}{lost} "),
+            t.alarm(),
+        )]);
+    }
+    if app.paused {
+        state.push(vec![Span::styled(" ⏸ PAUSED ", t.notice())]);
+    }
+    if let Some(p) = &app.status.recording {
+        state.push(vec![
+            Span::styled(" ● REC ", t.alarm()),
+            Span::raw(format!(" {}", p.display())),
+        ]);
+    }
+    state.push(vec![Span::raw(match &app.mode {
+        Mode::Live => format!("{} ev/s", si(app.status.events_per_sec)),
+        Mode::Replay { .. } if app.status.finished => "replay finished".into(),
+        Mode::Replay { .. } => "replaying".into(),
+    })]);
+    if lost == 0 {
+        state.push(vec![Span::raw(if app.status_stale {
+            "lost ≥0"
+        } else {
+            "lost 0"
+        })]);
+    }
+    if app.status_stale {
+        state.push(vec![Span::styled(
+            "⚠ status not updated (session busy)",
+            t.warn(),
+        )]);
+    }
+    let filter = if app.status.filter.trim().is_empty() {
+        "none".to_string()
+    } else {
+        app.status.filter.clone()
+    };
+    state.push(vec![Span::raw("filter: "), Span::styled(filter, t.bold())]);
+    if app.ui_skipped > 0 {
+        state.push(vec![Span::styled(
+            format!("view skipped {}", app.ui_skipped),
+            t.warn(),
+        )]);
+    }
+    state
+}
+
+/// `iptables nft · cali-* in legacy ⚠ · drops in legacy`, or `unknown`.
+pub fn backends(app: &App) -> String {
+    let i = &app.info;
+    let mut parts = Vec::new();
+    if let Some(b) = &i.iptables {
+        parts.push(format!("iptables {b}"));
+    }
+    match (&i.calico_backend, &i.iptables) {
+        (Some(c), Some(b)) if c != b => parts.push(format!("cali-* in {c} ⚠")),
+        (Some(c), _) => parts.push(format!("cali-* in {c}")),
+        (None, Some(_)) if i.start_seen => parts.push("no cali-* chains".into()),
+        _ => {}
+    }
+    if !i.backends_seen.is_empty() {
+        let v: Vec<&str> = i.backends_seen.iter().map(String::as_str).collect();
+        parts.push(format!("drops in {}", v.join("+")));
+    }
+    if parts.is_empty() {
+        "unknown".into()
+    } else {
+        parts.join(" · ")
+    }
+}
