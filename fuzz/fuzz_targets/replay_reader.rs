@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer_user::events::facts::Environment;
+use tracer_user::facts::Environment;
 use tracer_user::pipeline::{Options, Pipeline};
 use tracer_user::recording::reader::{self, Item};
 

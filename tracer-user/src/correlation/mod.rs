@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use tracer_common::{PacketMeta, l3};
 
-use crate::events::records::NetfilterInfo;
+use crate::model::{Dir, Family, Hook, LinkPoint, NetfilterInfo, NfVerdict};
 
 /// Identifies one packet across observation points. IPv4 packets carry an IP
 /// ID; ICMP echo adds identifier and sequence (stored in the port fields).
@@ -81,38 +81,17 @@ pub struct Sighting {
     pub dir: Dir,
     pub ttl: Option<u8>,
     /// A netfilter table's verdict (exact probes): the table and the verdict.
-    pub verdict: Option<Box<(NetfilterInfo, String)>>,
+    pub verdict: Option<Box<(NetfilterInfo, NfVerdict)>>,
     /// A netfilter link observation point the packet passed.
     pub point: Option<HookPoint>,
 }
 
-/// Where a netfilter link saw a packet: kept as the kernel reported it, named
-/// when a drop asks for the journey.
-/// Where a sighting was made: by tc on an interface, or in netfilter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    Ingress,
-    Egress,
-    Netfilter,
-}
-
-impl Dir {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dir::Ingress => "ingress",
-            Dir::Egress => "egress",
-            Dir::Netfilter => "netfilter",
-        }
-    }
-}
-
+/// Where a netfilter link saw a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookPoint {
-    /// NFPROTO_* family and NF_INET_* hook.
-    pub pf: u8,
-    pub hook: u8,
-    /// `tracer_common::nf_point`.
-    pub point: u8,
+    pub family: Family,
+    pub hook: Option<Hook>,
+    pub point: LinkPoint,
     /// The link's priority.
     pub priority: i32,
 }

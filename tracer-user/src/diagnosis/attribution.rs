@@ -4,7 +4,7 @@
 //! nf_tables policy has no counter, so a base chain with a DROP policy at the
 //! right hook stands in when no counted nf_tables rule moved.
 
-use crate::events::records::NetfilterInfo;
+use crate::model::NetfilterInfo;
 use crate::netfilter::{Backend, Chain, Family, Hook, Inventory, Table, Verdict};
 
 /// Where a netfilter drop happened, as far as the counters tell.
@@ -168,22 +168,6 @@ pub fn complete(
     after: &Inventory,
     src: Option<&str>,
 ) -> bool {
-    let backend = match nf.backend.as_deref() {
-        Some("nft") => Some(Backend::Nft),
-        Some("legacy") => Some(Backend::Legacy),
-        _ => None,
-    };
-    let hook = nf.hook.as_deref().and_then(|h| {
-        [
-            Hook::Prerouting,
-            Hook::Input,
-            Hook::Forward,
-            Hook::Output,
-            Hook::Postrouting,
-        ]
-        .into_iter()
-        .find(|k| k.to_string() == h)
-    });
     let family = if src.is_some_and(|s| s.contains(':')) {
         Family::Ipv6
     } else {
@@ -193,8 +177,8 @@ pub fn complete(
         before,
         after,
         &Clue {
-            backend,
-            hook,
+            backend: nf.backend,
+            hook: nf.hook,
             family,
         },
     ) else {
@@ -206,14 +190,14 @@ pub fn complete(
     {
         return false;
     }
-    nf.backend = Some(found.backend.to_string());
+    nf.backend = Some(found.backend);
     nf.table = Some(found.table.clone());
     nf.chain = Some(found.chain.clone());
     if nf.hook.is_none() {
-        nf.hook = found.hook.map(|h| h.to_string());
+        nf.hook = found.hook;
     }
     nf.rule = Some(found.rule_text());
-    nf.family = Some(found.family.to_string());
+    nf.family = Some(found.family);
     nf.comment = found.rule.as_ref().and_then(|r| r.comment.clone());
     nf.candidates = Some(found.candidates);
     true

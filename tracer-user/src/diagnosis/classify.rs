@@ -1,7 +1,7 @@
 //! Which stage of the datapath a drop reason (a name from the running kernel)
 //! and its location belong to.
 
-use crate::events::records::Stage;
+use crate::model::{Backend, Stage};
 
 pub fn stage(reason: &str, location: Option<&str>) -> Stage {
     let loc = location.map(base_symbol).unwrap_or("");
@@ -85,11 +85,11 @@ pub fn is_not_a_drop(location: Option<&str>) -> bool {
 /// packet. nf_tables did the same until 6.8, which made `nft_do_chain` free
 /// its drops itself: only from then on does `nf_hook_slow` mean x_tables.
 /// Before, it tells nothing (and the rule counters have to).
-pub fn netfilter_backend(location: Option<&str>, kernel: &str) -> Option<&'static str> {
+pub fn netfilter_backend(location: Option<&str>, kernel: &str) -> Option<Backend> {
     match base_symbol(location?) {
-        "nft_do_chain" => Some("nft"),
-        "ipt_do_table" | "ip6t_do_table" => Some("legacy"),
-        "nf_hook_slow" if nft_frees_its_drops(kernel) => Some("legacy"),
+        "nft_do_chain" => Some(Backend::Nft),
+        "ipt_do_table" | "ip6t_do_table" => Some(Backend::Legacy),
+        "nf_hook_slow" if nft_frees_its_drops(kernel) => Some(Backend::Legacy),
         _ => None,
     }
 }
@@ -186,20 +186,26 @@ mod tests {
     #[test]
     fn backend_from_location() {
         let k612 = "6.12.95+deb12-cloud-amd64";
-        assert_eq!(netfilter_backend(Some("nft_do_chain"), k612), Some("nft"));
+        assert_eq!(
+            netfilter_backend(Some("nft_do_chain"), k612),
+            Some(Backend::Nft)
+        );
         assert_eq!(
             netfilter_backend(Some("nf_hook_slow"), k612),
-            Some("legacy")
+            Some(Backend::Legacy)
         );
         assert_eq!(
             netfilter_backend(Some("nf_hook_slow"), "6.18.0"),
-            Some("legacy")
+            Some(Backend::Legacy)
         );
         assert_eq!(netfilter_backend(Some("ip_forward"), k612), None);
         // Before 6.8 nf_tables drops end in nf_hook_slow too.
         for old in ["6.1.0-50-cloud-amd64", "5.10.0-32-cloud-amd64", "6.7.1"] {
             assert_eq!(netfilter_backend(Some("nf_hook_slow"), old), None, "{old}");
-            assert_eq!(netfilter_backend(Some("ipt_do_table"), old), Some("legacy"));
+            assert_eq!(
+                netfilter_backend(Some("ipt_do_table"), old),
+                Some(Backend::Legacy)
+            );
         }
         assert!(!nft_frees_its_drops(""));
     }

@@ -1,8 +1,7 @@
-//! Kernel events: decoding the ring buffer bytes and the context needed to name
-//! what they refer to.
+//! Kernel events: the ring buffer's bytes decoded into pipeline inputs, and
+//! the kernel's numbers in them named ([`names`]).
 
-pub mod facts;
-pub mod records;
+pub mod names;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

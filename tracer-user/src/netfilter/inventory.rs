@@ -6,105 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Which kernel subsystem holds a table: x_tables (`iptables-legacy`) or
-/// nf_tables (`nft`, and also `iptables-nft`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Legacy,
-    Nft,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Legacy => "legacy",
-            Backend::Nft => "nft",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-    Inet,
-    Arp,
-    Bridge,
-    Netdev,
-}
-
-impl Family {
-    /// From an `NFPROTO_*` number.
-    pub fn from_nfproto(n: u8) -> Option<Family> {
-        Some(match n {
-            1 => Family::Inet,
-            2 => Family::Ipv4,
-            3 => Family::Arp,
-            5 => Family::Netdev,
-            7 => Family::Bridge,
-            10 => Family::Ipv6,
-            _ => return None,
-        })
-    }
-}
-
-/// Named like nft does: `ip`, `ip6`, `inet`, `arp`, `bridge`, `netdev`.
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "ip",
-            Family::Ipv6 => "ip6",
-            Family::Inet => "inet",
-            Family::Arp => "arp",
-            Family::Bridge => "bridge",
-            Family::Netdev => "netdev",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hook {
-    Prerouting,
-    Input,
-    Forward,
-    Output,
-    Postrouting,
-    Ingress,
-    Egress,
-}
-
-impl Hook {
-    /// From an `NF_INET_*` hook number (x_tables and nf_tables ip/ip6/inet/bridge).
-    pub fn from_inet(n: u32) -> Option<Hook> {
-        Some(match n {
-            0 => Hook::Prerouting,
-            1 => Hook::Input,
-            2 => Hook::Forward,
-            3 => Hook::Output,
-            4 => Hook::Postrouting,
-            5 => Hook::Ingress,
-            _ => return None,
-        })
-    }
-}
-
-/// Named like iptables' built-in chains: `PREROUTING`, `INPUT`, ...
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Hook::Prerouting => "PREROUTING",
-            Hook::Input => "INPUT",
-            Hook::Forward => "FORWARD",
-            Hook::Output => "OUTPUT",
-            Hook::Postrouting => "POSTROUTING",
-            Hook::Ingress => "INGRESS",
-            Hook::Egress => "EGRESS",
-        })
-    }
-}
+pub use crate::model::{Backend, CalicoPlacement, Family, Hook};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,15 +92,6 @@ pub struct Inventory {
     pub tables: Vec<Table>,
     /// What could not be read; never fatal.
     pub errors: Vec<String>,
-}
-
-/// Which backend holds Calico's `cali-*` chains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CalicoPlacement {
-    Legacy,
-    Nft,
-    Both,
 }
 
 /// One counter of the inventory: a rule's, or a chain policy's (`rule: None`).

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::events::records::{ProbeStatus, Unavailable};
 use crate::kernel::{btf, system};
+use crate::model::{ProbeStatus, Unavailable};
 
 /// Mechanisms and their availability, for `calitrace probes` and the start-up report.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::facts::NodeFacts;
+use crate::facts::NodeFacts;
 
 pub const MAGIC: &[u8; 8] = b"CALITRC\0";
 /// Version 2 added netfilter link points (`NfEvent` of kind HOOK, with
@@ -56,9 +56,9 @@ pub struct Header {
     pub filter: String,
     pub interfaces: Vec<String>,
     #[serde(default)]
-    pub probes_attached: Vec<crate::events::records::ProbeStatus>,
+    pub probes_attached: Vec<crate::model::ProbeStatus>,
     #[serde(default)]
-    pub probes_unavailable: Vec<crate::events::records::Unavailable>,
+    pub probes_unavailable: Vec<crate::model::Unavailable>,
     /// Everything known at the start: interface names per netns, pods, drop
     /// reason names, local addresses; later knowledge arrives in FACT frames.
     pub facts: NodeFacts,

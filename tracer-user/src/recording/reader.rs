@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::Path;
 
 use super::format::{self, End, Header, frame};
-use crate::events::facts::Fact;
 use crate::events::{Input, decode, decode_verdict};
+use crate::facts::Fact;
 
 /// One thing read from a recording.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@ use super::format::{End, Header};
 use super::reader::{self, Item, Problem};
 use super::writer::Recorder;
 use crate::events::Input;
-use crate::events::facts::{Fact, NodeFacts};
+use crate::facts::{Fact, NodeFacts};
 use tracer_common::{Event, kind, l3};
 
 fn header() -> Header {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::format::{self, End, Header, frame};
-use crate::events::facts::Fact;
 use crate::events::{Input, encode, encode_verdict};
+use crate::facts::Fact;
 
 pub struct Recorder {
     path: PathBuf,

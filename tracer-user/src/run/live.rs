@@ -7,20 +7,21 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::session::{Control, LineSink, Session, Sink, Status};
+use super::session::Session;
 use super::{choose_output, line_view, usage};
 use crate::cli::{Output, TraceArgs};
-use crate::events::facts::{Environment, NodeFacts, PodInfo, ifkey};
-use crate::events::records::{Record, Start, Stats};
 use crate::events::{Input, decode_input};
+use crate::facts::{Environment, NodeFacts, PodInfo, ifkey};
 use crate::filter::Filter;
 use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
+use crate::model::{Record, Start, Stats};
 use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::pipeline::{Options, Pipeline};
 use crate::probes::capabilities::Capabilities;
 use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
 use crate::recording::format::{End, Header};
+use crate::views::{Control, LineSink, Sink, Status};
 
 /// Events handled per wake-up before the loop looks at signals and timers again.
 const BATCH: usize = 4096;

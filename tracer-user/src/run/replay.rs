@@ -5,17 +5,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::session::{Control, LineSink, Session, Sink, Status};
+use super::session::Session;
 use super::{choose_output, is_terminal, line_view, usage};
 use crate::cli::{Output, ReplayArgs};
 use crate::events::Input;
-use crate::events::facts::Environment;
-use crate::events::records::{Record, Stats};
+use crate::facts::Environment;
 use crate::filter::Filter;
+use crate::model::{Record, Stats};
 use crate::pipeline::{Options, Pipeline};
 use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
 use crate::recording::reader::{self, Item, Problem};
+use crate::views::{Control, LineSink, Sink, Status};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
@@ -53,7 +54,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     };
     let mut view = Interactive::new(interactive, filter.to_string());
     if matches!(output, Output::Json | Output::Tui) {
-        sink.records(&[Record::Start(crate::events::records::Start {
+        sink.records(&[Record::Start(crate::model::Start {
             node: header.node.clone(),
             kernel: header.kernel.clone(),
             netns: header.facts.netns,

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::View;
-use crate::events::records::Record;
+use crate::model::Record;
 
 pub struct JsonView<W: Write> {
     out: W,
@@ -29,7 +29,9 @@ impl<W: Write> View for JsonView<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::records::{Detail, DropRecord, Flow, NetfilterInfo, Stage};
+    use crate::model::{
+        Attribution, Backend, Detail, DropRecord, Flow, Hook, NetfilterInfo, Proto, Stage,
+    };
 
     #[test]
     fn drop_lines_carry_the_contract_fields() {
@@ -40,7 +42,7 @@ mod tests {
             flow: Flow {
                 src: Some("10.244.1.10".into()),
                 dst: Some("10.244.2.10".into()),
-                proto: "icmp".into(),
+                proto: Some(Proto::Icmp),
                 sport: None,
                 dport: None,
             },
@@ -49,12 +51,12 @@ mod tests {
             location: Some("nf_hook_slow".into()),
             stage: Stage::Netfilter,
             netfilter: Some(NetfilterInfo {
-                backend: Some("legacy".into()),
+                backend: Some(Backend::Legacy),
                 table: None,
                 chain: None,
-                hook: Some("FORWARD".into()),
+                hook: Some(Hook::Forward),
                 rule: None,
-                attribution: "inferred",
+                attribution: Attribution::Inferred,
                 ..Default::default()
             }),
             detail: Detail {
@@ -83,6 +85,8 @@ mod tests {
         assert_eq!(v["stage"], "netfilter");
         assert_eq!(v["netfilter"]["backend"], "legacy");
         assert_eq!(v["netfilter"]["attribution"], "inferred");
+        assert_eq!(v["netfilter"]["hook"], "FORWARD");
+        assert_eq!(v["proto"], "icmp");
         assert!(v["netfilter"].get("table").is_some() && v["netfilter"].get("rule").is_some());
     }
 }

@@ -1,10 +1,13 @@
 //! Views of the record stream: JSON lines, text lines, and the TUI.
 
 pub mod json;
+pub mod sink;
 pub mod text;
 pub mod tui;
 
-use crate::events::records::Record;
+use crate::model::Record;
+
+pub use sink::{Control, LineSink, Sink, Status};
 
 /// A sink for records. Line views write as records arrive.
 pub trait View {

@@ -3,11 +3,14 @@
 use std::io::Write;
 
 use super::View;
-use crate::events::records::{Detail, Record};
+use crate::model::{DropRecord, NetfilterInfo, Record};
 
 pub struct TextView<W: Write> {
     out: W,
     first_ts: Option<u64>,
+    /// The namespace traced in (from the start record): interfaces of
+    /// others are a pod's.
+    node_netns: Option<u32>,
 }
 
 impl<W: Write> TextView<W> {
@@ -15,33 +18,57 @@ impl<W: Write> TextView<W> {
         Self {
             out,
             first_ts: None,
+            node_netns: None,
         }
-    }
-
-    fn clock(&mut self, ts: u64) -> String {
-        let first = *self.first_ts.get_or_insert(ts);
-        let d = ts.saturating_sub(first);
-        format!("[{:4}.{:06}]", d / 1_000_000_000, (d / 1000) % 1_000_000)
     }
 }
 
-fn detail(d: &Detail) -> String {
-    let mut parts = Vec::new();
-    if let Some(a) = d.arp {
-        parts.push(format!("arp {a}"));
+/// `[backend legacy, table filter, hook FORWARD; inferred]`
+fn netfilter_fields(nf: &NetfilterInfo) -> String {
+    let known: Vec<String> = [
+        ("backend", nf.backend.map(|b| b.to_string())),
+        ("table", nf.table.clone()),
+        ("chain", nf.chain.clone()),
+        ("hook", nf.hook.map(|h| h.to_string())),
+        ("rule", nf.rule.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+    .collect();
+    format!(" [{}; {}]", known.join(", "), nf.attribution)
+}
+
+fn drop_line(d: &DropRecord, clock: &str, node_netns: Option<u32>) -> String {
+    let mut s = format!(
+        "{clock} DROP {} {}: {} in {} (stage {})",
+        d.flow,
+        d.detail,
+        d.reason,
+        d.location.as_deref().unwrap_or("?"),
+        d.stage
+    );
+    if let Some(nf) = &d.netfilter {
+        s.push_str(&netfilter_fields(nf));
     }
-    if let Some(i) = &d.icmp {
-        parts.push(i.clone());
+    if let Some(i) = &d.ifname {
+        s.push_str(&format!(" dev {i}"));
     }
-    if let Some(t) = d.ttl {
-        parts.push(format!("ttl {t}"));
+    if let Some(p) = &d.pod {
+        s.push_str(&format!(" in pod {p}"));
     }
-    parts.push(format!("len {}", d.len));
-    parts.join(" ")
+    if !d.journey.is_empty() {
+        let path: Vec<String> = d
+            .journey
+            .iter()
+            .map(|h| h.label(node_netns).to_string())
+            .collect();
+        s.push_str(&format!(" after {}", path.join(" -> ")));
+    }
+    s
 }
 
 /// One line per record (diagnoses add an indented hint line).
-pub fn format(r: &Record, clock: &str) -> String {
+pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
     match r {
         Record::Start(s) => format!(
             "calitrace on {} (kernel {}), netns {}: {} interface(s) [{}], filter: {}",
@@ -59,65 +86,19 @@ pub fn format(r: &Record, clock: &str) -> String {
         Record::Packet(p) => format!(
             "{clock} {:<14} {:<7} {} {}",
             p.ifname.as_deref().unwrap_or("?"),
-            p.dir,
-            p.flow.describe(),
-            detail(&p.detail)
+            p.dir.as_str(),
+            p.flow,
+            p.detail
         ),
-        Record::Drop(d) => {
-            let mut s = format!(
-                "{clock} DROP {} {}: {} in {} (stage {})",
-                d.flow.describe(),
-                detail(&d.detail),
-                d.reason,
-                d.location.as_deref().unwrap_or("?"),
-                d.stage.as_str()
-            );
-            if let Some(nf) = &d.netfilter {
-                let known: Vec<String> = [
-                    ("backend", &nf.backend),
-                    ("table", &nf.table),
-                    ("chain", &nf.chain),
-                    ("hook", &nf.hook),
-                    ("rule", &nf.rule),
-                ]
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
-                .collect();
-                s.push_str(&format!(" [{}; {}]", known.join(", "), nf.attribution));
-            }
-            if let Some(i) = &d.ifname {
-                s.push_str(&format!(" dev {i}"));
-            }
-            if let Some(p) = &d.pod {
-                s.push_str(&format!(" in pod {p}"));
-            }
-            if !d.journey.is_empty() {
-                let path: Vec<String> = d
-                    .journey
-                    .iter()
-                    .map(|h| match (&h.netfilter, &h.verdict) {
-                        _ if h.point.is_some() => h.point_label().unwrap_or_default(),
-                        (Some(nf), Some(v)) => format!(
-                            "{} {} {}: {v}",
-                            nf.hook.as_deref().unwrap_or("?"),
-                            nf.backend.as_deref().unwrap_or("?"),
-                            nf.table.as_deref().unwrap_or("?")
-                        ),
-                        _ => format!("{} {}", h.ifname.as_deref().unwrap_or("?"), h.dir),
-                    })
-                    .collect();
-                s.push_str(&format!(" after {}", path.join(" -> ")));
-            }
-            s
-        }
+        Record::Drop(d) => drop_line(d, clock, node_netns),
         Record::Verdict(v) => format!(
             "{clock} VERDICT {} {}: {} {} {} {}: {}",
-            v.flow.describe(),
-            detail(&v.detail),
-            v.netfilter.backend.as_deref().unwrap_or("?"),
+            v.flow,
+            v.detail,
+            v.netfilter.backend.map_or("?", |b| b.as_str()),
             v.netfilter.table.as_deref().unwrap_or("?"),
             v.netfilter.chain.as_deref().unwrap_or(""),
-            v.netfilter.hook.as_deref().unwrap_or("?"),
+            v.netfilter.hook.map_or("?", |h| h.as_str()),
             v.verdict
         ),
         Record::Diagnosis(d) => format!(
@@ -149,13 +130,13 @@ pub fn format(r: &Record, clock: &str) -> String {
 
 impl<W: Write> View for TextView<W> {
     fn record(&mut self, r: &Record) -> std::io::Result<()> {
-        let clock = match r {
-            Record::Packet(p) => self.clock(p.ts_ns),
-            Record::Drop(d) => self.clock(d.ts_ns),
-            Record::Verdict(v) => self.clock(v.ts_ns),
-            _ => String::new(),
-        };
-        writeln!(self.out, "{}", format(r, &clock))
+        if let Record::Start(s) = r {
+            self.node_netns = Some(s.netns);
+        }
+        let clock = r.ts_ns().map_or_else(String::new, |ts| {
+            crate::time::relative(ts, *self.first_ts.get_or_insert(ts))
+        });
+        writeln!(self.out, "{}", format(r, &clock, self.node_netns))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -8,8 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use tracer_common::{Event, dir, kind, l3, pkt_flags, proto};
-use tracer_user::events::facts::NodeFacts;
 use tracer_user::events::{Input, set_ip};
+use tracer_user::facts::NodeFacts;
 
 pub const NODE_NETNS: u32 = 4_026_531_840;
 pub const ETH0: u32 = 2;
@@ -33,13 +33,11 @@ pub fn facts() -> NodeFacts {
         netns: NODE_NETNS,
         ..Default::default()
     };
-    f.ifnames.insert(
-        tracer_user::events::facts::ifkey(NODE_NETNS, ETH0),
-        "eth0".into(),
-    );
+    f.ifnames
+        .insert(tracer_user::facts::ifkey(NODE_NETNS, ETH0), "eth0".into());
     for i in 0..PODS {
         f.ifnames.insert(
-            tracer_user::events::facts::ifkey(NODE_NETNS, CALI0 + i),
+            tracer_user::facts::ifkey(NODE_NETNS, CALI0 + i),
             format!("cali{:011x}", 0x5eed_0000_u64 + u64::from(i)),
         );
     }

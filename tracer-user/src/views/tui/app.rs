@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::model::{DropPoint, FlowKey, FlowStats, Model};
-use crate::events::records::{Diagnosis, ProbeStatus, Record, Start, Unavailable};
 use crate::filter::Filter;
-use crate::run::session::{Control, Status};
+use crate::model::Backend;
+use crate::model::{Diagnosis, ProbeStatus, Record, Start, Unavailable};
+use crate::views::{Control, Status};
 
 /// Live tracing or a replayed file.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +33,7 @@ pub struct Info {
     /// A Start record has been seen.
     pub start_seen: bool,
     /// iptables backends seen dropping packets.
-    pub backends_seen: BTreeSet<String>,
+    pub backends_seen: BTreeSet<Backend>,
     /// Where Calico's chains are (`legacy`, `nft`, `both`), when known.
     pub calico_backend: Option<String>,
     /// Lost events reported by the final stats.
@@ -243,17 +244,17 @@ impl App {
             Record::Packet(p) => self.model.on_packet(p, self.info.netns),
             Record::Verdict(v) => self.model.on_verdict(v),
             Record::Drop(d) => {
-                if let Some(b) = d.netfilter.as_ref().and_then(|n| n.backend.clone()) {
+                if let Some(b) = d.netfilter.as_ref().and_then(|n| n.backend) {
                     self.info.backends_seen.insert(b);
                 }
                 self.model.on_drop(d);
             }
             Record::Diagnosis(d) => {
-                if let Some(c) = &d.calico_backend {
-                    self.info.calico_backend = Some(c.clone());
+                if let Some(c) = d.calico_backend {
+                    self.info.calico_backend = Some(c.to_string());
                 }
-                if let Some(b) = &d.backend {
-                    self.info.backends_seen.insert(b.clone());
+                if let Some(b) = d.backend {
+                    self.info.backends_seen.insert(b);
                 }
                 self.model.on_diagnosis(d);
                 self.dirty = true;

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 pub use app::{App, Mode};
 
-use crate::events::records::{Diagnosis, Record, Stats};
-use crate::run::session::{Control, Sink, Status};
+use crate::model::{Diagnosis, Record, Stats};
+use crate::views::{Control, Sink, Status};
 
 /// At most one frame per this long (~30 frames/s).
 const FRAME: Duration = Duration::from_millis(33);
@@ -116,11 +116,7 @@ impl Summary {
         for r in records {
             match r {
                 Record::Diagnosis(d) => {
-                    if let Some(o) = self
-                        .diagnoses
-                        .iter_mut()
-                        .find(|o| model::same_diagnosis(o, d))
-                    {
+                    if let Some(o) = self.diagnoses.iter_mut().find(|o| o.same_problem(d)) {
                         *o = d.clone();
                     } else if self.diagnoses.len() < 256 {
                         self.diagnoses.push(d.clone());
@@ -137,14 +133,14 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "{}",
-                crate::views::text::format(&Record::Diagnosis(d.clone()), "")
+                crate::views::text::format(&Record::Diagnosis(d.clone()), "", None)
             );
         }
         if let Some(s) = &self.stats {
             let _ = writeln!(
                 out,
                 "{}",
-                crate::views::text::format(&Record::Stats(s.clone()), "")
+                crate::views::text::format(&Record::Stats(s.clone()), "", None)
             );
         }
         let _ = out.flush();

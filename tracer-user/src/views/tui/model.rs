@@ -3,13 +3,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde_json::Value;
-
-use crate::events::records::{
-    Detail, Diagnosis, DropRecord, Flow, Hop, NetfilterInfo, PacketRecord, Stage, VerdictRecord,
+use crate::model::{
+    Backend, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, NetfilterInfo, PacketId, PacketRecord,
+    Stage, VerdictRecord,
 };
 
-pub const SEC: u64 = 1_000_000_000;
+pub use crate::time::SEC;
 /// A flow whose last drop is younger than this sorts first.
 pub const RECENT_NS: u64 = 10 * SEC;
 /// Seconds of drop-rate history kept per drop point.
@@ -26,206 +25,33 @@ const RECENT_IDS: usize = 16;
 const LATE_DROP_NS: u64 = 5 * SEC;
 
 /// A direction of traffic: one row of the flows table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub src: String,
-    pub dst: String,
-    pub proto: String,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
+pub type FlowKey = Flow;
+
+/// A point of the datapath a packet must have passed to get where it was
+/// seen next: a netfilter hook, or the route lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passage {
+    Hook(Hook),
+    RouteLookup,
 }
 
-pub fn proto_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "?".into(),
-        v => v.to_string(),
-    }
-}
-
-fn endpoint(addr: &str, port: Option<u16>) -> String {
-    match port {
-        Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-        Some(p) => format!("{addr}:{p}"),
-        None => addr.to_string(),
-    }
-}
-
-impl FlowKey {
-    pub fn of(flow: &Flow) -> Self {
-        FlowKey {
-            src: flow.src.clone().unwrap_or_else(|| "?".into()),
-            dst: flow.dst.clone().unwrap_or_else(|| "?".into()),
-            proto: proto_str(&flow.proto),
-            sport: flow.sport,
-            dport: flow.dport,
+impl Passage {
+    /// Order in the IPv4/IPv6 datapath, for placing implied points.
+    fn rank(self) -> u8 {
+        match self {
+            Passage::Hook(Hook::Prerouting) => 0,
+            Passage::RouteLookup => 1,
+            Passage::Hook(Hook::Input | Hook::Forward | Hook::Output) => 2,
+            Passage::Hook(Hook::Postrouting) => 3,
+            Passage::Hook(_) => 4,
         }
     }
 
-    /// `10.0.0.1:4000 → 10.0.0.2:80`
-    pub fn endpoints(&self) -> String {
-        format!(
-            "{} → {}",
-            endpoint(&self.src, self.sport),
-            endpoint(&self.dst, self.dport)
-        )
-    }
-}
-
-/// What tells two packets of one flow apart (TTL changes on the way, so it is
-/// not part of it).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct PacketId {
-    pub ip_id: Option<u16>,
-    pub icmp: Option<String>,
-    pub len: u32,
-}
-
-impl PacketId {
-    fn of(d: &Detail) -> Self {
-        PacketId {
-            ip_id: d.ip_id,
-            icmp: d.icmp.clone(),
-            len: d.len,
+    fn label(self) -> String {
+        match self {
+            Passage::Hook(h) => h.to_string(),
+            Passage::RouteLookup => "route lookup".into(),
         }
-    }
-}
-
-/// One place a packet was seen: an interface (tc, `dir` ingress/egress), a
-/// netfilter table's verdict or a netfilter link point (`dir` "netfilter").
-#[derive(Clone, Debug, PartialEq)]
-pub struct Point {
-    pub ts_ns: u64,
-    pub netns: u32,
-    pub ifname: Option<String>,
-    pub dir: String,
-    pub ttl: Option<u8>,
-    pub netfilter: Option<NetfilterInfo>,
-    pub verdict: Option<String>,
-    /// A netfilter link point: `FORWARD entry`, `FORWARD after priority 0`.
-    pub link_point: Option<String>,
-}
-
-impl Point {
-    pub fn of_hop(h: &Hop) -> Self {
-        Point {
-            ts_ns: h.ts_ns,
-            netns: h.netns,
-            ifname: h.ifname.clone(),
-            dir: h.dir.to_string(),
-            ttl: h.ttl,
-            netfilter: h.netfilter.clone(),
-            verdict: h.verdict.clone(),
-            link_point: h.point_label(),
-        }
-    }
-
-    fn of_packet(p: &PacketRecord) -> Self {
-        Point {
-            ts_ns: p.ts_ns,
-            netns: p.netns,
-            ifname: p.ifname.clone(),
-            dir: p.dir.to_string(),
-            ttl: p.detail.ttl,
-            netfilter: None,
-            verdict: None,
-            link_point: None,
-        }
-    }
-
-    fn of_verdict(v: &VerdictRecord) -> Self {
-        Point {
-            ts_ns: v.ts_ns,
-            netns: v.netns,
-            ifname: None,
-            dir: "netfilter".into(),
-            ttl: v.detail.ttl,
-            netfilter: Some(v.netfilter.clone()),
-            verdict: Some(v.verdict.clone()),
-            link_point: None,
-        }
-    }
-
-    /// An interface, not a netfilter verdict.
-    pub fn is_iface(&self) -> bool {
-        self.netfilter.is_none() && self.dir != "netfilter"
-    }
-
-    fn hook(&self) -> Option<&str> {
-        self.netfilter.as_ref().and_then(|n| n.hook.as_deref())
-    }
-
-    fn is_drop_verdict(&self) -> bool {
-        self.verdict
-            .as_deref()
-            .is_some_and(|v| v.eq_ignore_ascii_case("drop"))
-    }
-
-    fn same_place(&self, o: &Point) -> bool {
-        match (&self.netfilter, &o.netfilter) {
-            (Some(a), Some(b)) => {
-                a.hook == b.hook
-                    && a.backend == b.backend
-                    && a.table == b.table
-                    && a.chain == b.chain
-                    && self.link_point == o.link_point
-            }
-            (None, None) => self.netns == o.netns && self.ifname == o.ifname && self.dir == o.dir,
-            _ => false,
-        }
-    }
-
-    /// `cali1234 ingress`, `pod eth0 egress` (another namespace), or
-    /// `FORWARD (legacy filter: ACCEPT)` for a netfilter verdict.
-    pub fn label(&self, node_netns: Option<u32>) -> String {
-        if let Some(p) = &self.link_point {
-            return p.clone();
-        }
-        if let Some(nf) = &self.netfilter {
-            return nf_label(nf, self.verdict.as_deref().unwrap_or("seen"));
-        }
-        let name = self
-            .ifname
-            .clone()
-            .unwrap_or_else(|| format!("netns {}", self.netns));
-        match node_netns {
-            Some(n) if n != self.netns => format!("pod {name} {}", self.dir),
-            _ => format!("{name} {}", self.dir),
-        }
-    }
-}
-
-/// `FORWARD (legacy filter: DROP, chain X, rule Y)`
-fn nf_label(nf: &NetfilterInfo, verdict: &str) -> String {
-    let hook = nf.hook.clone().unwrap_or_else(|| "netfilter".into());
-    let bt: Vec<&str> = [&nf.backend, &nf.table]
-        .iter()
-        .filter_map(|v| v.as_deref())
-        .collect();
-    let mut inner = vec![if bt.is_empty() {
-        verdict.to_string()
-    } else {
-        format!("{}: {verdict}", bt.join(" "))
-    }];
-    if let Some(c) = &nf.chain
-        && Some(c) != nf.hook.as_ref()
-    {
-        inner.push(format!("chain {c}"));
-    }
-    if let Some(r) = &nf.rule {
-        inner.push(format!("rule {r}"));
-    }
-    format!("{hook} ({})", inner.join(", "))
-}
-
-/// Order of the points in the IPv4/IPv6 datapath, for placing implied ones.
-fn rank(point: &str) -> u8 {
-    match point {
-        "PREROUTING" => 0,
-        "route lookup" => 1,
-        "INPUT" | "FORWARD" | "OUTPUT" => 2,
-        "POSTROUTING" => 3,
-        _ => 4,
     }
 }
 
@@ -245,25 +71,16 @@ pub struct DropInfo {
 impl DropInfo {
     /// Short: `FORWARD legacy/filter`, `routing ip_route_input_slow`.
     pub fn short(&self) -> String {
-        if let Some(nf) = &self.netfilter {
-            let mut s = nf.hook.clone().unwrap_or_else(|| "netfilter".into());
-            let bt: Vec<&str> = [&nf.backend, &nf.table]
-                .iter()
-                .filter_map(|v| v.as_deref())
-                .collect();
-            if !bt.is_empty() {
-                s.push(' ');
-                s.push_str(&bt.join("/"));
-            }
-            return s;
+        match &self.netfilter {
+            Some(nf) => nf.short(),
+            None => format!("{} {}", self.stage, self.reason),
         }
-        format!("{} {}", self.stage.as_str(), self.reason)
     }
 
     /// The failing point of a journey, e.g. `FORWARD (legacy filter: DROP)`.
     pub fn point(&self) -> String {
         if let Some(nf) = &self.netfilter {
-            return nf_label(nf, "DROP");
+            return nf.verdict_label("DROP");
         }
         let place = match self.stage {
             Stage::Routing | Stage::RpFilter => "route lookup".to_string(),
@@ -273,7 +90,7 @@ impl DropInfo {
             _ => self
                 .location
                 .clone()
-                .unwrap_or_else(|| self.stage.as_str().to_string()),
+                .unwrap_or_else(|| self.stage.to_string()),
         };
         match &self.ifname {
             Some(i) => format!("{place} on {i} ({})", self.reason),
@@ -283,20 +100,24 @@ impl DropInfo {
 
     /// Points a packet must have passed to get where it died, after its last
     /// tc sighting (`came_in`: it was seen arriving on an interface).
-    fn implied(&self, came_in: bool) -> Vec<&'static str> {
-        if let Some(hook) = self.netfilter.as_ref().and_then(|n| n.hook.as_deref()) {
+    fn implied(&self, came_in: bool) -> Vec<Passage> {
+        use Passage::{Hook as H, RouteLookup as Route};
+        if let Some(hook) = self.netfilter.as_ref().and_then(|n| n.hook) {
             return match (hook, came_in) {
-                ("INPUT", true) => vec!["PREROUTING", "route lookup"],
-                ("FORWARD", true) => vec!["PREROUTING", "route lookup"],
-                ("POSTROUTING", true) => vec!["PREROUTING", "route lookup", "FORWARD"],
-                ("POSTROUTING", false) => vec!["OUTPUT"],
+                (Hook::Input | Hook::Forward, true) => vec![H(Hook::Prerouting), Route],
+                (Hook::Postrouting, true) => {
+                    vec![H(Hook::Prerouting), Route, H(Hook::Forward)]
+                }
+                (Hook::Postrouting, false) => vec![H(Hook::Output)],
                 _ => vec![],
             };
         }
         match (self.stage, came_in) {
-            (Stage::Routing | Stage::RpFilter, true) => vec!["PREROUTING"],
-            (Stage::Ttl, true) => vec!["PREROUTING", "route lookup"],
-            (Stage::Neighbor | Stage::Mtu, true) => vec!["PREROUTING", "route lookup", "FORWARD"],
+            (Stage::Routing | Stage::RpFilter, true) => vec![H(Hook::Prerouting)],
+            (Stage::Ttl, true) => vec![H(Hook::Prerouting), Route],
+            (Stage::Neighbor | Stage::Mtu, true) => {
+                vec![H(Hook::Prerouting), Route, H(Hook::Forward)]
+            }
             _ => vec![],
         }
     }
@@ -306,7 +127,7 @@ impl DropInfo {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Journey {
     pub id: PacketId,
-    pub hops: Vec<Point>,
+    pub hops: Vec<Hop>,
     pub drop: Option<DropInfo>,
 }
 
@@ -316,7 +137,7 @@ impl Journey {
         h.max(self.drop.as_ref().map(|d| d.ts_ns).unwrap_or(0))
     }
 
-    fn has_point(&self, h: &Point) -> bool {
+    fn has_point(&self, h: &Hop) -> bool {
         self.hops.iter().any(|x| x.same_place(h))
     }
 }
@@ -352,7 +173,7 @@ pub struct FlowStats {
     /// The latest packet of this flow.
     pub latest: Journey,
     /// Where the latest packet that was not dropped went.
-    pub last_ok: Option<Vec<Point>>,
+    pub last_ok: Option<Vec<Hop>>,
     /// Ids of the last packets, so that a drop reported late is not counted
     /// as one more packet.
     recent: VecDeque<(PacketId, u64)>,
@@ -411,13 +232,13 @@ impl FlowStats {
     /// The steps of the latest packet's journey, in order.
     pub fn steps(&self, node_netns: Option<u32>, egress_to: &HashMap<String, String>) -> Vec<Step> {
         let j = &self.latest;
-        let mut steps: Vec<(Step, Option<&str>)> = j
+        let mut steps: Vec<(Step, Option<Hook>)> = j
             .hops
             .iter()
             .map(|h| {
                 let step = Step {
                     kind: StepKind::Seen,
-                    label: h.label(node_netns),
+                    label: h.label(node_netns).to_string(),
                     ts_ns: Some(h.ts_ns),
                     ttl: h.ttl,
                 };
@@ -432,19 +253,22 @@ impl FlowStats {
             .iter()
             .rev()
             .find(|h| h.is_iface())
-            .is_some_and(|h| h.dir == "ingress");
+            .is_some_and(|h| h.dir == Dir::Ingress);
         for p in d.implied(came_in) {
-            if steps.iter().any(|(_, hook)| *hook == Some(p)) {
+            if steps
+                .iter()
+                .any(|(_, hook)| hook.map(Passage::Hook) == Some(p))
+            {
                 continue;
             }
             // Before the first netfilter verdict that comes later in the datapath.
             let at = steps
                 .iter()
-                .position(|(_, hook)| hook.is_some_and(|h| rank(h) > rank(p)))
+                .position(|(_, hook)| hook.is_some_and(|h| Passage::Hook(h).rank() > p.rank()))
                 .unwrap_or(steps.len());
             let step = Step {
                 kind: StepKind::Implied,
-                label: p.to_string(),
+                label: p.label(),
                 ts_ns: None,
                 ttl: None,
             };
@@ -461,7 +285,7 @@ impl FlowStats {
             })
         });
         match dropped_at.and_then(|i| {
-            let label = j.hops[i].label(node_netns);
+            let label = j.hops[i].label(node_netns).to_string();
             steps
                 .iter()
                 .position(|s| s.kind == StepKind::Seen && s.label == label)
@@ -495,7 +319,7 @@ impl FlowStats {
             .iter()
             .rev()
             .find(|h| h.is_iface())
-            .map(|h| h.label(node_netns))
+            .map(|h| h.label(node_netns).to_string())
     }
 
     /// Where the dropped packet would have gone next: the furthest interface
@@ -510,20 +334,20 @@ impl FlowStats {
             && let Some(last) = ok.iter().rev().find(|h| h.is_iface())
             && !j.has_point(last)
         {
-            return Some(last.label(node_netns));
+            return Some(last.label(node_netns).to_string());
         }
         let forwarded = j.drop.as_ref().is_some_and(|d| {
-            d.netfilter.as_ref().and_then(|n| n.hook.as_deref()) == Some("FORWARD")
+            d.netfilter.as_ref().and_then(|n| n.hook) == Some(Hook::Forward)
                 || matches!(d.stage, Stage::Ttl | Stage::Neighbor | Stage::Mtu)
         });
-        let Some(out) = egress_to.get(&self.key.dst) else {
+        let Some(out) = self.key.dst.as_ref().and_then(|d| egress_to.get(d)) else {
             // Forwarded packets leave by some interface; we do not know which.
             return forwarded.then(|| "egress".to_string());
         };
         let seen = j
             .hops
             .iter()
-            .any(|h| h.ifname.as_deref() == Some(out) && h.dir == "egress");
+            .any(|h| h.ifname.as_deref() == Some(out) && h.dir == Dir::Egress);
         (!seen).then(|| format!("{out} egress"))
     }
 }
@@ -534,44 +358,40 @@ pub struct DropPointKey {
     pub stage: Stage,
     pub reason: String,
     pub location: Option<String>,
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
     pub table: Option<String>,
     pub chain: Option<String>,
-    pub hook: Option<String>,
+    pub hook: Option<Hook>,
 }
 
 impl DropPointKey {
     fn of(d: &DropRecord) -> Self {
         let nf = d.netfilter.as_ref();
-        let get = |f: fn(&NetfilterInfo) -> &Option<String>| nf.and_then(|n| f(n).clone());
         DropPointKey {
             stage: d.stage,
             reason: d.reason.clone(),
             location: d.location.clone(),
-            backend: get(|n| &n.backend),
-            table: get(|n| &n.table),
-            chain: get(|n| &n.chain),
-            hook: get(|n| &n.hook),
+            backend: nf.and_then(|n| n.backend),
+            table: nf.and_then(|n| n.table.clone()),
+            chain: nf.and_then(|n| n.chain.clone()),
+            hook: nf.and_then(|n| n.hook),
         }
     }
 
     /// `legacy filter FORWARD` for netfilter, else the kernel location.
     pub fn place(&self) -> String {
-        if self.stage == Stage::Netfilter {
-            let mut parts: Vec<String> = [&self.backend, &self.table, &self.hook]
-                .iter()
-                .filter_map(|v| (*v).clone())
-                .collect();
-            if let Some(c) = &self.chain
-                && Some(c) != self.hook.as_ref()
-            {
-                parts.push(format!("chain {c}"));
-            }
-            if !parts.is_empty() {
-                return parts.join(" ");
-            }
-        }
-        self.location.clone().unwrap_or_else(|| "?".into())
+        let nf = NetfilterInfo {
+            backend: self.backend,
+            table: self.table.clone(),
+            chain: self.chain.clone(),
+            hook: self.hook,
+            ..Default::default()
+        };
+        (self.stage == Stage::Netfilter)
+            .then(|| nf.place())
+            .flatten()
+            .or_else(|| self.location.clone())
+            .unwrap_or_else(|| "?".into())
     }
 }
 
@@ -631,21 +451,6 @@ pub struct DropPoint {
     pub history: History,
 }
 
-/// Whether two diagnosis records are about the same problem (the later one
-/// updates the count).
-pub fn same_diagnosis(a: &Diagnosis, b: &Diagnosis) -> bool {
-    a.code == b.code
-        && a.src == b.src
-        && a.dst == b.dst
-        && a.backend == b.backend
-        && a.table == b.table
-        && a.chain == b.chain
-        && a.hook == b.hook
-        && a.rule == b.rule
-        && a.ifname == b.ifname
-        && a.target == b.target
-}
-
 /// Everything counted from records; `c` clears it, pause freezes a copy.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
@@ -668,7 +473,7 @@ impl Model {
     }
 
     fn flow(&mut self, flow: &Flow, ts: u64) -> &mut FlowStats {
-        let key = FlowKey::of(flow);
+        let key = flow.clone();
         if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
             evict(&mut self.flows, MAX_FLOWS / 8, |f| f.last_ts);
         }
@@ -680,24 +485,24 @@ impl Model {
     pub fn on_packet(&mut self, p: &PacketRecord, node_netns: Option<u32>) {
         self.now_ns = self.now_ns.max(p.ts_ns);
         self.packets_seen += 1;
-        let hop = Point::of_packet(p);
-        if p.dir == "egress"
+        let hop = p.hop();
+        if p.dir == Dir::Egress
             && node_netns.is_none_or(|n| n == p.netns)
             && let (Some(dst), Some(ifname)) = (&p.flow.dst, &p.ifname)
             && (self.egress_to.len() < MAX_EGRESS || self.egress_to.contains_key(dst))
         {
             self.egress_to.insert(dst.clone(), ifname.clone());
         }
-        self.sighting(&p.flow, PacketId::of(&p.detail), hop);
+        self.sighting(&p.flow, p.detail.packet_id(), hop);
     }
 
     /// A netfilter table's verdict: one more point of that packet's journey.
     pub fn on_verdict(&mut self, v: &VerdictRecord) {
         self.now_ns = self.now_ns.max(v.ts_ns);
-        self.sighting(&v.flow, PacketId::of(&v.detail), Point::of_verdict(v));
+        self.sighting(&v.flow, v.detail.packet_id(), v.hop());
     }
 
-    fn sighting(&mut self, flow: &Flow, id: PacketId, hop: Point) {
+    fn sighting(&mut self, flow: &Flow, id: PacketId, hop: Hop) {
         let f = self.flow(flow, hop.ts_ns);
         f.last_ts = f.last_ts.max(hop.ts_ns);
         // The same IPv4 id may pass a point twice (a routing loop); without an
@@ -732,7 +537,7 @@ impl Model {
         dp.last_ts = dp.last_ts.max(d.ts_ns);
         dp.history.add(d.ts_ns);
 
-        let id = PacketId::of(&d.detail);
+        let id = d.detail.packet_id();
         let f = self.flow(&d.flow, d.ts_ns);
         f.drops += 1;
         f.last_ts = f.last_ts.max(d.ts_ns);
@@ -744,7 +549,7 @@ impl Model {
         }
         // The drop's own journey is authoritative; keep ours if it has none.
         if !d.journey.is_empty() || !seen {
-            f.latest.hops = d.journey.iter().take(MAX_HOPS).map(Point::of_hop).collect();
+            f.latest.hops = d.journey.iter().take(MAX_HOPS).cloned().collect();
         }
         f.latest.drop = Some(DropInfo {
             ts_ns: d.ts_ns,
@@ -760,7 +565,7 @@ impl Model {
 
     pub fn on_diagnosis(&mut self, d: &Diagnosis) {
         self.now_ns = self.now_ns.max(d.last_ts_ns);
-        if let Some(old) = self.diagnoses.iter_mut().find(|o| same_diagnosis(o, d)) {
+        if let Some(old) = self.diagnoses.iter_mut().find(|o| o.same_problem(d)) {
             *old = d.clone();
             return;
         }

@@ -16,11 +16,12 @@ use super::app::{App, Focus, Mode, Overlay, Sort};
 use super::model::{History, SEC, StepKind};
 use super::render::{render, sparkline};
 use super::{Inbox, Summary};
-use crate::events::records::{
-    Detail, Diagnosis, DropRecord, Flow, Hop, NetfilterInfo, PacketRecord, ProbeStatus, Record,
-    Stage, Start, Unavailable, VerdictRecord,
+use crate::model::{
+    Attribution, Backend, Code, Detail, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, Icmp,
+    NetfilterInfo, NfVerdict, PacketRecord, ProbeStatus, Proto, Record, Stage, Start, Unavailable,
+    VerdictRecord,
 };
-use crate::run::session::{Control, Status};
+use crate::views::{Control, Status};
 
 // ------------------------------------------------------------ fixtures
 
@@ -58,11 +59,11 @@ fn start() -> Record {
     })
 }
 
-fn flow(src: &str, dst: &str, proto: &str, ports: Option<(u16, u16)>) -> Flow {
+fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
     Flow {
         src: Some(src.into()),
         dst: Some(dst.into()),
-        proto: proto.into(),
+        proto: Some(proto),
         sport: ports.map(|p| p.0),
         dport: ports.map(|p| p.1),
     }
@@ -73,10 +74,11 @@ fn ping_detail(seq: u16, ttl: u8, reply: bool) -> Detail {
         ttl: Some(ttl),
         ip_id: Some(if reply { 5000 } else { 100 } + seq),
         len: 84,
-        icmp: Some(format!(
-            "echo {} id 7 seq {seq}",
-            if reply { "reply" } else { "request" }
-        )),
+        icmp: Some(if reply {
+            Icmp::EchoReply { id: 7, seq }
+        } else {
+            Icmp::EchoRequest { id: 7, seq }
+        }),
         arp: None,
     }
 }
@@ -91,7 +93,7 @@ fn tcp_detail(id: u16) -> Detail {
     }
 }
 
-fn packet(ts: u64, ifname: &str, dir: &'static str, flow: Flow, detail: Detail) -> Record {
+fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record {
     Record::Packet(PacketRecord {
         ts_ns: ts,
         netns: NODE_NETNS,
@@ -102,7 +104,7 @@ fn packet(ts: u64, ifname: &str, dir: &'static str, flow: Flow, detail: Detail) 
     })
 }
 
-fn hop(ts: u64, ifname: &str, dir: &'static str, ttl: u8) -> Hop {
+fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
     Hop {
         ts_ns: ts,
         netns: NODE_NETNS,
@@ -118,12 +120,12 @@ fn hop(ts: u64, ifname: &str, dir: &'static str, ttl: u8) -> Hop {
 
 fn legacy_forward() -> NetfilterInfo {
     NetfilterInfo {
-        backend: Some("legacy".into()),
+        backend: Some(Backend::Legacy),
         table: None,
         chain: None,
-        hook: Some("FORWARD".into()),
+        hook: Some(Hook::Forward),
         rule: None,
-        attribution: "inferred",
+        attribution: Attribution::Inferred,
         ..Default::default()
     }
 }
@@ -133,7 +135,7 @@ fn nf_drop(ts: u64, seq: u16) -> Record {
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: Some("eth0".into()),
-        flow: flow(POD_A, POD_B, "icmp", None),
+        flow: flow(POD_A, POD_B, Proto::Icmp, None),
         reason: "NETFILTER_DROP".into(),
         reason_from_location: false,
         location: Some("nf_hook_slow".into()),
@@ -141,13 +143,13 @@ fn nf_drop(ts: u64, seq: u16) -> Record {
         netfilter: Some(legacy_forward()),
         detail: ping_detail(seq, 62, false),
         pod: None,
-        journey: vec![hop(ts - 31_000, "eth0", "ingress", 63)],
+        journey: vec![hop(ts - 31_000, "eth0", Dir::Ingress, 63)],
     })
 }
 
 fn nf_diagnosis(count: u64, last: u64) -> Record {
     Record::Diagnosis(Diagnosis {
-        code: "NETFILTER_DROP",
+        code: Code::NetfilterDrop,
         stage: Some(Stage::Netfilter),
         summary: format!(
             "{POD_A} > {POD_B} dropped by netfilter: iptables-legacy (table not known), hook FORWARD"
@@ -158,9 +160,9 @@ fn nf_diagnosis(count: u64, last: u64) -> Record {
         count,
         src: Some(POD_A.into()),
         dst: Some(POD_B.into()),
-        backend: Some("legacy".into()),
-        hook: Some("FORWARD".into()),
-        attribution: Some("inferred"),
+        backend: Some(Backend::Legacy),
+        hook: Some(Hook::Forward),
+        attribution: Some(Attribution::Inferred),
         first_ts_ns: T0 + 1000 * MS,
         last_ts_ns: last,
         ..Default::default()
@@ -169,34 +171,34 @@ fn nf_diagnosis(count: u64, last: u64) -> Record {
 
 /// A ping that gets through: request in by eth0, out to pod B; reply back.
 fn good_ping(ts: u64, seq: u16) -> Vec<Record> {
-    let req = flow(POD_A, POD_B, "icmp", None);
-    let rep = flow(POD_B, POD_A, "icmp", None);
+    let req = flow(POD_A, POD_B, Proto::Icmp, None);
+    let rep = flow(POD_B, POD_A, Proto::Icmp, None);
     vec![
         packet(
             ts,
             "eth0",
-            "ingress",
+            Dir::Ingress,
             req.clone(),
             ping_detail(seq, 63, false),
         ),
         packet(
             ts + 20_000,
             CALI_B,
-            "egress",
+            Dir::Egress,
             req,
             ping_detail(seq, 62, false),
         ),
         packet(
             ts + 90_000,
             CALI_B,
-            "ingress",
+            Dir::Ingress,
             rep.clone(),
             ping_detail(seq, 64, true),
         ),
         packet(
             ts + 110_000,
             "eth0",
-            "egress",
+            Dir::Egress,
             rep,
             ping_detail(seq, 63, true),
         ),
@@ -204,36 +206,36 @@ fn good_ping(ts: u64, seq: u16) -> Vec<Record> {
 }
 
 fn tcp_exchange(ts: u64, n: u16) -> Vec<Record> {
-    let c2s = flow(POD_A, POD_B, "tcp", Some((40312, 8080)));
-    let s2c = flow(POD_B, POD_A, "tcp", Some((8080, 40312)));
+    let c2s = flow(POD_A, POD_B, Proto::Tcp, Some((40312, 8080)));
+    let s2c = flow(POD_B, POD_A, Proto::Tcp, Some((8080, 40312)));
     let mut out = Vec::new();
     for i in 0..n {
         let t = ts + u64::from(i) * 10 * MS;
         out.push(packet(
             t,
             "eth0",
-            "ingress",
+            Dir::Ingress,
             c2s.clone(),
             tcp_detail(200 + i),
         ));
         out.push(packet(
             t + 15_000,
             CALI_B,
-            "egress",
+            Dir::Egress,
             c2s.clone(),
             tcp_detail(200 + i),
         ));
         out.push(packet(
             t + 60_000,
             CALI_B,
-            "ingress",
+            Dir::Ingress,
             s2c.clone(),
             tcp_detail(900 + i),
         ));
         out.push(packet(
             t + 80_000,
             "eth0",
-            "egress",
+            Dir::Egress,
             s2c.clone(),
             tcp_detail(900 + i),
         ));
@@ -278,8 +280,8 @@ fn netfilter_app() -> App {
             packet(
                 t,
                 "eth0",
-                "ingress",
-                flow(POD_A, POD_B, "icmp", None),
+                Dir::Ingress,
+                flow(POD_A, POD_B, Proto::Icmp, None),
                 ping_detail(seq, 63, false),
             ),
             nf_drop(t + 31_000, seq),
@@ -529,12 +531,12 @@ fn one_packet_seen_twice_counts_once_and_drops_after_sighting_too() {
     let rows = a.flow_rows();
     let req = rows
         .iter()
-        .find(|f| f.key.src == POD_A && f.key.proto == "icmp")
+        .find(|f| f.key.src.as_deref() == Some(POD_A) && f.key.proto == Some(Proto::Icmp))
         .unwrap();
     assert_eq!((req.packets, req.drops), (4, 3));
     let rep = rows
         .iter()
-        .find(|f| f.key.src == POD_B && f.key.proto == "icmp")
+        .find(|f| f.key.src.as_deref() == Some(POD_B) && f.key.proto == Some(Proto::Icmp))
         .unwrap();
     assert_eq!((rep.packets, rep.drops), (1, 0));
     let tcp = rows.iter().find(|f| f.key.sport == Some(40312)).unwrap();
@@ -545,7 +547,11 @@ fn one_packet_seen_twice_counts_once_and_drops_after_sighting_too() {
 fn journey_of_a_netfilter_drop() {
     let a = netfilter_app();
     let f = a.selected_flow().unwrap();
-    assert_eq!(f.key.src, POD_A, "the flow with recent drops comes first");
+    assert_eq!(
+        f.key.src.as_deref(),
+        Some(POD_A),
+        "the flow with recent drops comes first"
+    );
     let steps = f.steps(a.info.netns, &a.shown().egress_to);
     let labels: Vec<(StepKind, &str)> = steps.iter().map(|s| (s.kind, s.label.as_str())).collect();
     assert_eq!(
@@ -564,27 +570,27 @@ fn journey_of_a_netfilter_drop() {
 fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
     let mut a = app();
     let nft_accept = NetfilterInfo {
-        backend: Some("nft".into()),
+        backend: Some(Backend::Nft),
         table: Some("filter".into()),
         chain: Some("FORWARD".into()),
-        hook: Some("FORWARD".into()),
-        attribution: "exact",
+        hook: Some(Hook::Forward),
+        attribution: Attribution::Exact,
         ..Default::default()
     };
     let legacy_drop = NetfilterInfo {
         table: Some("filter".into()),
         chain: Some("FORWARD".into()),
-        attribution: "exact",
+        attribution: Attribution::Exact,
         ..legacy_forward()
     };
-    let nf_hop = |ts: u64, nf: &NetfilterInfo, verdict: &str| Hop {
+    let nf_hop = |ts: u64, nf: &NetfilterInfo, verdict: NfVerdict| Hop {
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: None,
-        dir: "netfilter",
+        dir: Dir::Netfilter,
         ttl: Some(63),
         netfilter: Some(nf.clone()),
-        verdict: Some(verdict.into()),
+        verdict: Some(verdict),
         point: None,
         priority: None,
     };
@@ -592,8 +598,8 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
     a.ingest(&[Record::Verdict(VerdictRecord {
         ts_ns: t + 10_000,
         netns: NODE_NETNS,
-        flow: flow(POD_A, POD_B, "icmp", None),
-        verdict: "ACCEPT".into(),
+        flow: flow(POD_A, POD_B, Proto::Icmp, None),
+        verdict: NfVerdict::Accept,
         netfilter: nft_accept.clone(),
         detail: ping_detail(1, 63, false),
     })]);
@@ -601,7 +607,7 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         ts_ns: t + 30_000,
         netns: NODE_NETNS,
         ifname: Some("eth0".into()),
-        flow: flow(POD_A, POD_B, "icmp", None),
+        flow: flow(POD_A, POD_B, Proto::Icmp, None),
         reason: "NETFILTER_DROP".into(),
         reason_from_location: false,
         location: Some("nf_hook_slow".into()),
@@ -610,9 +616,9 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         detail: ping_detail(1, 63, false),
         pod: None,
         journey: vec![
-            hop(t, "eth0", "ingress", 63),
-            nf_hop(t + 10_000, &nft_accept, "ACCEPT"),
-            nf_hop(t + 20_000, &legacy_drop, "DROP"),
+            hop(t, "eth0", Dir::Ingress, 63),
+            nf_hop(t + 10_000, &nft_accept, NfVerdict::Accept),
+            nf_hop(t + 20_000, &legacy_drop, NfVerdict::Drop),
         ],
     })]);
     let f = a.selected_flow().unwrap();
@@ -656,7 +662,7 @@ fn header_shows_backends_or_unknown() {
 #[test]
 fn unknown_and_stats_records_are_harmless() {
     let mut a = app();
-    a.ingest(&[Record::Stats(crate::events::records::Stats {
+    a.ingest(&[Record::Stats(crate::model::Stats {
         lost: 9,
         ..Default::default()
     })]);
@@ -757,8 +763,8 @@ fn sorting() {
     let a = netfilter_app();
     let first = &a.flow_rows()[0].key;
     assert_eq!(
-        (first.src.as_str(), first.proto.as_str()),
-        (POD_A, "icmp"),
+        (first.src.as_deref(), first.proto),
+        (Some(POD_A), Some(Proto::Icmp)),
         "recent drops first"
     );
     let mut a = netfilter_app();
@@ -783,7 +789,7 @@ fn sorting() {
     // Drops stop being "recent" after a while: then the last seen comes first.
     let mut a = netfilter_app();
     a.ingest(&tcp_exchange(T0 + 20 * SEC, 1));
-    assert_eq!(a.flow_rows()[0].key.proto, "tcp");
+    assert_eq!(a.flow_rows()[0].key.proto, Some(Proto::Tcp));
 }
 
 #[test]
@@ -880,8 +886,8 @@ fn pause_freezes_the_view_but_not_the_counting() {
     a.ingest(&[packet(
         T0 + 5 * SEC,
         "eth0",
-        "ingress",
-        flow("10.244.1.11", POD_B, "udp", Some((5353, 53))),
+        Dir::Ingress,
+        flow("10.244.1.11", POD_B, Proto::Udp, Some((5353, 53))),
         tcp_detail(1),
     )]);
     assert_eq!(a.flow_rows().len(), before, "frozen while paused");

@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use super::{Theme, ago, flow_details, popup, sparkline};
-use crate::events::records::Diagnosis;
+use crate::model::{Backend, Diagnosis, Hook};
 use crate::views::tui::app::{App, Focus};
 use crate::views::tui::model::DropPoint;
 
@@ -46,8 +46,8 @@ pub(super) fn kv(k: &str, v: String, t: &Theme) -> Line<'static> {
     ])
 }
 
-pub(super) fn opt(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "?".into())
+pub(super) fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "?".into(), T::to_string)
 }
 
 /// `seen  first 3.2s ago, last 0.1s ago`.
@@ -61,10 +61,10 @@ pub(super) fn seen(now: u64, first: u64, last: u64, t: &Theme) -> Line<'static> 
 
 /// `backend nft, table filter, chain cali-fw-x, hook forward`.
 pub(super) fn netfilter_place(
-    backend: &Option<String>,
+    backend: &Option<Backend>,
     table: &Option<String>,
     chain: &Option<String>,
-    hook: &Option<String>,
+    hook: &Option<Hook>,
 ) -> String {
     format!(
         "backend {}, table {}, chain {}, hook {}",
@@ -79,7 +79,7 @@ fn drop_point_lines(p: &DropPoint, now: u64, t: &Theme) -> Vec<Line<'static>> {
     let k = &p.key;
     let series = p.history.series(now, 60);
     let mut lines = vec![
-        kv("stage", k.stage.as_str().into(), t),
+        kv("stage", k.stage.to_string(), t),
         kv("reason", k.reason.clone(), t),
         kv("location", opt(&k.location), t),
     ];
@@ -111,20 +111,20 @@ fn diagnosis_lines(d: &Diagnosis, now: u64, t: &Theme) -> Vec<Line<'static>> {
         kv("hint", d.hint.clone(), t),
     ];
     let fields = [
-        ("src", &d.src),
-        ("dst", &d.dst),
-        ("backend", &d.backend),
-        ("table", &d.table),
-        ("chain", &d.chain),
-        ("hook", &d.hook),
-        ("rule", &d.rule),
-        ("calico", &d.calico_backend),
-        ("ifname", &d.ifname),
-        ("target", &d.target),
+        ("src", d.src.clone()),
+        ("dst", d.dst.clone()),
+        ("backend", d.backend.map(|b| b.to_string())),
+        ("table", d.table.clone()),
+        ("chain", d.chain.clone()),
+        ("hook", d.hook.map(|h| h.to_string())),
+        ("rule", d.rule.clone()),
+        ("calico", d.calico_backend.map(|c| c.to_string())),
+        ("ifname", d.ifname.clone()),
+        ("target", d.target.clone()),
     ];
     for (k, v) in fields {
         if let Some(v) = v {
-            lines.push(kv(k, v.clone(), t));
+            lines.push(kv(k, v, t));
         }
     }
     if let Some(a) = d.attribution {

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{HighlightSpacing, List, ListItem, ListState};
 
 use super::{HIGHLIGHT, Theme, empty_panel, panel};
-use crate::events::records::Diagnosis;
+use crate::model::Diagnosis;
 use crate::views::tui::app::{App, Focus};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {

@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use super::details::{kv, netfilter_place, opt, seen};
 use super::diagnoses::diag_lines;
 use super::{Theme, flow_title, step_style};
-use crate::events::records::Diagnosis;
+use crate::model::Diagnosis;
 use crate::views::tui::app::App;
 use crate::views::tui::model::{DropInfo, FlowStats, Step, StepKind};
 
@@ -30,7 +30,7 @@ pub(super) fn lines(f: &FlowStats, app: &App, now: u64, t: &Theme) -> Vec<Line<'
     let related: Vec<&Diagnosis> = app
         .diag_rows()
         .into_iter()
-        .filter(|d| d.src.as_deref() == Some(&f.key.src) && d.dst.as_deref() == Some(&f.key.dst))
+        .filter(|d| d.src == f.key.src && d.dst == f.key.dst)
         .collect();
     for d in related {
         lines.push(Line::raw(""));
@@ -44,7 +44,7 @@ fn latest_packet(f: &FlowStats) -> String {
     let id = &f.latest.id;
     let mut what = Vec::new();
     if let Some(i) = &id.icmp {
-        what.push(i.clone());
+        what.push(i.to_string());
     }
     if let Some(i) = id.ip_id {
         what.push(format!("ip id {i}"));

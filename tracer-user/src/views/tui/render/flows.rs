@@ -31,7 +31,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     let flow_w = rows
         .iter()
-        .map(|f| f.key.endpoints().chars().count())
+        .map(|f| f.key.arrow().chars().count())
         .max()
         .unwrap_or(20)
         .clamp(20, 50) as u16;
@@ -75,8 +75,8 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
     };
     Row::new(vec![
         Cell::from(sym),
-        Cell::from(f.key.endpoints()),
-        Cell::from(f.key.proto.clone()),
+        Cell::from(f.key.arrow()),
+        Cell::from(f.key.proto_name()),
         Cell::from(Line::from(f.packets.to_string()).right_aligned()),
         Cell::from(Line::from(drops).right_aligned()),
         Cell::from(verdict),

@@ -152,7 +152,7 @@ pub fn backends(app: &App) -> String {
         _ => {}
     }
     if !i.backends_seen.is_empty() {
-        let v: Vec<&str> = i.backends_seen.iter().map(String::as_str).collect();
+        let v: Vec<&str> = i.backends_seen.iter().map(|b| b.as_str()).collect();
         parts.push(format!("drops in {}", v.join("+")));
     }
     if parts.is_empty() {

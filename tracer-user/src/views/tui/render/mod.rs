@@ -143,7 +143,7 @@ fn ago(now: u64, ts: u64) -> String {
 }
 
 fn flow_title(f: &FlowStats) -> String {
-    format!("{} {}", f.key.endpoints(), f.key.proto)
+    format!("{} {}", f.key.arrow(), f.key.proto_name())
 }
 
 /// How a journey step looks: dim when implied or missed, red where it died.

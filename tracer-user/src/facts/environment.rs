@@ -1,143 +1,12 @@
-//! Facts about the node that events refer to (interface names, symbols, drop
-//! reason names, sysctls, routes), and the environment that looks them up.
-//!
-//! Live, lookups go to the kernel and every new or changed answer is queued as
-//! a [`Fact`] so a recording can replay it; on replay the same lookups are
-//! answered from the recorded facts alone. That is what makes replay show what
-//! live tracing showed, on any machine.
+//! The environment that answers look-ups: live, from the kernel, queuing
+//! every new or changed answer as a [`Fact`] for the recording; on replay,
+//! from the recorded facts alone.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
+use super::{Fact, NodeFacts, RouteFact};
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
-use crate::netfilter::{Backend, Inventory};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodInfo {
-    /// netns name (`/run/netns`) or holder process.
-    pub name: String,
-    /// The node-side veth of this pod, e.g. `cali1234abcd`.
-    pub host_iface: String,
-}
-
-/// Result of a route lookup, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteFact {
-    Via(String),
-    Local,
-    None,
-    Unknown,
-}
-
-/// Everything known about the node; the header of a recording holds the
-/// initial set and frames carry [`Fact`] updates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeFacts {
-    pub node: String,
-    pub kernel: String,
-    /// Inode of the namespace calitrace traced in.
-    pub netns: u32,
-    pub reasons: BTreeMap<u32, String>,
-    /// `(netns << 32) | ifindex` to interface name.
-    pub ifnames: BTreeMap<u64, String>,
-    pub pods: BTreeMap<u32, PodInfo>,
-    pub symbols: BTreeMap<u64, String>,
-    pub sysctls: BTreeMap<String, String>,
-    pub routes: BTreeMap<String, RouteFact>,
-    pub local_addrs: BTreeSet<IpAddr>,
-    /// Both backends' netfilter rules, as last read.
-    #[serde(default)]
-    pub netfilter: Option<Inventory>,
-    /// Which backend the node's `iptables` command uses.
-    #[serde(default)]
-    pub iptables_binary: Option<Backend>,
-}
-
-/// One change to [`NodeFacts`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "fact", rename_all = "snake_case")]
-pub enum Fact {
-    Symbol {
-        addr: u64,
-        name: String,
-    },
-    Sysctl {
-        key: String,
-        value: Option<String>,
-    },
-    Route {
-        dst: String,
-        route: RouteFact,
-    },
-    IfName {
-        netns: u32,
-        ifindex: u32,
-        name: String,
-    },
-    /// A new reading of the netfilter rules and counters.
-    Netfilter {
-        inventory: Box<Inventory>,
-    },
-}
-
-pub fn ifkey(netns: u32, ifindex: u32) -> u64 {
-    (netns as u64) << 32 | ifindex as u64
-}
-
-impl NodeFacts {
-    pub fn apply(&mut self, f: &Fact) {
-        match f {
-            Fact::Symbol { addr, name } => {
-                self.symbols.insert(*addr, name.clone());
-            }
-            Fact::Sysctl {
-                key,
-                value: Some(v),
-            } => {
-                self.sysctls.insert(key.clone(), v.clone());
-            }
-            Fact::Sysctl { key, value: None } => {
-                self.sysctls.remove(key);
-            }
-            Fact::Route { dst, route } => {
-                self.routes.insert(dst.clone(), route.clone());
-            }
-            Fact::IfName {
-                netns,
-                ifindex,
-                name,
-            } => {
-                self.ifnames.insert(ifkey(*netns, *ifindex), name.clone());
-            }
-            Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
-        }
-    }
-
-    pub fn ifname(&self, netns: u32, ifindex: u32) -> Option<&str> {
-        self.ifnames.get(&ifkey(netns, ifindex)).map(String::as_str)
-    }
-
-    pub fn reason_name(&self, reason: u32) -> String {
-        self.reasons
-            .get(&reason)
-            .cloned()
-            .unwrap_or_else(|| format!("REASON_{reason}"))
-    }
-
-    /// Name of the netns for humans: the pod's, "node" for our own, or the inode.
-    pub fn netns_label(&self, netns: u32) -> String {
-        if netns == self.netns {
-            "node".into()
-        } else if let Some(p) = self.pods.get(&netns) {
-            format!("pod {}", p.name)
-        } else {
-            netns.to_string()
-        }
-    }
-}
+use crate::netfilter::Inventory;
 
 /// The kernel side of lookups; absent on replay.
 pub struct Live {
@@ -317,20 +186,5 @@ mod tests {
         let mut replayed = NodeFacts::default();
         replayed.apply(&updates[0]);
         assert_eq!(replayed.symbols, env.facts.symbols);
-    }
-
-    #[test]
-    fn facts_survive_json() {
-        let mut f = NodeFacts {
-            netns: 7,
-            ..Default::default()
-        };
-        f.ifnames.insert(ifkey(7, 3), "cali1".into());
-        f.local_addrs.insert("10.0.0.1".parse().unwrap());
-        f.routes
-            .insert("1.2.3.4".into(), RouteFact::Via("eth0".into()));
-        let back: NodeFacts = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
-        assert_eq!(back, f);
-        assert_eq!(back.ifname(7, 3), Some("cali1"));
     }
 }

@@ -1,0 +1,189 @@
+//! NETFILTER_DROP, POLICY_DROP and IPTABLES_BACKEND_MISMATCH.
+
+use super::attribution::is_calico_policy_chain;
+use super::problem::{Finding, Problem, pair, pair_text};
+use crate::facts::Environment;
+use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, NetfilterInfo, Stage};
+
+/// A table dropped the packet: POLICY_DROP when the chain is one of Calico's
+/// policy or dispatch chains, NETFILTER_DROP otherwise.
+pub fn table_drop(d: &DropRecord, nf: &NetfilterInfo) -> Finding {
+    let policy = nf.chain.as_deref().is_some_and(is_calico_policy_chain);
+    let code = if policy {
+        Code::PolicyDrop
+    } else {
+        Code::NetfilterDrop
+    };
+    let (summary, hint) = if policy {
+        policy_words(d, nf)
+    } else {
+        netfilter_words(d, nf)
+    };
+    Finding {
+        problem: Problem::TableDrop {
+            code,
+            backend: nf.backend,
+            table: nf.table.clone(),
+            chain: nf.chain.clone(),
+            hook: nf.hook,
+            rule: nf.rule.clone(),
+            flow: pair(d),
+        },
+        diagnosis: Diagnosis {
+            code,
+            stage: Some(Stage::Netfilter),
+            summary,
+            hint,
+            src: d.flow.src.clone(),
+            dst: d.flow.dst.clone(),
+            backend: nf.backend,
+            table: nf.table.clone(),
+            chain: nf.chain.clone(),
+            hook: nf.hook,
+            rule: nf.rule.clone(),
+            attribution: Some(nf.attribution),
+            ..Default::default()
+        },
+    }
+}
+
+fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
+    let chain = nf.chain.as_deref().unwrap_or("?");
+    let why = nf
+        .comment
+        .as_deref()
+        .map(|c| format!(" (\"{c}\")"))
+        .unwrap_or_default();
+    let hint = if nf.comment.as_deref() == Some("Unknown interface") {
+        format!(
+            "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
+        )
+    } else {
+        format!(
+            "a NetworkPolicy or GlobalNetworkPolicy denies this traffic ({chain}); check the policies that select the pods involved (`calicoctl get networkpolicy,globalnetworkpolicy -A -o wide`)"
+        )
+    };
+    (
+        format!(
+            "{} dropped by Calico policy: {}{why}",
+            pair_text(d),
+            describe(nf)
+        ),
+        hint,
+    )
+}
+
+fn netfilter_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
+    let list = match nf.backend {
+        Some(b) => b.list_command(),
+        None => "iptables-legacy-save -c; nft -a list ruleset",
+    };
+    let what = match (&nf.rule, nf.chain.as_deref(), nf.hook) {
+        (Some(r), Some(c), _) if r == "policy DROP" => format!("the DROP policy of chain {c}"),
+        (Some(_), Some(c), _) => format!("the rule in chain {c}"),
+        (None, _, Some(h)) => format!("a DROP rule or a DROP policy in {h}"),
+        _ => "a DROP rule or policy".into(),
+    };
+    (
+        format!("{} dropped by netfilter: {}", pair_text(d), describe(nf)),
+        format!("look at {what} with `{list}`; Calico's own rules live in cali-* chains"),
+    )
+}
+
+/// The drop came from one backend while Calico's chains live in the other
+/// (or in both): Calico's ACCEPTs do not apply where the packet died.
+pub fn backend_mismatch(d: &DropRecord, nf: &NetfilterInfo, env: &Environment) -> Option<Finding> {
+    let dropper = nf.backend?;
+    let calico = env.facts.netfilter.as_ref()?.calico_chains()?;
+    match (calico, dropper) {
+        (CalicoPlacement::Legacy, Backend::Nft)
+        | (CalicoPlacement::Nft, Backend::Legacy)
+        | (CalicoPlacement::Both, _) => {}
+        _ => return None,
+    }
+    let (summary, hint) = mismatch_words(nf, calico, env.facts.iptables_binary);
+    Some(Finding {
+        problem: Problem::BackendMismatch {
+            backend: nf.backend,
+            table: nf.table.clone(),
+            chain: nf.chain.clone(),
+            calico,
+        },
+        diagnosis: Diagnosis {
+            code: Code::IptablesBackendMismatch,
+            stage: Some(Stage::Netfilter),
+            summary,
+            hint,
+            src: d.flow.src.clone(),
+            dst: d.flow.dst.clone(),
+            backend: nf.backend,
+            table: nf.table.clone(),
+            chain: nf.chain.clone(),
+            hook: nf.hook,
+            rule: nf.rule.clone(),
+            calico_backend: Some(calico),
+            attribution: Some(nf.attribution),
+            ..Default::default()
+        },
+    })
+}
+
+fn mismatch_words(
+    nf: &NetfilterInfo,
+    calico: CalicoPlacement,
+    node: Option<Backend>,
+) -> (String, String) {
+    let place = describe(nf);
+    let summary = if calico == CalicoPlacement::Both {
+        format!(
+            "dropped by {place}, while Calico's cali-* chains exist in both iptables backends: one set is stale and both apply"
+        )
+    } else {
+        format!(
+            "dropped by {place}, while Calico wrote its accept rules with iptables-{calico}: both backends apply, an ACCEPT in one is not final"
+        )
+    };
+    let setting = match node {
+        Some(Backend::Nft) => "FELIX_IPTABLESBACKEND=NFT",
+        Some(Backend::Legacy) => "FELIX_IPTABLESBACKEND=Legacy",
+        None => "FELIX_IPTABLESBACKEND to the backend the node uses",
+    };
+    let hint = format!(
+        "this node's iptables is {} (`iptables -V`, `ls -l /usr/sbin/iptables`): set {setting} on calico-node so Felix programs the backend the node uses{}",
+        node.map_or("unknown", Backend::as_str),
+        if calico == CalicoPlacement::Both {
+            ", then remove the stale cali-* chains from the other backend"
+        } else {
+            ""
+        }
+    );
+    (summary, hint)
+}
+
+/// "nft table ip filter, chain FORWARD, hook FORWARD, rule handle 4: ..."
+pub fn describe(nf: &NetfilterInfo) -> String {
+    let mut parts = Vec::new();
+    match (nf.backend, nf.table.as_deref()) {
+        (Some(b), Some(t)) => {
+            let family = nf.family.map(|f| format!("{f} ")).unwrap_or_default();
+            let tool = match b {
+                Backend::Nft => "nft",
+                Backend::Legacy => "iptables-legacy",
+            };
+            parts.push(format!("{tool} table {family}{t}"))
+        }
+        (Some(Backend::Nft), None) => parts.push("nf_tables (table not known)".into()),
+        (Some(Backend::Legacy), None) => parts.push("iptables-legacy (table not known)".into()),
+        (None, _) => parts.push("backend not known".into()),
+    }
+    if let Some(c) = &nf.chain {
+        parts.push(format!("chain {c}"));
+    }
+    if let Some(h) = nf.hook {
+        parts.push(format!("hook {h}"));
+    }
+    if let Some(r) = &nf.rule {
+        parts.push(format!("rule {r}"));
+    }
+    parts.join(", ")
+}

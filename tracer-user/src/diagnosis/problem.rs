@@ -1,0 +1,95 @@
+//! What makes two drops the same problem, and what a diagnosis function finds.
+
+use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, Hook, Stage};
+
+/// Source and destination of a flow, as the drop names them.
+pub type Pair = (Option<String>, Option<String>);
+
+/// One distinct problem: the diagnoser counts drops per problem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Problem {
+    /// NETFILTER_DROP or POLICY_DROP: one place in the rules drops one flow.
+    TableDrop {
+        code: Code,
+        backend: Option<Backend>,
+        table: Option<String>,
+        chain: Option<String>,
+        hook: Option<Hook>,
+        rule: Option<String>,
+        flow: Pair,
+    },
+    /// Drops by one table and chain while Calico's chains live elsewhere.
+    BackendMismatch {
+        backend: Option<Backend>,
+        table: Option<String>,
+        chain: Option<String>,
+        calico: CalicoPlacement,
+    },
+    RpFilter {
+        ifname: String,
+        flow: Pair,
+    },
+    RoutingLoop {
+        flow: Pair,
+    },
+    NoRoute {
+        target: Option<String>,
+    },
+    NeighborUnreachable {
+        ifname: Option<String>,
+        target: Option<String>,
+    },
+    /// A pod's gateway does not answer ARP (PROXY_ARP_DISABLED or NO_ROUTE).
+    Gateway {
+        code: Code,
+        ifname: String,
+        target: String,
+    },
+    MtuExceeded {
+        flow: Pair,
+    },
+    Other {
+        reason: String,
+        location: Option<String>,
+        flow: Pair,
+    },
+}
+
+/// A problem and the diagnosis that reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub problem: Problem,
+    pub diagnosis: Diagnosis,
+}
+
+pub fn pair(d: &DropRecord) -> Pair {
+    (d.flow.src.clone(), d.flow.dst.clone())
+}
+
+/// `10.0.0.1 > 10.0.0.2`: the flow of a drop in words.
+pub fn pair_text(d: &DropRecord) -> String {
+    format!(
+        "{} > {}",
+        d.flow.src.as_deref().unwrap_or("?"),
+        d.flow.dst.as_deref().unwrap_or("?")
+    )
+}
+
+/// A diagnosis about a drop's flow.
+pub fn of_flow(
+    d: &DropRecord,
+    code: Code,
+    stage: Stage,
+    summary: String,
+    hint: String,
+) -> Diagnosis {
+    Diagnosis {
+        code,
+        stage: Some(stage),
+        summary,
+        hint,
+        src: d.flow.src.clone(),
+        dst: d.flow.dst.clone(),
+        ..Default::default()
+    }
+}

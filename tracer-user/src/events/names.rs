@@ -1,0 +1,197 @@
+//! The kernel's numbers in an event, named: the one place where tc
+//! directions, netfilter families, hooks, verdicts, link points, backends,
+//! protocols, ICMP and ARP codes become the model's types.
+
+use std::net::IpAddr;
+
+use tracer_common::{NfEvent, PacketMeta, backend, dir, l3, nf_point, pkt_flags, proto};
+
+use super::{dst_ip, kernel_name, src_ip};
+use crate::model::{
+    ArpOp, Backend, Detail, Dir, Family, Hook, Icmp, LinkPoint, NetfilterInfo, NfVerdict, Proto,
+};
+
+/// The direction of a tc observation.
+pub fn tc_dir(d: u8) -> Dir {
+    if d == dir::INGRESS {
+        Dir::Ingress
+    } else {
+        Dir::Egress
+    }
+}
+
+pub fn backend(b: u8) -> Backend {
+    if b == backend::NFT {
+        Backend::Nft
+    } else {
+        Backend::Legacy
+    }
+}
+
+pub fn link_point(p: u8) -> LinkPoint {
+    match p {
+        nf_point::ENTRY => LinkPoint::Entry,
+        nf_point::EXIT => LinkPoint::Exit,
+        _ => LinkPoint::After,
+    }
+}
+
+/// The verdict a table walk returned (kept in the event's reason field).
+pub fn walk_verdict(nf: &NfEvent) -> NfVerdict {
+    NfVerdict::from_kernel(nf.ev.reason)
+}
+
+/// The family of a netfilter event as nft names it: links only see ip and ip6.
+pub fn link_family(pf: u8) -> Family {
+    if Family::from_nfproto(pf) == Some(Family::Ipv6) {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    }
+}
+
+/// What a table walk says of itself. Exact where the walk named its table;
+/// where the kernel's BTF lacks the layout (no module BTF before 5.11), the
+/// rule counters will name it later.
+pub fn walk_netfilter(nf: &NfEvent) -> NetfilterInfo {
+    let table = Some(kernel_name(&nf.table)).filter(|t| !t.is_empty());
+    NetfilterInfo {
+        backend: Some(backend(nf.backend)),
+        attribution: if table.is_some() {
+            crate::model::Attribution::Exact
+        } else {
+            crate::model::Attribution::Inferred
+        },
+        table,
+        chain: Some(kernel_name(&nf.chain)).filter(|c| !c.is_empty()),
+        hook: Hook::of_family(nf.pf, nf.hook),
+        ..Default::default()
+    }
+}
+
+pub fn arp_op(op: u16) -> ArpOp {
+    match op {
+        1 => ArpOp::Request,
+        2 => ArpOp::Reply,
+        _ => ArpOp::Other,
+    }
+}
+
+/// The protocol of a packet; none where calitrace read no layer 3.
+pub fn packet_proto(p: &PacketMeta) -> Option<Proto> {
+    match p.l3 {
+        l3::ARP => Some(Proto::Arp),
+        l3::NONE => None,
+        _ => Some(Proto::from_ip(p.proto)),
+    }
+}
+
+pub fn flow(p: &PacketMeta) -> crate::model::Flow {
+    let ports = p.flags & pkt_flags::L4 != 0
+        && matches!(p.proto, proto::TCP | proto::UDP)
+        && p.l3 != l3::ARP;
+    crate::model::Flow {
+        src: src_ip(p).map(ip_string),
+        dst: dst_ip(p).map(ip_string),
+        proto: packet_proto(p),
+        sport: ports.then_some(p.sport),
+        dport: ports.then_some(p.dport),
+    }
+}
+
+pub fn detail(p: &PacketMeta) -> Detail {
+    let ip = matches!(p.l3, l3::IPV4 | l3::IPV6);
+    let icmp = ip && matches!(p.proto, proto::ICMP | proto::ICMPV6) && p.flags & pkt_flags::L4 != 0;
+    Detail {
+        ttl: ip.then_some(p.ttl),
+        ip_id: (p.l3 == l3::IPV4).then_some(p.ip_id),
+        len: p.len,
+        // The eBPF programs keep an echo's id and sequence in the port fields.
+        icmp: icmp.then(|| {
+            Icmp::from_header(
+                p.proto == proto::ICMPV6,
+                p.icmp_type,
+                p.icmp_code,
+                p.sport,
+                p.dport,
+            )
+        }),
+        arp: (p.l3 == l3::ARP).then(|| arp_op(p.arp_op)),
+    }
+}
+
+/// `IpAddr::to_string` without the formatting machinery for IPv4, the
+/// common case: this runs twice for every packet record.
+fn ip_string(a: IpAddr) -> String {
+    let IpAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    std::str::from_utf8(&buf[..n])
+        .expect("digits and dots")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_read_as_std_writes_them() {
+        for a in [
+            "0.0.0.0",
+            "10.244.1.10",
+            "169.254.1.1",
+            "255.255.255.255",
+            "1.20.100.9",
+            "fe80::1",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn packet_codes_are_named() {
+        let mut p = PacketMeta {
+            l3: l3::IPV6,
+            proto: proto::ICMPV6,
+            icmp_type: 129,
+            sport: 7,
+            dport: 2,
+            flags: pkt_flags::L4,
+            ..Default::default()
+        };
+        assert_eq!(packet_proto(&p), Some(Proto::Icmpv6));
+        assert_eq!(detail(&p).icmp, Some(Icmp::EchoReply { id: 7, seq: 2 }));
+        assert_eq!(flow(&p).sport, None, "ICMP has no ports");
+        p.l3 = l3::ARP;
+        p.arp_op = 2;
+        assert_eq!(detail(&p).arp, Some(ArpOp::Reply));
+        assert_eq!(detail(&p).ttl, None);
+        p.l3 = l3::IPV4;
+        p.proto = 47;
+        assert_eq!(packet_proto(&p), Some(Proto::Other(47)));
+        assert_eq!(tc_dir(dir::EGRESS), Dir::Egress);
+        assert_eq!(link_point(nf_point::EXIT), LinkPoint::Exit);
+        assert_eq!(link_family(10), Family::Ipv6);
+        assert_eq!(backend(tracer_common::backend::NFT), Backend::Nft);
+    }
+}

@@ -1,0 +1,82 @@
+//! The import graph follows the order of the modules in `lib.rs`: a module
+//! may use only those declared before it.
+
+use std::path::{Path, PathBuf};
+
+/// Top-level modules in the order `lib.rs` declares them.
+fn declared_order(lib: &str) -> Vec<String> {
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_string())
+        .collect()
+}
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The crate modules a source file names: `crate::x` and `use crate::{x, y}`.
+fn uses(src: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let word = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (i, _) in src.match_indices("crate::") {
+        let rest = &src[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for part in group[..end].split(',') {
+                found.push(word(part.trim()));
+            }
+        } else {
+            found.push(word(rest));
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_import_only_lower_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let order = declared_order(&std::fs::read_to_string(root.join("lib.rs")).unwrap());
+    assert!(order.len() > 10, "{order:?}");
+    let rank = |m: &str| order.iter().position(|x| x == m);
+    let mut wrong = Vec::new();
+    for (i, module) in order.iter().enumerate() {
+        let mut files = Vec::new();
+        let dir = root.join(module);
+        if dir.is_dir() {
+            sources(&dir, &mut files);
+        } else {
+            files.push(root.join(format!("{module}.rs")));
+        }
+        for f in files {
+            let src = std::fs::read_to_string(&f).unwrap();
+            for used in uses(&src) {
+                if rank(&used).is_some_and(|r| r > i) {
+                    wrong.push(format!("{} uses crate::{used}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the order:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_grouped_and_inline_uses() {
+    let src = "use crate::{model::Hop, views};\nlet x = crate::run::go();";
+    assert_eq!(uses(src), ["model", "views", "run"]);
+}

@@ -1,0 +1,94 @@
+//! A diagnosis: one distinct problem, what to check, and how often it was seen.
+
+use serde::Serialize;
+
+use super::names::{Attribution, Backend, CalicoPlacement, Hook, Stage, as_display};
+
+/// The diagnosis codes of the JSON contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    NetfilterDrop,
+    IptablesBackendMismatch,
+    PolicyDrop,
+    NoRoute,
+    RoutingLoop,
+    RpFilter,
+    ProxyArpDisabled,
+    NeighborUnreachable,
+    MtuExceeded,
+    #[default]
+    Other,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::NetfilterDrop => "NETFILTER_DROP",
+            Code::IptablesBackendMismatch => "IPTABLES_BACKEND_MISMATCH",
+            Code::PolicyDrop => "POLICY_DROP",
+            Code::NoRoute => "NO_ROUTE",
+            Code::RoutingLoop => "ROUTING_LOOP",
+            Code::RpFilter => "RP_FILTER",
+            Code::ProxyArpDisabled => "PROXY_ARP_DISABLED",
+            Code::NeighborUnreachable => "NEIGHBOR_UNREACHABLE",
+            Code::MtuExceeded => "MTU_EXCEEDED",
+            Code::Other => "OTHER",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Diagnosis {
+    pub code: Code,
+    pub stage: Option<Stage>,
+    pub summary: String,
+    pub hint: String,
+    pub count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_display")]
+    pub hook: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calico_backend: Option<CalicoPlacement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+}
+
+impl Diagnosis {
+    /// Whether `other` is about the same problem (a later one updates the count).
+    pub fn same_problem(&self, o: &Diagnosis) -> bool {
+        self.code == o.code
+            && self.src == o.src
+            && self.dst == o.dst
+            && self.backend == o.backend
+            && self.table == o.table
+            && self.chain == o.chain
+            && self.hook == o.hook
+            && self.rule == o.rule
+            && self.ifname == o.ifname
+            && self.target == o.target
+    }
+}

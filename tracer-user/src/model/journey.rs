@@ -1,0 +1,179 @@
+//! Where a packet was seen on its way, and how each place is named in every
+//! view: one label per point, for text, TUI and the JSON contract alike.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::names::{Attribution, Backend, Dir, Family, Hook, LinkPoint, NfVerdict, as_display};
+
+/// Which netfilter table, chain and rule a packet met, and how that is known.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct NetfilterInfo {
+    pub backend: Option<Backend>,
+    pub table: Option<String>,
+    pub chain: Option<String>,
+    #[serde(serialize_with = "as_display")]
+    pub hook: Option<Hook>,
+    pub rule: Option<String>,
+    pub attribution: Attribution,
+    /// nft family of the table (`ip`, `ip6`, `inet`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_display")]
+    pub family: Option<Family>,
+    /// The dropping rule's comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// How many rules' counters moved: 1 means the counters were unambiguous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
+}
+
+impl NetfilterInfo {
+    /// `legacy filter`, `nft`, or nothing: the backend and table as known.
+    fn backend_table(&self, sep: &str) -> Option<String> {
+        let parts: Vec<&str> = [self.backend.map(Backend::as_str), self.table.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(sep))
+    }
+
+    /// The hook's name, or `netfilter` where it is not known.
+    pub fn hook_name(&self) -> &'static str {
+        self.hook.map_or("netfilter", Hook::as_str)
+    }
+
+    /// The chain, where it says more than the hook (a user chain).
+    fn chain_beyond_hook(&self) -> Option<&str> {
+        self.chain
+            .as_deref()
+            .filter(|c| self.hook.is_none_or(|h| h.as_str() != *c))
+    }
+
+    /// `FORWARD legacy/filter`: where a drop point is, in short.
+    pub fn short(&self) -> String {
+        match self.backend_table("/") {
+            Some(bt) => format!("{} {bt}", self.hook_name()),
+            None => self.hook_name().to_string(),
+        }
+    }
+
+    /// `FORWARD (legacy filter: DROP, chain X, rule Y)`: a table's verdict.
+    pub fn verdict_label(&self, verdict: &str) -> String {
+        let mut inner = vec![match self.backend_table(" ") {
+            Some(bt) => format!("{bt}: {verdict}"),
+            None => verdict.to_string(),
+        }];
+        if let Some(c) = self.chain_beyond_hook() {
+            inner.push(format!("chain {c}"));
+        }
+        if let Some(r) = &self.rule {
+            inner.push(format!("rule {r}"));
+        }
+        format!("{} ({})", self.hook_name(), inner.join(", "))
+    }
+
+    /// `legacy filter FORWARD chain X`: a drop point's place.
+    pub fn place(&self) -> Option<String> {
+        let mut parts: Vec<String> = [self.backend_table(" "), self.hook.map(|h| h.to_string())]
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(c) = self.chain_beyond_hook() {
+            parts.push(format!("chain {c}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// One place a packet was seen on its way: an interface (tc), a netfilter
+/// table's verdict, or a netfilter link observation point (`dir` is then
+/// netfilter, and `point` says which).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hop {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub ifname: Option<String>,
+    pub dir: Dir,
+    pub ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<NetfilterInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<NfVerdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point: Option<LinkPoint>,
+    /// With point `after`: the priority of the table the packet got past.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+impl Hop {
+    /// An interface, not a netfilter verdict or link point.
+    pub fn is_iface(&self) -> bool {
+        self.netfilter.is_none() && self.dir != Dir::Netfilter
+    }
+
+    pub fn hook(&self) -> Option<Hook> {
+        self.netfilter.as_ref().and_then(|n| n.hook)
+    }
+
+    pub fn is_drop_verdict(&self) -> bool {
+        self.verdict == Some(NfVerdict::Drop)
+    }
+
+    /// Names the hop as every view shows it; `node_netns` (the namespace
+    /// calitrace traced in) marks interfaces of other namespaces as a pod's.
+    pub fn label(&self, node_netns: Option<u32>) -> HopLabel<'_> {
+        HopLabel {
+            hop: self,
+            node_netns,
+        }
+    }
+
+    /// Whether two hops are the same place (not the same moment).
+    pub fn same_place(&self, o: &Hop) -> bool {
+        match (&self.netfilter, &o.netfilter) {
+            (Some(a), Some(b)) => {
+                a.hook == b.hook
+                    && a.backend == b.backend
+                    && a.table == b.table
+                    && a.chain == b.chain
+                    && self.point == o.point
+                    && self.priority == o.priority
+            }
+            (None, None) => self.netns == o.netns && self.ifname == o.ifname && self.dir == o.dir,
+            _ => false,
+        }
+    }
+}
+
+/// `cali1234 ingress`, `pod eth0 egress` (another namespace), `FORWARD entry`,
+/// `INPUT after priority -5` (link points), `FORWARD (legacy filter: ACCEPT)`.
+pub struct HopLabel<'a> {
+    hop: &'a Hop,
+    node_netns: Option<u32>,
+}
+
+impl fmt::Display for HopLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.hop;
+        if let Some(point) = h.point {
+            let hook = h.netfilter.as_ref().map_or("netfilter", |n| n.hook_name());
+            return match h.priority {
+                Some(p) => write!(f, "{hook} {point} priority {p}"),
+                None => write!(f, "{hook} {point}"),
+            };
+        }
+        if let Some(nf) = &h.netfilter {
+            let verdict = h.verdict.map_or_else(|| "seen".into(), |v| v.to_string());
+            return f.write_str(&nf.verdict_label(&verdict));
+        }
+        if self.node_netns.is_some_and(|n| n != h.netns) {
+            f.write_str("pod ")?;
+        }
+        match &h.ifname {
+            Some(name) => write!(f, "{name} {}", h.dir),
+            None => write!(f, "netns {} {}", h.netns, h.dir),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! What calitrace reports: the typed records behind every view (JSON lines,
+//! text, TUI), the names of the kernel codes they carry, and one way of
+//! writing each. Imports nothing else of calitrace.
+
+pub mod diagnosis;
+pub mod journey;
+pub mod names;
+pub mod packet;
+pub mod records;
+
+pub use diagnosis::{Code, Diagnosis};
+pub use journey::{Hop, HopLabel, NetfilterInfo};
+pub use names::{
+    ArpOp, Attribution, Backend, CalicoPlacement, Dir, Family, Hook, Icmp, LinkPoint, NfVerdict,
+    Proto, Stage,
+};
+pub use packet::{Detail, Endpoint, Flow, PacketId, PacketRecord};
+pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

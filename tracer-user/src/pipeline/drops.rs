@@ -1,0 +1,182 @@
+//! Drops: the reason and stage, where in netfilter, the journey that led
+//! there; netfilter drops wait for the rule counters to name the rule.
+
+use std::net::IpAddr;
+
+use tracer_common::{Event, l3};
+
+use super::Pipeline;
+use crate::correlation::PacketKey;
+use crate::diagnosis::{attribution, classify};
+use crate::events::{dst_ip, names, src_ip};
+use crate::model::{
+    Attribution, Dir, DropRecord, Hook, Hop, LinkPoint, NetfilterInfo, Record, Stage,
+};
+
+impl Pipeline {
+    pub(super) fn on_drop(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        let location = self.env.symbol(ev.location);
+        if classify::is_not_a_drop(location.as_deref()) {
+            return;
+        }
+        self.counts.drops += 1;
+        let (reason, stage, reason_from_location) = self.reason_and_stage(ev, location.as_deref());
+        let key = PacketKey::of(&ev.pkt);
+        let journey: Vec<Hop> = key
+            .map(|k| self.journeys.get(&k).iter().map(|s| self.hop(s)).collect())
+            .unwrap_or_default();
+        let netfilter = (stage == Stage::Netfilter)
+            .then(|| self.netfilter_of_drop(ev, location.as_deref(), &journey));
+        let record = DropRecord {
+            ts_ns: ev.ts_ns,
+            netns: ev.netns,
+            ifname: self.ifname(ev.netns, ev.ifindex),
+            flow: names::flow(&ev.pkt),
+            reason,
+            reason_from_location,
+            location,
+            stage,
+            netfilter,
+            detail: names::detail(&ev.pkt),
+            pod: self.env.facts.pods.get(&ev.netns).map(|p| p.name.clone()),
+            journey,
+        };
+        // A netfilter drop in this node's namespace waits for the rule
+        // counters to say which rule it was (the inventory is this netns').
+        if record.stage == Stage::Netfilter
+            && ev.netns == self.env.facts.netns
+            && self.nf_baseline.is_some()
+        {
+            self.pending_nf.push((record, key));
+            return;
+        }
+        self.emit_drop(record, out);
+    }
+
+    /// Where in netfilter a packet died: the table walk that dropped it
+    /// (exact probes), else what the location and the links tell.
+    fn netfilter_of_drop(
+        &self,
+        ev: &Event,
+        location: Option<&str>,
+        journey: &[Hop],
+    ) -> NetfilterInfo {
+        if let Some(exact) = journey
+            .iter()
+            .rev()
+            .find(|h| h.is_drop_verdict())
+            .and_then(|h| h.netfilter.clone())
+        {
+            return exact;
+        }
+        NetfilterInfo {
+            backend: classify::netfilter_backend(location, &self.env.facts.kernel),
+            // Where the links saw it last beats a guess from addresses.
+            hook: hook_from_points(journey, ev.netns).or_else(|| self.infer_hook(ev, journey)),
+            attribution: Attribution::Inferred,
+            ..Default::default()
+        }
+    }
+
+    /// The drop's reason name and stage, and whether the name comes from the
+    /// location because the kernel gives no reasons (before 5.17).
+    fn reason_and_stage(&mut self, ev: &Event, location: Option<&str>) -> (String, Stage, bool) {
+        if !self.env.facts.reasons.is_empty() {
+            let reason = self.env.facts.reason_name(ev.reason);
+            let stage = classify::stage(&reason, location);
+            return (reason, stage, false);
+        }
+        let rp_filter = self.rp_filter_on(ev, location);
+        let ttl = matches!(ev.pkt.l3, l3::IPV4 | l3::IPV6).then_some(ev.pkt.ttl);
+        match classify::reason_from_location(location, ttl, rp_filter) {
+            Some((reason, stage)) => (reason.to_string(), stage, true),
+            None => (classify::UNKNOWN_REASON.to_string(), Stage::Other, true),
+        }
+    }
+
+    /// Reverse path filtering is the one refusal of `ip_rcv_finish_core`
+    /// that a packet with a route back meets; it counts only where it is on
+    /// (the sysctls are this namespace's). `None`: not that location.
+    fn rp_filter_on(&mut self, ev: &Event, location: Option<&str>) -> Option<bool> {
+        let base = location.map(classify::base_symbol);
+        if base != Some("ip_rcv_finish_core") || ev.netns != self.env.facts.netns {
+            return None;
+        }
+        let ifname = self.ifname(ev.netns, ev.ifindex)?;
+        let mut on = |name: &str| {
+            self.env
+                .iface_sysctl("ipv4", "conf", name, "rp_filter")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+                > 0
+        };
+        Some(on(&ifname) || on("all"))
+    }
+
+    pub(super) fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
+        // The drop goes out before the diagnosis it may give rise to.
+        let mut diagnoses = Vec::new();
+        self.diagnoser
+            .on_drop(&record, &mut self.env, &mut diagnoses);
+        out.push(Record::Drop(record));
+        out.append(&mut diagnoses);
+    }
+
+    /// Reads the counters once for all waiting netfilter drops and names the
+    /// table, chain and rule of each where the counters tell.
+    pub(super) fn attribute_pending(&mut self, out: &mut Vec<Record>) {
+        if self.pending_nf.is_empty() {
+            return;
+        }
+        let after = self.env.netfilter();
+        for (mut d, _) in std::mem::take(&mut self.pending_nf) {
+            if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
+                // A drop whose counter moved just before the last reading (its
+                // event arrived after it) shows against the reading before.
+                let src = d.flow.src.as_deref();
+                let named = self
+                    .nf_baseline
+                    .as_ref()
+                    .is_some_and(|b| attribution::complete(nf, b, after, src));
+                if !named && let Some(previous) = &self.nf_previous {
+                    attribution::complete(nf, previous, after, src);
+                }
+            }
+            self.emit_drop(d, out);
+        }
+        if after.is_some() {
+            self.nf_previous = std::mem::replace(&mut self.nf_baseline, after);
+        }
+    }
+
+    /// Netfilter hook of a drop in this node's namespace, from addresses:
+    /// to a local address is INPUT, from one is OUTPUT, otherwise FORWARD.
+    fn infer_hook(&self, ev: &Event, journey: &[Hop]) -> Option<Hook> {
+        if ev.netns != self.env.facts.netns {
+            return None;
+        }
+        let local =
+            |ip: Option<IpAddr>| ip.is_some_and(|a| self.env.facts.local_addrs.contains(&a));
+        Some(if local(dst_ip(&ev.pkt)) {
+            Hook::Input
+        } else if local(src_ip(&ev.pkt)) && journey.iter().all(|h| h.dir != Dir::Ingress) {
+            Hook::Output
+        } else {
+            Hook::Forward
+        })
+    }
+}
+
+/// The hook a packet died in, from the netfilter link points of its journey
+/// in `netns`: the last hook it entered and did not leave. `None` when the
+/// links did not see it there, or it had left the last hook it entered.
+pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<Hook> {
+    let last = journey
+        .iter()
+        .rev()
+        .find(|h| h.point.is_some() && h.netns == netns)?;
+    if last.point == Some(LinkPoint::Exit) {
+        return None;
+    }
+    last.hook()
+}
