@@ -4,13 +4,12 @@
 //! with `bpf_probe_read_kernel` at offsets userspace took from the running
 //! kernel's BTF (`SKB_OFFSETS`).
 
-use aya_ebpf::{
-    Global, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext,
-};
+use aya_ebpf::{Global, macros::raw_tracepoint, programs::RawTracePointContext};
 use tracer_common::{counter, kind};
 
-use crate::maps::{SKB_OFFSETS, count, emit, filter_matches, scratch_event};
-use crate::skb::{field, netns_and_ifindex, netns_wanted, parse};
+use crate::event::emit;
+use crate::maps::{SCRATCH, count};
+use crate::skb::{len_and_mark, skb_event};
 
 /// Non-zero when the tracepoint has a `reason` argument (kernel >= 5.17).
 #[unsafe(no_mangle)]
@@ -26,25 +25,13 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
     } else {
         0
     };
-    let off = SKB_OFFSETS.load();
-    let (netns, ifindex) = netns_and_ifindex(skb);
-    if !netns_wanted(netns) {
+    let Some(ev) = skb_event(skb, &SCRATCH, kind::DROP) else {
         return 0;
-    }
-    let Some(ev) = scratch_event() else { return 0 };
-    parse(skb, &mut ev.pkt);
-    if !filter_matches(&ev.pkt) {
-        return 0;
-    }
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    };
     ev.location = location;
-    ev.kind = kind::DROP;
     ev.dir = tracer_common::dir::NONE;
-    ev.ifindex = ifindex;
-    ev.netns = netns;
     ev.reason = reason as u32;
-    ev.skb_len = field(skb, off.skb_len).unwrap_or(0);
-    ev.mark = field(skb, off.skb_mark).unwrap_or(0);
+    len_and_mark(skb, ev);
     emit(ev, counter::DROP_EMITTED);
     0
 }

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod drop;
+mod event;
 mod maps;
 mod netfilter;
 mod nf_link;

@@ -61,21 +61,3 @@ pub fn filter_matches(pkt: &tracer_common::PacketMeta) -> bool {
         _ => true,
     }
 }
-
-/// The zeroed per-CPU event to fill in.
-#[inline(always)]
-pub fn scratch_event() -> Option<&'static mut Event> {
-    let ev = SCRATCH.get_ptr_mut(0)?;
-    let ev = unsafe { &mut *ev };
-    *ev = Event::default();
-    Some(ev)
-}
-
-#[inline(always)]
-pub fn emit(ev: &Event, emitted_counter: u32) {
-    if EVENTS.output::<Event>(ev, 0).is_ok() {
-        count(emitted_counter);
-    } else {
-        count(counter::LOST);
-    }
-}

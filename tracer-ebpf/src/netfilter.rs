@@ -10,8 +10,7 @@
 use aya_ebpf::{
     Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_probe_read_kernel_str_bytes,
     },
     macros::{fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuArray},
@@ -19,9 +18,10 @@ use aya_ebpf::{
 };
 use tracer_common::{NfEvent, NfOffsets, backend, counter, kind};
 
-use crate::maps::{EVENTS, count, filter_matches};
+use crate::event::emit;
+use crate::maps::count;
 use crate::parse::Reader;
-use crate::skb::{Kernel, field, netns_and_ifindex, netns_wanted, parse};
+use crate::skb::{Kernel, field, skb_event};
 
 #[unsafe(no_mangle)]
 pub static NF_OFFSETS: Global<NfOffsets> = Global::new(NfOffsets::UNSET);
@@ -52,30 +52,17 @@ fn report(
     // nf_tables frees a packet it drops itself on newer kernels and returns
     // NF_STOLEN: those walks are reported too, userspace pairs them with the
     // drop.
-    if ALL_VERDICTS.load() == 0 && verdict != NF_DROP && !(which == backend::NFT && verdict == NF_STOLEN) {
+    if ALL_VERDICTS.load() == 0
+        && verdict != NF_DROP
+        && !(which == backend::NFT && verdict == NF_STOLEN)
+    {
         return;
     }
-    let (netns, ifindex) = netns_and_ifindex(skb);
-    if !netns_wanted(netns) {
-        return;
-    }
-    let Some(nf) = NF_SCRATCH.get_ptr_mut(0) else {
+    let Some(nf) = skb_event(skb, &NF_SCRATCH, kind::VERDICT) else {
         return;
     };
-    let nf = unsafe { &mut *nf };
-    *nf = NfEvent::default();
-    parse(skb, &mut nf.ev.pkt);
-    if !filter_matches(&nf.ev.pkt) {
-        return;
-    }
-    let off = NF_OFFSETS.load();
-    nf.ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    nf.ev.kind = kind::VERDICT;
-    nf.ev.netns = netns;
-    nf.ev.ifindex = ifindex;
     nf.ev.reason = verdict;
-    nf.hook = field(state, off.state_hook).unwrap_or(u8::MAX);
-    nf.pf = field(state, off.state_pf).unwrap_or(0);
+    hook_and_pf(state, nf);
     nf.backend = which;
     if table_name != 0 {
         if inline_name {
@@ -90,11 +77,15 @@ fn report(
     if chain_name != 0 {
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(chain_name as *const u8, &mut nf.chain) };
     }
-    if EVENTS.output::<NfEvent>(nf, 0).is_ok() {
-        count(counter::VERDICT_EMITTED);
-    } else {
-        count(counter::LOST);
-    }
+    emit(nf, counter::VERDICT_EMITTED);
+}
+
+/// The hook and family of the `struct nf_hook_state` at `state` into `nf`.
+#[inline(always)]
+pub fn hook_and_pf(state: u64, nf: &mut NfEvent) {
+    let off = NF_OFFSETS.load();
+    nf.hook = field(state, off.state_hook).unwrap_or(u8::MAX);
+    nf.pf = field(state, off.state_pf).unwrap_or(0);
 }
 
 /// `unsigned int nft_do_chain(struct nft_pktinfo *pkt, void *priv /* struct nft_chain */)`

@@ -15,15 +15,15 @@
 //! replaces with one holding that copy's point.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray},
 };
 use tracer_common::{NfEvent, NfPoint, counter, kind, nf_point};
 
-use crate::maps::{EVENTS, SKB_OFFSETS, count, filter_matches};
-use crate::netfilter::NF_OFFSETS;
-use crate::skb::{field, netns_and_ifindex, netns_wanted, parse};
+use crate::event::emit;
+use crate::maps::count;
+use crate::netfilter::hook_and_pf;
+use crate::skb::{len_and_mark, skb_event};
 
 /// The packet goes on to the next hook entry.
 const NF_ACCEPT: i32 = 1;
@@ -84,38 +84,14 @@ fn observe(state: u64, skb: u64) {
     last.skb = skb;
     last.state = state;
     last.wanted = 0;
-    let (netns, ifindex) = netns_and_ifindex(skb);
-    if !netns_wanted(netns) {
-        return;
-    }
-    // Built in per-CPU memory like the other programs' events: the parser and
-    // the filter evaluator leave no room for it on the 512-byte BPF stack.
-    let Some(nf) = HOOK_SCRATCH.get_ptr_mut(0) else {
+    let Some(nf) = skb_event(skb, &HOOK_SCRATCH, kind::HOOK) else {
         return;
     };
-    let nf = unsafe { &mut *nf };
-    *nf = NfEvent::default();
-    parse(skb, &mut nf.ev.pkt);
-    if !filter_matches(&nf.ev.pkt) {
-        return;
-    }
     last.wanted = 1;
-    let nf_off = NF_OFFSETS.load();
-    let skb_off = SKB_OFFSETS.load();
-    nf.ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    nf.ev.kind = kind::HOOK;
     nf.ev.dir = tracer_common::dir::NONE;
-    nf.ev.ifindex = ifindex;
-    nf.ev.netns = netns;
-    nf.ev.skb_len = field(skb, skb_off.skb_len).unwrap_or(0);
-    nf.ev.mark = field(skb, skb_off.skb_mark).unwrap_or(0);
-    nf.hook = field(state, nf_off.state_hook).unwrap_or(u8::MAX);
-    nf.pf = field(state, nf_off.state_pf).unwrap_or(0);
+    len_and_mark(skb, &mut nf.ev);
+    hook_and_pf(state, nf);
     nf.point = point.point;
     nf.priority = point.priority;
-    if EVENTS.output::<NfEvent>(nf, 0).is_ok() {
-        count(counter::HOOK_EMITTED);
-    } else {
-        count(counter::LOST);
-    }
+    emit(nf, counter::HOOK_EMITTED);
 }

@@ -21,21 +21,28 @@ fn be16(b: [u8; 2]) -> u16 {
 #[inline(always)]
 pub fn parse_l3<R: Reader>(r: &R, off: usize, ethertype: u16, pkt: &mut PacketMeta) {
     match ethertype {
-        ETH_P_IP => parse_ipv4(r, off, pkt),
-        ETH_P_IPV6 => parse_ipv6(r, off, pkt),
+        ETH_P_IP => {
+            if let Some(h) = r.read::<[u8; 20]>(off)
+                && h[0] >> 4 == 4
+            {
+                parse_ipv4(r, off, &h, pkt);
+            }
+        }
+        ETH_P_IPV6 => {
+            if let Some(h) = r.read::<[u8; 40]>(off)
+                && h[0] >> 4 == 6
+            {
+                parse_ipv6(r, off, &h, pkt);
+            }
+        }
         ETH_P_ARP => parse_arp(r, off, pkt),
         _ => {}
     }
 }
 
+/// `h`: the fixed IPv4 header at `off`.
 #[inline(always)]
-fn parse_ipv4<R: Reader>(r: &R, off: usize, pkt: &mut PacketMeta) {
-    let Some(h) = r.read::<[u8; 20]>(off) else {
-        return;
-    };
-    if h[0] >> 4 != 4 {
-        return;
-    }
+fn parse_ipv4<R: Reader>(r: &R, off: usize, h: &[u8; 20], pkt: &mut PacketMeta) {
     pkt.l3 = l3::IPV4;
     pkt.len = be16([h[2], h[3]]) as u32;
     pkt.ip_id = be16([h[4], h[5]]);
@@ -53,14 +60,9 @@ fn parse_ipv4<R: Reader>(r: &R, off: usize, pkt: &mut PacketMeta) {
     }
 }
 
+/// `h`: the fixed IPv6 header at `off`.
 #[inline(always)]
-fn parse_ipv6<R: Reader>(r: &R, off: usize, pkt: &mut PacketMeta) {
-    let Some(h) = r.read::<[u8; 40]>(off) else {
-        return;
-    };
-    if h[0] >> 4 != 6 {
-        return;
-    }
+fn parse_ipv6<R: Reader>(r: &R, off: usize, h: &[u8; 40], pkt: &mut PacketMeta) {
     pkt.l3 = l3::IPV6;
     pkt.len = be16([h[4], h[5]]) as u32 + 40;
     pkt.proto = h[6];

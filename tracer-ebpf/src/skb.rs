@@ -1,9 +1,10 @@
 //! Reading a kernel `struct sk_buff` (drop and netfilter programs): offsets
 //! come from the running kernel's BTF via `SKB_OFFSETS`.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use tracer_common::{PacketMeta, SkbOffsets};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, maps::PerCpuArray};
+use tracer_common::{Event, PacketMeta, SkbOffsets};
 
+use crate::event::{RingEvent, accept, scratch};
 use crate::maps::{NETNS, NETNS_FILTER, SKB_OFFSETS};
 use crate::parse::{Reader, parse_l3};
 
@@ -29,7 +30,7 @@ pub fn field<T: Copy>(base: u64, off: u16) -> Option<T> {
 
 /// (netns inode, ifindex) of an skb: from its device, else from its socket.
 #[inline(always)]
-pub fn netns_and_ifindex(skb: u64) -> (u32, u32) {
+fn netns_and_ifindex(skb: u64) -> (u32, u32) {
     let off = SKB_OFFSETS.load();
     let dev: u64 = field(skb, off.skb_dev).unwrap_or(0);
     let ifindex: u32 = field(dev, off.dev_ifindex).unwrap_or(0);
@@ -45,13 +46,13 @@ pub fn netns_and_ifindex(skb: u64) -> (u32, u32) {
 
 /// Whether drops/verdicts in this namespace are reported.
 #[inline(always)]
-pub fn netns_wanted(netns: u32) -> bool {
+fn netns_wanted(netns: u32) -> bool {
     NETNS_FILTER.load() == 0 || unsafe { NETNS.get(netns) }.is_some()
 }
 
 /// Parses the packet headers of an skb into `pkt`.
 #[inline(always)]
-pub fn parse(skb: u64, pkt: &mut PacketMeta) {
+fn parse(skb: u64, pkt: &mut PacketMeta) {
     let off = SKB_OFFSETS.load();
     let head: u64 = field(skb, off.skb_head).unwrap_or(0);
     let nh: u16 = field(skb, off.skb_network_header).unwrap_or(u16::MAX);
@@ -59,4 +60,31 @@ pub fn parse(skb: u64, pkt: &mut PacketMeta) {
     if head != 0 && nh != u16::MAX {
         parse_l3(&Kernel(head), nh as usize, u16::from_be(protocol), pkt);
     }
+}
+
+/// The event of `kind` to report for an skb, from the zeroed scratch of
+/// `map`: its headers parsed, stamped with time, netns and ifindex. `None`
+/// when the skb's namespace is not wanted or its packet fails the filter.
+#[inline(always)]
+pub fn skb_event<T: RingEvent>(
+    skb: u64,
+    map: &'static PerCpuArray<T>,
+    kind: u8,
+) -> Option<&'static mut T> {
+    let (netns, ifindex) = netns_and_ifindex(skb);
+    if !netns_wanted(netns) {
+        return None;
+    }
+    let out = scratch(map)?;
+    let ev = out.event();
+    parse(skb, &mut ev.pkt);
+    accept(ev, kind, netns, ifindex).then_some(out)
+}
+
+/// `skb->len` and `skb->mark` into `ev`.
+#[inline(always)]
+pub fn len_and_mark(skb: u64, ev: &mut Event) {
+    let off = SKB_OFFSETS.load();
+    ev.skb_len = field(skb, off.skb_len).unwrap_or(0);
+    ev.mark = field(skb, off.skb_mark).unwrap_or(0);
 }

@@ -1,13 +1,12 @@
 //! tc classifiers: observe packets on `cali*`, tunnel and uplink interfaces.
 //! They never change the packet or its fate (always TC_ACT_UNSPEC / TCX_NEXT).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
 use tracer_common::{counter, dir, kind};
 
-use crate::{
-    maps::{TC_NETNS, count, emit, filter_matches, scratch_event},
-    parse::{Reader, parse_l3},
-};
+use crate::event::{accept, emit, scratch};
+use crate::maps::{SCRATCH, TC_NETNS, count};
+use crate::parse::{Reader, parse_l3};
 
 /// Lets other programs on the hook run and the packet continue.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -25,7 +24,7 @@ impl Reader for Packet<'_> {
 fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
     count(counter::TC_SEEN);
     let skb = unsafe { &*ctx.skb.skb };
-    let Some(ev) = scratch_event() else { return };
+    let Some(ev) = scratch(&SCRATCH) else { return };
     let pkt = &mut ev.pkt;
     let reader = Packet(ctx);
     if has_l2 {
@@ -38,39 +37,29 @@ fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
         // says what the data starts with.
         parse_l3(&reader, 0, u16::from_be(skb.protocol as u16), pkt);
     }
-    if !filter_matches(pkt) {
+    if !accept(ev, kind::TC, TC_NETNS.load(), skb.ifindex) {
         return;
     }
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.kind = kind::TC;
     ev.dir = direction;
-    ev.ifindex = skb.ifindex;
-    ev.netns = TC_NETNS.load();
     ev.skb_len = skb.len;
     ev.mark = skb.mark;
     emit(ev, counter::TC_EMITTED);
 }
 
-#[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
-    observe(&ctx, dir::INGRESS, true);
-    TC_ACT_UNSPEC
+/// One classifier per direction and link-layer kind; each only observes.
+macro_rules! classifiers {
+    ($($name:ident: $direction:expr, $has_l2:expr;)*) => {$(
+        #[classifier]
+        pub fn $name(ctx: TcContext) -> i32 {
+            observe(&ctx, $direction, $has_l2);
+            TC_ACT_UNSPEC
+        }
+    )*};
 }
 
-#[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
-    observe(&ctx, dir::EGRESS, true);
-    TC_ACT_UNSPEC
-}
-
-#[classifier]
-pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
-    observe(&ctx, dir::INGRESS, false);
-    TC_ACT_UNSPEC
-}
-
-#[classifier]
-pub fn tc_egress_l3(ctx: TcContext) -> i32 {
-    observe(&ctx, dir::EGRESS, false);
-    TC_ACT_UNSPEC
+classifiers! {
+    tc_ingress: dir::INGRESS, true;
+    tc_egress: dir::EGRESS, true;
+    tc_ingress_l3: dir::INGRESS, false;
+    tc_egress_l3: dir::EGRESS, false;
 }

@@ -1,0 +1,65 @@
+//! Building an event in per-CPU scratch memory and handing it to userspace:
+//! the same steps for the plain [`Event`] (tc, drops) and the [`NfEvent`]
+//! that starts with one (netfilter verdicts and hook observations).
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
+use tracer_common::{Event, NfEvent, counter};
+
+use crate::maps::{EVENTS, count, filter_matches};
+
+/// What the programs put in the ring buffer: an [`Event`] or a type that
+/// starts with one.
+pub trait RingEvent: Default + 'static {
+    fn event(&mut self) -> &mut Event;
+}
+
+impl RingEvent for Event {
+    #[inline(always)]
+    fn event(&mut self) -> &mut Event {
+        self
+    }
+}
+
+impl RingEvent for NfEvent {
+    #[inline(always)]
+    fn event(&mut self) -> &mut Event {
+        &mut self.ev
+    }
+}
+
+/// The zeroed per-CPU event of `map` to fill in: the parser and the filter
+/// evaluator leave no room for it on the 512-byte BPF stack.
+// `&mut` from `&map`: the value is this CPU's, and a program does not
+// migrate while it runs.
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub fn scratch<T: RingEvent>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
+    let ev = unsafe { &mut *map.get_ptr_mut(0)? };
+    *ev = T::default();
+    Some(ev)
+}
+
+/// Whether the parsed packet of `ev` passes the filter; if so, stamps the
+/// event with the time, its kind and where the packet was.
+#[inline(always)]
+pub fn accept(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) -> bool {
+    if !filter_matches(&ev.pkt) {
+        return false;
+    }
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.kind = kind;
+    ev.netns = netns;
+    ev.ifindex = ifindex;
+    true
+}
+
+/// Copies `ev` into the ring buffer and counts it under `emitted`, or under
+/// `LOST` when the ring is full.
+#[inline(always)]
+pub fn emit<T: RingEvent>(ev: &T, emitted: u32) {
+    if EVENTS.output::<T>(ev, 0).is_ok() {
+        count(emitted);
+    } else {
+        count(counter::LOST);
+    }
+}
