@@ -1,7 +1,9 @@
 //! Reading the running kernel and this node: BTF, symbols, netlink, sysctls.
 
 pub mod btf;
+pub(crate) mod bytes;
 pub mod kallsyms;
 pub mod netlink;
 pub mod netns;
+pub(crate) mod syscall;
 pub mod system;

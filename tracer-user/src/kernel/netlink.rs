@@ -1,8 +1,14 @@
-//! A minimal rtnetlink client: list links in the current network namespace and
-//! delete a clsact qdisc. Small enough to not warrant a netlink crate.
+//! A minimal netlink client: the request/reply exchange (also used for
+//! nf_tables over nfnetlink) and the rtnetlink queries calitrace needs: links,
+//! addresses, a route lookup, namespace ids, and deleting a clsact qdisc.
+//! Small enough to not warrant a netlink crate.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use super::bytes::{cstr, i32_at, u16_at, u32_at};
+use super::syscall;
 
 const RTM_GETLINK: u16 = 18;
 const RTM_DELQDISC: u16 = 37;
@@ -11,6 +17,10 @@ const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// The sequence number of every request: each socket serves one request.
+const SEQ: u32 = 1;
+const RTM_NEWLINK: u16 = 16;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
@@ -19,6 +29,10 @@ const IFLA_LINK_NETNSID: u16 = 37;
 const TCA_KIND: u16 = 1;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTN_UNICAST: u8 = 1;
@@ -59,96 +73,108 @@ impl Socket {
     }
 
     pub(crate) fn open_protocol(protocol: i32) -> io::Result<Self> {
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        syscall::raw_socket(libc::AF_NETLINK, protocol).map(Self)
     }
 
-    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
-        let n = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+    fn send(&self, msg: &[u8]) -> io::Result<()> {
+        syscall::send(self.0.as_fd(), msg).map(drop)
     }
 
     /// One datagram, however large: its size is peeked first and `buf` grown.
-    pub(crate) fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let fd = self.0.as_raw_fd();
-        let peek = libc::MSG_PEEK | libc::MSG_TRUNC;
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), peek) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+    fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let fd = self.0.as_fd();
+        let n = syscall::recv(fd, buf, libc::MSG_PEEK | libc::MSG_TRUNC)?;
+        if n > buf.len() {
+            buf.resize(n, 0);
         }
-        if n as usize > buf.len() {
-            buf.resize(n as usize, 0);
-        }
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        syscall::recv(fd, buf, 0)
     }
 
-    /// Sends a request and hands every reply message (type, payload) to `f`
-    /// until DONE or the ACK. Netlink errors become `io::Error`s.
-    fn request(&self, msg: &[u8], dump: bool, mut f: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    /// Sends a request made by [`header`] and hands every reply message to
+    /// `f` (the final DONE and ACK too: a dump's DONE may carry
+    /// `NLM_F_DUMP_INTR`) until DONE, or until the ACK unless `dump`.
+    /// Netlink errors become `io::Error`s.
+    pub(crate) fn request(
+        &self,
+        msg: &[u8],
+        dump: bool,
+        mut f: impl FnMut(&Message<'_>),
+    ) -> io::Result<()> {
         self.send(msg)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.recv(&mut buf)?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                if len < 16 || off + len > n {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "malformed netlink reply",
-                    ));
+            for msg in messages(&buf[..n]) {
+                let msg = msg?;
+                if msg.seq != SEQ {
+                    continue;
                 }
-                let payload = &buf[off + 16..off + len];
-                match ty {
+                f(&msg);
+                match msg.ty {
                     NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(payload[..4].try_into().unwrap());
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        if !dump {
-                            return Ok(());
-                        }
-                    }
-                    _ => f(ty, payload),
+                    NLMSG_ERROR => match error_code(msg.payload) {
+                        0 if dump => {}
+                        0 => return Ok(()),
+                        code => return Err(io::Error::from_raw_os_error(-code)),
+                    },
+                    _ => {}
                 }
-                off += (len + 3) & !3;
             }
         }
     }
 }
 
-fn header(ty: u16, flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(16 + body.len());
-    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+/// One message of a netlink datagram.
+pub(crate) struct Message<'a> {
+    pub(crate) ty: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
+    pub(crate) payload: &'a [u8],
+}
+
+/// The netlink messages of one datagram.
+fn messages(mut b: &[u8]) -> impl Iterator<Item = io::Result<Message<'_>>> {
+    std::iter::from_fn(move || {
+        if b.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32_at(b, 0)? as usize;
+        if len < NLMSG_HDRLEN || len > b.len() {
+            b = &[];
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed netlink reply",
+            )));
+        }
+        let msg = Message {
+            ty: u16_at(b, 4)?,
+            flags: u16_at(b, 6)?,
+            seq: u32_at(b, 8)?,
+            payload: &b[NLMSG_HDRLEN..len],
+        };
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some(Ok(msg))
+    })
+}
+
+/// The (negative errno) code of an `NLMSG_ERROR` message; 0 is an ACK.
+fn error_code(payload: &[u8]) -> i32 {
+    i32_at(payload, 0).unwrap_or(-libc::EBADMSG)
+}
+
+/// A request: `nlmsghdr` and `body`, with the sequence number replies must echo.
+pub(crate) fn header(ty: u16, flags: u16, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
     m.extend_from_slice(&ty.to_ne_bytes());
     m.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&SEQ.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(body);
     m
 }
 
-fn push_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+pub(crate) fn push_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
     buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
     buf.extend_from_slice(data);
@@ -160,11 +186,8 @@ fn push_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
 /// Iterates (type, payload) over netlink attributes.
 pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        let len = u16_at(b, 0)? as usize;
+        let ty = u16_at(b, 2)? & 0x3fff;
         if len < 4 || len > b.len() {
             return None;
         }
@@ -174,37 +197,22 @@ pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
 pub(crate) fn parse_link(payload: &[u8]) -> Option<Link> {
     // struct ifinfomsg { u8 family, u8 pad, u16 type, i32 index, u32 flags, u32 change }
-    if payload.len() < 16 {
-        return None;
-    }
-    let link_type = u16::from_ne_bytes([payload[2], payload[3]]);
-    let index = i32::from_ne_bytes(payload[4..8].try_into().ok()?) as u32;
-    let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
     let mut link = Link {
-        index,
+        index: i32_at(payload, 4)? as u32,
         name: String::new(),
         kind: String::new(),
-        link_type,
+        link_type: u16_at(payload, 2)?,
         peer_index: None,
         link_netnsid: None,
-        up: flags & libc::IFF_UP as u32 != 0,
+        up: u32_at(payload, 8)? & libc::IFF_UP as u32 != 0,
     };
-    for (ty, data) in attrs(&payload[16..]) {
+    for (ty, data) in attrs(payload.get(16..)?) {
         match ty {
             IFLA_IFNAME => link.name = cstr(data),
-            IFLA_LINK if data.len() >= 4 => {
-                link.peer_index = Some(u32::from_ne_bytes(data[..4].try_into().ok()?))
-            }
-            IFLA_LINK_NETNSID if data.len() >= 4 => {
-                link.link_netnsid = Some(i32::from_ne_bytes(data[..4].try_into().ok()?))
-            }
+            IFLA_LINK => link.peer_index = u32_at(data, 0).or(link.peer_index),
+            IFLA_LINK_NETNSID => link.link_netnsid = i32_at(data, 0).or(link.link_netnsid),
             IFLA_LINKINFO => {
                 for (ity, idata) in attrs(data) {
                     if ity == IFLA_INFO_KIND {
@@ -220,20 +228,26 @@ pub(crate) fn parse_link(payload: &[u8]) -> Option<Link> {
 
 /// All links of the network namespace this thread is in.
 pub fn links() -> io::Result<Vec<Link>> {
-    let sock = Socket::open()?;
     let body = [0u8; 16]; // ifinfomsg, AF_UNSPEC
+    dump(RTM_GETLINK, &body, RTM_NEWLINK, parse_link)
+}
+
+/// Every reply of type `want` to the dump request `ty`, read by `parse`.
+fn dump<T>(
+    ty: u16,
+    body: &[u8],
+    want: u16,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> io::Result<Vec<T>> {
+    let sock = Socket::open()?;
     let mut out = Vec::new();
-    sock.request(
-        &header(RTM_GETLINK, NLM_F_DUMP, &body),
-        true,
-        |ty, payload| {
-            if ty == 16
-                && let Some(l) = parse_link(payload)
-            {
-                out.push(l);
-            }
-        },
-    )?;
+    sock.request(&header(ty, NLM_F_DUMP, body), true, |m| {
+        if m.ty == want
+            && let Some(v) = parse(m.payload)
+        {
+            out.push(v);
+        }
+    })?;
     Ok(out)
 }
 
@@ -248,7 +262,7 @@ pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
     body.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());
     body.extend_from_slice(&0u32.to_ne_bytes());
     push_attr(&mut body, TCA_KIND, b"clsact\0");
-    sock.request(&header(RTM_DELQDISC, NLM_F_ACK, &body), false, |_, _| {})
+    sock.request(&header(RTM_DELQDISC, NLM_F_ACK, &body), false, |_| {})
 }
 
 /// The id this namespace gives the namespace open at `fd` (what
@@ -258,18 +272,16 @@ pub fn nsid_of(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<i32>> {
     let mut body = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
     push_attr(&mut body, NETNSA_FD, &(fd.as_raw_fd() as u32).to_ne_bytes());
     let mut nsid = None;
-    sock.request(
-        &header(RTM_GETNSID, NLM_F_ACK, &body),
-        false,
-        |ty, payload| {
-            if ty == RTM_NEWNSID && payload.len() >= 4 {
-                nsid = attrs(&payload[4..])
-                    .find(|(t, d)| *t == NETNSA_NSID && d.len() >= 4)
-                    .map(|(_, d)| i32::from_ne_bytes([d[0], d[1], d[2], d[3]]))
-                    .filter(|id| *id >= 0);
-            }
-        },
-    )?;
+    sock.request(&header(RTM_GETNSID, NLM_F_ACK, &body), false, |m| {
+        if m.ty == RTM_NEWNSID
+            && let Some(a) = m.payload.get(4..)
+        {
+            nsid = attrs(a)
+                .find(|(t, d)| *t == NETNSA_NSID && d.len() >= 4)
+                .and_then(|(_, d)| i32_at(d, 0))
+                .filter(|id| *id >= 0);
+        }
+    })?;
     Ok(nsid)
 }
 
@@ -294,23 +306,19 @@ pub fn route_get(dst: std::net::IpAddr) -> io::Result<Route> {
     let mut body = vec![family, (addr.len() * 8) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     push_attr(&mut body, RTA_DST, &addr);
     let mut route = Route::None;
-    let res = sock.request(
-        &header(RTM_GETROUTE, NLM_F_ACK, &body),
-        false,
-        |ty, payload| {
-            if ty != RTM_NEWROUTE || payload.len() < 12 {
-                return;
-            }
-            route = match payload[7] {
-                RTN_LOCAL => Route::Local,
-                RTN_UNICAST => attrs(&payload[12..])
-                    .find(|(t, d)| *t == RTA_OIF && d.len() >= 4)
-                    .map(|(_, d)| Route::Via(u32::from_ne_bytes([d[0], d[1], d[2], d[3]])))
-                    .unwrap_or(Route::None),
-                _ => Route::None,
-            };
-        },
-    );
+    let res = sock.request(&header(RTM_GETROUTE, NLM_F_ACK, &body), false, |m| {
+        if m.ty != RTM_NEWROUTE || m.payload.len() < 12 {
+            return;
+        }
+        route = match m.payload[7] {
+            RTN_LOCAL => Route::Local,
+            RTN_UNICAST => attrs(&m.payload[12..])
+                .find(|(t, d)| *t == RTA_OIF && d.len() >= 4)
+                .and_then(|(_, d)| u32_at(d, 0))
+                .map_or(Route::None, Route::Via),
+            _ => Route::None,
+        };
+    });
     match res {
         Ok(()) => Ok(route),
         Err(e)
@@ -322,6 +330,32 @@ pub fn route_get(dst: std::net::IpAddr) -> io::Result<Route> {
             Ok(Route::None)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The addresses of this thread's network namespace, as `getifaddrs` gives
+/// them: an address's local end (`IFA_LOCAL`, which differs on point-to-point
+/// links), else `IFA_ADDRESS`.
+pub fn addresses() -> io::Result<Vec<IpAddr>> {
+    let body = [0u8; 8]; // ifaddrmsg, AF_UNSPEC
+    dump(RTM_GETADDR, &body, RTM_NEWADDR, parse_address)
+}
+
+fn parse_address(payload: &[u8]) -> Option<IpAddr> {
+    // struct ifaddrmsg { u8 family, u8 prefixlen, u8 flags, u8 scope, u32 index }
+    let (mut address, mut local) = (None, None);
+    for (ty, data) in attrs(payload.get(8..)?) {
+        match ty {
+            IFA_ADDRESS => address = Some(data),
+            IFA_LOCAL => local = Some(data),
+            _ => {}
+        }
+    }
+    let a = local.or(address)?;
+    match i32::from(payload[0]) {
+        libc::AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(a).ok()?)),
+        libc::AF_INET6 => Some(IpAddr::from(<[u8; 16]>::try_from(a).ok()?)),
+        _ => None,
     }
 }
 
@@ -355,6 +389,47 @@ mod tests {
         let mut p = vec![0u8; 16];
         p.extend_from_slice(&[200, 0, 3, 0, b'x']);
         assert_eq!(parse_link(&p).unwrap().name, "");
+    }
+
+    #[test]
+    fn splits_datagrams_into_messages() {
+        let mut d = header(7, NLM_F_DUMP, &[0; 4]);
+        let mut second = header(16, 0x10, &[]);
+        second[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        d.extend(second);
+        let m: Vec<_> = messages(&d).collect::<io::Result<_>>().unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].ty, m[0].seq, m[0].payload.len()), (7, SEQ, 4));
+        assert_eq!(m[0].flags, NLM_F_DUMP | NLM_F_REQUEST);
+        assert_eq!(
+            (m[1].ty, m[1].flags, m[1].seq),
+            (16, 0x10 | NLM_F_REQUEST, 7)
+        );
+        d[20] = 200;
+        assert!(messages(&d).any(|m| m.is_err()));
+        let _ = messages(&[0xff; 40]).count();
+        assert_eq!(error_code(&[1, 0]), -libc::EBADMSG);
+    }
+
+    #[test]
+    fn address_messages_prefer_the_local_end() {
+        let mut p = vec![libc::AF_INET as u8, 32, 0, 0, 5, 0, 0, 0];
+        push_attr(&mut p, IFA_ADDRESS, &[10, 8, 8, 2]);
+        assert_eq!(parse_address(&p), Some(IpAddr::from([10, 8, 8, 2])));
+        push_attr(&mut p, IFA_LOCAL, &[10, 8, 8, 1]);
+        assert_eq!(parse_address(&p), Some(IpAddr::from([10, 8, 8, 1])));
+        let mut p = vec![libc::AF_INET6 as u8, 128, 0, 0, 1, 0, 0, 0];
+        push_attr(&mut p, IFA_ADDRESS, &[0xfd; 16]);
+        assert_eq!(parse_address(&p), Some(IpAddr::from([0xfd; 16])));
+        assert_eq!(parse_address(&p[..5]), None);
+        p[0] = libc::AF_PACKET as u8;
+        assert_eq!(parse_address(&p), None);
+    }
+
+    #[test]
+    fn addresses_of_this_namespace_include_loopback() {
+        let addrs = addresses().expect("netlink dump");
+        assert!(addrs.contains(&IpAddr::from([127, 0, 0, 1])));
     }
 
     #[test]

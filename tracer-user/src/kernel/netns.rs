@@ -1,11 +1,12 @@
 //! Finding the network namespaces of the pods behind this node's veths.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::netlink::{self, Link};
+use super::syscall;
 
 /// A namespace at the other end of one of our veths.
 #[derive(Debug, Clone)]
@@ -62,9 +63,7 @@ fn candidates(own: u32) -> Vec<(u32, PathBuf, String)> {
 pub fn links_in(path: &std::path::Path) -> std::io::Result<Vec<Link>> {
     let file = std::fs::File::open(path)?;
     std::thread::spawn(move || {
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        syscall::enter_netns(file.as_fd())?;
         netlink::links()
     })
     .join()
@@ -83,7 +82,7 @@ pub fn discover(own: u32, host_veths: &[Link]) -> Vec<PeerNetns> {
         let Ok(file) = std::fs::File::open(&path) else {
             continue;
         };
-        let Ok(Some(nsid)) = netlink::nsid_of(std::os::fd::AsFd::as_fd(&file)) else {
+        let Ok(Some(nsid)) = netlink::nsid_of(file.as_fd()) else {
             continue;
         };
         let Ok(links) = links_in(&path) else { continue };

@@ -2,7 +2,7 @@
 //! sysctls, addresses and routes of the current network namespace.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 
 /// Capability bits (linux/capability.h).
@@ -39,13 +39,11 @@ pub fn missing_privileges(caps: u64) -> Option<String> {
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
+/// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
-    }
-    let c = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
-    c.to_string_lossy().into_owned()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn node_name() -> String {
@@ -112,30 +110,9 @@ pub fn read_iface_sysctl(
 
 /// Addresses configured on this namespace's interfaces.
 pub fn local_addresses() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return out;
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            if fam == libc::AF_INET {
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if fam == libc::AF_INET6 {
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.insert(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    unsafe { libc::freeifaddrs(ifap) };
-    out
+    super::netlink::addresses()
+        .map(|a| a.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// Interfaces that carry a default route (IPv4 and IPv6).

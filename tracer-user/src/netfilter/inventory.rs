@@ -68,7 +68,7 @@ pub struct Rule {
     pub counters: Option<Counters>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Chain {
     pub name: String,
     /// Base chains only.

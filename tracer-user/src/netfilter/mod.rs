@@ -4,8 +4,11 @@
 //! through nfnetlink dumps ([`nftables`], which also holds the rules of
 //! `iptables-nft`). No iptables or nft command is run.
 
+#[cfg(test)]
+mod fuzz;
 pub mod inventory;
 pub mod nftables;
+mod text;
 pub mod xtables;
 
 pub use inventory::{

@@ -302,6 +302,8 @@ fn clock(id: libc::clockid_t) -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: clock_gettime() writes one timespec into `ts`, a live local of
+    // that type; on a bad clock id it fails and leaves `ts` zero.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -1,0 +1,371 @@
+//! A rule's expressions back into `nft list` style text. A small register
+//! tracker remembers what each load left where, so that a later `cmp` prints
+//! as `ip saddr 10.0.0.0/8`. `iptables-nft` keeps what it cannot translate as
+//! xtables `match` / `target` expressions, `-m comment` among them.
+
+use std::collections::HashMap;
+
+use super::message::{
+    NFTA_DATA_VALUE, attr, counters, data_verdict, string_attr, u32_attr, value_attr,
+};
+use super::value::{Kind, base_name, format_value, prefix_text, verdict_text};
+use crate::kernel::netlink::attrs;
+use crate::netfilter::inventory::{Counters, Family, Rule, Verdict};
+use crate::netfilter::text::proto_name;
+use crate::netfilter::xtables::target_verdict;
+
+const NFT_REG_VERDICT: u32 = 0;
+
+/// What an earlier expression left in a register.
+#[derive(Debug, Clone)]
+struct Operand {
+    name: String,
+    kind: Kind,
+    mask: Option<Vec<u8>>,
+    /// From an `immediate` (for `meta mark set 0x10` style statements).
+    value: Option<Vec<u8>>,
+}
+
+impl Operand {
+    /// ` 0x10` for a register holding an immediate value, else ` NAME`.
+    fn set_value(&self) -> String {
+        match &self.value {
+            Some(v) => format!(" {}", format_value(Kind::Number, v)),
+            None => format!(" {}", self.name),
+        }
+    }
+}
+
+/// Turns a rule's expressions into text, verdict, counters and comment.
+pub(super) struct Decoder {
+    family: Family,
+    regs: HashMap<u32, Operand>,
+    parts: Vec<String>,
+    verdict: Option<Verdict>,
+    counters: Option<Counters>,
+    pub(super) comment: Option<String>,
+    /// Transport protocol the rule compared earlier, to name ports `tcp dport`.
+    l4: Option<String>,
+    /// For inet tables: the layer 3 protocol the rule compared earlier.
+    l3: Option<Family>,
+}
+
+impl Decoder {
+    pub(super) fn new(family: Family) -> Self {
+        Decoder {
+            family,
+            regs: HashMap::new(),
+            parts: vec![],
+            verdict: None,
+            counters: None,
+            comment: None,
+            l4: None,
+            l3: None,
+        }
+    }
+
+    fn load(&mut self, dreg: Option<u32>, name: String, kind: Kind) {
+        if let Some(r) = dreg {
+            let op = Operand {
+                name,
+                kind,
+                mask: None,
+                value: None,
+            };
+            self.regs.insert(r, op);
+        }
+    }
+
+    fn terminal(&mut self, text: &str, verdict: Verdict) {
+        self.parts.push(text.to_string());
+        self.verdict = Some(verdict);
+    }
+
+    pub(super) fn expression(&mut self, name: &str, d: &[u8]) {
+        match name {
+            "payload" => self.payload(d),
+            "meta" => self.meta(d),
+            "ct" => self.ct(d),
+            "cmp" => self.cmp(d),
+            "bitwise" => self.bitwise(d),
+            "lookup" => self.lookup(d),
+            "immediate" => self.immediate(d),
+            "counter" => {
+                self.counters = counters(d);
+                self.parts.push("counter".into());
+            }
+            "match" => self.xt_match(d),
+            "target" => self.xt_target(d),
+            "reject" => self.terminal("reject", Verdict::Reject),
+            "queue" => self.terminal("queue", Verdict::Queue),
+            "nat" => {
+                // NFTA_NAT_TYPE: NFT_NAT_SNAT 0, NFT_NAT_DNAT 1
+                let kind = if u32_attr(d, 1) == Some(1) {
+                    "dnat"
+                } else {
+                    "snat"
+                };
+                self.terminal(kind, Verdict::Other(kind.into()));
+            }
+            "masq" => self.terminal("masquerade", Verdict::Other("masquerade".into())),
+            "redir" => self.terminal("redirect", Verdict::Other("redirect".into())),
+            "tproxy" => self.terminal("tproxy", Verdict::Other("tproxy".into())),
+            other => self.parts.push(other.to_string()),
+        }
+    }
+
+    fn network(&self) -> Option<Family> {
+        match self.family {
+            Family::Ipv4 | Family::Ipv6 => Some(self.family),
+            _ => self.l3,
+        }
+    }
+
+    fn payload(&mut self, d: &[u8]) {
+        // NFTA_PAYLOAD_DREG 1, BASE 2, OFFSET 3, LEN 4, SREG 5
+        let (base, off, len) = (
+            u32_attr(d, 2).unwrap_or(u32::MAX),
+            u32_attr(d, 3).unwrap_or(0),
+            u32_attr(d, 4).unwrap_or(0),
+        );
+        if u32_attr(d, 5).is_some() {
+            self.parts.push(format!("@{base},{off},{len} set"));
+            return;
+        }
+        let v4 = self.network() == Some(Family::Ipv4) || (self.network().is_none() && len <= 4);
+        let (name, kind) = match (base, off, len) {
+            (1, 12, 1..=4) if v4 => ("ip saddr".into(), Kind::Ipv4),
+            (1, 16, 1..=4) if v4 => ("ip daddr".into(), Kind::Ipv4),
+            (1, 9, 1) if v4 => ("ip protocol".into(), Kind::Proto),
+            (1, 8, 1..=16) if !v4 => ("ip6 saddr".into(), Kind::Ipv6),
+            (1, 24, 1..=16) if !v4 => ("ip6 daddr".into(), Kind::Ipv6),
+            (1, 6, 1) if !v4 => ("ip6 nexthdr".into(), Kind::Proto),
+            (2, 0, 2) => (self.transport("sport"), Kind::Port),
+            (2, 2, 2) => (self.transport("dport"), Kind::Port),
+            (0, 12, 2) => ("ether type".into(), Kind::Bytes),
+            _ => {
+                let bits = |n: u32| u64::from(n) * 8;
+                (
+                    format!("@{},{},{}", base_name(base), bits(off), bits(len)),
+                    Kind::Bytes,
+                )
+            }
+        };
+        self.load(u32_attr(d, 1), name, kind);
+    }
+
+    /// `tcp dport`, or `th dport` before any transport protocol was compared.
+    fn transport(&self, field: &str) -> String {
+        format!("{} {field}", self.l4.as_deref().unwrap_or("th"))
+    }
+
+    fn meta(&mut self, d: &[u8]) {
+        // NFTA_META_DREG 1, KEY 2, SREG 3
+        let key = u32_attr(d, 2).unwrap_or(u32::MAX);
+        let (name, kind) = match key {
+            1 => ("protocol", Kind::Bytes),
+            3 => ("mark", Kind::Number),
+            4 => ("iif", Kind::Number),
+            5 => ("oif", Kind::Number),
+            6 => ("iifname", Kind::Iface),
+            7 => ("oifname", Kind::Iface),
+            15 => ("nfproto", Kind::NfProto),
+            16 => ("l4proto", Kind::Proto),
+            19 => ("pkttype", Kind::Bytes),
+            _ => ("", Kind::Bytes),
+        };
+        // nft leaves out "meta" for interfaces.
+        let name = match key {
+            4..=7 => name.to_string(),
+            _ if name.is_empty() => format!("meta {key}"),
+            _ => format!("meta {name}"),
+        };
+        self.load_or_set(d, (1, 3), name, kind);
+    }
+
+    fn ct(&mut self, d: &[u8]) {
+        // NFTA_CT_DREG 1, KEY 2, DIRECTION 3, SREG 4
+        let key = u32_attr(d, 2).unwrap_or(u32::MAX);
+        let (name, kind) = match key {
+            0 => ("state", Kind::CtState),
+            1 => ("direction", Kind::Bytes),
+            2 => ("status", Kind::Number),
+            3 => ("mark", Kind::Number),
+            _ => ("", Kind::Bytes),
+        };
+        let name = if name.is_empty() {
+            format!("ct {key}")
+        } else {
+            format!("ct {name}")
+        };
+        self.load_or_set(d, (1, 4), name, kind);
+    }
+
+    /// A `meta` or `ct` key: loaded into the register of attribute `dreg`,
+    /// or, when the expression has a source register (attribute `sreg`), the
+    /// statement `NAME set VALUE`.
+    fn load_or_set(&mut self, d: &[u8], (dreg, sreg): (u16, u16), name: String, kind: Kind) {
+        if let Some(sreg) = u32_attr(d, sreg) {
+            let value = self
+                .regs
+                .get(&sreg)
+                .map(Operand::set_value)
+                .unwrap_or_default();
+            self.parts.push(format!("{name} set{value}"));
+            return;
+        }
+        self.load(u32_attr(d, dreg), name, kind);
+    }
+
+    fn cmp(&mut self, d: &[u8]) {
+        // NFTA_CMP_SREG 1, OP 2, DATA 3
+        let Some(lhs) = u32_attr(d, 1).and_then(|r| self.regs.get(&r)).cloned() else {
+            self.parts.push("cmp".into());
+            return;
+        };
+        let value = value_attr(d, 3).unwrap_or_default();
+        let op = match u32_attr(d, 2).unwrap_or(0) {
+            0 => "",
+            1 => "!= ",
+            2 => "< ",
+            3 => "<= ",
+            4 => "> ",
+            _ => ">= ",
+        };
+        if op.is_empty() {
+            self.remember_protocols(&lhs, &value);
+        }
+        self.parts.push(comparison_text(&lhs, op, &value));
+    }
+
+    fn remember_protocols(&mut self, lhs: &Operand, value: &[u8]) {
+        match lhs.kind {
+            Kind::Proto if value.len() == 1 => self.l4 = Some(proto_name(value[0])),
+            Kind::NfProto if value.len() == 1 => self.l3 = Family::from_nfproto(value[0]),
+            _ => {}
+        }
+    }
+
+    fn bitwise(&mut self, d: &[u8]) {
+        // NFTA_BITWISE_SREG 1, DREG 2, LEN 3, MASK 4, XOR 5
+        let (Some(sreg), Some(dreg)) = (u32_attr(d, 1), u32_attr(d, 2)) else {
+            return;
+        };
+        match self.regs.get(&sreg).cloned() {
+            Some(mut op) => {
+                op.mask = value_attr(d, 4);
+                self.regs.insert(dreg, op);
+            }
+            None => self.parts.push("bitwise".into()),
+        }
+    }
+
+    fn lookup(&mut self, d: &[u8]) {
+        // NFTA_LOOKUP_SET 1, SREG 2, DREG 3, FLAGS 5 (NFT_LOOKUP_F_INV 1)
+        let set = string_attr(d, 1).unwrap_or_default();
+        let lhs = u32_attr(d, 2)
+            .and_then(|r| self.regs.get(&r))
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| "?".into());
+        match u32_attr(d, 3) {
+            Some(NFT_REG_VERDICT) => {
+                self.parts.push(format!("{lhs} vmap @{set}"));
+                self.verdict = Some(Verdict::Other(format!("vmap @{set}")));
+            }
+            Some(dreg) => {
+                self.parts.push(format!("{lhs} map @{set}"));
+                self.regs.remove(&dreg);
+            }
+            None => {
+                let not = if u32_attr(d, 5).unwrap_or(0) & 1 != 0 {
+                    "!= "
+                } else {
+                    ""
+                };
+                self.parts.push(format!("{lhs} {not}@{set}"));
+            }
+        }
+    }
+
+    fn immediate(&mut self, d: &[u8]) {
+        // NFTA_IMMEDIATE_DREG 1, DATA 2
+        let dreg = u32_attr(d, 1);
+        let data = attr(attrs(d), 2).unwrap_or(&[]);
+        if dreg == Some(NFT_REG_VERDICT) {
+            if let Some(v) = data_verdict(data) {
+                self.parts.push(verdict_text(&v));
+                self.verdict = Some(v);
+            }
+        } else if let Some(r) = dreg {
+            let value = attr(attrs(data), NFTA_DATA_VALUE).map(<[u8]>::to_vec);
+            let op = Operand {
+                name: "immediate".into(),
+                kind: Kind::Number,
+                mask: None,
+                value,
+            };
+            self.regs.insert(r, op);
+        }
+    }
+
+    /// `iptables-nft`'s untranslated matches; `comment` carries `-m comment`.
+    fn xt_match(&mut self, d: &[u8]) {
+        // NFTA_MATCH_NAME 1, REV 2, INFO 3
+        let name = string_attr(d, 1).unwrap_or_default();
+        if name == "comment" {
+            // struct xt_comment_info { char comment[256]; }
+            self.comment = string_attr(d, 3);
+        } else {
+            self.parts.push(format!("xt match {name:?}"));
+        }
+    }
+
+    /// `iptables-nft`'s untranslated targets (NFTA_TARGET_NAME 1).
+    fn xt_target(&mut self, d: &[u8]) {
+        let name = string_attr(d, 1).unwrap_or_default();
+        self.parts.push(format!("xt target {name:?}"));
+        if let Some(v) = target_verdict(&name) {
+            self.verdict = Some(v);
+        }
+    }
+
+    pub(super) fn finish(mut self, id: String) -> Rule {
+        if let Some(c) = &self.comment {
+            self.parts.push(format!("comment {c:?}"));
+        }
+        Rule {
+            id,
+            text: self.parts.join(" "),
+            verdict: self.verdict,
+            comment: self.comment,
+            counters: self.counters,
+        }
+    }
+}
+
+/// `NAME OP VALUE`, where a mask on the register makes a prefix (addresses),
+/// a set of flags (conntrack states), or an explicit `& MASK`.
+fn comparison_text(lhs: &Operand, op: &str, value: &[u8]) -> String {
+    match (&lhs.mask, lhs.kind) {
+        (Some(mask), Kind::CtState) if value.iter().all(|&b| b == 0) && op == "!= " => {
+            format!("{} {}", lhs.name, format_value(Kind::CtState, mask))
+        }
+        (Some(mask), Kind::Ipv4 | Kind::Ipv6) => {
+            format!(
+                "{} {op}{}",
+                lhs.name,
+                prefix_text(lhs.kind, value, Some(mask))
+            )
+        }
+        (Some(mask), kind) => format!(
+            "{} & {} {op}{}",
+            lhs.name,
+            format_value(Kind::Number, mask),
+            format_value(kind, value)
+        ),
+        (None, Kind::Ipv4 | Kind::Ipv6) => {
+            format!("{} {op}{}", lhs.name, prefix_text(lhs.kind, value, None))
+        }
+        (None, kind) => format!("{} {op}{}", lhs.name, format_value(kind, value)),
+    }
+}
