@@ -281,7 +281,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
 
 /// The header of a recording started now.
 pub fn recording_header(start: &Start) -> Header {
-    let (realtime, monotonic) = clocks();
+    let (realtime, monotonic) = (crate::time::realtime_ns(), crate::time::monotonic_ns());
     Header {
         calitrace_version: env!("CARGO_PKG_VERSION").into(),
         kernel: start.kernel.clone(),
@@ -295,22 +295,6 @@ pub fn recording_header(start: &Start) -> Header {
         probes_unavailable: start.probes_unavailable.clone(),
         facts: Default::default(), // filled in by the session
     }
-}
-
-fn clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime() writes one timespec into `ts`, a live local of
-    // that type; on a bad clock id it fails and leaves `ts` zero.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// (CLOCK_REALTIME, CLOCK_MONOTONIC) now.
-fn clocks() -> (u64, u64) {
-    (clock(libc::CLOCK_REALTIME), clock(libc::CLOCK_MONOTONIC))
 }
 
 fn report_start(start: &Start, pods: usize, attribution: &str) {
@@ -431,7 +415,7 @@ async fn event_loop(
                 }
             }
             _ = tick.tick() => {
-                session.feed(&Input::Tick(clock(libc::CLOCK_MONOTONIC)))?;
+                session.feed(&Input::Tick(crate::time::monotonic_ns()))?;
                 let lost = tracer.counters()[tracer_common::counter::LOST as usize];
                 if lost > lost_reported {
                     eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);

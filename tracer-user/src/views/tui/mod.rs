@@ -321,16 +321,6 @@ impl Drop for TuiSink {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The terminal thread: runs the view, then restores the terminal and tells
 /// the sink it is gone, however it ended.
 fn drive(
@@ -445,7 +435,7 @@ fn run(
             app.dirty = true;
         }
         if live {
-            app.tick(monotonic_ns());
+            app.tick(crate::time::monotonic_ns());
         }
         if app.dirty && last_draw.is_none_or(|t| t.elapsed() >= FRAME) {
             term.draw(|f| render::render(f, app))?;

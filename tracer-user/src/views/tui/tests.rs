@@ -961,13 +961,6 @@ fn clear_counters() {
     assert!(a.info.node.is_some(), "what the node is stays");
 }
 
-#[test]
-fn utc_stamps() {
-    assert_eq!(super::app::format_utc(0), "19700101T000000Z");
-    assert_eq!(super::app::format_utc(1_795_771_200), "20261127T092000Z");
-    assert_eq!(super::app::format_utc(951_782_400), "20000229T000000Z");
-}
-
 // ------------------------------------------------------------ the sink's queue
 
 #[test]
