@@ -118,6 +118,16 @@ named! {
     CalicoPlacement { Legacy => "legacy", Nft => "nft", Both => "both" }
 }
 
+impl CalicoPlacement {
+    /// Whether Calico's chains are in `backend` and nowhere else.
+    pub fn only_in(self, backend: Backend) -> bool {
+        matches!(
+            (self, backend),
+            (CalicoPlacement::Legacy, Backend::Legacy) | (CalicoPlacement::Nft, Backend::Nft)
+        )
+    }
+}
+
 named! {
     /// A netfilter family, written as nft names it (`ip`, `ip6`, ...); recorded
     /// inventories keep serde's own names (`ipv4`, ...).

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diagnosis::Diagnosis;
 use super::journey::{Hop, NetfilterInfo};
-use super::names::{Dir, NfVerdict, Stage};
+use super::names::{Backend, CalicoPlacement, Dir, NfVerdict, Stage};
 use super::packet::{Detail, Flow, PacketRecord};
 
 /// A netfilter table's verdict on a packet (`--verdicts`).
@@ -115,9 +115,9 @@ pub struct Start {
     pub probes_attached: Vec<ProbeStatus>,
     pub probes_unavailable: Vec<Unavailable>,
     /// Backend of the node's `iptables` command (`legacy`/`nft`).
-    pub iptables: Option<String>,
+    pub iptables: Option<Backend>,
     /// Where Calico's cali-* chains are: `legacy`, `nft`, `both` or null.
-    pub calico_chains: Option<String>,
+    pub calico_chains: Option<CalicoPlacement>,
 }
 
 /// One line of output.

@@ -1,9 +1,11 @@
 //! The commands: live tracing, replay, and the probe report.
 
+pub mod event_loop;
 pub mod live;
 pub mod probes;
 pub mod replay;
 pub mod session;
+pub mod setup;
 
 use std::fmt;
 
@@ -37,9 +39,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 }
 
 pub fn is_terminal() -> bool {
-    // SAFETY: isatty() takes only a descriptor number and touches no memory of
-    // ours; on a closed fd 1 it fails and returns 0.
-    unsafe { libc::isatty(1) == 1 }
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
 }
 
 /// The view asked for, or the default for where stdout goes.

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::live::Setup;
+use super::setup::Setup;
 use crate::probes::loader::{LoadOptions, Tracer};
 
 pub fn run() -> Result<()> {

@@ -62,13 +62,12 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             interfaces: header.interfaces.clone(),
             probes_attached: header.probes_attached.clone(),
             probes_unavailable: header.probes_unavailable.clone(),
-            iptables: header.facts.iptables_binary.map(|b| b.to_string()),
+            iptables: header.facts.iptables_binary,
             calico_chains: header
                 .facts
                 .netfilter
                 .as_ref()
-                .and_then(crate::netfilter::Inventory::calico_chains)
-                .map(|c| format!("{c:?}").to_lowercase()),
+                .and_then(crate::netfilter::Inventory::calico_chains),
         })])?;
     }
 

@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::model::{DropPoint, FlowKey, FlowStats, Model};
 use crate::filter::Filter;
-use crate::model::Backend;
+use crate::model::{Backend, CalicoPlacement};
 use crate::model::{Diagnosis, ProbeStatus, Record, Start, Unavailable};
 use crate::views::{Control, Status};
 
@@ -29,13 +29,13 @@ pub struct Info {
     pub probes_attached: Vec<ProbeStatus>,
     pub probes_unavailable: Vec<Unavailable>,
     /// The backend of the node's `iptables` command.
-    pub iptables: Option<String>,
+    pub iptables: Option<Backend>,
     /// A Start record has been seen.
     pub start_seen: bool,
     /// iptables backends seen dropping packets.
     pub backends_seen: BTreeSet<Backend>,
     /// Where Calico's chains are (`legacy`, `nft`, `both`), when known.
-    pub calico_backend: Option<String>,
+    pub calico_backend: Option<CalicoPlacement>,
     /// Lost events reported by the final stats.
     pub final_lost: Option<u64>,
 }
@@ -221,7 +221,7 @@ impl App {
             }
             Record::Diagnosis(d) => {
                 if let Some(c) = d.calico_backend {
-                    self.info.calico_backend = Some(c.to_string());
+                    self.info.calico_backend = Some(c);
                 }
                 if let Some(b) = d.backend {
                     self.info.backends_seen.insert(b);
@@ -246,9 +246,9 @@ impl App {
         self.info.interfaces = s.interfaces.clone();
         self.info.probes_attached = s.probes_attached.clone();
         self.info.probes_unavailable = s.probes_unavailable.clone();
-        self.info.iptables = s.iptables.clone();
+        self.info.iptables = s.iptables;
         if s.calico_chains.is_some() {
-            self.info.calico_backend = s.calico_chains.clone();
+            self.info.calico_backend = s.calico_chains;
         }
         self.info.start_seen = true;
         if self.status.filter.is_empty() {

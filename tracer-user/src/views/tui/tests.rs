@@ -17,9 +17,9 @@ use super::model::{History, SEC, StepKind};
 use super::render::{render, sparkline};
 use super::{Inbox, Summary};
 use crate::model::{
-    Attribution, Backend, Code, Detail, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, Icmp,
-    NetfilterInfo, NfVerdict, PacketRecord, ProbeStatus, Proto, Record, Stage, Start, Unavailable,
-    VerdictRecord,
+    Attribution, Backend, CalicoPlacement, Code, Detail, Diagnosis, Dir, DropRecord, Flow, Hook,
+    Hop, Icmp, NetfilterInfo, NfVerdict, PacketRecord, ProbeStatus, Proto, Record, Stage, Start,
+    Unavailable, VerdictRecord,
 };
 use crate::views::{Control, Status};
 
@@ -54,8 +54,8 @@ fn start() -> Record {
             name: "fexit nft_do_chain".into(),
             reason: "BPF_PROG_LOAD: EPERM (kernel lockdown)".into(),
         }],
-        iptables: Some("nft".into()),
-        calico_chains: Some("nft".into()),
+        iptables: Some(Backend::Nft),
+        calico_chains: Some(CalicoPlacement::Nft),
     })
 }
 
@@ -651,8 +651,8 @@ fn header_shows_backends_or_unknown() {
     let s = screen(&b, 200, 10);
     assert!(s.contains("backends: unknown"), "{s}");
     if let Record::Start(mut st) = start() {
-        st.iptables = Some("legacy".into());
-        st.calico_chains = Some("nft".into());
+        st.iptables = Some(Backend::Legacy);
+        st.calico_chains = Some(CalicoPlacement::Nft);
         b.ingest(&[Record::Start(st)]);
     }
     let s = screen(&b, 200, 10);

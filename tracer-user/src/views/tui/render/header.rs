@@ -145,8 +145,8 @@ pub fn backends(app: &App) -> String {
     if let Some(b) = &i.iptables {
         parts.push(format!("iptables {b}"));
     }
-    match (&i.calico_backend, &i.iptables) {
-        (Some(c), Some(b)) if c != b => parts.push(format!("cali-* in {c} ⚠")),
+    match (i.calico_backend, i.iptables) {
+        (Some(c), Some(b)) if !c.only_in(b) => parts.push(format!("cali-* in {c} ⚠")),
         (Some(c), _) => parts.push(format!("cali-* in {c}")),
         (None, Some(_)) if i.start_seen => parts.push("no cali-* chains".into()),
         _ => {}

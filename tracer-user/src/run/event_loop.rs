@@ -1,0 +1,176 @@
+//! The live event loop: drain the ring buffer into the session, move the
+//! clock on, hear the view, stop on a signal, the deadline or a closed view.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::Signal;
+
+use super::live::{end_counters, recording_header};
+use super::session::Session;
+use crate::events::{Input, decode_input};
+use crate::model::Start;
+use crate::probes::loader::Tracer;
+use crate::views::{Control, Sink, Status};
+
+/// Events handled per wake-up before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+/// How long the loop lets events gather after draining the ring (a 8 MiB ring
+/// holds 87,000 events: a millisecond is far from filling it).
+const DRAIN_PAUSE: Duration = Duration::from_millis(1);
+/// How often the clock moves on without events, and interactive views are heard.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Why the loop ended early, or that it goes on.
+enum Flow {
+    Go,
+    Stop,
+}
+
+pub async fn event_loop(
+    tracer: &mut Tracer,
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    start: &Start,
+    duration: Option<f64>,
+    (mut sigint, mut sigterm): (Signal, Signal),
+) -> Result<()> {
+    let ring = tracer.take_ring().context("ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd, which stays open until the
+    // AsyncFd (and with it the RingBuf) is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let deadline = duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let mut tick = tokio::time::interval(TICK);
+    let mut status = Status {
+        filter: start.filter.clone(),
+        ..Status::default()
+    };
+    let mut rate = Rate::default();
+    let mut lost_reported = 0;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let n = drain(guard.get_inner_mut(), session)?;
+                rate.add(n as u64);
+                if n < BATCH {
+                    guard.clear_ready();
+                    // Batched reading: the kernel wakes this loop for the first
+                    // event after the ring was drained; waiting a moment before
+                    // draining again makes that one wake-up per pause under a
+                    // steady stream, not one per event.
+                    if n > 0 {
+                        tokio::time::sleep(DRAIN_PAUSE).await;
+                    }
+                } else {
+                    drop(guard);
+                    // A full batch: let the runtime drive timers and signals,
+                    // so a flood cannot starve the lost counter or Ctrl-C.
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ = tick.tick() => {
+                session.feed(&Input::Tick(crate::time::monotonic_ns()))?;
+                let lost = tracer.counters()[tracer_common::counter::LOST as usize];
+                if lost > lost_reported {
+                    eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
+                    lost_reported = lost;
+                }
+                status.lost = lost;
+                status.events_per_sec = rate.per_second();
+                status.recording = session.recording().map(|p| p.to_path_buf());
+                sink.status(&status);
+                if let Flow::Stop = hear_view(tracer, session, sink, start, &mut status)? {
+                    return Ok(());
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+        }
+        if session.has_records() {
+            let records = session.take_records();
+            if !sink.records(&records)? {
+                break;
+            }
+            sink.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Feeds up to a batch of ring buffer records to the session; how many.
+fn drain(rb: &mut aya::maps::RingBuf<aya::maps::MapData>, session: &mut Session) -> Result<usize> {
+    let mut n = 0;
+    while n < BATCH {
+        let Some(item) = rb.next() else { break };
+        if let Ok(input) = decode_input(&item) {
+            session.feed(&input)?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Carries out what an interactive view asked for since the last tick.
+fn hear_view(
+    tracer: &mut Tracer,
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    start: &Start,
+    status: &mut Status,
+) -> Result<Flow> {
+    while let Some(c) = sink.control() {
+        match c {
+            Control::Quit => return Ok(Flow::Stop),
+            Control::SetFilter(f) => match f.compile() {
+                Ok(prog) => {
+                    tracer.set_filter(prog)?;
+                    status.filter = f.to_string();
+                    status.error = None;
+                }
+                Err(e) => status.error = Some(e.to_string()),
+            },
+            Control::StartRecording(path) => {
+                if let Err(e) = session.start_recording(&path, recording_header(start)) {
+                    status.error = Some(format!("{e:#}"));
+                }
+            }
+            Control::StopRecording => session.stop_recording(&end_counters(tracer))?,
+            Control::Pause(_) | Control::Step => {}
+        }
+    }
+    Ok(Flow::Go)
+}
+
+/// Events per second over the last few seconds.
+#[derive(Default)]
+struct Rate {
+    window: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl Rate {
+    fn add(&mut self, n: u64) {
+        let now = std::time::Instant::now();
+        self.window.push_back((now, n));
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(3))
+        {
+            self.window.pop_front();
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        match (self.window.front(), self.window.back()) {
+            (Some((first, _)), Some((last, _))) if last > first => {
+                let total: u64 = self.window.iter().map(|(_, n)| n).sum();
+                total as f64 / last.duration_since(*first).as_secs_f64().max(1.0)
+            }
+            _ => 0.0,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! What is read from the machine before anything is loaded: capabilities,
+//! symbols, BTF, interfaces, pods behind them, and the node's facts.
+
+use anyhow::{Context, Result};
+
+use super::usage;
+use crate::facts::{NodeFacts, PodInfo, ifkey};
+use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
+use crate::netfilter::{Inventory, iptables_binary_backend};
+use crate::probes::capabilities::Capabilities;
+use crate::probes::ifaces;
+
+/// Everything read from the machine before loading programs.
+pub struct Setup {
+    pub caps: Capabilities,
+    pub kallsyms: Kallsyms,
+    pub btf: Option<KernelBtf>,
+    pub own_netns: u32,
+    pub links: Vec<netlink::Link>,
+}
+
+impl Setup {
+    pub fn read() -> Result<Setup> {
+        let kallsyms = Kallsyms::load().unwrap_or_default();
+        let caps = Capabilities::detect(&kallsyms);
+        let btf = if caps.btf {
+            KernelBtf::load().ok()
+        } else {
+            None
+        };
+        Ok(Setup {
+            caps,
+            kallsyms,
+            btf,
+            own_netns: system::own_netns().context("reading /proc/self/ns/net")?,
+            links: netlink::links().context("listing interfaces")?,
+        })
+    }
+
+    pub fn require_privileges(&self) -> Result<()> {
+        if let Some(missing) = &self.caps.missing_privileges {
+            return Err(usage(format!(
+                "calitrace needs root to load eBPF programs (missing {missing}): run it with sudo, or use `calitrace replay FILE` without root"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The interfaces to attach to: the user's globs, or Calico's defaults plus uplinks.
+pub fn interfaces<'a>(
+    links: &'a [netlink::Link],
+    asked: &[String],
+) -> Result<Vec<&'a netlink::Link>> {
+    if asked.is_empty() {
+        let mut pats: Vec<String> = ifaces::DEFAULT_PATTERNS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        pats.extend(system::default_route_ifaces());
+        return Ok(ifaces::select(links, &pats));
+    }
+    let chosen = ifaces::select(links, asked);
+    if chosen.is_empty() {
+        let here: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        return Err(usage(format!(
+            "no interface matches --iface {} (interfaces here: {})",
+            asked.join(" --iface "),
+            here.join(", ")
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The pods behind the chosen cali* veths, so that drops inside them are
+/// reported too.
+pub fn pods(setup: &Setup, chosen: &[&netlink::Link]) -> Vec<netns::PeerNetns> {
+    let veths: Vec<netlink::Link> = chosen
+        .iter()
+        .filter(|l| l.kind == "veth" && l.name.starts_with("cali"))
+        .map(|l| (*l).clone())
+        .collect();
+    netns::discover(setup.own_netns, &veths)
+}
+
+/// What is known about the node when tracing starts.
+pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns]) -> NodeFacts {
+    let mut facts = NodeFacts {
+        node: system::node_name(),
+        kernel: setup.caps.kernel.clone(),
+        netns: setup.own_netns,
+        reasons: setup
+            .btf
+            .as_ref()
+            .map(KernelBtf::drop_reasons)
+            .unwrap_or_default(),
+        local_addrs: system::local_addresses().into_iter().collect(),
+        netfilter: Some(Inventory::read()),
+        iptables_binary: iptables_binary_backend(),
+        ..Default::default()
+    };
+    for l in &setup.links {
+        facts
+            .ifnames
+            .insert(ifkey(setup.own_netns, l.index), l.name.clone());
+    }
+    for p in pods {
+        facts.pods.insert(
+            p.inode,
+            PodInfo {
+                name: p.name.clone(),
+                host_iface: p.host_iface.clone(),
+            },
+        );
+        for (idx, name) in &p.links {
+            facts.ifnames.insert(ifkey(p.inode, *idx), name.clone());
+        }
+    }
+    facts
+}
