@@ -1,1 +1,481 @@
+//! One or more tests per diagnosis code, each driven by a drop record and
+//! the facts a recording would carry (sysctls, routes, pods, rulesets).
 
+use super::{Diagnoser, findings};
+use crate::facts::{Environment, NodeFacts, PodInfo, RouteFact};
+use crate::kernel::system::iface_sysctl_key;
+use crate::model::{
+    Attribution, Backend, CalicoPlacement, Code, Detail, Diagnosis, Dir, DropRecord, Flow, Hook,
+    Hop, NetfilterInfo, Proto, Record, Stage,
+};
+use crate::netfilter::{Chain, Family, Inventory, Table};
+
+const NODE: u32 = 100;
+const POD: u32 = 200;
+
+fn env(f: NodeFacts) -> Environment {
+    Environment::replay(NodeFacts { netns: NODE, ..f })
+}
+
+fn sysctl(f: &mut NodeFacts, ifname: &str, setting: &str, value: &str) {
+    f.sysctls.insert(
+        iface_sysctl_key("ipv4", "conf", ifname, setting),
+        value.into(),
+    );
+}
+
+fn drop_of(stage: Stage, reason: &str) -> DropRecord {
+    DropRecord {
+        ts_ns: 1_000,
+        netns: NODE,
+        ifname: Some("eth0".into()),
+        flow: Flow {
+            src: Some("10.244.1.10".into()),
+            dst: Some("10.244.2.10".into()),
+            proto: Some(Proto::Icmp),
+            sport: None,
+            dport: None,
+        },
+        reason: reason.into(),
+        reason_from_location: false,
+        location: Some("somewhere".into()),
+        stage,
+        netfilter: None,
+        detail: Detail {
+            ttl: Some(63),
+            ip_id: Some(1),
+            len: 1500,
+            icmp: None,
+            arp: None,
+        },
+        pod: None,
+        journey: vec![],
+    }
+}
+
+fn netfilter_drop(nf: NetfilterInfo) -> DropRecord {
+    DropRecord {
+        netfilter: Some(nf),
+        ..drop_of(Stage::Netfilter, "NETFILTER_DROP")
+    }
+}
+
+fn legacy_forward_policy() -> NetfilterInfo {
+    NetfilterInfo {
+        backend: Some(Backend::Legacy),
+        table: Some("filter".into()),
+        chain: Some("FORWARD".into()),
+        hook: Some(Hook::Forward),
+        rule: Some("policy DROP".into()),
+        attribution: Attribution::Inferred,
+        family: Some(Family::Ipv4),
+        ..Default::default()
+    }
+}
+
+/// A ruleset whose only chain is one of Calico's, in `backend`.
+fn calico_in(backends: &[Backend]) -> Inventory {
+    Inventory {
+        tables: backends
+            .iter()
+            .map(|b| Table {
+                backend: *b,
+                family: Family::Ipv4,
+                name: "filter".into(),
+                chains: vec![Chain {
+                    name: "cali-FORWARD".into(),
+                    ..Default::default()
+                }],
+            })
+            .collect(),
+        errors: vec![],
+    }
+}
+
+fn diagnose(d: &DropRecord, e: &mut Environment) -> Vec<Diagnosis> {
+    findings(d, e).into_iter().map(|f| f.diagnosis).collect()
+}
+
+fn one(d: &DropRecord, f: NodeFacts) -> Diagnosis {
+    let mut all = diagnose(d, &mut env(f));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.remove(0)
+}
+
+#[test]
+fn netfilter_drop_names_the_place_and_how_to_list_it() {
+    let d = one(
+        &netfilter_drop(legacy_forward_policy()),
+        NodeFacts::default(),
+    );
+    assert_eq!(d.code, Code::NetfilterDrop);
+    assert_eq!(
+        (d.backend, d.table.as_deref(), d.hook, d.attribution),
+        (
+            Some(Backend::Legacy),
+            Some("filter"),
+            Some(Hook::Forward),
+            Some(Attribution::Inferred)
+        )
+    );
+    assert_eq!(
+        d.summary,
+        "10.244.1.10 > 10.244.2.10 dropped by netfilter: iptables-legacy table ip filter, chain FORWARD, hook FORWARD, rule policy DROP"
+    );
+    assert!(
+        d.hint
+            .starts_with("look at the DROP policy of chain FORWARD with `iptables-legacy-save -c`"),
+        "{}",
+        d.hint
+    );
+}
+
+#[test]
+fn netfilter_drop_of_an_unknown_backend_lists_both() {
+    let nf = NetfilterInfo {
+        hook: Some(Hook::Input),
+        ..Default::default()
+    };
+    let d = one(&netfilter_drop(nf), NodeFacts::default());
+    assert!(
+        d.summary.ends_with("backend not known, hook INPUT"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.hint.contains("a DROP rule or a DROP policy in INPUT")
+            && d.hint
+                .contains("iptables-legacy-save -c; nft -a list ruleset"),
+        "{}",
+        d.hint
+    );
+}
+
+#[test]
+fn policy_drop_in_calico_chains() {
+    let nf = NetfilterInfo {
+        backend: Some(Backend::Nft),
+        chain: Some("cali-pi-_abc".into()),
+        ..Default::default()
+    };
+    let d = one(&netfilter_drop(nf.clone()), NodeFacts::default());
+    assert_eq!(d.code, Code::PolicyDrop);
+    assert!(d.hint.contains("NetworkPolicy"), "{}", d.hint);
+
+    let unknown = NetfilterInfo {
+        chain: Some("cali-to-wl-dispatch".into()),
+        comment: Some("Unknown interface".into()),
+        ..nf
+    };
+    let d = one(&netfilter_drop(unknown), NodeFacts::default());
+    assert_eq!(d.code, Code::PolicyDrop);
+    assert!(
+        d.summary.contains("(\"Unknown interface\")"),
+        "{}",
+        d.summary
+    );
+    assert!(d.hint.contains("Felix has not programmed it"), "{}", d.hint);
+}
+
+#[test]
+fn backend_mismatch_when_calico_writes_the_other_backend() {
+    let facts = NodeFacts {
+        netfilter: Some(calico_in(&[Backend::Nft])),
+        iptables_binary: Some(Backend::Nft),
+        ..Default::default()
+    };
+    let all = diagnose(&netfilter_drop(legacy_forward_policy()), &mut env(facts));
+    let codes: Vec<Code> = all.iter().map(|d| d.code).collect();
+    assert_eq!(codes, [Code::NetfilterDrop, Code::IptablesBackendMismatch]);
+    let m = &all[1];
+    assert_eq!(
+        (m.backend, m.calico_backend),
+        (Some(Backend::Legacy), Some(CalicoPlacement::Nft))
+    );
+    assert!(
+        m.hint.contains("set FELIX_IPTABLESBACKEND=NFT"),
+        "{}",
+        m.hint
+    );
+    let json = serde_json::to_value(m).unwrap();
+    assert_eq!(
+        (&json["code"], &json["calico_backend"], &json["hook"]),
+        (
+            &"IPTABLES_BACKEND_MISMATCH".into(),
+            &"nft".into(),
+            &"FORWARD".into()
+        )
+    );
+}
+
+#[test]
+fn backend_mismatch_when_calico_chains_are_in_both() {
+    let facts = NodeFacts {
+        netfilter: Some(calico_in(&[Backend::Legacy, Backend::Nft])),
+        ..Default::default()
+    };
+    let all = diagnose(&netfilter_drop(legacy_forward_policy()), &mut env(facts));
+    let m = &all[1];
+    assert_eq!(m.calico_backend, Some(CalicoPlacement::Both));
+    assert!(
+        m.summary.contains("exist in both iptables backends"),
+        "{}",
+        m.summary
+    );
+    assert!(
+        m.hint.contains("remove the stale cali-* chains"),
+        "{}",
+        m.hint
+    );
+    assert!(
+        m.hint.contains("this node's iptables is unknown"),
+        "{}",
+        m.hint
+    );
+}
+
+#[test]
+fn no_mismatch_when_calico_and_the_drop_share_a_backend() {
+    let facts = NodeFacts {
+        netfilter: Some(calico_in(&[Backend::Legacy])),
+        ..Default::default()
+    };
+    let all = diagnose(&netfilter_drop(legacy_forward_policy()), &mut env(facts));
+    assert_eq!(all.len(), 1, "{all:#?}");
+}
+
+#[test]
+fn rp_filter_says_where_the_route_back_leaves() {
+    let mut f = NodeFacts::default();
+    sysctl(&mut f, "eth0", "rp_filter", "1");
+    sysctl(&mut f, "all", "rp_filter", "0");
+    f.routes
+        .insert("10.244.1.10".into(), RouteFact::Via("eth1".into()));
+    let d = one(&drop_of(Stage::RpFilter, "IP_RPFILTER"), f);
+    assert_eq!(
+        (d.code, d.ifname.as_deref()),
+        (Code::RpFilter, Some("eth0"))
+    );
+    assert!(
+        d.summary
+            .ends_with("arriving on eth0: the route back to 10.244.1.10 leaves by eth1"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.hint.starts_with("rp_filter is 1 on eth0 and 0 for all"),
+        "{}",
+        d.hint
+    );
+}
+
+#[test]
+fn rp_filter_without_a_route_back() {
+    let mut f = NodeFacts::default();
+    f.routes.insert("10.244.1.10".into(), RouteFact::None);
+    let d = one(&drop_of(Stage::RpFilter, "IP_RPFILTER"), f);
+    assert!(
+        d.summary.ends_with("there is no route back to 10.244.1.10"),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.hint.starts_with("rp_filter is ? on eth0"),
+        "unknown sysctls say so"
+    );
+}
+
+#[test]
+fn routing_loop_counts_interfaces_not_netfilter_points() {
+    let hop = |dir| Hop {
+        ts_ns: 0,
+        netns: NODE,
+        ifname: Some("eth0".into()),
+        dir,
+        ttl: None,
+        netfilter: None,
+        verdict: None,
+        point: None,
+        priority: None,
+    };
+    let mut d = drop_of(Stage::Ttl, "IP_INHDR");
+    d.journey = vec![hop(Dir::Ingress), hop(Dir::Netfilter), hop(Dir::Egress)];
+    let mut f = NodeFacts::default();
+    f.routes
+        .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+    let diag = one(&d, f);
+    assert_eq!(diag.code, Code::RoutingLoop);
+    assert!(
+        diag.summary
+            .contains("(seen 2 times here); this node routes it out of eth0"),
+        "{}",
+        diag.summary
+    );
+}
+
+#[test]
+fn no_route_names_the_destination() {
+    let d = one(
+        &drop_of(Stage::Routing, "IP_OUTNOROUTES"),
+        NodeFacts::default(),
+    );
+    assert_eq!(d.code, Code::NoRoute);
+    assert_eq!(
+        d.summary,
+        "no route to 10.244.2.10 on this node (IP_OUTNOROUTES)"
+    );
+    assert!(d.hint.contains("ip route get 10.244.2.10"), "{}", d.hint);
+}
+
+#[test]
+fn neighbor_unreachable_on_the_node() {
+    let d = one(
+        &drop_of(Stage::Neighbor, "NEIGH_FAILED"),
+        NodeFacts::default(),
+    );
+    assert_eq!(
+        (d.code, d.ifname.as_deref()),
+        (Code::NeighborUnreachable, Some("eth0"))
+    );
+    assert!(d.hint.contains("ip neigh show dev eth0"), "{}", d.hint);
+}
+
+/// A drop inside a pod whose cali interface is `cali1`.
+fn pod_drop(f: &mut NodeFacts) -> DropRecord {
+    f.pods.insert(
+        POD,
+        PodInfo {
+            name: "pod-a".into(),
+            host_iface: "cali1".into(),
+        },
+    );
+    DropRecord {
+        netns: POD,
+        pod: Some("pod-a".into()),
+        ..drop_of(Stage::Neighbor, "NEIGH_FAILED")
+    }
+}
+
+#[test]
+fn a_pods_unanswered_gateway_with_proxy_arp_off() {
+    let mut f = NodeFacts::default();
+    let d = pod_drop(&mut f);
+    sysctl(&mut f, "cali1", "proxy_arp", "0");
+    let diag = one(&d, f);
+    assert_eq!(
+        (diag.code, diag.ifname.as_deref(), diag.target.as_deref()),
+        (Code::ProxyArpDisabled, Some("cali1"), Some("169.254.1.1"))
+    );
+    assert!(
+        diag.hint
+            .starts_with("`sysctl -w net.ipv4.conf.cali1.proxy_arp=1`"),
+        "{}",
+        diag.hint
+    );
+}
+
+#[test]
+fn a_pods_unanswered_gateway_without_a_node_route_is_no_route() {
+    let mut f = NodeFacts::default();
+    let d = pod_drop(&mut f);
+    sysctl(&mut f, "cali1", "proxy_arp", "1");
+    f.routes.insert("169.254.1.1".into(), RouteFact::None);
+    let diag = one(&d, f);
+    assert_eq!(
+        (diag.code, diag.stage),
+        (Code::NoRoute, Some(Stage::Routing))
+    );
+    assert!(
+        diag.summary.contains("proxy ARP only answers"),
+        "{}",
+        diag.summary
+    );
+}
+
+#[test]
+fn a_pods_unanswered_gateway_with_proxy_arp_on_lists_what_else_to_check() {
+    let mut f = NodeFacts::default();
+    let d = pod_drop(&mut f);
+    sysctl(&mut f, "cali1", "proxy_arp", "1");
+    let diag = one(&d, f);
+    assert_eq!(diag.code, Code::ProxyArpDisabled);
+    assert!(
+        diag.summary.ends_with("although proxy_arp is 1"),
+        "{}",
+        diag.summary
+    );
+    assert!(diag.hint.contains("arp_ignore"), "{}", diag.hint);
+}
+
+#[test]
+fn mtu_exceeded_names_the_size() {
+    let d = one(&drop_of(Stage::Mtu, "PKT_TOO_BIG"), NodeFacts::default());
+    assert_eq!(d.code, Code::MtuExceeded);
+    assert!(d.summary.contains("packet of 1500 bytes"), "{}", d.summary);
+}
+
+#[test]
+fn other_names_reason_and_location() {
+    for stage in [Stage::Tc, Stage::Socket, Stage::Other] {
+        let d = one(&drop_of(stage, "NO_SOCKET"), NodeFacts::default());
+        assert_eq!((d.code, d.stage), (Code::Other, Some(stage)));
+        assert_eq!(
+            d.summary,
+            "10.244.1.10 > 10.244.2.10 dropped: NO_SOCKET in somewhere"
+        );
+    }
+}
+
+#[test]
+fn one_problem_is_counted_not_repeated() {
+    let mut dg = Diagnoser::new(1_000_000_000);
+    let mut e = env(NodeFacts::default());
+    let mut out = Vec::new();
+    let d = drop_of(Stage::Routing, "IP_OUTNOROUTES");
+    dg.on_drop(&d, &mut e, &mut out);
+    dg.on_drop(
+        &DropRecord {
+            ts_ns: 2_000,
+            ..d.clone()
+        },
+        &mut e,
+        &mut out,
+    );
+    let mut other = d.clone();
+    other.flow.dst = Some("10.244.3.10".into());
+    dg.on_drop(&other, &mut e, &mut out);
+    assert_eq!(out.len(), 2, "each new problem reported once: {out:#?}");
+    let counts: Vec<(Option<String>, u64)> = dg
+        .current()
+        .iter()
+        .map(|d| (d.dst.clone(), d.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Some("10.244.2.10".into()), 2),
+            (Some("10.244.3.10".into()), 1)
+        ]
+    );
+    dg.flush(0, true, &mut out);
+    assert!(
+        matches!(&out[2], Record::Diagnosis(d) if d.count == 2 && d.last_ts_ns == 2_000),
+        "{:?}",
+        out.get(2)
+    );
+}
+
+#[test]
+fn the_same_flow_dropped_by_two_rules_is_two_problems() {
+    let mut dg = Diagnoser::new(0);
+    let mut e = env(NodeFacts::default());
+    let mut out = Vec::new();
+    let a = legacy_forward_policy();
+    let b = NetfilterInfo {
+        rule: Some("#3: -j DROP".into()),
+        ..a.clone()
+    };
+    dg.on_drop(&netfilter_drop(a), &mut e, &mut out);
+    dg.on_drop(&netfilter_drop(b), &mut e, &mut out);
+    assert_eq!(dg.current().len(), 2);
+}
