@@ -1,7 +1,7 @@
 //! NETFILTER_DROP, POLICY_DROP and IPTABLES_BACKEND_MISMATCH.
 
 use super::attribution::is_calico_policy_chain;
-use super::problem::{Finding, Problem, pair, pair_text};
+use super::problem::{Finding, Problem, of_flow, pair, pair_text};
 use crate::facts::Environment;
 use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, NetfilterInfo, Stage};
 
@@ -29,21 +29,26 @@ pub fn table_drop(d: &DropRecord, nf: &NetfilterInfo) -> Finding {
             rule: nf.rule.clone(),
             flow: pair(d),
         },
-        diagnosis: Diagnosis {
-            code,
-            stage: Some(Stage::Netfilter),
-            summary,
-            hint,
-            src: d.flow.src.clone(),
-            dst: d.flow.dst.clone(),
-            backend: nf.backend,
-            table: nf.table.clone(),
-            chain: nf.chain.clone(),
-            hook: nf.hook,
-            rule: nf.rule.clone(),
-            attribution: Some(nf.attribution),
-            ..Default::default()
-        },
+        diagnosis: located(d, nf, code, summary, hint),
+    }
+}
+
+/// A diagnosis about a drop's flow at a place in the rules.
+fn located(
+    d: &DropRecord,
+    nf: &NetfilterInfo,
+    code: Code,
+    summary: String,
+    hint: String,
+) -> Diagnosis {
+    Diagnosis {
+        backend: nf.backend,
+        table: nf.table.clone(),
+        chain: nf.chain.clone(),
+        hook: nf.hook,
+        rule: nf.rule.clone(),
+        attribution: Some(nf.attribution),
+        ..of_flow(d, code, Stage::Netfilter, summary, hint)
     }
 }
 
@@ -110,20 +115,8 @@ pub fn backend_mismatch(d: &DropRecord, nf: &NetfilterInfo, env: &Environment) -
             calico,
         },
         diagnosis: Diagnosis {
-            code: Code::IptablesBackendMismatch,
-            stage: Some(Stage::Netfilter),
-            summary,
-            hint,
-            src: d.flow.src.clone(),
-            dst: d.flow.dst.clone(),
-            backend: nf.backend,
-            table: nf.table.clone(),
-            chain: nf.chain.clone(),
-            hook: nf.hook,
-            rule: nf.rule.clone(),
             calico_backend: Some(calico),
-            attribution: Some(nf.attribution),
-            ..Default::default()
+            ..located(d, nf, Code::IptablesBackendMismatch, summary, hint)
         },
     })
 }

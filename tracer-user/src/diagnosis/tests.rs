@@ -5,8 +5,8 @@ use super::{Diagnoser, findings};
 use crate::facts::{Environment, NodeFacts, PodInfo, RouteFact};
 use crate::kernel::system::iface_sysctl_key;
 use crate::model::{
-    Attribution, Backend, CalicoPlacement, Code, Detail, Diagnosis, Dir, DropRecord, Flow, Hook,
-    Hop, NetfilterInfo, Proto, Record, Stage,
+    Attribution, Backend, CalicoPlacement, Code, Diagnosis, Dir, DropRecord, Hook, Hop,
+    NetfilterInfo, Record, Stage, fixtures,
 };
 use crate::netfilter::{Chain, Family, Inventory, Table};
 
@@ -25,32 +25,11 @@ fn sysctl(f: &mut NodeFacts, ifname: &str, setting: &str, value: &str) {
 }
 
 fn drop_of(stage: Stage, reason: &str) -> DropRecord {
-    DropRecord {
-        ts_ns: 1_000,
-        netns: NODE,
-        ifname: Some("eth0".into()),
-        flow: Flow {
-            src: Some("10.244.1.10".into()),
-            dst: Some("10.244.2.10".into()),
-            proto: Some(Proto::Icmp),
-            sport: None,
-            dport: None,
-        },
-        reason: reason.into(),
-        reason_from_location: false,
-        location: Some("somewhere".into()),
-        stage,
-        netfilter: None,
-        detail: Detail {
-            ttl: Some(63),
-            ip_id: Some(1),
-            len: 1500,
-            icmp: None,
-            arp: None,
-        },
-        pod: None,
-        journey: vec![],
-    }
+    let mut d = fixtures::ping_drop(stage, reason, None);
+    d.netns = NODE;
+    d.location = Some("somewhere".into());
+    d.detail.len = 1500;
+    d
 }
 
 fn netfilter_drop(nf: NetfilterInfo) -> DropRecord {
@@ -443,6 +422,7 @@ fn one_problem_is_counted_not_repeated() {
     );
     let mut other = d.clone();
     other.flow.dst = Some("10.244.3.10".into());
+    other.ts_ns = 3_000;
     dg.on_drop(&other, &mut e, &mut out);
     assert_eq!(out.len(), 2, "each new problem reported once: {out:#?}");
     let counts: Vec<(Option<String>, u64)> = dg

@@ -3,6 +3,8 @@
 //! writing each. Imports nothing else of calitrace.
 
 pub mod diagnosis;
+#[cfg(test)]
+pub mod fixtures;
 pub mod journey;
 pub mod names;
 pub mod packet;

@@ -29,46 +29,15 @@ impl<W: Write> View for JsonView<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        Attribution, Backend, Detail, DropRecord, Flow, Hook, NetfilterInfo, Proto, Stage,
-    };
+    use crate::model::{Stage, fixtures};
 
     #[test]
     fn drop_lines_carry_the_contract_fields() {
-        let rec = Record::Drop(DropRecord {
-            ts_ns: 5,
-            netns: 4026531840,
-            ifname: Some("eth0".into()),
-            flow: Flow {
-                src: Some("10.244.1.10".into()),
-                dst: Some("10.244.2.10".into()),
-                proto: Some(Proto::Icmp),
-                sport: None,
-                dport: None,
-            },
-            reason: "NETFILTER_DROP".into(),
-            reason_from_location: false,
-            location: Some("nf_hook_slow".into()),
-            stage: Stage::Netfilter,
-            netfilter: Some(NetfilterInfo {
-                backend: Some(Backend::Legacy),
-                table: None,
-                chain: None,
-                hook: Some(Hook::Forward),
-                rule: None,
-                attribution: Attribution::Inferred,
-                ..Default::default()
-            }),
-            detail: Detail {
-                ttl: Some(63),
-                ip_id: Some(1),
-                len: 84,
-                icmp: None,
-                arp: None,
-            },
-            pod: None,
-            journey: vec![],
-        });
+        let rec = Record::Drop(fixtures::ping_drop(
+            Stage::Netfilter,
+            "NETFILTER_DROP",
+            Some(fixtures::legacy_forward()),
+        ));
         let mut buf = Vec::new();
         JsonView::new(&mut buf).record(&rec).unwrap();
         let line = String::from_utf8(buf).unwrap();

@@ -6,8 +6,8 @@ use super::*;
 use crate::events::set_ip;
 use crate::facts::{NodeFacts, RouteFact, ifkey};
 use crate::model::{
-    Attribution, Backend, Code, Dir, DropRecord, Hook, Hop, LinkPoint, NetfilterInfo, NfVerdict,
-    Stage,
+    Attribution, Backend, Code, Diagnosis, Dir, DropRecord, Hook, Hop, LinkPoint, NetfilterInfo,
+    NfVerdict, Stage,
 };
 
 const NODE: u32 = 100;
@@ -99,24 +99,18 @@ fn run(p: &mut Pipeline, inputs: &[Input]) -> Vec<Record> {
 
 fn diagnoses(out: &[Record]) -> Vec<&crate::model::Diagnosis> {
     out.iter()
-        .filter_map(|r| {
-            if let Record::Diagnosis(d) = r {
-                Some(d)
-            } else {
-                None
-            }
+        .filter_map(|r| match r {
+            Record::Diagnosis(d) => Some(d),
+            _ => None,
         })
         .collect()
 }
 
 fn drops(out: &[Record]) -> Vec<&DropRecord> {
     out.iter()
-        .filter_map(|r| {
-            if let Record::Drop(d) = r {
-                Some(d)
-            } else {
-                None
-            }
+        .filter_map(|r| match r {
+            Record::Drop(d) => Some(d),
+            _ => None,
         })
         .collect()
 }
@@ -267,21 +261,19 @@ fn an_exact_verdict_names_table_and_chain() {
     let nf = walk_verdict(1_500, backend::NFT, 2, 0, ("filter", "FORWARD"), pkt);
     let out = run(&mut p, &[Input::Verdict(nf), drop(2_000, 5, 0xdead, pkt)]);
     let nfi = drops(&out)[0].netfilter.clone().unwrap();
-    assert_eq!(nfi.attribution, Attribution::Exact);
-    assert_eq!(
-        (
-            nfi.backend,
-            nfi.table.as_deref(),
-            nfi.chain.as_deref(),
-            nfi.hook
-        ),
-        (
-            Some(Backend::Nft),
-            Some("filter"),
-            Some("FORWARD"),
-            Some(Hook::Forward)
-        )
-    );
+    assert_eq!(nfi, exact_nft_forward("filter", "FORWARD"));
+}
+
+/// What an nf_tables walk at FORWARD names of itself.
+fn exact_nft_forward(table: &str, chain: &str) -> NetfilterInfo {
+    NetfilterInfo {
+        backend: Some(Backend::Nft),
+        table: Some(table.into()),
+        chain: Some(chain.into()),
+        hook: Some(Hook::Forward),
+        attribution: Attribution::Exact,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -303,6 +295,20 @@ fn verdict_lines_only_when_asked() {
     );
 }
 
+/// The looping packet's TTL runs out after `inputs`: the one diagnosis.
+fn loop_ends(p: &mut Pipeline, mut inputs: Vec<Input>) -> Diagnosis {
+    inputs.push(drop(
+        100,
+        6,
+        IP_FORWARD,
+        icmp("10.244.1.10", "10.244.2.10", 3, 1),
+    ));
+    let out = run(p, &inputs);
+    let d = diagnoses(&out);
+    assert_eq!(d[0].code, Code::RoutingLoop);
+    d[0].clone()
+}
+
 #[test]
 fn ttl_running_out_in_forward_is_a_routing_loop() {
     let mut f = facts();
@@ -318,19 +324,11 @@ fn ttl_running_out_in_forward_is_a_routing_loop() {
             icmp("10.244.1.10", "10.244.2.10", 3, *ttl),
         ));
     }
-    inputs.push(drop(
-        100,
-        6,
-        IP_FORWARD,
-        icmp("10.244.1.10", "10.244.2.10", 3, 1),
-    ));
-    let out = run(&mut p, &inputs);
-    let d = diagnoses(&out);
-    assert_eq!(d[0].code, Code::RoutingLoop);
+    let d = loop_ends(&mut p, inputs);
     assert!(
-        d[0].summary.contains("seen 3 times") && d[0].summary.contains("out of eth0"),
+        d.summary.contains("seen 3 times") && d.summary.contains("out of eth0"),
         "{}",
-        d[0].summary
+        d.summary
     );
 }
 
@@ -686,16 +684,8 @@ fn a_loop_is_counted_in_interfaces_not_netfilter_points() {
         inputs.push(link_point(t + 2, 0, EXIT, i32::MAX - 1, pkt));
         inputs.push(tc(t + 3, ETH0, dir::EGRESS, pkt));
     }
-    inputs.push(drop(
-        100,
-        6,
-        IP_FORWARD,
-        icmp("10.244.1.10", "10.244.2.10", 3, 1),
-    ));
-    let out = run(&mut p, &inputs);
-    let d = diagnoses(&out);
-    assert_eq!(d[0].code, Code::RoutingLoop);
-    assert!(d[0].summary.contains("seen 4 times"), "{}", d[0].summary);
+    let d = loop_ends(&mut p, inputs);
+    assert!(d.summary.contains("seen 4 times"), "{}", d.summary);
 }
 
 /// A legacy filter table whose FORWARD policy (DROP) has counted `n` packets.
@@ -780,21 +770,9 @@ fn an_nft_walk_that_freed_the_packet_itself_names_the_drop_exactly() {
     p.process(&Input::Tick(500 * MS), &mut out);
     let d = drops(&out);
     assert_eq!(d.len(), 1);
-    let nf = d[0].netfilter.as_ref().unwrap();
-    assert_eq!(nf.attribution, Attribution::Exact, "{nf:?}");
     assert_eq!(
-        (
-            nf.backend,
-            nf.table.as_deref(),
-            nf.chain.as_deref(),
-            nf.hook
-        ),
-        (
-            Some(Backend::Nft),
-            Some("mine"),
-            Some("fwd"),
-            Some(Hook::Forward)
-        )
+        d[0].netfilter.as_ref(),
+        Some(&exact_nft_forward("mine", "fwd"))
     );
     assert_eq!(
         d[0].journey.last().and_then(|h| h.verdict),

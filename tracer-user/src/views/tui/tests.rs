@@ -118,17 +118,7 @@ fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
     }
 }
 
-fn legacy_forward() -> NetfilterInfo {
-    NetfilterInfo {
-        backend: Some(Backend::Legacy),
-        table: None,
-        chain: None,
-        hook: Some(Hook::Forward),
-        rule: None,
-        attribution: Attribution::Inferred,
-        ..Default::default()
-    }
-}
+use crate::model::fixtures::legacy_forward;
 
 fn nf_drop(ts: u64, seq: u16) -> Record {
     Record::Drop(DropRecord {
@@ -543,6 +533,21 @@ fn one_packet_seen_twice_counts_once_and_drops_after_sighting_too() {
     assert_eq!(tcp.packets, 2);
 }
 
+/// Arriving on the uplink, on the way to FORWARD.
+const INTO_FORWARD: [(StepKind, &str); 3] = [
+    (StepKind::Seen, "eth0 ingress"),
+    (StepKind::Implied, "PREROUTING"),
+    (StepKind::Implied, "route lookup"),
+];
+
+/// The steps of the selected flow's latest packet are `want`.
+fn assert_steps(a: &App, want: &[(StepKind, &str)]) {
+    let f = a.selected_flow().unwrap();
+    let steps = f.steps(a.info.netns, &a.shown().egress_to);
+    let got: Vec<(StepKind, &str)> = steps.iter().map(|s| (s.kind, s.label.as_str())).collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn journey_of_a_netfilter_drop() {
     let a = netfilter_app();
@@ -552,17 +557,15 @@ fn journey_of_a_netfilter_drop() {
         Some(POD_A),
         "the flow with recent drops comes first"
     );
-    let steps = f.steps(a.info.netns, &a.shown().egress_to);
-    let labels: Vec<(StepKind, &str)> = steps.iter().map(|s| (s.kind, s.label.as_str())).collect();
-    assert_eq!(
-        labels,
-        vec![
-            (StepKind::Seen, "eth0 ingress"),
-            (StepKind::Implied, "PREROUTING"),
-            (StepKind::Implied, "route lookup"),
+    assert_steps(
+        &a,
+        &[
+            INTO_FORWARD[0],
+            INTO_FORWARD[1],
+            INTO_FORWARD[2],
             (StepKind::Failed, "FORWARD (legacy: DROP)"),
             (StepKind::Missed, "cali577c632c6f2 egress"),
-        ]
+        ],
     );
 }
 
@@ -603,23 +606,18 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         netfilter: nft_accept.clone(),
         detail: ping_detail(1, 63, false),
     })]);
+    let Record::Drop(dropped) = nf_drop(t + 30_000, 1) else {
+        unreachable!()
+    };
     a.ingest(&[Record::Drop(DropRecord {
-        ts_ns: t + 30_000,
-        netns: NODE_NETNS,
-        ifname: Some("eth0".into()),
-        flow: flow(POD_A, POD_B, Proto::Icmp, None),
-        reason: "NETFILTER_DROP".into(),
-        reason_from_location: false,
-        location: Some("nf_hook_slow".into()),
-        stage: Stage::Netfilter,
         netfilter: Some(legacy_drop.clone()),
         detail: ping_detail(1, 63, false),
-        pod: None,
         journey: vec![
             hop(t, "eth0", Dir::Ingress, 63),
             nf_hop(t + 10_000, &nft_accept, NfVerdict::Accept),
             nf_hop(t + 20_000, &legacy_drop, NfVerdict::Drop),
         ],
+        ..dropped
     })]);
     let f = a.selected_flow().unwrap();
     assert_eq!(
@@ -627,18 +625,16 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         (1, 1),
         "the verdict record is the same packet"
     );
-    let steps = f.steps(a.info.netns, &a.shown().egress_to);
-    let labels: Vec<(StepKind, &str)> = steps.iter().map(|s| (s.kind, s.label.as_str())).collect();
-    assert_eq!(
-        labels,
-        vec![
-            (StepKind::Seen, "eth0 ingress"),
-            (StepKind::Implied, "PREROUTING"),
-            (StepKind::Implied, "route lookup"),
+    assert_steps(
+        &a,
+        &[
+            INTO_FORWARD[0],
+            INTO_FORWARD[1],
+            INTO_FORWARD[2],
             (StepKind::Seen, "FORWARD (nft filter: ACCEPT)"),
             (StepKind::Failed, "FORWARD (legacy filter: DROP)"),
             (StepKind::Missed, "egress"),
-        ]
+        ],
     );
 }
 
