@@ -5,16 +5,16 @@ use crate::correlation::MAX_HOPS;
 use crate::facts::{Environment, RouteFact};
 use crate::model::{Code, Diagnosis, DropRecord, Stage};
 
+/// This node's route to an address of a flow, where it is one.
+fn route_to(addr: Option<&str>, env: &mut Environment) -> Option<RouteFact> {
+    addr.and_then(|a| a.parse().ok()).map(|ip| env.route(ip))
+}
+
 /// The reverse path filter dropped a packet arriving on an interface.
 pub fn rp_filter(d: &DropRecord, env: &mut Environment) -> Finding {
     let ifname = d.ifname.clone().unwrap_or_else(|| "?".into());
     let src = d.flow.src.as_deref().unwrap_or("?");
-    let back = d
-        .flow
-        .src
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .map(|ip| env.route(ip));
+    let back = route_to(d.flow.src.as_deref(), env);
     let setting = env
         .iface_sysctl("ipv4", "conf", &ifname, "rp_filter")
         .unwrap_or_else(|| "?".into());
@@ -51,12 +51,7 @@ pub fn rp_filter(d: &DropRecord, env: &mut Environment) -> Finding {
 
 /// The packet ran out of TTL while being forwarded: it went round in circles.
 pub fn routing_loop(d: &DropRecord, env: &mut Environment) -> Finding {
-    let route = d
-        .flow
-        .dst
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .map(|ip| env.route(ip));
+    let route = route_to(d.flow.dst.as_deref(), env);
     // Interfaces only: netfilter points share the journey.
     let ifaces = d.journey.iter().filter(|h| h.is_iface()).count();
     let seen = if d.journey.len() >= MAX_HOPS {
