@@ -78,14 +78,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(path) = &args.write {
         session.start_recording(path, recording_header(&start))?;
     }
-    let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live()?),
-        _ => Box::new(LineSink(line_view(output))),
-    };
-    if output != Output::Text {
-        sink.records(&[Record::Start(start.clone())])?;
-    }
-
+    let mut sink = open_view(output, &start)?;
     let started = std::time::Instant::now();
     let result = rt.block_on(event_loop(
         &mut tracer,
@@ -95,16 +88,39 @@ pub fn run(args: TraceArgs) -> Result<()> {
         args.duration,
         signals,
     ));
+    let ended = end_session(&mut session, sink.as_mut(), &tracer, started);
+    drop(tracer); // detach before reporting success
+    result?;
+    ended
+}
+
+/// The view asked for, shown the start record (text prints its own).
+fn open_view(output: Output, start: &Start) -> Result<Box<dyn Sink>> {
+    let mut sink: Box<dyn Sink> = match output {
+        Output::Tui => Box::new(crate::views::tui::TuiSink::live()?),
+        _ => Box::new(LineSink(line_view(output))),
+    };
+    if output != Output::Text {
+        sink.records(&[Record::Start(start.clone())])?;
+    }
+    Ok(sink)
+}
+
+/// Reports what is pending and the statistics, and closes the recording.
+fn end_session(
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    tracer: &Tracer,
+    started: std::time::Instant,
+) -> Result<()> {
     session.finish();
     let mut tail = session.take_records();
     tail.push(Record::Stats(stats(
-        &tracer,
+        tracer,
         started.elapsed().as_secs_f64(),
     )));
-    let recorded = session.stop_recording(&end_counters(&tracer));
+    let recorded = session.stop_recording(&end_counters(tracer));
     let shown = sink.records(&tail).and_then(|_| sink.flush());
-    drop(tracer); // detach before reporting success
-    result?;
     recorded?;
     shown?;
     Ok(())

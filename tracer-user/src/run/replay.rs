@@ -11,7 +11,7 @@ use crate::cli::{Output, ReplayArgs};
 use crate::events::Input;
 use crate::facts::Environment;
 use crate::filter::Filter;
-use crate::model::{Record, Stats};
+use crate::model::{Record, Start, Stats};
 use crate::pipeline::{Options, Pipeline};
 use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
@@ -35,104 +35,46 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         o => o,
     };
-    let env = Environment::replay(header.facts.clone());
     let opts = Options {
         packets: !args.view.drops_only,
         verdicts: args.view.verdicts,
         filter: (!filter.is_match_all()).then_some(compiled),
         ..Options::default()
     };
-    let mut session = Session::new(Pipeline::new(env, opts));
-    let mut pcap_out = match output {
-        Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
-        _ => None,
+    let mut r = Replayer {
+        session: Session::new(Pipeline::new(
+            Environment::replay(header.facts.clone()),
+            opts,
+        )),
+        pcap: match output {
+            Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
+            _ => None,
+        },
+        sink: match output {
+            Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file)?),
+            _ => Box::new(LineSink(line_view(output))),
+        },
+        view: Interactive::new(output == Output::Tui, filter.to_string()),
+        pace: Pace::new(args.speed),
+        end: End::default(),
+        last_ts: 0,
+        header,
     };
-    let interactive = output == Output::Tui;
-    let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file)?),
-        _ => Box::new(LineSink(line_view(output))),
-    };
-    let mut view = Interactive::new(interactive, filter.to_string());
     if matches!(output, Output::Json | Output::Tui) {
-        sink.records(&[Record::Start(crate::model::Start {
-            node: header.node.clone(),
-            kernel: header.kernel.clone(),
-            netns: header.facts.netns,
-            filter: header.filter.clone(),
-            interfaces: header.interfaces.clone(),
-            probes_attached: header.probes_attached.clone(),
-            probes_unavailable: header.probes_unavailable.clone(),
-            iptables: header.facts.iptables_binary,
-            calico_chains: header
-                .facts
-                .netfilter
-                .as_ref()
-                .and_then(crate::netfilter::Inventory::calico_chains),
-        })])?;
+        r.sink.records(&[Record::Start(start_of(&r.header))])?;
     }
-
-    let mut pace = Pace::new(args.speed);
-    let mut end = End::default();
-    let mut problem = None;
-    let mut last_ts = 0;
-    loop {
-        let item = match frames.next_item() {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(p) => {
-                problem = Some(p);
-                break;
-            }
-        };
-        match item {
-            Item::Fact(f) => session.pipeline.env.apply(&f),
-            Item::End(e) => end = e,
-            Item::Input(input) => {
-                // Between two inputs the TUI may pause, step, filter or quit.
-                if !matches!(input, Input::Tick(_))
-                    && !view.obey(sink.as_mut(), &mut session, &mut pace)
-                {
+    let problem = loop {
+        match frames.next_item() {
+            Ok(Some(item)) => {
+                if !r.take(item)? {
                     return Ok(());
                 }
-                let ts = match &input {
-                    Input::Event(e) => e.ts_ns,
-                    Input::Verdict(v) => v.ev.ts_ns,
-                    Input::Tick(t) => *t,
-                };
-                pace.wait(ts);
-                last_ts = last_ts.max(ts);
-                session.feed(&input)?;
-                let records = session.take_records();
-                match (&mut pcap_out, &input) {
-                    (Some(w), Input::Event(ev)) => write_pcap(w, &header, ev, &records)?,
-                    (Some(_), _) => {}
-                    (None, _) => {
-                        if !sink.records(&records)? {
-                            return Ok(());
-                        }
-                    }
-                }
             }
+            Ok(None) => break None,
+            Err(p) => break Some(p),
         }
-    }
-    session.finish();
-    let mut tail = session.take_records();
-    let first = pace.first.unwrap_or(last_ts);
-    tail.push(Record::Stats(Stats {
-        events: end.events.clone(),
-        lost: end.lost,
-        probes_attached: header.probes_attached.clone(),
-        probes_unavailable: header.probes_unavailable.clone(),
-        duration_s: last_ts.saturating_sub(first) as f64 / 1e9,
-    }));
-    match &mut pcap_out {
-        Some(w) => w.flush()?,
-        None => {
-            sink.records(&tail)?;
-            sink.flush()?;
-            view.finished(sink.as_mut(), end.lost);
-        }
-    }
+    };
+    r.finish()?;
     match problem {
         None => Ok(()),
         Some(p @ Problem::Truncated { .. }) => {
@@ -140,6 +82,100 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Ok(())
         }
         Some(p) => Err(anyhow::anyhow!("{p}")),
+    }
+}
+
+/// The start record of a recorded session.
+fn start_of(header: &Header) -> Start {
+    Start {
+        node: header.node.clone(),
+        kernel: header.kernel.clone(),
+        netns: header.facts.netns,
+        filter: header.filter.clone(),
+        interfaces: header.interfaces.clone(),
+        probes_attached: header.probes_attached.clone(),
+        probes_unavailable: header.probes_unavailable.clone(),
+        iptables: header.facts.iptables_binary,
+        calico_chains: header
+            .facts
+            .netfilter
+            .as_ref()
+            .and_then(crate::netfilter::Inventory::calico_chains),
+    }
+}
+
+/// A replay under way: where its records go, and what it has seen.
+struct Replayer {
+    session: Session,
+    pcap: Option<PcapWriter<std::io::BufWriter<std::io::Stdout>>>,
+    sink: Box<dyn Sink>,
+    view: Interactive,
+    pace: Pace,
+    header: Header,
+    end: End,
+    last_ts: u64,
+}
+
+impl Replayer {
+    /// Takes one item of the recording; false when the view is gone.
+    fn take(&mut self, item: Item) -> Result<bool> {
+        let input = match item {
+            Item::Fact(f) => {
+                self.session.pipeline.env.apply(&f);
+                return Ok(true);
+            }
+            Item::End(e) => {
+                self.end = e;
+                return Ok(true);
+            }
+            Item::Input(input) => input,
+        };
+        // Between two inputs the TUI may pause, step, filter or quit.
+        if !matches!(input, Input::Tick(_))
+            && !self
+                .view
+                .obey(self.sink.as_mut(), &mut self.session, &mut self.pace)
+        {
+            return Ok(false);
+        }
+        let ts = match &input {
+            Input::Event(e) => e.ts_ns,
+            Input::Verdict(v) => v.ev.ts_ns,
+            Input::Tick(t) => *t,
+        };
+        self.pace.wait(ts);
+        self.last_ts = self.last_ts.max(ts);
+        self.session.feed(&input)?;
+        let records = self.session.take_records();
+        match (&mut self.pcap, &input) {
+            (Some(w), Input::Event(ev)) => write_pcap(w, &self.header, ev, &records)?,
+            (Some(_), _) => {}
+            (None, _) => return Ok(self.sink.records(&records)?),
+        }
+        Ok(true)
+    }
+
+    /// The recording is read: what is still pending, and the statistics.
+    fn finish(&mut self) -> Result<()> {
+        self.session.finish();
+        let mut tail = self.session.take_records();
+        let first = self.pace.first.unwrap_or(self.last_ts);
+        tail.push(Record::Stats(Stats {
+            events: self.end.events.clone(),
+            lost: self.end.lost,
+            probes_attached: self.header.probes_attached.clone(),
+            probes_unavailable: self.header.probes_unavailable.clone(),
+            duration_s: self.last_ts.saturating_sub(first) as f64 / 1e9,
+        }));
+        match &mut self.pcap {
+            Some(w) => w.flush()?,
+            None => {
+                self.sink.records(&tail)?;
+                self.sink.flush()?;
+                self.view.finished(self.sink.as_mut(), self.end.lost);
+            }
+        }
+        Ok(())
     }
 }
 
