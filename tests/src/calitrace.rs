@@ -329,31 +329,6 @@ pub fn attribution() -> &'static Attribution {
     })
 }
 
-/// The running kernel's version (major, minor).
-pub fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
-}
-
-/// Whether the running kernel has drop reasons in `kfree_skb` (5.17+); before,
-/// calitrace names the reason from the location (`reason_from_location`).
-pub fn kernel_has_drop_reasons() -> bool {
-    kernel_version() >= (5, 17)
-}
-
-/// Where the running kernel frees a packet that nf_tables dropped:
-/// `nft_do_chain` itself from 6.8 on, `nf_hook_slow` before.
-pub fn nft_drop_location() -> &'static str {
-    if kernel_version() >= (6, 8) {
-        "nft_do_chain"
-    } else {
-        "nf_hook_slow"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Attribution;

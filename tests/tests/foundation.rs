@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
-use calitrace_tests::{Backend, Lab, Mode};
+use calitrace_tests::{Backend, Lab, Mode, kernel};
 use serde_json::Value;
 
 /// Traces on `node` while `traffic` runs, then stops with Ctrl-C.
@@ -112,7 +112,7 @@ fn healthy(mode: Mode) {
 #[test]
 fn probes_say_what_this_kernel_offers() {
     let out = calitrace::probes();
-    let version = calitrace::kernel_version();
+    let version = kernel::version();
     let line = |prefix: &str| {
         out.lines()
             .map(str::trim)
@@ -127,7 +127,7 @@ fn probes_say_what_this_kernel_offers() {
     };
     assert_eq!(line("ok   tc classifier"), tc, "{out}");
     let kfree = line("ok   kfree_skb");
-    if calitrace::kernel_has_drop_reasons() {
+    if kernel::has_drop_reasons() {
         let n: u32 = kfree
             .split_whitespace()
             .find_map(|w| w.parse().ok())
@@ -202,7 +202,7 @@ fn legacy_forward_policy_drop() {
     assert_eq!(d[0]["reason"], "NETFILTER_DROP");
     assert_eq!(
         d[0]["reason_from_location"].as_bool().unwrap_or(false),
-        !calitrace::kernel_has_drop_reasons(),
+        !kernel::has_drop_reasons(),
         "named from the location exactly where the kernel gives no reason: {}",
         d[0]
     );
@@ -254,8 +254,7 @@ fn strict_rp_filter() {
     assert!(
         d.iter().any(|d| d["reason"] == "IP_RPFILTER"
             && d["stage"] == "rp_filter"
-            && d["reason_from_location"].as_bool().unwrap_or(false)
-                != calitrace::kernel_has_drop_reasons()),
+            && d["reason_from_location"].as_bool().unwrap_or(false) != kernel::has_drop_reasons()),
         "{}",
         f.dump()
     );

@@ -7,22 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
+use calitrace_tests::kernel::{self, NETFILTER_LINKS};
 use calitrace_tests::{Backend, Lab, Mode};
 use serde_json::Value;
-
-/// Whether the running kernel has BPF netfilter links (6.4+); on older ones
-/// (the VM matrix) they must just be reported unavailable.
-fn kernel_has_links() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    if version < (6, 4) {
-        eprintln!("kernel {} has no BPF netfilter links", release.trim());
-    }
-    version >= (6, 4)
-}
 
 #[test]
 fn probes_report_the_links_or_why_not() {
@@ -41,7 +28,7 @@ fn probes_report_the_links_or_why_not() {
         .map(str::trim)
         .find(|l| l.starts_with("ok   netfilter links") || l.starts_with("no   netfilter links"))
         .unwrap_or_else(|| panic!("no netfilter links probe\n{}", f.stdout));
-    if kernel_has_links() {
+    if NETFILTER_LINKS.present() {
         assert_eq!(
             line, "ok   netfilter links (6.4+): loadable",
             "{}",
@@ -49,8 +36,8 @@ fn probes_report_the_links_or_why_not() {
         );
     } else {
         assert!(
-            line.starts_with("no   netfilter links (6.4+): kernel")
-                && line.contains("older than 6.4"),
+            line.starts_with("no   netfilter links (6.4+): ")
+                && (kernel::version() >= (6, 4) || line.contains("older than 6.4")),
             "{}",
             f.stdout
         );
@@ -226,7 +213,7 @@ fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
     let f = ping_node(&lab, libc::SIGINT, |t| {
         ours = netfilter_links_of(t.pid().unwrap());
     });
-    if !kernel_has_links() {
+    if !NETFILTER_LINKS.present() {
         input_drop_without_links(&lab, &f, &ours);
         return;
     }
@@ -296,7 +283,7 @@ fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
 
 #[test]
 fn a_raw_prerouting_drop_is_not_taken_for_input() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
     // To the node's own address, so addresses alone would say INPUT.
@@ -328,7 +315,7 @@ fn a_raw_prerouting_drop_is_not_taken_for_input() {
 
 #[test]
 fn a_forward_drop_shows_which_tables_it_got_past() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
     let lab = Lab::new(Mode::Direct).unwrap();
@@ -371,7 +358,7 @@ fn a_forward_drop_shows_which_tables_it_got_past() {
 
 #[test]
 fn links_go_away_when_calitrace_is_killed() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
     let lab = Lab::new(Mode::Direct).unwrap();
