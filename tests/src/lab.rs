@@ -185,23 +185,14 @@ impl Lab {
                 "at most {MAX_PODS_PER_NODE} pods per node fit in a /26, asked for {pods_per_node}"
             );
         }
-        CLEANUP_ONCE.call_once(|| {
-            cleanup_stale();
-        });
-        let pid = std::process::id();
-        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{PREFIX}{pid}-{n}");
+        let (mut lab, n) = Lab::unbuilt(mode);
         // Per-lab underlay subnet; labs are isolated anyway, this only helps telling
         // them apart in traces.
-        let k = ((u64::from(pid)).wrapping_mul(37).wrapping_add(n) % 254) + 1;
-
-        let mut lab = Lab {
-            id,
-            mode,
-            nodes: Vec::new(),
-            pods: Vec::new(),
-            created: Vec::new(),
-        };
+        let k = ((u64::from(std::process::id()))
+            .wrapping_mul(37)
+            .wrapping_add(n)
+            % 254)
+            + 1;
         // From here on `?` drops `lab`, which deletes whatever was created so far.
         lab.build(k, pods_per_node).with_context(|| {
             format!(
@@ -210,6 +201,29 @@ impl Lab {
             )
         })?;
         Ok(lab)
+    }
+
+    /// A lab without nodes or pods, for tests that make their own namespaces with
+    /// [`Lab::add_netns`] (and join them with [`Lab::add_veth`]); [`Lab::node`] and
+    /// [`Lab::pod`] panic on it.
+    pub fn empty() -> Lab {
+        Lab::unbuilt(Mode::Direct).0
+    }
+
+    /// A lab with a fresh id and nothing created yet; also its number in this process.
+    fn unbuilt(mode: Mode) -> (Lab, u64) {
+        CLEANUP_ONCE.call_once(|| {
+            cleanup_stale();
+        });
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let lab = Lab {
+            id: format!("{PREFIX}{}-{n}", std::process::id()),
+            mode,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            created: Vec::new(),
+        };
+        (lab, n)
     }
 
     fn build(&mut self, k: u64, pods_per_node: usize) -> Result<()> {
@@ -244,10 +258,7 @@ impl Lab {
         // Underlay veth pair, created directly inside node A with its peer in node B.
         let (a, b) = (self.nodes[0].clone(), self.nodes[1].clone());
         let u = UNDERLAY_IF;
-        ip(
-            &a.netns,
-            &format!("link add {u} type veth peer name {u} netns {}", b.netns),
-        )?;
+        veth(&a.netns, u, &b.netns, u)?;
         for (node, peer) in [(&a, &b), (&b, &a)] {
             let ns = &node.netns;
             ip(ns, &format!("link set {u} mtu {UNDERLAY_MTU}"))?;
@@ -282,10 +293,7 @@ impl Lab {
                 let pod_ip = format!("10.244.{}.{}", node_idx + 1, 10 + i);
 
                 // Host side, created inside the node with its peer directly inside the pod.
-                ip(
-                    &node_ns,
-                    &format!("link add {cali} type veth peer name {POD_IF} netns {netns}"),
-                )?;
+                veth(&node_ns, &cali, &netns, POD_IF)?;
                 ip(
                     &node_ns,
                     &format!("link set {cali} address {CALI_MAC} mtu {mtu}"),
@@ -410,6 +418,20 @@ impl Lab {
         )?;
         ip(&name, "link set lo up")?;
         Ok(name)
+    }
+
+    /// A veth pair between two namespaces of this lab: `name` in `netns`, `peer_name`
+    /// in `peer_netns` (created right there, never in the host's namespace), down.
+    pub fn add_veth(
+        &self,
+        netns: &str,
+        name: &str,
+        peer_netns: &str,
+        peer_name: &str,
+    ) -> Result<()> {
+        self.check_owned(netns)?;
+        self.check_owned(peer_netns)?;
+        veth(netns, name, peer_netns, peer_name)
     }
 
     fn check_owned(&self, netns: &str) -> Result<()> {
@@ -779,6 +801,14 @@ fn ip(netns: &str, cmd: &str) -> Result<()> {
         .output()
         .context("running ip")?;
     check_output(&format!("ip -n {netns} {cmd}"), &out)
+}
+
+/// A veth pair created inside `netns` with its peer moved straight into `peer_netns`.
+fn veth(netns: &str, name: &str, peer_netns: &str, peer_name: &str) -> Result<()> {
+    ip(
+        netns,
+        &format!("link add {name} type veth peer name {peer_name} netns {peer_netns}"),
+    )
 }
 
 /// `ip -n NETNS -j args...` parsed as JSON.
