@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::Lab;
+
 /// The binary under test: `$CALITRACE_BIN`, else `calitrace` next to this executable
 /// or one directory up (test executables live in `target/<profile>/deps`).
 pub fn binary() -> PathBuf {
@@ -317,6 +319,21 @@ impl Finished {
             self.lines.len()
         )
     }
+}
+
+/// Asserts that no tc program (TCX or netlink clsact) is left on `iface` of lab node
+/// `node`: calitrace detached what it attached.
+pub fn assert_nothing_attached(lab: &Lab, node: usize, iface: &str) {
+    let out = lab
+        .sh(
+            &lab.node(node).netns,
+            &format!("bpftool -j net show dev {iface}"),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
+    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
 }
 
 /// How `calitrace probes` says this kernel attributes netfilter drops: its last

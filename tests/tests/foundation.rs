@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
-use calitrace_tests::{Backend, Lab, Mode, kernel};
+use calitrace_tests::{Backend, Lab, Mode, Pod, kernel};
 use serde_json::Value;
 
 /// Traces on `node` while `traffic` runs, then stops with Ctrl-C.
@@ -26,19 +26,6 @@ fn stats(f: &Finished) -> &Value {
         .into_iter()
         .last()
         .unwrap_or_else(|| panic!("no stats line\n{}", f.dump()))
-}
-
-fn attached_nothing_left(lab: &Lab, node: usize, iface: &str) {
-    let out = lab
-        .sh(
-            &lab.node(node).netns,
-            &format!("bpftool -j net show dev {iface}"),
-        )
-        .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
-    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
-    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
 }
 
 fn healthy(mode: Mode) {
@@ -105,7 +92,7 @@ fn healthy(mode: Mode) {
     let s = stats(&f);
     assert_eq!(s["lost"], 0);
     assert!(s["events"]["tc"].as_u64().unwrap() >= 6, "{s}");
-    attached_nothing_left(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
 }
 
 /// `calitrace probes` says what this kernel offers and what it lacks, and why.
@@ -308,6 +295,15 @@ fn missing_pod_route_on_receiving_node_loops() {
     );
 }
 
+/// Pod `a` on node A pings pod `b` (without an answer) with its neighbour table
+/// flushed, traced on node A.
+fn unanswered_ping_traced_on_node_a(lab: &Lab, a: &Pod, b: &Pod) -> Finished {
+    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
+    trace(lab, 0, &[], || {
+        assert!(!lab.ping(a, &b.ip, 2));
+    })
+}
+
 #[test]
 fn no_route_on_sender() {
     let lab = Lab::new(Mode::Direct).unwrap();
@@ -315,10 +311,7 @@ fn no_route_on_sender() {
     let na = lab.node(0).netns.clone();
     lab.sh(&na, "ip route del 10.244.2.0/26; ip route del default")
         .unwrap();
-    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
-    let f = trace(&lab, 0, &[], || {
-        assert!(!lab.ping(&a, &b.ip, 2));
-    });
+    let f = unanswered_ping_traced_on_node_a(&lab, &a, &b);
     let diag = f
         .diagnoses()
         .into_iter()
@@ -342,10 +335,7 @@ fn proxy_arp_disabled_on_sender_cali() {
         "0",
     )
     .unwrap();
-    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
-    let f = trace(&lab, 0, &[], || {
-        assert!(!lab.ping(&a, &b.ip, 2));
-    });
+    let f = unanswered_ping_traced_on_node_a(&lab, &a, &b);
     let diag = f
         .diagnoses()
         .into_iter()
@@ -377,8 +367,8 @@ fn sigterm_ends_cleanly_and_detaches() {
     let f = t.stop_with(libc::SIGTERM).unwrap();
     assert!(f.status.success(), "{}", f.dump());
     assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
-    attached_nothing_left(&lab, 1, &b.cali);
-    attached_nothing_left(&lab, 1, "eth0");
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
 }
 
 /// `--tc-attach netlink`: clsact qdiscs and filters instead of TCX links
@@ -412,8 +402,8 @@ fn netlink_attach_sees_traffic_and_removes_what_it_added() {
         "{}",
         f.dump()
     );
-    attached_nothing_left(&lab, 1, &b.cali);
-    attached_nothing_left(&lab, 1, "eth0");
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
     assert!(!clsact(&b.cali), "the qdisc calitrace added is gone");
     assert!(!clsact("eth0"), "the qdisc calitrace added is gone");
 }
@@ -435,6 +425,19 @@ fn duration_stops_by_itself() {
     assert!(s["duration_s"].as_f64().unwrap() >= 1.0);
 }
 
+/// `calitrace --duration 1 ARGS` on node A of `lab`, run to its end.
+fn run_for_a_second(lab: &Lab, args: &[&str]) -> Finished {
+    let mut full = vec!["--duration", "1"];
+    full.extend_from_slice(args);
+    calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &full,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
 fn assert_usage_error(f: &Finished, needle: &str) {
     assert_eq!(f.status.code(), Some(2), "{}", f.dump());
     let lines: Vec<&str> = f.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -450,34 +453,16 @@ fn assert_usage_error(f: &Finished, needle: &str) {
 #[test]
 fn bad_filter_is_a_usage_error() {
     let lab = Lab::new(Mode::Direct).unwrap();
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "host", "10.0.0.300"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["host", "10.0.0.300"]);
     assert_usage_error(&f, "bad filter");
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "port", "80", "and"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["port", "80", "and"]);
     assert_usage_error(&f, "bad filter");
 }
 
 #[test]
 fn unknown_interface_is_a_usage_error() {
     let lab = Lab::new(Mode::Direct).unwrap();
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "--iface", "nosuch*"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["--iface", "nosuch*"]);
     assert_usage_error(&f, "no interface matches --iface nosuch*");
 }
 

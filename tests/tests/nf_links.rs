@@ -62,6 +62,23 @@ fn ping_node(lab: &Lab, signal: i32, during: impl FnOnce(&Trace)) -> Finished {
     f
 }
 
+/// Pings to node 1 dropped in its INPUT chain (legacy), traced there until
+/// `signal`; also the netfilter links calitrace held while it ran.
+fn input_drop(signal: i32) -> (Lab, Finished, Vec<NfLink>) {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    lab.iptables(
+        1,
+        Backend::Legacy,
+        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
+    )
+    .unwrap();
+    let mut ours = Vec::new();
+    let f = ping_node(&lab, signal, |t| {
+        ours = netfilter_links_of(t.pid().unwrap());
+    });
+    (lab, f, ours)
+}
+
 /// The last drop of the ping from node 0 to node 1.
 fn drop_of(lab: &Lab, f: &Finished) -> Value {
     let drops = f.drops();
@@ -103,9 +120,11 @@ fn links_attached(f: &Finished) -> String {
     p["detail"].as_str().unwrap().to_string()
 }
 
-/// (link id, prog id, hooknum, priority) of the netfilter links `pid` holds,
-/// from its fdinfo.
-fn netfilter_links_of(pid: u32) -> Vec<(u32, u32, u32, i64)> {
+/// (link id, prog id, hooknum, priority) of a netfilter link.
+type NfLink = (u32, u32, u32, i64);
+
+/// The netfilter links `pid` holds, from its fdinfo.
+fn netfilter_links_of(pid: u32) -> Vec<NfLink> {
     let mut out = Vec::new();
     let dir = format!("/proc/{pid}/fdinfo");
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -161,7 +180,7 @@ fn link_exists(id: u32) -> bool {
 /// Without links (before 6.4) an INPUT drop is still found, its hook from the
 /// packet's addresses and its table and chain from the counters; the start
 /// line says why there are no links, and calitrace holds none.
-fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[(u32, u32, u32, i64)]) {
+fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[NfLink]) {
     assert!(ours.is_empty(), "{ours:?}");
     let start = f.of_type("start");
     let why = start
@@ -202,17 +221,7 @@ fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[(u32, u32, u32, i64
 
 #[test]
 fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
-    let lab = Lab::new(Mode::Direct).unwrap();
-    lab.iptables(
-        1,
-        Backend::Legacy,
-        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
-    )
-    .unwrap();
-    let mut ours = Vec::new();
-    let f = ping_node(&lab, libc::SIGINT, |t| {
-        ours = netfilter_links_of(t.pid().unwrap());
-    });
+    let (lab, f, ours) = input_drop(libc::SIGINT);
     if !NETFILTER_LINKS.present() {
         input_drop_without_links(&lab, &f, &ours);
         return;
@@ -361,17 +370,7 @@ fn links_go_away_when_calitrace_is_killed() {
     if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
-    let lab = Lab::new(Mode::Direct).unwrap();
-    lab.iptables(
-        1,
-        Backend::Legacy,
-        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
-    )
-    .unwrap();
-    let mut ours = Vec::new();
-    ping_node(&lab, libc::SIGKILL, |t| {
-        ours = netfilter_links_of(t.pid().unwrap());
-    });
+    let (_lab, _, ours) = input_drop(libc::SIGKILL);
     assert!(ours.len() >= 20, "{ours:?}");
     // The kernel releases them with the process's files, shortly after.
     std::thread::sleep(Duration::from_millis(500));
