@@ -1,40 +1,58 @@
 //! Running the real `calitrace` binary inside a lab netns and reading its JSON lines.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The binary under test: `$CALITRACE_BIN`, else `target/<profile>/calitrace`
-/// next to this test executable (which lives in `target/<profile>/deps`).
+use crate::Lab;
+
+/// The binary under test: `$CALITRACE_BIN`, else `calitrace` next to this executable
+/// or one directory up (test executables live in `target/<profile>/deps`).
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("CALITRACE_BIN") {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let bin = profile_dir.join("calitrace");
-    assert!(
-        bin.exists(),
-        "{} not built: run the tests with `cargo xtask test`",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().expect("target/<profile>[/deps]");
+    let candidates = [Some(dir), dir.parent()].map(|d| d.map(|d| d.join("calitrace")));
+    candidates
+        .iter()
+        .flatten()
+        .find(|bin| bin.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not built: run the tests with `cargo xtask test`",
+                dir.join("calitrace").display()
+            )
+        })
+        .clone()
+}
+
+/// How much of calitrace's stdout a [`Trace`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Keep {
+    /// Everything.
+    All,
+    /// About the last this many bytes (for long runs with millions of lines: the
+    /// `stats` line is at the end).
+    Tail(usize),
 }
 
 /// A running `calitrace`, started with `ip netns exec NETNS calitrace ...`.
 pub struct Trace {
     child: Option<Child>,
-    stdout: mpsc::Receiver<String>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    /// Disconnects when the stdout reader has seen the end.
+    stdout_done: mpsc::Receiver<()>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// From spawning to "tracing on" (zero for [`run`]).
+    pub ready_after: Duration,
 }
 
 /// What a finished run printed.
@@ -44,9 +62,12 @@ pub struct Finished {
     pub lines: Vec<Value>,
     pub stdout: String,
     pub stderr: String,
+    /// How long the exit took: from the signal for [`Trace::stop`], from the start
+    /// for [`run`].
+    pub waited: Duration,
 }
 
-fn pump(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+fn pump_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
@@ -58,6 +79,30 @@ fn pump(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Reads `r` into `into`, keeping what `keep` says; the receiver disconnects at the end.
+fn pump_bytes(
+    mut r: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+    keep: Keep,
+) -> mpsc::Receiver<()> {
+    let (done, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _done = done;
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n @ 1..) = r.read(&mut buf) {
+            let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+            kept.extend_from_slice(&buf[..n]);
+            if let Keep::Tail(tail) = keep
+                && kept.len() > 2 * tail
+            {
+                let cut = kept.len() - tail;
+                kept.drain(..cut);
+            }
+        }
+    });
+    done_rx
+}
+
 /// Runs calitrace to completion (for error cases) with a time limit.
 pub fn run(
     netns: Option<&str>,
@@ -65,28 +110,33 @@ pub fn run(
     args: &[&str],
     limit: Duration,
 ) -> Result<Finished> {
-    let mut t = Trace::spawn(netns, prefix, args)?;
+    let mut t = Trace::spawn(&binary(), netns, prefix, args, Keep::All)?;
     t.wait(limit)
 }
 
 impl Trace {
-    fn spawn(netns: Option<&str>, prefix: &[&str], args: &[&str]) -> Result<Trace> {
-        let bin = binary();
+    fn spawn(
+        bin: &Path,
+        netns: Option<&str>,
+        prefix: &[&str],
+        args: &[&str],
+        keep: Keep,
+    ) -> Result<Trace> {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]);
                 c.args(prefix);
-                c.arg(&bin);
+                c.arg(bin);
                 c
             }
             None if !prefix.is_empty() => {
                 let mut c = Command::new(prefix[0]);
                 c.args(&prefix[1..]);
-                c.arg(&bin);
+                c.arg(bin);
                 c
             }
-            None => Command::new(&bin),
+            None => Command::new(bin),
         };
         cmd.args(args)
             .stdin(Stdio::null())
@@ -95,28 +145,38 @@ impl Trace {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = pump(child.stdout.take().unwrap());
-        let stderr = pump(child.stderr.take().unwrap());
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stdout_done = pump_bytes(child.stdout.take().unwrap(), stdout.clone(), keep);
+        let stderr = pump_lines(child.stderr.take().unwrap());
         Ok(Trace {
             child: Some(child),
             stdout,
+            stdout_done,
             stderr,
             stderr_seen: Vec::new(),
+            ready_after: Duration::ZERO,
         })
     }
 
     /// Starts `calitrace --output json ARGS` in `netns` and waits until it traces.
     pub fn start(netns: &str, args: &[&str]) -> Result<Trace> {
+        Trace::start_with(&binary(), netns, args, Keep::All)
+    }
+
+    /// Like [`Trace::start`], with another calitrace binary, keeping `keep` of its stdout.
+    pub fn start_with(bin: &Path, netns: &str, args: &[&str], keep: Keep) -> Result<Trace> {
+        let started = Instant::now();
         let mut full = vec!["--output", "json"];
         full.extend_from_slice(args);
-        let mut t = Trace::spawn(Some(netns), &[], &full)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut t = Trace::spawn(bin, Some(netns), &[], &full, keep)?;
+        let deadline = started + Duration::from_secs(60);
         loop {
             match t.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     let ready = line.contains("tracing on");
                     t.stderr_seen.push(line);
                     if ready {
+                        t.ready_after = started.elapsed();
                         return Ok(t);
                     }
                 }
@@ -144,6 +204,22 @@ impl Trace {
         self.child.as_ref().map(Child::id)
     }
 
+    /// CPU seconds calitrace has used so far (user + system; 0 once it is gone).
+    pub fn cpu_s(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // After the command name (which may hold spaces), utime and stime are the
+        // 12th and 13th fields.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / hz
+    }
+
     /// Sends `signal` and collects the output.
     pub fn stop_with(mut self, signal: i32) -> Result<Finished> {
         if let Some(c) = &self.child {
@@ -160,26 +236,28 @@ impl Trace {
 
     fn wait(&mut self, limit: Duration) -> Result<Finished> {
         let mut child = self.child.take().context("already waited")?;
-        let deadline = Instant::now() + limit;
+        let began = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait()? {
                 break s;
             }
-            if Instant::now() > deadline {
+            if began.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("calitrace did not exit within {limit:?}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Short: the bench times detaching by this.
+            std::thread::sleep(Duration::from_millis(2));
         };
-        let mut out = Vec::new();
-        while let Ok(l) = self.stdout.recv_timeout(Duration::from_secs(2)) {
-            out.push(l);
-        }
+        let waited = began.elapsed();
+        let _ = self.stdout_done.recv_timeout(Duration::from_secs(2));
         let mut err = std::mem::take(&mut self.stderr_seen);
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
             err.push(l);
         }
+        let text = std::mem::take(&mut *self.stdout.lock().unwrap_or_else(|e| e.into_inner()));
+        let text = String::from_utf8_lossy(&text);
+        let out: Vec<&str> = text.lines().collect();
         let lines = out
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -189,6 +267,7 @@ impl Trace {
             lines,
             stdout: out.join("\n"),
             stderr: err.join("\n"),
+            waited,
         })
     }
 }
@@ -240,6 +319,21 @@ impl Finished {
             self.lines.len()
         )
     }
+}
+
+/// Asserts that no tc program (TCX or netlink clsact) is left on `iface` of lab node
+/// `node`: calitrace detached what it attached.
+pub fn assert_nothing_attached(lab: &Lab, node: usize, iface: &str) {
+    let out = lab
+        .sh(
+            &lab.node(node).netns,
+            &format!("bpftool -j net show dev {iface}"),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
+    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
 }
 
 /// How `calitrace probes` says this kernel attributes netfilter drops: its last
@@ -327,31 +421,6 @@ pub fn attribution() -> &'static Attribution {
             )
         })
     })
-}
-
-/// The running kernel's version (major, minor).
-pub fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
-}
-
-/// Whether the running kernel has drop reasons in `kfree_skb` (5.17+); before,
-/// calitrace names the reason from the location (`reason_from_location`).
-pub fn kernel_has_drop_reasons() -> bool {
-    kernel_version() >= (5, 17)
-}
-
-/// Where the running kernel frees a packet that nf_tables dropped:
-/// `nft_do_chain` itself from 6.8 on, `nf_hook_slow` before.
-pub fn nft_drop_location() -> &'static str {
-    if kernel_version() >= (6, 8) {
-        "nft_do_chain"
-    } else {
-        "nf_hook_slow"
-    }
 }
 
 #[cfg(test)]

@@ -34,19 +34,21 @@
 //! Dropping a [`Lab`] deletes all of its namespaces (and with them every interface, route
 //! and firewall rule in them), also when a test panics.
 
-use anyhow::{Context, Result, anyhow, bail};
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+mod build;
+mod commands;
+mod probe;
+
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, mpsc};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use commands::{check_netns_name, check_output, ip, ip_json, netns_exec, veth};
+pub use commands::{cleanup_stale, spawn_in_netns};
 
 /// Prefix of every network namespace a lab creates (`ctlab-<pid>-<n>-...`).
 pub const PREFIX: &str = "ctlab-";
@@ -73,12 +75,13 @@ pub const POD_IF: &str = "eth0";
 /// Largest number of pods per node (pod addresses 10.244.x.10 ..= 10.244.x.62 in a /26).
 pub const MAX_PODS_PER_NODE: usize = 53;
 
-/// Fixed MAC addresses of `vxlan.calico` on node A and node B (locally administered).
-const VXLAN_MACS: [&str; 2] = ["66:63:74:6c:00:0a", "66:63:74:6c:00:0b"];
-const NODE_LETTERS: [char; 2] = ['a', 'b'];
+/// The sysctls that turn IPv6 off in a lab namespace.
+const NO_IPV6: [(&str, &str); 2] = [
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+];
 
 static LAB_COUNTER: AtomicU64 = AtomicU64::new(0);
-static PROBE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Serialises `ip netns add` inside this process, so that the first one sets up the
 /// /run/netns mount alone instead of several racing to bind-mount it.
 static NETNS_ADD_LOCK: Mutex<()> = Mutex::new(());
@@ -185,23 +188,14 @@ impl Lab {
                 "at most {MAX_PODS_PER_NODE} pods per node fit in a /26, asked for {pods_per_node}"
             );
         }
-        CLEANUP_ONCE.call_once(|| {
-            cleanup_stale();
-        });
-        let pid = std::process::id();
-        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{PREFIX}{pid}-{n}");
+        let (mut lab, n) = Lab::unbuilt(mode);
         // Per-lab underlay subnet; labs are isolated anyway, this only helps telling
         // them apart in traces.
-        let k = ((u64::from(pid)).wrapping_mul(37).wrapping_add(n) % 254) + 1;
-
-        let mut lab = Lab {
-            id,
-            mode,
-            nodes: Vec::new(),
-            pods: Vec::new(),
-            created: Vec::new(),
-        };
+        let k = ((u64::from(std::process::id()))
+            .wrapping_mul(37)
+            .wrapping_add(n)
+            % 254)
+            + 1;
         // From here on `?` drops `lab`, which deletes whatever was created so far.
         lab.build(k, pods_per_node).with_context(|| {
             format!(
@@ -212,123 +206,27 @@ impl Lab {
         Ok(lab)
     }
 
-    fn build(&mut self, k: u64, pods_per_node: usize) -> Result<()> {
-        const NO_IPV6: [(&str, &str); 2] = [
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ];
-        let vxlan = self.mode == Mode::Vxlan;
+    /// A lab without nodes or pods, for tests that make their own namespaces with
+    /// [`Lab::add_netns`] (and join them with [`Lab::add_veth`]); [`Lab::node`] and
+    /// [`Lab::pod`] panic on it.
+    pub fn empty() -> Lab {
+        Lab::unbuilt(Mode::Direct).0
+    }
 
-        // Nodes. The sysctls come first so that every interface inherits the defaults.
-        for (i, letter) in NODE_LETTERS.iter().enumerate() {
-            let netns = format!("{}-node-{letter}", self.id);
-            self.create_netns(&netns)?;
-            let mut kv = vec![
-                ("net.ipv4.ip_forward", "1"),
-                ("net.ipv4.conf.all.rp_filter", "0"),
-                ("net.ipv4.conf.default.rp_filter", "0"),
-            ];
-            kv.extend(NO_IPV6);
-            self.sysctls(&netns, &kv)?;
-            ip(&netns, "link set lo up")?;
-            self.nodes.push(Node {
-                netns,
-                underlay_if: UNDERLAY_IF.to_string(),
-                underlay_ip: format!("192.168.{k}.{}", i + 1),
-                pod_cidr: format!("10.244.{}.0/26", i + 1),
-                tunnel_ip: vxlan.then(|| format!("10.244.{}.1", i + 1)),
-                vxlan_mac: vxlan.then(|| VXLAN_MACS[i].to_string()),
-            });
-        }
-
-        // Underlay veth pair, created directly inside node A with its peer in node B.
-        let (a, b) = (self.nodes[0].clone(), self.nodes[1].clone());
-        let u = UNDERLAY_IF;
-        ip(
-            &a.netns,
-            &format!("link add {u} type veth peer name {u} netns {}", b.netns),
-        )?;
-        for (node, peer) in [(&a, &b), (&b, &a)] {
-            let ns = &node.netns;
-            ip(ns, &format!("link set {u} mtu {UNDERLAY_MTU}"))?;
-            ip(ns, &format!("addr add {}/24 dev {u}", node.underlay_ip))?;
-            ip(ns, &format!("link set {u} up"))?;
-            self.sysctls(ns, &[(&format!("net.ipv4.conf.{u}.rp_filter"), "0")])?;
-            // Proxy ARP answers for 169.254.1.1 only with a route out of another interface.
-            ip(
-                ns,
-                &format!("route add default via {} dev {u}", peer.underlay_ip),
-            )?;
-            match self.mode {
-                Mode::Direct => {
-                    let (cidr, via) = (&peer.pod_cidr, &peer.underlay_ip);
-                    ip(ns, &format!("route add {cidr} via {via} dev {u}"))?;
-                }
-                Mode::Vxlan => setup_vxlan(node, peer)?,
-            }
-        }
-
-        // Pods.
-        let mtu = if vxlan { VXLAN_MTU } else { UNDERLAY_MTU };
-        for (node_idx, letter) in NODE_LETTERS.iter().enumerate() {
-            let node_ns = self.nodes[node_idx].netns.clone();
-            let mut pods = Vec::new();
-            let mut used = HashSet::new();
-            for i in 0..pods_per_node {
-                let netns = format!("{}-pod-{letter}{i}", self.id);
-                self.create_netns(&netns)?;
-                self.sysctls(&netns, &NO_IPV6)?;
-                let cali = cali_name(&netns, &mut used);
-                let pod_ip = format!("10.244.{}.{}", node_idx + 1, 10 + i);
-
-                // Host side, created inside the node with its peer directly inside the pod.
-                ip(
-                    &node_ns,
-                    &format!("link add {cali} type veth peer name {POD_IF} netns {netns}"),
-                )?;
-                ip(
-                    &node_ns,
-                    &format!("link set {cali} address {CALI_MAC} mtu {mtu}"),
-                )?;
-                self.sysctls(
-                    &node_ns,
-                    &[
-                        (&format!("net.ipv4.conf.{cali}.proxy_arp"), "1"),
-                        (&format!("net.ipv4.neigh.{cali}.proxy_delay"), "0"),
-                        (&format!("net.ipv4.conf.{cali}.rp_filter"), "0"),
-                    ],
-                )?;
-                ip(&node_ns, &format!("link set {cali} up"))?;
-                ip(
-                    &node_ns,
-                    &format!("route add {pod_ip}/32 dev {cali} scope link"),
-                )?;
-
-                // Pod side.
-                ip(&netns, "link set lo up")?;
-                ip(&netns, &format!("link set {POD_IF} mtu {mtu}"))?;
-                ip(&netns, &format!("addr add {pod_ip}/32 dev {POD_IF}"))?;
-                ip(&netns, &format!("link set {POD_IF} up"))?;
-                ip(
-                    &netns,
-                    &format!("route add {GATEWAY_IP} dev {POD_IF} scope link"),
-                )?;
-                ip(
-                    &netns,
-                    &format!("route add default via {GATEWAY_IP} dev {POD_IF}"),
-                )?;
-
-                pods.push(Pod {
-                    netns,
-                    ip: pod_ip,
-                    cali,
-                    node: node_idx,
-                    index: i,
-                });
-            }
-            self.pods.push(pods);
-        }
-        Ok(())
+    /// A lab with a fresh id and nothing created yet; also its number in this process.
+    fn unbuilt(mode: Mode) -> (Lab, u64) {
+        CLEANUP_ONCE.call_once(|| {
+            cleanup_stale();
+        });
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let lab = Lab {
+            id: format!("{PREFIX}{}-{n}", std::process::id()),
+            mode,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            created: Vec::new(),
+        };
+        (lab, n)
     }
 
     /// Creates a named netns and records it for deletion.
@@ -401,15 +299,23 @@ impl Lab {
     pub fn add_netns(&mut self, suffix: &str) -> Result<String> {
         let name = format!("{}-x-{suffix}", self.id);
         self.create_netns(&name)?;
-        self.sysctls(
-            &name,
-            &[
-                ("net.ipv6.conf.all.disable_ipv6", "1"),
-                ("net.ipv6.conf.default.disable_ipv6", "1"),
-            ],
-        )?;
+        self.sysctls(&name, &NO_IPV6)?;
         ip(&name, "link set lo up")?;
         Ok(name)
+    }
+
+    /// A veth pair between two namespaces of this lab: `name` in `netns`, `peer_name`
+    /// in `peer_netns` (created right there, never in the host's namespace), down.
+    pub fn add_veth(
+        &self,
+        netns: &str,
+        name: &str,
+        peer_netns: &str,
+        peer_name: &str,
+    ) -> Result<()> {
+        self.check_owned(netns)?;
+        self.check_owned(peer_netns)?;
+        veth(netns, name, peer_netns, peer_name)
     }
 
     fn check_owned(&self, netns: &str) -> Result<()> {
@@ -433,133 +339,6 @@ impl Lab {
         let out = self.run(netns, &["sh", "-c", script])?;
         check_output(&format!("in {netns}: sh -c {script:?}"), &out)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Pings `dst_ip` from `from` (`ping -c count -i 0.2 -W 1`); true if at least one reply
-    /// came back.
-    pub fn ping(&self, from: &Pod, dst_ip: &str, count: u32) -> bool {
-        self.ping_from(&from.netns, dst_ip, count)
-    }
-
-    /// Like [`Lab::ping`], from any namespace of this lab (e.g. a node).
-    pub fn ping_from(&self, netns: &str, dst_ip: &str, count: u32) -> bool {
-        let count = count.max(1).to_string();
-        match self.run(
-            netns,
-            &[
-                "ping", "-n", "-q", "-c", &count, "-i", "0.2", "-W", "1", dst_ip,
-            ],
-        ) {
-            Ok(out) => out.status.success(),
-            Err(_) => false,
-        }
-    }
-
-    /// Real TCP echo check from pod `from` to `to`'s address on `port`; true on success.
-    /// Never takes much longer than `timeout`.
-    pub fn tcp_check(&self, from: &Pod, to: &Pod, port: u16, timeout: Duration) -> bool {
-        self.tcp_probe(&from.netns, &to.netns, &to.ip, port, timeout)
-            .is_ok()
-    }
-
-    /// TCP echo check with the reason for a failure: a listener on `0.0.0.0:port` (port 0
-    /// picks a free one) in `server_netns`, a client in `client_netns` that connects to
-    /// `dst_ip`, sends a unique token, half-closes and expects the token echoed back.
-    pub fn tcp_probe(
-        &self,
-        client_netns: &str,
-        server_netns: &str,
-        dst_ip: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<()> {
-        self.check_owned(client_netns)?;
-        self.check_owned(server_netns)?;
-        let dst: IpAddr = dst_ip
-            .parse()
-            .with_context(|| format!("bad IP address {dst_ip:?}"))?;
-        let deadline = Instant::now() + timeout;
-        let token = format!(
-            "calitrace-lab {} probe {} from {client_netns}",
-            self.id,
-            PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        )
-        .into_bytes();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<u16>();
-
-        let server_stop = stop.clone();
-        let server = spawn_in_netns(server_netns, move || -> Result<()> {
-            let listener = TcpListener::bind(("0.0.0.0", port)).context("bind")?;
-            let port = listener.local_addr()?.port();
-            listener.set_nonblocking(true)?;
-            let _ = ready_tx.send(port);
-            loop {
-                match listener.accept() {
-                    Ok((mut s, _peer)) => {
-                        s.set_nonblocking(false)?;
-                        s.set_read_timeout(Some(remaining(deadline)))?;
-                        s.set_write_timeout(Some(remaining(deadline)))?;
-                        let mut buf = Vec::new();
-                        s.read_to_end(&mut buf).context("server read")?;
-                        s.write_all(&buf).context("server write")?;
-                        let _ = s.shutdown(Shutdown::Both);
-                        return Ok(());
-                    }
-                    Err(e)
-                        if e.kind() == ErrorKind::WouldBlock
-                            || e.kind() == ErrorKind::Interrupted =>
-                    {
-                        if server_stop.load(Ordering::Relaxed) {
-                            bail!("client gave up");
-                        }
-                        if Instant::now() >= deadline {
-                            bail!("no connection accepted before the deadline");
-                        }
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => return Err(e).context("accept"),
-                }
-            }
-        })?;
-
-        let client_token = token.clone();
-        let client = spawn_in_netns(client_netns, move || -> Result<()> {
-            let port = ready_rx
-                .recv_timeout(remaining(deadline))
-                .map_err(|_| anyhow!("listener did not come up"))?;
-            let addr = SocketAddr::new(dst, port);
-            let mut s = TcpStream::connect_timeout(&addr, remaining(deadline))
-                .with_context(|| format!("connect to {addr}"))?;
-            s.set_read_timeout(Some(remaining(deadline)))?;
-            s.set_write_timeout(Some(remaining(deadline)))?;
-            s.write_all(&client_token).context("client write")?;
-            s.shutdown(Shutdown::Write).context("client shutdown")?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).context("client read")?;
-            if buf != client_token {
-                bail!("echo mismatch: got {} bytes", buf.len());
-            }
-            Ok(())
-        });
-        let client = match client {
-            Ok(c) => c,
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = server.join();
-                return Err(e);
-            }
-        };
-
-        let client_res = join_flat(client);
-        stop.store(true, Ordering::Relaxed);
-        let server_res = join_flat(server);
-        match (client_res, server_res) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(c), Ok(())) => Err(c.context("TCP client")),
-            (Ok(()), Err(s)) => Err(s.context("TCP server")),
-            (Err(c), Err(s)) => Err(c.context(format!("TCP client (server: {s:#})"))),
-        }
     }
 
     /// Runs `iptables-legacy -w args...` or `iptables-nft -w args...` inside node `node`.
@@ -673,192 +452,5 @@ impl Drop for Lab {
                 eprintln!("calitrace lab: could not delete netns {name}: {res:?}");
             }
         }
-    }
-}
-
-/// Deletes lab namespaces (`ctlab-<pid>-...`) whose creating process is dead; names whose
-/// pid is still alive, and all other names, are left alone. Returns the deleted names.
-pub fn cleanup_stale() -> Vec<String> {
-    let mut deleted = Vec::new();
-    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
-        return deleted;
-    };
-    for entry in entries.flatten() {
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid <= 1 || pid_alive(pid) {
-            continue;
-        }
-        let ok = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stdin(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            deleted.push(name);
-        }
-    }
-    deleted
-}
-
-/// Spawns `f` on a new thread inside the named netns; the handle yields an error if the
-/// thread could not enter it.
-pub fn spawn_in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<thread::JoinHandle<Result<T>>> {
-    check_netns_name(netns)?;
-    let path = Path::new(NETNS_DIR).join(netns);
-    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let name = netns.to_string();
-    thread::Builder::new()
-        .name("lab-netns".into())
-        .spawn(move || {
-            // SAFETY: setns on a valid fd; CLONE_NEWNET only changes this thread's netns.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("setns into {name}"));
-            }
-            drop(file);
-            Ok(f())
-        })
-        .context("spawning netns thread")
-}
-
-fn join_flat<T>(h: thread::JoinHandle<Result<Result<T>>>) -> Result<T> {
-    match h.join() {
-        Ok(r) => r?,
-        Err(_) => bail!("thread panicked"),
-    }
-}
-
-fn remaining(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1))
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-fn check_netns_name(name: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        bail!("invalid netns name {name:?}");
-    }
-    Ok(())
-}
-
-/// `ip netns exec NETNS args...` without ownership check.
-fn netns_exec(netns: &str, args: &[&str]) -> Result<Output> {
-    check_netns_name(netns)?;
-    Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running `ip netns exec {netns} {}`", args.join(" ")))
-}
-
-/// `ip -n NETNS <cmd split on whitespace>`, error with stderr on failure.
-fn ip(netns: &str, cmd: &str) -> Result<()> {
-    let out = Command::new("ip")
-        .args(["-n", netns])
-        .args(cmd.split_whitespace())
-        .stdin(Stdio::null())
-        .output()
-        .context("running ip")?;
-    check_output(&format!("ip -n {netns} {cmd}"), &out)
-}
-
-/// `ip -n NETNS -j args...` parsed as JSON.
-fn ip_json(netns: &str, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-j"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ip")?;
-    let what = format!("ip -n {netns} -j {}", args.join(" "));
-    check_output(&what, &out)?;
-    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing JSON of `{what}`"))
-}
-
-fn check_output(what: &str, out: &Output) -> Result<()> {
-    if out.status.success() {
-        return Ok(());
-    }
-    bail!(
-        "`{what}` failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim(),
-        if out.stdout.is_empty() {
-            String::new()
-        } else {
-            format!(" [stdout: {}]", String::from_utf8_lossy(&out.stdout).trim())
-        }
-    )
-}
-
-fn setup_vxlan(node: &Node, peer: &Node) -> Result<()> {
-    let missing = || anyhow!("vxlan parameters missing");
-    let ns = &node.netns;
-    let (dev, u, local) = (VXLAN_DEV, &node.underlay_if, &node.underlay_ip);
-    let mac = node.vxlan_mac.as_deref().ok_or_else(missing)?;
-    let tunnel_ip = node.tunnel_ip.as_deref().ok_or_else(missing)?;
-    let peer_mac = peer.vxlan_mac.as_deref().ok_or_else(missing)?;
-    let peer_tunnel = peer.tunnel_ip.as_deref().ok_or_else(missing)?;
-    let (cidr, peer_underlay) = (&peer.pod_cidr, &peer.underlay_ip);
-    ip(
-        ns,
-        &format!(
-            "link add {dev} type vxlan id {VXLAN_VNI} dstport {VXLAN_PORT} local {local} dev {u} nolearning"
-        ),
-    )?;
-    ip(ns, &format!("link set {dev} address {mac} mtu {VXLAN_MTU}"))?;
-    ip(ns, &format!("addr add {tunnel_ip}/32 dev {dev}"))?;
-    ip(ns, &format!("link set {dev} up"))?;
-    ip(
-        ns,
-        &format!("route add {cidr} via {peer_tunnel} dev {dev} onlink"),
-    )?;
-    ip(
-        ns,
-        &format!("neigh add {peer_tunnel} lladdr {peer_mac} dev {dev} nud permanent"),
-    )?;
-    let fdb = format!("-n {ns} fdb append {peer_mac} dev {dev} dst {peer_underlay}");
-    let out = Command::new("bridge")
-        .args(fdb.split_whitespace())
-        .stdin(Stdio::null())
-        .output()
-        .context("running bridge")?;
-    check_output(&format!("bridge {fdb}"), &out)
-}
-
-/// Calico-style host veth name: `cali` + 11 hex chars of a hash, unique on the node.
-fn cali_name(seed: &str, used: &mut HashSet<String>) -> String {
-    let mut salt = 0u64;
-    loop {
-        // FNV-1a, 64 bit.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in seed.bytes().chain(salt.to_le_bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        let name = format!("cali{:011x}", h & 0x0fff_ffff_ffff);
-        if used.insert(name.clone()) {
-            return name;
-        }
-        salt += 1;
     }
 }

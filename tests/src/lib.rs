@@ -3,6 +3,7 @@
 //! See [`lab`] for the topology and the API.
 
 pub mod calitrace;
+pub mod kernel;
 pub mod lab;
 
 pub use lab::{Backend, Lab, LinkStats, Mode, Node, Pod, cleanup_stale};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
-use calitrace_tests::{Backend, Lab, Mode};
+use calitrace_tests::{Backend, Lab, Mode, Pod, kernel};
 use serde_json::Value;
 
 /// Traces on `node` while `traffic` runs, then stops with Ctrl-C.
@@ -26,19 +26,6 @@ fn stats(f: &Finished) -> &Value {
         .into_iter()
         .last()
         .unwrap_or_else(|| panic!("no stats line\n{}", f.dump()))
-}
-
-fn attached_nothing_left(lab: &Lab, node: usize, iface: &str) {
-    let out = lab
-        .sh(
-            &lab.node(node).netns,
-            &format!("bpftool -j net show dev {iface}"),
-        )
-        .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
-    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
-    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
 }
 
 fn healthy(mode: Mode) {
@@ -105,14 +92,14 @@ fn healthy(mode: Mode) {
     let s = stats(&f);
     assert_eq!(s["lost"], 0);
     assert!(s["events"]["tc"].as_u64().unwrap() >= 6, "{s}");
-    attached_nothing_left(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
 }
 
 /// `calitrace probes` says what this kernel offers and what it lacks, and why.
 #[test]
 fn probes_say_what_this_kernel_offers() {
     let out = calitrace::probes();
-    let version = calitrace::kernel_version();
+    let version = kernel::version();
     let line = |prefix: &str| {
         out.lines()
             .map(str::trim)
@@ -127,7 +114,7 @@ fn probes_say_what_this_kernel_offers() {
     };
     assert_eq!(line("ok   tc classifier"), tc, "{out}");
     let kfree = line("ok   kfree_skb");
-    if calitrace::kernel_has_drop_reasons() {
+    if kernel::has_drop_reasons() {
         let n: u32 = kfree
             .split_whitespace()
             .find_map(|w| w.parse().ok())
@@ -202,7 +189,7 @@ fn legacy_forward_policy_drop() {
     assert_eq!(d[0]["reason"], "NETFILTER_DROP");
     assert_eq!(
         d[0]["reason_from_location"].as_bool().unwrap_or(false),
-        !calitrace::kernel_has_drop_reasons(),
+        !kernel::has_drop_reasons(),
         "named from the location exactly where the kernel gives no reason: {}",
         d[0]
     );
@@ -254,8 +241,7 @@ fn strict_rp_filter() {
     assert!(
         d.iter().any(|d| d["reason"] == "IP_RPFILTER"
             && d["stage"] == "rp_filter"
-            && d["reason_from_location"].as_bool().unwrap_or(false)
-                != calitrace::kernel_has_drop_reasons()),
+            && d["reason_from_location"].as_bool().unwrap_or(false) != kernel::has_drop_reasons()),
         "{}",
         f.dump()
     );
@@ -309,6 +295,15 @@ fn missing_pod_route_on_receiving_node_loops() {
     );
 }
 
+/// Pod `a` on node A pings pod `b` (without an answer) with its neighbour table
+/// flushed, traced on node A.
+fn unanswered_ping_traced_on_node_a(lab: &Lab, a: &Pod, b: &Pod) -> Finished {
+    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
+    trace(lab, 0, &[], || {
+        assert!(!lab.ping(a, &b.ip, 2));
+    })
+}
+
 #[test]
 fn no_route_on_sender() {
     let lab = Lab::new(Mode::Direct).unwrap();
@@ -316,10 +311,7 @@ fn no_route_on_sender() {
     let na = lab.node(0).netns.clone();
     lab.sh(&na, "ip route del 10.244.2.0/26; ip route del default")
         .unwrap();
-    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
-    let f = trace(&lab, 0, &[], || {
-        assert!(!lab.ping(&a, &b.ip, 2));
-    });
+    let f = unanswered_ping_traced_on_node_a(&lab, &a, &b);
     let diag = f
         .diagnoses()
         .into_iter()
@@ -343,10 +335,7 @@ fn proxy_arp_disabled_on_sender_cali() {
         "0",
     )
     .unwrap();
-    lab.sh(&a.netns, "ip neigh flush dev eth0").unwrap();
-    let f = trace(&lab, 0, &[], || {
-        assert!(!lab.ping(&a, &b.ip, 2));
-    });
+    let f = unanswered_ping_traced_on_node_a(&lab, &a, &b);
     let diag = f
         .diagnoses()
         .into_iter()
@@ -378,8 +367,8 @@ fn sigterm_ends_cleanly_and_detaches() {
     let f = t.stop_with(libc::SIGTERM).unwrap();
     assert!(f.status.success(), "{}", f.dump());
     assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
-    attached_nothing_left(&lab, 1, &b.cali);
-    attached_nothing_left(&lab, 1, "eth0");
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
 }
 
 /// `--tc-attach netlink`: clsact qdiscs and filters instead of TCX links
@@ -413,8 +402,8 @@ fn netlink_attach_sees_traffic_and_removes_what_it_added() {
         "{}",
         f.dump()
     );
-    attached_nothing_left(&lab, 1, &b.cali);
-    attached_nothing_left(&lab, 1, "eth0");
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
     assert!(!clsact(&b.cali), "the qdisc calitrace added is gone");
     assert!(!clsact("eth0"), "the qdisc calitrace added is gone");
 }
@@ -436,6 +425,19 @@ fn duration_stops_by_itself() {
     assert!(s["duration_s"].as_f64().unwrap() >= 1.0);
 }
 
+/// `calitrace --duration 1 ARGS` on node A of `lab`, run to its end.
+fn run_for_a_second(lab: &Lab, args: &[&str]) -> Finished {
+    let mut full = vec!["--duration", "1"];
+    full.extend_from_slice(args);
+    calitrace::run(
+        Some(&lab.node(0).netns),
+        &[],
+        &full,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
 fn assert_usage_error(f: &Finished, needle: &str) {
     assert_eq!(f.status.code(), Some(2), "{}", f.dump());
     let lines: Vec<&str> = f.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -451,34 +453,16 @@ fn assert_usage_error(f: &Finished, needle: &str) {
 #[test]
 fn bad_filter_is_a_usage_error() {
     let lab = Lab::new(Mode::Direct).unwrap();
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "host", "10.0.0.300"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["host", "10.0.0.300"]);
     assert_usage_error(&f, "bad filter");
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "port", "80", "and"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["port", "80", "and"]);
     assert_usage_error(&f, "bad filter");
 }
 
 #[test]
 fn unknown_interface_is_a_usage_error() {
     let lab = Lab::new(Mode::Direct).unwrap();
-    let f = calitrace::run(
-        Some(&lab.node(0).netns),
-        &[],
-        &["--duration", "1", "--iface", "nosuch*"],
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let f = run_for_a_second(&lab, &["--iface", "nosuch*"]);
     assert_usage_error(&f, "no interface matches --iface nosuch*");
 }
 

@@ -1,132 +1,80 @@
 //! The netfilter inventory against the real kernel: rules made with
-//! iptables-legacy, ip6tables-legacy, iptables-nft and nft inside throwaway
-//! network namespaces, read back with `Inventory::read()`. Needs root.
+//! iptables-legacy, ip6tables-legacy, iptables-nft and nft inside bare
+//! namespaces of an empty lab ([`Lab::empty`]), read back with
+//! `Inventory::read()`. Needs root.
 
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
+use calitrace_tests::Lab;
 use tracer_user::netfilter::{
     Backend, CalicoPlacement, CounterKey, Counters, Family, Hook, Inventory, Verdict,
     iptables_binary_backend,
 };
 
-const PREFIX: &str = "ctinv-";
-
-/// A network namespace of this test process, deleted on drop (also when a test fails).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        cleanup_stale();
-        let name = format!("{PREFIX}{}-{tag}", std::process::id());
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.sh("ip link set lo up");
-        ns
-    }
-
-    /// Runs a shell command inside the namespace; panics with its output on failure.
-    fn sh(&self, script: &str) -> String {
-        run(&["ip", "netns", "exec", &self.0, "sh", "-ec", script])
-    }
-
-    /// `Inventory::read()` from a thread that entered the namespace.
-    fn inventory(&self) -> Inventory {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("netns file");
-        std::thread::spawn(move || {
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            Inventory::read()
-        })
-        .join()
-        .expect("inventory thread")
-    }
+/// Runs a shell script (stopping at the first failing command) inside a namespace of
+/// `lab`; panics with its output on failure.
+fn sh(lab: &Lab, netns: &str, script: &str) -> String {
+    lab.sh(netns, &format!("set -e\n{script}"))
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .stdin(Stdio::null())
-            .output();
-    }
+/// `Inventory::read()` from inside `netns`.
+fn inventory(netns: &str) -> Inventory {
+    Lab::in_netns(netns, Inventory::read).expect("entering the netns")
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{args:?} failed: {text}");
-    text
-}
-
-/// Namespaces left behind by earlier runs that were killed.
-fn cleanup_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        }
-    }
+/// A lab with one bare namespace.
+fn one_netns(tag: &str) -> (Lab, String) {
+    let mut lab = Lab::empty();
+    let ns = lab.add_netns(tag).expect("netns");
+    (lab, ns)
 }
 
 /// A client namespace whose packets to 198.51.100.0/24 are forwarded by the
 /// router namespace (out of a veth pair of its own), so they cross FORWARD there.
-fn forwarding_pair(tag: &str) -> (Netns, Netns) {
-    let router = Netns::new(&format!("{tag}-r"));
-    let client = Netns::new(&format!("{tag}-c"));
-    // Unique names, even though they are created right inside the namespaces.
-    let pid = std::process::id();
-    let (a, b) = (format!("ct{tag}{pid}a"), format!("ct{tag}{pid}b"));
-    run(&[
-        "ip", "link", "add", &a, "netns", &client.0, "type", "veth", "peer", "name", &b, "netns",
-        &router.0,
-    ]);
-    client.sh(&format!(
-        "ip link set {a} name v0; ip addr add 192.0.2.2/24 dev v0; ip link set v0 up; \
-         ip route add default via 192.0.2.1"
-    ));
-    router.sh(&format!(
-        "ip link set {b} name v0; ip addr add 192.0.2.1/24 dev v0; ip link set v0 up; \
+/// Returns the lab, the router and the client.
+fn forwarding_pair() -> (Lab, String, String) {
+    let mut lab = Lab::empty();
+    let router = lab.add_netns("router").expect("router netns");
+    let client = lab.add_netns("client").expect("client netns");
+    lab.add_veth(&router, "v0", &client, "v0").expect("veth");
+    sh(
+        &lab,
+        &client,
+        "ip addr add 192.0.2.2/24 dev v0; ip link set v0 up; ip route add default via 192.0.2.1",
+    );
+    sh(
+        &lab,
+        &router,
+        "ip addr add 192.0.2.1/24 dev v0; ip link set v0 up; \
          ip link add v1 type veth peer name v2; ip addr add 198.51.100.1/24 dev v1; \
-         ip link set v1 up; ip link set v2 up; sysctl -qw net.ipv4.ip_forward=1"
-    ));
-    (router, client)
+         ip link set v1 up; ip link set v2 up; sysctl -qw net.ipv4.ip_forward=1",
+    );
+    (lab, router, client)
 }
 
 /// Pings through the router; nothing answers, so the exit status is ignored.
-fn send_forwarded(client: &Netns, packets: u32) {
-    let _ = client.sh(&format!(
-        "ping -c {packets} -i 0.2 -W 1 198.51.100.9 >/dev/null || true"
-    ));
+fn send_forwarded(lab: &Lab, client: &str, packets: u32) {
+    sh(
+        lab,
+        client,
+        &format!("ping -c {packets} -i 0.2 -W 1 198.51.100.9 >/dev/null || true"),
+    );
 }
 
 #[test]
 fn legacy_rules_policy_and_moving_counters() {
-    let (router, client) = forwarding_pair("leg");
-    router.sh("iptables-legacy -N cali-from-wl-dispatch
+    let (lab, router, client) = forwarding_pair();
+    sh(
+        &lab,
+        &router,
+        "iptables-legacy -N cali-from-wl-dispatch
          iptables-legacy -A cali-from-wl-dispatch -m comment --comment 'Unknown interface' -j DROP
          iptables-legacy -A FORWARD -i cali+ -j cali-from-wl-dispatch
          iptables-legacy -A FORWARD -o eth0 -g cali-from-wl-dispatch
-         iptables-legacy -P FORWARD DROP");
-    let inv = router.inventory();
+         iptables-legacy -P FORWARD DROP",
+    );
+    let inv = inventory(&router);
     assert!(inv.errors.is_empty(), "{:?}", inv.errors);
     let fwd = inv
         .find_chain(Backend::Legacy, Family::Ipv4, "filter", "FORWARD")
@@ -165,12 +113,16 @@ fn legacy_rules_policy_and_moving_counters() {
     assert_eq!(inv.calico_chains(), Some(CalicoPlacement::Legacy));
 
     // Reading asked only for the table iptables-legacy made: none was created.
-    let names = router.sh("cat /proc/net/ip_tables_names; cat /proc/net/ip6_tables_names");
+    let names = sh(
+        &lab,
+        &router,
+        "cat /proc/net/ip_tables_names; cat /proc/net/ip6_tables_names",
+    );
     assert_eq!(names.split_whitespace().collect::<Vec<_>>(), ["filter"]);
     assert!(inv.tables.iter().all(|t| t.backend == Backend::Legacy));
 
-    send_forwarded(&client, 3);
-    let after = router.inventory();
+    send_forwarded(&lab, &client, 3);
+    let after = inventory(&router);
     let policy = CounterKey {
         backend: Backend::Legacy,
         family: Family::Ipv4,
@@ -193,13 +145,17 @@ fn legacy_rules_policy_and_moving_counters() {
 
 #[test]
 fn legacy_ipv6_rules() {
-    let ns = Netns::new("v6");
-    ns.sh("ip6tables-legacy -N cali-fw-x
+    let (lab, ns) = one_netns("v6");
+    sh(
+        &lab,
+        &ns,
+        "ip6tables-legacy -N cali-fw-x
          ip6tables-legacy -A cali-fw-x -s fd00::/8 -p tcp -m comment --comment v6 -j REJECT
          ip6tables-legacy -A cali-fw-x -j MARK --set-mark 0x10
          ip6tables-legacy -A INPUT -i eth0 -j cali-fw-x
-         ip6tables-legacy -A INPUT -j RETURN");
-    let inv = ns.inventory();
+         ip6tables-legacy -A INPUT -j RETURN",
+    );
+    let inv = inventory(&ns);
     assert!(inv.errors.is_empty(), "{:?}", inv.errors);
     assert!(
         inv.find_table(Backend::Legacy, Family::Ipv4, "filter")
@@ -235,12 +191,16 @@ fn legacy_ipv6_rules() {
 
 #[test]
 fn iptables_nft_rules_live_in_nf_tables() {
-    let (router, client) = forwarding_pair("ipt");
-    router.sh("iptables-nft -N cali-from-wl-dispatch
+    let (lab, router, client) = forwarding_pair();
+    sh(
+        &lab,
+        &router,
+        "iptables-nft -N cali-from-wl-dispatch
          iptables-nft -A cali-from-wl-dispatch -m comment --comment 'Unknown interface' -j DROP
          iptables-nft -A FORWARD -s 192.0.2.0/24 -j cali-from-wl-dispatch
-         iptables-nft -P FORWARD DROP");
-    let inv = router.inventory();
+         iptables-nft -P FORWARD DROP",
+    );
+    let inv = inventory(&router);
     assert!(inv.errors.is_empty(), "{:?}", inv.errors);
     assert!(inv.tables.iter().all(|t| t.backend == Backend::Nft));
     let fwd = inv
@@ -276,8 +236,8 @@ fn iptables_nft_rules_live_in_nf_tables() {
     assert_eq!(r.counters, Some(Counters::default()));
     assert_eq!(inv.calico_chains(), Some(CalicoPlacement::Nft));
 
-    send_forwarded(&client, 2);
-    let after = router.inventory();
+    send_forwarded(&lab, &client, 2);
+    let after = inventory(&router);
     let r = &after
         .find_chain(
             Backend::Nft,
@@ -296,8 +256,11 @@ fn iptables_nft_rules_live_in_nf_tables() {
 
 #[test]
 fn native_nft_table() {
-    let (router, client) = forwarding_pair("nft");
-    router.sh("nft -f - <<'EOF'
+    let (lab, router, client) = forwarding_pair();
+    sh(
+        &lab,
+        &router,
+        "nft -f - <<'EOF'
 table inet cttest {
     chain fwdchain {
         type filter hook forward priority -5; policy drop;
@@ -308,8 +271,9 @@ table inet cttest {
         return
     }
 }
-EOF");
-    let inv = router.inventory();
+EOF",
+    );
+    let inv = inventory(&router);
     assert!(inv.errors.is_empty(), "{:?}", inv.errors);
     let c = inv
         .find_chain(Backend::Nft, Family::Inet, "cttest", "fwdchain")
@@ -338,8 +302,8 @@ EOF");
     );
     assert_eq!(inv.calico_chains(), None);
 
-    send_forwarded(&client, 2);
-    let after = router.inventory();
+    send_forwarded(&lab, &client, 2);
+    let after = inventory(&router);
     let c = after
         .find_chain(Backend::Nft, Family::Inet, "cttest", "fwdchain")
         .unwrap();
@@ -349,18 +313,22 @@ EOF");
 
 #[test]
 fn calico_chains_in_both_backends() {
-    let ns = Netns::new("both");
-    let empty = ns.inventory();
+    let (lab, ns) = one_netns("both");
+    let empty = inventory(&ns);
     assert_eq!(
         empty,
         Inventory::default(),
         "a fresh namespace has no tables"
     );
     assert_eq!(empty.calico_chains(), None);
-    ns.sh("iptables-legacy -N cali-FORWARD
+    sh(
+        &lab,
+        &ns,
+        "iptables-legacy -N cali-FORWARD
          iptables-nft -t mangle -N cali-PREROUTING
-         iptables-nft -t mangle -A PREROUTING -j cali-PREROUTING");
-    let inv = ns.inventory();
+         iptables-nft -t mangle -A PREROUTING -j cali-PREROUTING",
+    );
+    let inv = inventory(&ns);
     assert_eq!(inv.calico_chains(), Some(CalicoPlacement::Both));
     let legacy = inv
         .find_chain(Backend::Legacy, Family::Ipv4, "filter", "cali-FORWARD")
@@ -385,7 +353,13 @@ fn calico_chains_in_both_backends() {
 
 #[test]
 fn iptables_binary_backend_follows_the_links() {
-    let target = run(&["sh", "-c", "readlink -f \"$(command -v iptables)\""]);
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v iptables)\""])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{out:?}");
+    let target = String::from_utf8_lossy(&out.stdout);
     let name = target
         .trim()
         .rsplit('/')

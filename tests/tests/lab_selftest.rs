@@ -391,3 +391,25 @@ fn cleanup_stale_removes_only_dead_pids() {
         "cleanup_stale removed a netns of a live process"
     );
 }
+
+#[test]
+fn an_empty_lab_holds_namespaces_of_its_own_joined_by_veths() {
+    let mut lab = Lab::empty();
+    let a = lab.add_netns("a").unwrap();
+    let b = lab.add_netns("b").unwrap();
+    assert_eq!(lab.netns_names(), [a.clone(), b.clone()]);
+    lab.add_veth(&a, "v0", &b, "v1").unwrap();
+    lab.sh(&a, "ip addr add 192.0.2.1/24 dev v0; ip link set v0 up")
+        .unwrap();
+    lab.sh(&b, "ip addr add 192.0.2.2/24 dev v1; ip link set v1 up")
+        .unwrap();
+    assert!(lab.ping_from(&a, "192.0.2.2", 1));
+    assert!(
+        lab.add_veth(&a, "v2", "ctlab-not-ours", "v3").is_err(),
+        "only namespaces of this lab"
+    );
+    let names = lab.netns_names().to_vec();
+    drop(lab);
+    let left = netns_list();
+    assert!(names.iter().all(|n| !left.contains(n)), "{left:?}");
+}

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
-use calitrace_tests::{Backend, Lab, Mode, Pod};
+use calitrace_tests::{Backend, Lab, Mode, Pod, kernel};
 use serde_json::Value;
 
 struct Run {
@@ -64,7 +64,7 @@ fn assert_nf(d: &Value, backend: &str, table: &str, chain: &str) {
     // the packet was freed, and says so.
     assert_eq!(
         d["reason_from_location"].as_bool().unwrap_or(false),
-        !calitrace::kernel_has_drop_reasons(),
+        !kernel::has_drop_reasons(),
         "{d}"
     );
     assert_eq!(nf["backend"], backend, "{d}");
@@ -161,7 +161,7 @@ fn iptables_nft_rule_drop() {
     let rule = d["netfilter"]["rule"].as_str().unwrap();
     assert!(rule.starts_with("handle "), "{d}");
     assert_eq!(d["netfilter"]["comment"], "block pod a");
-    assert_eq!(d["location"], calitrace::nft_drop_location(), "{d}");
+    assert_eq!(d["location"], kernel::nft_drop_location(), "{d}");
 }
 
 #[test]

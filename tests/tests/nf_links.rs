@@ -7,22 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
+use calitrace_tests::kernel::{self, NETFILTER_LINKS};
 use calitrace_tests::{Backend, Lab, Mode};
 use serde_json::Value;
-
-/// Whether the running kernel has BPF netfilter links (6.4+); on older ones
-/// (the VM matrix) they must just be reported unavailable.
-fn kernel_has_links() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    if version < (6, 4) {
-        eprintln!("kernel {} has no BPF netfilter links", release.trim());
-    }
-    version >= (6, 4)
-}
 
 #[test]
 fn probes_report_the_links_or_why_not() {
@@ -41,7 +28,7 @@ fn probes_report_the_links_or_why_not() {
         .map(str::trim)
         .find(|l| l.starts_with("ok   netfilter links") || l.starts_with("no   netfilter links"))
         .unwrap_or_else(|| panic!("no netfilter links probe\n{}", f.stdout));
-    if kernel_has_links() {
+    if NETFILTER_LINKS.present() {
         assert_eq!(
             line, "ok   netfilter links (6.4+): loadable",
             "{}",
@@ -49,8 +36,8 @@ fn probes_report_the_links_or_why_not() {
         );
     } else {
         assert!(
-            line.starts_with("no   netfilter links (6.4+): kernel")
-                && line.contains("older than 6.4"),
+            line.starts_with("no   netfilter links (6.4+): ")
+                && (kernel::version() >= (6, 4) || line.contains("older than 6.4")),
             "{}",
             f.stdout
         );
@@ -73,6 +60,23 @@ fn ping_node(lab: &Lab, signal: i32, during: impl FnOnce(&Trace)) -> Finished {
         assert!(f.status.success(), "{}", f.dump());
     }
     f
+}
+
+/// Pings to node 1 dropped in its INPUT chain (legacy), traced there until
+/// `signal`; also the netfilter links calitrace held while it ran.
+fn input_drop(signal: i32) -> (Lab, Finished, Vec<NfLink>) {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    lab.iptables(
+        1,
+        Backend::Legacy,
+        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
+    )
+    .unwrap();
+    let mut ours = Vec::new();
+    let f = ping_node(&lab, signal, |t| {
+        ours = netfilter_links_of(t.pid().unwrap());
+    });
+    (lab, f, ours)
 }
 
 /// The last drop of the ping from node 0 to node 1.
@@ -116,9 +120,11 @@ fn links_attached(f: &Finished) -> String {
     p["detail"].as_str().unwrap().to_string()
 }
 
-/// (link id, prog id, hooknum, priority) of the netfilter links `pid` holds,
-/// from its fdinfo.
-fn netfilter_links_of(pid: u32) -> Vec<(u32, u32, u32, i64)> {
+/// (link id, prog id, hooknum, priority) of a netfilter link.
+type NfLink = (u32, u32, u32, i64);
+
+/// The netfilter links `pid` holds, from its fdinfo.
+fn netfilter_links_of(pid: u32) -> Vec<NfLink> {
     let mut out = Vec::new();
     let dir = format!("/proc/{pid}/fdinfo");
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -174,7 +180,7 @@ fn link_exists(id: u32) -> bool {
 /// Without links (before 6.4) an INPUT drop is still found, its hook from the
 /// packet's addresses and its table and chain from the counters; the start
 /// line says why there are no links, and calitrace holds none.
-fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[(u32, u32, u32, i64)]) {
+fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[NfLink]) {
     assert!(ours.is_empty(), "{ours:?}");
     let start = f.of_type("start");
     let why = start
@@ -215,18 +221,8 @@ fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[(u32, u32, u32, i64
 
 #[test]
 fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
-    let lab = Lab::new(Mode::Direct).unwrap();
-    lab.iptables(
-        1,
-        Backend::Legacy,
-        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
-    )
-    .unwrap();
-    let mut ours = Vec::new();
-    let f = ping_node(&lab, libc::SIGINT, |t| {
-        ours = netfilter_links_of(t.pid().unwrap());
-    });
-    if !kernel_has_links() {
+    let (lab, f, ours) = input_drop(libc::SIGINT);
+    if !NETFILTER_LINKS.present() {
         input_drop_without_links(&lab, &f, &ours);
         return;
     }
@@ -296,7 +292,7 @@ fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
 
 #[test]
 fn a_raw_prerouting_drop_is_not_taken_for_input() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
     // To the node's own address, so addresses alone would say INPUT.
@@ -328,7 +324,7 @@ fn a_raw_prerouting_drop_is_not_taken_for_input() {
 
 #[test]
 fn a_forward_drop_shows_which_tables_it_got_past() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
     let lab = Lab::new(Mode::Direct).unwrap();
@@ -371,20 +367,10 @@ fn a_forward_drop_shows_which_tables_it_got_past() {
 
 #[test]
 fn links_go_away_when_calitrace_is_killed() {
-    if !kernel_has_links() {
+    if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
-    let lab = Lab::new(Mode::Direct).unwrap();
-    lab.iptables(
-        1,
-        Backend::Legacy,
-        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
-    )
-    .unwrap();
-    let mut ours = Vec::new();
-    ping_node(&lab, libc::SIGKILL, |t| {
-        ours = netfilter_links_of(t.pid().unwrap());
-    });
+    let (_lab, _, ours) = input_drop(libc::SIGKILL);
     assert!(ours.len() >= 20, "{ours:?}");
     // The kernel releases them with the process's files, shortly after.
     std::thread::sleep(Duration::from_millis(500));

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use calitrace_tests::calitrace::binary;
+use calitrace_tests::calitrace::{self, binary};
 use calitrace_tests::{Backend, Lab, Mode};
-use serde_json::Value;
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Tmux {
@@ -172,17 +171,32 @@ fn assert_exited_and_restored(t: &Tmux) -> String {
     screen
 }
 
-fn nothing_attached(lab: &Lab, node: usize, iface: &str) {
-    let out = lab
-        .sh(
-            &lab.node(node).netns,
-            &format!("bpftool -j net show dev {iface}"),
-        )
-        .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
-    let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
-    assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
+/// The TUI (`calitrace ARGS`) in a `width` x `height` pane on lab node B, once it
+/// shows its main screen.
+fn tui_on_node_b(
+    lab: &Lab,
+    name: &str,
+    dir: &Path,
+    (width, height): (u16, u16),
+    args: &str,
+) -> Tmux {
+    let t = Tmux::start(
+        name,
+        dir,
+        width,
+        height,
+        &script(Some(&lab.node(1).netns), args),
+    );
+    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    t
+}
+
+/// The pid of calitrace in the pane (`ip netns exec` execs it: the shell's child).
+fn calitrace_in_pane(t: &Tmux) -> i32 {
+    children(t.pane_pid())
+        .into_iter()
+        .find(|&p| comm(p) == "calitrace")
+        .expect("calitrace runs in the pane")
 }
 
 fn main_screen_ready(s: &str) -> bool {
@@ -194,14 +208,7 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let dir = tmpdir("fault");
-    let t = Tmux::start(
-        "fault",
-        &dir,
-        100,
-        32,
-        &script(Some(&lab.node(1).netns), ""),
-    );
-    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    let t = tui_on_node_b(&lab, "fault", &dir, (100, 32), "");
 
     // One ping gets through; then iptables-legacy's FORWARD policy drops.
     assert!(lab.ping(&a, &b.ip, 1), "the lab works before the fault");
@@ -317,8 +324,8 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
         after.contains("DIAGNOSIS NETFILTER_DROP"),
         "the diagnoses are printed on exit\n{after}"
     );
-    nothing_attached(&lab, 1, &b.cali);
-    nothing_attached(&lab, 1, "eth0");
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
 
     // The recording replays in the same view.
     let file = std::fs::read_dir(&dir)
@@ -351,22 +358,11 @@ fn tui_restores_the_terminal_on_sigterm() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let b = lab.pod(1, 0).clone();
     let dir = tmpdir("sigterm");
-    let t = Tmux::start(
-        "sigterm",
-        &dir,
-        80,
-        24,
-        &script(Some(&lab.node(1).netns), ""),
-    );
-    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
-    // `ip netns exec` execs calitrace: the shell's child is calitrace itself.
-    let pid = children(t.pane_pid())
-        .into_iter()
-        .find(|&p| comm(p) == "calitrace")
-        .expect("calitrace runs in the pane");
+    let t = tui_on_node_b(&lab, "sigterm", &dir, (80, 24), "");
+    let pid = calitrace_in_pane(&t);
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_exited_and_restored(&t);
-    nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -385,14 +381,7 @@ fn tui_stays_responsive_under_a_flood() {
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let dir = tmpdir("flood");
     // A small ring buffer, so that the flood may well overflow it.
-    let t = Tmux::start(
-        "flood",
-        &dir,
-        100,
-        30,
-        &script(Some(&lab.node(1).netns), "--ring-mib 1"),
-    );
-    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
+    let t = tui_on_node_b(&lab, "flood", &dir, (100, 30), "--ring-mib 1");
     std::thread::scope(|s| {
         let flood = s.spawn(|| {
             lab.sh(
@@ -438,7 +427,7 @@ fn tui_stays_responsive_under_a_flood() {
             shown <= total,
             "view showed {shown} lost, stats say {total}\n{during}\n{after}"
         );
-        nothing_attached(&lab, 1, &b.cali);
+        calitrace::assert_nothing_attached(&lab, 1, &b.cali);
         flood.join().unwrap().unwrap();
     });
     std::fs::remove_dir_all(&dir).ok();
@@ -449,18 +438,8 @@ fn tui_ends_when_its_terminal_goes_away() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let b = lab.pod(1, 0).clone();
     let dir = tmpdir("hangup");
-    let t = Tmux::start(
-        "hangup",
-        &dir,
-        80,
-        24,
-        &script(Some(&lab.node(1).netns), ""),
-    );
-    t.wait_for("the TUI", Duration::from_secs(60), main_screen_ready);
-    let pid = children(t.pane_pid())
-        .into_iter()
-        .find(|&p| comm(p) == "calitrace")
-        .expect("calitrace runs in the pane");
+    let t = tui_on_node_b(&lab, "hangup", &dir, (80, 24), "");
+    let pid = calitrace_in_pane(&t);
     drop(t); // kills the tmux server: the terminal hangs up
     let deadline = Instant::now() + Duration::from_secs(15);
     // Gone, or a zombie waiting for its parent.
@@ -473,6 +452,6 @@ fn tui_ends_when_its_terminal_goes_away() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
     std::fs::remove_dir_all(&dir).ok();
 }

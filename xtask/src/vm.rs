@@ -8,7 +8,8 @@
 //!   calitrace and the test executables at their host paths. A small initramfs per
 //!   kernel (`image.rs`, `cpio.rs`, `tests/vm/init.sh`) mounts it.
 //! - `tests/vm/suite.sh` runs every test in a process of its own and frames its output
-//!   with markers on the second serial port; `report.rs` turns that into the matrix and
+//!   with markers on the second serial port; `report.rs` turns that into the matrix
+//!   (a test that printed `SKIP <test>: <why>` counts as skipped, not passed) and
 //!   prints the output of what failed.
 
 mod cpio;
@@ -319,8 +320,9 @@ fn run_one(k: &Kernel, suite: &Suite, cache: &Path, cfg: &BootConfig) -> Result<
     let plan = dir.join("plan");
     std::fs::write(&plan, suite.plan(k))?;
     eprintln!("[{}] booting {} ({})", k.label, k.release, k.package);
-    let boot = qemu::boot(&k.vmlinuz, &initrd, &plan, &dir, cfg, |marker| {
-        if let Some(line) = report::progress_line(k.label, marker) {
+    let mut progress = report::Reader::new(k.label);
+    let boot = qemu::boot(&k.vmlinuz, &initrd, &plan, &dir, cfg, |line| {
+        if let Some(line) = progress.feed(line) {
             eprintln!("{line}");
         }
     })?;

@@ -12,8 +12,6 @@ use anyhow::{Context, Result, bail};
 
 use super::host::virtiofsd;
 
-use super::report::MARK;
-
 pub struct BootConfig {
     pub cpu_model: String,
     pub cpus: usize,
@@ -33,7 +31,7 @@ pub struct Boot {
 }
 
 /// Boots `vmlinuz` with `initrd` and waits; the guest finds what to run in `plan` (a
-/// host path). `progress` gets every marker line as it arrives. The logs stay in
+/// host path). `progress` gets every line of the results port as it arrives. The logs stay in
 /// `run_dir`.
 pub fn boot(
     vmlinuz: &Path,
@@ -184,7 +182,7 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Follows the results file and hands over complete marker lines.
+/// Follows the results file and hands over complete lines.
 #[derive(Default)]
 struct Watcher {
     offset: u64,
@@ -208,10 +206,7 @@ impl Watcher {
         while let Some(nl) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
             let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end();
-            if line.starts_with(MARK) {
-                progress(line);
-            }
+            progress(line.trim_end());
         }
     }
 }

@@ -2,193 +2,43 @@
 //! real traffic, live memory, attach/detach. Everything runs in a lab
 //! ([`calitrace_tests::Lab`]): traffic only flows between its namespaces.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use calitrace_tests::calitrace::{self, Keep, Trace};
 use calitrace_tests::{Lab, Mode};
 use serde_json::Value;
 
 use crate::util::{MIB, Row, median, rss_kib};
 
-/// The release binary under test.
-pub fn calitrace_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CALITRACE_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("own path");
-    exe.with_file_name("calitrace")
+/// calitrace (`bin`) tracing in a lab namespace, keeping only the end of its
+/// stdout (JSON lines), where the `stats` line ends up.
+fn start_bin(bin: &Path, netns: &str, args: &[&str]) -> Result<Trace> {
+    Trace::start_with(bin, netns, args, Keep::Tail(256 << 10))
 }
 
-/// A running calitrace in a lab namespace. Its stdout (JSON lines) is read
-/// and thrown away except for the last 256 KiB, where the `stats` line ends up.
-pub struct Tracer {
-    child: Option<Child>,
-    tail: Arc<Mutex<Vec<u8>>>,
-    stderr: mpsc::Receiver<String>,
-    pub stderr_lines: Vec<String>,
-    /// From spawning to "tracing on".
-    pub ready_after: Duration,
-    /// CPU seconds used by then (start-up: BTF, kallsyms, loading).
-    pub cpu_at_ready: f64,
+/// The binary under test (`$CALITRACE_BIN`: `cargo xtask bench` builds it) tracing
+/// in a lab namespace.
+fn start(netns: &str, args: &[&str]) -> Result<Trace> {
+    start_bin(&calitrace::binary(), netns, args)
 }
 
-impl Tracer {
-    pub fn start(netns: &str, args: &[&str]) -> Result<Tracer> {
-        Self::start_bin(&calitrace_bin(), netns, args)
+/// SIGINT, wait for the exit; (time to exit, the `stats` line).
+fn stop(t: Trace) -> Result<(Duration, Value)> {
+    let f = t.stop()?;
+    if !f.status.success() {
+        bail!("calitrace exited with {}: {}", f.status, f.stderr);
     }
-
-    pub fn start_bin(bin: &Path, netns: &str, args: &[&str]) -> Result<Tracer> {
-        let started = Instant::now();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(bin)
-            .args(["--output", "json"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", calitrace_bin().display()))?;
-        let tail = Arc::new(Mutex::new(Vec::new()));
-        let mut out = child.stdout.take().expect("piped");
-        let t = tail.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut t = t.lock().unwrap();
-                t.extend_from_slice(&buf[..n]);
-                if t.len() > 512 << 10 {
-                    let cut = t.len() - (256 << 10);
-                    t.drain(..cut);
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut t = Tracer {
-            child: Some(child),
-            tail,
-            stderr: rx,
-            stderr_lines: Vec::new(),
-            ready_after: Duration::ZERO,
-            cpu_at_ready: 0.0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match t.stderr.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) => {
-                    let ready = line.contains("tracing on");
-                    t.stderr_lines.push(line);
-                    if ready {
-                        t.ready_after = started.elapsed();
-                        t.cpu_at_ready = t.cpu_s();
-                        return Ok(t);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = t.child.as_mut().map(Child::wait);
-                    bail!(
-                        "calitrace exited before tracing: {}",
-                        t.stderr_lines.join("\n")
-                    );
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "calitrace did not start within 60 s: {}",
-                    t.stderr_lines.join("\n")
-                );
-            }
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// CPU seconds calitrace has used so far (user + system).
-    pub fn cpu_s(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
-        };
-        // Fields after the command name (which may hold spaces): utime is the 14th field.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (tick(11) + tick(12)) / hz
-    }
-
-    /// SIGINT, wait for the exit; (time to exit, the `stats` line).
-    pub fn stop(mut self) -> Result<(Duration, Value)> {
-        let mut child = self.child.take().context("stopped twice")?;
-        let t = Instant::now();
-        // SAFETY: our own child (`ip netns exec` execs calitrace).
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = t + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("calitrace did not exit within 60 s of SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let exited = t.elapsed();
-        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(300)) {
-            self.stderr_lines.push(l);
-        }
-        if !status.success() {
-            bail!(
-                "calitrace exited with {status}: {}",
-                self.stderr_lines.join("\n")
-            );
-        }
-        // The pump has seen EOF by now, or will in a moment.
-        std::thread::sleep(Duration::from_millis(100));
-        let tail = self.tail.lock().unwrap().clone();
-        let stats = String::from_utf8_lossy(&tail)
-            .lines()
-            .rev()
-            .find_map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .filter(|v| v["type"] == "stats")
-            })
-            .ok_or_else(|| anyhow!("no stats line from calitrace"))?;
-        Ok((exited, stats))
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    let stats = f
+        .of_type("stats")
+        .last()
+        .map(|v| (*v).clone())
+        .ok_or_else(|| anyhow!("no stats line from calitrace"))?;
+    Ok((f.waited, stats))
 }
 
 /// `iperf3 -s` in a lab namespace, killed when dropped.
@@ -286,11 +136,11 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
         },
         Variant {
             label: "no match".into(),
-            run: Some((calitrace_bin(), Some(NO_MATCH))),
+            run: Some((calitrace::binary(), Some(NO_MATCH))),
         },
         Variant {
             label: "all".into(),
-            run: Some((calitrace_bin(), None)),
+            run: Some((calitrace::binary(), None)),
         },
     ];
     if let Some(other) = &compare {
@@ -320,12 +170,13 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
             let v = &variants[i];
             let tracer = match &v.run {
                 None => None,
-                Some((bin, filter)) => Some(Tracer::start_bin(
+                Some((bin, filter)) => Some(start_bin(
                     bin,
                     &node,
                     &filter.iter().copied().collect::<Vec<_>>(),
                 )?),
             };
+            let cpu_at_ready = tracer.as_ref().map_or(0.0, Trace::cpu_s);
             let began = Instant::now();
             let r = iperf3(&lab, &a.netns, &["-c", &b.ip, "-p", "5201", "-t", &t])?;
             tcp[i].push(tcp_bps(&r)?);
@@ -339,8 +190,8 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
             udp[i].push(udp_pps(&r)?);
             let traced = began.elapsed().as_secs_f64();
             if let Some(tr) = tracer {
-                let cpu = tr.cpu_s() - tr.cpu_at_ready;
-                let (_, stats) = tr.stop()?;
+                let cpu = tr.cpu_s() - cpu_at_ready;
+                let (_, stats) = stop(tr)?;
                 let events = event_count(&stats, "tc");
                 if events > 1000.0 {
                     cpu_per_kev[i].push(cpu / events * 1e3);
@@ -480,21 +331,22 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
     let lab = Lab::new(Mode::Direct)?;
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let node = lab.node(0).netns.clone();
-    let tracer = Tracer::start(&node, &[])?;
+    let tracer = start(&node, &[])?;
     let sent = paced_udp(&a.netns, &b.netns, &b.ip, 5_000.0, 1.0)?;
-    let (_, stats) = tracer.stop()?;
+    let (_, stats) = stop(tracer)?;
     let per_packet = (events_emitted(&stats) / sent as f64).max(1.0);
     let pps = rate as f64 / per_packet;
     eprintln!(
         "lost: {per_packet:.2} events per UDP packet on node A: sending {pps:.0} packets/s for {secs} s"
     );
 
-    let tracer = Tracer::start(&node, &[])?;
+    let tracer = start(&node, &[])?;
+    let cpu_at_ready = tracer.cpu_s();
     let began = Instant::now();
     let sent = paced_udp(&a.netns, &b.netns, &b.ip, pps, f64::from(secs))?;
     let elapsed = began.elapsed().as_secs_f64();
-    let cpu = tracer.cpu_s() - tracer.cpu_at_ready;
-    let (_, stats) = tracer.stop()?;
+    let cpu = tracer.cpu_s() - cpu_at_ready;
+    let (_, stats) = stop(tracer)?;
     let events = events_emitted(&stats);
     let lost = stats["lost"].as_f64().unwrap_or(f64::NAN);
     // Over the sending time: the events all come from the paced packets.
@@ -515,7 +367,7 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
     // A recording of real traffic (TCP, paced UDP, ping), replayed here.
     let path = dir.join("real-traffic.calitrace");
     let p = path.to_string_lossy().into_owned();
-    let tracer = Tracer::start(&node, &["-w", &p])?;
+    let tracer = start(&node, &["-w", &p])?;
     let ping = Command::new("ip")
         .args([
             "netns", "exec", &a.netns, "ping", "-q", "-i", "0.01", "-c", "300", &b.ip,
@@ -540,7 +392,7 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
     for mut c in [ping, udp] {
         let _ = c.wait();
     }
-    tracer.stop()?;
+    stop(tracer)?;
     let mut rates = vec![];
     let mut n = 0;
     for _ in 0..3 {
@@ -569,7 +421,7 @@ pub fn memory_live(flows: u32) -> Result<()> {
     let lab = Lab::new(Mode::Direct)?;
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let node = lab.node(0).netns.clone();
-    let tracer = Tracer::start(&node, &[])?;
+    let tracer = start(&node, &[])?;
     let pid = tracer.pid().context("pid")?.to_string();
     std::thread::sleep(Duration::from_millis(300));
     let (idle, _) = rss_kib(&pid).unwrap_or_default();
@@ -599,7 +451,7 @@ pub fn memory_live(flows: u32) -> Result<()> {
     })??;
     std::thread::sleep(Duration::from_millis(500));
     let (rss, hwm) = rss_kib(&pid).unwrap_or_default();
-    let (_, stats) = tracer.stop()?;
+    let (_, stats) = stop(tracer)?;
     eprintln!(
         "memory (live): {sent} packets; calitrace RSS idle {idle} KiB, after {rss} KiB, peak {hwm} KiB; {} tc events, lost {}",
         event_count(&stats, "tc"),
@@ -655,10 +507,10 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
             ("eth0", "auto", &mut up_1, &mut down_1),
             ("cali*", "netlink", &mut up_nl, &mut down_nl),
         ] {
-            let t = Tracer::start(&node, &["--iface", glob, "--tc-attach", how])?;
+            let t = start(&node, &["--iface", glob, "--tc-attach", how])?;
             let ready = t.ready_after.as_secs_f64();
             std::thread::sleep(Duration::from_millis(200));
-            let (exit, _) = t.stop()?;
+            let (exit, _) = stop(t)?;
             up.push(ready);
             down.push(exit.as_secs_f64());
         }
