@@ -275,32 +275,7 @@ impl FlowStats {
             steps.insert(at, (step, None));
         }
         let mut steps: Vec<Step> = steps.into_iter().map(|(s, _)| s).collect();
-        // A DROP verdict of the same table is the failing point itself.
-        let dropped_at = d.netfilter.as_ref().and_then(|nf| {
-            j.hops.iter().rposition(|h| {
-                h.is_drop_verdict()
-                    && h.netfilter
-                        .as_ref()
-                        .is_some_and(|x| x.hook == nf.hook && x.backend == nf.backend)
-            })
-        });
-        match dropped_at.and_then(|i| {
-            let label = j.hops[i].label(node_netns).to_string();
-            steps
-                .iter()
-                .position(|s| s.kind == StepKind::Seen && s.label == label)
-        }) {
-            Some(i) => {
-                steps[i].kind = StepKind::Failed;
-                steps[i].label = d.point();
-            }
-            None => steps.push(Step {
-                kind: StepKind::Failed,
-                label: d.point(),
-                ts_ns: Some(d.ts_ns),
-                ttl: None,
-            }),
-        }
+        mark_failed(&mut steps, j, d, node_netns);
         if let Some(next) = self.next_point(node_netns, egress_to) {
             steps.push(Step {
                 kind: StepKind::Missed,
@@ -349,6 +324,36 @@ impl FlowStats {
             .iter()
             .any(|h| h.ifname.as_deref() == Some(out) && h.dir == Dir::Egress);
         (!seen).then(|| format!("{out} egress"))
+    }
+}
+
+/// Marks where the packet died: a DROP verdict of the same table is the
+/// failing point itself; otherwise it died after the last point seen.
+fn mark_failed(steps: &mut Vec<Step>, j: &Journey, d: &DropInfo, node_netns: Option<u32>) {
+    let dropped_at = d.netfilter.as_ref().and_then(|nf| {
+        j.hops.iter().rposition(|h| {
+            h.is_drop_verdict()
+                && h.netfilter
+                    .as_ref()
+                    .is_some_and(|x| x.hook == nf.hook && x.backend == nf.backend)
+        })
+    });
+    match dropped_at.and_then(|i| {
+        let label = j.hops[i].label(node_netns).to_string();
+        steps
+            .iter()
+            .position(|s| s.kind == StepKind::Seen && s.label == label)
+    }) {
+        Some(i) => {
+            steps[i].kind = StepKind::Failed;
+            steps[i].label = d.point();
+        }
+        None => steps.push(Step {
+            kind: StepKind::Failed,
+            label: d.point(),
+            ts_ns: Some(d.ts_ns),
+            ttl: None,
+        }),
     }
 }
 

@@ -266,104 +266,96 @@ pub fn size() -> Option<(u16, u16)> {
 /// Keys in `bytes`, and how many bytes they used: an escape sequence cut off
 /// at the end is left for the next read (a lone ESC at the end is Esc).
 pub fn parse_keys(bytes: &[u8]) -> (Vec<KeyEvent>, usize) {
-    let key = |c: KeyCode| KeyEvent::new(c, KeyModifiers::NONE);
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            0x1b => match bytes.get(i + 1) {
-                None => {
-                    out.push(key(KeyCode::Esc));
-                    i += 1;
-                }
-                Some(b'[') => {
-                    let mut j = i + 2;
-                    while j < bytes.len() && (0x30..=0x3f).contains(&bytes[j]) {
-                        j += 1;
-                    }
-                    if j >= bytes.len() {
-                        break; // the rest comes with the next read
-                    }
-                    let params = std::str::from_utf8(&bytes[i + 2..j]).unwrap_or("");
-                    let first = params.split(';').next().unwrap_or("");
-                    let code = match (bytes[j], first) {
-                        (b'A', _) => Some(KeyCode::Up),
-                        (b'B', _) => Some(KeyCode::Down),
-                        (b'C', _) => Some(KeyCode::Right),
-                        (b'D', _) => Some(KeyCode::Left),
-                        (b'H', _) | (b'~', "1" | "7") => Some(KeyCode::Home),
-                        (b'F', _) | (b'~', "4" | "8") => Some(KeyCode::End),
-                        (b'Z', _) => Some(KeyCode::BackTab),
-                        (b'~', "3") => Some(KeyCode::Delete),
-                        (b'~', "5") => Some(KeyCode::PageUp),
-                        (b'~', "6") => Some(KeyCode::PageDown),
-                        (b'~', "11") => Some(KeyCode::F(1)),
-                        _ => None,
-                    };
-                    out.extend(code.map(key));
-                    i = j + 1;
-                }
-                Some(b'O') => {
-                    let Some(&f) = bytes.get(i + 2) else { break };
-                    let code = match f {
-                        b'A' => Some(KeyCode::Up),
-                        b'B' => Some(KeyCode::Down),
-                        b'C' => Some(KeyCode::Right),
-                        b'D' => Some(KeyCode::Left),
-                        b'H' => Some(KeyCode::Home),
-                        b'F' => Some(KeyCode::End),
-                        b'P' => Some(KeyCode::F(1)),
-                        _ => None,
-                    };
-                    out.extend(code.map(key));
-                    i += 3;
-                }
-                // Esc, then whatever follows (Alt+x reads as Esc, x).
-                Some(_) => {
-                    out.push(key(KeyCode::Esc));
-                    i += 1;
-                }
-            },
-            b'\r' | b'\n' => {
-                out.push(key(KeyCode::Enter));
-                i += 1;
-            }
-            b'\t' => {
-                out.push(key(KeyCode::Tab));
-                i += 1;
-            }
-            0x7f | 0x08 => {
-                out.push(key(KeyCode::Backspace));
-                i += 1;
-            }
-            0x01..=0x1a => {
-                out.push(KeyEvent::new(
-                    KeyCode::Char((b'a' + b - 1) as char),
-                    KeyModifiers::CONTROL,
-                ));
-                i += 1;
-            }
-            0x00..=0x1f => i += 1,
-            _ => {
-                let len = match b {
-                    0xc0..=0xdf => 2,
-                    0xe0..=0xef => 3,
-                    0xf0..=0xf7 => 4,
-                    _ => 1,
-                };
-                if i + len > bytes.len() {
-                    break;
-                }
-                if let Some(c) = std::str::from_utf8(&bytes[i..i + len])
-                    .ok()
-                    .and_then(|s| s.chars().next())
-                {
-                    out.push(key(KeyCode::Char(c)));
-                }
-                i += len;
-            }
-        }
+        // Incomplete: the rest comes with the next read.
+        let Some((k, len)) = next_key(&bytes[i..]) else {
+            break;
+        };
+        out.extend(k);
+        i += len;
     }
     (out, i)
+}
+
+fn plain(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+/// The key at the start of `bytes` (none for bytes that are no key) and how
+/// many bytes it took; `None` when the bytes end inside it.
+fn next_key(bytes: &[u8]) -> Option<(Option<KeyEvent>, usize)> {
+    let b = bytes[0];
+    let one = |c| Some((Some(plain(c)), 1));
+    match b {
+        0x1b => match bytes.get(1) {
+            None => one(KeyCode::Esc),
+            Some(b'[') => csi(bytes),
+            Some(b'O') => {
+                let f = *bytes.get(2)?;
+                Some((ss3(f).map(plain), 3))
+            }
+            // Esc, then whatever follows (Alt+x reads as Esc, x).
+            Some(_) => one(KeyCode::Esc),
+        },
+        b'\r' | b'\n' => one(KeyCode::Enter),
+        b'\t' => one(KeyCode::Tab),
+        0x7f | 0x08 => one(KeyCode::Backspace),
+        0x01..=0x1a => Some((
+            Some(KeyEvent::new(
+                KeyCode::Char((b'a' + b - 1) as char),
+                KeyModifiers::CONTROL,
+            )),
+            1,
+        )),
+        0x00..=0x1f => Some((None, 1)),
+        _ => utf8_char(bytes),
+    }
+}
+
+/// `ESC [ params final`: cursor, editing and function keys.
+fn csi(bytes: &[u8]) -> Option<(Option<KeyEvent>, usize)> {
+    let end = 2 + bytes[2..].iter().position(|b| !(0x30..=0x3f).contains(b))?;
+    let params = std::str::from_utf8(&bytes[2..end]).unwrap_or("");
+    let first = params.split(';').next().unwrap_or("");
+    let code = match (bytes[end], first) {
+        (b'~', "1" | "7") => Some(KeyCode::Home),
+        (b'~', "4" | "8") => Some(KeyCode::End),
+        (b'Z', _) => Some(KeyCode::BackTab),
+        (b'~', "3") => Some(KeyCode::Delete),
+        (b'~', "5") => Some(KeyCode::PageUp),
+        (b'~', "6") => Some(KeyCode::PageDown),
+        (b'~', "11") => Some(KeyCode::F(1)),
+        (f, _) => ss3(f).filter(|c| *c != KeyCode::F(1)),
+    };
+    Some((code.map(plain), end + 1))
+}
+
+/// The final byte of `ESC O x` (and of the cursor keys' CSI form).
+fn ss3(f: u8) -> Option<KeyCode> {
+    match f {
+        b'A' => Some(KeyCode::Up),
+        b'B' => Some(KeyCode::Down),
+        b'C' => Some(KeyCode::Right),
+        b'D' => Some(KeyCode::Left),
+        b'H' => Some(KeyCode::Home),
+        b'F' => Some(KeyCode::End),
+        b'P' => Some(KeyCode::F(1)),
+        _ => None,
+    }
+}
+
+/// One UTF-8 encoded character.
+fn utf8_char(bytes: &[u8]) -> Option<(Option<KeyEvent>, usize)> {
+    let len = match bytes[0] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    };
+    let c = std::str::from_utf8(bytes.get(..len)?)
+        .ok()
+        .and_then(|s| s.chars().next());
+    Some((c.map(|c| plain(KeyCode::Char(c))), len))
 }
