@@ -26,6 +26,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Show which kernel mechanisms and probes this kernel allows, and why not.
     Probes,
+    /// Trace like `trace` and write the recording stream to stdout, for
+    /// `calitrace cluster`; stops on SIGTERM/SIGINT/SIGHUP, when stdin (a
+    /// pipe) closes, on a broken stdout, after --duration.
+    Agent(TraceArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ fn main() {
         Some(Command::Trace(args)) => run::live::run(args),
         Some(Command::Probes) => run::probes::run(),
         Some(Command::Replay(args)) => run::replay::run(args),
+        Some(Command::Agent(args)) => run::agent::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

@@ -48,6 +48,13 @@ impl Environment {
         }
     }
 
+    /// The kernel's count of lost events, recorded when it grows.
+    pub fn note_lost(&mut self, ts_ns: u64, lost: u64) {
+        if lost > self.facts.lost {
+            self.learn(Fact::Lost { ts_ns, lost });
+        }
+    }
+
     /// Applies a recorded fact (replay).
     pub fn apply(&mut self, f: &Fact) {
         self.facts.apply(f);

@@ -16,8 +16,10 @@ use crate::model::Backend;
 use crate::netfilter::Inventory;
 
 pub mod environment;
+pub mod topology;
 
 pub use environment::Environment;
+pub use topology::Topology;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
@@ -59,6 +61,12 @@ pub struct NodeFacts {
     /// Which backend the node's `iptables` command uses.
     #[serde(default)]
     pub iptables_binary: Option<Backend>,
+    /// Routes, tunnels and uplinks (recordings before the cluster view lack them).
+    #[serde(default)]
+    pub topology: Topology,
+    /// Events lost so far.
+    #[serde(default)]
+    pub lost: u64,
 }
 
 /// One change to [`NodeFacts`].
@@ -85,6 +93,11 @@ pub enum Fact {
     /// A new reading of the netfilter rules and counters.
     Netfilter {
         inventory: Box<Inventory>,
+    },
+    /// Events lost so far (the ring buffer was full), at monotonic `ts_ns`.
+    Lost {
+        ts_ns: u64,
+        lost: u64,
     },
 }
 
@@ -118,6 +131,7 @@ impl NodeFacts {
                 self.ifnames.insert(ifkey(*netns, *ifindex), name.clone());
             }
             Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
+            Fact::Lost { lost, .. } => self.lost = *lost,
         }
     }
 

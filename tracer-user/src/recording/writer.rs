@@ -1,5 +1,6 @@
-//! Streaming a capture to a file: buffered, flushed at least once a second so
-//! a crash loses at most about a second, created with mode 0600.
+//! Streaming a capture: to a file (buffered, flushed at least once a second
+//! so a crash loses at most about a second, created with mode 0600), or to a
+//! stream such as an agent's stdout (flushed at least every 200 ms).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -14,10 +15,14 @@ use crate::events::{Input, encode, encode_verdict};
 use crate::facts::Fact;
 
 pub struct Recorder {
-    path: PathBuf,
-    out: BufWriter<File>,
+    /// The file written, or `None` for a stream.
+    path: Option<PathBuf>,
+    out: BufWriter<Box<dyn Write + Send>>,
     buf: Vec<u8>,
     last_flush: Instant,
+    flush_every: Duration,
+    /// The file again, to sync it at the end.
+    file: Option<File>,
     pub frames: u64,
 }
 
@@ -32,7 +37,29 @@ impl Recorder {
             .with_context(|| format!("cannot write the recording {}", path.display()))?;
         // An existing file keeps its mode on open: recordings hold addresses.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let sync = file.try_clone().ok();
+        let mut r = Recorder::start(Box::new(file), header, Duration::from_secs(1))?;
+        r.path = Some(path.to_path_buf());
+        r.file = sync;
+        Ok(r)
+    }
+
+    /// A recording written to `out` as it happens, flushed at least every
+    /// `flush_every` while frames come.
+    pub fn stream(
+        out: Box<dyn Write + Send>,
+        header: &Header,
+        flush_every: Duration,
+    ) -> Result<Recorder> {
+        Recorder::start(out, header, flush_every)
+    }
+
+    fn start(
+        out: Box<dyn Write + Send>,
+        header: &Header,
+        flush_every: Duration,
+    ) -> Result<Recorder> {
+        let mut out = BufWriter::with_capacity(256 * 1024, out);
         let json = serde_json::to_vec(header)?;
         out.write_all(format::MAGIC)?;
         out.write_all(&format::VERSION.to_le_bytes())?;
@@ -40,16 +67,19 @@ impl Recorder {
         out.write_all(&json)?;
         out.flush()?;
         Ok(Recorder {
-            path: path.to_path_buf(),
+            path: None,
             out,
             buf: Vec::with_capacity(4096),
             last_flush: Instant::now(),
+            flush_every,
+            file: None,
             frames: 0,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file written; `None` for a stream.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     fn frame(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
@@ -71,16 +101,17 @@ impl Recorder {
             Input::Verdict(v) => self.frame(frame::VERDICT, encode_verdict(v))?,
             Input::Tick(t) => self.frame(frame::TICK, &t.to_le_bytes())?,
         }
-        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+        if self.last_flush.elapsed() >= self.flush_every {
             self.flush()?;
         }
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.out.flush().with_context(|| match &self.path {
+            Some(p) => format!("writing {}", p.display()),
+            None => "writing the recording stream".into(),
+        })?;
         self.last_flush = Instant::now();
         Ok(())
     }
@@ -88,7 +119,9 @@ impl Recorder {
     pub fn finish(mut self, end: &End) -> Result<()> {
         self.frame(frame::END, &serde_json::to_vec(end)?)?;
         self.flush()?;
-        self.out.get_ref().sync_data().ok();
+        if let Some(f) = &self.file {
+            f.sync_data().ok();
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::Signal;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::live::{end_counters, recording_header};
 use super::session::Session;
@@ -28,13 +28,71 @@ enum Flow {
     Stop,
 }
 
+/// What ends tracing besides the deadline: SIGINT, SIGTERM, SIGHUP, and for
+/// an agent its stdin closing.
+pub struct Stops {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+    stdin_closed: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Stops {
+    /// Installs the signal handlers (inside the runtime).
+    pub fn listen() -> std::io::Result<Stops> {
+        Ok(Stops {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+            sighup: signal(SignalKind::hangup())?,
+            stdin_closed: None,
+        })
+    }
+
+    /// Also stops when stdin reaches its end (the client went away).
+    pub fn and_stdin_closing(mut self) -> Stops {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            tx.send(()).ok();
+        });
+        self.stdin_closed = Some(rx);
+        self
+    }
+
+    /// Waits for any of them.
+    async fn any(&mut self) {
+        let stdin = async {
+            match &mut self.stdin_closed {
+                Some(rx) => {
+                    rx.await.ok();
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.sigint.recv() => {}
+            _ = self.sigterm.recv() => {}
+            _ = self.sighup.recv() => {}
+            _ = stdin => {}
+        }
+    }
+}
+
 pub async fn event_loop(
     tracer: &mut Tracer,
     session: &mut Session,
     sink: &mut dyn Sink,
     start: &Start,
     duration: Option<f64>,
-    (mut sigint, mut sigterm): (Signal, Signal),
+    mut stops: Stops,
 ) -> Result<()> {
     let ring = tracer.take_ring().context("ring buffer")?;
     // SAFETY: the RingBuf owns its map fd, which stays open until the
@@ -74,6 +132,7 @@ pub async fn event_loop(
             _ = tick.tick() => {
                 session.feed(&Input::Tick(crate::time::monotonic_ns()))?;
                 let lost = tracer.counters()[tracer_common::counter::LOST as usize];
+                session.note_lost(crate::time::monotonic_ns(), lost);
                 if lost > lost_reported {
                     eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
                     lost_reported = lost;
@@ -86,8 +145,7 @@ pub async fn event_loop(
                     return Ok(());
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stops.any() => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
         }
         if session.has_records() {

@@ -2,10 +2,9 @@
 //! show the records; detach everything on the way out.
 
 use anyhow::Result;
-use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::filter::FilterProg;
 
-use super::event_loop::event_loop;
+use super::event_loop::{Stops, event_loop};
 use super::session::Session;
 use super::setup::{self, Setup};
 use super::{choose_output, line_view, usage};
@@ -20,24 +19,57 @@ use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
 use crate::recording::format::{End, Header};
 use crate::views::{LineSink, Sink};
 
+/// Programs loaded and attached, and a session ready to read them.
+pub struct Tracing {
+    pub rt: tokio::runtime::Runtime,
+    pub stops: Stops,
+    pub tracer: Tracer,
+    pub start: Start,
+    pub session: Session,
+}
+
 pub fn run(args: TraceArgs) -> Result<()> {
-    let filter = check_args(&args)?;
-    let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;
     let output = match choose_output(args.view.output) {
         Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
         o => o,
     };
+    let Tracing {
+        rt,
+        stops,
+        mut tracer,
+        start,
+        mut session,
+    } = begin(&args)?;
+    if let Some(path) = &args.write {
+        session.start_recording(path, recording_header(&start))?;
+    }
+    let mut sink = open_view(output, &start)?;
+    let started = std::time::Instant::now();
+    let result = rt.block_on(event_loop(
+        &mut tracer,
+        &mut session,
+        sink.as_mut(),
+        &start,
+        args.duration,
+        stops,
+    ));
+    let ended = end_session(&mut session, sink.as_mut(), &tracer, started);
+    drop(tracer); // detach before reporting success
+    result?;
+    ended
+}
+
+/// Checks the options, loads and attaches the programs, and readies the
+/// session; what stops tracing is listened for from the start.
+pub fn begin(args: &TraceArgs) -> Result<Tracing> {
+    let filter = check_args(args)?;
+    let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;
     // Signal handlers first: a Ctrl-C or SIGTERM that arrives while programs
     // are being attached must still end in a clean detach.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signals = rt.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    })?;
+    let stops = rt.block_on(async { Stops::listen() })?;
     let mut setup = Setup::read()?;
     setup.require_privileges()?;
     if args.tc_attach == TcAttach::Tcx && !setup.caps.tcx() {
@@ -49,7 +81,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let chosen = setup::interfaces(&setup.links, &args.iface)?;
     let pods = setup::pods(&setup, &chosen);
     let facts = setup::node_facts(&setup, &pods);
-    let mut tracer = load(&args, &setup, compiled, &chosen, &pods, &facts)?;
+    let tracer = load(args, &setup, compiled, &chosen, &pods, &facts)?;
     // The parsed kernel BTF (tens of MiB) has served its purpose: offsets and
     // drop reason names are taken. Freed now, not when tracing ends.
     drop(setup.btf.take());
@@ -74,24 +106,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
             ..Options::default()
         },
     );
-    let mut session = Session::new(pipeline);
-    if let Some(path) = &args.write {
-        session.start_recording(path, recording_header(&start))?;
-    }
-    let mut sink = open_view(output, &start)?;
-    let started = std::time::Instant::now();
-    let result = rt.block_on(event_loop(
-        &mut tracer,
-        &mut session,
-        sink.as_mut(),
-        &start,
-        args.duration,
-        signals,
-    ));
-    let ended = end_session(&mut session, sink.as_mut(), &tracer, started);
-    drop(tracer); // detach before reporting success
-    result?;
-    ended
+    Ok(Tracing {
+        rt,
+        stops,
+        tracer,
+        start,
+        session: Session::new(pipeline),
+    })
 }
 
 /// The view asked for, shown the start record (text prints its own).
@@ -107,7 +128,7 @@ fn open_view(output: Output, start: &Start) -> Result<Box<dyn Sink>> {
 }
 
 /// Reports what is pending and the statistics, and closes the recording.
-fn end_session(
+pub fn end_session(
     session: &mut Session,
     sink: &mut dyn Sink,
     tracer: &Tracer,

@@ -1,5 +1,6 @@
 //! The commands: live tracing, replay, and the probe report.
 
+pub mod agent;
 pub mod event_loop;
 pub mod live;
 pub mod probes;

@@ -43,6 +43,18 @@ impl Session {
         Ok(())
     }
 
+    /// Starts streaming the recording to `out` (an agent's stdout).
+    pub fn start_stream(
+        &mut self,
+        out: Box<dyn std::io::Write + Send>,
+        mut header: Header,
+        flush_every: std::time::Duration,
+    ) -> Result<()> {
+        header.facts = self.pipeline.env.facts.clone();
+        self.recorder = Some(Recorder::stream(out, &header, flush_every)?);
+        Ok(())
+    }
+
     pub fn stop_recording(&mut self, end: &End) -> Result<()> {
         match self.recorder.take() {
             Some(r) => r.finish(end),
@@ -51,7 +63,7 @@ impl Session {
     }
 
     pub fn recording(&self) -> Option<&Path> {
-        self.recorder.as_ref().map(|r| r.path())
+        self.recorder.as_ref().and_then(|r| r.path())
     }
 
     pub fn flush_recording(&mut self) -> Result<()> {
@@ -59,6 +71,11 @@ impl Session {
             Some(r) => r.flush(),
             None => Ok(()),
         }
+    }
+
+    /// The kernel's count of lost events: recorded when it grows.
+    pub fn note_lost(&mut self, ts_ns: u64, lost: u64) {
+        self.pipeline.env.note_lost(ts_ns, lost);
     }
 
     /// End of input: pending diagnoses are reported.

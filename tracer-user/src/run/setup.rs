@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 
 use super::usage;
-use crate::facts::{NodeFacts, PodInfo, ifkey};
+use crate::facts::topology::{self, Tunnel};
+use crate::facts::{NodeFacts, PodInfo, Topology, ifkey};
 use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
 use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::probes::capabilities::Capabilities;
@@ -83,6 +84,23 @@ pub fn pods(setup: &Setup, chosen: &[&netlink::Link]) -> Vec<netns::PeerNetns> {
     netns::discover(setup.own_netns, &veths)
 }
 
+/// The node's routes, tunnels and uplinks.
+fn topology(links: &[netlink::Link]) -> Topology {
+    let tunnels = links
+        .iter()
+        .filter(|l| matches!(l.kind.as_str(), "vxlan" | "ipip" | "wireguard"))
+        .map(|l| Tunnel {
+            name: l.name.clone(),
+            kind: l.kind.clone(),
+        })
+        .collect();
+    Topology {
+        routes: topology::read_routes(),
+        tunnels,
+        uplinks: system::default_route_ifaces(),
+    }
+}
+
 /// What is known about the node when tracing starts.
 pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns]) -> NodeFacts {
     let mut facts = NodeFacts {
@@ -97,6 +115,7 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns]) -> NodeFacts {
         local_addrs: system::local_addresses().into_iter().collect(),
         netfilter: Some(Inventory::read()),
         iptables_binary: iptables_binary_backend(),
+        topology: topology(&setup.links),
         ..Default::default()
     };
     for l in &setup.links {

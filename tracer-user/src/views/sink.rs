@@ -68,3 +68,12 @@ impl Sink for LineSink {
         }
     }
 }
+
+/// A sink that shows nothing: an agent's records go to its stream only.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn records(&mut self, _records: &[Record]) -> std::io::Result<bool> {
+        Ok(true)
+    }
+}
