@@ -267,6 +267,7 @@ fn rp_filter_without_a_route_back() {
 #[test]
 fn routing_loop_counts_interfaces_not_netfilter_points() {
     let hop = |dir| Hop {
+        node: None,
         ts_ns: 0,
         netns: NODE,
         ifname: Some("eth0".into()),
@@ -414,6 +415,7 @@ fn one_problem_is_counted_not_repeated() {
     dg.on_drop(&d, &mut e, &mut out);
     dg.on_drop(
         &DropRecord {
+            node: None,
             ts_ns: 2_000,
             ..d.clone()
         },

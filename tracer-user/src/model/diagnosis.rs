@@ -46,6 +46,9 @@ impl std::fmt::Display for Code {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Diagnosis {
+    /// The node the record comes from (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub code: Code,
     pub stage: Option<Stage>,
     pub summary: String,

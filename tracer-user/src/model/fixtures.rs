@@ -29,6 +29,7 @@ pub fn legacy_forward() -> NetfilterInfo {
 /// A ping from pod A to pod B dropped on `eth0` at `stage` for `reason`.
 pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -> DropRecord {
     DropRecord {
+        node: None,
         ts_ns: 1_000,
         netns: 100,
         ifname: Some("eth0".into()),

@@ -91,6 +91,9 @@ impl NetfilterInfo {
 /// netfilter, and `point` says which).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hop {
+    /// The node the packet was seen on (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub ts_ns: u64,
     pub netns: u32,
     pub ifname: Option<String>,

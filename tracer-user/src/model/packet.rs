@@ -124,6 +124,9 @@ impl fmt::Display for Detail {
 /// A packet seen by a tc program on an interface.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PacketRecord {
+    /// The node the record comes from (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub ts_ns: u64,
     pub netns: u32,
     pub ifname: Option<String>,

@@ -11,6 +11,9 @@ use super::packet::{Detail, Flow, PacketRecord};
 /// A netfilter table's verdict on a packet (`--verdicts`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerdictRecord {
+    /// The node the record comes from (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub ts_ns: u64,
     pub netns: u32,
     #[serde(flatten)]
@@ -25,6 +28,7 @@ impl VerdictRecord {
     /// The verdict as a point of the packet's journey.
     pub fn hop(&self) -> Hop {
         Hop {
+            node: self.node.clone(),
             ts_ns: self.ts_ns,
             netns: self.netns,
             ifname: None,
@@ -42,6 +46,7 @@ impl PacketRecord {
     /// The sighting as a point of the packet's journey.
     pub fn hop(&self) -> Hop {
         Hop {
+            node: self.node.clone(),
             ts_ns: self.ts_ns,
             netns: self.netns,
             ifname: self.ifname.clone(),
@@ -58,6 +63,9 @@ impl PacketRecord {
 /// A packet the kernel freed as a drop, where, why, and where it had been.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DropRecord {
+    /// The node the record comes from (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub ts_ns: u64,
     pub netns: u32,
     pub ifname: Option<String>,
@@ -97,6 +105,9 @@ pub struct Unavailable {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Stats {
+    /// The node the record comes from (cluster views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Events seen (before filtering) and emitted, per probe.
     pub events: std::collections::BTreeMap<String, u64>,
     pub lost: u64,
@@ -133,6 +144,39 @@ pub enum Record {
 }
 
 impl Record {
+    /// Marks the record, and the points of a drop's journey, as `node`'s.
+    pub fn set_node(&mut self, node: &str) {
+        let slot = match self {
+            Record::Start(s) => {
+                s.node = node.to_string();
+                return;
+            }
+            Record::Packet(p) => &mut p.node,
+            Record::Drop(d) => {
+                for h in &mut d.journey {
+                    h.node.get_or_insert_with(|| node.to_string());
+                }
+                &mut d.node
+            }
+            Record::Verdict(v) => &mut v.node,
+            Record::Diagnosis(d) => &mut d.node,
+            Record::Stats(s) => &mut s.node,
+        };
+        *slot = Some(node.to_string());
+    }
+
+    /// The node a record comes from, in a cluster view.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Record::Start(s) => Some(&s.node),
+            Record::Packet(p) => p.node.as_deref(),
+            Record::Drop(d) => d.node.as_deref(),
+            Record::Verdict(v) => v.node.as_deref(),
+            Record::Diagnosis(d) => d.node.as_deref(),
+            Record::Stats(s) => s.node.as_deref(),
+        }
+    }
+
     /// Kernel time of a packet-bearing record.
     pub fn ts_ns(&self) -> Option<u64> {
         match self {

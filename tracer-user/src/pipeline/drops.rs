@@ -28,6 +28,7 @@ impl Pipeline {
         let netfilter = (stage == Stage::Netfilter)
             .then(|| self.netfilter_of_drop(ev, location.as_deref(), &journey));
         let record = DropRecord {
+            node: None,
             ts_ns: ev.ts_ns,
             netns: ev.netns,
             ifname: self.ifname(ev.netns, ev.ifindex),

@@ -33,6 +33,7 @@ impl Pipeline {
             priority = (p.point == LinkPoint::After).then(|| p.priority.saturating_sub(1));
         }
         Hop {
+            node: None,
             ts_ns: s.ts_ns,
             netns: s.netns,
             ifname: self.ifname(s.netns, s.ifindex),
@@ -66,6 +67,7 @@ impl Pipeline {
         }
         if self.opts.packets {
             out.push(Record::Packet(PacketRecord {
+                node: None,
                 ts_ns: ev.ts_ns,
                 netns: ev.netns,
                 ifname: self.ifname(ev.netns, ev.ifindex),
@@ -115,6 +117,7 @@ impl Pipeline {
         }
         if self.opts.verdicts {
             out.push(Record::Verdict(VerdictRecord {
+                node: None,
                 ts_ns: nf.ev.ts_ns,
                 netns: nf.ev.netns,
                 flow: names::flow(&nf.ev.pkt),

@@ -300,6 +300,7 @@ pub fn end_counters(tracer: &Tracer) -> End {
 fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
     let (events, lost) = kernel_counts(tracer);
     Stats {
+        node: None,
         events,
         lost,
         probes_attached: tracer.report.attached.clone(),

@@ -161,6 +161,7 @@ impl Replayer {
         let mut tail = self.session.take_records();
         let first = self.pace.first.unwrap_or(self.last_ts);
         tail.push(Record::Stats(Stats {
+            node: None,
             events: self.end.events.clone(),
             lost: self.end.lost,
             probes_attached: self.header.probes_attached.clone(),

@@ -513,6 +513,7 @@ fn link_point(
 
 fn point_hop(netns: u32, hook: Hook, point: LinkPoint) -> Hop {
     Hop {
+        node: None,
         ts_ns: 0,
         netns,
         ifname: None,
@@ -532,6 +533,7 @@ fn point_hop(netns: u32, hook: Hook, point: LinkPoint) -> Hop {
 #[test]
 fn the_hook_is_the_last_one_entered_and_not_left() {
     let tc_hop = |netns| Hop {
+        node: None,
         ts_ns: 0,
         netns,
         ifname: Some("eth0".into()),

@@ -95,6 +95,7 @@ fn tcp_detail(id: u16) -> Detail {
 
 fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record {
     Record::Packet(PacketRecord {
+        node: None,
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: Some(ifname.into()),
@@ -106,6 +107,7 @@ fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record
 
 fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
     Hop {
+        node: None,
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: Some(ifname.into()),
@@ -122,6 +124,7 @@ use crate::model::fixtures::legacy_forward;
 
 fn nf_drop(ts: u64, seq: u16) -> Record {
     Record::Drop(DropRecord {
+        node: None,
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: Some("eth0".into()),
@@ -587,6 +590,7 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         ..legacy_forward()
     };
     let nf_hop = |ts: u64, nf: &NetfilterInfo, verdict: NfVerdict| Hop {
+        node: None,
         ts_ns: ts,
         netns: NODE_NETNS,
         ifname: None,
@@ -599,6 +603,7 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
     };
     let t = T0 + 10 * MS;
     a.ingest(&[Record::Verdict(VerdictRecord {
+        node: None,
         ts_ns: t + 10_000,
         netns: NODE_NETNS,
         flow: flow(POD_A, POD_B, Proto::Icmp, None),
