@@ -21,6 +21,7 @@
 //! | [`diagnosis`] | drops and unanswered ARP turned into diagnoses |
 //! | [`pipeline`] | events in, records out |
 //! | [`recording`] | the recording file: writing, reading, pcap export |
+//! | [`merge`] | several nodes in one view: clocks, packets across nodes, the underlay |
 //! | [`views`] | JSON lines, text, TUI; what a view asks of a session |
 //! | [`cli`] | the command line |
 //! | [`run`] | live, replay and probes sessions |
@@ -32,6 +33,7 @@ pub mod events;
 pub mod facts;
 pub mod filter;
 pub mod kernel;
+pub mod merge;
 pub mod model;
 pub mod netfilter;
 pub mod pipeline;

@@ -17,6 +17,7 @@ mod problem;
 mod routing;
 #[cfg(test)]
 mod tests;
+mod underlay;
 
 use std::collections::HashMap;
 
@@ -26,6 +27,7 @@ use crate::model::{Diagnosis, DropRecord, Record, Stage};
 
 pub use neighbor::CALICO_GATEWAY;
 use problem::{Finding, Problem};
+pub use underlay::Loss;
 
 /// Distinct problems kept at most. Each is a key and a diagnosis (about a
 /// kilobyte); with flows coming and going, every dropping pair of addresses
@@ -70,6 +72,18 @@ impl Diagnoser {
     ) {
         let f = neighbor::gateway_unanswered(ifname, &u.target.to_string(), env);
         self.note(f, u.last_ts, u.requests, out);
+    }
+
+    /// Packets of a pod flow lost between two nodes (cluster views).
+    pub fn on_underlay_loss(&mut self, loss: &Loss, ts: u64, out: &mut Vec<Record>) {
+        let f = underlay::underlay_loss(loss);
+        // The path's sizes change what the problem is: keep the latest.
+        if let Some(s) = self.states.get_mut(&f.problem) {
+            s.diag.underlay = f.diagnosis.underlay.clone();
+            s.diag.summary = f.diagnosis.summary.clone();
+            s.diag.hint = f.diagnosis.hint.clone();
+        }
+        self.note(f, ts, 1, out);
     }
 
     /// Counts `count` more occurrences of a problem; a new problem is
@@ -161,6 +175,6 @@ fn findings(d: &DropRecord, env: &mut Environment) -> Vec<Finding> {
         Stage::Routing => vec![routing::no_route(d)],
         Stage::Neighbor => vec![neighbor::neighbor_unreachable(d, env)],
         Stage::Mtu => vec![packet::mtu_exceeded(d)],
-        Stage::Tc | Stage::Socket | Stage::Other => vec![packet::other(d)],
+        Stage::Tc | Stage::Socket | Stage::Other | Stage::Underlay => vec![packet::other(d)],
     }
 }

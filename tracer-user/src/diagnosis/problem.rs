@@ -1,6 +1,6 @@
 //! What makes two drops the same problem, and what a diagnosis function finds.
 
-use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, Hook, Stage};
+use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, Encap, Hook, Stage};
 
 /// Source and destination of a flow, as the drop names them.
 pub type Pair = (Option<String>, Option<String>);
@@ -52,6 +52,15 @@ pub enum Problem {
         reason: String,
         location: Option<String>,
         flow: Pair,
+    },
+    /// UNDERLAY_DROP or UNDERLAY_MTU of one pod flow between two nodes.
+    Underlay {
+        code: Code,
+        src: String,
+        dst: String,
+        src_node: String,
+        dst_node: String,
+        encap: Encap,
     },
 }
 

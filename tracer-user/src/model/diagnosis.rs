@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::names::{Attribution, Backend, CalicoPlacement, Hook, Stage, as_display};
+use super::names::{Attribution, Backend, CalicoPlacement, Encap, Hook, Proto, Stage, as_display};
 
 /// The diagnosis codes of the JSON contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -17,6 +17,8 @@ pub enum Code {
     ProxyArpDisabled,
     NeighborUnreachable,
     MtuExceeded,
+    UnderlayDrop,
+    UnderlayMtu,
     #[default]
     Other,
 }
@@ -33,6 +35,8 @@ impl Code {
             Code::ProxyArpDisabled => "PROXY_ARP_DISABLED",
             Code::NeighborUnreachable => "NEIGHBOR_UNREACHABLE",
             Code::MtuExceeded => "MTU_EXCEEDED",
+            Code::UnderlayDrop => "UNDERLAY_DROP",
+            Code::UnderlayMtu => "UNDERLAY_MTU",
             Code::Other => "OTHER",
         }
     }
@@ -76,8 +80,32 @@ pub struct Diagnosis {
     pub ifname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Underlay>,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+}
+
+/// Where a pod flow crosses between two nodes, for the underlay codes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Underlay {
+    pub src_node: String,
+    pub dst_node: String,
+    pub encap: Encap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_proto: Option<Proto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_dport: Option<u16>,
+    /// UNDERLAY_MTU: the largest packet that arrived and the smallest lost,
+    /// in bytes on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub largest_delivered: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smallest_lost: Option<u32>,
 }
 
 impl Diagnosis {
@@ -93,5 +121,8 @@ impl Diagnosis {
             && self.rule == o.rule
             && self.ifname == o.ifname
             && self.target == o.target
+            && self.node == o.node
+            && self.underlay.as_ref().map(|u| (&u.src_node, &u.dst_node))
+                == o.underlay.as_ref().map(|u| (&u.src_node, &u.dst_node))
     }
 }

@@ -171,7 +171,10 @@ impl fmt::Display for HopLabel<'_> {
             let verdict = h.verdict.map_or_else(|| "seen".into(), |v| v.to_string());
             return f.write_str(&nf.verdict_label(&verdict));
         }
-        if self.node_netns.is_some_and(|n| n != h.netns) {
+        if let Some(node) = &h.node {
+            // Across nodes, the node says where; its namespaces are its own.
+            write!(f, "{node} ")?;
+        } else if self.node_netns.is_some_and(|n| n != h.netns) {
             f.write_str("pod ")?;
         }
         match &h.ifname {

@@ -10,11 +10,11 @@ pub mod names;
 pub mod packet;
 pub mod records;
 
-pub use diagnosis::{Code, Diagnosis};
+pub use diagnosis::{Code, Diagnosis, Underlay};
 pub use journey::{Hop, HopLabel, NetfilterInfo};
 pub use names::{
-    ArpOp, Attribution, Backend, CalicoPlacement, Dir, Family, Hook, Icmp, LinkPoint, NfVerdict,
-    Proto, Stage,
+    ArpOp, Attribution, Backend, CalicoPlacement, Dir, Encap, Family, Hook, Icmp, LinkPoint,
+    NfVerdict, Proto, Stage,
 };
 pub use packet::{Detail, Endpoint, Flow, PacketId, PacketRecord};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

@@ -90,7 +90,15 @@ named! {
         Tc => "tc",
         Socket => "socket",
         Other => "other",
+        Underlay => "underlay",
     }
+}
+
+named! {
+    /// How pod traffic crosses between nodes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    Encap { Vxlan => "vxlan", Ipip => "ipip", Wireguard => "wireguard", None => "none" }
 }
 
 named! {

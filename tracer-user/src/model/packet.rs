@@ -88,7 +88,7 @@ pub struct Detail {
 
 /// What tells two packets of one flow apart (TTL changes on the way, so it
 /// is not part of it).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct PacketId {
     pub ip_id: Option<u16>,
     pub icmp: Option<Icmp>,

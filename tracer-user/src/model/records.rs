@@ -114,6 +114,9 @@ pub struct Stats {
     pub probes_attached: Vec<ProbeStatus>,
     pub probes_unavailable: Vec<Unavailable>,
     pub duration_s: f64,
+    /// How a cluster node's agent ended, where it did not end normally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

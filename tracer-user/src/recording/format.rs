@@ -64,6 +64,27 @@ pub struct Header {
     pub facts: NodeFacts,
 }
 
+impl Header {
+    /// The start record of the recorded session.
+    pub fn start(&self) -> crate::model::Start {
+        crate::model::Start {
+            node: self.node.clone(),
+            kernel: self.kernel.clone(),
+            netns: self.facts.netns,
+            filter: self.filter.clone(),
+            interfaces: self.interfaces.clone(),
+            probes_attached: self.probes_attached.clone(),
+            probes_unavailable: self.probes_unavailable.clone(),
+            iptables: self.facts.iptables_binary,
+            calico_chains: self
+                .facts
+                .netfilter
+                .as_ref()
+                .and_then(crate::netfilter::Inventory::calico_chains),
+        }
+    }
+}
+
 /// Kernel-side counters at the end of the capture.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct End {

@@ -301,6 +301,7 @@ fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
     let (events, lost) = kernel_counts(tracer);
     Stats {
         node: None,
+        exit: None,
         events,
         lost,
         probes_attached: tracer.report.attached.clone(),

@@ -11,7 +11,7 @@ use crate::cli::{Output, ReplayArgs};
 use crate::events::Input;
 use crate::facts::Environment;
 use crate::filter::Filter;
-use crate::model::{Record, Start, Stats};
+use crate::model::{Record, Stats};
 use crate::pipeline::{Options, Pipeline};
 use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
@@ -61,7 +61,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         header,
     };
     if matches!(output, Output::Json | Output::Tui) {
-        r.sink.records(&[Record::Start(start_of(&r.header))])?;
+        r.sink.records(&[Record::Start(r.header.start())])?;
     }
     let problem = loop {
         match frames.next_item() {
@@ -82,25 +82,6 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Ok(())
         }
         Some(p) => Err(anyhow::anyhow!("{p}")),
-    }
-}
-
-/// The start record of a recorded session.
-fn start_of(header: &Header) -> Start {
-    Start {
-        node: header.node.clone(),
-        kernel: header.kernel.clone(),
-        netns: header.facts.netns,
-        filter: header.filter.clone(),
-        interfaces: header.interfaces.clone(),
-        probes_attached: header.probes_attached.clone(),
-        probes_unavailable: header.probes_unavailable.clone(),
-        iptables: header.facts.iptables_binary,
-        calico_chains: header
-            .facts
-            .netfilter
-            .as_ref()
-            .and_then(crate::netfilter::Inventory::calico_chains),
     }
 }
 
@@ -162,6 +143,7 @@ impl Replayer {
         let first = self.pace.first.unwrap_or(self.last_ts);
         tail.push(Record::Stats(Stats {
             node: None,
+            exit: None,
             events: self.end.events.clone(),
             lost: self.end.lost,
             probes_attached: self.header.probes_attached.clone(),

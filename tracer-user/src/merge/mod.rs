@@ -1,0 +1,294 @@
+//! Several nodes in one view. Each node's stream runs through its own
+//! pipeline (its facts, its journeys, its diagnoses); its records are marked
+//! with the node and put on one clock ([`clock`]). Pod packets that leave a
+//! node's uplink are looked for on the receiving node's uplink
+//! ([`underlay`]): those that never arrive, while the receiving node could
+//! have seen them, become UNDERLAY_DROP or UNDERLAY_MTU. A drop's journey
+//! gains the points its packet passed on the other nodes ([`sightings`]).
+//!
+//! The same engine serves a live cluster, the replay of a cluster
+//! recording, and several single-node recordings replayed together.
+
+pub mod clock;
+mod node;
+pub mod sightings;
+#[cfg(test)]
+mod tests;
+pub mod underlay;
+
+use std::net::IpAddr;
+
+use clock::Clocks;
+use node::Node;
+pub use node::{AgentState, NodeView};
+use sightings::{Identity, Sightings};
+use underlay::{Outcome, Send, Tracker};
+
+use crate::diagnosis::Diagnoser;
+use crate::facts::Fact;
+use crate::model::{Dir, DropRecord, Encap, PacketRecord, Record};
+use crate::pipeline::Options;
+use crate::recording::format::Header;
+use crate::recording::reader::Item;
+
+const SEC: u64 = 1_000_000_000;
+
+pub struct Cluster {
+    nodes: Vec<Node>,
+    clocks: Clocks,
+    sightings: Sightings,
+    tracker: Tracker,
+    diagnoser: Diagnoser,
+    opts: Options,
+    /// Sends that could not be judged, by why.
+    undecided: std::collections::BTreeMap<String, u64>,
+    last_flush: u64,
+}
+
+impl Cluster {
+    /// A cluster of nodes by name; `opts` as for a single node's pipeline
+    /// (`packets: false` only hides packet records: the merge needs them).
+    pub fn new(names: &[String], opts: Options) -> Cluster {
+        Cluster {
+            nodes: names.iter().map(|n| Node::new(n)).collect(),
+            clocks: Clocks::new(names.len()),
+            sightings: Sightings::default(),
+            tracker: Tracker::default(),
+            diagnoser: Diagnoser::new(opts.diagnosis_interval_ns),
+            opts,
+            undecided: Default::default(),
+            last_flush: 0,
+        }
+    }
+
+    /// A node's stream began: its header (facts, clock anchor, interfaces).
+    pub fn start(&mut self, n: usize, header: Header, out: &mut Vec<Record>) {
+        self.clocks
+            .anchor(n, header.start_monotonic_ns, header.start_realtime_ns);
+        let mut start = header.start();
+        let node = &mut self.nodes[n];
+        let opts = Options {
+            packets: true,
+            ..self.opts.clone()
+        };
+        node.begin(header, opts);
+        start.node = node.name.clone();
+        out.push(Record::Start(start));
+    }
+
+    /// One item of node `n`'s stream.
+    pub fn item(&mut self, n: usize, item: Item, out: &mut Vec<Record>) {
+        match item {
+            Item::Fact(f) => {
+                if let Fact::Lost { ts_ns, lost } = &f {
+                    let at = self.clocks.to_common(n, *ts_ns);
+                    self.nodes[n].losses.push((at, *lost));
+                }
+                if let Some(p) = &mut self.nodes[n].pipeline {
+                    p.env.apply(&f);
+                }
+            }
+            Item::End(e) => self.nodes[n].end = Some(e),
+            Item::Input(input) => {
+                let Some(p) = &mut self.nodes[n].pipeline else {
+                    return;
+                };
+                let mut records = Vec::new();
+                p.process(&input, &mut records);
+                let now = self.clocks.to_common(n, p.now());
+                let node = &mut self.nodes[n];
+                node.events += 1;
+                node.watermark = node.watermark.max(now);
+                for r in records {
+                    self.absorb(n, r, out);
+                }
+                self.judge(out);
+            }
+        }
+    }
+
+    /// Node `n`'s stream ended (its agent exited, or its file is read).
+    pub fn ended(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) {
+        let node = &mut self.nodes[n];
+        if let Some(p) = &mut node.pipeline {
+            let mut records = Vec::new();
+            p.finish(&mut records);
+            for r in records {
+                self.absorb(n, r, out);
+            }
+        }
+        let node = &mut self.nodes[n];
+        node.state = AgentState::Ended(why);
+        out.push(Record::Stats(node.stats()));
+    }
+
+    /// No more input from anyone: what waits is reported or given up.
+    pub fn finish(&mut self, out: &mut Vec<Record>) {
+        for n in 0..self.nodes.len() {
+            if !matches!(self.nodes[n].state, AgentState::Ended(_)) {
+                self.ended(n, None, out);
+            }
+        }
+        self.judge(out);
+        let left = self.tracker.drain();
+        if left > 0 {
+            *self
+                .undecided
+                .entry("the stream ended before their window did".into())
+                .or_default() += left as u64;
+        }
+        let now = self.nodes.iter().map(|n| n.watermark).max().unwrap_or(0);
+        self.diagnoser.flush(now, true, out);
+    }
+
+    /// The nodes for a view's header.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.view(self.clocks.offset(i)))
+            .collect()
+    }
+
+    /// Sends that could not be judged, and why.
+    pub fn undecided(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.undecided
+    }
+
+    /// A record of node `n`: on the common clock, marked with the node, its
+    /// packets followed across nodes.
+    fn absorb(&mut self, n: usize, mut r: Record, out: &mut Vec<Record>) {
+        let offset = self.clocks.offset(n);
+        shift(&mut r, offset);
+        r.set_node(&self.nodes[n].name);
+        match &mut r {
+            Record::Packet(p) => {
+                self.follow(n, p, offset);
+                if !self.opts.packets {
+                    return;
+                }
+            }
+            Record::Drop(d) => self.merge_journey(d),
+            Record::Verdict(v) => {
+                self.sightings
+                    .add((v.flow.clone(), v.detail.packet_id()), v.hop());
+            }
+            _ => {}
+        }
+        out.push(r);
+    }
+
+    /// A packet seen on node `n`: remembered for journeys; on the uplink, a
+    /// send to another node or an arrival from one.
+    fn follow(&mut self, n: usize, p: &PacketRecord, offset: i64) {
+        let id: Identity = (p.flow.clone(), p.detail.packet_id());
+        self.sightings.add(id.clone(), p.hop());
+        if !self.nodes[n].is_uplink(p) {
+            return;
+        }
+        let raw_ts = (p.ts_ns as i64 + offset).max(0) as u64;
+        match p.dir {
+            Dir::Egress => {
+                if let Some(s) = self.send_of(n, p, id, raw_ts)
+                    && let Some(o) = self.tracker.send(s)
+                {
+                    self.count(&o);
+                }
+            }
+            Dir::Ingress => {
+                if let Some(s) = self.tracker.arrive(n, &id) {
+                    self.clocks.transit(s.from, n, s.raw_ts, raw_ts);
+                }
+            }
+            Dir::Netfilter => {}
+        }
+    }
+
+    /// A pod packet leaving node `n` for the node its destination lives on.
+    fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
+        let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
+        let to = self
+            .nodes
+            .iter()
+            .position(|o| o.facts().is_some_and(|f| f.topology.has_pod(dst)))?;
+        if to == n {
+            return None;
+        }
+        let from = &self.nodes[n];
+        let encap = from.encap_towards(dst);
+        Some(Send {
+            id,
+            from: n,
+            to,
+            ts: p.ts_ns,
+            raw_ts,
+            wire_len: p.detail.len + encap_overhead(encap),
+            path: underlay::path(&from.name, &self.nodes[to].name, encap),
+        })
+    }
+
+    /// The points a dropped packet passed on other nodes come first.
+    fn merge_journey(&self, d: &mut DropRecord) {
+        let node = d.node.clone().unwrap_or_default();
+        let id: Identity = (d.flow.clone(), d.detail.packet_id());
+        let mut before = self.sightings.elsewhere(&id, &node, d.ts_ns);
+        if before.is_empty() {
+            return;
+        }
+        before.sort_by_key(|h| h.ts_ns);
+        before.append(&mut d.journey);
+        d.journey = before;
+    }
+
+    /// Judges the sends whose window has passed on their receiver.
+    fn judge(&mut self, out: &mut Vec<Record>) {
+        let now: Vec<u64> = self.nodes.iter().map(|n| n.watermark).collect();
+        let nodes = &self.nodes;
+        let outcomes = self.tracker.expire(&now, |s| nodes[s.to].witness(s.ts));
+        for o in outcomes {
+            if let Outcome::Lost(l, ts) = &o {
+                self.diagnoser.on_underlay_loss(l, *ts, out);
+            }
+            self.count(&o);
+        }
+        let latest = now.iter().copied().max().unwrap_or(0);
+        if latest.saturating_sub(self.last_flush) >= SEC / 10 {
+            self.last_flush = latest;
+            self.diagnoser.flush(latest, false, out);
+        }
+    }
+
+    fn count(&mut self, o: &Outcome) {
+        if let Outcome::Undecided(w) = o {
+            *self.undecided.entry(w.why_not().to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// Bytes an encapsulation adds on the wire.
+fn encap_overhead(e: Encap) -> u32 {
+    match e {
+        Encap::Vxlan => 50,
+        Encap::Ipip => 20,
+        Encap::Wireguard => 60,
+        Encap::None => 0,
+    }
+}
+
+/// Moves a record's times from its node's clock to the common one.
+fn shift(r: &mut Record, offset: i64) {
+    let s = |t: &mut u64| *t = (*t as i64 - offset).max(0) as u64;
+    match r {
+        Record::Packet(p) => s(&mut p.ts_ns),
+        Record::Verdict(v) => s(&mut v.ts_ns),
+        Record::Drop(d) => {
+            s(&mut d.ts_ns);
+            d.journey.iter_mut().for_each(|h| s(&mut h.ts_ns));
+        }
+        Record::Diagnosis(d) => {
+            s(&mut d.first_ts_ns);
+            s(&mut d.last_ts_ns);
+        }
+        Record::Start(_) | Record::Stats(_) => {}
+    }
+}

@@ -1,0 +1,165 @@
+//! One node of a cluster view: its pipeline, what its stream said about it,
+//! and whether its agent could see what crossed its uplink.
+
+use std::net::IpAddr;
+
+use super::underlay::Witness;
+use crate::facts::{Environment, NodeFacts};
+use crate::model::{Encap, PacketRecord, Stats};
+use crate::pipeline::{Options, Pipeline};
+use crate::recording::format::{End, Header};
+
+/// An agent's (or a file's) state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentState {
+    /// Started, no stream yet.
+    Starting,
+    Running,
+    /// Ended; why, where it was not a normal end.
+    Ended(Option<String>),
+}
+
+/// What a view shows of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub name: String,
+    pub state: AgentState,
+    pub events: u64,
+    pub lost: u64,
+    /// Its clock minus the first node's, in nanoseconds.
+    pub offset_ns: i64,
+    pub traces_uplink: bool,
+}
+
+pub struct Node {
+    pub name: String,
+    pub pipeline: Option<Pipeline>,
+    header: Option<Header>,
+    pub state: AgentState,
+    pub traces_uplink: bool,
+    /// (common time, lost so far) each time the count grew.
+    pub losses: Vec<(u64, u64)>,
+    /// Latest time its stream has reached, on the common clock.
+    pub watermark: u64,
+    pub events: u64,
+    pub end: Option<End>,
+}
+
+impl Node {
+    pub fn new(name: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            pipeline: None,
+            header: None,
+            state: AgentState::Starting,
+            traces_uplink: false,
+            losses: Vec::new(),
+            watermark: 0,
+            events: 0,
+            end: None,
+        }
+    }
+
+    pub fn begin(&mut self, header: Header, opts: Options) {
+        let uplinks = &header.facts.topology.uplinks;
+        self.traces_uplink = header.interfaces.iter().any(|i| uplinks.contains(i));
+        self.pipeline = Some(Pipeline::new(
+            Environment::replay(header.facts.clone()),
+            opts,
+        ));
+        self.header = Some(header);
+        self.state = AgentState::Running;
+    }
+
+    pub fn facts(&self) -> Option<&NodeFacts> {
+        self.pipeline.as_ref().map(|p| &p.env.facts)
+    }
+
+    /// Seen by tc on one of the node's uplinks, in its own namespace.
+    pub fn is_uplink(&self, p: &PacketRecord) -> bool {
+        self.facts().is_some_and(|f| {
+            p.netns == f.netns
+                && p.ifname
+                    .as_ref()
+                    .is_some_and(|i| f.topology.uplinks.contains(i))
+        })
+    }
+
+    /// How the node's routes carry packets to `dst`: through which tunnel.
+    pub fn encap_towards(&self, dst: IpAddr) -> Encap {
+        let Some(f) = self.facts() else {
+            return Encap::None;
+        };
+        let best = f
+            .topology
+            .routes
+            .iter()
+            .filter(|r| r.contains(dst))
+            .max_by_key(|r| r.net().map_or(0, |(_, len)| len));
+        let kind = best.and_then(|r| f.topology.tunnels.iter().find(|t| t.name == r.dev));
+        match kind.map(|t| t.kind.as_str()) {
+            Some("vxlan") => Encap::Vxlan,
+            Some("ipip") => Encap::Ipip,
+            Some("wireguard") => Encap::Wireguard,
+            _ => Encap::None,
+        }
+    }
+
+    /// Whether the node could have seen what crossed its uplink around `ts`.
+    pub fn witness(&self, ts: u64) -> Witness {
+        const WINDOW: u64 = super::underlay::WINDOW_NS;
+        if self.pipeline.is_none() {
+            return Witness::AgentNotRunning;
+        }
+        if !self.traces_uplink {
+            return Witness::NotTracingUplink;
+        }
+        let before = self
+            .losses
+            .iter()
+            .take_while(|(t, _)| *t < ts.saturating_sub(WINDOW))
+            .last()
+            .map_or(0, |(_, l)| *l);
+        let after = self
+            .losses
+            .iter()
+            .take_while(|(t, _)| *t <= ts + 2 * WINDOW)
+            .last()
+            .map_or(0, |(_, l)| *l);
+        if after > before {
+            Witness::LostEvents
+        } else {
+            Witness::Able
+        }
+    }
+
+    /// The node's statistics at its end, with how its agent ended.
+    pub fn stats(&self) -> Stats {
+        let end = self.end.clone().unwrap_or_default();
+        let h = self.header.as_ref();
+        Stats {
+            node: Some(self.name.clone()),
+            events: end.events,
+            lost: end.lost.max(self.losses.last().map_or(0, |(_, l)| *l)),
+            probes_attached: h.map(|h| h.probes_attached.clone()).unwrap_or_default(),
+            probes_unavailable: h.map(|h| h.probes_unavailable.clone()).unwrap_or_default(),
+            duration_s: 0.0,
+            exit: match &self.state {
+                AgentState::Ended(Some(why)) => Some(why.clone()),
+                AgentState::Starting => Some("no stream from its agent".into()),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn view(&self, offset_ns: i64) -> NodeView {
+        NodeView {
+            name: self.name.clone(),
+            state: self.state.clone(),
+            events: self.events,
+            lost: self.losses.last().map_or(0, |(_, l)| *l),
+            offset_ns,
+            traces_uplink: self.traces_uplink,
+        }
+    }
+}

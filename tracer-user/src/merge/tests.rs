@@ -1,0 +1,359 @@
+//! The merge without a kernel: two nodes' streams made by hand.
+
+use std::net::IpAddr;
+
+use tracer_common::{Event, PacketMeta, dir, kind, l3, pkt_flags, proto};
+
+use super::{AgentState, Cluster};
+use crate::events::{Input, set_ip};
+use crate::facts::topology::{RouteEntry, Tunnel};
+use crate::facts::{Fact, NodeFacts, Topology, ifkey};
+use crate::model::{Code, Diagnosis, Dir, Encap, Record};
+use crate::pipeline::Options;
+use crate::recording::format::Header;
+use crate::recording::reader::Item;
+
+const MS: u64 = 1_000_000;
+const NETNS: [u32; 2] = [100, 200];
+const ETH0: u32 = 2;
+const CALI: u32 = 5;
+const POD: [&str; 2] = ["10.244.1.10", "10.244.2.10"];
+
+fn route(dst: &str, dev: &str) -> RouteEntry {
+    RouteEntry {
+        dst: dst.into(),
+        dev: dev.into(),
+        via: None,
+    }
+}
+
+/// Node `i`: its pod behind `cali`, the other's block via `eth0` (or the
+/// VXLAN device), tracing `interfaces`.
+fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
+    let other_block = if i == 0 {
+        "10.244.2.0/26"
+    } else {
+        "10.244.1.0/26"
+    };
+    let mut facts = NodeFacts {
+        node: format!("host-{i}"),
+        netns: NETNS[i],
+        topology: Topology {
+            routes: vec![
+                route(&format!("{}/32", POD[i]), "cali1"),
+                route(other_block, if vxlan { "vxlan.calico" } else { "eth0" }),
+                route("0.0.0.0/0", "eth0"),
+            ],
+            tunnels: if vxlan {
+                vec![Tunnel {
+                    name: "vxlan.calico".into(),
+                    kind: "vxlan".into(),
+                }]
+            } else {
+                vec![]
+            },
+            uplinks: vec!["eth0".into()],
+        },
+        ..Default::default()
+    };
+    facts.ifnames.insert(ifkey(NETNS[i], ETH0), "eth0".into());
+    facts.ifnames.insert(ifkey(NETNS[i], CALI), "cali1".into());
+    Header {
+        calitrace_version: "test".into(),
+        kernel: "6.18".into(),
+        node: facts.node.clone(),
+        start_realtime_ns: 1_000_000 * MS,
+        start_monotonic_ns: 0,
+        event_size: tracer_common::EVENT_SIZE as u32,
+        filter: String::new(),
+        interfaces: interfaces.iter().map(|s| s.to_string()).collect(),
+        probes_attached: vec![],
+        probes_unavailable: vec![],
+        facts,
+    }
+}
+
+fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
+    let mut p = PacketMeta {
+        l3: l3::IPV4,
+        proto: proto::ICMP,
+        ttl: 63,
+        ip_id: 1000 + seq,
+        icmp_type: 8,
+        sport: 7,
+        dport: seq,
+        flags: pkt_flags::L4,
+        len,
+        ..Default::default()
+    };
+    set_ip(&mut p.src, POD[from].parse::<IpAddr>().unwrap());
+    set_ip(&mut p.dst, POD[1 - from].parse::<IpAddr>().unwrap());
+    p
+}
+
+fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
+    Item::Input(Input::Event(Event {
+        ts_ns: ts,
+        kind: kind::TC,
+        dir: d,
+        ifindex,
+        netns: NETNS[node],
+        pkt,
+        ..Default::default()
+    }))
+}
+
+fn tick(ts: u64) -> Item {
+    Item::Input(Input::Tick(ts))
+}
+
+struct Run {
+    c: Cluster,
+    out: Vec<Record>,
+}
+
+impl Run {
+    fn new(headers: [Header; 2]) -> Run {
+        let names = ["node-a".to_string(), "node-b".to_string()];
+        let mut r = Run {
+            c: Cluster::new(&names, Options::default()),
+            out: Vec::new(),
+        };
+        for (i, h) in headers.into_iter().enumerate() {
+            r.c.start(i, h, &mut r.out);
+        }
+        r
+    }
+
+    fn direct() -> Run {
+        Run::new([
+            header(0, false, &["eth0", "cali1"]),
+            header(1, false, &["eth0", "cali1"]),
+        ])
+    }
+
+    fn feed(&mut self, node: usize, item: Item) {
+        self.c.item(node, item, &mut self.out);
+    }
+
+    /// Node A sends ping `seq`; node B sees it arrive when `arrives`.
+    fn ping(&mut self, ts: u64, seq: u16, len: u32, arrives: bool) {
+        let p = ping(0, seq, len);
+        self.feed(0, tc(0, ts, CALI, dir::INGRESS, p));
+        self.feed(0, tc(0, ts + 10_000, ETH0, dir::EGRESS, p));
+        if arrives {
+            self.feed(1, tc(1, ts + 50_000, ETH0, dir::INGRESS, p));
+        }
+    }
+
+    /// Both nodes' streams move on to `ts`.
+    fn until(&mut self, ts: u64) {
+        self.feed(0, tick(ts));
+        self.feed(1, tick(ts));
+    }
+
+    fn finish(mut self) -> Vec<Record> {
+        self.c.finish(&mut self.out);
+        self.out
+    }
+}
+
+fn diagnoses(out: &[Record]) -> Vec<&Diagnosis> {
+    out.iter()
+        .filter_map(|r| match r {
+            Record::Diagnosis(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn packets_that_arrive_are_no_problem() {
+    let mut r = Run::direct();
+    for seq in 0..5 {
+        r.ping(seq as u64 * 100 * MS, seq, 84, true);
+    }
+    r.until(3_000 * MS);
+    let out = r.finish();
+    assert!(diagnoses(&out).is_empty(), "{out:#?}");
+    let nodes: Vec<Option<&str>> = out.iter().map(Record::node).collect();
+    assert!(
+        nodes.iter().all(|n| n.is_some()),
+        "every record names its node"
+    );
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Record::Packet(p) if p.node.as_deref() == Some("node-b") && p.dir == Dir::Ingress))
+    );
+}
+
+#[test]
+fn packets_that_never_arrive_are_an_underlay_drop() {
+    let mut r = Run::direct();
+    r.ping(0, 1, 84, true);
+    r.ping(100 * MS, 2, 84, false);
+    r.ping(200 * MS, 3, 84, false);
+    r.until(900 * MS);
+    assert!(
+        diagnoses(&r.out).is_empty(),
+        "nothing is lost before the window has passed on the receiver"
+    );
+    r.until(2_000 * MS);
+    let out = r.finish();
+    let d = diagnoses(&out);
+    assert_eq!(d[0].code, Code::UnderlayDrop, "{d:#?}");
+    assert_eq!(
+        (d[0].src.as_deref(), d[0].dst.as_deref()),
+        (Some(POD[0]), Some(POD[1]))
+    );
+    let u = d[0].underlay.as_ref().unwrap();
+    assert_eq!(
+        (u.src_node.as_str(), u.dst_node.as_str(), u.encap),
+        ("node-a", "node-b", Encap::None)
+    );
+    assert_eq!(d.last().unwrap().count, 2);
+    assert!(
+        d[0].hint.contains("source/destination checks"),
+        "{}",
+        d[0].hint
+    );
+    let json = serde_json::to_value(d[0]).unwrap();
+    assert_eq!(
+        (&json["code"], &json["src_node"], &json["encap"]),
+        (&"UNDERLAY_DROP".into(), &"node-a".into(), &"none".into())
+    );
+}
+
+#[test]
+fn only_the_big_packets_lost_is_the_underlay_mtu() {
+    let mut r = Run::new([
+        header(0, true, &["eth0", "cali1"]),
+        header(1, true, &["eth0", "cali1"]),
+    ]);
+    for seq in 0..3 {
+        r.ping(seq as u64 * 100 * MS, seq, 84, true);
+    }
+    for seq in 3..6 {
+        r.ping(seq as u64 * 100 * MS, seq, 1428, false);
+    }
+    r.until(3_000 * MS);
+    let out = r.finish();
+    let d = diagnoses(&out);
+    let last = d.last().unwrap();
+    assert_eq!(last.code, Code::UnderlayMtu, "{d:#?}");
+    let u = last.underlay.as_ref().unwrap();
+    assert_eq!(
+        (u.encap, u.largest_delivered, u.smallest_lost),
+        (Encap::Vxlan, Some(84 + 50), Some(1428 + 50))
+    );
+    assert!(last.hint.contains("at most 84"), "{}", last.hint);
+}
+
+#[test]
+fn no_underlay_verdict_when_the_receiver_cannot_tell() {
+    // Node B does not trace its uplink.
+    let mut r = Run::new([
+        header(0, false, &["eth0", "cali1"]),
+        header(1, false, &["cali1"]),
+    ]);
+    r.ping(0, 1, 84, false);
+    r.until(3_000 * MS);
+    let c = &r.c;
+    assert_eq!(
+        c.undecided().get("its agent did not trace its uplink"),
+        Some(&1)
+    );
+    assert!(diagnoses(&r.finish()).is_empty());
+
+    // Node B lost events around the send.
+    let mut r = Run::direct();
+    r.feed(
+        1,
+        Item::Fact(Fact::Lost {
+            ts_ns: 500 * MS,
+            lost: 40,
+        }),
+    );
+    r.ping(0, 1, 84, false);
+    r.until(3_000 * MS);
+    assert_eq!(r.c.undecided().get("its agent lost events then"), Some(&1));
+    assert!(diagnoses(&r.finish()).is_empty());
+
+    // Node B's agent ended before the window did.
+    let mut r = Run::direct();
+    r.ping(0, 1, 84, false);
+    r.c.ended(1, Some("exit status 1".into()), &mut r.out);
+    r.feed(0, tick(3_000 * MS));
+    assert_eq!(
+        r.c.nodes()[1].state,
+        AgentState::Ended(Some("exit status 1".into()))
+    );
+    let out = r.finish();
+    assert!(diagnoses(&out).is_empty(), "{out:#?}");
+    assert!(
+        out.iter().any(|r| matches!(r, Record::Stats(s) if s.node.as_deref() == Some("node-b") && s.exit.as_deref() == Some("exit status 1")))
+    );
+}
+
+#[test]
+fn a_drop_on_the_receiver_has_the_senders_points_first() {
+    let mut r = Run::direct();
+    r.ping(0, 1, 84, true);
+    let mut f = header(1, false, &[]).facts;
+    f.reasons.insert(5, "NETFILTER_DROP".into());
+    f.symbols.insert(0xffff_0000, "nf_hook_slow".into());
+    for fact in [Fact::Symbol {
+        addr: 0xffff_0000,
+        name: "nf_hook_slow".into(),
+    }] {
+        r.feed(1, Item::Fact(fact));
+    }
+    r.c.nodes[1]
+        .pipeline
+        .as_mut()
+        .unwrap()
+        .env
+        .facts
+        .reasons
+        .insert(5, "NETFILTER_DROP".into());
+    r.feed(
+        1,
+        Item::Input(Input::Event(Event {
+            ts_ns: 80_000,
+            kind: kind::DROP,
+            reason: 5,
+            location: 0xffff_0000,
+            ifindex: ETH0,
+            netns: NETNS[1],
+            pkt: ping(0, 1, 84),
+            ..Default::default()
+        })),
+    );
+    r.until(3_000 * MS);
+    let out = r.finish();
+    let drop = out
+        .iter()
+        .find_map(|r| match r {
+            Record::Drop(d) => Some(d),
+            _ => None,
+        })
+        .expect("the drop");
+    assert_eq!(drop.node.as_deref(), Some("node-b"));
+    let path: Vec<String> = drop
+        .journey
+        .iter()
+        .map(|h| h.label(None).to_string())
+        .collect();
+    assert_eq!(
+        path,
+        [
+            "node-a cali1 ingress",
+            "node-a eth0 egress",
+            "node-b eth0 ingress"
+        ]
+    );
+    let d = diagnoses(&out);
+    assert_eq!(d[0].code, Code::NetfilterDrop);
+    assert_eq!(d[0].node.as_deref(), Some("node-b"));
+    assert!(d.iter().all(|d| d.code != Code::UnderlayDrop));
+}
