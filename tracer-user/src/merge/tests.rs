@@ -299,15 +299,13 @@ fn no_underlay_verdict_when_the_receiver_cannot_tell() {
 fn a_drop_on_the_receiver_has_the_senders_points_first() {
     let mut r = Run::direct();
     r.ping(0, 1, 84, true);
-    let mut f = header(1, false, &[]).facts;
-    f.reasons.insert(5, "NETFILTER_DROP".into());
-    f.symbols.insert(0xffff_0000, "nf_hook_slow".into());
-    for fact in [Fact::Symbol {
-        addr: 0xffff_0000,
-        name: "nf_hook_slow".into(),
-    }] {
-        r.feed(1, Item::Fact(fact));
-    }
+    r.feed(
+        1,
+        Item::Fact(Fact::Symbol {
+            addr: 0xffff_0000,
+            name: "nf_hook_slow".into(),
+        }),
+    );
     r.c.nodes[1]
         .pipeline
         .as_mut()
