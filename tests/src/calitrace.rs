@@ -199,6 +199,43 @@ impl Trace {
         }
     }
 
+    /// Starts `calitrace --output json cluster` with an agent per `(name,
+    /// netns)` (`ip netns exec NETNS calitrace agent ...`) and `args`, and
+    /// waits until every agent traces.
+    pub fn start_cluster(nodes: &[(&str, &str)], args: &[&str]) -> Result<Trace> {
+        let bin = binary();
+        let specs: Vec<String> = nodes
+            .iter()
+            .map(|(name, ns)| format!("{name}=ip netns exec {ns} {}", bin.display()))
+            .collect();
+        let mut full = vec!["cluster", "--output", "json"];
+        for s in &specs {
+            full.extend(["--node", s.as_str()]);
+        }
+        full.extend_from_slice(args);
+        let started = Instant::now();
+        let mut t = Trace::spawn(&bin, None, &[], &full, Keep::All)?;
+        let mut ready = 0;
+        while ready < nodes.len() {
+            match t.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    ready += usize::from(line.contains("recording stream on stdout"));
+                    t.stderr_seen.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let f = t.wait(Duration::from_secs(5))?;
+                    bail!("calitrace cluster exited before its agents traced ({}): {}", f.status, f.stderr);
+                }
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                bail!("the agents did not start tracing within 90 s: {}", t.stderr_seen.join("\n"));
+            }
+        }
+        t.ready_after = started.elapsed();
+        Ok(t)
+    }
+
     /// Process id of the running calitrace (`ip netns exec` execs it).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

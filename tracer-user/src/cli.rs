@@ -30,6 +30,9 @@ pub enum Command {
     /// `calitrace cluster`; stops on SIGTERM/SIGINT/SIGHUP, when stdin (a
     /// pipe) closes, on a broken stdout, after --duration.
     Agent(TraceArgs),
+    /// One live view of several nodes: starts `sh -c "COMMAND agent ARGS"`
+    /// for each --node NAME=COMMAND and merges their streams.
+    Cluster(ClusterArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,9 +96,49 @@ pub struct TraceArgs {
     pub ring_mib: u32,
 }
 
+/// The tracing options a cluster passes on to its agents.
+#[derive(Debug, Clone, Args)]
+pub struct AgentOptions {
+    /// Interfaces for the agents' tc programs (glob, repeatable); default as for trace.
+    #[arg(short, long = "iface", value_name = "GLOB")]
+    pub iface: Vec<String>,
+    /// Agents report drops from every network namespace.
+    #[arg(long)]
+    pub all_netns: bool,
+    /// How the agents' tc programs attach: tcx, netlink or auto.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub tc_attach: crate::probes::loader::TcAttach,
+    /// The agents' exact netfilter probes: auto, fexit, kprobe or off.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub nf_probes: crate::probes::exact::Mode,
+    /// The agents' ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub ring_mib: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// A node and how to start calitrace there: NAME=COMMAND (repeatable),
+    /// e.g. node-a='ssh root@node-a calitrace'. Runs `sh -c "COMMAND agent ARGS"`.
+    #[arg(long = "node", value_name = "NAME=COMMAND", required = true)]
+    pub nodes: Vec<String>,
+    /// Also record the merged session to FILE (replay it with `calitrace replay FILE`).
+    #[arg(short, long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub agents: AgentOptions,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// A file written by `calitrace trace -w FILE`.
+    /// A file written by `calitrace trace -w FILE` or `calitrace cluster -w
+    /// FILE`; several single-node recordings are merged into one cluster view
+    /// (`calitrace replay A B [FILTER]`).
     pub file: PathBuf,
     /// Replay at N times the recorded speed (default: as fast as possible).
     #[arg(long, value_name = "N")]

@@ -10,6 +10,7 @@ fn main() {
         Some(Command::Probes) => run::probes::run(),
         Some(Command::Replay(args)) => run::replay::run(args),
         Some(Command::Agent(args)) => run::agent::run(args),
+        Some(Command::Cluster(args)) => run::cluster::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

@@ -76,6 +76,8 @@ pub fn underlay_loss(l: &Loss) -> Finding {
             encap: p.encap,
         },
         diagnosis: Diagnosis {
+            // Where the packets were last seen.
+            node: Some(p.src_node.clone()),
             code,
             stage: Some(if code == Code::UnderlayMtu {
                 Stage::Mtu

@@ -10,6 +10,7 @@
 //! recording, and several single-node recordings replayed together.
 
 pub mod clock;
+pub mod interleave;
 mod node;
 pub mod sightings;
 #[cfg(test)]
@@ -22,7 +23,7 @@ use clock::Clocks;
 use node::Node;
 pub use node::{AgentState, NodeView};
 use sightings::{Identity, Sightings};
-use underlay::{Outcome, Send, Tracker};
+use underlay::{Outcome, Send, Sent, Tracker};
 
 use crate::diagnosis::Diagnoser;
 use crate::facts::Fact;
@@ -150,6 +151,11 @@ impl Cluster {
             .collect()
     }
 
+    /// Node `n`'s time `ts` on the common clock.
+    pub fn to_common(&self, n: usize, ts: u64) -> u64 {
+        self.clocks.to_common(n, ts)
+    }
+
     /// Sends that could not be judged, and why.
     pub fn undecided(&self) -> &std::collections::BTreeMap<String, u64> {
         &self.undecided
@@ -189,14 +195,20 @@ impl Cluster {
         let raw_ts = (p.ts_ns as i64 + offset).max(0) as u64;
         match p.dir {
             Dir::Egress => {
-                if let Some(s) = self.send_of(n, p, id, raw_ts)
-                    && let Some(o) = self.tracker.send(s)
-                {
-                    self.count(&o);
+                let Some(s) = self.send_of(n, p, id, raw_ts) else {
+                    return;
+                };
+                let (to, sent) = (s.to, s.raw_ts);
+                match self.tracker.send(s) {
+                    (Sent::Arrived { raw_arrival }, _) => {
+                        self.clocks.transit(n, to, sent, raw_arrival)
+                    }
+                    (Sent::Waiting, Some(o)) => self.count(&o),
+                    (Sent::Waiting, None) => {}
                 }
             }
             Dir::Ingress => {
-                if let Some(s) = self.tracker.arrive(n, &id) {
+                if let Some(s) = self.tracker.arrive(n, &id, p.ts_ns, raw_ts) {
                     self.clocks.transit(s.from, n, s.raw_ts, raw_ts);
                 }
             }

@@ -19,6 +19,18 @@ pub enum AgentState {
     Ended(Option<String>),
 }
 
+impl AgentState {
+    /// A word for the view.
+    pub fn word(&self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Running => "running",
+            AgentState::Ended(None) => "ended",
+            AgentState::Ended(Some(_)) => "failed",
+        }
+    }
+}
+
 /// What a view shows of a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {

@@ -355,3 +355,18 @@ fn a_drop_on_the_receiver_has_the_senders_points_first() {
     assert_eq!(d[0].node.as_deref(), Some("node-b"));
     assert!(d.iter().all(|d| d.code != Code::UnderlayDrop));
 }
+
+#[test]
+fn an_arrival_read_before_its_send_still_counts() {
+    // Live, node B's stream may be read before node A's.
+    let mut r = Run::direct();
+    for seq in 0..3u16 {
+        let ts = u64::from(seq) * 100 * MS;
+        let p = ping(0, seq, 84);
+        r.feed(1, tc(1, ts + 50_000, ETH0, dir::INGRESS, p));
+        r.feed(0, tc(0, ts + 10_000, ETH0, dir::EGRESS, p));
+    }
+    r.until(3_000 * MS);
+    let out = r.finish();
+    assert!(diagnoses(&out).is_empty(), "{:#?}", diagnoses(&out));
+}

@@ -70,7 +70,17 @@ type PathKey = (String, String, usize, usize);
 #[derive(Default)]
 pub struct Tracker {
     pending: Vec<Send>,
+    /// Arrivals no send was waiting for yet: live, one agent's stream may
+    /// run ahead of another's. (node, packet) -> (common time, raw time).
+    early: HashMap<(usize, Identity), (u64, u64)>,
+    early_order: std::collections::VecDeque<(u64, usize, Identity)>,
     sizes: HashMap<PathKey, Sizes>,
+}
+
+/// What a send met: nothing yet, or its arrival (on the receiver's own clock).
+pub enum Sent {
+    Waiting,
+    Arrived { raw_arrival: u64 },
 }
 
 fn path_key(s: &Send) -> PathKey {
@@ -83,24 +93,56 @@ fn path_key(s: &Send) -> PathKey {
 }
 
 impl Tracker {
-    pub fn send(&mut self, s: Send) -> Option<Outcome> {
+    /// A packet left for another node; it may have been seen arriving already.
+    pub fn send(&mut self, s: Send) -> (Sent, Option<Outcome>) {
+        if let Some((_, raw_arrival)) = self.early.remove(&(s.to, s.id.clone())) {
+            self.delivered(&s);
+            return (Sent::Arrived { raw_arrival }, None);
+        }
         self.pending.push(s);
-        (self.pending.len() > MAX_PENDING).then(|| {
+        let overflow = (self.pending.len() > MAX_PENDING).then(|| {
             self.pending.remove(0);
             Outcome::Undecided(Witness::LostEvents)
-        })
+        });
+        (Sent::Waiting, overflow)
     }
 
-    /// The packet reached `node`'s uplink: the send it answers, if any.
-    pub fn arrive(&mut self, node: usize, id: &Identity) -> Option<Send> {
-        let i = self
+    /// The packet reached `node`'s uplink at `ts` (common clock; `raw_ts` on
+    /// its own): the send it answers, if one waits.
+    pub fn arrive(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) -> Option<Send> {
+        let Some(i) = self
             .pending
             .iter()
-            .position(|s| s.to == node && s.id == *id)?;
+            .position(|s| s.to == node && s.id == *id)
+        else {
+            self.remember_early(node, id, ts, raw_ts);
+            return None;
+        };
         let s = self.pending.remove(i);
-        let sizes = self.sizes.entry(path_key(&s)).or_default();
-        sizes.largest_delivered = Some(sizes.largest_delivered.unwrap_or(0).max(s.wire_len));
+        self.delivered(&s);
         Some(s)
+    }
+
+    fn delivered(&mut self, s: &Send) {
+        let sizes = self.sizes.entry(path_key(s)).or_default();
+        sizes.largest_delivered = Some(sizes.largest_delivered.unwrap_or(0).max(s.wire_len));
+    }
+
+    fn remember_early(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) {
+        self.early.insert((node, id.clone()), (ts, raw_ts));
+        self.early_order.push_back((ts, node, id.clone()));
+        while self.early_order.len() > MAX_PENDING
+            || self
+                .early_order
+                .front()
+                .is_some_and(|(t, _, _)| ts.saturating_sub(*t) > 2 * WINDOW_NS)
+        {
+            if let Some((t, n, old)) = self.early_order.pop_front()
+                && self.early.get(&(n, old.clone())).is_some_and(|(at, _)| *at == t)
+            {
+                self.early.remove(&(n, old));
+            }
+        }
     }
 
     /// Judges the sends whose window has passed on their receiver's clock

@@ -1,6 +1,7 @@
 //! Recording the event stream (with the facts needed to name it) to a file,
 //! and reading it back for replay.
 
+pub mod cluster;
 pub mod format;
 pub mod pcap;
 pub mod reader;

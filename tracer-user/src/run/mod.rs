@@ -1,6 +1,8 @@
 //! The commands: live tracing, replay, and the probe report.
 
 pub mod agent;
+pub mod cluster;
+pub mod merged_replay;
 pub mod event_loop;
 pub mod live;
 pub mod probes;

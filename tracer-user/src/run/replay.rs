@@ -19,7 +19,16 @@ use crate::recording::reader::{self, Item, Problem};
 use crate::views::{Control, LineSink, Sink, Status};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
-    let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
+    // `replay A B FILTER`: the leading words that name files are recordings.
+    let mut files = vec![args.file.clone()];
+    let mut words = args.view.filter.clone();
+    while words.first().is_some_and(|w| std::path::Path::new(w).is_file()) {
+        files.push(words.remove(0).into());
+    }
+    let filter = Filter::parse_words(&words).map_err(|e| usage(e.to_string()))?;
+    if files.len() > 1 || crate::recording::cluster::is_cluster_recording(&files[0]) {
+        return super::merged_replay::run(&files, &args, &filter);
+    }
     let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;
     if let Some(s) = args.speed
         && !(s.is_finite() && s > 0.0)

@@ -31,6 +31,8 @@ pub struct Status {
     pub error: Option<String>,
     /// Replay: the recording has been read to its end.
     pub finished: bool,
+    /// Cluster views: the nodes and their agents.
+    pub nodes: Vec<crate::merge::NodeView>,
 }
 
 /// Where records go: a line view on stdout, or the TUI.
@@ -44,6 +46,10 @@ pub trait Sink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+    /// Whether a person is looking (the TUI), who decides when it ends.
+    fn interactive(&self) -> bool {
+        false
     }
 }
 

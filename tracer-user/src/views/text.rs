@@ -136,7 +136,14 @@ impl<W: Write> View for TextView<W> {
         let clock = r.ts_ns().map_or_else(String::new, |ts| {
             crate::time::relative(ts, *self.first_ts.get_or_insert(ts))
         });
-        writeln!(self.out, "{}", format(r, &clock, self.node_netns))
+        let node = match r {
+            Record::Start(_) => None,
+            _ => r.node(),
+        };
+        match node {
+            Some(n) => writeln!(self.out, "{n} {}", format(r, &clock, self.node_netns)),
+            None => writeln!(self.out, "{}", format(r, &clock, self.node_netns)),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

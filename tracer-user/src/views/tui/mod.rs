@@ -232,6 +232,10 @@ impl TuiSink {
 }
 
 impl Sink for TuiSink {
+    fn interactive(&self) -> bool {
+        true
+    }
+
     fn records(&mut self, records: &[Record]) -> io::Result<bool> {
         self.summary.note(records);
         let mut ib = self.shared.lock();
