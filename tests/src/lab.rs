@@ -4,18 +4,19 @@
 //! created in, or changed in, the host's own network namespace):
 //!
 //! ```text
-//!  pod a0 (10.244.1.10/32)             pod b0 (10.244.2.10/32)
-//!    eth0                                eth0
-//!     |  veth                             |  veth
-//!   cali<11 hex>                       cali<11 hex>
-//!  node A  (10.244.1.0/26)             node B  (10.244.2.0/26)
-//!    eth0 192.168.K.1/24 ---- veth ---- eth0 192.168.K.2/24
-//!    [vxlan.calico 10.244.1.1]          [vxlan.calico 10.244.2.1]   (Mode::Vxlan only)
+//!  pod a0 (10.244.1.10/32)                                  pod b0 (10.244.2.10/32)
+//!    eth0                                                     eth0
+//!     |  veth                                                  |  veth
+//!   cali<11 hex>                                            cali<11 hex>
+//!  node A  (10.244.1.0/26)                                  node B  (10.244.2.0/26)
+//!    eth0 192.168.K.1/24 -- veth -- port-a  [br0]  port-b -- veth -- eth0 192.168.K.2/24
+//!    [vxlan.calico 10.244.1.1]        fabric (no addresses)   [vxlan.calico 10.244.2.1]
 //! ```
 //!
 //! * Netns names: node A `ctlab-<pid>-<n>-node-a`, node B `ctlab-<pid>-<n>-node-b`,
 //!   pod i on node A `ctlab-<pid>-<n>-pod-a<i>` (node B: `...-pod-b<i>`), where `<pid>` is
-//!   the creating process and `<n>` a per-process counter. Extra namespaces made with
+//!   the creating process and `<n>` a per-process counter; the fabric between them is
+//!   `ctlab-<pid>-<n>-fabric`. Extra namespaces made with
 //!   [`Lab::add_netns`] are `ctlab-<pid>-<n>-x-<suffix>`.
 //! * Pods: `eth0` with a /32, `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1`.
 //!   Node side: `cali` + 11 hex chars (Calico's own format, 15 chars), MAC
@@ -28,6 +29,9 @@
 //!   address 10.244.1.1/32 (A) / 10.244.2.1/32 (B), route
 //!   `10.244.<other>.0/26 via 10.244.<other>.1 dev vxlan.calico onlink`, a permanent
 //!   neighbour entry and an fdb entry for the other node. Pod and cali MTU is 1450 then.
+//! * Fabric (the "cloud network"): bridge `br0` with ports `port-a` and `port-b` (the
+//!   peers of the nodes' `eth0`, MTU 1500), no STP, no addresses, no calitrace. Tests
+//!   break it with [`Lab::fabric_drop`] and [`Lab::fabric_mtu`].
 //! * IPv6 is disabled in every lab namespace so that no IPv6 chatter (DAD, router
 //!   solicitations, MLD) shows up in traces.
 //!
@@ -36,9 +40,9 @@
 
 mod build;
 mod commands;
+mod fabric;
 mod probe;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -47,8 +51,9 @@ use std::sync::{Mutex, Once};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use commands::{check_netns_name, check_output, ip, ip_json, netns_exec, veth};
+use commands::{check_netns_name, check_output, ip, ip_json, netns_exec, nft_script, veth};
 pub use commands::{cleanup_stale, spawn_in_netns};
+pub use fabric::{FABRIC_BRIDGE, FABRIC_PORTS, FabricDrop};
 
 /// Prefix of every network namespace a lab creates (`ctlab-<pid>-<n>-...`).
 pub const PREFIX: &str = "ctlab-";
@@ -171,6 +176,8 @@ pub struct Lab {
     mode: Mode,
     nodes: Vec<Node>,
     pods: Vec<Vec<Pod>>,
+    /// The fabric namespace between the nodes (none in [`Lab::empty`]).
+    fabric: Option<String>,
     /// Every namespace this lab created, in creation order.
     created: Vec<String>,
 }
@@ -224,6 +231,7 @@ impl Lab {
             mode,
             nodes: Vec::new(),
             pods: Vec::new(),
+            fabric: None,
             created: Vec::new(),
         };
         (lab, n)
@@ -358,25 +366,7 @@ impl Lab {
 
     /// Loads `script` with `nft -f -` inside node `node`.
     pub fn nft(&self, node: usize, script: &str) -> Result<()> {
-        let netns = &self.node(node).netns;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", netns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning nft")?;
-        {
-            let mut stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| anyhow!("no stdin for nft"))?;
-            stdin
-                .write_all(script.as_bytes())
-                .context("writing nft script")?;
-        }
-        let out = child.wait_with_output().context("waiting for nft")?;
-        check_output(&format!("in {netns}: nft -f - <<{script:?}"), &out)
+        nft_script(&self.node(node).netns, script)
     }
 
     /// Sets one sysctl in a namespace of this lab (`sysctl -qw key=value`). For interface

@@ -274,8 +274,9 @@ fn dropped_lab_leaves_no_netns() {
     let mut lab = Lab::new(Mode::Vxlan).expect("build lab");
     let extra = lab.add_netns("ext").unwrap();
     let names: Vec<String> = lab.netns_names().to_vec();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
     assert!(names.contains(&extra));
+    assert!(names.iter().any(|n| n == lab.fabric_netns()));
     let listed = netns_list();
     for n in &names {
         assert!(n.starts_with(lab.id()) && n.starts_with(lab::PREFIX));
@@ -300,7 +301,11 @@ fn lab_is_cleaned_up_after_a_panic() {
     .join();
     assert!(r.is_err());
     let names = names.lock().unwrap().clone();
-    assert_eq!(names.len(), 4);
+    assert_eq!(
+        names.len(),
+        5,
+        "two nodes, the fabric and two pods: {names:?}"
+    );
     let listed = netns_list();
     for n in &names {
         assert!(!listed.contains(n), "{n} survived a panic");

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow};
 
 use super::commands::{check_output, ip, veth};
 use super::{
-    CALI_MAC, GATEWAY_IP, Lab, Mode, NO_IPV6, Node, POD_IF, Pod, UNDERLAY_IF, UNDERLAY_MTU,
-    VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI,
+    CALI_MAC, FABRIC_PORTS, GATEWAY_IP, Lab, Mode, NO_IPV6, Node, POD_IF, Pod, UNDERLAY_IF,
+    UNDERLAY_MTU, VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI,
 };
 
 /// Fixed MAC addresses of `vxlan.calico` on node A and node B (locally administered).
@@ -20,6 +20,7 @@ impl Lab {
     /// `k` picks the underlay subnet (`192.168.K.0/24`).
     pub(super) fn build(&mut self, k: u64, pods_per_node: usize) -> Result<()> {
         self.build_nodes(k)?;
+        self.build_fabric()?;
         self.build_underlay()?;
         for node in 0..NODE_LETTERS.len() {
             let mut cali_names = HashSet::new();
@@ -59,12 +60,15 @@ impl Lab {
         Ok(())
     }
 
-    /// The underlay veth pair, created directly inside node A with its peer in node B,
-    /// and each node's routes to the other's pods.
+    /// Each node's underlay veth, created inside the node with its peer plugged into the
+    /// fabric's bridge, and each node's routes to the other's pods.
     fn build_underlay(&mut self) -> Result<()> {
         let (a, b) = (self.nodes[0].clone(), self.nodes[1].clone());
         let u = UNDERLAY_IF;
-        veth(&a.netns, u, &b.netns, u)?;
+        for (node, port) in [&a, &b].into_iter().zip(FABRIC_PORTS) {
+            veth(&node.netns, u, self.fabric_netns(), port)?;
+            self.join_fabric(port)?;
+        }
         for (node, peer) in [(&a, &b), (&b, &a)] {
             let ns = &node.netns;
             ip(ns, &format!("link set {u} mtu {UNDERLAY_MTU}"))?;

@@ -2,12 +2,13 @@
 //! and the clean-up of namespaces that dead test processes left behind.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::{NETNS_DIR, PREFIX};
 
@@ -90,6 +91,29 @@ pub(super) fn netns_exec(netns: &str, args: &[&str]) -> Result<Output> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running `ip netns exec {netns} {}`", args.join(" ")))
+}
+
+/// `ip netns exec NETNS nft -f -` fed with `script`, error with stderr on failure.
+pub(super) fn nft_script(netns: &str, script: &str) -> Result<()> {
+    check_netns_name(netns)?;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning nft")?;
+    {
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin for nft"))?;
+        stdin
+            .write_all(script.as_bytes())
+            .context("writing nft script")?;
+    }
+    let out = child.wait_with_output().context("waiting for nft")?;
+    check_output(&format!("in {netns}: nft -f - <<{script:?}"), &out)
 }
 
 /// `ip -n NETNS <cmd split on whitespace>`, error with stderr on failure.

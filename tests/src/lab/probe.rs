@@ -35,6 +35,16 @@ impl Lab {
         }
     }
 
+    /// Pings `dst_ip` from `netns` once with `payload` bytes (IP packet: `payload` + 28)
+    /// and Don't Fragment set; true if the reply came back.
+    pub fn ping_df(&self, netns: &str, dst_ip: &str, payload: usize) -> bool {
+        let size = payload.to_string();
+        let args = [
+            "ping", "-n", "-q", "-c", "1", "-W", "1", "-M", "do", "-s", &size, dst_ip,
+        ];
+        self.run(netns, &args).is_ok_and(|out| out.status.success())
+    }
+
     /// Real TCP echo check from pod `from` to `to`'s address on `port`; true on success.
     /// Never takes much longer than `timeout`.
     pub fn tcp_check(&self, from: &Pod, to: &Pod, port: u16, timeout: Duration) -> bool {
@@ -53,18 +63,34 @@ impl Lab {
         port: u16,
         timeout: Duration,
     ) -> Result<()> {
+        self.tcp_transfer(client_netns, server_netns, dst_ip, port, 0, timeout)
+    }
+
+    /// Like [`Lab::tcp_probe`] with the token padded to `bytes` bytes each way (full-size
+    /// segments, e.g. to find an MTU black hole that a small token slips through).
+    pub fn tcp_transfer(
+        &self,
+        client_netns: &str,
+        server_netns: &str,
+        dst_ip: &str,
+        port: u16,
+        bytes: usize,
+        timeout: Duration,
+    ) -> Result<()> {
         self.check_owned(client_netns)?;
         self.check_owned(server_netns)?;
         let dst: IpAddr = dst_ip
             .parse()
             .with_context(|| format!("bad IP address {dst_ip:?}"))?;
         let deadline = Instant::now() + timeout;
-        let token = format!(
+        let mut token = format!(
             "calitrace-lab {} probe {} from {client_netns}",
             self.id,
             PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)
         )
         .into_bytes();
+        let pad = bytes.saturating_sub(token.len());
+        token.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<u16>();
 
