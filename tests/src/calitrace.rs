@@ -225,11 +225,18 @@ impl Trace {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let f = t.wait(Duration::from_secs(5))?;
-                    bail!("calitrace cluster exited before its agents traced ({}): {}", f.status, f.stderr);
+                    bail!(
+                        "calitrace cluster exited before its agents traced ({}): {}",
+                        f.status,
+                        f.stderr
+                    );
                 }
             }
             if started.elapsed() > Duration::from_secs(90) {
-                bail!("the agents did not start tracing within 90 s: {}", t.stderr_seen.join("\n"));
+                bail!(
+                    "the agents did not start tracing within 90 s: {}",
+                    t.stderr_seen.join("\n")
+                );
             }
         }
         t.ready_after = started.elapsed();

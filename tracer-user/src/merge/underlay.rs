@@ -138,7 +138,10 @@ impl Tracker {
                 .is_some_and(|(t, _, _)| ts.saturating_sub(*t) > 2 * WINDOW_NS)
         {
             if let Some((t, n, old)) = self.early_order.pop_front()
-                && self.early.get(&(n, old.clone())).is_some_and(|(at, _)| *at == t)
+                && self
+                    .early
+                    .get(&(n, old.clone()))
+                    .is_some_and(|(at, _)| *at == t)
             {
                 self.early.remove(&(n, old));
             }

@@ -119,7 +119,10 @@ pub fn read(path: &Path) -> Result<(ClusterHeader, Vec<NodeStream>)> {
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
     if version != VERSION {
-        bail!("{}: cluster recording version {version}, this calitrace reads {VERSION}", path.display());
+        bail!(
+            "{}: cluster recording version {version}, this calitrace reads {VERSION}",
+            path.display()
+        );
     }
     let len = u32::from_le_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]);
     if len > format::MAX_HEADER {
@@ -172,7 +175,10 @@ fn node_of<'a>(payload: &'a [u8], nodes: usize, path: &Path) -> Result<(usize, &
     }
     let node = u16::from_le_bytes([payload[0], payload[1]]) as usize;
     if node >= nodes {
-        bail!("{}: frame of node {node}, the header names {nodes}", path.display());
+        bail!(
+            "{}: frame of node {node}, the header names {nodes}",
+            path.display()
+        );
     }
     Ok((node, &payload[2..]))
 }

@@ -74,7 +74,15 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     let mut agents: Vec<Agent> = nodes
         .iter()
         .enumerate()
-        .map(|(i, (name, cmd))| start_agent(i, name, &format!("{cmd} agent{line}"), &tx, writer.is_some()))
+        .map(|(i, (name, cmd))| {
+            start_agent(
+                i,
+                name,
+                &format!("{cmd} agent{line}"),
+                &tx,
+                writer.is_some(),
+            )
+        })
         .collect();
     drop(tx);
     let names: Vec<String> = nodes.into_iter().map(|(n, _)| n).collect();
@@ -132,7 +140,9 @@ fn parse_nodes(specs: &[String]) -> Result<Vec<(String, String)>> {
         };
         let (name, cmd) = (name.trim(), cmd.trim());
         if name.is_empty() || cmd.is_empty() {
-            return Err(usage(format!("--node {s}: both NAME and COMMAND are needed")));
+            return Err(usage(format!(
+                "--node {s}: both NAME and COMMAND are needed"
+            )));
         }
         if out.iter().any(|(n, _)| n == name) {
             return Err(usage(format!("--node {name} is given twice")));
@@ -192,8 +202,11 @@ fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) ->
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            tx.send(Msg::Gone(i, Some(format!("cannot run sh -c {line:?}: {e}"))))
-                .ok();
+            tx.send(Msg::Gone(
+                i,
+                Some(format!("cannot run sh -c {line:?}: {e}")),
+            ))
+            .ok();
             return Agent {
                 name: name.to_string(),
                 child: None,
@@ -206,7 +219,17 @@ fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) ->
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let t = tx.clone();
-    std::thread::spawn(move || read_stream(i, Tee { r: stdout, tx: tee.then(|| t.clone()), node: i }, &t));
+    std::thread::spawn(move || {
+        read_stream(
+            i,
+            Tee {
+                r: stdout,
+                tx: tee.then(|| t.clone()),
+                node: i,
+            },
+            &t,
+        )
+    });
     let t = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -369,11 +392,11 @@ impl Running<'_> {
             match c {
                 Control::Quit => return false,
                 Control::SetFilter(_) => {
-                    self.status.error =
-                        Some("the cluster's FILTER is given when it starts".into())
+                    self.status.error = Some("the cluster's FILTER is given when it starts".into())
                 }
                 Control::StartRecording(_) | Control::StopRecording => {
-                    self.status.error = Some("record a cluster with `calitrace cluster -w FILE`".into())
+                    self.status.error =
+                        Some("record a cluster with `calitrace cluster -w FILE`".into())
                 }
                 Control::Pause(_) | Control::Step => {}
             }
@@ -426,8 +449,11 @@ mod tests {
 
     #[test]
     fn node_specs_and_quoting() {
-        let n = parse_nodes(&["a=ip netns exec x calitrace".into(), "b = ssh b calitrace".into()])
-            .unwrap();
+        let n = parse_nodes(&[
+            "a=ip netns exec x calitrace".into(),
+            "b = ssh b calitrace".into(),
+        ])
+        .unwrap();
         assert_eq!(n[1], ("b".into(), "ssh b calitrace".into()));
         for bad in [vec!["a"], vec!["=x"], vec!["a=x", "a=y"]] {
             let specs: Vec<String> = bad.iter().map(|s| s.to_string()).collect();

@@ -2,9 +2,9 @@
 
 pub mod agent;
 pub mod cluster;
-pub mod merged_replay;
 pub mod event_loop;
 pub mod live;
+pub mod merged_replay;
 pub mod probes;
 pub mod replay;
 pub mod session;

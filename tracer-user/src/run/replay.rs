@@ -22,7 +22,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     // `replay A B FILTER`: the leading words that name files are recordings.
     let mut files = vec![args.file.clone()];
     let mut words = args.view.filter.clone();
-    while words.first().is_some_and(|w| std::path::Path::new(w).is_file()) {
+    while words
+        .first()
+        .is_some_and(|w| std::path::Path::new(w).is_file())
+    {
         files.push(words.remove(0).into());
     }
     let filter = Filter::parse_words(&words).map_err(|e| usage(e.to_string()))?;
