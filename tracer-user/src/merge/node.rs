@@ -37,6 +37,8 @@ pub struct NodeView {
     pub name: String,
     pub state: AgentState,
     pub events: u64,
+    /// Set by a live driver, which knows the wall clock.
+    pub events_per_sec: f64,
     pub lost: u64,
     /// Its clock minus the first node's, in nanoseconds.
     pub offset_ns: i64,
@@ -169,6 +171,7 @@ impl Node {
             name: self.name.clone(),
             state: self.state.clone(),
             events: self.events,
+            events_per_sec: 0.0,
             lost: self.losses.last().map_or(0, |(_, l)| *l),
             offset_ns,
             traces_uplink: self.traces_uplink,

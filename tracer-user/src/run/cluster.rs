@@ -104,6 +104,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         sink: sink.as_mut(),
         writer: &mut writer,
         quiet: output == Output::Tui,
+        rates: vec![(Instant::now(), 0); names.len()],
         status: Status {
             filter: filter.to_string(),
             ..Status::default()
@@ -302,6 +303,8 @@ struct Running<'a> {
     /// The TUI shows agents' messages; line views pass them to stderr.
     quiet: bool,
     status: Status,
+    /// Per node: when its event count was last taken, and the count.
+    rates: Vec<(Instant, u64)>,
 }
 
 impl Running<'_> {
@@ -385,7 +388,24 @@ impl Running<'_> {
 
     /// Status to the view, and its requests; false when it quits.
     fn hear_view(&mut self) -> bool {
-        self.status.nodes = self.cluster.nodes();
+        let now = Instant::now();
+        let mut nodes = self.cluster.nodes();
+        for (v, (then, count)) in nodes.iter_mut().zip(self.rates.iter_mut()) {
+            let secs = now.duration_since(*then).as_secs_f64();
+            if secs >= 1.0 {
+                let rate = v.events.saturating_sub(*count) as f64 / secs;
+                (*then, *count) = (now, v.events);
+                v.events_per_sec = rate;
+            } else {
+                v.events_per_sec = self
+                    .status
+                    .nodes
+                    .iter()
+                    .find(|o| o.name == v.name)
+                    .map_or(0.0, |o| o.events_per_sec);
+            }
+        }
+        self.status.nodes = nodes;
         self.status.lost = self.status.nodes.iter().map(|n| n.lost).sum();
         self.sink.status(&self.status);
         while let Some(c) = self.sink.control() {

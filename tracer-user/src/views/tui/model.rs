@@ -177,6 +177,10 @@ pub struct FlowStats {
     /// Ids of the last packets, so that a drop reported late is not counted
     /// as one more packet.
     recent: VecDeque<(PacketId, u64)>,
+    /// Cluster views: the nodes the flow was seen on, in order.
+    pub nodes: Vec<String>,
+    /// Cluster views: the node its packets never reached (UNDERLAY_*).
+    pub lost_before: Option<String>,
 }
 
 impl FlowStats {
@@ -191,7 +195,25 @@ impl FlowStats {
             latest: Journey::default(),
             last_ok: None,
             recent: VecDeque::new(),
+            nodes: Vec::new(),
+            lost_before: None,
         }
+    }
+
+    /// The node the latest packet never reached, when the underlay lost it.
+    pub fn never_reached(&self) -> Option<&str> {
+        let n = self.lost_before.as_deref()?;
+        let seen_there = self
+            .latest
+            .hops
+            .iter()
+            .any(|h| h.node.as_deref() == Some(n));
+        (self.latest.drop.is_none() && !seen_there).then_some(n)
+    }
+
+    /// `node-a→node-b`: where the flow was seen, in a cluster view.
+    pub fn node_path(&self) -> Option<String> {
+        (!self.nodes.is_empty()).then(|| self.nodes.join("→"))
     }
 
     pub fn recently_dropped(&self, now: u64) -> bool {
@@ -246,7 +268,16 @@ impl FlowStats {
             })
             .collect();
         let Some(d) = &j.drop else {
-            return steps.into_iter().map(|(s, _)| s).collect();
+            let mut steps: Vec<Step> = steps.into_iter().map(|(s, _)| s).collect();
+            if let Some(n) = self.never_reached() {
+                steps.push(Step {
+                    kind: StepKind::Failed,
+                    label: format!("never reached {n}"),
+                    ts_ns: None,
+                    ttl: None,
+                });
+            }
+            return steps;
         };
         let came_in = j
             .hops
@@ -518,6 +549,12 @@ impl Model {
         if !current {
             f.start_packet(id, hop.ts_ns, true);
         }
+        if let Some(n) = &hop.node
+            && !f.nodes.contains(n)
+            && f.nodes.len() < 4
+        {
+            f.nodes.push(n.clone());
+        }
         f.latest.hops.push(hop);
     }
 
@@ -570,6 +607,15 @@ impl Model {
 
     pub fn on_diagnosis(&mut self, d: &Diagnosis) {
         self.now_ns = self.now_ns.max(d.last_ts_ns);
+        if let Some(u) = &d.underlay {
+            for f in self
+                .flows
+                .values_mut()
+                .filter(|f| f.key.src == d.src && f.key.dst == d.dst)
+            {
+                f.lost_before = Some(u.dst_node.clone());
+            }
+        }
         if let Some(old) = self.diagnoses.iter_mut().find(|o| o.same_problem(d)) {
             *old = d.clone();
             return;

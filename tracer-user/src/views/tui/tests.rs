@@ -1050,3 +1050,89 @@ fn terminal_bytes_become_keys() {
     assert_eq!(parse_keys(b"\x1bO").1, 0);
     assert_eq!(parse_keys(&"é".as_bytes()[..1]).1, 0);
 }
+
+#[test]
+fn a_cluster_view_names_its_nodes_and_where_packets_were_lost() {
+    use crate::merge::{AgentState, NodeView};
+    use crate::model::{Encap, Underlay};
+    let mut a = app();
+    let node = |name: &str, state| NodeView {
+        name: name.into(),
+        state,
+        events: 10,
+        events_per_sec: 12.0,
+        lost: 0,
+        offset_ns: 1_500_000,
+        traces_uplink: true,
+    };
+    a.set_status(Status {
+        nodes: vec![
+            node("node-a", AgentState::Running),
+            node("node-b", AgentState::Ended(Some("exit status: 1".into()))),
+        ],
+        ..Status::default()
+    });
+    let on_a = |r: Record| {
+        let mut r = r;
+        r.set_node("node-a");
+        r
+    };
+    a.ingest(&[
+        on_a(packet(
+            T0,
+            CALI_B,
+            Dir::Ingress,
+            flow(POD_A, POD_B, Proto::Icmp, None),
+            ping_detail(1, 64, false),
+        )),
+        on_a(packet(
+            T0 + 10_000,
+            "eth0",
+            Dir::Egress,
+            flow(POD_A, POD_B, Proto::Icmp, None),
+            ping_detail(1, 63, false),
+        )),
+    ]);
+    a.ingest(&[Record::Diagnosis(Diagnosis {
+        code: Code::UnderlayDrop,
+        src: Some(POD_A.into()),
+        dst: Some(POD_B.into()),
+        node: Some("node-a".into()),
+        underlay: Some(Underlay {
+            src_node: "node-a".into(),
+            dst_node: "node-b".into(),
+            encap: Encap::Vxlan,
+            outer_src: None,
+            outer_dst: None,
+            outer_proto: None,
+            outer_dport: None,
+            largest_delivered: None,
+            smallest_lost: None,
+        }),
+        summary: "lost between the nodes".into(),
+        first_ts_ns: T0 + SEC,
+        last_ts_ns: T0 + SEC,
+        count: 1,
+        ..Default::default()
+    })]);
+    let s = screen(&a, 160, 30);
+    assert!(
+        s.contains("✓ node-a running 12/s lost 0 clock +1.5 ms"),
+        "{s}"
+    );
+    assert!(s.contains("✗ node-b failed"), "{s}");
+    assert!(s.contains(&format!("{POD_A} → {POD_B} [node-a]")), "{s}");
+    assert!(s.contains("LOST before node-b"), "{s}");
+    assert!(
+        s.contains("node-a eth0 egress → ✗ never reached node-b\n"),
+        "{s}"
+    );
+    assert_steps(
+        &a,
+        &[
+            (StepKind::Seen, &format!("node-a {CALI_B} ingress")),
+            (StepKind::Seen, "node-a eth0 egress"),
+            (StepKind::Failed, "never reached node-b"),
+        ],
+    );
+}

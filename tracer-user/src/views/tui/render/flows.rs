@@ -31,7 +31,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     let flow_w = rows
         .iter()
-        .map(|f| f.key.arrow().chars().count())
+        .map(|f| flow_text(f).chars().count())
         .max()
         .unwrap_or(20)
         .clamp(20, 50) as u16;
@@ -54,13 +54,25 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// The flow's ends, and in a cluster view the nodes it was seen on.
+fn flow_text(f: &FlowStats) -> String {
+    match f.node_path() {
+        Some(nodes) => format!("{} [{nodes}]", f.key.arrow()),
+        None => f.key.arrow(),
+    }
+}
+
 fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
-    let (sym, verdict) = match &f.latest.drop {
-        Some(d) => (
+    let (sym, verdict) = match (&f.latest.drop, f.never_reached()) {
+        (Some(d), _) => (
             Span::styled("✗", t.bad()),
             Span::styled(format!("DROP {}", d.short()), t.bad()),
         ),
-        None => {
+        (None, Some(n)) => (
+            Span::styled("✗", t.bad()),
+            Span::styled(format!("LOST before {n}"), t.bad()),
+        ),
+        (None, None) => {
             let at = f.last_iface(app.info.netns).unwrap_or_default();
             (
                 Span::styled("✓", t.ok()),
@@ -75,7 +87,7 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
     };
     Row::new(vec![
         Cell::from(sym),
-        Cell::from(f.key.arrow()),
+        Cell::from(flow_text(f)),
         Cell::from(f.key.proto_name()),
         Cell::from(Line::from(f.packets.to_string()).right_aligned()),
         Cell::from(Line::from(drops).right_aligned()),

@@ -10,11 +10,12 @@ type Segment = Vec<Span<'static>>;
 
 /// What is traced where, then the live state; two lines, more when narrow.
 pub(super) fn lines(app: &App, t: &Theme, width: u16) -> Vec<Line<'static>> {
-    pack(
-        vec![node_segments(app, t), state_segments(app, t)],
-        width as usize,
-        t,
-    )
+    let mut groups = vec![node_segments(app, t)];
+    if !app.status.nodes.is_empty() {
+        groups.push(cluster_segments(app, t));
+    }
+    groups.push(state_segments(app, t));
+    pack(groups, width as usize, t)
 }
 
 /// Packs segments into lines of `width`, a new line for each group.
@@ -65,6 +66,38 @@ fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
         probe_counts(app, t),
         vec![Span::raw(format!("backends: {}", backends(app)))],
     ]
+}
+
+/// Cluster views: each node's agent, events/s, lost events and clock offset.
+fn cluster_segments(app: &App, t: &Theme) -> Vec<Segment> {
+    use crate::merge::AgentState;
+    app.status
+        .nodes
+        .iter()
+        .map(|n| {
+            let (mark, style) = match &n.state {
+                AgentState::Running => ("✓", t.ok()),
+                AgentState::Starting => ("…", t.warn()),
+                AgentState::Ended(None) => ("■", t.dim()),
+                AgentState::Ended(Some(_)) => ("✗", t.bad()),
+            };
+            let mut seg = vec![
+                Span::styled(format!("{mark} "), style),
+                Span::styled(n.name.clone(), t.bold()),
+                Span::raw(format!(
+                    " {} {}/s lost {} clock {:+.1} ms",
+                    n.state.word(),
+                    si(n.events_per_sec),
+                    n.lost,
+                    n.offset_ns as f64 / 1e6
+                )),
+            ];
+            if !n.traces_uplink && n.state == AgentState::Running {
+                seg.push(Span::styled(" (uplink not traced)", t.warn()));
+            }
+            seg
+        })
+        .collect()
 }
 
 /// `probes 5 ✓ 2 ✗ (p)`.

@@ -38,6 +38,7 @@ pub(super) fn content(app: &App, t: &Theme, width: u16) -> Vec<Line<'static>> {
     let items: Vec<Span> = steps.iter().map(|s| step_span(s, t)).collect();
     let mut lines = arrow_lines(items, width.saturating_sub(2) as usize, t);
     if f.latest.drop.is_none()
+        && f.never_reached().is_none()
         && let Some(last) = lines.last_mut()
     {
         last.spans.push(Span::styled("  ✓ not dropped", t.ok()));
