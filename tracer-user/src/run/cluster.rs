@@ -365,7 +365,7 @@ impl Running<'_> {
     fn gone(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) -> Result<()> {
         let a = &mut self.agents[n];
         a.gone = true;
-        let status = a.child.as_mut().and_then(|c| wait_briefly(c));
+        let status = a.child.as_mut().and_then(wait_briefly);
         let failed = status.is_some_and(|s| !s.success());
         let why = if failed || why.is_some() {
             let mut parts: Vec<String> = Vec::new();
