@@ -614,6 +614,8 @@ impl Model {
                 .filter(|f| f.key.src == d.src && f.key.dst == d.dst)
             {
                 f.lost_before = Some(u.dst_node.clone());
+                // Lost is as bad as dropped: such flows sort first.
+                f.last_drop_ts = Some(f.last_drop_ts.unwrap_or(0).max(d.last_ts_ns));
             }
         }
         if let Some(old) = self.diagnoses.iter_mut().find(|o| o.same_problem(d)) {

@@ -1122,7 +1122,7 @@ fn a_cluster_view_names_its_nodes_and_where_packets_were_lost() {
     );
     assert!(s.contains("✗ node-b failed"), "{s}");
     assert!(s.contains(&format!("{POD_A} → {POD_B} [node-a]")), "{s}");
-    assert!(s.contains("LOST before node-b"), "{s}");
+    assert!(s.contains("LOST to node-b"), "{s}");
     assert!(
         s.contains("node-a eth0 egress → ✗ never reached node-b\n"),
         "{s}"

@@ -70,7 +70,7 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
         ),
         (None, Some(n)) => (
             Span::styled("✗", t.bad()),
-            Span::styled(format!("LOST before {n}"), t.bad()),
+            Span::styled(format!("LOST to {n}"), t.bad()),
         ),
         (None, None) => {
             let at = f.last_iface(app.info.netns).unwrap_or_default();
