@@ -6,9 +6,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -44,8 +44,23 @@ struct Agent {
     name: String,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
-    last_stderr: Option<String>,
+    /// Its last stderr line, kept by the thread that reads them.
+    last_stderr: Arc<Mutex<Option<String>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     gone: bool,
+}
+
+impl Agent {
+    /// Its last words: the stderr reader ends once the process is gone.
+    fn last_words(&mut self) -> Option<String> {
+        if let Some(h) = self.stderr_reader.take() {
+            let until = Instant::now() + Duration::from_secs(2);
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.last_stderr.lock().ok().and_then(|l| l.clone())
+    }
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
@@ -212,7 +227,8 @@ fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) ->
                 name: name.to_string(),
                 child: None,
                 stdin: None,
-                last_stderr: None,
+                last_stderr: Arc::default(),
+                stderr_reader: None,
                 gone: false,
             };
         }
@@ -232,18 +248,22 @@ fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) ->
         )
     });
     let t = tx.clone();
-    std::thread::spawn(move || {
+    let last_stderr: Arc<Mutex<Option<String>>> = Arc::default();
+    let last = last_stderr.clone();
+    let stderr_reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if t.send(Msg::Stderr(i, line)).is_err() {
-                break;
+            if let Ok(mut l) = last.lock() {
+                *l = Some(line.clone());
             }
+            t.send(Msg::Stderr(i, line)).ok();
         }
     });
     Agent {
         name: name.to_string(),
         stdin: child.stdin.take(),
         child: Some(child),
-        last_stderr: None,
+        last_stderr,
+        stderr_reader: Some(stderr_reader),
         gone: false,
     }
 }
@@ -355,7 +375,6 @@ impl Running<'_> {
                 if !self.quiet {
                     eprintln!("calitrace: {}: {line}", self.agents[n].name);
                 }
-                self.agents[n].last_stderr = Some(line);
             }
         }
         Ok(())
@@ -371,7 +390,7 @@ impl Running<'_> {
             let mut parts: Vec<String> = Vec::new();
             parts.extend(why);
             parts.extend(status.filter(|s| !s.success()).map(|s| s.to_string()));
-            parts.extend(a.last_stderr.clone());
+            parts.extend(a.last_words());
             Some(parts.join("; "))
         } else {
             None
