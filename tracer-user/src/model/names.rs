@@ -129,6 +129,28 @@ impl CalicoPlacement {
 }
 
 named! {
+    /// How a packet crossed the underlay between nodes: in a VXLAN or IPIP
+    /// tunnel (decoded by the tc programs), WireGuard (encrypted: matched by
+    /// timing only), or as it is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    Encap { Vxlan => "vxlan", Ipip => "ipip", Wireguard => "wireguard", None => "none" }
+}
+
+impl Encap {
+    /// How a journey point names it: `VXLAN`, `IPIP`, `WireGuard`; none for
+    /// a packet without a tunnel.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Encap::Vxlan => Some("VXLAN"),
+            Encap::Ipip => Some("IPIP"),
+            Encap::Wireguard => Some("WireGuard"),
+            Encap::None => None,
+        }
+    }
+}
+
+named! {
     /// A netfilter family, written as nft names it (`ip`, `ip6`, ...); recorded
     /// inventories keep serde's own names (`ipv4`, ...).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -366,6 +388,27 @@ mod tests {
         assert_eq!(Hook::Forward.to_string(), "FORWARD");
         assert_eq!(json(to(&Family::Ipv6)), r#""ipv6""#);
         assert_eq!(Family::Ipv6.to_string(), "ip6");
+    }
+
+    #[test]
+    fn encapsulations_are_named_lowercase_and_labelled() {
+        let all = [Encap::Vxlan, Encap::Ipip, Encap::Wireguard, Encap::None];
+        let json: Vec<String> = all
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(
+            json,
+            [r#""vxlan""#, r#""ipip""#, r#""wireguard""#, r#""none""#]
+        );
+        for e in all {
+            assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{e}\""));
+        }
+        let labels: Vec<_> = all.iter().map(|e| e.label()).collect();
+        assert_eq!(
+            labels,
+            [Some("VXLAN"), Some("IPIP"), Some("WireGuard"), None]
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ impl VerdictRecord {
             verdict: Some(self.verdict),
             point: None,
             priority: None,
+            outer: None,
         }
     }
 }
@@ -51,6 +52,7 @@ impl PacketRecord {
             verdict: None,
             point: None,
             priority: None,
+            outer: self.outer.clone(),
         }
     }
 }

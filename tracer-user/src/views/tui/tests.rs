@@ -101,6 +101,7 @@ fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record
         dir,
         flow,
         detail,
+        outer: None,
     })
 }
 
@@ -115,6 +116,7 @@ fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
         verdict: None,
         point: None,
         priority: None,
+        outer: None,
     }
 }
 
@@ -596,6 +598,7 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         verdict: Some(verdict),
         point: None,
         priority: None,
+        outer: None,
     };
     let t = T0 + 10 * MS;
     a.ingest(&[Record::Verdict(VerdictRecord {
