@@ -2,16 +2,17 @@
 //! them by their inner packet, with the outer headers beside it, so that a
 //! pod's packet is recognised on `eth0` of both nodes; the filter matches
 //! the inner or the outer packet; recordings and replay keep the outer.
-//! (IPIP needs the `ipip` module, which the host kernel lacks: its decoding
-//! is tested in `tracer-common/tests/ebpf_parse.rs`.)
+//! The IPIP lab needs the `ipip` module, which these machines' kernel lacks:
+//! that test runs in the kernel matrix (`cargo xtask vm-test`), and the
+//! decoding itself also in `tracer-common/tests/ebpf_parse.rs`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
-use calitrace_tests::lab::{VXLAN_PORT, VXLAN_VNI};
-use calitrace_tests::{Backend, Lab, Mode, Pod};
+use calitrace_tests::lab::{IPIP_DEV, VXLAN_PORT, VXLAN_VNI};
+use calitrace_tests::{Backend, Lab, Mode, Pod, kernel};
 use serde_json::Value;
 
 const IFACES: [&str; 6] = [
@@ -23,10 +24,13 @@ const IFACES: [&str; 6] = [
     "vxlan.calico",
 ];
 
-/// Traces on `node` (the uplink, the pods' `cali*` and `vxlan.calico`)
-/// while `traffic` runs, then stops with Ctrl-C.
+/// Traces on `node` (the uplink, the pods' `cali*` and the lab's tunnel
+/// device) while `traffic` runs, then stops with Ctrl-C.
 fn trace(lab: &Lab, node: usize, extra: &[&str], traffic: impl FnOnce()) -> Finished {
     let mut args = IFACES.to_vec();
+    if lab.mode() == Mode::Ipip {
+        args[5] = IPIP_DEV;
+    }
     args.extend_from_slice(extra);
     let t = Trace::start(&lab.node(node).netns, &args).expect("calitrace starts");
     traffic();
@@ -244,4 +248,55 @@ fn recordings_replay_and_export_encapsulated_packets() {
         "the inner packet, with the outer headers in its comment:\n{text}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ipip_uplink_packets_are_the_pods_packets_and_a_drop_after_the_tunnel_keeps_the_hop() {
+    if kernel::must_skip(kernel::IPIP) {
+        return;
+    }
+    let lab = Lab::new(Mode::Ipip).unwrap();
+    let (a, b) = pods(&lab);
+    let f = trace(&lab, 0, &[], || {
+        assert!(lab.ping(&a, &b.ip, 2), "ping works in the IPIP lab");
+    });
+    let out = packets(&f, &a.ip, &b.ip, "eth0", "egress");
+    assert!(
+        !out.is_empty(),
+        "the ping leaves eth0 as the pod's packet\n{}",
+        f.dump()
+    );
+    for p in &out {
+        let o = &p["outer"];
+        assert_eq!(o["encap"], "ipip", "{p}");
+        assert_eq!(o["src"], lab.node(0).underlay_ip.as_str(), "{p}");
+        assert_eq!(o["dst"], lab.node(1).underlay_ip.as_str(), "{p}");
+        assert_eq!(o["proto"], 4, "{p}");
+        assert!(o["dport"].is_null() && o["vni"].is_null(), "{p}");
+        assert_eq!(o["len"].as_u64(), p["len"].as_u64().map(|l| l + 20), "{p}");
+    }
+    let inner = packets(&f, &a.ip, &b.ip, IPIP_DEV, "egress");
+    assert!(
+        !inner.is_empty() && inner.iter().all(|p| p.get("outer").is_none()),
+        "the tunnel device sees the packet itself\n{}",
+        f.dump()
+    );
+
+    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
+        .unwrap();
+    let f = trace(&lab, 1, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 2));
+    });
+    let drops = f.drops();
+    let d = Finished::between(&drops, &a.ip, &b.ip);
+    assert!(!d.is_empty(), "the drop is reported\n{}", f.dump());
+    let uplink = d[0]["journey"]
+        .as_array()
+        .and_then(|j| {
+            j.iter()
+                .find(|h| h["ifname"] == "eth0" && h["dir"] == "ingress")
+        })
+        .unwrap_or_else(|| panic!("the journey starts on the uplink: {}", d[0]));
+    assert_eq!(uplink["outer"]["encap"], "ipip", "{uplink}");
+    assert_eq!(uplink["outer"]["src"], lab.node(0).underlay_ip.as_str());
 }
