@@ -29,6 +29,14 @@ pub const NETFILTER_LINKS: Feature = Feature {
     symbol: "bpf_nf_link_attach",
 };
 
+/// IP-in-IP tunnels (`tunl0`, the `ipip` module: not built into every kernel,
+/// e.g. not into these machines'; the VM lane loads it).
+pub const IPIP: Feature = Feature {
+    name: "ipip module",
+    since: (2, 6),
+    symbol: "ipip_tunnel_xmit",
+};
+
 impl Feature {
     /// Whether the running kernel has it.
     pub fn present(&self) -> bool {

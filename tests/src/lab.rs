@@ -11,6 +11,7 @@
 //!  node A  (10.244.1.0/26)                                  node B  (10.244.2.0/26)
 //!    eth0 192.168.K.1/24 -- veth -- port-a  [br0]  port-b -- veth -- eth0 192.168.K.2/24
 //!    [vxlan.calico 10.244.1.1]        fabric (no addresses)   [vxlan.calico 10.244.2.1]
+//!    [tunl0 10.244.1.1]  (Mode::Ipip only)                    [tunl0 10.244.2.1]
 //! ```
 //!
 //! * Netns names: node A `ctlab-<pid>-<n>-node-a`, node B `ctlab-<pid>-<n>-node-b`,
@@ -29,6 +30,10 @@
 //!   address 10.244.1.1/32 (A) / 10.244.2.1/32 (B), route
 //!   `10.244.<other>.0/26 via 10.244.<other>.1 dev vxlan.calico onlink`, a permanent
 //!   neighbour entry and an fdb entry for the other node. Pod and cali MTU is 1450 then.
+//! * [`Mode::Ipip`]: the `ipip` module's `tunl0` (MTU 1480) with the tunnel address, route
+//!   `10.244.<other>.0/26 via <other underlay ip> dev tunl0 onlink`, as Calico's IPIP mode
+//!   does it. Pod and cali MTU is 1480 then. Needs the `ipip` module (not in every
+//!   kernel: see `kernel::IPIP`).
 //! * Fabric (the "cloud network"): bridge `br0` with ports `port-a` and `port-b` (the
 //!   peers of the nodes' `eth0`, MTU 1500), no STP, no addresses, no calitrace. Tests
 //!   break it with [`Lab::fabric_drop`] and [`Lab::fabric_mtu`].
@@ -67,6 +72,10 @@ pub const VXLAN_VNI: u32 = 4096;
 pub const VXLAN_PORT: u16 = 4789;
 /// MTU of `vxlan.calico` (and of the pod veths in [`Mode::Vxlan`]).
 pub const VXLAN_MTU: u32 = 1450;
+/// The `ipip` module's fallback device, which Calico's IPIP mode routes through.
+pub const IPIP_DEV: &str = "tunl0";
+/// MTU of `tunl0` (and of the pod veths in [`Mode::Ipip`]).
+pub const IPIP_MTU: u32 = 1480;
 /// MTU of the underlay link between the nodes.
 pub const UNDERLAY_MTU: u32 = 1500;
 /// Link-local gateway address every pod routes through (answered by proxy ARP).
@@ -99,6 +108,8 @@ pub enum Mode {
     Direct,
     /// Calico VXLAN overlay through `vxlan.calico`.
     Vxlan,
+    /// Calico IPIP overlay through `tunl0`.
+    Ipip,
 }
 
 /// Which iptables binary [`Lab::iptables`] runs.
@@ -131,7 +142,8 @@ pub struct Node {
     pub underlay_ip: String,
     /// Pod CIDR of the node (`10.244.1.0/26` for A, `10.244.2.0/26` for B).
     pub pod_cidr: String,
-    /// Address of `vxlan.calico` in [`Mode::Vxlan`] (`10.244.1.1` / `10.244.2.1`).
+    /// Address of `vxlan.calico` in [`Mode::Vxlan`], of `tunl0` in [`Mode::Ipip`]
+    /// (`10.244.1.1` / `10.244.2.1`).
     pub tunnel_ip: Option<String>,
     /// MAC address of `vxlan.calico` in [`Mode::Vxlan`].
     pub vxlan_mac: Option<String>,

@@ -18,6 +18,18 @@ pub mod kind {
     /// A packet passing a netfilter link observation point ([`crate::NfEvent`]
     /// with `point` and `priority` set).
     pub const HOOK: u8 = 4;
+    /// An encapsulated packet seen by a tc classifier ([`crate::EncapEvent`]):
+    /// `pkt` holds the inner packet, `outer` the headers around it.
+    pub const TC_ENCAP: u8 = 5;
+}
+
+/// Encapsulations the tc programs decode ([`OuterMeta::encap`]).
+pub mod encap {
+    /// VXLAN: outer UDP to the VXLAN port, an 8-byte VXLAN header, then an
+    /// Ethernet frame.
+    pub const VXLAN: u8 = 1;
+    /// IP in IP (IPv4 protocol 4): the inner IPv4 header follows the outer one.
+    pub const IPIP: u8 = 2;
 }
 
 /// Netfilter link observation points ([`NfEvent::point`], [`NfPoint::point`]).
@@ -67,6 +79,9 @@ pub mod pkt_flags {
     /// The ports / ICMP fields are valid.
     pub const L4: u8 = 2;
 }
+
+/// IP protocol number of IP in IP.
+pub const IPPROTO_IPIP: u8 = 4;
 
 /// What the parsers extract from one packet's headers.
 ///
@@ -148,6 +163,85 @@ pub struct NfEvent {
 }
 
 pub const NF_EVENT_SIZE: usize = core::mem::size_of::<NfEvent>();
+
+/// The outer headers of an encapsulated packet, as parsed before its inner
+/// packet. Addresses as in [`PacketMeta`]; ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OuterMeta {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// [`l3`] of the outer header.
+    pub l3: u8,
+    /// IP protocol of the outer header (UDP for VXLAN, 4 for IPIP).
+    pub proto: u8,
+    /// [`encap`].
+    pub encap: u8,
+    pub ttl: u8,
+    /// Outer UDP ports (VXLAN); 0 otherwise.
+    pub sport: u16,
+    pub dport: u16,
+    /// Outer IP total length (IPv6: payload length + 40).
+    pub len: u32,
+    /// VXLAN network identifier (24 bits); 0 for IPIP.
+    pub vni: u32,
+}
+
+impl OuterMeta {
+    /// The outer headers of `outer` (the packet as first parsed).
+    #[inline(always)]
+    pub fn of(outer: &PacketMeta, encap: u8, vni: u32) -> OuterMeta {
+        let udp = outer.proto == proto::UDP;
+        OuterMeta {
+            src: outer.src,
+            dst: outer.dst,
+            l3: outer.l3,
+            proto: outer.proto,
+            encap,
+            ttl: outer.ttl,
+            sport: if udp { outer.sport } else { 0 },
+            dport: if udp { outer.dport } else { 0 },
+            len: outer.len,
+            vni,
+        }
+    }
+
+    /// The outer headers as a packet of their own, for the FILTER: an
+    /// encapsulated packet passes when its inner or its outer packet matches.
+    #[inline(always)]
+    pub fn packet(&self) -> PacketMeta {
+        let udp = self.proto == proto::UDP;
+        PacketMeta {
+            src: self.src,
+            dst: self.dst,
+            l3: self.l3,
+            proto: self.proto,
+            ttl: self.ttl,
+            flags: if udp { pkt_flags::L4 } else { 0 },
+            sport: self.sport,
+            dport: self.dport,
+            len: self.len,
+            ..PacketMeta::default()
+        }
+    }
+}
+
+/// An encapsulated packet seen by tc (`ev.kind` [`kind::TC_ENCAP`]): `ev` as
+/// for any tc event, with `ev.pkt` the INNER packet, so that the packet is
+/// recognised by the same key on the tunnel device, the uplink and the
+/// other node; `outer` the headers it travelled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapEvent {
+    pub ev: Event,
+    pub outer: OuterMeta,
+}
+
+pub const ENCAP_EVENT_SIZE: usize = core::mem::size_of::<EncapEvent>();
+
+// Kernel and userspace exchange these as raw bytes: no implicit padding.
+const _: () = assert!(core::mem::size_of::<OuterMeta>() == 16 + 16 + 4 + 4 + 4 + 4);
+const _: () = assert!(ENCAP_EVENT_SIZE == EVENT_SIZE + 48);
 
 /// What one loaded copy of the netfilter link program reports as its
 /// observation point (the value of its one-entry `NF_POINT` map).
@@ -283,5 +377,37 @@ mod tests {
         assert_eq!(core::mem::size_of::<NfOffsets>(), 24);
         assert_eq!(core::mem::offset_of!(NfEvent, priority), EVENT_SIZE + 4);
         assert_eq!(core::mem::size_of::<NfPoint>(), 8);
+        assert_eq!(core::mem::size_of::<OuterMeta>(), 48);
+        assert_eq!(ENCAP_EVENT_SIZE, EVENT_SIZE + 48);
+        assert_eq!(core::mem::offset_of!(EncapEvent, outer), EVENT_SIZE);
+        assert_eq!(core::mem::offset_of!(OuterMeta, vni), 44);
+    }
+
+    #[test]
+    fn outer_headers_filter_as_a_packet_of_their_own() {
+        let mut outer = PacketMeta {
+            l3: l3::IPV4,
+            proto: proto::UDP,
+            ttl: 64,
+            flags: pkt_flags::L4 | pkt_flags::DF,
+            sport: 40000,
+            dport: 4789,
+            ip_id: 9,
+            len: 134,
+            ..Default::default()
+        };
+        outer.src[..4].copy_from_slice(&[192, 168, 1, 1]);
+        let o = OuterMeta::of(&outer, encap::VXLAN, 4096);
+        assert_eq!((o.sport, o.dport, o.len, o.vni), (40000, 4789, 134, 4096));
+        let p = o.packet();
+        assert_eq!(
+            (p.src, p.l3, p.proto, p.dport),
+            (outer.src, l3::IPV4, proto::UDP, 4789)
+        );
+        assert_eq!(p.flags, pkt_flags::L4, "ports valid, nothing else claimed");
+        outer.proto = IPPROTO_IPIP;
+        let ipip = OuterMeta::of(&outer, encap::IPIP, 0);
+        assert_eq!((ipip.sport, ipip.dport), (0, 0), "IPIP has no ports");
+        assert_eq!(ipip.packet().flags, 0);
     }
 }

@@ -1,9 +1,10 @@
 //! Building an event in per-CPU scratch memory and handing it to userspace:
-//! the same steps for the plain [`Event`] (tc, drops) and the [`NfEvent`]
-//! that starts with one (netfilter verdicts and hook observations).
+//! the same steps for the plain [`Event`] (tc, drops) and the types that
+//! start with one: [`NfEvent`] (netfilter verdicts and hook observations)
+//! and [`EncapEvent`] (encapsulated packets seen by tc).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
-use tracer_common::{Event, NfEvent, counter};
+use tracer_common::{EncapEvent, Event, NfEvent, counter};
 
 use crate::maps::{EVENTS, count, filter_matches};
 
@@ -21,6 +22,13 @@ impl RingEvent for Event {
 }
 
 impl RingEvent for NfEvent {
+    #[inline(always)]
+    fn event(&mut self) -> &mut Event {
+        &mut self.ev
+    }
+}
+
+impl RingEvent for EncapEvent {
     #[inline(always)]
     fn event(&mut self) -> &mut Event {
         &mut self.ev
@@ -46,11 +54,17 @@ pub fn accept(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) -> bool {
     if !filter_matches(&ev.pkt) {
         return false;
     }
+    stamp(ev, kind, netns, ifindex);
+    true
+}
+
+/// Stamps an accepted event with the time, its kind and where the packet was.
+#[inline(always)]
+pub fn stamp(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) {
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.kind = kind;
     ev.netns = netns;
     ev.ifindex = ifindex;
-    true
 }
 
 /// Copies `ev` into the ring buffer and counts it under `emitted`, or under

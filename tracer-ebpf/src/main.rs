@@ -7,6 +7,7 @@
 #![no_main]
 
 mod drop;
+mod encap;
 mod event;
 mod maps;
 mod netfilter;

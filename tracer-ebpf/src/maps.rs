@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Event, SkbOffsets, counter,
+    EncapEvent, Event, SkbOffsets, counter,
     filter::{EvalState, FilterProg},
 };
 
@@ -26,6 +26,11 @@ pub static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU scratch space for an encapsulated packet's event (the tc programs
+/// keep the outer packet in [`SCRATCH`] meanwhile).
+#[map]
+pub static ENCAP_SCRATCH: PerCpuArray<EncapEvent> = PerCpuArray::with_max_entries(1, 0);
+
 /// The filter evaluator's stack (see `tracer_common::filter::EvalState`).
 #[map]
 pub static FILTER_STATE: PerCpuArray<EvalState> = PerCpuArray::with_max_entries(1, 0);
@@ -44,6 +49,11 @@ pub static NETNS_FILTER: Global<u8> = Global::new(0);
 /// Inode of the network namespace the tc programs are attached in.
 #[unsafe(no_mangle)]
 pub static TC_NETNS: Global<u32> = Global::new(0);
+
+/// UDP destination port of VXLAN on this node (the port of `vxlan.calico`);
+/// 0: VXLAN is not decoded.
+#[unsafe(no_mangle)]
+pub static VXLAN_PORT: Global<u16> = Global::new(4789);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -18,31 +18,41 @@ fn be16(b: [u8; 2]) -> u16 {
 }
 
 /// Fills `pkt` from the layer 3 header at `off`, given the ethertype.
+/// Returns where the layer 4 header starts (IPv4 and IPv6, not for a
+/// fragment after the first), for the decapsulation of tunnels.
 #[inline(always)]
-pub fn parse_l3<R: Reader>(r: &R, off: usize, ethertype: u16, pkt: &mut PacketMeta) {
+pub fn parse_l3<R: Reader>(
+    r: &R,
+    off: usize,
+    ethertype: u16,
+    pkt: &mut PacketMeta,
+) -> Option<usize> {
     match ethertype {
         ETH_P_IP => {
-            if let Some(h) = r.read::<[u8; 20]>(off)
-                && h[0] >> 4 == 4
-            {
-                parse_ipv4(r, off, &h, pkt);
+            let h = r.read::<[u8; 20]>(off)?;
+            if h[0] >> 4 != 4 {
+                return None;
             }
+            parse_ipv4(r, off, &h, pkt)
         }
         ETH_P_IPV6 => {
-            if let Some(h) = r.read::<[u8; 40]>(off)
-                && h[0] >> 4 == 6
-            {
-                parse_ipv6(r, off, &h, pkt);
+            let h = r.read::<[u8; 40]>(off)?;
+            if h[0] >> 4 != 6 {
+                return None;
             }
+            parse_ipv6(r, off, &h, pkt)
         }
-        ETH_P_ARP => parse_arp(r, off, pkt),
-        _ => {}
+        ETH_P_ARP => {
+            parse_arp(r, off, pkt);
+            None
+        }
+        _ => None,
     }
 }
 
 /// `h`: the fixed IPv4 header at `off`.
 #[inline(always)]
-fn parse_ipv4<R: Reader>(r: &R, off: usize, h: &[u8; 20], pkt: &mut PacketMeta) {
+fn parse_ipv4<R: Reader>(r: &R, off: usize, h: &[u8; 20], pkt: &mut PacketMeta) -> Option<usize> {
     pkt.l3 = l3::IPV4;
     pkt.len = be16([h[2], h[3]]) as u32;
     pkt.ip_id = be16([h[4], h[5]]);
@@ -54,15 +64,17 @@ fn parse_ipv4<R: Reader>(r: &R, off: usize, h: &[u8; 20], pkt: &mut PacketMeta) 
     pkt.src[..4].copy_from_slice(&h[12..16]);
     pkt.dst[..4].copy_from_slice(&h[16..20]);
     let frag_off = be16([h[6], h[7]]) & 0x1fff;
-    if frag_off == 0 {
-        let ihl = ((h[0] & 0x0f) as usize) * 4;
-        parse_l4(r, off + ihl, pkt);
+    if frag_off != 0 {
+        return None;
     }
+    let l4 = off + ((h[0] & 0x0f) as usize) * 4;
+    parse_l4(r, l4, pkt);
+    Some(l4)
 }
 
 /// `h`: the fixed IPv6 header at `off`.
 #[inline(always)]
-fn parse_ipv6<R: Reader>(r: &R, off: usize, h: &[u8; 40], pkt: &mut PacketMeta) {
+fn parse_ipv6<R: Reader>(r: &R, off: usize, h: &[u8; 40], pkt: &mut PacketMeta) -> Option<usize> {
     pkt.l3 = l3::IPV6;
     pkt.len = be16([h[4], h[5]]) as u32 + 40;
     pkt.proto = h[6];
@@ -70,6 +82,7 @@ fn parse_ipv6<R: Reader>(r: &R, off: usize, h: &[u8; 40], pkt: &mut PacketMeta) 
     pkt.src.copy_from_slice(&h[8..24]);
     pkt.dst.copy_from_slice(&h[24..40]);
     parse_l4(r, off + 40, pkt);
+    Some(off + 40)
 }
 
 #[inline(always)]

@@ -1,11 +1,16 @@
 //! tc classifiers: observe packets on `cali*`, tunnel and uplink interfaces.
 //! They never change the packet or its fate (always TC_ACT_UNSPEC / TCX_NEXT).
+//!
+//! A VXLAN or IPIP packet (on the uplink) is reported by its inner packet,
+//! with its outer headers beside it ([`EncapEvent`]), so that the same packet
+//! has the same key on both nodes; the FILTER passes it when either matches.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use tracer_common::{counter, dir, kind};
+use tracer_common::{EncapEvent, Event, OuterMeta, counter, dir, kind, l3};
 
-use crate::event::{accept, emit, scratch};
-use crate::maps::{SCRATCH, TC_NETNS, count};
+use crate::encap::{Inner, inner};
+use crate::event::{emit, scratch, stamp};
+use crate::maps::{ENCAP_SCRATCH, SCRATCH, TC_NETNS, VXLAN_PORT, count, filter_matches};
 use crate::parse::{Reader, parse_l3};
 
 /// Lets other programs on the hook run and the packet continue.
@@ -25,25 +30,63 @@ fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
     count(counter::TC_SEEN);
     let skb = unsafe { &*ctx.skb.skb };
     let Some(ev) = scratch(&SCRATCH) else { return };
-    let pkt = &mut ev.pkt;
     let reader = Packet(ctx);
-    if has_l2 {
+    let l4 = if has_l2 {
         let Some(eth) = reader.read::<[u8; 14]>(0) else {
             return;
         };
-        parse_l3(&reader, 14, u16::from_be_bytes([eth[12], eth[13]]), pkt);
+        parse_l3(
+            &reader,
+            14,
+            u16::from_be_bytes([eth[12], eth[13]]),
+            &mut ev.pkt,
+        )
     } else {
         // Devices without a link-layer header (tunl0, wireguard): skb->protocol
         // says what the data starts with.
-        parse_l3(&reader, 0, u16::from_be(skb.protocol as u16), pkt);
-    }
-    if !accept(ev, kind::TC, TC_NETNS.load(), skb.ifindex) {
+        parse_l3(&reader, 0, u16::from_be(skb.protocol as u16), &mut ev.pkt)
+    };
+    if let Some(tunnel) = inner(&reader, &ev.pkt, l4, VXLAN_PORT.load())
+        && let Some(enc) = decapsulated(&reader, ev, tunnel)
+    {
+        if filter_matches(&enc.ev.pkt) || filter_matches(&ev.pkt) {
+            finish(ctx, &mut enc.ev, kind::TC_ENCAP, direction);
+            emit(enc, counter::TC_EMITTED);
+        }
         return;
     }
+    if filter_matches(&ev.pkt) {
+        finish(ctx, ev, kind::TC, direction);
+        emit(ev, counter::TC_EMITTED);
+    }
+}
+
+/// The event of an encapsulated packet: its inner packet parsed, `outer`'s
+/// headers beside it. `None` where the inner packet is none calitrace reads
+/// (then the outer one is reported as it is).
+#[inline(always)]
+fn decapsulated(
+    reader: &Packet<'_>,
+    outer: &Event,
+    tunnel: Inner,
+) -> Option<&'static mut EncapEvent> {
+    let enc = scratch(&ENCAP_SCRATCH)?;
+    parse_l3(reader, tunnel.off, tunnel.ethertype, &mut enc.ev.pkt);
+    if enc.ev.pkt.l3 == l3::NONE {
+        return None;
+    }
+    enc.outer = OuterMeta::of(&outer.pkt, tunnel.encap, tunnel.vni);
+    Some(enc)
+}
+
+/// Time, kind, place and what tc knows of the skb.
+#[inline(always)]
+fn finish(ctx: &TcContext, ev: &mut Event, kind: u8, direction: u8) {
+    let skb = unsafe { &*ctx.skb.skb };
+    stamp(ev, kind, TC_NETNS.load(), skb.ifindex);
     ev.dir = direction;
     ev.skb_len = skb.len;
     ev.mark = skb.mark;
-    emit(ev, counter::TC_EMITTED);
 }
 
 /// One classifier per direction and link-layer kind; each only observes.

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow};
 
 use super::commands::{check_output, ip, veth};
 use super::{
-    CALI_MAC, FABRIC_PORTS, GATEWAY_IP, Lab, Mode, NO_IPV6, Node, POD_IF, Pod, UNDERLAY_IF,
-    UNDERLAY_MTU, VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI,
+    CALI_MAC, FABRIC_PORTS, GATEWAY_IP, IPIP_DEV, IPIP_MTU, Lab, Mode, NO_IPV6, Node, POD_IF, Pod,
+    UNDERLAY_IF, UNDERLAY_MTU, VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_VNI,
 };
 
 /// Fixed MAC addresses of `vxlan.calico` on node A and node B (locally administered).
@@ -37,6 +37,7 @@ impl Lab {
     /// the defaults.
     fn build_nodes(&mut self, k: u64) -> Result<()> {
         let vxlan = self.mode == Mode::Vxlan;
+        let tunnel = self.mode != Mode::Direct;
         for (i, letter) in NODE_LETTERS.iter().enumerate() {
             let netns = format!("{}-node-{letter}", self.id);
             self.create_netns(&netns)?;
@@ -53,7 +54,7 @@ impl Lab {
                 underlay_if: UNDERLAY_IF.to_string(),
                 underlay_ip: format!("192.168.{k}.{}", i + 1),
                 pod_cidr: format!("10.244.{}.0/26", i + 1),
-                tunnel_ip: vxlan.then(|| format!("10.244.{}.1", i + 1)),
+                tunnel_ip: tunnel.then(|| format!("10.244.{}.1", i + 1)),
                 vxlan_mac: vxlan.then(|| VXLAN_MACS[i].to_string()),
             });
         }
@@ -86,6 +87,7 @@ impl Lab {
                     ip(ns, &format!("route add {cidr} via {via} dev {u}"))?;
                 }
                 Mode::Vxlan => setup_vxlan(node, peer)?,
+                Mode::Ipip => setup_ipip(node, peer)?,
             }
         }
         Ok(())
@@ -101,6 +103,7 @@ impl Lab {
     ) -> Result<Pod> {
         let mtu = match self.mode {
             Mode::Vxlan => VXLAN_MTU,
+            Mode::Ipip => IPIP_MTU,
             Mode::Direct => UNDERLAY_MTU,
         };
         let node_ns = self.nodes[node_idx].netns.clone();
@@ -186,6 +189,27 @@ fn setup_vxlan(node: &Node, peer: &Node) -> Result<()> {
         .output()
         .context("running bridge")?;
     check_output(&format!("bridge {fdb}"), &out)
+}
+
+/// `tunl0` (there in every namespace once the `ipip` module is loaded) with the
+/// tunnel address, and the other node's pods routed through it to its underlay
+/// address, which becomes the outer destination.
+fn setup_ipip(node: &Node, peer: &Node) -> Result<()> {
+    let ns = &node.netns;
+    let tunnel_ip = node
+        .tunnel_ip
+        .as_deref()
+        .ok_or_else(|| anyhow!("tunnel address missing"))?;
+    let dev = IPIP_DEV;
+    ip(ns, &format!("link set {dev} mtu {IPIP_MTU} up")).context("tunl0 needs the ipip module")?;
+    ip(ns, &format!("addr add {tunnel_ip}/32 dev {dev}"))?;
+    ip(
+        ns,
+        &format!(
+            "route add {} via {} dev {dev} onlink",
+            peer.pod_cidr, peer.underlay_ip
+        ),
+    )
 }
 
 /// Calico-style host veth name: `cali` + 11 hex chars of a hash, unique on the node.

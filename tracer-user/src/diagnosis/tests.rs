@@ -277,6 +277,7 @@ fn routing_loop_counts_interfaces_not_netfilter_points() {
         verdict: None,
         point: None,
         priority: None,
+        outer: None,
     };
     let mut d = drop_of(Stage::Ttl, "IP_INHDR");
     d.journey = vec![hop(Dir::Ingress), hop(Dir::Netfilter), hop(Dir::Egress)];

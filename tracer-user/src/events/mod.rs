@@ -5,7 +5,9 @@ pub mod names;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::{EVENT_SIZE, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, kind, l3};
+use tracer_common::{
+    ENCAP_EVENT_SIZE, EVENT_SIZE, EncapEvent, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, kind, l3,
+};
 
 /// What flows into the pipeline, live or from a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +16,9 @@ pub enum Input {
     /// A netfilter event: a table's verdict (`ev.kind` VERDICT, exact
     /// probes) or a packet passing a netfilter link point (`ev.kind` HOOK).
     Verdict(NfEvent),
+    /// An encapsulated packet seen by tc (`ev.kind` TC_ENCAP): `ev.pkt` is
+    /// the inner packet, `outer` the headers it travelled in.
+    Encap(EncapEvent),
     /// The clock advanced to this monotonic time without events: time-based
     /// rules (unanswered ARP) may fire.
     Tick(u64),
@@ -47,13 +52,23 @@ pub fn decode_verdict(bytes: &[u8]) -> Result<NfEvent, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NfEvent>()) })
 }
 
+/// Decodes an encapsulated packet's record.
+pub fn decode_encap(bytes: &[u8]) -> Result<EncapEvent, DecodeError> {
+    if bytes.len() < ENCAP_EVENT_SIZE {
+        return Err(DecodeError(bytes.len()));
+    }
+    // SAFETY: as in `decode`.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<EncapEvent>()) })
+}
+
 /// Decodes any ring buffer record into a pipeline input.
 pub fn decode_input(bytes: &[u8]) -> Result<Input, DecodeError> {
     let ev = decode(bytes)?;
-    if ev.kind == kind::VERDICT || ev.kind == kind::HOOK {
-        return decode_verdict(bytes).map(Input::Verdict);
+    match ev.kind {
+        kind::VERDICT | kind::HOOK => decode_verdict(bytes).map(Input::Verdict),
+        kind::TC_ENCAP => decode_encap(bytes).map(Input::Encap),
+        _ => Ok(Input::Event(ev)),
     }
-    Ok(Input::Event(ev))
 }
 
 /// The raw bytes of an event, as the kernel wrote them.
@@ -65,6 +80,11 @@ pub fn encode(ev: &Event) -> &[u8] {
 pub fn encode_verdict(ev: &NfEvent) -> &[u8] {
     // SAFETY: NfEvent is repr(C) without padding (checked in tracer-common).
     unsafe { std::slice::from_raw_parts((ev as *const NfEvent).cast::<u8>(), NF_EVENT_SIZE) }
+}
+
+pub fn encode_encap(ev: &EncapEvent) -> &[u8] {
+    // SAFETY: EncapEvent is repr(C) without padding (checked in tracer-common).
+    unsafe { std::slice::from_raw_parts((ev as *const EncapEvent).cast::<u8>(), ENCAP_EVENT_SIZE) }
 }
 
 /// A NUL-padded kernel name as a string.
@@ -168,5 +188,34 @@ mod tests {
             Err(DecodeError(EVENT_SIZE)),
             "a cut link point is refused, not read as a plain event"
         );
+    }
+
+    #[test]
+    fn encapsulated_packets_decode_with_their_outer_headers() {
+        let mut enc = EncapEvent::default();
+        enc.ev.kind = kind::TC_ENCAP;
+        enc.ev.pkt.l3 = l3::IPV4;
+        set_ip(&mut enc.ev.pkt.src, "10.244.1.10".parse().unwrap());
+        enc.outer = tracer_common::OuterMeta {
+            l3: l3::IPV4,
+            proto: tracer_common::proto::UDP,
+            encap: tracer_common::encap::VXLAN,
+            dport: 4789,
+            vni: 4096,
+            len: 134,
+            ..Default::default()
+        };
+        set_ip(&mut enc.outer.src, "192.168.7.1".parse().unwrap());
+        let bytes = encode_encap(&enc).to_vec();
+        assert_eq!(bytes.len(), ENCAP_EVENT_SIZE);
+        assert_eq!(decode_input(&bytes), Ok(Input::Encap(enc)));
+        assert_eq!(decode_encap(&bytes), Ok(enc));
+        for cut in [EVENT_SIZE, ENCAP_EVENT_SIZE - 1] {
+            assert_eq!(
+                decode_input(&bytes[..cut]),
+                Err(DecodeError(cut)),
+                "a cut encapsulated event is refused, not read as a plain event"
+            );
+        }
     }
 }

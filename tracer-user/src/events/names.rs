@@ -4,11 +4,14 @@
 
 use std::net::IpAddr;
 
-use tracer_common::{NfEvent, PacketMeta, backend, dir, l3, nf_point, pkt_flags, proto};
+use tracer_common::{
+    NfEvent, OuterMeta, PacketMeta, backend, dir, encap, l3, nf_point, pkt_flags, proto,
+};
 
 use super::{dst_ip, kernel_name, src_ip};
 use crate::model::{
-    ArpOp, Backend, Detail, Dir, Family, Hook, Icmp, LinkPoint, NetfilterInfo, NfVerdict, Proto,
+    ArpOp, Backend, Detail, Dir, Encap, Family, Hook, Icmp, LinkPoint, NetfilterInfo, NfVerdict,
+    Outer, Proto,
 };
 
 /// The direction of a tc observation.
@@ -120,6 +123,25 @@ pub fn detail(p: &PacketMeta) -> Detail {
     }
 }
 
+/// The headers an encapsulated packet travelled in.
+pub fn outer(o: &OuterMeta) -> Outer {
+    let p = o.packet();
+    let encap = match o.encap {
+        encap::VXLAN => Encap::Vxlan,
+        encap::IPIP => Encap::Ipip,
+        _ => Encap::None,
+    };
+    Outer {
+        encap,
+        src: src_ip(&p).map(ip_string),
+        dst: dst_ip(&p).map(ip_string),
+        proto: packet_proto(&p),
+        dport: (o.proto == proto::UDP).then_some(o.dport),
+        len: o.len,
+        vni: (encap == Encap::Vxlan).then_some(o.vni),
+    }
+}
+
 /// `IpAddr::to_string` without the formatting machinery for IPv4, the
 /// common case: this runs twice for every packet record.
 fn ip_string(a: IpAddr) -> String {
@@ -193,5 +215,47 @@ mod tests {
         assert_eq!(link_point(nf_point::EXIT), LinkPoint::Exit);
         assert_eq!(link_family(10), Family::Ipv6);
         assert_eq!(backend(tracer_common::backend::NFT), Backend::Nft);
+    }
+
+    #[test]
+    fn outer_headers_are_named() {
+        let mut o = OuterMeta {
+            l3: l3::IPV4,
+            proto: proto::UDP,
+            encap: encap::VXLAN,
+            sport: 40000,
+            dport: 4789,
+            len: 134,
+            vni: 4096,
+            ..Default::default()
+        };
+        o.src[..4].copy_from_slice(&[192, 168, 7, 1]);
+        o.dst[..4].copy_from_slice(&[192, 168, 7, 2]);
+        let v = outer(&o);
+        assert_eq!(
+            v,
+            Outer {
+                encap: Encap::Vxlan,
+                src: Some("192.168.7.1".into()),
+                dst: Some("192.168.7.2".into()),
+                proto: Some(Proto::Udp),
+                dport: Some(4789),
+                len: 134,
+                vni: Some(4096),
+            }
+        );
+        o.encap = encap::IPIP;
+        o.proto = tracer_common::IPPROTO_IPIP;
+        let i = outer(&o);
+        assert_eq!(
+            (i.encap, i.proto, i.dport, i.vni),
+            (Encap::Ipip, Some(Proto::Other(4)), None, None)
+        );
+        o.l3 = l3::IPV6;
+        o.src = [0xfd; 16];
+        assert_eq!(
+            outer(&o).src.as_deref(),
+            Some("fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd")
+        );
     }
 }

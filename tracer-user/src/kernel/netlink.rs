@@ -1,6 +1,7 @@
 //! A minimal netlink client: the request/reply exchange (also used for
 //! nf_tables over nfnetlink) and the rtnetlink queries calitrace needs: links,
-//! addresses, a route lookup, namespace ids, and deleting a clsact qdisc.
+//! addresses, a route lookup, namespace ids, a VXLAN device's port, and
+//! deleting a clsact qdisc.
 //! Small enough to not warrant a netlink crate.
 
 use std::io;
@@ -25,6 +26,8 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_LINK_NETNSID: u16 = 37;
 const TCA_KIND: u16 = 1;
 const RTM_NEWROUTE: u16 = 24;
@@ -232,6 +235,42 @@ pub fn links() -> io::Result<Vec<Link>> {
     dump(RTM_GETLINK, &body, RTM_NEWLINK, parse_link)
 }
 
+/// The UDP destination port of the VXLAN device `name` in this thread's
+/// namespace; `None` when there is no such device or it is not VXLAN.
+pub fn vxlan_port(name: &str) -> io::Result<Option<u16>> {
+    let body = [0u8; 16]; // ifinfomsg, AF_UNSPEC
+    let ports = dump(RTM_GETLINK, &body, RTM_NEWLINK, parse_vxlan_port)?;
+    Ok(ports.into_iter().find(|(n, _)| n == name).map(|(_, p)| p))
+}
+
+/// The name and UDP port of a VXLAN link message (`IFLA_VXLAN_PORT` in
+/// `IFLA_INFO_DATA`, big-endian); `None` for other links.
+fn parse_vxlan_port(payload: &[u8]) -> Option<(String, u16)> {
+    let (mut name, mut port) = (None, None);
+    for (ty, data) in attrs(payload.get(16..)?) {
+        match ty {
+            IFLA_IFNAME => name = Some(cstr(data)),
+            IFLA_LINKINFO => {
+                let (mut vxlan, mut p) = (false, None);
+                for (ity, idata) in attrs(data) {
+                    match ity {
+                        IFLA_INFO_KIND => vxlan = cstr(idata) == "vxlan",
+                        IFLA_INFO_DATA => {
+                            p = attrs(idata)
+                                .find(|(t, d)| *t == IFLA_VXLAN_PORT && d.len() >= 2)
+                                .map(|(_, d)| u16::from_be_bytes([d[0], d[1]]))
+                        }
+                        _ => {}
+                    }
+                }
+                port = p.filter(|_| vxlan);
+            }
+            _ => {}
+        }
+    }
+    Some((name?, port?))
+}
+
 /// Every reply of type `want` to the dump request `ty`, read by `parse`.
 fn dump<T>(
     ty: u16,
@@ -381,6 +420,44 @@ mod tests {
         );
         assert_eq!(l.peer_index, Some(3));
         assert!(l.up && l.has_ethernet_header());
+    }
+
+    fn vxlan_link(kind: &[u8], port: Option<u16>) -> Vec<u8> {
+        let mut p = vec![0u8; 16];
+        push_attr(&mut p, IFLA_IFNAME, b"vxlan.calico\0");
+        let mut info = Vec::new();
+        push_attr(&mut info, IFLA_INFO_KIND, kind);
+        let mut data = Vec::new();
+        push_attr(&mut data, 1, &4096u32.to_ne_bytes()); // IFLA_VXLAN_ID
+        if let Some(port) = port {
+            push_attr(&mut data, IFLA_VXLAN_PORT, &port.to_be_bytes());
+        }
+        push_attr(&mut info, IFLA_INFO_DATA, &data);
+        push_attr(&mut p, IFLA_LINKINFO, &info);
+        p
+    }
+
+    #[test]
+    fn reads_the_port_of_a_vxlan_link() {
+        assert_eq!(
+            parse_vxlan_port(&vxlan_link(b"vxlan\0", Some(8472))),
+            Some(("vxlan.calico".into(), 8472))
+        );
+        assert_eq!(parse_vxlan_port(&vxlan_link(b"vxlan\0", None)), None);
+        assert_eq!(
+            parse_vxlan_port(&vxlan_link(b"geneve\0", Some(6081))),
+            None,
+            "only VXLAN links"
+        );
+        let full = vxlan_link(b"vxlan\0", Some(4789));
+        for cut in 0..full.len() {
+            let _ = parse_vxlan_port(&full[..cut]);
+        }
+        assert_eq!(
+            vxlan_port("lo").unwrap(),
+            None,
+            "loopback is no VXLAN device"
+        );
     }
 
     #[test]

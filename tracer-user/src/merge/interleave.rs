@@ -17,6 +17,7 @@ fn input_ts(i: &Input) -> u64 {
     match i {
         Input::Event(e) => e.ts_ns,
         Input::Verdict(v) => v.ev.ts_ns,
+        Input::Encap(e) => e.ev.ts_ns,
         Input::Tick(t) => *t,
     }
 }

@@ -216,26 +216,52 @@ impl Cluster {
         }
     }
 
-    /// A pod packet leaving node `n` for the node its destination lives on.
+    /// A pod packet leaving node `n` for the node its destination lives on
+    /// (for an encapsulated one, the node its outer destination belongs to).
     fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
         let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
-        let to = self
-            .nodes
-            .iter()
-            .position(|o| o.facts().is_some_and(|f| f.topology.has_pod(dst)))?;
+        let outer_dst: Option<IpAddr> = p
+            .outer
+            .as_ref()
+            .and_then(|o| o.dst.as_deref()?.parse().ok());
+        let to = outer_dst
+            .and_then(|o| {
+                self.nodes
+                    .iter()
+                    .position(|x| x.facts().is_some_and(|f| f.local_addrs.contains(&o)))
+            })
+            .or_else(|| {
+                self.nodes
+                    .iter()
+                    .position(|x| x.facts().is_some_and(|f| f.topology.has_pod(dst)))
+            })?;
         if to == n {
             return None;
         }
         let from = &self.nodes[n];
-        let encap = from.encap_towards(dst);
+        let mut path = underlay::path(&from.name, &self.nodes[to].name, Encap::None);
+        let wire_len = match &p.outer {
+            Some(o) => {
+                path.encap = o.encap;
+                path.outer_src = o.src.clone();
+                path.outer_dst = o.dst.clone();
+                path.outer_proto = o.proto;
+                path.outer_dport = o.dport;
+                o.len
+            }
+            None => {
+                path.encap = from.encap_towards(dst);
+                p.detail.len + encap_overhead(path.encap)
+            }
+        };
         Some(Send {
             id,
             from: n,
             to,
             ts: p.ts_ns,
             raw_ts,
-            wire_len: p.detail.len + encap_overhead(encap),
-            path: underlay::path(&from.name, &self.nodes[to].name, encap),
+            wire_len,
+            path,
         })
     }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::names::{Attribution, Backend, Dir, Family, Hook, LinkPoint, NfVerdict, as_display};
+use super::packet::Outer;
 
 /// Which netfilter table, chain and rule a packet met, and how that is known.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -88,7 +89,8 @@ impl NetfilterInfo {
 
 /// One place a packet was seen on its way: an interface (tc), a netfilter
 /// table's verdict, or a netfilter link observation point (`dir` is then
-/// netfilter, and `point` says which).
+/// netfilter, and `point` says which). On an interface where the packet was
+/// encapsulated (the uplink), `outer` holds the headers around it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hop {
     /// The node the packet was seen on (cluster views only).
@@ -108,6 +110,8 @@ pub struct Hop {
     /// With point `after`: the priority of the table the packet got past.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer: Option<Outer>,
 }
 
 impl Hop {
@@ -150,8 +154,9 @@ impl Hop {
     }
 }
 
-/// `cali1234 ingress`, `pod eth0 egress` (another namespace), `FORWARD entry`,
-/// `INPUT after priority -5` (link points), `FORWARD (legacy filter: ACCEPT)`.
+/// `cali1234 ingress`, `pod eth0 egress` (another namespace), `eth0 egress
+/// (VXLAN)` (encapsulated), `FORWARD entry`, `INPUT after priority -5` (link
+/// points), `FORWARD (legacy filter: ACCEPT)`.
 pub struct HopLabel<'a> {
     hop: &'a Hop,
     node_netns: Option<u32>,
@@ -178,8 +183,69 @@ impl fmt::Display for HopLabel<'_> {
             f.write_str("pod ")?;
         }
         match &h.ifname {
-            Some(name) => write!(f, "{name} {}", h.dir),
-            None => write!(f, "netns {} {}", h.netns, h.dir),
+            Some(name) => write!(f, "{name} {}", h.dir)?,
+            None => write!(f, "netns {} {}", h.netns, h.dir)?,
         }
+        match h.outer.as_ref().and_then(|o| o.encap.label()) {
+            Some(encap) => write!(f, " ({encap})"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Encap, Proto};
+
+    fn iface_hop(outer: Option<Outer>) -> Hop {
+        Hop {
+            node: None,
+            ts_ns: 1,
+            netns: 7,
+            ifname: Some("eth0".into()),
+            dir: Dir::Egress,
+            ttl: Some(63),
+            netfilter: None,
+            verdict: None,
+            point: None,
+            priority: None,
+            outer,
+        }
+    }
+
+    fn outer(encap: Encap) -> Outer {
+        Outer {
+            encap,
+            src: Some("192.168.7.1".into()),
+            dst: Some("192.168.7.2".into()),
+            proto: Some(Proto::Udp),
+            dport: Some(4789),
+            len: 134,
+            vni: Some(4096),
+        }
+    }
+
+    #[test]
+    fn an_encapsulated_hop_says_how() {
+        let label = |o| iface_hop(o).label(Some(7)).to_string();
+        assert_eq!(label(None), "eth0 egress");
+        assert_eq!(label(Some(outer(Encap::Vxlan))), "eth0 egress (VXLAN)");
+        assert_eq!(label(Some(outer(Encap::Ipip))), "eth0 egress (IPIP)");
+        assert_eq!(label(Some(outer(Encap::None))), "eth0 egress");
+        let pod = iface_hop(Some(outer(Encap::Vxlan)))
+            .label(Some(8))
+            .to_string();
+        assert_eq!(pod, "pod eth0 egress (VXLAN)");
+    }
+
+    #[test]
+    fn the_hop_carries_the_outer_headers_only_where_there_are_some() {
+        let plain = serde_json::to_value(iface_hop(None)).unwrap();
+        assert!(plain.get("outer").is_none(), "{plain}");
+        let v = serde_json::to_value(iface_hop(Some(outer(Encap::Vxlan)))).unwrap();
+        assert_eq!(v["outer"]["encap"], "vxlan");
+        assert_eq!(v["outer"]["dst"], "192.168.7.2");
+        assert_eq!(v["outer"]["vni"], 4096);
     }
 }

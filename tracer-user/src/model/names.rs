@@ -95,13 +95,6 @@ named! {
 }
 
 named! {
-    /// How pod traffic crosses between nodes.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-    #[serde(rename_all = "lowercase")]
-    Encap { Vxlan => "vxlan", Ipip => "ipip", Wireguard => "wireguard", None => "none" }
-}
-
-named! {
     /// Which kernel subsystem holds a table: x_tables (`iptables-legacy`) or
     /// nf_tables (`nft`, and also `iptables-nft`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -133,6 +126,28 @@ impl CalicoPlacement {
             (self, backend),
             (CalicoPlacement::Legacy, Backend::Legacy) | (CalicoPlacement::Nft, Backend::Nft)
         )
+    }
+}
+
+named! {
+    /// How a packet crossed the underlay between nodes: in a VXLAN or IPIP
+    /// tunnel (decoded by the tc programs), WireGuard (encrypted: matched by
+    /// timing only), or as it is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    Encap { Vxlan => "vxlan", Ipip => "ipip", Wireguard => "wireguard", None => "none" }
+}
+
+impl Encap {
+    /// How a journey point names it: `VXLAN`, `IPIP`, `WireGuard`; none for
+    /// a packet without a tunnel.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Encap::Vxlan => Some("VXLAN"),
+            Encap::Ipip => Some("IPIP"),
+            Encap::Wireguard => Some("WireGuard"),
+            Encap::None => None,
+        }
     }
 }
 
@@ -374,6 +389,27 @@ mod tests {
         assert_eq!(Hook::Forward.to_string(), "FORWARD");
         assert_eq!(json(to(&Family::Ipv6)), r#""ipv6""#);
         assert_eq!(Family::Ipv6.to_string(), "ip6");
+    }
+
+    #[test]
+    fn encapsulations_are_named_lowercase_and_labelled() {
+        let all = [Encap::Vxlan, Encap::Ipip, Encap::Wireguard, Encap::None];
+        let json: Vec<String> = all
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(
+            json,
+            [r#""vxlan""#, r#""ipip""#, r#""wireguard""#, r#""none""#]
+        );
+        for e in all {
+            assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{e}\""));
+        }
+        let labels: Vec<_> = all.iter().map(|e| e.label()).collect();
+        assert_eq!(
+            labels,
+            [Some("VXLAN"), Some("IPIP"), Some("WireGuard"), None]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::names::{ArpOp, Dir, Icmp, Proto};
+use super::names::{ArpOp, Dir, Encap, Icmp, Proto};
 
 /// The packet fields every packet-bearing record has; also the key of a flow
 /// (one direction of traffic) in the views.
@@ -121,7 +121,46 @@ impl fmt::Display for Detail {
     }
 }
 
-/// A packet seen by a tc program on an interface.
+/// The headers an encapsulated packet travelled in between the nodes (the
+/// packet itself is the inner one). `vni`: VXLAN only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outer {
+    pub encap: Encap,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<Proto>,
+    pub dport: Option<u16>,
+    /// Outer IP total length.
+    pub len: u32,
+    pub vni: Option<u32>,
+}
+
+/// `VXLAN 192.168.1.1 > 192.168.1.2:4789 vni 4096 len 134`
+impl fmt::Display for Outer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flow = Flow {
+            src: self.src.clone(),
+            dst: self.dst.clone(),
+            proto: self.proto,
+            sport: None,
+            dport: self.dport,
+        };
+        write!(
+            f,
+            "{} {} > {}",
+            self.encap.label().unwrap_or("outer"),
+            flow.source(),
+            flow.destination()
+        )?;
+        if let Some(vni) = self.vni {
+            write!(f, " vni {vni}")?;
+        }
+        write!(f, " len {}", self.len)
+    }
+}
+
+/// A packet seen by a tc program on an interface. An encapsulated packet
+/// (VXLAN, IPIP on the uplink) is its inner packet, with `outer` set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PacketRecord {
     /// The node the record comes from (cluster views only).
@@ -135,4 +174,86 @@ pub struct PacketRecord {
     pub flow: Flow,
     #[serde(flatten)]
     pub detail: Detail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer: Option<Outer>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{POD_A, POD_B, icmp_flow};
+
+    fn vxlan_outer() -> Outer {
+        Outer {
+            encap: Encap::Vxlan,
+            src: Some("192.168.7.1".into()),
+            dst: Some("192.168.7.2".into()),
+            proto: Some(Proto::Udp),
+            dport: Some(4789),
+            len: 134,
+            vni: Some(4096),
+        }
+    }
+
+    fn record(outer: Option<Outer>) -> PacketRecord {
+        PacketRecord {
+            node: None,
+            ts_ns: 5,
+            netns: 1,
+            ifname: Some("eth0".into()),
+            dir: Dir::Egress,
+            flow: icmp_flow(POD_A, POD_B),
+            detail: Detail {
+                ttl: Some(63),
+                ip_id: Some(7),
+                len: 84,
+                icmp: Some(Icmp::EchoRequest { id: 77, seq: 3 }),
+                arp: None,
+            },
+            outer,
+        }
+    }
+
+    #[test]
+    fn an_encapsulated_packet_is_its_inner_packet_with_the_outer_headers() {
+        let v = serde_json::to_value(record(Some(vxlan_outer()))).unwrap();
+        assert_eq!(v["src"], POD_A);
+        assert_eq!(v["dst"], POD_B);
+        assert_eq!(v["icmp"], "echo request id 77 seq 3");
+        assert_eq!(
+            v["outer"],
+            serde_json::json!({
+                "encap": "vxlan", "src": "192.168.7.1", "dst": "192.168.7.2",
+                "proto": "udp", "dport": 4789, "len": 134, "vni": 4096
+            })
+        );
+        let ipip = Outer {
+            encap: Encap::Ipip,
+            proto: Some(Proto::Other(4)),
+            dport: None,
+            vni: None,
+            ..vxlan_outer()
+        };
+        let v = serde_json::to_value(record(Some(ipip))).unwrap();
+        assert_eq!(v["outer"]["encap"], "ipip");
+        assert_eq!(v["outer"]["proto"], 4);
+        assert!(v["outer"]["vni"].is_null() && v["outer"]["dport"].is_null());
+    }
+
+    #[test]
+    fn a_plain_packet_serializes_as_before() {
+        let json = serde_json::to_string(&record(None)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"ts_ns":5,"netns":1,"ifname":"eth0","dir":"egress","src":"10.244.1.10","dst":"10.244.2.10","proto":"icmp","sport":null,"dport":null,"ttl":63,"ip_id":7,"len":84,"icmp":"echo request id 77 seq 3"}"#
+        );
+    }
+
+    #[test]
+    fn outer_headers_read_in_one_line() {
+        assert_eq!(
+            vxlan_outer().to_string(),
+            "VXLAN 192.168.7.1 > 192.168.7.2:4789 vni 4096 len 134"
+        );
+    }
 }

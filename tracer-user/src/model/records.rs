@@ -38,6 +38,7 @@ impl VerdictRecord {
             verdict: Some(self.verdict),
             point: None,
             priority: None,
+            outer: None,
         }
     }
 }
@@ -56,6 +57,7 @@ impl PacketRecord {
             verdict: None,
             point: None,
             priority: None,
+            outer: self.outer.clone(),
         }
     }
 }

@@ -121,7 +121,7 @@ impl Pipeline {
                 if self.wanted(&ev.pkt) {
                     self.counts.events += 1;
                     match ev.kind {
-                        kind::TC => self.on_tc(ev, out),
+                        kind::TC => self.on_tc(ev, None, out),
                         kind::DROP => self.on_drop(ev, out),
                         _ => {}
                     }
@@ -136,6 +136,14 @@ impl Pipeline {
                     } else {
                         self.on_verdict(nf, out);
                     }
+                }
+            }
+            Input::Encap(enc) => {
+                self.now = self.now.max(enc.ev.ts_ns);
+                // As in the kernel: the inner or the outer packet may match.
+                if self.wanted(&enc.ev.pkt) || self.wanted(&enc.outer.packet()) {
+                    self.counts.events += 1;
+                    self.on_tc(&enc.ev, Some(&enc.outer), out);
                 }
             }
             Input::Tick(t) => self.now = self.now.max(*t),

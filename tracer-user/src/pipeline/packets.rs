@@ -1,9 +1,11 @@
 //! Packets on their way: tc sightings (and the ARP they carry), netfilter
-//! table verdicts and link points become points of a packet's journey.
+//! table verdicts and link points become points of a packet's journey. An
+//! encapsulated packet is its inner packet, so that the journey of a pod's
+//! packet goes on across the uplink; its sighting carries the outer headers.
 
 use std::net::Ipv4Addr;
 
-use tracer_common::{Event, NfEvent, l3};
+use tracer_common::{Event, NfEvent, OuterMeta, l3};
 
 use super::Pipeline;
 use crate::correlation::{HookPoint, PacketKey, Sighting};
@@ -43,16 +45,20 @@ impl Pipeline {
             verdict,
             point,
             priority,
+            outer: s.outer.as_deref().cloned(),
         }
     }
 
-    pub(super) fn on_tc(&mut self, ev: &Event, out: &mut Vec<Record>) {
+    /// A packet seen by tc; `outer`: the headers it was encapsulated in
+    /// (`ev.pkt` is then the inner packet).
+    pub(super) fn on_tc(&mut self, ev: &Event, outer: Option<&OuterMeta>, out: &mut Vec<Record>) {
         self.counts.packets += 1;
         let p = &ev.pkt;
         let dir = names::tc_dir(ev.dir);
-        if p.l3 == l3::ARP {
+        if p.l3 == l3::ARP && outer.is_none() {
             self.watch_arp(ev, dir);
         }
+        let outer = outer.map(names::outer);
         if let Some(key) = PacketKey::of(p) {
             let hop = Sighting {
                 ts_ns: ev.ts_ns,
@@ -62,6 +68,7 @@ impl Pipeline {
                 ttl: Some(p.ttl),
                 verdict: None,
                 point: None,
+                outer: outer.clone().map(Box::new),
             };
             self.journeys.observe(key, hop);
         }
@@ -74,6 +81,7 @@ impl Pipeline {
                 dir,
                 flow: names::flow(p),
                 detail: names::detail(p),
+                outer,
             }));
         }
     }
@@ -111,6 +119,7 @@ impl Pipeline {
                 ttl: Some(nf.ev.pkt.ttl),
                 verdict: Some(Box::new((info.clone(), verdict))),
                 point: None,
+                outer: None,
             };
             self.pair_with_freed_drop(key, &sighting, info.backend);
             self.journeys.observe(key, sighting);
@@ -179,6 +188,7 @@ impl Pipeline {
                     ttl: Some(nf.ev.pkt.ttl),
                     verdict: None,
                     point: Some(point),
+                    outer: None,
                 },
             );
         }

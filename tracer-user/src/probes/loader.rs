@@ -19,6 +19,12 @@ use crate::netfilter::Inventory;
 /// The probe report's name for the netfilter link observation points.
 const NF_LINKS: &str = "netfilter links (6.4+)";
 
+/// Calico's VXLAN device, whose UDP port the tc programs decode VXLAN on.
+const VXLAN_DEVICE: &str = "vxlan.calico";
+/// The IANA VXLAN port, Calico's default: decoded where the node has no
+/// `vxlan.calico` (the uplink may still carry VXLAN).
+const VXLAN_DEFAULT_PORT: u16 = 4789;
+
 /// The object built from `tracer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
 
@@ -62,6 +68,8 @@ pub struct Tracer {
     pub report: ProbeReport,
     /// Interfaces with tc programs attached.
     pub interfaces: Vec<String>,
+    /// UDP port the tc programs decode VXLAN on.
+    pub vxlan_port: u16,
     /// clsact qdiscs calitrace added (netlink attach on kernels before TCX); removed on drop.
     created_clsact: Vec<u32>,
 }
@@ -112,6 +120,7 @@ impl Tracer {
         let netns_filter: u8 = opts.netns.is_some() as u8;
         let nf_offsets = nf_offsets(btf, caps);
         let all_verdicts: u8 = opts.all_verdicts as u8;
+        let vxlan_port = node_vxlan_port();
         let mut ebpf = EbpfLoader::new()
             .override_global("SKB_OFFSETS", &offsets, true)
             .override_global("HAS_REASON", &has_reason, true)
@@ -119,6 +128,7 @@ impl Tracer {
             .override_global("TC_NETNS", &opts.own_netns, true)
             .override_global("NF_OFFSETS", &nf_offsets, true)
             .override_global("ALL_VERDICTS", &all_verdicts, true)
+            .override_global("VXLAN_PORT", &vxlan_port, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(OBJECT)
             .context("loading the eBPF maps")?;
@@ -161,6 +171,7 @@ impl Tracer {
             ring: Some(ring),
             report: ProbeReport::default(),
             interfaces: Vec::new(),
+            vxlan_port,
             created_clsact: Vec::new(),
         };
         tracer.attach_tc(&mut ebpf, caps, &opts)?;
@@ -441,6 +452,14 @@ impl Tracer {
         }
         out
     }
+}
+
+/// The UDP port of this namespace's `vxlan.calico`, else the default port.
+fn node_vxlan_port() -> u16 {
+    netlink::vxlan_port(VXLAN_DEVICE)
+        .ok()
+        .flatten()
+        .unwrap_or(VXLAN_DEFAULT_PORT)
 }
 
 /// The netfilter offsets from BTF, with what older kernels without module

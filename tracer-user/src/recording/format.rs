@@ -1,4 +1,4 @@
-//! The recording format (version 2; version 1 is read too). See
+//! The recording format (version 3; versions 1 and 2 are read too). See
 //! `docs/recording-format.md`.
 //!
 //! ```text
@@ -10,7 +10,9 @@
 //! `Event`, `tracer_common::EVENT_SIZE` bytes), TICK (u64le monotonic ns),
 //! FACT (JSON of one `Fact`), END (JSON: final kernel counters), VERDICT (the
 //! raw `NfEvent`, `tracer_common::NF_EVENT_SIZE` bytes: a table's verdict, or
-//! since version 2 also a netfilter link point).
+//! since version 2 also a netfilter link point), ENCAP (since version 3: the
+//! raw `EncapEvent`, `tracer_common::ENCAP_EVENT_SIZE` bytes: an encapsulated
+//! packet seen by tc, its inner packet and its outer headers).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +22,9 @@ pub const MAGIC: &[u8; 8] = b"CALITRC\0";
 /// Version 2 added netfilter link points (`NfEvent` of kind HOOK, with
 /// `point` and `priority` where version 1 had zero padding) to VERDICT frames:
 /// a version 1 reader would take them for DROP verdicts, so it must refuse
-/// them; version 1 files read as they always did.
-pub const VERSION: u16 = 2;
+/// them; version 1 files read as they always did. Version 3 added ENCAP
+/// frames, which a version 2 reader would call corrupt.
+pub const VERSION: u16 = 3;
 /// The oldest version this calitrace reads.
 pub const MIN_VERSION: u16 = 1;
 /// Largest frame payload accepted on read: above any real frame (a big node's
@@ -39,6 +42,8 @@ pub mod frame {
     pub const END: u8 = 4;
     /// A netfilter verdict or link point (`tracer_common::NfEvent`).
     pub const VERDICT: u8 = 5;
+    /// An encapsulated packet seen by tc (`tracer_common::EncapEvent`).
+    pub const ENCAP: u8 = 6;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

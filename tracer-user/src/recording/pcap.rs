@@ -1,7 +1,9 @@
 //! pcapng export of recorded packets. The kernel events carry parsed header
 //! fields, not packet bytes, so each packet is rebuilt from them (Ethernet,
 //! IPv4/IPv6 or ARP, and the TCP/UDP/ICMP header, without payload); the
-//! calitrace record is attached as the packet's comment.
+//! calitrace record is attached as the packet's comment. An encapsulated
+//! packet (VXLAN, IPIP) is rebuilt as its inner packet only: its outer
+//! headers are in the record (`outer`) in the comment.
 
 use std::io::Write;
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::format::{self, End, Header, frame};
-use crate::events::{Input, decode, decode_verdict};
+use crate::events::{Input, decode, decode_encap, decode_verdict};
 use crate::facts::Fact;
 
 /// One thing read from a recording.
@@ -242,6 +242,12 @@ impl<R: Read> Reader<R> {
                     Item::Input(Input::Verdict(v))
                 }
                 _ => return self.fail(corrupt(format!("verdict frame of {len} bytes"))),
+            },
+            frame::ENCAP => match decode_encap(payload) {
+                Ok(e) if payload.len() == tracer_common::ENCAP_EVENT_SIZE => {
+                    Item::Input(Input::Encap(e))
+                }
+                _ => return self.fail(corrupt(format!("encap frame of {len} bytes"))),
             },
             frame::TICK => match <[u8; 8]>::try_from(payload) {
                 Ok(b) => Item::Input(Input::Tick(u64::from_le_bytes(b))),

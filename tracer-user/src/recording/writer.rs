@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::format::{self, End, Header, frame};
-use crate::events::{Input, encode, encode_verdict};
+use crate::events::{Input, encode, encode_encap, encode_verdict};
 use crate::facts::Fact;
 
 pub struct Recorder {
@@ -99,6 +99,7 @@ impl Recorder {
         match input {
             Input::Event(ev) => self.frame(frame::EVENT, encode(ev))?,
             Input::Verdict(v) => self.frame(frame::VERDICT, encode_verdict(v))?,
+            Input::Encap(e) => self.frame(frame::ENCAP, encode_encap(e))?,
             Input::Tick(t) => self.frame(frame::TICK, &t.to_le_bytes())?,
         }
         if self.last_flush.elapsed() >= self.flush_every {

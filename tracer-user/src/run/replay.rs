@@ -134,6 +134,7 @@ impl Replayer {
         let ts = match &input {
             Input::Event(e) => e.ts_ns,
             Input::Verdict(v) => v.ev.ts_ns,
+            Input::Encap(e) => e.ev.ts_ns,
             Input::Tick(t) => *t,
         };
         self.pace.wait(ts);
@@ -142,6 +143,9 @@ impl Replayer {
         let records = self.session.take_records();
         match (&mut self.pcap, &input) {
             (Some(w), Input::Event(ev)) => write_pcap(w, &self.header, ev, &records)?,
+            // An encapsulated packet is exported as its inner packet; its
+            // outer headers are in the record in the packet's comment.
+            (Some(w), Input::Encap(enc)) => write_pcap(w, &self.header, &enc.ev, &records)?,
             (Some(_), _) => {}
             (None, _) => return Ok(self.sink.records(&records)?),
         }

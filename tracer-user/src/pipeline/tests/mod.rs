@@ -10,6 +10,8 @@ use crate::model::{
     NfVerdict, Stage,
 };
 
+mod encap;
+
 const NODE: u32 = 100;
 const ETH0: u32 = 2;
 const CALI: u32 = 5;
@@ -527,6 +529,7 @@ fn point_hop(netns: u32, hook: Hook, point: LinkPoint) -> Hop {
         verdict: None,
         point: Some(point),
         priority: None,
+        outer: None,
     }
 }
 
@@ -543,6 +546,7 @@ fn the_hook_is_the_last_one_entered_and_not_left() {
         verdict: None,
         point: None,
         priority: None,
+        outer: None,
     };
     let j = [
         tc_hop(NODE),

@@ -102,6 +102,7 @@ fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record
         dir,
         flow,
         detail,
+        outer: None,
     })
 }
 
@@ -117,6 +118,7 @@ fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
         verdict: None,
         point: None,
         priority: None,
+        outer: None,
     }
 }
 
@@ -600,6 +602,7 @@ fn journey_with_netfilter_verdicts_marks_the_dropping_table() {
         verdict: Some(verdict),
         point: None,
         priority: None,
+        outer: None,
     };
     let t = T0 + 10 * MS;
     a.ingest(&[Record::Verdict(VerdictRecord {
