@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
 use calitrace_tests::lab::FabricDrop;
-use calitrace_tests::{Backend, Lab, Mode};
+use calitrace_tests::{Backend, Lab, Mode, kernel};
 use serde_json::Value;
 
 /// Runs a cluster view of both lab nodes while `traffic` runs.
@@ -390,4 +390,136 @@ fn two_single_node_recordings_replay_as_one_cluster_view() {
         (&"node-a".into(), &"node-b".into())
     );
     std::fs::remove_dir_all(files[0].parent().unwrap()).ok();
+}
+
+#[test]
+fn healthy_vxlan_traffic_is_matched_across_nodes_by_its_inner_headers() {
+    let lab = Lab::new(Mode::Vxlan).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let f = cluster(&lab, &[], || {
+        assert!(lab.ping(&a, &b.ip, 3), "ping works in the lab");
+    });
+    let packets = f.of_type("packet");
+    let flow = Finished::between(&packets, &a.ip, &b.ip);
+    let uplink = |node: &str, dir: &str| {
+        on(&flow, node)
+            .into_iter()
+            .find(|p| p["ifname"] == "eth0" && p["dir"] == dir)
+            .unwrap_or_else(|| panic!("{node} eth0 {dir}\n{}", f.dump()))
+    };
+    let (sent, arrived) = (uplink("node-a", "egress"), uplink("node-b", "ingress"));
+    for p in [sent, arrived] {
+        assert_eq!(p["outer"]["encap"], "vxlan", "{p}");
+        assert_eq!(p["outer"]["dst"], lab.node(1).underlay_ip.as_str(), "{p}");
+    }
+    assert!(no_underlay(&f), "healthy traffic\n{}", f.dump());
+}
+
+#[test]
+fn fabric_dropping_vxlan_is_an_underlay_drop_with_the_outer_header() {
+    let lab = Lab::new(Mode::Vxlan).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.fabric_drop(FabricDrop::UdpPort(4789)).unwrap();
+    let f = cluster(&lab, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 3), "the fabric drops VXLAN");
+    });
+    let d = with_code(&f, "UNDERLAY_DROP");
+    let d = d
+        .iter()
+        .find(|d| d["src"] == a.ip.as_str())
+        .unwrap_or_else(|| panic!("an UNDERLAY_DROP\n{}", f.dump()));
+    assert_eq!(
+        (&d["encap"], &d["src_node"], &d["dst_node"]),
+        (&"vxlan".into(), &"node-a".into(), &"node-b".into())
+    );
+    assert_eq!(
+        (
+            &d["outer_src"],
+            &d["outer_dst"],
+            &d["outer_proto"],
+            &d["outer_dport"]
+        ),
+        (
+            &lab.node(0).underlay_ip.as_str().into(),
+            &lab.node(1).underlay_ip.as_str().into(),
+            &"udp".into(),
+            &4789.into()
+        ),
+        "{}",
+        f.dump()
+    );
+    assert!(
+        d["hint"].as_str().unwrap().contains("UDP 4789"),
+        "{}",
+        f.dump()
+    );
+    assert!(
+        d["summary"]
+            .as_str()
+            .unwrap()
+            .contains("encapsulated as VXLAN"),
+        "{}",
+        f.dump()
+    );
+}
+
+#[test]
+fn a_fabric_mtu_below_the_tunnels_is_the_underlay_mtu_in_vxlan_mode() {
+    let lab = Lab::new(Mode::Vxlan).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.fabric_mtu(1200).unwrap();
+    let f = cluster(&lab, &[], || {
+        assert!(lab.ping(&a, &b.ip, 2), "small packets pass");
+        for _ in 0..3 {
+            assert!(!lab.ping_df(&a.netns, &b.ip, 1300), "big ones do not");
+        }
+    });
+    let d = with_code(&f, "UNDERLAY_MTU");
+    let d = d
+        .last()
+        .unwrap_or_else(|| panic!("an UNDERLAY_MTU\n{}", f.dump()));
+    assert_eq!(
+        (&d["encap"], &d["src_node"]),
+        (&"vxlan".into(), &"node-a".into())
+    );
+    // 1328 bytes inside, 50 of VXLAN around them.
+    assert_eq!(d["smallest_lost"], 1378, "{}", f.dump());
+    assert!(
+        d["hint"].as_str().unwrap().contains("FELIX_VXLANMTU"),
+        "{}",
+        f.dump()
+    );
+}
+
+#[test]
+fn fabric_dropping_ipip_is_an_underlay_drop_named_ipip() {
+    if kernel::must_skip(kernel::IPIP) {
+        return;
+    }
+    let lab = Lab::new(Mode::Ipip).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.fabric_drop(FabricDrop::IpProto(4)).unwrap();
+    let f = cluster(&lab, &[], || {
+        assert!(!lab.ping(&a, &b.ip, 3), "the fabric drops IPIP");
+    });
+    let d = with_code(&f, "UNDERLAY_DROP");
+    let d = d
+        .iter()
+        .find(|d| d["src"] == a.ip.as_str())
+        .unwrap_or_else(|| panic!("an UNDERLAY_DROP\n{}", f.dump()));
+    assert_eq!(
+        (&d["encap"], &d["outer_dst"], &d["outer_proto"]),
+        (
+            &"ipip".into(),
+            &lab.node(1).underlay_ip.as_str().into(),
+            &4.into()
+        ),
+        "{}",
+        f.dump()
+    );
+    assert!(
+        d["hint"].as_str().unwrap().contains("IP protocol 4"),
+        "{}",
+        f.dump()
+    );
 }

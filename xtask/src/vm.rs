@@ -117,6 +117,10 @@ pub const KERNEL_SENSITIVE: &[&str] = &[
     // Tunnels decoded by tc on the uplink (the host kernel has no ipip module).
     "encap::vxlan_uplink_packets_are_the_pods_packets_with_the_outer_headers",
     "encap::ipip_uplink_packets_are_the_pods_packets_and_a_drop_after_the_tunnel_keeps_the_hop",
+    // The cluster view across kernels: agents, merge, the underlay (IPIP only there).
+    "cluster::healthy_vxlan_traffic_is_matched_across_nodes_by_its_inner_headers",
+    "cluster::fabric_dropping_vxlan_is_an_underlay_drop_with_the_outer_header",
+    "cluster::fabric_dropping_ipip_is_an_underlay_drop_named_ipip",
 ];
 
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
