@@ -83,13 +83,19 @@ pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
                 &s.filter
             }
         ),
-        Record::Packet(p) => format!(
-            "{clock} {:<14} {:<7} {} {}",
-            p.ifname.as_deref().unwrap_or("?"),
-            p.dir.as_str(),
-            p.flow,
-            p.detail
-        ),
+        Record::Packet(p) => {
+            let mut line = format!(
+                "{clock} {:<14} {:<7} {} {}",
+                p.ifname.as_deref().unwrap_or("?"),
+                p.dir.as_str(),
+                p.flow,
+                p.detail
+            );
+            if let Some(o) = &p.outer {
+                line.push_str(&format!(" in {o}"));
+            }
+            line
+        }
         Record::Drop(d) => drop_line(d, clock, node_netns),
         Record::Verdict(v) => format!(
             "{clock} VERDICT {} {}: {} {} {} {}: {}",
@@ -148,5 +154,62 @@ impl<W: Write> View for TextView<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{POD_A, POD_B, icmp_flow};
+    use crate::model::{Detail, Dir, Encap, Outer, PacketRecord, Proto};
+
+    fn lines(records: &[Record]) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut v = TextView::new(&mut buf);
+        for r in records {
+            v.record(r).unwrap();
+        }
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn cluster_lines_name_their_node_and_the_tunnel() {
+        let mut packet = Record::Packet(PacketRecord {
+            node: None,
+            ts_ns: 2_000_000_000,
+            netns: 1,
+            ifname: Some("eth0".into()),
+            dir: Dir::Egress,
+            flow: icmp_flow(POD_A, POD_B),
+            detail: Detail {
+                ttl: Some(63),
+                ip_id: Some(1),
+                len: 84,
+                icmp: None,
+                arp: None,
+            },
+            outer: Some(Outer {
+                encap: Encap::Vxlan,
+                src: Some("192.168.1.1".into()),
+                dst: Some("192.168.1.2".into()),
+                proto: Some(Proto::Udp),
+                dport: Some(4789),
+                len: 134,
+                vni: Some(4096),
+            }),
+        });
+        let single = lines(std::slice::from_ref(&packet));
+        assert_eq!(
+            single,
+            [
+                "[   0.000000] eth0           egress  10.244.1.10 > 10.244.2.10 icmp ttl 63 len 84 in VXLAN 192.168.1.1 > 192.168.1.2:4789 vni 4096 len 134"
+            ]
+        );
+        packet.set_node("node-a");
+        assert!(lines(&[packet])[0].starts_with("node-a [   0.000000] eth0"));
     }
 }
