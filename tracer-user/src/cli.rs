@@ -94,6 +94,10 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub ring_mib: u32,
+    /// Where the host's root is mounted (in a container, e.g. /host): host
+    /// files calitrace reads, such as the kubelet's pod logs, are under it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 /// The tracing options a cluster passes on to its agents.

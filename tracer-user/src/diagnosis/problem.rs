@@ -99,6 +99,8 @@ pub fn of_flow(
         hint,
         src: d.flow.src.clone(),
         dst: d.flow.dst.clone(),
+        src_pod: d.flow.src_pod.clone(),
+        dst_pod: d.flow.dst_pod.clone(),
         ..Default::default()
     }
 }

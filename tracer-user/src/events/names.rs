@@ -99,6 +99,8 @@ pub fn flow(p: &PacketMeta) -> crate::model::Flow {
         proto: packet_proto(p),
         sport: ports.then_some(p.sport),
         dport: ports.then_some(p.dport),
+        src_pod: None,
+        dst_pod: None,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::model::Backend;
 use crate::netfilter::Inventory;
 
 pub mod environment;
+pub mod pods;
 pub mod topology;
 
 pub use environment::Environment;
@@ -67,6 +68,9 @@ pub struct NodeFacts {
     /// Events lost so far.
     #[serde(default)]
     pub lost: u64,
+    /// Pods by address, as the node names them.
+    #[serde(default)]
+    pub pod_names: BTreeMap<IpAddr, crate::model::PodRef>,
 }
 
 /// One change to [`NodeFacts`].
@@ -133,6 +137,19 @@ impl NodeFacts {
             Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
             Fact::Lost { lost, .. } => self.lost = *lost,
         }
+    }
+
+    /// Names the pods of a flow's addresses, where the node knows them.
+    pub fn name_pods(&self, flow: &mut crate::model::Flow) {
+        if self.pod_names.is_empty() {
+            return;
+        }
+        let pod = |a: &Option<String>| {
+            let ip: IpAddr = a.as_deref()?.parse().ok()?;
+            self.pod_names.get(&ip).cloned()
+        };
+        flow.src_pod = pod(&flow.src);
+        flow.dst_pod = pod(&flow.dst);
     }
 
     pub fn ifname(&self, netns: u32, ifindex: u32) -> Option<&str> {

@@ -167,6 +167,7 @@ impl Cluster {
         let offset = self.clocks.offset(n);
         shift(&mut r, offset);
         r.set_node(&self.nodes[n].name);
+        self.name_pods(&mut r);
         match &mut r {
             Record::Packet(p) => {
                 self.follow(n, p, offset);
@@ -182,6 +183,27 @@ impl Cluster {
             _ => {}
         }
         out.push(r);
+    }
+
+    /// Pods of other nodes are named by the node they run on.
+    fn name_pods(&self, r: &mut Record) {
+        let flow = match r {
+            Record::Packet(p) => &mut p.flow,
+            Record::Drop(d) => &mut d.flow,
+            Record::Verdict(v) => &mut v.flow,
+            _ => return,
+        };
+        for node in &self.nodes {
+            if flow.src_pod.is_some() && flow.dst_pod.is_some() {
+                return;
+            }
+            if let Some(f) = node.facts() {
+                let mut named = flow.clone();
+                f.name_pods(&mut named);
+                flow.src_pod = flow.src_pod.take().or(named.src_pod);
+                flow.dst_pod = flow.dst_pod.take().or(named.dst_pod);
+            }
+        }
     }
 
     /// A packet seen on node `n`: remembered for journeys; on the uplink, a

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::names::{Attribution, Backend, CalicoPlacement, Encap, Hook, Proto, Stage, as_display};
+use super::packet::PodRef;
 
 /// The diagnosis codes of the JSON contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -62,6 +63,9 @@ pub struct Diagnosis {
     pub src: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<String>,
+    /// Flow diagnoses: the pods of `src` and `dst`, where known.
+    pub src_pod: Option<PodRef>,
+    pub dst_pod: Option<PodRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,8 @@ pub fn icmp_flow(src: &str, dst: &str) -> Flow {
         proto: Some(Proto::Icmp),
         sport: None,
         dport: None,
+        src_pod: None,
+        dst_pod: None,
     }
 }
 

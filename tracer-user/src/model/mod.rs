@@ -16,5 +16,5 @@ pub use names::{
     ArpOp, Attribution, Backend, CalicoPlacement, Dir, Encap, Family, Hook, Icmp, LinkPoint,
     NfVerdict, Proto, Stage,
 };
-pub use packet::{Detail, Endpoint, Flow, Outer, PacketId, PacketRecord};
+pub use packet::{Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

@@ -7,6 +7,20 @@ use serde::Serialize;
 
 use super::names::{ArpOp, Dir, Encap, Icmp, Proto};
 
+/// A pod as people name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// `namespace/name`
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// The packet fields every packet-bearing record has; also the key of a flow
 /// (one direction of traffic) in the views.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -16,21 +30,30 @@ pub struct Flow {
     pub proto: Option<Proto>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// The pods the addresses belong to, where the node knows them.
+    pub src_pod: Option<PodRef>,
+    pub dst_pod: Option<PodRef>,
 }
 
-/// One end of a flow: `10.0.0.1:80`, `[fd00::1]:80`, `10.0.0.1`, `?`.
+/// One end of a flow: `10.0.0.1:80`, `[fd00::1]:80`, `10.0.0.1`, `?`, and
+/// the pod's name where known: `10.244.1.10 (default/frontend)`.
 pub struct Endpoint<'a> {
     pub addr: Option<&'a str>,
     pub port: Option<u16>,
+    pub pod: Option<&'a PodRef>,
 }
 
 impl fmt::Display for Endpoint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.addr.unwrap_or("?");
         match self.port {
-            Some(p) if a.contains(':') => write!(f, "[{a}]:{p}"),
-            Some(p) => write!(f, "{a}:{p}"),
-            None => f.write_str(a),
+            Some(p) if a.contains(':') => write!(f, "[{a}]:{p}")?,
+            Some(p) => write!(f, "{a}:{p}")?,
+            None => f.write_str(a)?,
+        }
+        match self.pod {
+            Some(pod) => write!(f, " ({pod})"),
+            None => Ok(()),
         }
     }
 }
@@ -40,6 +63,7 @@ impl Flow {
         Endpoint {
             addr: self.src.as_deref(),
             port: self.sport,
+            pod: self.src_pod.as_ref(),
         }
     }
 
@@ -47,6 +71,7 @@ impl Flow {
         Endpoint {
             addr: self.dst.as_deref(),
             port: self.dport,
+            pod: self.dst_pod.as_ref(),
         }
     }
 
@@ -144,6 +169,8 @@ impl fmt::Display for Outer {
             proto: self.proto,
             sport: None,
             dport: self.dport,
+            src_pod: None,
+            dst_pod: None,
         };
         write!(
             f,
@@ -241,11 +268,11 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_packet_serializes_as_before() {
+    fn a_plain_packet_serializes_as_before_with_its_pods() {
         let json = serde_json::to_string(&record(None)).unwrap();
         assert_eq!(
             json,
-            r#"{"ts_ns":5,"netns":1,"ifname":"eth0","dir":"egress","src":"10.244.1.10","dst":"10.244.2.10","proto":"icmp","sport":null,"dport":null,"ttl":63,"ip_id":7,"len":84,"icmp":"echo request id 77 seq 3"}"#
+            r#"{"ts_ns":5,"netns":1,"ifname":"eth0","dir":"egress","src":"10.244.1.10","dst":"10.244.2.10","proto":"icmp","sport":null,"dport":null,"src_pod":null,"dst_pod":null,"ttl":63,"ip_id":7,"len":84,"icmp":"echo request id 77 seq 3"}"#
         );
     }
 

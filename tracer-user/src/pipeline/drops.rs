@@ -32,7 +32,7 @@ impl Pipeline {
             ts_ns: ev.ts_ns,
             netns: ev.netns,
             ifname: self.ifname(ev.netns, ev.ifindex),
-            flow: names::flow(&ev.pkt),
+            flow: self.named_flow(&ev.pkt),
             reason,
             reason_from_location,
             location,

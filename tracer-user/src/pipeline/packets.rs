@@ -16,6 +16,13 @@ use crate::model::{
 };
 
 impl Pipeline {
+    /// A packet's flow, its pods named.
+    pub(super) fn named_flow(&self, p: &tracer_common::PacketMeta) -> crate::model::Flow {
+        let mut flow = names::flow(p);
+        self.env.facts.name_pods(&mut flow);
+        flow
+    }
+
     /// A sighting as a journey hop, with its interface's name.
     pub(super) fn hop(&self, s: &Sighting) -> Hop {
         let (mut netfilter, verdict) = match s.verdict.as_deref() {
@@ -79,7 +86,7 @@ impl Pipeline {
                 netns: ev.netns,
                 ifname: self.ifname(ev.netns, ev.ifindex),
                 dir,
-                flow: names::flow(p),
+                flow: self.named_flow(p),
                 detail: names::detail(p),
                 outer,
             }));
@@ -129,7 +136,7 @@ impl Pipeline {
                 node: None,
                 ts_ns: nf.ev.ts_ns,
                 netns: nf.ev.netns,
-                flow: names::flow(&nf.ev.pkt),
+                flow: self.named_flow(&nf.ev.pkt),
                 verdict,
                 netfilter: info,
                 detail: names::detail(&nf.ev.pkt),

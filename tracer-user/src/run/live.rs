@@ -80,7 +80,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     }
     let chosen = setup::interfaces(&setup.links, &args.iface)?;
     let pods = setup::pods(&setup, &chosen);
-    let facts = setup::node_facts(&setup, &pods);
+    let facts = setup::node_facts(&setup, &pods, &args.host_root);
     let tracer = load(args, &setup, compiled, &chosen, &pods, &facts)?;
     // The parsed kernel BTF (tens of MiB) has served its purpose: offsets and
     // drop reason names are taken. Freed now, not when tracing ends.

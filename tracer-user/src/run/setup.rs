@@ -1,6 +1,8 @@
 //! What is read from the machine before anything is loaded: capabilities,
 //! symbols, BTF, interfaces, pods behind them, and the node's facts.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 
 use super::usage;
@@ -102,7 +104,7 @@ fn topology(links: &[netlink::Link]) -> Topology {
 }
 
 /// What is known about the node when tracing starts.
-pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns]) -> NodeFacts {
+pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) -> NodeFacts {
     let mut facts = NodeFacts {
         node: system::node_name(),
         kernel: setup.caps.kernel.clone(),
@@ -118,6 +120,7 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns]) -> NodeFacts {
         topology: topology(&setup.links),
         ..Default::default()
     };
+    facts.pod_names = crate::facts::pods::from_kubelet_logs(host_root, &facts.topology.routes);
     for l in &setup.links {
         facts
             .ifnames

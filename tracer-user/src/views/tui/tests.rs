@@ -66,6 +66,8 @@ fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
         proto: Some(proto),
         sport: ports.map(|p| p.0),
         dport: ports.map(|p| p.1),
+        src_pod: None,
+        dst_pod: None,
     }
 }
 
