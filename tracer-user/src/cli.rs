@@ -70,13 +70,24 @@ pub struct TraceArgs {
     /// Also record everything to FILE (replay it with `calitrace replay FILE`).
     #[arg(short, long, value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub probes: ProbeOptions,
+    /// Where the host's root is mounted (in a container, e.g. /host): host
+    /// files calitrace reads, such as the kubelet's pod logs, are under it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+}
+
+/// How and where the programs trace (a cluster passes these on to its agents).
+#[derive(Debug, Clone, Args)]
+pub struct ProbeOptions {
     /// Interfaces for the tc programs (glob, repeatable). Default: cali*, tunl0,
     /// vxlan.calico, vxlan-v6.calico, wireguard.cali and the default route's uplink.
     #[arg(short, long = "iface", value_name = "GLOB")]
     pub iface: Vec<String>,
-    /// Stop after SECS seconds.
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
     /// Report drops from every network namespace, not only this node's and its pods'.
     #[arg(long)]
     pub all_netns: bool,
@@ -94,30 +105,6 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub ring_mib: u32,
-    /// Where the host's root is mounted (in a container, e.g. /host): host
-    /// files calitrace reads, such as the kubelet's pod logs, are under it.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub host_root: PathBuf,
-}
-
-/// The tracing options a cluster passes on to its agents.
-#[derive(Debug, Clone, Args)]
-pub struct AgentOptions {
-    /// Interfaces for the agents' tc programs (glob, repeatable); default as for trace.
-    #[arg(short, long = "iface", value_name = "GLOB")]
-    pub iface: Vec<String>,
-    /// Agents report drops from every network namespace.
-    #[arg(long)]
-    pub all_netns: bool,
-    /// How the agents' tc programs attach: tcx, netlink or auto.
-    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
-    pub tc_attach: crate::probes::loader::TcAttach,
-    /// The agents' exact netfilter probes: auto, fexit, kprobe or off.
-    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
-    pub nf_probes: crate::probes::exact::Mode,
-    /// The agents' ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 8)]
-    pub ring_mib: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -133,7 +120,7 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     #[command(flatten)]
-    pub agents: AgentOptions,
+    pub agents: ProbeOptions,
     #[command(flatten)]
     pub view: ViewArgs,
 }

@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -50,13 +49,7 @@ pub struct ClusterWriter {
 
 impl ClusterWriter {
     pub fn create(path: &Path, header: &ClusterHeader) -> Result<ClusterWriter> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot write the recording {}", path.display()))?;
+        let file = super::writer::create_private(path)?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         let json = serde_json::to_vec(header)?;
         out.write_all(MAGIC)?;

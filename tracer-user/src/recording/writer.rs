@@ -26,17 +26,23 @@ pub struct Recorder {
     pub frames: u64,
 }
 
+/// A new recording file only its owner can read: recordings hold addresses.
+pub fn create_private(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write the recording {}", path.display()))?;
+    // An existing file keeps its mode on open.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 impl Recorder {
     pub fn create(path: &Path, header: &Header) -> Result<Recorder> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot write the recording {}", path.display()))?;
-        // An existing file keeps its mode on open: recordings hold addresses.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let file = create_private(path)?;
         let sync = file.try_clone().ok();
         let mut r = Recorder::start(Box::new(file), header, Duration::from_secs(1))?;
         r.path = Some(path.to_path_buf());

@@ -72,13 +72,13 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     let stops = rt.block_on(async { Stops::listen() })?;
     let mut setup = Setup::read()?;
     setup.require_privileges()?;
-    if args.tc_attach == TcAttach::Tcx && !setup.caps.tcx() {
+    if args.probes.tc_attach == TcAttach::Tcx && !setup.caps.tcx() {
         return Err(usage(format!(
             "--tc-attach tcx needs kernel 6.6 or later (this is {}): use --tc-attach netlink or auto",
             setup.caps.kernel
         )));
     }
-    let chosen = setup::interfaces(&setup.links, &args.iface)?;
+    let chosen = setup::interfaces(&setup.links, &args.probes.iface)?;
     let pods = setup::pods(&setup, &chosen);
     let facts = setup::node_facts(&setup, &pods, &args.host_root);
     let tracer = load(args, &setup, compiled, &chosen, &pods, &facts)?;
@@ -150,10 +150,10 @@ pub fn end_session(
 /// The filter, after checking the options that need no kernel.
 fn check_args(args: &TraceArgs) -> Result<Filter> {
     let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
-    if !args.ring_mib.is_power_of_two() || args.ring_mib > 1024 {
+    if !args.probes.ring_mib.is_power_of_two() || args.probes.ring_mib > 1024 {
         return Err(usage(format!(
             "--ring-mib {} must be a power of two up to 1024",
-            args.ring_mib
+            args.probes.ring_mib
         )));
     }
     if let Some(d) = args.duration
@@ -175,7 +175,7 @@ fn load(
     pods: &[netns::PeerNetns],
     facts: &NodeFacts,
 ) -> Result<Tracer> {
-    let netns_filter = (!args.all_netns).then(|| {
+    let netns_filter = (!args.probes.all_netns).then(|| {
         let mut v = vec![setup.own_netns];
         v.extend(pods.iter().map(|p| p.inode));
         v
@@ -188,13 +188,13 @@ fn load(
             filter,
             netns: netns_filter,
             own_netns: setup.own_netns,
-            ring_bytes: args.ring_mib * 1024 * 1024,
+            ring_bytes: args.probes.ring_mib * 1024 * 1024,
             interfaces: &owned,
             attach: true,
             all_verdicts: args.view.verdicts,
             inventory: facts.netfilter.as_ref(),
-            exact: args.nf_probes,
-            tc_attach: args.tc_attach,
+            exact: args.probes.nf_probes,
+            tc_attach: args.probes.tc_attach,
         },
     )?;
     if tracer.report.attached.is_empty() {

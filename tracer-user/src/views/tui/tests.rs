@@ -1059,7 +1059,7 @@ fn terminal_bytes_become_keys() {
 #[test]
 fn a_cluster_view_names_its_nodes_and_where_packets_were_lost() {
     use crate::merge::{AgentState, NodeView};
-    use crate::model::{Encap, Underlay};
+    use crate::model::Encap;
     let mut a = app();
     let node = |name: &str, state| NodeView {
         name: name.into(),
@@ -1103,17 +1103,11 @@ fn a_cluster_view_names_its_nodes_and_where_packets_were_lost() {
         src: Some(POD_A.into()),
         dst: Some(POD_B.into()),
         node: Some("node-a".into()),
-        underlay: Some(Underlay {
-            src_node: "node-a".into(),
-            dst_node: "node-b".into(),
-            encap: Encap::Vxlan,
-            outer_src: None,
-            outer_dst: None,
-            outer_proto: None,
-            outer_dport: None,
-            largest_delivered: None,
-            smallest_lost: None,
-        }),
+        underlay: Some(crate::merge::underlay::path(
+            "node-a",
+            "node-b",
+            Encap::Vxlan,
+        )),
         summary: "lost between the nodes".into(),
         first_ts_ns: T0 + SEC,
         last_ts_ns: T0 + SEC,
