@@ -234,18 +234,7 @@ mod tests {
         o.src[..4].copy_from_slice(&[192, 168, 7, 1]);
         o.dst[..4].copy_from_slice(&[192, 168, 7, 2]);
         let v = outer(&o);
-        assert_eq!(
-            v,
-            Outer {
-                encap: Encap::Vxlan,
-                src: Some("192.168.7.1".into()),
-                dst: Some("192.168.7.2".into()),
-                proto: Some(Proto::Udp),
-                dport: Some(4789),
-                len: 134,
-                vni: Some(4096),
-            }
-        );
+        assert_eq!(v, crate::model::fixtures::vxlan_outer());
         o.encap = encap::IPIP;
         o.proto = tracer_common::IPPROTO_IPIP;
         let i = outer(&o);

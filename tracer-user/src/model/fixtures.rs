@@ -28,6 +28,30 @@ pub fn legacy_forward() -> NetfilterInfo {
     }
 }
 
+/// A VXLAN header between two nodes, around an 84-byte ping.
+pub fn vxlan_outer() -> super::Outer {
+    super::Outer {
+        encap: super::Encap::Vxlan,
+        src: Some("192.168.7.1".into()),
+        dst: Some("192.168.7.2".into()),
+        proto: Some(Proto::Udp),
+        dport: Some(4789),
+        len: 134,
+        vni: Some(4096),
+    }
+}
+
+/// An 84-byte ping's details, TTL 63.
+pub fn ping_detail() -> Detail {
+    Detail {
+        ttl: Some(63),
+        ip_id: Some(1),
+        len: 84,
+        icmp: None,
+        arp: None,
+    }
+}
+
 /// A ping from pod A to pod B dropped on `eth0` at `stage` for `reason`.
 pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -> DropRecord {
     DropRecord {
@@ -41,13 +65,7 @@ pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -
         location: Some("nf_hook_slow".into()),
         stage,
         netfilter,
-        detail: Detail {
-            ttl: Some(63),
-            ip_id: Some(1),
-            len: 84,
-            icmp: None,
-            arp: None,
-        },
+        detail: ping_detail(),
         pod: None,
         journey: vec![],
     }

@@ -196,7 +196,7 @@ impl fmt::Display for HopLabel<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Encap, Proto};
+    use crate::model::Encap;
 
     fn iface_hop(outer: Option<Outer>) -> Hop {
         Hop {
@@ -217,12 +217,7 @@ mod tests {
     fn outer(encap: Encap) -> Outer {
         Outer {
             encap,
-            src: Some("192.168.7.1".into()),
-            dst: Some("192.168.7.2".into()),
-            proto: Some(Proto::Udp),
-            dport: Some(4789),
-            len: 134,
-            vni: Some(4096),
+            ..crate::model::fixtures::vxlan_outer()
         }
     }
 

@@ -208,19 +208,7 @@ pub struct PacketRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{POD_A, POD_B, icmp_flow};
-
-    fn vxlan_outer() -> Outer {
-        Outer {
-            encap: Encap::Vxlan,
-            src: Some("192.168.7.1".into()),
-            dst: Some("192.168.7.2".into()),
-            proto: Some(Proto::Udp),
-            dport: Some(4789),
-            len: 134,
-            vni: Some(4096),
-        }
-    }
+    use crate::model::fixtures::{POD_A, POD_B, icmp_flow, vxlan_outer};
 
     fn record(outer: Option<Outer>) -> PacketRecord {
         PacketRecord {

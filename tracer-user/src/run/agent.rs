@@ -28,13 +28,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .as_fd()
         .try_clone_to_owned()
         .context("stdout")?;
-    let Tracing {
-        rt,
-        stops,
-        mut tracer,
-        start,
-        mut session,
-    } = begin(&args)?;
+    let t: Tracing = begin(&args)?;
+    let (rt, stops, mut tracer, start, mut session) = (t.rt, t.stops, t.tracer, t.start, t.session);
     let stops = if stdin_can_close() {
         stops.and_stdin_closing()
     } else {

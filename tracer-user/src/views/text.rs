@@ -160,8 +160,8 @@ impl<W: Write> View for TextView<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{POD_A, POD_B, icmp_flow};
-    use crate::model::{Detail, Dir, Encap, Outer, PacketRecord, Proto};
+    use crate::model::fixtures::{POD_A, POD_B, icmp_flow, ping_detail, vxlan_outer};
+    use crate::model::{Dir, PacketRecord};
 
     fn lines(records: &[Record]) -> Vec<String> {
         let mut buf = Vec::new();
@@ -185,28 +185,14 @@ mod tests {
             ifname: Some("eth0".into()),
             dir: Dir::Egress,
             flow: icmp_flow(POD_A, POD_B),
-            detail: Detail {
-                ttl: Some(63),
-                ip_id: Some(1),
-                len: 84,
-                icmp: None,
-                arp: None,
-            },
-            outer: Some(Outer {
-                encap: Encap::Vxlan,
-                src: Some("192.168.1.1".into()),
-                dst: Some("192.168.1.2".into()),
-                proto: Some(Proto::Udp),
-                dport: Some(4789),
-                len: 134,
-                vni: Some(4096),
-            }),
+            detail: ping_detail(),
+            outer: Some(vxlan_outer()),
         });
         let single = lines(std::slice::from_ref(&packet));
         assert_eq!(
             single,
             [
-                "[   0.000000] eth0           egress  10.244.1.10 > 10.244.2.10 icmp ttl 63 len 84 in VXLAN 192.168.1.1 > 192.168.1.2:4789 vni 4096 len 134"
+                "[   0.000000] eth0           egress  10.244.1.10 > 10.244.2.10 icmp ttl 63 len 84 in VXLAN 192.168.7.1 > 192.168.7.2:4789 vni 4096 len 134"
             ]
         );
         packet.set_node("node-a");
