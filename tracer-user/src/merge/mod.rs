@@ -27,12 +27,14 @@ use underlay::{Outcome, Send, Sent, Tracker};
 
 use crate::diagnosis::Diagnoser;
 use crate::facts::Fact;
-use crate::model::{Dir, DropRecord, Encap, PacketRecord, Record};
+use crate::model::{Dir, DropRecord, Encap, PacketRecord, Proto, Record};
 use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
 
 const SEC: u64 = 1_000_000_000;
+/// WireGuard's usual UDP port (Calico's wireguard.cali listens on it).
+const WIREGUARD_PORT: u16 = 51820;
 
 pub struct Cluster {
     nodes: Vec<Node>,
@@ -239,24 +241,30 @@ impl Cluster {
     }
 
     /// A pod packet leaving node `n` for the node its destination lives on
-    /// (for an encapsulated one, the node its outer destination belongs to).
+    /// (for an encapsulated one, the node its outer destination belongs to);
+    /// or a WireGuard packet to another node, known by its outer headers only.
     fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
         let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
+        let node_of = |ip: IpAddr| {
+            self.nodes
+                .iter()
+                .position(|x| x.facts().is_some_and(|f| f.local_addrs.contains(&ip)))
+        };
         let outer_dst: Option<IpAddr> = p
             .outer
             .as_ref()
             .and_then(|o| o.dst.as_deref()?.parse().ok());
-        let to = outer_dst
-            .and_then(|o| {
-                self.nodes
-                    .iter()
-                    .position(|x| x.facts().is_some_and(|f| f.local_addrs.contains(&o)))
-            })
-            .or_else(|| {
-                self.nodes
-                    .iter()
-                    .position(|x| x.facts().is_some_and(|f| f.topology.has_pod(dst)))
-            })?;
+        let wireguard = p.outer.is_none()
+            && p.flow.proto == Some(Proto::Udp)
+            && p.flow.dport == Some(WIREGUARD_PORT);
+        let to = match (outer_dst, wireguard) {
+            (Some(o), _) => node_of(o),
+            (None, true) => node_of(dst),
+            (None, false) => self
+                .nodes
+                .iter()
+                .position(|x| x.facts().is_some_and(|f| f.topology.has_pod(dst))),
+        }?;
         if to == n {
             return None;
         }
@@ -270,6 +278,16 @@ impl Cluster {
                 path.outer_proto = o.proto;
                 path.outer_dport = o.dport;
                 o.len
+            }
+            None if wireguard => {
+                // Encrypted: the packet is its outer header; matched by that,
+                // its IP ID, its size and the time it takes.
+                path.encap = Encap::Wireguard;
+                path.outer_src = p.flow.src.clone();
+                path.outer_dst = p.flow.dst.clone();
+                path.outer_proto = p.flow.proto;
+                path.outer_dport = p.flow.dport;
+                p.detail.len
             }
             None => {
                 path.encap = from.encap_towards(dst);

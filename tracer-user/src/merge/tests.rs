@@ -370,3 +370,46 @@ fn an_arrival_read_before_its_send_still_counts() {
     let out = r.finish();
     assert!(diagnoses(&out).is_empty(), "{:#?}", diagnoses(&out));
 }
+
+#[test]
+fn wireguard_packets_are_matched_by_their_outer_headers_and_timing() {
+    let mut headers = [
+        header(0, false, &["eth0", "cali1"]),
+        header(1, false, &["eth0", "cali1"]),
+    ];
+    let node_ip = ["192.168.9.1", "192.168.9.2"];
+    for (h, ip) in headers.iter_mut().zip(node_ip) {
+        h.facts.local_addrs.insert(ip.parse().unwrap());
+    }
+    let mut r = Run::new(headers);
+    // Encrypted: on the uplink only UDP to 51820 between the nodes shows.
+    let wg = |ip_id: u16| {
+        let mut p = PacketMeta {
+            l3: l3::IPV4,
+            proto: proto::UDP,
+            ttl: 64,
+            ip_id,
+            sport: 51820,
+            dport: 51820,
+            flags: pkt_flags::L4,
+            len: 148,
+            ..Default::default()
+        };
+        set_ip(&mut p.src, node_ip[0].parse::<IpAddr>().unwrap());
+        set_ip(&mut p.dst, node_ip[1].parse::<IpAddr>().unwrap());
+        p
+    };
+    r.feed(0, tc(0, 0, ETH0, dir::EGRESS, wg(1)));
+    r.feed(1, tc(1, 40_000, ETH0, dir::INGRESS, wg(1)));
+    r.feed(0, tc(0, 100 * MS, ETH0, dir::EGRESS, wg(2)));
+    r.until(3_000 * MS);
+    let out = r.finish();
+    let d = diagnoses(&out);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    let u = d[0].underlay.as_ref().unwrap();
+    assert_eq!(
+        (u.encap, u.outer_dst.as_deref(), u.outer_dport),
+        (Encap::Wireguard, Some(node_ip[1]), Some(51820))
+    );
+    assert!(d[0].hint.contains("UDP 51820"), "{}", d[0].hint);
+}
