@@ -523,3 +523,34 @@ fn fabric_dropping_ipip_is_an_underlay_drop_named_ipip() {
         f.dump()
     );
 }
+
+#[test]
+fn a_nodes_stream_says_where_its_pods_tunnels_and_uplink_are() {
+    let lab = Lab::new(Mode::Vxlan).unwrap();
+    let file = temp_file(&lab, "node-a.calitrace");
+    let t = Trace::start(&lab.node(0).netns, &["-w", file.to_str().unwrap()]).unwrap();
+    assert!(t.stop().unwrap().status.success());
+    let (header, _) = tracer_user::recording::reader::open(&file).unwrap();
+    let topo = &header.facts.topology;
+    assert_eq!(topo.uplinks, ["eth0"], "{topo:?}");
+    let pod: std::net::IpAddr = lab.pod(0, 0).ip.parse().unwrap();
+    assert!(topo.has_pod(pod), "{topo:?}");
+    let vxlan = topo
+        .tunnels
+        .iter()
+        .find(|t| t.name == "vxlan.calico")
+        .unwrap_or_else(|| panic!("{topo:?}"));
+    let b: std::net::IpAddr = lab.node(1).underlay_ip.parse().unwrap();
+    assert_eq!(
+        (vxlan.kind.as_str(), vxlan.remotes.as_slice()),
+        ("vxlan", &[b][..])
+    );
+    assert!(
+        header
+            .facts
+            .local_addrs
+            .contains(&lab.node(0).underlay_ip.parse().unwrap()),
+        "its own addresses"
+    );
+    std::fs::remove_dir_all(file.parent().unwrap()).ok();
+}

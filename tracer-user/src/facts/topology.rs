@@ -55,6 +55,10 @@ pub struct Tunnel {
     pub name: String,
     /// `vxlan`, `ipip`, `wireguard`.
     pub kind: String,
+    /// The other nodes' ends: a VXLAN device's forwarding entries, the
+    /// gateways of routes through an IPIP device.
+    #[serde(default)]
+    pub remotes: Vec<IpAddr>,
 }
 
 /// The node's place in the cluster, as recorded.

@@ -42,6 +42,9 @@ const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
 const RTM_NEWNSID: u16 = 88;
 const RTM_GETNSID: u16 = 90;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NDA_DST: u16 = 1;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
@@ -271,6 +274,35 @@ fn parse_vxlan_port(payload: &[u8]) -> Option<(String, u16)> {
     Some((name?, port?))
 }
 
+/// The remote endpoints in the forwarding database of the device
+/// `ifindex` (a VXLAN device's peers, as `bridge fdb show dev` lists them).
+pub fn fdb_remotes(ifindex: u32) -> io::Result<Vec<IpAddr>> {
+    // struct ndmsg { u8 family, u8 pad1, u16 pad2, i32 ifindex, u16 state, u8 flags, u8 type }
+    let mut body = [0u8; 12];
+    body[0] = libc::AF_BRIDGE as u8;
+    let all = dump(RTM_GETNEIGH, &body, RTM_NEWNEIGH, parse_fdb_remote)?;
+    let mut out: Vec<IpAddr> = all
+        .into_iter()
+        .filter(|(i, _)| *i == ifindex)
+        .map(|(_, a)| a)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The device and remote address of an fdb entry that has one.
+fn parse_fdb_remote(payload: &[u8]) -> Option<(u32, IpAddr)> {
+    let ifindex = i32_at(payload, 4)? as u32;
+    let dst = attrs(payload.get(12..)?).find(|(t, _)| *t == NDA_DST)?.1;
+    let addr = match dst.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(dst).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(dst).ok()?),
+        _ => return None,
+    };
+    Some((ifindex, addr))
+}
+
 /// Every reply of type `want` to the dump request `ty`, read by `parse`.
 fn dump<T>(
     ty: u16,
@@ -435,6 +467,22 @@ mod tests {
         push_attr(&mut info, IFLA_INFO_DATA, &data);
         push_attr(&mut p, IFLA_LINKINFO, &info);
         p
+    }
+
+    #[test]
+    fn fdb_entries_name_their_device_and_remote() {
+        let mut m = vec![7u8, 0, 0, 0];
+        m.extend_from_slice(&9i32.to_ne_bytes());
+        m.extend_from_slice(&[0x80, 0, 2, 0]); // state, flags, type
+        push_attr(&mut m, NDA_DST, &[192, 168, 5, 2]);
+        assert_eq!(
+            parse_fdb_remote(&m),
+            Some((9, "192.168.5.2".parse().unwrap()))
+        );
+        assert_eq!(parse_fdb_remote(&m[..12]), None, "no remote: a local entry");
+        for cut in 0..m.len() {
+            let _ = parse_fdb_remote(&m[..cut]);
+        }
     }
 
     #[test]

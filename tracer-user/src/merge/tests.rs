@@ -48,6 +48,7 @@ fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
                 vec![Tunnel {
                     name: "vxlan.calico".into(),
                     kind: "vxlan".into(),
+                    remotes: vec![],
                 }]
             } else {
                 vec![]

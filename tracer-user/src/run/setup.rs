@@ -88,16 +88,25 @@ pub fn pods(setup: &Setup, chosen: &[&netlink::Link]) -> Vec<netns::PeerNetns> {
 
 /// The node's routes, tunnels and uplinks.
 fn topology(links: &[netlink::Link]) -> Topology {
+    let routes = topology::read_routes();
     let tunnels = links
         .iter()
         .filter(|l| matches!(l.kind.as_str(), "vxlan" | "ipip" | "wireguard"))
         .map(|l| Tunnel {
             name: l.name.clone(),
             kind: l.kind.clone(),
+            remotes: match l.kind.as_str() {
+                "vxlan" => netlink::fdb_remotes(l.index).unwrap_or_default(),
+                _ => routes
+                    .iter()
+                    .filter(|r| r.dev == l.name)
+                    .filter_map(|r| r.via)
+                    .collect(),
+            },
         })
         .collect();
     Topology {
-        routes: topology::read_routes(),
+        routes,
         tunnels,
         uplinks: system::default_route_ifaces(),
     }
