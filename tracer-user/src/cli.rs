@@ -33,6 +33,29 @@ pub enum Command {
     /// One live view of several nodes: starts `sh -c "COMMAND agent ARGS"`
     /// for each --node NAME=COMMAND and merges their streams.
     Cluster(ClusterArgs),
+    /// Check this node's Calico datapath configuration (no eBPF): exit 0 when
+    /// no check fails, 1 when one does.
+    Doctor(DoctorArgs),
+}
+
+/// How doctor writes its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DoctorOutput {
+    /// A table, one check per row with its evidence and hint.
+    Text,
+    /// One `{"type":"check", ...}` object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// text (a table) or json (one object per check and line).
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: DoctorOutput,
+    /// Where the host's root is mounted, when calitrace runs in a container
+    /// (e.g. /host): every host file and /proc path is read under it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

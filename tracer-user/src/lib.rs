@@ -15,6 +15,7 @@
 //! | [`kernel`] | live look-ups: netlink, BTF, kallsyms, namespaces, sysctls |
 //! | [`netfilter`] | the rule inventory of both iptables backends |
 //! | [`facts`] | what is known about the node, recorded, and the environment that looks it up |
+//! | [`doctor`] | checks of the node's Calico datapath configuration, without eBPF |
 //! | [`events`] | ring-buffer bytes decoded, kernel numbers named |
 //! | [`probes`] | loading and attaching the eBPF programs, and what the kernel allows |
 //! | [`correlation`] | per-packet journeys and ARP waiting for answers |
@@ -29,6 +30,7 @@
 pub mod cli;
 pub mod correlation;
 pub mod diagnosis;
+pub mod doctor;
 pub mod events;
 pub mod facts;
 pub mod filter;

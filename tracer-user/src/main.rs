@@ -11,6 +11,7 @@ fn main() {
         Some(Command::Replay(args)) => run::replay::run(args),
         Some(Command::Agent(args)) => run::agent::run(args),
         Some(Command::Cluster(args)) => run::cluster::run(args),
+        Some(Command::Doctor(args)) => run::doctor::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

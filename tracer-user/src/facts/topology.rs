@@ -4,6 +4,7 @@
 //! node a pod address lives on and which interface carries the underlay.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,14 +93,21 @@ impl Topology {
 /// Routes of the main table from `/proc/net/route` (IPv4) and
 /// `/proc/net/ipv6_route` (IPv6) of the calling thread's namespace.
 pub fn read_routes() -> Vec<RouteEntry> {
-    let mut out = Vec::new();
-    if let Ok(s) = std::fs::read_to_string("/proc/net/route") {
-        out.extend(parse_v4(&s));
+    read_routes_in(Path::new("/proc/net")).unwrap_or_default()
+}
+
+/// Routes from the `route` and `ipv6_route` tables of a `/proc/net`
+/// directory (another root's, for `doctor --host-root`); `None` when
+/// neither can be read.
+pub fn read_routes_in(proc_net: &Path) -> Option<Vec<RouteEntry>> {
+    let v4 = std::fs::read_to_string(proc_net.join("route")).ok();
+    let v6 = std::fs::read_to_string(proc_net.join("ipv6_route")).ok();
+    if v4.is_none() && v6.is_none() {
+        return None;
     }
-    if let Ok(s) = std::fs::read_to_string("/proc/net/ipv6_route") {
-        out.extend(parse_v6(&s));
-    }
-    out
+    let mut out = v4.map(|s| parse_v4(&s)).unwrap_or_default();
+    out.extend(v6.map(|s| parse_v6(&s)).unwrap_or_default());
+    Some(out)
 }
 
 /// `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses

@@ -24,6 +24,7 @@ const SEQ: u32 = 1;
 const RTM_NEWLINK: u16 = 16;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -303,6 +304,25 @@ fn parse_fdb_remote(payload: &[u8]) -> Option<(u32, IpAddr)> {
     Some((ifindex, addr))
 }
 
+/// The MTU of every link of this thread's namespace, by name.
+pub fn link_mtus() -> io::Result<Vec<(String, u32)>> {
+    let body = [0u8; 16]; // ifinfomsg, AF_UNSPEC
+    dump(RTM_GETLINK, &body, RTM_NEWLINK, parse_mtu)
+}
+
+/// The name and `IFLA_MTU` of a link message.
+fn parse_mtu(payload: &[u8]) -> Option<(String, u32)> {
+    let (mut name, mut mtu) = (None, None);
+    for (ty, data) in attrs(payload.get(16..)?) {
+        match ty {
+            IFLA_IFNAME => name = Some(cstr(data)),
+            IFLA_MTU => mtu = u32_at(data, 0),
+            _ => {}
+        }
+    }
+    Some((name?, mtu?))
+}
+
 /// Every reply of type `want` to the dump request `ty`, read by `parse`.
 fn dump<T>(
     ty: u16,
@@ -506,6 +526,17 @@ mod tests {
             None,
             "loopback is no VXLAN device"
         );
+    }
+
+    #[test]
+    fn reads_the_mtu_of_a_link() {
+        let mut p = vec![0u8; 16];
+        push_attr(&mut p, IFLA_IFNAME, b"cali1234\0");
+        push_attr(&mut p, IFLA_MTU, &1450u32.to_ne_bytes());
+        assert_eq!(parse_mtu(&p), Some(("cali1234".into(), 1450)));
+        assert_eq!(parse_mtu(&p[..p.len() - 8]), None, "no MTU attribute");
+        let lo = link_mtus().unwrap();
+        assert!(lo.iter().any(|(n, m)| n == "lo" && *m > 0), "{lo:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! text, TUI), the names of the kernel codes they carry, and one way of
 //! writing each. Imports nothing else of calitrace.
 
+pub mod check;
 pub mod diagnosis;
 #[cfg(test)]
 pub mod fixtures;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod packet;
 pub mod records;
 
+pub use check::{Check, CheckId, Status as CheckStatus};
 pub use diagnosis::{Code, Diagnosis, Underlay};
 pub use journey::{Hop, HopLabel, NetfilterInfo};
 pub use names::{

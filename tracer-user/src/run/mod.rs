@@ -1,7 +1,8 @@
-//! The commands: live tracing, replay, and the probe report.
+//! The commands: live tracing, replay, the probe report, and doctor.
 
 pub mod agent;
 pub mod cluster;
+pub mod doctor;
 pub mod event_loop;
 pub mod live;
 pub mod merged_replay;
