@@ -350,6 +350,15 @@ fn proxy_arp_disabled_on_sender_cali() {
             .contains(&format!("net.ipv4.conf.{}.proxy_arp=1", a.cali)),
         "{diag}"
     );
+    // The doctor's check saw it at the start, and the diagnosis cites it.
+    assert_eq!(diag["check"], "proxy_arp", "{diag}");
+    let start = &f.of_type("start")[0];
+    assert!(
+        start["checks"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["id"] == "proxy_arp" && c["status"] == "fail")),
+        "{start}"
+    );
     assert!(
         f.of_type("packet").iter().any(|p| p["proto"] == "arp"
             && p["arp"] == "request"

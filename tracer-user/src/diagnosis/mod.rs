@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use crate::correlation::arp::Unanswered;
 use crate::facts::Environment;
-use crate::model::{Diagnosis, DropRecord, Record, Stage};
+use crate::model::{Check, CheckId, Diagnosis, DropRecord, Record, Stage};
 
 pub use neighbor::CALICO_GATEWAY;
 use problem::{Finding, Problem};
@@ -45,6 +45,8 @@ struct State {
 pub struct Diagnoser {
     states: HashMap<Problem, State>,
     update_interval_ns: u64,
+    /// The doctor's checks that failed at the start, to cite.
+    checks: Vec<Check>,
 }
 
 impl Diagnoser {
@@ -52,7 +54,13 @@ impl Diagnoser {
         Self {
             states: HashMap::new(),
             update_interval_ns,
+            checks: Vec::new(),
         }
+    }
+
+    /// The doctor's checks to cite: those that failed.
+    pub fn cite_checks(&mut self, checks: &[Check]) {
+        self.checks = checks.iter().filter(|c| c.failed()).cloned().collect();
     }
 
     /// The problems a drop shows, each counted once more.
@@ -87,8 +95,11 @@ impl Diagnoser {
     }
 
     /// Counts `count` more occurrences of a problem; a new problem is
-    /// reported at once.
-    fn note(&mut self, f: Finding, ts: u64, count: u64, out: &mut Vec<Record>) {
+    /// reported at once, citing the doctor's check that explains it.
+    fn note(&mut self, mut f: Finding, ts: u64, count: u64, out: &mut Vec<Record>) {
+        if !self.checks.is_empty() {
+            cite(&mut f.diagnosis, &self.checks);
+        }
         if let Some(s) = self.states.get_mut(&f.problem) {
             s.diag.count += count;
             s.diag.last_ts_ns = ts;
@@ -158,6 +169,20 @@ impl Diagnoser {
         let mut v: Vec<_> = self.states.values().map(|s| &s.diag).collect();
         v.sort_by_key(|d| d.first_ts_ns);
         v
+    }
+}
+
+/// Names the failed check that explains a diagnosis, in it and in its hint.
+fn cite(d: &mut Diagnosis, checks: &[Check]) {
+    let explains = CheckId::explaining(d.code);
+    if let Some(c) = checks.iter().find(|c| explains.contains(&c.id)) {
+        d.check = Some(c.id);
+        d.hint = format!(
+            "{} (`calitrace doctor` check {} fails: {})",
+            d.hint,
+            c.id.as_str(),
+            c.summary
+        );
     }
 }
 

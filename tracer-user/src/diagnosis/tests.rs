@@ -462,3 +462,32 @@ fn the_same_flow_dropped_by_two_rules_is_two_problems() {
     dg.on_drop(&netfilter_drop(b), &mut e, &mut out);
     assert_eq!(dg.current().len(), 2);
 }
+
+#[test]
+fn a_diagnosis_cites_the_doctors_failed_check_that_explains_it() {
+    use crate::model::{Check, CheckId};
+    let mut f = NodeFacts::default();
+    let d = pod_drop(&mut f);
+    sysctl(&mut f, "cali1", "proxy_arp", "0");
+    let mut dg = Diagnoser::new(0);
+    dg.cite_checks(&[
+        Check::fail(CheckId::ProxyArp, "proxy_arp is 0 on cali1"),
+        Check::fail(CheckId::IpForward, "forwarding is off"),
+        Check::warn(CheckId::Mtu, "not a failure: not cited"),
+    ]);
+    let mut out = Vec::new();
+    dg.on_drop(&d, &mut env(f), &mut out);
+    let Some(Record::Diagnosis(diag)) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (diag.code, diag.check),
+        (Code::ProxyArpDisabled, Some(CheckId::ProxyArp))
+    );
+    assert!(
+        diag.hint
+            .ends_with("(`calitrace doctor` check proxy_arp fails: proxy_arp is 0 on cali1)"),
+        "{}",
+        diag.hint
+    );
+}

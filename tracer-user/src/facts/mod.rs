@@ -71,6 +71,9 @@ pub struct NodeFacts {
     /// Pods by address, as the node names them.
     #[serde(default)]
     pub pod_names: BTreeMap<IpAddr, crate::model::PodRef>,
+    /// `calitrace doctor`'s checks that did not pass when tracing started.
+    #[serde(default)]
+    pub checks: Vec<crate::model::Check>,
 }
 
 /// One change to [`NodeFacts`].

@@ -84,6 +84,9 @@ pub struct Diagnosis {
     pub ifname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The `calitrace doctor` check that explains the problem, where one failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<super::CheckId>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub underlay: Option<Underlay>,
     pub first_ts_ns: u64,

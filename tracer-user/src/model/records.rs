@@ -134,6 +134,9 @@ pub struct Start {
     pub iptables: Option<Backend>,
     /// Where Calico's cali-* chains are: `legacy`, `nft`, `both` or null.
     pub calico_chains: Option<CalicoPlacement>,
+    /// `calitrace doctor`'s checks that warned or failed at the start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::Check>,
 }
 
 /// One line of output.

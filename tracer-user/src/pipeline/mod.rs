@@ -83,6 +83,8 @@ const NF_ATTRIBUTION_DELAY_NS: u64 = 200 * MS;
 impl Pipeline {
     pub fn new(env: Environment, opts: Options) -> Self {
         let nf_baseline = env.facts.netfilter.clone();
+        let mut diagnoser = Diagnoser::new(opts.diagnosis_interval_ns);
+        diagnoser.cite_checks(&env.facts.checks);
         Self {
             pending_nf: Vec::new(),
             nf_baseline,
@@ -90,7 +92,7 @@ impl Pipeline {
             env,
             journeys: Journeys::new(opts.max_journeys, 2000 * MS),
             arp: ArpWatch::new(opts.arp_window_ns),
-            diagnoser: Diagnoser::new(opts.diagnosis_interval_ns),
+            diagnoser,
             opts,
             now: 0,
             last_housekeeping: 0,

@@ -86,6 +86,7 @@ impl Header {
                 .netfilter
                 .as_ref()
                 .and_then(crate::netfilter::Inventory::calico_chains),
+            checks: self.facts.checks.clone(),
         }
     }
 }

@@ -221,6 +221,7 @@ fn start_record(facts: &NodeFacts, filter: &Filter, tracer: &Tracer) -> Start {
         probes_unavailable: tracer.report.unavailable.clone(),
         iptables: facts.iptables_binary,
         calico_chains: facts.netfilter.as_ref().and_then(Inventory::calico_chains),
+        checks: facts.checks.clone(),
     }
 }
 

@@ -6,9 +6,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::usage;
+use crate::doctor;
 use crate::facts::topology::{self, Tunnel};
 use crate::facts::{NodeFacts, PodInfo, Topology, ifkey};
 use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
+use crate::model::CheckStatus;
 use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::probes::capabilities::Capabilities;
 use crate::probes::ifaces;
@@ -130,6 +132,10 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) ->
         ..Default::default()
     };
     facts.pod_names = crate::facts::pods::from_kubelet_logs(host_root, &facts.topology.routes);
+    facts.checks = doctor::run_checks(&doctor::Inputs::live(doctor::HostRoot::new(host_root)))
+        .into_iter()
+        .filter(|c| matches!(c.status, CheckStatus::Warn | CheckStatus::Fail))
+        .collect();
     for l in &setup.links {
         facts
             .ifnames

@@ -38,6 +38,8 @@ pub struct Info {
     pub calico_backend: Option<CalicoPlacement>,
     /// Lost events reported by the final stats.
     pub final_lost: Option<u64>,
+    /// `calitrace doctor`'s checks that warned or failed at the start.
+    pub checks: Vec<crate::model::Check>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +249,7 @@ impl App {
         self.info.probes_attached = s.probes_attached.clone();
         self.info.probes_unavailable = s.probes_unavailable.clone();
         self.info.iptables = s.iptables;
+        self.info.checks = s.checks.clone();
         if s.calico_chains.is_some() {
             self.info.calico_backend = s.calico_chains;
         }

@@ -56,6 +56,7 @@ fn start() -> Record {
         }],
         iptables: Some(Backend::Nft),
         calico_chains: Some(CalicoPlacement::Nft),
+        checks: vec![],
     })
 }
 

@@ -66,6 +66,9 @@ fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
         probe_counts(app, t),
         vec![Span::raw(format!("backends: {}", backends(app)))],
     ]
+    .into_iter()
+    .chain(doctor_segment(app, t))
+    .collect()
 }
 
 /// Cluster views: each node's agent, events/s, lost events and clock offset.
@@ -98,6 +101,27 @@ fn cluster_segments(app: &App, t: &Theme) -> Vec<Segment> {
             seg
         })
         .collect()
+}
+
+/// `doctor ✗ proxy_arp ⚠ rp_filter`: the checks that did not pass at the start.
+fn doctor_segment(app: &App, t: &Theme) -> Option<Segment> {
+    use crate::model::CheckStatus;
+    let checks = &app.info.checks;
+    (!checks.is_empty()).then(|| {
+        let mut seg = vec![Span::raw("doctor")];
+        for c in checks {
+            let style = if c.status == CheckStatus::Fail {
+                t.bad()
+            } else {
+                t.warn()
+            };
+            seg.push(Span::styled(
+                format!(" {} {}", c.status.symbol(), c.id.as_str()),
+                style,
+            ));
+        }
+        seg
+    })
 }
 
 /// `probes 5 ✓ 2 ✗ (p)`.
