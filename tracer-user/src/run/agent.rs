@@ -34,6 +34,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         mut tracer,
         start,
         mut session,
+        mut watch,
     } = begin(&args)?;
     let stops = if stdin_can_close() {
         stops.and_stdin_closing()
@@ -52,6 +53,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let result = rt.block_on(event_loop(
         &mut tracer,
         &mut session,
+        &mut watch,
         &mut Discard,
         &start,
         args.duration,
