@@ -51,6 +51,8 @@ pub struct Trace {
     stdout_done: mpsc::Receiver<()>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
+    /// Lines of `stderr_seen` that [`Trace::wait_for_stderr`] has looked past.
+    stderr_taken: usize,
     /// From spawning to "tracing on" (zero for [`run`]).
     pub ready_after: Duration,
 }
@@ -154,6 +156,7 @@ impl Trace {
             stdout_done,
             stderr,
             stderr_seen: Vec::new(),
+            stderr_taken: 0,
             ready_after: Duration::ZERO,
         })
     }
@@ -241,6 +244,74 @@ impl Trace {
         }
         t.ready_after = started.elapsed();
         Ok(t)
+    }
+
+    /// Waits for a stderr line containing `needle` (also one seen already,
+    /// that no earlier call returned) and returns it.
+    pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        let mut from = self.stderr_taken;
+        loop {
+            if let Some(i) = self.stderr_seen[from..]
+                .iter()
+                .position(|l| l.contains(needle))
+            {
+                self.stderr_taken = from + i + 1;
+                return Ok(self.stderr_seen[from + i].clone());
+            }
+            from = self.stderr_seen.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "no stderr line with {needle:?} within {limit:?}:\n{}",
+                    self.stderr_seen.join("\n")
+                );
+            }
+            match self
+                .stderr
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "calitrace ended before a stderr line with {needle:?}:\n{}",
+                        self.stderr_seen.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// The TCX links calitrace holds: (ifindex, `ingress`/`egress`) of each,
+    /// from its file descriptors (an interface that went leaves ifindex 0 on
+    /// a link still held).
+    pub fn tcx_links(&self) -> Vec<(u32, String)> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            return Vec::new();
+        };
+        let field = |info: &str, key: &str| -> Option<String> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        fds.flatten()
+            .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+            .filter(|info| field(info, "link_type:").as_deref() == Some("tcx"))
+            .filter_map(|info| {
+                let ifindex = field(&info, "ifindex:")?.parse().ok()?;
+                let dir = field(&info, "attach_type:")?;
+                let dir = if dir.contains("ingress") {
+                    "ingress"
+                } else {
+                    "egress"
+                };
+                Some((ifindex, dir.to_string()))
+            })
+            .collect()
     }
 
     /// Process id of the running calitrace (`ip netns exec` execs it).
@@ -378,6 +449,22 @@ pub fn assert_nothing_attached(lab: &Lab, node: usize, iface: &str) {
     let tc = v[0]["tc"].as_array().map(Vec::len).unwrap_or(0);
     let tcx = v[0]["tcx"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(tc + tcx, 0, "programs still attached to {iface}: {out}");
+}
+
+/// Asserts that no tc program (TCX or netlink clsact) is left on any interface
+/// of lab node `node`.
+pub fn assert_nothing_attached_in(lab: &Lab, node: usize) {
+    let out = lab
+        .sh(&lab.node(node).netns, "bpftool -j net show")
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for kind in ["tc", "tcx"] {
+        let left = v[0][kind].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(
+            left, 0,
+            "{kind} programs still attached in node {node}: {out}"
+        );
+    }
 }
 
 /// How `calitrace probes` says this kernel attributes netfilter drops: its last

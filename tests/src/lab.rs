@@ -44,6 +44,7 @@
 //! and firewall rule in them), also when a test panics.
 
 mod build;
+mod churn;
 mod commands;
 mod fabric;
 mod probe;

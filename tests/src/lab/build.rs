@@ -95,7 +95,7 @@ impl Lab {
 
     /// Pod `i` of node `node_idx`: its namespace, its veth to the node (`cali...` on
     /// the node's side, a name not yet in `cali_names`) and the routes on both sides.
-    fn build_pod(
+    pub(super) fn build_pod(
         &mut self,
         node_idx: usize,
         i: usize,

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{Fact, NodeFacts, RouteFact};
+use super::{Fact, NodeFacts, PodInfo, RouteFact};
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
 use crate::netfilter::Inventory;
 
@@ -45,6 +45,27 @@ impl Environment {
         self.facts.apply(&f);
         if self.live.is_some() {
             self.updates.push(f);
+        }
+    }
+
+    /// An interface that appeared (or was renamed) while tracing.
+    pub fn learn_interface(&mut self, netns: u32, ifindex: u32, name: &str) {
+        if self.facts.ifname(netns, ifindex) != Some(name) {
+            self.learn(Fact::IfName {
+                netns,
+                ifindex,
+                name: name.to_string(),
+            });
+        }
+    }
+
+    /// A pod's namespace found while tracing, and its interfaces.
+    pub fn learn_pod(&mut self, netns: u32, pod: PodInfo, links: &[(u32, String)]) {
+        for (ifindex, name) in links {
+            self.learn_interface(netns, *ifindex, name);
+        }
+        if self.facts.pods.get(&netns) != Some(&pod) {
+            self.learn(Fact::Pod { netns, pod });
         }
     }
 
@@ -174,6 +195,30 @@ mod tests {
             env.take_updates().is_empty(),
             "replay never produces new facts"
         );
+    }
+
+    #[test]
+    fn interfaces_and_pods_that_appear_are_recorded_once() {
+        let mut env = Environment::live(NodeFacts::default(), Kallsyms::default());
+        let pod = PodInfo {
+            name: "ns1".into(),
+            host_iface: "cali1".into(),
+        };
+        for _ in 0..2 {
+            env.learn_interface(7, 12, "cali1");
+            env.learn_pod(99, pod.clone(), &[(2, "eth0".into())]);
+        }
+        let updates = env.take_updates();
+        assert_eq!(updates.len(), 3, "{updates:?}");
+        let mut replayed = Environment::replay(NodeFacts::default());
+        for f in &updates {
+            replayed.apply(f);
+        }
+        assert_eq!(replayed.facts.ifname(7, 12), Some("cali1"));
+        assert_eq!(replayed.facts.ifname(99, 2), Some("eth0"));
+        assert_eq!(replayed.facts.netns_label(99), "pod ns1");
+        env.learn_interface(7, 12, "cali2");
+        assert_eq!(env.take_updates().len(), 1, "a rename is new");
     }
 
     #[test]

@@ -97,6 +97,11 @@ pub enum Fact {
         ifindex: u32,
         name: String,
     },
+    /// A pod's namespace found while tracing (its `cali*` veth appeared).
+    Pod {
+        netns: u32,
+        pod: PodInfo,
+    },
     /// A new reading of the netfilter rules and counters.
     Netfilter {
         inventory: Box<Inventory>,
@@ -136,6 +141,9 @@ impl NodeFacts {
                 name,
             } => {
                 self.ifnames.insert(ifkey(*netns, *ifindex), name.clone());
+            }
+            Fact::Pod { netns, pod } => {
+                self.pods.insert(*netns, pod.clone());
             }
             Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
             Fact::Lost { lost, .. } => self.lost = *lost,
@@ -195,5 +203,24 @@ mod tests {
         let back: NodeFacts = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
         assert_eq!(back, f);
         assert_eq!(back.ifname(7, 3), Some("cali1"));
+    }
+
+    #[test]
+    fn a_pod_found_while_tracing_names_its_namespace() {
+        let pod = Fact::Pod {
+            netns: 4026532999,
+            pod: PodInfo {
+                name: "cni-1234".into(),
+                host_iface: "cali0123456789a".into(),
+            },
+        };
+        let json = serde_json::to_string(&pod).unwrap();
+        assert_eq!(
+            json,
+            r#"{"fact":"pod","netns":4026532999,"pod":{"name":"cni-1234","host_iface":"cali0123456789a"}}"#
+        );
+        let mut f = NodeFacts::default();
+        f.apply(&serde_json::from_str(&json).unwrap());
+        assert_eq!(f.netns_label(4026532999), "pod cni-1234");
     }
 }

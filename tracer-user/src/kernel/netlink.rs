@@ -1,7 +1,7 @@
 //! A minimal netlink client: the request/reply exchange (also used for
 //! nf_tables over nfnetlink) and the rtnetlink queries calitrace needs: links,
-//! addresses, a route lookup, namespace ids, a VXLAN device's port, and
-//! deleting a clsact qdisc.
+//! addresses, a route lookup, namespace ids, a VXLAN device's port,
+//! deleting a clsact qdisc, and the link announcements (`monitor`).
 //! Small enough to not warrant a netlink crate.
 
 use std::io;
@@ -10,6 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::bytes::{cstr, i32_at, u16_at, u32_at};
 use super::syscall;
+
+mod monitor;
+pub use monitor::{LinkChange, LinkMonitor, LinkNews, link_changes};
 
 const RTM_GETLINK: u16 = 18;
 const RTM_DELQDISC: u16 = 37;

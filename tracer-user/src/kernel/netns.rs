@@ -14,8 +14,9 @@ pub struct PeerNetns {
     pub inode: u32,
     /// `/run/netns` name, or `pid N (comm)` for a namespace only a process holds.
     pub name: String,
-    /// Our side of the veth, e.g. `cali1234abcd`.
+    /// Our side of the veth, e.g. `cali1234abcd`, and its index.
     pub host_iface: String,
+    pub host_index: u32,
     /// Interfaces of that namespace (ifindex, name).
     pub links: Vec<(u32, String)>,
 }
@@ -77,6 +78,7 @@ pub fn discover(own: u32, host_veths: &[Link]) -> Vec<PeerNetns> {
     if host_veths.is_empty() {
         return Vec::new();
     }
+    let peer_nsids: Vec<i32> = host_veths.iter().filter_map(|h| h.link_netnsid).collect();
     let mut out = Vec::new();
     for (inode, path, name) in candidates(own) {
         let Ok(file) = std::fs::File::open(&path) else {
@@ -85,6 +87,10 @@ pub fn discover(own: u32, host_veths: &[Link]) -> Vec<PeerNetns> {
         let Ok(Some(nsid)) = netlink::nsid_of(file.as_fd()) else {
             continue;
         };
+        // Only a namespace at the other end of one of the veths is entered.
+        if !peer_nsids.contains(&nsid) {
+            continue;
+        }
         let Ok(links) = links_in(&path) else { continue };
         let peer = links.iter().find_map(|l| {
             host_veths.iter().find(|h| {
@@ -98,6 +104,7 @@ pub fn discover(own: u32, host_veths: &[Link]) -> Vec<PeerNetns> {
                 inode,
                 name,
                 host_iface: host.name.clone(),
+                host_index: host.index,
                 links: links.iter().map(|l| (l.index, l.name.clone())).collect(),
             });
         }

@@ -24,6 +24,38 @@ pub(crate) fn raw_socket(domain: libc::c_int, protocol: libc::c_int) -> io::Resu
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A new close-on-exec, non-blocking netlink socket of `protocol`, bound to
+/// the multicast `groups` (e.g. `RTMGRP_LINK`): it receives the kernel's
+/// notifications for this thread's network namespace.
+pub(crate) fn netlink_subscriber(protocol: libc::c_int, groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes only integers and touches no memory of ours.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            protocol,
+        )
+    };
+    check(fd as isize)?;
+    // SAFETY: as in `raw_socket`: an open descriptor nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_nl is valid (port 0: the kernel picks one).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    // SAFETY: the kernel reads `size_of::<sockaddr_nl>()` bytes from `addr`, a
+    // local that lives for the whole call; the fd is open.
+    let rc = unsafe {
+        libc::bind(
+            owned.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    check(rc as isize)?;
+    Ok(owned)
+}
+
 pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<usize> {
     // SAFETY: the kernel reads at most `msg.len()` bytes from `msg`, a live
     // slice borrowed for the whole call; `fd` is open while borrowed.

@@ -152,6 +152,7 @@ impl Node {
         let end = self.end.clone().unwrap_or_default();
         let h = self.header.as_ref();
         Stats {
+            interfaces: end.interfaces,
             node: Some(self.name.clone()),
             events: end.events,
             lost: end.lost.max(self.losses.last().map_or(0, |(_, l)| *l)),

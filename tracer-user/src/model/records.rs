@@ -116,6 +116,10 @@ pub struct Stats {
     pub probes_attached: Vec<ProbeStatus>,
     pub probes_unavailable: Vec<Unavailable>,
     pub duration_s: f64,
+    /// Interfaces with tc programs at the end (live tracing, and recordings
+    /// that say so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<usize>,
     /// How a cluster node's agent ended, where it did not end normally.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,

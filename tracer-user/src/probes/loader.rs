@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, SchedClassifier, TcAttachType, tc},
+    programs::{RawTracePoint, SchedClassifier},
 };
 use tracer_common::{SkbOffsets, counter, filter::FilterProg};
 
@@ -13,6 +13,7 @@ use super::capabilities::{Capabilities, ProbeReport};
 use super::exact::{self, ExactProbes};
 use super::nf_link::{self, NfLinks};
 use super::raw::Relocated;
+use super::tc::{self, TcAttachments};
 use crate::kernel::{btf::KernelBtf, netlink, netlink::Link};
 use crate::netfilter::Inventory;
 
@@ -66,12 +67,12 @@ pub struct Tracer {
     ebpf: Option<Ebpf>,
     ring: Option<RingBuf<MapData>>,
     pub report: ProbeReport,
-    /// Interfaces with tc programs attached.
-    pub interfaces: Vec<String>,
+    /// The interfaces with tc programs; `None` until the programs loaded.
+    tc: Option<TcAttachments>,
+    /// Drops are reported only from the namespaces in the NETNS map.
+    netns_filter: bool,
     /// UDP port the tc programs decode VXLAN on.
     pub vxlan_port: u16,
-    /// clsact qdiscs calitrace added (netlink attach on kernels before TCX); removed on drop.
-    created_clsact: Vec<u32>,
 }
 
 /// One line for a failed load/attach: the innermost cause is usually the
@@ -170,9 +171,9 @@ impl Tracer {
             ebpf: None,
             ring: Some(ring),
             report: ProbeReport::default(),
-            interfaces: Vec::new(),
+            tc: None,
+            netns_filter: opts.netns.is_some(),
             vxlan_port,
-            created_clsact: Vec::new(),
         };
         tracer.attach_tc(&mut ebpf, caps, &opts)?;
         tracer.attach_drops(&mut ebpf, caps, btf, &opts);
@@ -208,8 +209,8 @@ impl Tracer {
             TcAttach::Tcx => true,
             TcAttach::Netlink => false,
         };
-        let mechanism = if tcx { "TCX" } else { "netlink clsact" };
-        for name in ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"] {
+        let mut attachments = TcAttachments::new(tcx);
+        for name in tc::PROGRAMS {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
             if let Err(e) = prog.load() {
                 self.report.missing(format!("tc ({name})"), why(&e.into()));
@@ -218,50 +219,94 @@ impl Tracer {
         }
         if !opts.attach {
             self.report.ok(
-                format!("tc classifier ({mechanism})"),
+                format!("tc classifier ({})", attachments.mechanism()),
                 Some("loadable".into()),
             );
             return Ok(());
         }
         for link in opts.interfaces {
-            let (ingress, egress) = if link.has_ethernet_header() {
-                ("tc_ingress", "tc_egress")
-            } else {
-                ("tc_ingress_l3", "tc_egress_l3")
-            };
-            if !tcx {
-                // An error means the qdisc is already there (someone else's):
-                // it stays in place on exit.
-                if tc::qdisc_add_clsact(&link.name).is_ok() {
-                    self.created_clsact.push(link.index);
-                }
-            }
-            let mut attach = |prog_name: &str, ty: TcAttachType| -> Result<()> {
-                let prog: &mut SchedClassifier =
-                    ebpf.program_mut(prog_name).context("program")?.try_into()?;
-                let how = if tcx {
-                    tc::TcAttachOptions::TcxOrder(Default::default())
-                } else {
-                    tc::TcAttachOptions::Netlink(Default::default())
-                };
-                prog.attach_with_options(&link.name, ty, how)
-                    .map(|_| ())
-                    .map_err(|e| anyhow!(e))
-            };
-            match attach(ingress, TcAttachType::Ingress)
-                .and_then(|_| attach(egress, TcAttachType::Egress))
-            {
-                Ok(()) => self.interfaces.push(link.name.clone()),
-                Err(e) => self.report.missing(format!("tc on {}", link.name), why(&e)),
+            if let Err(e) = attachments.attach(ebpf, link) {
+                self.report.missing(format!("tc on {}", link.name), why(&e));
             }
         }
-        if !self.interfaces.is_empty() {
-            self.report.ok(
-                format!("tc classifier ({mechanism})"),
-                Some(format!("ingress+egress on {}", self.interfaces.join(", "))),
-            );
-        }
+        self.tc = Some(attachments);
+        self.refresh_tc_report();
         Ok(())
+    }
+
+    /// The report's tc line, naming the interfaces with programs now.
+    pub fn refresh_tc_report(&mut self) {
+        let Some(tc) = &self.tc else { return };
+        let name = format!("tc classifier ({})", tc.mechanism());
+        let names = tc.names();
+        let detail = Some(format!("ingress+egress on {}", names.join(", ")));
+        let line = self.report.attached.iter().position(|p| p.name == name);
+        match (line, names.is_empty()) {
+            (Some(i), true) => drop(self.report.attached.remove(i)),
+            (Some(i), false) => self.report.attached[i].detail = detail,
+            (None, true) => {}
+            (None, false) => self.report.ok(name, detail),
+        }
+    }
+
+    /// Whether the tc programs loaded, so that interfaces can get them.
+    pub fn can_attach_tc(&self) -> bool {
+        self.tc.is_some()
+    }
+
+    /// Attaches the tc programs to one more interface.
+    pub fn attach_interface(&mut self, link: &Link) -> Result<()> {
+        let (Some(ebpf), Some(tc)) = (self.ebpf.as_mut(), self.tc.as_mut()) else {
+            bail!("the tc programs are not loaded");
+        };
+        tc.attach(ebpf, link)
+    }
+
+    /// Detaches the tc programs from interface `index` (gone, or going);
+    /// its name when it had them.
+    pub fn detach_interface(&mut self, index: u32) -> Option<String> {
+        let (Some(ebpf), Some(tc)) = (self.ebpf.as_mut(), self.tc.as_mut()) else {
+            return None;
+        };
+        tc.detach(ebpf, index)
+    }
+
+    /// The interfaces with tc programs, in the order they got them.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.tc
+            .as_ref()
+            .map(TcAttachments::names)
+            .unwrap_or_default()
+    }
+
+    /// How many interfaces have tc programs.
+    pub fn interface_count(&self) -> usize {
+        self.tc.as_ref().map_or(0, TcAttachments::len)
+    }
+
+    /// Reports drops from the namespace `inode` too (a pod that appeared).
+    /// Nothing to do when drops are reported from every namespace.
+    pub fn watch_netns(&mut self, inode: u32) -> Result<()> {
+        self.netns_map(|set| set.insert(inode, 1, 0))
+    }
+
+    /// No longer reports drops from the namespace `inode` (its pod went: the
+    /// inode number may be given to a namespace that is none of ours).
+    pub fn unwatch_netns(&mut self, inode: u32) {
+        let _ = self.netns_map(|set| set.remove(&inode));
+    }
+
+    fn netns_map(
+        &mut self,
+        f: impl FnOnce(&mut HashMap<&mut MapData, u32, u8>) -> Result<(), aya::maps::MapError>,
+    ) -> Result<()> {
+        if !self.netns_filter {
+            return Ok(());
+        }
+        let ebpf = self.ebpf.as_mut().context("not loaded")?;
+        let mut set: HashMap<_, u32, u8> =
+            HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
+        f(&mut set).context("updating the namespaces of the drop filter")
     }
 
     fn attach_drops(
@@ -498,11 +543,12 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         // Dropping the Ebpf object detaches every link and closes every
         // program; the raw-loaded ones are closed the same way, first.
+        let clsact = self.tc.as_mut().map(TcAttachments::take_clsact);
         self.nf_links.take();
         self.exact.take();
         self.ring.take();
         self.ebpf.take();
-        for ifindex in self.created_clsact.drain(..) {
+        for ifindex in clsact.unwrap_or_default() {
             let _ = netlink::delete_clsact(ifindex);
         }
     }

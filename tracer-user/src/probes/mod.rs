@@ -7,3 +7,4 @@ pub mod ifaces;
 pub mod loader;
 pub mod nf_link;
 pub mod raw;
+pub mod tc;

@@ -1,4 +1,4 @@
-//! The recording format (version 3; versions 1 and 2 are read too). See
+//! The recording format (version 4; versions 1 to 3 are read too). See
 //! `docs/recording-format.md`.
 //!
 //! ```text
@@ -8,7 +8,8 @@
 //! ```
 //! `crc32` covers kind, len and payload. Frame kinds: EVENT (the kernel's raw
 //! `Event`, `tracer_common::EVENT_SIZE` bytes), TICK (u64le monotonic ns),
-//! FACT (JSON of one `Fact`), END (JSON: final kernel counters), VERDICT (the
+//! FACT (JSON of one `Fact`; the `pod` fact since version 4), END (JSON:
+//! final kernel counters and the number of traced interfaces), VERDICT (the
 //! raw `NfEvent`, `tracer_common::NF_EVENT_SIZE` bytes: a table's verdict, or
 //! since version 2 also a netfilter link point), ENCAP (since version 3: the
 //! raw `EncapEvent`, `tracer_common::ENCAP_EVENT_SIZE` bytes: an encapsulated
@@ -23,8 +24,10 @@ pub const MAGIC: &[u8; 8] = b"CALITRC\0";
 /// `point` and `priority` where version 1 had zero padding) to VERDICT frames:
 /// a version 1 reader would take them for DROP verdicts, so it must refuse
 /// them; version 1 files read as they always did. Version 3 added ENCAP
-/// frames, which a version 2 reader would call corrupt.
-pub const VERSION: u16 = 3;
+/// frames, which a version 2 reader would call corrupt. Version 4 added the
+/// `pod` fact (a pod found while tracing), which a version 3 reader would
+/// call a corrupt FACT frame.
+pub const VERSION: u16 = 4;
 /// The oldest version this calitrace reads.
 pub const MIN_VERSION: u16 = 1;
 /// Largest frame payload accepted on read: above any real frame (a big node's
@@ -96,6 +99,9 @@ impl Header {
 pub struct End {
     pub events: std::collections::BTreeMap<String, u64>,
     pub lost: u64,
+    /// Interfaces with tc programs at the end (absent in older recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<usize>,
 }
 
 pub fn crc(kind: u8, payload: &[u8]) -> u32 {

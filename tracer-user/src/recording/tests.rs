@@ -254,7 +254,7 @@ fn encap_sample() -> (Vec<u8>, Vec<Item>) {
 #[test]
 fn encapsulated_packets_roundtrip_in_their_own_frames() {
     let (bytes, items) = encap_sample();
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 3, "version 3");
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4, "version 4");
     let (read, problem) = read_all(&bytes).unwrap();
     assert_eq!(problem, None);
     assert_eq!(read, items);

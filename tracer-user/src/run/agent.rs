@@ -28,8 +28,14 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .as_fd()
         .try_clone_to_owned()
         .context("stdout")?;
-    let t: Tracing = begin(&args)?;
-    let (rt, stops, mut tracer, start, mut session) = (t.rt, t.stops, t.tracer, t.start, t.session);
+    let Tracing {
+        rt,
+        stops,
+        mut tracer,
+        start,
+        mut session,
+        mut watch,
+    } = begin(&args)?;
     let stops = if stdin_can_close() {
         stops.and_stdin_closing()
     } else {
@@ -47,6 +53,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let result = rt.block_on(event_loop(
         &mut tracer,
         &mut session,
+        &mut watch,
         &mut Discard,
         &start,
         args.duration,

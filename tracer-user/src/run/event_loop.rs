@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use super::interfaces::InterfaceWatch;
 use super::live::{end_counters, recording_header};
 use super::session::Session;
 use crate::events::{Input, decode_input};
@@ -89,6 +90,7 @@ impl Stops {
 pub async fn event_loop(
     tracer: &mut Tracer,
     session: &mut Session,
+    watch: &mut InterfaceWatch,
     sink: &mut dyn Sink,
     start: &Start,
     duration: Option<f64>,
@@ -129,17 +131,20 @@ pub async fn event_loop(
                     tokio::task::yield_now().await;
                 }
             }
+            _ = watch.announced() => watch.on_announcements(tracer, &mut session.pipeline.env),
+            // One waiting interface per turn, then the runtime drives its
+            // timers, signals and the ring before the next.
+            _ = std::future::ready(()), if watch.has_waiting() => {
+                watch.attach_next(tracer, &mut session.pipeline.env);
+                tokio::task::yield_now().await;
+            }
             _ = tick.tick() => {
+                watch.tick(tracer, &mut session.pipeline.env);
                 session.feed(&Input::Tick(crate::time::monotonic_ns()))?;
-                let lost = tracer.counters()[tracer_common::counter::LOST as usize];
-                session.note_lost(crate::time::monotonic_ns(), lost);
-                if lost > lost_reported {
-                    eprintln!("calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib", lost - lost_reported);
-                    lost_reported = lost;
-                }
-                status.lost = lost;
+                status.lost = check_lost(tracer, session, &mut lost_reported);
                 status.events_per_sec = rate.per_second();
                 status.recording = session.recording().map(|p| p.to_path_buf());
+                status.interfaces = Some(watch.count(tracer));
                 sink.status(&status);
                 if let Flow::Stop = hear_view(tracer, session, sink, start, &mut status)? {
                     return Ok(());
@@ -157,6 +162,21 @@ pub async fn event_loop(
         }
     }
     Ok(())
+}
+
+/// The kernel's count of lost events, recorded, and told on stderr when it
+/// grew since `reported`.
+fn check_lost(tracer: &Tracer, session: &mut Session, reported: &mut u64) -> u64 {
+    let lost = tracer.counters()[tracer_common::counter::LOST as usize];
+    session.note_lost(crate::time::monotonic_ns(), lost);
+    if lost > *reported {
+        eprintln!(
+            "calitrace: {} events lost (ring buffer full); narrow the FILTER or raise --ring-mib",
+            lost - *reported
+        );
+        *reported = lost;
+    }
+    lost
 }
 
 /// Feeds up to a batch of ring buffer records to the session; how many.

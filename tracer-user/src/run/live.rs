@@ -5,16 +5,19 @@ use anyhow::Result;
 use tracer_common::filter::FilterProg;
 
 use super::event_loop::{Stops, event_loop};
+use super::interfaces::{self, InterfaceWatch};
 use super::session::Session;
 use super::setup::{self, Setup};
 use super::{choose_output, line_view, usage};
 use crate::cli::{Output, TraceArgs};
 use crate::facts::{Environment, NodeFacts};
 use crate::filter::Filter;
-use crate::kernel::{netlink, netns};
+use crate::kernel::netlink::{self, LinkMonitor};
+use crate::kernel::netns;
 use crate::model::{Record, Start, Stats};
 use crate::netfilter::Inventory;
 use crate::pipeline::{Options, Pipeline};
+use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
 use crate::recording::format::{End, Header};
 use crate::views::{LineSink, Sink};
@@ -26,6 +29,8 @@ pub struct Tracing {
     pub tracer: Tracer,
     pub start: Start,
     pub session: Session,
+    /// The interfaces as they come and go, and those still waiting.
+    pub watch: InterfaceWatch,
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -39,6 +44,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         mut tracer,
         start,
         mut session,
+        mut watch,
     } = begin(&args)?;
     if let Some(path) = &args.write {
         session.start_recording(path, recording_header(&start))?;
@@ -48,6 +54,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let result = rt.block_on(event_loop(
         &mut tracer,
         &mut session,
+        &mut watch,
         sink.as_mut(),
         &start,
         args.duration,
@@ -70,6 +77,9 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
         .enable_all()
         .build()?;
     let stops = rt.block_on(async { Stops::listen() })?;
+    // Subscribed before the interfaces are listed: none that appears in
+    // between is missed.
+    let monitor = LinkMonitor::open();
     let mut setup = Setup::read()?;
     setup.require_privileges()?;
     if args.probes.tc_attach == TcAttach::Tcx && !setup.caps.tcx() {
@@ -81,13 +91,25 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     let chosen = setup::interfaces(&setup.links, &args.probes.iface)?;
     let pods = setup::pods(&setup, &chosen);
     let facts = setup::node_facts(&setup, &pods, &args.host_root);
-    let tracer = load(args, &setup, compiled, &chosen, &pods, &facts)?;
+    let (tracer, waiting) = load(args, &setup, compiled, &chosen, &pods, &facts)?;
     // The parsed kernel BTF (tens of MiB) has served its purpose: offsets and
     // drop reason names are taken. Freed now, not when tracing ends.
     drop(setup.btf.take());
+    let watch = {
+        let _in_runtime = rt.enter();
+        let patterns = setup::patterns(&args.probes.iface);
+        InterfaceWatch::new(
+            setup.own_netns,
+            patterns,
+            &setup.links,
+            &pods,
+            monitor,
+            waiting,
+        )
+    };
 
     let start = start_record(&facts, &filter, &tracer);
-    report_start(&start, pods.len(), &tracer.attribution_method());
+    report_start(&start, pods.len(), &tracer, &watch);
     if args.view.verdicts
         && !start
             .probes_attached
@@ -112,6 +134,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
         tracer,
         start,
         session: Session::new(pipeline),
+        watch,
     })
 }
 
@@ -166,7 +189,9 @@ fn check_args(args: &TraceArgs) -> Result<Filter> {
     Ok(filter)
 }
 
-/// Loads and attaches the programs; an error when none could be attached.
+/// Loads and attaches the programs: the tc programs to the uplinks and
+/// tunnels, then to the veths for as long as the start's budget allows; an
+/// error when nothing could be attached. The veths still waiting.
 fn load(
     args: &TraceArgs,
     setup: &Setup,
@@ -174,14 +199,19 @@ fn load(
     chosen: &[&netlink::Link],
     pods: &[netns::PeerNetns],
     facts: &NodeFacts,
-) -> Result<Tracer> {
+) -> Result<(Tracer, Vec<netlink::Link>)> {
     let netns_filter = (!args.probes.all_netns).then(|| {
         let mut v = vec![setup.own_netns];
         v.extend(pods.iter().map(|p| p.inode));
         v
     });
-    let owned: Vec<netlink::Link> = chosen.iter().map(|l| (*l).clone()).collect();
-    let tracer = Tracer::load(
+    let uplinks = &facts.topology.uplinks;
+    let (first, veths): (Vec<netlink::Link>, Vec<netlink::Link>) =
+        ifaces::start_order(chosen, uplinks)
+            .into_iter()
+            .cloned()
+            .partition(|l| !ifaces::may_wait(l, uplinks));
+    let mut tracer = Tracer::load(
         &setup.caps,
         setup.btf.as_ref(),
         LoadOptions {
@@ -189,7 +219,7 @@ fn load(
             netns: netns_filter,
             own_netns: setup.own_netns,
             ring_bytes: args.probes.ring_mib * 1024 * 1024,
-            interfaces: &owned,
+            interfaces: &first,
             attach: true,
             all_verdicts: args.view.verdicts,
             inventory: facts.netfilter.as_ref(),
@@ -197,6 +227,7 @@ fn load(
             tc_attach: args.probes.tc_attach,
         },
     )?;
+    let waiting = interfaces::attach_within(&mut tracer, veths, interfaces::START_BUDGET);
     if tracer.report.attached.is_empty() {
         let why: Vec<String> = tracer
             .report
@@ -206,7 +237,7 @@ fn load(
             .collect();
         anyhow::bail!("no probe could be attached: {}", why.join("; "));
     }
-    Ok(tracer)
+    Ok((tracer, waiting))
 }
 
 /// The start record: where, what is traced, and how.
@@ -216,7 +247,7 @@ fn start_record(facts: &NodeFacts, filter: &Filter, tracer: &Tracer) -> Start {
         kernel: facts.kernel.clone(),
         netns: facts.netns,
         filter: filter.to_string(),
-        interfaces: tracer.interfaces.clone(),
+        interfaces: tracer.interfaces(),
         probes_attached: tracer.report.attached.clone(),
         probes_unavailable: tracer.report.unavailable.clone(),
         iptables: facts.iptables_binary,
@@ -243,7 +274,8 @@ pub fn recording_header(start: &Start) -> Header {
     }
 }
 
-fn report_start(start: &Start, pods: usize, attribution: &str) {
+fn report_start(start: &Start, pods: usize, tracer: &Tracer, watch: &InterfaceWatch) {
+    let attribution = tracer.attribution_method();
     for p in &start.probes_attached {
         eprintln!(
             "calitrace: attached {}{}",
@@ -263,9 +295,14 @@ fn report_start(start: &Start, pods: usize, attribution: &str) {
         start.iptables.map_or("unknown backend", |b| b.as_str()),
         start.calico_chains.map_or("none found", |c| c.as_str())
     );
+    let count = watch.count(tracer);
+    let waiting = match count.waiting {
+        0 => String::new(),
+        n => format!(", {n} more attaching in the background"),
+    };
     eprintln!(
-        "calitrace: tracing on {} (netns {}, {} pod namespace(s)); Ctrl-C to stop",
-        start.node, start.netns, pods
+        "calitrace: tracing on {} (netns {}, {} pod namespace(s), {} interface(s){waiting}); Ctrl-C to stop",
+        start.node, start.netns, pods, count.traced
     );
 }
 
@@ -295,7 +332,11 @@ fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u
 
 pub fn end_counters(tracer: &Tracer) -> End {
     let (events, lost) = kernel_counts(tracer);
-    End { events, lost }
+    End {
+        events,
+        lost,
+        interfaces: Some(tracer.interface_count()),
+    }
 }
 
 fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
@@ -308,5 +349,6 @@ fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
         probes_attached: tracer.report.attached.clone(),
         probes_unavailable: tracer.report.unavailable.clone(),
         duration_s,
+        interfaces: Some(tracer.interface_count()),
     }
 }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cluster;
 pub mod doctor;
 pub mod event_loop;
+pub mod interfaces;
 pub mod live;
 pub mod merged_replay;
 pub mod probes;

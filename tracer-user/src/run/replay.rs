@@ -165,6 +165,7 @@ impl Replayer {
             probes_attached: self.header.probes_attached.clone(),
             probes_unavailable: self.header.probes_unavailable.clone(),
             duration_s: self.last_ts.saturating_sub(first) as f64 / 1e9,
+            interfaces: self.end.interfaces,
         }));
         match &mut self.pcap {
             Some(w) => w.flush()?,

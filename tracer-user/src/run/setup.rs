@@ -52,21 +52,28 @@ impl Setup {
     }
 }
 
+/// The patterns that select interfaces: the user's globs, or Calico's
+/// defaults plus the uplinks. Interfaces that appear while tracing are
+/// selected by the same patterns.
+pub fn patterns(asked: &[String]) -> Vec<String> {
+    if !asked.is_empty() {
+        return asked.to_vec();
+    }
+    let mut pats: Vec<String> = ifaces::DEFAULT_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    pats.extend(system::default_route_ifaces());
+    pats
+}
+
 /// The interfaces to attach to: the user's globs, or Calico's defaults plus uplinks.
 pub fn interfaces<'a>(
     links: &'a [netlink::Link],
     asked: &[String],
 ) -> Result<Vec<&'a netlink::Link>> {
-    if asked.is_empty() {
-        let mut pats: Vec<String> = ifaces::DEFAULT_PATTERNS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        pats.extend(system::default_route_ifaces());
-        return Ok(ifaces::select(links, &pats));
-    }
-    let chosen = ifaces::select(links, asked);
-    if chosen.is_empty() {
+    let chosen = ifaces::select(links, &patterns(asked));
+    if chosen.is_empty() && !asked.is_empty() {
         let here: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
         return Err(usage(format!(
             "no interface matches --iface {} (interfaces here: {})",

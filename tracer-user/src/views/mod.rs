@@ -7,7 +7,7 @@ pub mod tui;
 
 use crate::model::Record;
 
-pub use sink::{Control, Discard, LineSink, Sink, Status};
+pub use sink::{Control, Discard, Interfaces, LineSink, Sink, Status};
 
 /// A sink for records. Line views write as records arrive.
 pub trait View {

@@ -33,6 +33,16 @@ pub struct Status {
     pub finished: bool,
     /// Cluster views: the nodes and their agents.
     pub nodes: Vec<crate::merge::NodeView>,
+    /// Live: the interfaces with tc programs, and those waiting for them.
+    pub interfaces: Option<Interfaces>,
+}
+
+/// How many interfaces are traced, and how many wait for their programs
+/// (attached in the background, one after the other).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interfaces {
+    pub traced: usize,
+    pub waiting: usize,
 }
 
 /// Where records go: a line view on stdout, or the TUI.

@@ -118,8 +118,12 @@ pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
                 .iter()
                 .map(|u| format!("{} ({})", u.name, u.reason))
                 .collect();
+            let traced = s
+                .interfaces
+                .map(|n| format!(", {n} interface(s) traced"))
+                .unwrap_or_default();
             format!(
-                "stats: {:.1}s, events {}, lost {}, {} probe(s) attached, unavailable: {}",
+                "stats: {:.1}s, events {}, lost {}, {} probe(s) attached{traced}, unavailable: {}",
                 s.duration_s,
                 ev.join(" "),
                 s.lost,

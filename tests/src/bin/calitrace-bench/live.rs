@@ -507,8 +507,14 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
             ("eth0", "auto", &mut up_1, &mut down_1),
             ("cali*", "netlink", &mut up_nl, &mut down_nl),
         ] {
-            let t = start(&node, &["--iface", glob, "--tc-attach", how])?;
+            let mut t = start(&node, &["--iface", glob, "--tc-attach", how])?;
             let ready = t.ready_after.as_secs_f64();
+            // The rest attach in the background: detach is timed with all attached.
+            if t.wait_for_stderr("tracing on", Duration::ZERO)?
+                .contains("in the background")
+            {
+                t.wait_for_stderr("tc attach done", Duration::from_secs(300))?;
+            }
             std::thread::sleep(Duration::from_millis(200));
             let (exit, _) = stop(t)?;
             up.push(ready);

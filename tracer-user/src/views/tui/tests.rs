@@ -435,6 +435,39 @@ fn snapshot_lost_events() {
 }
 
 #[test]
+fn the_header_counts_the_traced_interfaces_and_those_waiting() {
+    let mut a = healthy_app();
+    assert!(
+        !screen(&a, 100, 30).contains("ifaces"),
+        "none said: none shown"
+    );
+    a.set_status(Status {
+        interfaces: Some(crate::views::Interfaces {
+            traced: 5,
+            waiting: 117,
+        }),
+        ..Status::default()
+    });
+    let s = screen(&a, 100, 30);
+    assert!(
+        s.contains("lost 0 │ ifaces 5 (+117 attaching) │ filter"),
+        "{s}"
+    );
+    a.set_status(Status {
+        interfaces: Some(crate::views::Interfaces {
+            traced: 122,
+            waiting: 0,
+        }),
+        ..Status::default()
+    });
+    let s = screen(&a, 100, 30);
+    assert!(
+        s.contains("│ ifaces 122 │") && !s.contains("attaching"),
+        "{s}"
+    );
+}
+
+#[test]
 fn snapshot_flow_details() {
     let mut a = netfilter_app();
     a.key(key(KeyCode::Enter));

@@ -174,6 +174,16 @@ fn state_segments(app: &App, t: &Theme) -> Vec<Segment> {
             "lost 0"
         })]);
     }
+    if let Some(i) = app.status.interfaces {
+        let mut seg = vec![Span::raw(format!("ifaces {}", i.traced))];
+        if i.waiting > 0 {
+            seg.push(Span::styled(
+                format!(" (+{} attaching)", i.waiting),
+                t.notice(),
+            ));
+        }
+        state.push(seg);
+    }
     if app.status_stale {
         state.push(vec![Span::styled(
             "⚠ status not updated (session busy)",
