@@ -103,6 +103,9 @@ pub fn is_not_a_drop(location: Option<&str>) -> bool {
 ///   `ping_rcv`: no ICMP datagram ("ping") socket wanted it. Every reply to
 ///   a `ping` run as root ends so, its raw socket having had its copy; so
 ///   does one that comes after its ping ended.
+///
+/// Before 5.17 the kernel gives no reasons: `NOT_SPECIFIED` where such frees
+/// happen (`tcp_v4_rcv`, `icmp_rcv`, ...) stands for `NO_SOCKET`.
 pub fn benign(
     reason: &str,
     location: Option<&str>,
@@ -119,7 +122,7 @@ pub fn benign(
     if is_link_local_or_multicast(pkt) {
         return Some(Benign::LinkLocal);
     }
-    if reason != "NO_SOCKET" || pkt.flags & pkt_flags::L4 == 0 {
+    if !no_socket(reason, loc) || pkt.flags & pkt_flags::L4 == 0 {
         return None;
     }
     match pkt.proto {
@@ -128,6 +131,19 @@ pub fn benign(
         proto::ICMPV6 if pkt.icmp_type == 129 => Some(Benign::EchoReply),
         _ => None,
     }
+}
+
+/// `NO_SOCKET`, or where a kernel without drop reasons (before 5.17) frees
+/// what a newer one calls so: a segment or echo reply no socket takes.
+fn no_socket(reason: &str, loc: &str) -> bool {
+    const RECEIVERS: [&str; 5] = [
+        "tcp_v4_rcv",
+        "tcp_v6_rcv",
+        "icmp_rcv",
+        "icmpv6_rcv",
+        "ping_rcv",
+    ];
+    reason == "NO_SOCKET" || (reason == UNKNOWN_REASON && RECEIVERS.contains(&loc))
 }
 
 /// Where queued packets are freed in bulk when a socket closes.
@@ -425,6 +441,17 @@ mod tests {
         assert_eq!(closed(&seg(ACK, false)), None);
         assert_eq!(closed(&seg(ACK | 0x08, false)), None);
         assert_eq!(benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true)), None);
+        // 5.10: no reasons; freed in tcp_v4_rcv.
+        let old = |p: &PacketMeta| benign(UNKNOWN_REASON, at, Stage::Other, p);
+        assert_eq!(old(&seg(ACK, true)), Some(Benign::TcpAfterClose));
+        assert_eq!(old(&seg(0x02, true)), None);
+        let elsewhere = benign(
+            UNKNOWN_REASON,
+            Some("ip_rcv_core"),
+            Stage::Other,
+            &seg(ACK, true),
+        );
+        assert_eq!(elsewhere, None);
     }
 
     #[test]
@@ -439,6 +466,11 @@ mod tests {
         let reply6 = icmp6(POD6_B, POD6, 129);
         assert_eq!(
             benign("NO_SOCKET", at, Stage::Socket, &reply6),
+            Some(Benign::EchoReply)
+        );
+        // 5.10: no reasons; icmp_rcv frees what ping_rcv did not take.
+        assert_eq!(
+            benign(UNKNOWN_REASON, Some("icmp_rcv"), Stage::Other, &reply),
             Some(Benign::EchoReply)
         );
         let mut request = reply;
