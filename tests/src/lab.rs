@@ -38,7 +38,8 @@
 //!   peers of the nodes' `eth0`, MTU 1500), no STP, no addresses, no calitrace. Tests
 //!   break it with [`Lab::fabric_drop`] and [`Lab::fabric_mtu`].
 //! * IPv6 is disabled in every lab namespace so that no IPv6 chatter (DAD, router
-//!   solicitations, MLD) shows up in traces.
+//!   solicitations, MLD) shows up in traces; [`Lab::with_ipv6`] leaves it on in the
+//!   nodes and pods, as on a real node.
 //!
 //! Dropping a [`Lab`] deletes all of its namespaces (and with them every interface, route
 //! and firewall rule in them), also when a test panics.
@@ -191,6 +192,8 @@ pub struct Lab {
     pods: Vec<Vec<Pod>>,
     /// The fabric namespace between the nodes (none in [`Lab::empty`]).
     fabric: Option<String>,
+    /// Whether the nodes and pods keep IPv6 on ([`Lab::with_ipv6`]).
+    ipv6: bool,
     /// Every namespace this lab created, in creation order.
     created: Vec<String>,
 }
@@ -203,12 +206,25 @@ impl Lab {
 
     /// Builds a lab in `mode` with `pods_per_node` pods on each node (at most 53).
     pub fn with_pods(mode: Mode, pods_per_node: usize) -> Result<Lab> {
+        Self::build_new(mode, pods_per_node, false)
+    }
+
+    /// Builds a lab in `mode` with one pod per node and IPv6 left on in the nodes and
+    /// pods (not in the fabric), as on a real node: link-local addresses, duplicate
+    /// address detection, router solicitations and MLD reports come and go by
+    /// themselves. IPv4 is as in [`Lab::new`].
+    pub fn with_ipv6(mode: Mode) -> Result<Lab> {
+        Self::build_new(mode, 1, true)
+    }
+
+    fn build_new(mode: Mode, pods_per_node: usize, ipv6: bool) -> Result<Lab> {
         if pods_per_node > MAX_PODS_PER_NODE {
             bail!(
                 "at most {MAX_PODS_PER_NODE} pods per node fit in a /26, asked for {pods_per_node}"
             );
         }
         let (mut lab, n) = Lab::unbuilt(mode);
+        lab.ipv6 = ipv6;
         // Per-lab underlay subnet; labs are isolated anyway, this only helps telling
         // them apart in traces.
         let k = ((u64::from(std::process::id()))
@@ -245,6 +261,7 @@ impl Lab {
             nodes: Vec::new(),
             pods: Vec::new(),
             fabric: None,
+            ipv6: false,
             created: Vec::new(),
         };
         (lab, n)

@@ -455,3 +455,59 @@ fn tui_ends_when_its_terminal_goes_away() {
     calitrace::assert_nothing_attached(&lab, 1, &b.cali);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The rows of the flows panel of a screen.
+fn flows_panel(screen: &str) -> String {
+    let rows: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| !l.contains("Flows ("))
+        .take_while(|l| !l.contains("Drop points ("))
+        .collect();
+    rows.join("\n")
+}
+
+#[test]
+fn tui_on_a_healthy_vxlan_node_with_ipv6_shows_no_cross_and_no_diagnosis() {
+    let lab = Lab::with_ipv6(Mode::Vxlan).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dir = tmpdir("noise");
+    let t = tui_on_node_b(&lab, "noise", &dir, (120, 36), "");
+    // The node's IPv6 chatter (DAD and MLD on vxlan.calico, which has no
+    // target for them), the rules read, and pod traffic both ways.
+    lab.sh(
+        &lab.node(1).netns,
+        "ip -6 addr add fd00:cafe::2/64 dev vxlan.calico; \
+         nft list ruleset >/dev/null; iptables-nft-save >/dev/null",
+    )
+    .unwrap();
+    assert!(lab.ping(&a, &b.ip, 3) && lab.ping(&b, &a.ip, 2));
+    let timeout = Duration::from_secs(5);
+    assert!(lab.tcp_check(&a, &b, 0, timeout) && lab.tcp_check(&b, &a, 0, timeout));
+    t.wait_for(
+        "the pods' flows and the benign frees counted",
+        Duration::from_secs(20),
+        |s| s.contains(&format!("{} → {}", a.ip, b.ip)) && s.contains("benign hidden [b])"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen = t.capture();
+    assert!(!flows_panel(&screen).contains('✗'), "no ✗ row\n{screen}");
+    assert!(screen.contains("Diagnosis (0)"), "{screen}");
+    assert!(screen.contains("Drop points (0 drops ·"), "{screen}");
+
+    // On request, dimmed and marked `·`, still no ✗.
+    t.keys(&["b"]);
+    let shown = t.wait_for("the benign drops shown", Duration::from_secs(5), |s| {
+        s.contains("benign [b])") && s.contains("NO_TX_TARGET")
+    });
+    assert!(!flows_panel(&shown).contains('✗'), "no ✗ row\n{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with('·') && l.contains("vxlan_xmit")),
+        "{shown}"
+    );
+    t.keys(&["q"]);
+    let after = assert_exited_and_restored(&t);
+    assert!(!after.contains("DIAGNOSIS"), "{after}");
+    std::fs::remove_dir_all(&dir).ok();
+}

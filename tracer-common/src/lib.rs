@@ -78,6 +78,9 @@ pub mod pkt_flags {
     pub const DF: u8 = 1;
     /// The ports / ICMP fields are valid.
     pub const L4: u8 = 2;
+    /// A TCP segment that carries no data: the IP length ends with its TCP
+    /// header (pure ACK, FIN, RST).
+    pub const TCP_NO_DATA: u8 = 4;
 }
 
 /// IP protocol number of IP in IP.

@@ -277,3 +277,203 @@ fn ipip_fragments_and_plain_packets_are_not_decoded() {
     assert!(decoded.is_none());
     assert_inner_ping(&outer);
 }
+
+// ------------------------------------------------------------ IPv6 extension headers
+
+const LINK_LOCAL: [u8; 16] = [
+    0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x64, 0x63, 0x74, 0xff, 0xfe, 0x6c, 0, 0xb,
+];
+const MLDV2_ROUTERS: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16];
+
+/// An extension header of 8 bytes (`len` 0) or more, followed by `next`.
+fn ext_header(next: u8, extra_units: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![next, extra_units];
+    h.resize(8 + extra_units as usize * 8, 0);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A fragment header: `offset` in 8-byte units, more-fragments set.
+fn fragment_header(next: u8, offset: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![next, 0];
+    h.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+    h.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn parse6(packet: &[u8]) -> (PacketMeta, Option<usize>) {
+    let frame = ethernet(ETH_P_IPV6, packet);
+    let mut pkt = PacketMeta::default();
+    let l4 = parse_l3(&Bytes(frame), 14, ETH_P_IPV6, &mut pkt);
+    (pkt, l4)
+}
+
+#[test]
+fn an_mld_report_behind_its_hop_by_hop_header_is_icmpv6() {
+    // MLDv2 report (type 143) with the router alert option, as the kernel sends it.
+    let mut report = vec![143, 0, 0, 0, 0, 0, 0, 1];
+    report.extend_from_slice(&[4, 0, 0, 0]);
+    report.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0x6c, 0, 0xb]);
+    let mut hop = vec![proto::ICMPV6, 0, 5, 2, 0, 0, 1, 0]; // router alert, PadN
+    hop.extend_from_slice(&report);
+    let packet = ipv6(IPV6_HOP_BY_HOP, LINK_LOCAL, MLDV2_ROUTERS, &hop);
+    let (pkt, l4) = parse6(&packet);
+    assert_eq!(pkt.l3, l3::IPV6);
+    assert_eq!(pkt.proto, proto::ICMPV6, "not protocol 0");
+    assert_eq!((pkt.icmp_type, pkt.icmp_code), (143, 0));
+    assert_ne!(pkt.flags & pkt_flags::L4, 0);
+    assert_eq!(l4, Some(14 + 40 + 8));
+    assert_eq!(pkt.len, 40 + 8 + 28, "the length is the whole packet's");
+    assert_eq!((pkt.src, pkt.dst), (LINK_LOCAL, MLDV2_ROUTERS));
+}
+
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTIONS: u8 = 60;
+
+#[test]
+fn every_kind_of_extension_header_is_walked_in_one_packet() {
+    let syn = tcp(0x02, 20, &[]);
+    // hop-by-hop, destination options (16 bytes), routing (24 bytes), first fragment.
+    let packet = ipv6(
+        IPV6_HOP_BY_HOP,
+        LINK_LOCAL,
+        MLDV2_ROUTERS,
+        &ext_header(
+            IPV6_DEST_OPTIONS,
+            0,
+            &ext_header(
+                IPV6_ROUTING,
+                1,
+                &ext_header(IPV6_FRAGMENT, 2, &fragment_header(proto::TCP, 0, &syn)),
+            ),
+        ),
+    );
+    let (pkt, l4) = parse6(&packet);
+    assert_eq!(pkt.proto, proto::TCP);
+    assert_eq!((pkt.sport, pkt.dport, pkt.tcp_flags), (40000, 8080, 0x02));
+    assert_eq!(l4, Some(14 + 40 + 8 + 16 + 24 + 8));
+    assert_ne!(
+        pkt.flags & pkt_flags::TCP_NO_DATA,
+        0,
+        "the segment ends with its header"
+    );
+}
+
+/// A TCP header of `header` bytes (data offset) with `flags`, then `data`.
+fn tcp(flags: u8, header: usize, data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 1];
+    h.push(((header / 4) as u8) << 4);
+    h.push(flags);
+    h.resize(header, 0);
+    h.extend_from_slice(data);
+    h
+}
+
+#[test]
+fn a_tcp_segment_without_data_is_told_apart_from_one_with_data() {
+    const ACK: u8 = 0x10;
+    let no_data = |p: &PacketMeta| p.flags & pkt_flags::TCP_NO_DATA != 0;
+    let v4 = |seg: &[u8]| {
+        let frame = ethernet(ETH_P_IP, &ipv4(proto::TCP, 1, 64, POD_A, POD_B, seg));
+        let mut pkt = PacketMeta::default();
+        parse_l3(&Bytes(frame), 14, ETH_P_IP, &mut pkt);
+        pkt
+    };
+    // A pure ACK with timestamps (32-byte header), as at a connection's teardown.
+    let ack = v4(&tcp(ACK, 32, &[]));
+    assert_eq!((ack.sport, ack.dport, ack.tcp_flags), (40000, 8080, ACK));
+    assert!(no_data(&ack));
+    assert!(
+        !no_data(&v4(&tcp(ACK | 0x08, 32, b"hello"))),
+        "5 bytes of data"
+    );
+    assert!(
+        !no_data(&v4(&tcp(ACK, 20, &[0; 12]))),
+        "data the size of options"
+    );
+    let v6 = parse6(&ipv6(
+        proto::TCP,
+        LINK_LOCAL,
+        LINK_LOCAL,
+        &tcp(ACK, 20, &[]),
+    ))
+    .0;
+    assert!(no_data(&v6));
+    let v6_data = parse6(&ipv6(
+        proto::TCP,
+        LINK_LOCAL,
+        LINK_LOCAL,
+        &tcp(ACK, 20, &[1]),
+    ))
+    .0;
+    assert!(!no_data(&v6_data));
+    assert_eq!(
+        v4(&inner_ping()[20..]).flags & pkt_flags::TCP_NO_DATA,
+        0,
+        "not TCP"
+    );
+}
+
+#[test]
+fn a_later_fragment_has_its_protocol_but_no_ports() {
+    let packet = ipv6(
+        IPV6_FRAGMENT,
+        LINK_LOCAL,
+        MLDV2_ROUTERS,
+        &fragment_header(proto::UDP, 185, &udp(5353, 5353, &[1; 16])),
+    );
+    let (pkt, l4) = parse6(&packet);
+    assert_eq!(pkt.proto, proto::UDP);
+    assert_eq!(
+        pkt.flags & pkt_flags::L4,
+        0,
+        "no UDP header in a later fragment"
+    );
+    assert_eq!((pkt.sport, pkt.dport), (0, 0));
+    assert_eq!(l4, None);
+    // The first fragment has them.
+    let first = ipv6(
+        IPV6_FRAGMENT,
+        LINK_LOCAL,
+        MLDV2_ROUTERS,
+        &fragment_header(proto::UDP, 0, &udp(5353, 53, &[1; 16])),
+    );
+    let (pkt, _) = parse6(&first);
+    assert_eq!((pkt.proto, pkt.sport, pkt.dport), (proto::UDP, 5353, 53));
+}
+
+#[test]
+fn a_cut_or_overlong_chain_of_extension_headers_stops_without_ports() {
+    // Cut inside the hop-by-hop header: its own number is the protocol.
+    let cut = ipv6(IPV6_HOP_BY_HOP, LINK_LOCAL, MLDV2_ROUTERS, &[]);
+    let (pkt, _) = parse6(&cut);
+    assert_eq!((pkt.l3, pkt.proto), (l3::IPV6, IPV6_HOP_BY_HOP));
+    assert_eq!(pkt.flags & pkt_flags::L4, 0);
+    // Five destination options headers: more than are walked.
+    let mut inner = udp(1, 2, &[]);
+    for _ in 0..4 {
+        inner = ext_header(IPV6_DEST_OPTIONS, 0, &inner);
+    }
+    let packet = ipv6(
+        IPV6_DEST_OPTIONS,
+        LINK_LOCAL,
+        MLDV2_ROUTERS,
+        &ext_header(proto::UDP, 0, &[]),
+    );
+    let (pkt, _) = parse6(&packet);
+    assert_eq!(pkt.proto, proto::UDP, "one is walked: {pkt:?}");
+    let too_many = ipv6(IPV6_DEST_OPTIONS, LINK_LOCAL, MLDV2_ROUTERS, &inner);
+    let (pkt, _) = parse6(&too_many);
+    assert_eq!(pkt.proto, IPV6_DEST_OPTIONS);
+    assert_eq!(pkt.flags & pkt_flags::L4, 0);
+    // Without extension headers nothing changes.
+    let plain = ipv6(proto::UDP, LINK_LOCAL, MLDV2_ROUTERS, &udp(7, 9, &[0; 4]));
+    let (pkt, l4) = parse6(&plain);
+    assert_eq!(
+        (pkt.proto, pkt.sport, pkt.dport, l4),
+        (proto::UDP, 7, 9, Some(54))
+    );
+}

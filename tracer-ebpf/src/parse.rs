@@ -67,26 +67,90 @@ fn parse_ipv4<R: Reader>(r: &R, off: usize, h: &[u8; 20], pkt: &mut PacketMeta) 
     if frag_off != 0 {
         return None;
     }
-    let l4 = off + ((h[0] & 0x0f) as usize) * 4;
-    parse_l4(r, l4, pkt);
+    let header = ((h[0] & 0x0f) as u32) * 4;
+    let l4 = off + header as usize;
+    parse_l4(r, l4, pkt.len.saturating_sub(header), pkt);
     Some(l4)
 }
 
-/// `h`: the fixed IPv6 header at `off`.
+/// `h`: the fixed IPv6 header at `off`. `proto` is the protocol after the
+/// extension headers (an MLD report behind its hop-by-hop header is ICMPv6).
 #[inline(always)]
 fn parse_ipv6<R: Reader>(r: &R, off: usize, h: &[u8; 40], pkt: &mut PacketMeta) -> Option<usize> {
     pkt.l3 = l3::IPV6;
     pkt.len = be16([h[4], h[5]]) as u32 + 40;
-    pkt.proto = h[6];
     pkt.ttl = h[7];
     pkt.src.copy_from_slice(&h[8..24]);
     pkt.dst.copy_from_slice(&h[24..40]);
-    parse_l4(r, off + 40, pkt);
-    Some(off + 40)
+    let upper = ipv6_upper_layer(r, off + 40, h[6]);
+    pkt.proto = upper.next;
+    if !upper.first_fragment {
+        return None;
+    }
+    let headers = (upper.off - off) as u32;
+    parse_l4(r, upper.off, pkt.len.saturating_sub(headers), pkt);
+    Some(upper.off)
 }
 
+// IPv6 extension headers (next header values) that the parser walks past.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTIONS: u8 = 60;
+/// Extension headers walked at most: hop-by-hop, destination options,
+/// routing and fragment, the order RFC 8200 recommends. A bounded, unrolled
+/// walk keeps the verifier's work small.
+const IPV6_MAX_EXT_HEADERS: usize = 4;
+
+/// Where the upper-layer header of an IPv6 packet starts.
+struct Upper {
+    /// Protocol of the header at `off` (an extension header's number when
+    /// more than [`IPV6_MAX_EXT_HEADERS`] came first or one was cut short).
+    next: u8,
+    off: usize,
+    /// Not a fragment, or the first one: the upper-layer header is there.
+    first_fragment: bool,
+}
+
+/// Walks the extension headers from `off`, where a header of type `next`
+/// starts.
 #[inline(always)]
-fn parse_l4<R: Reader>(r: &R, off: usize, pkt: &mut PacketMeta) {
+fn ipv6_upper_layer<R: Reader>(r: &R, mut off: usize, mut next: u8) -> Upper {
+    let mut first_fragment = true;
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS => {
+                // Next header, then the length in 8-byte units after the first 8.
+                let Some(e) = r.read::<[u8; 2]>(off) else {
+                    break;
+                };
+                next = e[0];
+                off += (e[1] as usize + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let Some(e) = r.read::<[u8; 4]>(off) else {
+                    break;
+                };
+                next = e[0];
+                off += 8;
+                // Fragment offset: the upper 13 bits of bytes 2 and 3.
+                if be16([e[2], e[3]]) & 0xfff8 != 0 {
+                    first_fragment = false;
+                }
+            }
+            _ => break,
+        }
+    }
+    Upper {
+        next,
+        off,
+        first_fragment,
+    }
+}
+
+/// `len`: the bytes from `off` to the end of the IP packet.
+#[inline(always)]
+fn parse_l4<R: Reader>(r: &R, off: usize, len: u32, pkt: &mut PacketMeta) {
     match pkt.proto {
         proto::TCP => {
             if let Some(h) = r.read::<[u8; 14]>(off) {
@@ -94,6 +158,10 @@ fn parse_l4<R: Reader>(r: &R, off: usize, pkt: &mut PacketMeta) {
                 pkt.dport = be16([h[2], h[3]]);
                 pkt.tcp_flags = h[13];
                 pkt.flags |= pkt_flags::L4;
+                let header = ((h[12] >> 4) as u32) * 4;
+                if header >= 20 && len == header {
+                    pkt.flags |= pkt_flags::TCP_NO_DATA;
+                }
             }
         }
         proto::UDP => {

@@ -76,6 +76,12 @@ pub struct ViewArgs {
     /// Report only drops and diagnoses, not every packet seen by tc.
     #[arg(long)]
     pub drops_only: bool,
+    /// Also report benign drops: frees that are no fault of pod traffic
+    /// (IPv6 link-local and multicast housekeeping, the queues of closing
+    /// sockets, ...), marked `benign` and never diagnosed. Without it they
+    /// are only counted (`stats`), and the TUI shows them on `b`.
+    #[arg(long)]
+    pub all_drops: bool,
     /// Also report `verdict` lines: every netfilter table's verdict on every
     /// packet, accepts too (needs the exact probes: fexit or kprobes).
     #[arg(long)]

@@ -46,7 +46,9 @@ impl Lab {
                 ("net.ipv4.conf.all.rp_filter", "0"),
                 ("net.ipv4.conf.default.rp_filter", "0"),
             ];
-            kv.extend(NO_IPV6);
+            if !self.ipv6 {
+                kv.extend(NO_IPV6);
+            }
             self.sysctls(&netns, &kv)?;
             ip(&netns, "link set lo up")?;
             self.nodes.push(Node {
@@ -109,7 +111,9 @@ impl Lab {
         let node_ns = self.nodes[node_idx].netns.clone();
         let netns = format!("{}-pod-{}{i}", self.id, NODE_LETTERS[node_idx]);
         self.create_netns(&netns)?;
-        self.sysctls(&netns, &NO_IPV6)?;
+        if !self.ipv6 {
+            self.sysctls(&netns, &NO_IPV6)?;
+        }
         let cali = cali_name(&netns, cali_names);
         let pod_ip = format!("10.244.{}.{}", node_idx + 1, 10 + i);
 

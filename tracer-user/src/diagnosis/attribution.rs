@@ -32,7 +32,9 @@ pub struct FoundRule {
 }
 
 impl Found {
-    /// The `rule` field of the contract: "3: -j DROP (comment ...)" or "policy DROP".
+    /// The `rule` field of the contract: `#3: -m comment --comment "x" -j
+    /// DROP`, `handle 7: ... drop comment "x"` or `policy DROP`. A comment
+    /// the rule's text lacks is added as `/* x */`; one it has is not repeated.
     pub fn rule_text(&self) -> String {
         match &self.rule {
             Some(r) => {
@@ -42,8 +44,10 @@ impl Found {
                     format!("#{}", r.id)
                 };
                 match &r.comment {
-                    Some(c) => format!("{id}: {} /* {c} */", r.text),
-                    None => format!("{id}: {}", r.text),
+                    Some(c) if !r.text.contains(c.as_str()) => {
+                        format!("{id}: {} /* {c} */", r.text)
+                    }
+                    _ => format!("{id}: {}", r.text),
                 }
             }
             None => "policy DROP".into(),
@@ -324,6 +328,15 @@ mod tests {
             ("filter", "cali-from-wl-dispatch", 2, 1)
         );
         assert_eq!(found.rule_text(), "#1: -j DROP /* Unknown interface */");
+        // The text as iptables writes it has the comment already: once is enough.
+        let mut listed = found.clone();
+        if let Some(r) = listed.rule.as_mut() {
+            r.text = "-m comment --comment \"Unknown interface\" -j DROP".into();
+        }
+        assert_eq!(
+            listed.rule_text(),
+            "#1: -m comment --comment \"Unknown interface\" -j DROP"
+        );
         assert!(is_calico_policy_chain(&found.chain));
     }
 

@@ -1,7 +1,9 @@
 //! Which stage of the datapath a drop reason (a name from the running kernel)
 //! and its location belong to.
 
-use crate::model::{Backend, Stage};
+use tracer_common::{PacketMeta, l3, pkt_flags, proto};
+
+use crate::model::{Backend, Benign, Stage};
 
 pub fn stage(reason: &str, location: Option<&str>) -> Stage {
     let loc = location.map(base_symbol).unwrap_or("");
@@ -78,6 +80,106 @@ pub fn is_not_a_drop(location: Option<&str>) -> bool {
         location,
         Some("inet_rtm_getroute" | "inet6_rtm_getroute" | "ip6_mc_input")
     )
+}
+
+/// Whether a drop is no fault of pod traffic, and why; `None` for a drop
+/// to report. `reason` and `stage` as the drop was named (from the location
+/// on kernels without drop reasons), `pkt` its headers. A firewall's or a tc
+/// program's drop is never benign: someone decided it. The rules:
+///
+/// - [`Benign::LinkLocal`]: IPv6 to a link-local (`fe80::/10`) or multicast
+///   (`ff00::/8`) address or from `::`, neighbour discovery and MLD, IPv4
+///   multicast and broadcast. Calico routes none of it between pods; VXLAN
+///   devices free it as `NO_TX_TARGET`, IPv4-only pods as `IPV6DISABLED`.
+/// - [`Benign::SocketClosed`]: `QUEUE_PURGE`, what a socket still had queued
+///   when it closed (`sk_stream_kill_queues` for TCP, `inet_sock_destruct`,
+///   and netlink sockets' buffers in `skb_queue_purge_reason` when `nft` or
+///   `iptables-nft-save` read the rules); before the reason existed, the
+///   same places with `NOT_SPECIFIED`.
+/// - [`Benign::TcpAfterClose`]: `NO_SOCKET` for a TCP segment without SYN
+///   or data (an ACK, FIN or RST of a connection whose socket is gone, e.g. a
+///   duplicate ACK answering a retransmitted FIN at teardown).
+/// - [`Benign::EchoReply`]: `NO_SOCKET` for an ICMP echo reply in
+///   `ping_rcv`: no ICMP datagram ("ping") socket wanted it. Every reply to
+///   a `ping` run as root ends so, its raw socket having had its copy; so
+///   does one that comes after its ping ended.
+///
+/// Before 5.17 the kernel gives no reasons: `NOT_SPECIFIED` where such frees
+/// happen (`tcp_v4_rcv`, `icmp_rcv`, ...) stands for `NO_SOCKET`.
+pub fn benign(
+    reason: &str,
+    location: Option<&str>,
+    stage: Stage,
+    pkt: &PacketMeta,
+) -> Option<Benign> {
+    if matches!(stage, Stage::Netfilter | Stage::Tc) {
+        return None;
+    }
+    let loc = location.map(base_symbol).unwrap_or("");
+    if reason == "QUEUE_PURGE" || (reason == UNKNOWN_REASON && QUEUE_PURGES.contains(&loc)) {
+        return Some(Benign::SocketClosed);
+    }
+    if is_link_local_or_multicast(pkt) {
+        return Some(Benign::LinkLocal);
+    }
+    if !no_socket(reason, loc) || pkt.flags & pkt_flags::L4 == 0 {
+        return None;
+    }
+    match pkt.proto {
+        proto::TCP if is_bare_tcp(pkt) => Some(Benign::TcpAfterClose),
+        proto::ICMP if pkt.l3 == l3::IPV4 && pkt.icmp_type == 0 => Some(Benign::EchoReply),
+        proto::ICMPV6 if pkt.icmp_type == 129 => Some(Benign::EchoReply),
+        _ => None,
+    }
+}
+
+/// `NO_SOCKET`, or where a kernel without drop reasons (before 5.17) frees
+/// what a newer one calls so: a segment or echo reply no socket takes.
+fn no_socket(reason: &str, loc: &str) -> bool {
+    const RECEIVERS: [&str; 5] = [
+        "tcp_v4_rcv",
+        "tcp_v6_rcv",
+        "icmp_rcv",
+        "icmpv6_rcv",
+        "ping_rcv",
+    ];
+    reason == "NO_SOCKET" || (reason == UNKNOWN_REASON && RECEIVERS.contains(&loc))
+}
+
+/// Where queued packets are freed in bulk when a socket closes.
+const QUEUE_PURGES: [&str; 5] = [
+    "sk_stream_kill_queues",
+    "inet_sock_destruct",
+    "skb_queue_purge_reason",
+    "skb_queue_purge",
+    "__skb_queue_purge",
+];
+
+/// ICMPv6 neighbour discovery (133-137) and multicast listener (130-132,
+/// 143) messages.
+fn is_nd_or_mld(pkt: &PacketMeta) -> bool {
+    pkt.proto == proto::ICMPV6
+        && pkt.flags & pkt_flags::L4 != 0
+        && matches!(pkt.icmp_type, 130..=137 | 143)
+}
+
+fn is_link_local_or_multicast(pkt: &PacketMeta) -> bool {
+    match pkt.l3 {
+        l3::IPV6 => {
+            let link_local = |a: &[u8; 16]| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+            pkt.dst[0] == 0xff || link_local(&pkt.dst) || pkt.src == [0; 16] || is_nd_or_mld(pkt)
+        }
+        l3::IPV4 => pkt.dst[0] & 0xf0 == 0xe0 || pkt.dst[..4] == [255; 4],
+        _ => false,
+    }
+}
+
+/// A TCP segment with no data and no flags but ACK, FIN and RST.
+fn is_bare_tcp(pkt: &PacketMeta) -> bool {
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    pkt.flags & pkt_flags::TCP_NO_DATA != 0 && pkt.tcp_flags & !(FIN | RST | ACK) == 0
 }
 
 /// Backend told by where a netfilter drop happened, on `kernel` (its release).
@@ -181,6 +283,208 @@ mod tests {
         assert!(is_not_a_drop(Some("ip6_mc_input")));
         assert!(!is_not_a_drop(Some("nf_hook_slow")));
         assert!(!is_not_a_drop(None));
+    }
+
+    fn v6(src: &str, dst: &str, proto: u8) -> PacketMeta {
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        PacketMeta {
+            src: a(src),
+            dst: a(dst),
+            l3: l3::IPV6,
+            proto,
+            flags: pkt_flags::L4,
+            len: 76,
+            ..Default::default()
+        }
+    }
+
+    fn v4(dst: [u8; 4], proto: u8) -> PacketMeta {
+        let mut p = PacketMeta {
+            l3: l3::IPV4,
+            proto,
+            flags: pkt_flags::L4,
+            len: 84,
+            ..Default::default()
+        };
+        p.src[..4].copy_from_slice(&[10, 244, 1, 10]);
+        p.dst[..4].copy_from_slice(&dst);
+        p
+    }
+
+    fn icmp6(src: &str, dst: &str, ty: u8) -> PacketMeta {
+        PacketMeta {
+            icmp_type: ty,
+            ..v6(src, dst, proto::ICMPV6)
+        }
+    }
+
+    const LL: &str = "fe80::6463:74ff:fe6c:b";
+    const POD6: &str = "fd00:10:244:1::10";
+    const POD6_B: &str = "fd00:10:244:2::10";
+
+    #[test]
+    fn link_local_and_multicast_frees_are_benign() {
+        let vx = Some("vxlan_xmit");
+        // MLD report and router solicitation on a VXLAN device (no target).
+        let mld = icmp6(LL, "ff02::16", 143);
+        assert_eq!(
+            benign("NO_TX_TARGET", vx, Stage::Other, &mld),
+            Some(Benign::LinkLocal)
+        );
+        let rs = icmp6(LL, "ff02::2", 133);
+        assert_eq!(
+            benign("NO_TX_TARGET", vx, Stage::Other, &rs),
+            Some(Benign::LinkLocal)
+        );
+        // Duplicate address detection: from ::, to the solicited-node group.
+        let dad = icmp6("::", "ff02::1:ff6c:b", 135);
+        assert_eq!(
+            benign("NO_TX_TARGET", vx, Stage::Other, &dad),
+            Some(Benign::LinkLocal)
+        );
+        // An IPv4-only pod frees what the node sends to fe80::/10.
+        let to_ll = icmp6(LL, "fe80::1", 128);
+        assert_eq!(
+            benign("IPV6DISABLED", Some("ipv6_rcv"), Stage::Other, &to_ll),
+            Some(Benign::LinkLocal)
+        );
+        // Unicast neighbour discovery between global addresses too.
+        let nud = icmp6(POD6, POD6_B, 135);
+        assert_eq!(
+            benign("NOT_SPECIFIED", None, Stage::Other, &nud),
+            Some(Benign::LinkLocal)
+        );
+        // IPv4 multicast and broadcast.
+        for dst in [[224, 0, 0, 22], [239, 255, 255, 250], [255; 4]] {
+            let p = v4(dst, proto::UDP);
+            assert_eq!(
+                benign("NO_TX_TARGET", vx, Stage::Other, &p),
+                Some(Benign::LinkLocal)
+            );
+        }
+    }
+
+    #[test]
+    fn pod_traffic_and_decisions_are_never_benign() {
+        let vx = Some("vxlan_xmit");
+        // A pod's unicast packet without a VXLAN target is a missing FDB entry.
+        let pod = v4([10, 244, 2, 10], proto::ICMP);
+        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod), None);
+        let pod6 = icmp6(POD6, POD6_B, 128);
+        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod6), None);
+        // A firewall rule or a tc program dropping neighbour discovery decided so.
+        let ns = icmp6(LL, "ff02::1:ff00:10", 135);
+        let nf = Some("nft_do_chain");
+        assert_eq!(benign("NETFILTER_DROP", nf, Stage::Netfilter, &ns), None);
+        assert_eq!(benign("TC_INGRESS", None, Stage::Tc, &ns), None);
+        assert_eq!(benign("QUEUE_PURGE", nf, Stage::Netfilter, &ns), None);
+        // Other reasons for pod traffic.
+        assert_eq!(benign("IP_NOROUTE", None, Stage::Routing, &pod), None);
+        assert_eq!(benign("NEIGH_FAILED", None, Stage::Neighbor, &pod), None);
+    }
+
+    #[test]
+    fn queues_of_closing_sockets_are_benign() {
+        let tcp = v4([10, 244, 2, 10], proto::TCP);
+        for loc in [
+            "sk_stream_kill_queues",
+            "inet_sock_destruct",
+            "skb_queue_purge_reason",
+        ] {
+            assert_eq!(
+                benign("QUEUE_PURGE", Some(loc), Stage::Other, &tcp),
+                Some(Benign::SocketClosed),
+                "{loc}"
+            );
+        }
+        // Netlink buffers: no packet header at all.
+        let none = PacketMeta::default();
+        let purge = Some("skb_queue_purge_reason");
+        assert_eq!(
+            benign("QUEUE_PURGE", purge, Stage::Other, &none),
+            Some(Benign::SocketClosed)
+        );
+        // Before QUEUE_PURGE existed: the same places, reason not specified.
+        let old = Some("skb_queue_purge.part.0");
+        assert_eq!(
+            benign(UNKNOWN_REASON, old, Stage::Other, &none),
+            Some(Benign::SocketClosed)
+        );
+        assert_eq!(
+            benign(UNKNOWN_REASON, Some("ip_rcv_core"), Stage::Other, &none),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bare_tcp_segment_after_its_socket_closed_is_benign() {
+        const ACK: u8 = 0x10;
+        let seg = |flags: u8, no_data: bool| {
+            let mut p = v4([10, 244, 2, 10], proto::TCP);
+            p.tcp_flags = flags;
+            if no_data {
+                p.flags |= pkt_flags::TCP_NO_DATA;
+            }
+            p
+        };
+        let at = Some("tcp_v4_rcv");
+        let closed = |p: &PacketMeta| benign("NO_SOCKET", at, Stage::Socket, p);
+        assert_eq!(closed(&seg(ACK, true)), Some(Benign::TcpAfterClose));
+        assert_eq!(
+            closed(&seg(ACK | 0x01, true)),
+            Some(Benign::TcpAfterClose),
+            "FIN"
+        );
+        assert_eq!(closed(&seg(0x04, true)), Some(Benign::TcpAfterClose), "RST");
+        // A SYN to a closed port, or data, is a fault worth seeing.
+        assert_eq!(closed(&seg(0x02, true)), None);
+        assert_eq!(closed(&seg(ACK, false)), None);
+        assert_eq!(closed(&seg(ACK | 0x08, false)), None);
+        assert_eq!(benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true)), None);
+        // 5.10: no reasons; freed in tcp_v4_rcv.
+        let old = |p: &PacketMeta| benign(UNKNOWN_REASON, at, Stage::Other, p);
+        assert_eq!(old(&seg(ACK, true)), Some(Benign::TcpAfterClose));
+        assert_eq!(old(&seg(0x02, true)), None);
+        let elsewhere = benign(
+            UNKNOWN_REASON,
+            Some("ip_rcv_core"),
+            Stage::Other,
+            &seg(ACK, true),
+        );
+        assert_eq!(elsewhere, None);
+    }
+
+    #[test]
+    fn an_echo_reply_no_ping_socket_wanted_is_benign() {
+        let mut reply = v4([10, 244, 1, 10], proto::ICMP);
+        reply.icmp_type = 0;
+        let at = Some("ping_rcv");
+        assert_eq!(
+            benign("NO_SOCKET", at, Stage::Socket, &reply),
+            Some(Benign::EchoReply)
+        );
+        let reply6 = icmp6(POD6_B, POD6, 129);
+        assert_eq!(
+            benign("NO_SOCKET", at, Stage::Socket, &reply6),
+            Some(Benign::EchoReply)
+        );
+        // 5.10: no reasons; icmp_rcv frees what ping_rcv did not take.
+        assert_eq!(
+            benign(UNKNOWN_REASON, Some("icmp_rcv"), Stage::Other, &reply),
+            Some(Benign::EchoReply)
+        );
+        let mut request = reply;
+        request.icmp_type = 8;
+        assert_eq!(benign("NO_SOCKET", at, Stage::Socket, &request), None);
+        assert_eq!(
+            benign(
+                "NO_SOCKET",
+                at,
+                Stage::Socket,
+                &v4([10, 244, 1, 10], proto::UDP)
+            ),
+            None
+        );
     }
 
     #[test]

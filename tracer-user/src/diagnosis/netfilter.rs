@@ -54,9 +54,12 @@ fn located(
 
 fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
     let chain = nf.chain.as_deref().unwrap_or("?");
+    let place = describe(nf);
+    // The rule's comment says why, unless the rule shown says it already.
     let why = nf
         .comment
         .as_deref()
+        .filter(|c| !place.contains(c))
         .map(|c| format!(" (\"{c}\")"))
         .unwrap_or_default();
     let hint = if nf.comment.as_deref() == Some("Unknown interface") {
@@ -69,11 +72,7 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         )
     };
     (
-        format!(
-            "{} dropped by Calico policy: {}{why}",
-            pair_text(d),
-            describe(nf)
-        ),
+        format!("{} dropped by Calico policy: {place}{why}", pair_text(d)),
         hint,
     )
 }

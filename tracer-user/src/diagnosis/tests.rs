@@ -146,7 +146,7 @@ fn policy_drop_in_calico_chains() {
         comment: Some("Unknown interface".into()),
         ..nf
     };
-    let d = one(&netfilter_drop(unknown), NodeFacts::default());
+    let d = one(&netfilter_drop(unknown.clone()), NodeFacts::default());
     assert_eq!(d.code, Code::PolicyDrop);
     assert!(
         d.summary.contains("(\"Unknown interface\")"),
@@ -154,6 +154,24 @@ fn policy_drop_in_calico_chains() {
         d.summary
     );
     assert!(d.hint.contains("Felix has not programmed it"), "{}", d.hint);
+
+    // Named by the counters: the rule as listed carries the comment, which
+    // then appears once in the rule and once in the summary.
+    let listed = NetfilterInfo {
+        backend: Some(Backend::Legacy),
+        table: Some("filter".into()),
+        rule: Some("#1: -m comment --comment \"Unknown interface\" -j DROP".into()),
+        ..unknown
+    };
+    let d = one(&netfilter_drop(listed), NodeFacts::default());
+    assert_eq!(
+        d.summary.matches("Unknown interface").count(),
+        1,
+        "{}",
+        d.summary
+    );
+    let rule = d.rule.as_deref().unwrap_or("");
+    assert_eq!(rule.matches("Unknown interface").count(), 1, "{rule}");
 }
 
 #[test]

@@ -159,6 +159,11 @@ impl Node {
             probes_attached: h.map(|h| h.probes_attached.clone()).unwrap_or_default(),
             probes_unavailable: h.map(|h| h.probes_unavailable.clone()).unwrap_or_default(),
             duration_s: 0.0,
+            benign: self
+                .pipeline
+                .as_ref()
+                .map(|p| p.benign.clone())
+                .unwrap_or_default(),
             exit: match &self.state {
                 AgentState::Ended(Some(why)) => Some(why.clone()),
                 AgentState::Starting => Some("no stream from its agent".into()),

@@ -68,5 +68,6 @@ pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -
         detail: ping_detail(),
         pod: None,
         journey: vec![],
+        benign: None,
     }
 }

@@ -15,8 +15,8 @@ pub use check::{Check, CheckId, Status as CheckStatus};
 pub use diagnosis::{Code, Diagnosis, Underlay};
 pub use journey::{Hop, HopLabel, NetfilterInfo};
 pub use names::{
-    ArpOp, Attribution, Backend, CalicoPlacement, Dir, Encap, Family, Hook, Icmp, LinkPoint,
-    NfVerdict, Proto, Stage,
+    ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,
+    LinkPoint, NfVerdict, Proto, Stage,
 };
 pub use packet::{Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

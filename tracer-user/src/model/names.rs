@@ -95,6 +95,32 @@ named! {
 }
 
 named! {
+    /// Why a packet the kernel freed as a drop is no fault of pod traffic
+    /// (`diagnosis::classify::benign` decides): such frees are counted in
+    /// `stats`, give no diagnosis, and are shown only on request.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    Benign {
+        LinkLocal => "link_local",
+        SocketClosed => "socket_closed",
+        TcpAfterClose => "tcp_after_close",
+        EchoReply => "echo_reply",
+    }
+}
+
+impl Benign {
+    /// What such a free is, in a few words.
+    pub fn what(self) -> &'static str {
+        match self {
+            Benign::LinkLocal => "link-local or multicast housekeeping",
+            Benign::SocketClosed => "queued data of a closing socket",
+            Benign::TcpAfterClose => "TCP segment after its socket closed",
+            Benign::EchoReply => "echo reply for no ping socket",
+        }
+    }
+}
+
+named! {
     /// Which kernel subsystem holds a table: x_tables (`iptables-legacy`) or
     /// nf_tables (`nft`, and also `iptables-nft`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diagnosis::Diagnosis;
 use super::journey::{Hop, NetfilterInfo};
-use super::names::{Backend, CalicoPlacement, Dir, NfVerdict, Stage};
+use super::names::{Backend, Benign, CalicoPlacement, Dir, NfVerdict, Stage};
 use super::packet::{Detail, Flow, PacketRecord};
 
 /// A netfilter table's verdict on a packet (`--verdicts`).
@@ -90,6 +90,10 @@ pub struct DropRecord {
     pub pod: Option<String>,
     /// Where this packet was seen before it died, oldest first.
     pub journey: Vec<Hop>,
+    /// Set when the free is no fault of pod traffic: such a drop gives no
+    /// diagnosis and is shown only on request (`--all-drops`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benign: Option<Benign>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,9 @@ pub struct Stats {
     /// that say so).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<usize>,
+    /// Benign frees (see [`Benign`]) by the kernel's drop reason: counted,
+    /// not reported as drops.
+    pub benign: std::collections::BTreeMap<String, u64>,
     /// How a cluster node's agent ended, where it did not end normally.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,

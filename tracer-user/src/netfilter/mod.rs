@@ -9,6 +9,7 @@ mod fuzz;
 pub mod inventory;
 pub mod nftables;
 mod text;
+mod xt_ext;
 pub mod xtables;
 
 pub use inventory::{

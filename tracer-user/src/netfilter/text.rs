@@ -15,7 +15,7 @@ pub(crate) fn proto_name(p: u8) -> String {
     match p {
         1 => "icmp".into(),
         2 => "igmp".into(),
-        4 => "ipip".into(),
+        4 => "ipencap".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
         41 => "ipv6".into(),

@@ -21,6 +21,10 @@ impl Pipeline {
         }
         self.counts.drops += 1;
         let (reason, stage, reason_from_location) = self.reason_and_stage(ev, location.as_deref());
+        let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt);
+        if benign.is_some() {
+            *self.benign.entry(reason.clone()).or_default() += 1;
+        }
         let key = PacketKey::of(&ev.pkt);
         let journey: Vec<Hop> = key
             .map(|k| self.journeys.get(&k).iter().map(|s| self.hop(s)).collect())
@@ -41,6 +45,7 @@ impl Pipeline {
             detail: names::detail(&ev.pkt),
             pod: self.env.facts.pods.get(&ev.netns).map(|p| p.name.clone()),
             journey,
+            benign,
         };
         // A netfilter drop in this node's namespace waits for the rule
         // counters to say which rule it was (the inventory is this netns').
@@ -115,10 +120,13 @@ impl Pipeline {
     }
 
     pub(super) fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
-        // The drop goes out before the diagnosis it may give rise to.
+        // The drop goes out before the diagnosis it may give rise to; a
+        // benign one gives none.
         let mut diagnoses = Vec::new();
-        self.diagnoser
-            .on_drop(&record, &mut self.env, &mut diagnoses);
+        if record.benign.is_none() {
+            self.diagnoser
+                .on_drop(&record, &mut self.env, &mut diagnoses);
+        }
         out.push(Record::Drop(record));
         out.append(&mut diagnoses);
     }

@@ -5,12 +5,15 @@
 //!   journey points (and `packet`/`verdict` records).
 //! - [`drops`]: a drop gets its reason, stage, netfilter place and journey,
 //!   waits for the rule counters where they can name the rule, and goes to
-//!   the diagnoser.
+//!   the diagnoser unless it is benign (no fault of pod traffic: marked,
+//!   counted by reason, and left for the views to show or not).
 
 mod drops;
 mod packets;
 #[cfg(test)]
 mod tests;
+
+use std::collections::BTreeMap;
 
 use tracer_common::{filter::FilterProg, kind};
 
@@ -69,6 +72,8 @@ pub struct Pipeline {
     now: u64,
     last_housekeeping: u64,
     pub counts: Counts,
+    /// Benign drops (no fault of pod traffic) by the kernel's reason.
+    pub benign: BTreeMap<String, u64>,
     /// Netfilter drops waiting for the rule counters (and for the verdict of
     /// a table walk that freed the packet itself), with their packet's key.
     pending_nf: Vec<(DropRecord, Option<PacketKey>)>,
@@ -97,6 +102,7 @@ impl Pipeline {
             now: 0,
             last_housekeeping: 0,
             counts: Counts::default(),
+            benign: BTreeMap::new(),
         }
     }
 

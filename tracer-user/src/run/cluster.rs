@@ -110,8 +110,8 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         },
     );
     let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live()?),
-        _ => Box::new(LineSink(line_view(output))),
+        Output::Tui => Box::new(crate::views::tui::TuiSink::live(args.view.all_drops)?),
+        _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
     };
     let mut session = Running {
         cluster: &mut cluster,

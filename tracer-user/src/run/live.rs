@@ -49,7 +49,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     if let Some(path) = &args.write {
         session.start_recording(path, recording_header(&start))?;
     }
-    let mut sink = open_view(output, &start)?;
+    let mut sink = open_view(output, &start, args.view.all_drops)?;
     let started = std::time::Instant::now();
     let result = rt.block_on(event_loop(
         &mut tracer,
@@ -138,11 +138,12 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     })
 }
 
-/// The view asked for, shown the start record (text prints its own).
-fn open_view(output: Output, start: &Start) -> Result<Box<dyn Sink>> {
+/// The view asked for, shown the start record (text prints its own);
+/// benign drops shown from the start with `all_drops`.
+fn open_view(output: Output, start: &Start, all_drops: bool) -> Result<Box<dyn Sink>> {
     let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live()?),
-        _ => Box::new(LineSink(line_view(output))),
+        Output::Tui => Box::new(crate::views::tui::TuiSink::live(all_drops)?),
+        _ => Box::new(LineSink(line_view(output, all_drops))),
     };
     if output != Output::Text {
         sink.records(&[Record::Start(start.clone())])?;
@@ -159,10 +160,10 @@ pub fn end_session(
 ) -> Result<()> {
     session.finish();
     let mut tail = session.take_records();
-    tail.push(Record::Stats(stats(
-        tracer,
-        started.elapsed().as_secs_f64(),
-    )));
+    tail.push(Record::Stats(Stats {
+        benign: session.pipeline.benign.clone(),
+        ..stats(tracer, started.elapsed().as_secs_f64())
+    }));
     let recorded = session.stop_recording(&end_counters(tracer));
     let shown = sink.records(&tail).and_then(|_| sink.flush());
     recorded?;
@@ -350,5 +351,6 @@ fn stats(tracer: &Tracer, duration_s: f64) -> Stats {
         probes_unavailable: tracer.report.unavailable.clone(),
         duration_s,
         interfaces: Some(tracer.interface_count()),
+        benign: Default::default(),
     }
 }

@@ -50,8 +50,11 @@ pub fn run(files: &[PathBuf], args: &ReplayArgs, filter: &Filter) -> Result<()> 
         },
     );
     let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&files[0])?),
-        _ => Box::new(LineSink(line_view(output))),
+        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(
+            &files[0],
+            args.view.all_drops,
+        )?),
+        _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
     };
     let mut out = Vec::new();
     let mut readers = Vec::new();

@@ -15,7 +15,7 @@ pub mod setup;
 use std::fmt;
 
 use crate::cli::Output;
-use crate::views::{View, json::JsonView, text::TextView};
+use crate::views::{HideBenign, View, json::JsonView, text::TextView};
 
 /// An error that is the user's to fix (bad filter, missing privileges, no such
 /// interface): exit code 2.
@@ -57,11 +57,16 @@ pub fn choose_output(asked: Option<Output>) -> Output {
     })
 }
 
-/// A line view writing to stdout.
-pub fn line_view(output: Output) -> Box<dyn View> {
+/// A line view writing to stdout; benign drops only with `all_drops`.
+pub fn line_view(output: Output, all_drops: bool) -> Box<dyn View> {
     let stdout = std::io::BufWriter::new(std::io::stdout());
-    match output {
+    let view: Box<dyn View> = match output {
         Output::Json => Box::new(JsonView::new(stdout)),
         _ => Box::new(TextView::new(stdout)),
+    };
+    if all_drops {
+        view
+    } else {
+        Box::new(HideBenign(view))
     }
 }

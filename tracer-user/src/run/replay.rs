@@ -63,8 +63,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             _ => None,
         },
         sink: match output {
-            Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file)?),
-            _ => Box::new(LineSink(line_view(output))),
+            Output::Tui => Box::new(crate::views::tui::TuiSink::replay(
+                &args.file,
+                args.view.all_drops,
+            )?),
+            _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
         },
         view: Interactive::new(output == Output::Tui, filter.to_string()),
         pace: Pace::new(args.speed),
@@ -166,6 +169,7 @@ impl Replayer {
             probes_unavailable: self.header.probes_unavailable.clone(),
             duration_s: self.last_ts.saturating_sub(first) as f64 / 1e9,
             interfaces: self.end.interfaces,
+            benign: self.session.pipeline.benign.clone(),
         }));
         match &mut self.pcap {
             Some(w) => w.flush()?,

@@ -14,3 +14,19 @@ pub trait View {
     fn record(&mut self, r: &Record) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
 }
+
+/// A line view without the benign drops (those `--all-drops` shows).
+pub struct HideBenign(pub Box<dyn View>);
+
+impl View for HideBenign {
+    fn record(&mut self, r: &Record) -> std::io::Result<()> {
+        match r {
+            Record::Drop(d) if d.benign.is_some() => Ok(()),
+            _ => self.0.record(r),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}

@@ -56,6 +56,9 @@ fn drop_line(d: &DropRecord, clock: &str, node_netns: Option<u32>) -> String {
     if let Some(p) = &d.pod {
         s.push_str(&format!(" in pod {p}"));
     }
+    if let Some(b) = d.benign {
+        s.push_str(&format!(" [benign {b}: {}]", b.what()));
+    }
     if !d.journey.is_empty() {
         let path: Vec<String> = d
             .journey
@@ -122,8 +125,14 @@ pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
                 .interfaces
                 .map(|n| format!(", {n} interface(s) traced"))
                 .unwrap_or_default();
+            let benign = if s.benign.is_empty() {
+                String::new()
+            } else {
+                let b: Vec<String> = s.benign.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(", benign drops {}", b.join(" "))
+            };
             format!(
-                "stats: {:.1}s, events {}, lost {}, {} probe(s) attached{traced}, unavailable: {}",
+                "stats: {:.1}s, events {}, lost {}{benign}, {} probe(s) attached{traced}, unavailable: {}",
                 s.duration_s,
                 ev.join(" "),
                 s.lost,
@@ -178,6 +187,56 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn benign_drops_are_marked_and_hidden_unless_asked() {
+        use crate::model::fixtures::ping_drop;
+        use crate::model::{Benign, Stage, Stats};
+        use crate::views::HideBenign;
+        let mut benign = ping_drop(Stage::Other, "NO_TX_TARGET", None);
+        benign.benign = Some(Benign::LinkLocal);
+        let real = ping_drop(Stage::Other, "NO_TX_TARGET", None);
+        let mut stats = Stats::default();
+        stats.benign.insert("NO_TX_TARGET".into(), 1);
+        let records = [
+            Record::Drop(benign),
+            Record::Drop(real),
+            Record::Stats(stats),
+        ];
+        let all = lines(&records);
+        assert!(
+            all[0].ends_with("[benign link_local: link-local or multicast housekeeping]"),
+            "{}",
+            all[0]
+        );
+        assert!(!all[1].contains("benign"), "{}", all[1]);
+        assert!(
+            all[2].contains("lost 0, benign drops NO_TX_TARGET=1,"),
+            "{}",
+            all[2]
+        );
+        /// Keeps what it is shown.
+        struct Kept(std::rc::Rc<std::cell::RefCell<Vec<Record>>>);
+        impl View for Kept {
+            fn record(&mut self, r: &Record) -> std::io::Result<()> {
+                self.0.borrow_mut().push(r.clone());
+                Ok(())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let kept = std::rc::Rc::default();
+        let mut hidden = HideBenign(Box::new(Kept(std::rc::Rc::clone(&kept))));
+        for r in &records {
+            hidden.record(r).unwrap();
+        }
+        assert_eq!(
+            *kept.borrow(),
+            records[1..],
+            "the benign drop is left out, nothing else"
+        );
     }
 
     #[test]

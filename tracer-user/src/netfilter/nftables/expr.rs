@@ -1,40 +1,27 @@
-//! A rule's expressions back into `nft list` style text. A small register
-//! tracker remembers what each load left where, so that a later `cmp` prints
-//! as `ip saddr 10.0.0.0/8`. `iptables-nft` keeps what it cannot translate as
-//! xtables `match` / `target` expressions, `-m comment` among them.
+//! A rule's expressions back into the text `nft list` prints. A small
+//! register tracker remembers what each load left where, so that a later
+//! `cmp` prints as `ip saddr 10.0.0.0/8` (see [`super::compare`]); the
+//! protocol tests nft adds for a header it loads (`meta l4proto tcp` before
+//! `tcp dport`, `meta nfproto ipv4` before `ip saddr` in an inet table) are
+//! left out as nft leaves them out. `iptables-nft` keeps what it cannot
+//! translate as xtables `match` / `target` expressions: `-m comment` becomes
+//! the rule's comment, `conntrack --ctstate` and `MARK` are written as nft
+//! translates them, others as `xt match "NAME"`.
 
 use std::collections::HashMap;
 
+use super::compare::{Cmp, Operand, comparison_text, range_text};
 use super::message::{
     NFTA_DATA_VALUE, attr, counters, data_verdict, string_attr, u32_attr, value_attr,
 };
-use super::value::{Kind, base_name, format_value, prefix_text, verdict_text};
+use super::value::{Kind, base_name, verdict_text};
 use crate::kernel::netlink::attrs;
 use crate::netfilter::inventory::{Counters, Family, Rule, Verdict};
 use crate::netfilter::text::proto_name;
+use crate::netfilter::xt_ext::{CtState, SetMark};
 use crate::netfilter::xtables::target_verdict;
 
 const NFT_REG_VERDICT: u32 = 0;
-
-/// What an earlier expression left in a register.
-#[derive(Debug, Clone)]
-struct Operand {
-    name: String,
-    kind: Kind,
-    mask: Option<Vec<u8>>,
-    /// From an `immediate` (for `meta mark set 0x10` style statements).
-    value: Option<Vec<u8>>,
-}
-
-impl Operand {
-    /// ` 0x10` for a register holding an immediate value, else ` NAME`.
-    fn set_value(&self) -> String {
-        match &self.value {
-            Some(v) => format!(" {}", format_value(Kind::Number, v)),
-            None => format!(" {}", self.name),
-        }
-    }
-}
 
 /// Turns a rule's expressions into text, verdict, counters and comment.
 pub(super) struct Decoder {
@@ -48,6 +35,12 @@ pub(super) struct Decoder {
     l4: Option<String>,
     /// For inet tables: the layer 3 protocol the rule compared earlier.
     l3: Option<Family>,
+    /// Where in `parts` the `meta l4proto` / `meta nfproto` test is that a
+    /// later load of that header makes implied (and nft leaves out).
+    l4_test: Option<usize>,
+    l3_test: Option<usize>,
+    /// The last part was `NAME >= VALUE`: a `<=` on the same makes a range.
+    at_least: Option<(String, Kind, Vec<u8>)>,
 }
 
 impl Decoder {
@@ -61,18 +54,22 @@ impl Decoder {
             comment: None,
             l4: None,
             l3: None,
+            l4_test: None,
+            l3_test: None,
+            at_least: None,
         }
     }
 
     fn load(&mut self, dreg: Option<u32>, name: String, kind: Kind) {
         if let Some(r) = dreg {
-            let op = Operand {
-                name,
-                kind,
-                mask: None,
-                value: None,
-            };
-            self.regs.insert(r, op);
+            self.regs.insert(r, Operand::loaded(name, kind));
+        }
+    }
+
+    /// Leaves out a protocol test that a header load has made implied.
+    fn implied(&mut self, test: Option<usize>) {
+        if let Some(part) = test.and_then(|i| self.parts.get_mut(i)) {
+            part.clear();
         }
     }
 
@@ -82,11 +79,15 @@ impl Decoder {
     }
 
     pub(super) fn expression(&mut self, name: &str, d: &[u8]) {
+        if name != "cmp" {
+            self.at_least = None;
+        }
         match name {
             "payload" => self.payload(d),
             "meta" => self.meta(d),
             "ct" => self.ct(d),
             "cmp" => self.cmp(d),
+            "range" => self.range(d),
             "bitwise" => self.bitwise(d),
             "lookup" => self.lookup(d),
             "immediate" => self.immediate(d),
@@ -132,7 +133,14 @@ impl Decoder {
             self.parts.push(format!("@{base},{off},{len} set"));
             return;
         }
+        let test = match base {
+            1 => self.l3_test.take(),
+            2 => self.l4_test.take(),
+            _ => None,
+        };
+        self.implied(test);
         let v4 = self.network() == Some(Family::Ipv4) || (self.network().is_none() && len <= 4);
+        let tcp = self.l4.as_deref() == Some("tcp");
         let (name, kind) = match (base, off, len) {
             (1, 12, 1..=4) if v4 => ("ip saddr".into(), Kind::Ipv4),
             (1, 16, 1..=4) if v4 => ("ip daddr".into(), Kind::Ipv4),
@@ -142,6 +150,7 @@ impl Decoder {
             (1, 6, 1) if !v4 => ("ip6 nexthdr".into(), Kind::Proto),
             (2, 0, 2) => (self.transport("sport"), Kind::Port),
             (2, 2, 2) => (self.transport("dport"), Kind::Port),
+            (2, 13, 1) if tcp => ("tcp flags".into(), Kind::TcpFlags),
             (0, 12, 2) => ("ether type".into(), Kind::Bytes),
             _ => {
                 let bits = |n: u32| u64::from(n) * 8;
@@ -164,7 +173,7 @@ impl Decoder {
         let key = u32_attr(d, 2).unwrap_or(u32::MAX);
         let (name, kind) = match key {
             1 => ("protocol", Kind::Bytes),
-            3 => ("mark", Kind::Number),
+            3 => ("mark", Kind::Mark),
             4 => ("iif", Kind::Number),
             5 => ("oif", Kind::Number),
             6 => ("iifname", Kind::Iface),
@@ -190,7 +199,7 @@ impl Decoder {
             0 => ("state", Kind::CtState),
             1 => ("direction", Kind::Bytes),
             2 => ("status", Kind::Number),
-            3 => ("mark", Kind::Number),
+            3 => ("mark", Kind::Mark),
             _ => ("", Kind::Bytes),
         };
         let name = if name.is_empty() {
@@ -209,7 +218,7 @@ impl Decoder {
             let value = self
                 .regs
                 .get(&sreg)
-                .map(Operand::set_value)
+                .map(|o| format!(" {}", o.value_text(kind)))
                 .unwrap_or_default();
             self.parts.push(format!("{name} set{value}"));
             return;
@@ -219,29 +228,62 @@ impl Decoder {
 
     fn cmp(&mut self, d: &[u8]) {
         // NFTA_CMP_SREG 1, OP 2, DATA 3
+        let at_least = self.at_least.take();
         let Some(lhs) = u32_attr(d, 1).and_then(|r| self.regs.get(&r)).cloned() else {
             self.parts.push("cmp".into());
             return;
         };
         let value = value_attr(d, 3).unwrap_or_default();
-        let op = match u32_attr(d, 2).unwrap_or(0) {
-            0 => "",
-            1 => "!= ",
-            2 => "< ",
-            3 => "<= ",
-            4 => "> ",
-            _ => ">= ",
-        };
-        if op.is_empty() {
-            self.remember_protocols(&lhs, &value);
+        let op = Cmp::from_kernel(u32_attr(d, 2).unwrap_or(0));
+        match op {
+            Cmp::Eq => self.remember_protocols(&lhs, &value),
+            // `>= A` then `<= B` on the same value: nft's `A-B`.
+            Cmp::Le if lhs.mask.is_none() => {
+                if let Some((name, kind, from)) = at_least.filter(|(n, ..)| *n == lhs.name)
+                    && let Some(last) = self.parts.last_mut()
+                {
+                    *last = range_text(&name, kind, Cmp::Eq, &from, &value);
+                    return;
+                }
+            }
+            Cmp::Ge if lhs.mask.is_none() => {
+                self.at_least = Some((lhs.name.clone(), lhs.kind, value.clone()));
+            }
+            _ => {}
         }
         self.parts.push(comparison_text(&lhs, op, &value));
     }
 
+    /// `tcp dport != 1-1024` (NFTA_RANGE_SREG 1, OP 2, FROM_DATA 3, TO_DATA 4).
+    fn range(&mut self, d: &[u8]) {
+        let Some(lhs) = u32_attr(d, 1).and_then(|r| self.regs.get(&r)).cloned() else {
+            self.parts.push("range".into());
+            return;
+        };
+        let (from, to) = (value_attr(d, 3), value_attr(d, 4));
+        let op = if u32_attr(d, 2) == Some(1) {
+            Cmp::Ne
+        } else {
+            Cmp::Eq
+        };
+        let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
+        self.parts
+            .push(range_text(&lhs.name, lhs.kind, op, &from, &to));
+    }
+
+    /// The protocols a rule tested, to name the headers it loads later, and
+    /// where the tests nft adds for such loads are.
     fn remember_protocols(&mut self, lhs: &Operand, value: &[u8]) {
+        let at = self.parts.len();
         match lhs.kind {
-            Kind::Proto if value.len() == 1 => self.l4 = Some(proto_name(value[0])),
-            Kind::NfProto if value.len() == 1 => self.l3 = Family::from_nfproto(value[0]),
+            Kind::Proto if value.len() == 1 => {
+                self.l4 = Some(proto_name(value[0]));
+                self.l4_test = (lhs.name == "meta l4proto").then_some(at);
+            }
+            Kind::NfProto if value.len() == 1 => {
+                self.l3 = Family::from_nfproto(value[0]);
+                self.l3_test = (lhs.name == "meta nfproto").then_some(at);
+            }
             _ => {}
         }
     }
@@ -254,6 +296,7 @@ impl Decoder {
         match self.regs.get(&sreg).cloned() {
             Some(mut op) => {
                 op.mask = value_attr(d, 4);
+                op.xor = value_attr(d, 5);
                 self.regs.insert(dreg, op);
             }
             None => self.parts.push("bitwise".into()),
@@ -297,14 +340,8 @@ impl Decoder {
                 self.verdict = Some(v);
             }
         } else if let Some(r) = dreg {
-            let value = attr(attrs(data), NFTA_DATA_VALUE).map(<[u8]>::to_vec);
-            let op = Operand {
-                name: "immediate".into(),
-                kind: Kind::Number,
-                mask: None,
-                value,
-            };
-            self.regs.insert(r, op);
+            let value = attr(attrs(data), NFTA_DATA_VALUE).unwrap_or(&[]);
+            self.regs.insert(r, Operand::immediate(value.to_vec()));
         }
     }
 
@@ -312,18 +349,26 @@ impl Decoder {
     fn xt_match(&mut self, d: &[u8]) {
         // NFTA_MATCH_NAME 1, REV 2, INFO 3
         let name = string_attr(d, 1).unwrap_or_default();
-        if name == "comment" {
+        let (rev, info) = xt_rev_and_info(d);
+        match name.as_str() {
             // struct xt_comment_info { char comment[256]; }
-            self.comment = string_attr(d, 3);
-        } else {
-            self.parts.push(format!("xt match {name:?}"));
+            "comment" => self.comment = string_attr(d, 3),
+            "conntrack" if let Some(c) = CtState::decode(rev, info) => {
+                self.parts.push(c.nft_text());
+            }
+            _ => self.parts.push(format!("xt match {name:?}")),
         }
     }
 
-    /// `iptables-nft`'s untranslated targets (NFTA_TARGET_NAME 1).
+    /// `iptables-nft`'s untranslated targets (NFTA_TARGET_NAME 1, REV 2,
+    /// INFO 3).
     fn xt_target(&mut self, d: &[u8]) {
         let name = string_attr(d, 1).unwrap_or_default();
-        self.parts.push(format!("xt target {name:?}"));
+        let (rev, info) = xt_rev_and_info(d);
+        match SetMark::decode(rev, info).filter(|_| name == "MARK") {
+            Some(m) => self.parts.push(m.nft_text()),
+            None => self.parts.push(format!("xt target {name:?}")),
+        }
         if let Some(v) = target_verdict(&name) {
             self.verdict = Some(v);
         }
@@ -333,6 +378,7 @@ impl Decoder {
         if let Some(c) = &self.comment {
             self.parts.push(format!("comment {c:?}"));
         }
+        self.parts.retain(|p| !p.is_empty());
         Rule {
             id,
             text: self.parts.join(" "),
@@ -343,29 +389,11 @@ impl Decoder {
     }
 }
 
-/// `NAME OP VALUE`, where a mask on the register makes a prefix (addresses),
-/// a set of flags (conntrack states), or an explicit `& MASK`.
-fn comparison_text(lhs: &Operand, op: &str, value: &[u8]) -> String {
-    match (&lhs.mask, lhs.kind) {
-        (Some(mask), Kind::CtState) if value.iter().all(|&b| b == 0) && op == "!= " => {
-            format!("{} {}", lhs.name, format_value(Kind::CtState, mask))
-        }
-        (Some(mask), Kind::Ipv4 | Kind::Ipv6) => {
-            format!(
-                "{} {op}{}",
-                lhs.name,
-                prefix_text(lhs.kind, value, Some(mask))
-            )
-        }
-        (Some(mask), kind) => format!(
-            "{} & {} {op}{}",
-            lhs.name,
-            format_value(Kind::Number, mask),
-            format_value(kind, value)
-        ),
-        (None, Kind::Ipv4 | Kind::Ipv6) => {
-            format!("{} {op}{}", lhs.name, prefix_text(lhs.kind, value, None))
-        }
-        (None, kind) => format!("{} {op}{}", lhs.name, format_value(kind, value)),
-    }
+/// The revision and data of an xt match or target expression.
+fn xt_rev_and_info(d: &[u8]) -> (u8, &[u8]) {
+    let rev = u32_attr(d, 2).unwrap_or(0);
+    (
+        u8::try_from(rev).unwrap_or(u8::MAX),
+        attr(attrs(d), 3).unwrap_or(&[]),
+    )
 }

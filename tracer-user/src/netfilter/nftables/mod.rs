@@ -2,6 +2,7 @@
 //! chains and rules from nfnetlink dumps of one ruleset generation, decoded
 //! into [`Table`]s with `nft list` style rule text.
 
+mod compare;
 mod expr;
 mod message;
 mod request;

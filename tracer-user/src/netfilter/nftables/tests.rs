@@ -191,7 +191,8 @@ fn decodes_an_iptables_nft_rule() {
     assert_eq!(r.verdict, Some(Verdict::Jump("cali-x".into())));
     assert_eq!(
         r.text,
-        "iifname \"cali*\" meta l4proto tcp ip saddr 10.0.0.0/8 tcp dport 80 counter jump cali-x comment \"Unknown interface\""
+        "iifname \"cali*\" ip saddr 10.0.0.0/8 tcp dport 80 counter jump cali-x comment \"Unknown interface\"",
+        "nft leaves out the meta l4proto test that tcp dport implies"
     );
 }
 
@@ -342,4 +343,107 @@ fn value_formatting() {
     assert_eq!(prefix_text(Kind::Ipv4, &[1, 2, 3, 4], None), "1.2.3.4");
     assert_eq!(format_value(Kind::Number, &0x10u32.to_ne_bytes()), "0x10");
     assert_eq!(format_value(Kind::Bytes, &[8, 0]), "0x0800");
+}
+
+fn cmp_expr(op: u32, value: &[u8]) -> Vec<u8> {
+    expr(
+        "cmp",
+        &[(1, u32be(1)), (2, u32be(op)), (3, data_value(value))],
+    )
+}
+
+fn load(base: u32, offset: u32, len: u32) -> Vec<u8> {
+    expr(
+        "payload",
+        &[
+            (1, u32be(1)),
+            (2, u32be(base)),
+            (3, u32be(offset)),
+            (4, u32be(len)),
+        ],
+    )
+}
+
+fn text_of(family: u8, exprs: &[Vec<u8>]) -> String {
+    parse_rule(&rule(family, "t", "c", 1, exprs, None))
+        .unwrap()
+        .3
+        .text
+}
+
+/// `meta nfproto ipv4 ip saddr ... meta l4proto tcp tcp dport >= 1 <= 1024`
+/// in an inet table: nft leaves the protocol tests out and writes a range.
+#[test]
+fn implied_protocol_tests_are_left_out_and_ranges_joined() {
+    let port = |p: u16| p.to_be_bytes().to_vec();
+    let exprs = [
+        expr("meta", &[(2, u32be(15)), (1, u32be(1))]),
+        cmp_expr(0, &[2]),
+        load(1, 12, 4),
+        cmp_expr(0, &[10, 0, 0, 1]),
+        expr("meta", &[(2, u32be(16)), (1, u32be(1))]),
+        cmp_expr(0, &[6]),
+        load(2, 2, 2),
+        cmp_expr(5, &port(1)),
+        cmp_expr(3, &port(1024)),
+        load(2, 0, 2),
+        expr(
+            "range",
+            &[
+                (1, u32be(1)),
+                (2, u32be(1)),
+                (3, data_value(&port(1000))),
+                (4, data_value(&port(2000))),
+            ],
+        ),
+    ];
+    assert_eq!(
+        text_of(1, &exprs),
+        "ip saddr 10.0.0.1 tcp dport 1-1024 tcp sport != 1000-2000"
+    );
+    // Without a header load after it, the test stays: `meta l4proto tcp accept`.
+    let alone = [
+        expr("meta", &[(2, u32be(16)), (1, u32be(1))]),
+        cmp_expr(0, &[6]),
+    ];
+    assert_eq!(text_of(1, &alone), "meta l4proto tcp");
+}
+
+/// `iptables-nft -m conntrack --ctstate RELATED,ESTABLISHED -j MARK
+/// --set-xmark 0x10000/0x10000` and `-m mark --mark 0x0/0x20000`.
+#[test]
+fn xt_conntrack_and_mark_as_nft_translates_them() {
+    let mut ct = vec![0u8; 160];
+    ct[146..148].copy_from_slice(&1u16.to_ne_bytes());
+    ct[150..152].copy_from_slice(&0b110u16.to_ne_bytes());
+    let mut mark = 0x10000u32.to_ne_bytes().to_vec();
+    mark.extend_from_slice(&0x10000u32.to_ne_bytes());
+    let exprs = [
+        expr("match", &[(1, s("conntrack")), (2, u32be(3)), (3, ct)]),
+        counter_expr(0, 0),
+        expr("target", &[(1, s("MARK")), (2, u32be(2)), (3, mark)]),
+    ];
+    assert_eq!(
+        text_of(2, &exprs),
+        "ct state related,established counter meta mark set mark or 0x10000"
+    );
+    let exprs = [
+        expr("meta", &[(2, u32be(3)), (1, u32be(1))]),
+        expr(
+            "bitwise",
+            &[
+                (1, u32be(1)),
+                (2, u32be(1)),
+                (3, u32be(4)),
+                (4, data_value(&0x20000u32.to_ne_bytes())),
+                (5, data_value(&[0; 4])),
+            ],
+        ),
+        cmp_expr(0, &[0; 4]),
+        expr("immediate", &[(1, u32be(0)), (2, verdict(0, None))]),
+    ];
+    assert_eq!(
+        text_of(2, &exprs),
+        "meta mark & 0x00020000 == 0x00000000 drop"
+    );
 }

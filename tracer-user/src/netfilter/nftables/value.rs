@@ -1,5 +1,6 @@
 //! How `nft list` writes the values a rule compares: addresses and prefixes,
-//! interface names, protocols, ports, conntrack states, numbers.
+//! interface names, protocols, ports, conntrack states and TCP flags, marks,
+//! numbers.
 
 use crate::kernel::bytes::cstr;
 use crate::netfilter::inventory::Verdict;
@@ -16,7 +17,10 @@ pub(super) enum Kind {
     Port,
     NfProto,
     CtState,
-    /// A host-endian number (marks).
+    TcpFlags,
+    /// A packet or conntrack mark: host-endian, written with all 8 digits.
+    Mark,
+    /// A host-endian number.
     Number,
     Bytes,
 }
@@ -76,8 +80,9 @@ pub(super) fn format_value(kind: Kind, v: &[u8]) -> String {
             10 => "ipv6".into(),
             n => n.to_string(),
         },
-        Kind::CtState if v.len() == 4 => {
-            ct_state_names(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+        Kind::CtState | Kind::TcpFlags => flag_names(kind, v, ","),
+        Kind::Mark if v.len() == 4 => {
+            format!("{:#010x}", u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
         }
         Kind::Number if v.len() == 4 => {
             format!("{:#x}", u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
@@ -89,22 +94,40 @@ pub(super) fn format_value(kind: Kind, v: &[u8]) -> String {
     }
 }
 
-fn ct_state_names(bits: u32) -> String {
-    const NAMES: [(u32, &str); 5] = [
-        (1, "invalid"),
-        (2, "established"),
-        (4, "related"),
-        (8, "new"),
-        (64, "untracked"),
-    ];
-    let names: Vec<&str> = NAMES
+const CT_STATES: [(u32, &str); 5] = [
+    (1, "invalid"),
+    (2, "established"),
+    (4, "related"),
+    (8, "new"),
+    (64, "untracked"),
+];
+const TCP_FLAGS: [(u32, &str); 8] = [
+    (0x01, "fin"),
+    (0x02, "syn"),
+    (0x04, "rst"),
+    (0x08, "psh"),
+    (0x10, "ack"),
+    (0x20, "urg"),
+    (0x40, "ecn"),
+    (0x80, "cwr"),
+];
+
+/// The names of the flags set in `v` (a conntrack state, host-endian, or
+/// TCP flags, one byte), joined by `sep`; bits without a name in hex.
+pub(super) fn flag_names(kind: Kind, v: &[u8], sep: &str) -> String {
+    let (bits, table): (u32, &[(u32, &str)]) = match (kind, v) {
+        (Kind::CtState, [a, b, c, d]) => (u32::from_ne_bytes([*a, *b, *c, *d]), &CT_STATES),
+        (Kind::TcpFlags, [f]) => (u32::from(*f), &TCP_FLAGS),
+        _ => return format_value(Kind::Bytes, v),
+    };
+    let mut names: Vec<String> = table
         .iter()
         .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| *n)
+        .map(|(_, n)| n.to_string())
         .collect();
-    if names.is_empty() {
-        format!("{bits:#x}")
-    } else {
-        names.join(",")
+    let named: u32 = table.iter().map(|(b, _)| b).sum();
+    if bits & !named != 0 || bits == 0 {
+        names.push(format!("{:#x}", bits & !named));
     }
+    names.join(sep)
 }

@@ -57,6 +57,7 @@ pub(super) struct Entry<'a> {
     pub(super) matches: Vec<(String, u8, &'a [u8])>,
     /// Empty for the standard target (a verdict or a jump).
     pub(super) target: String,
+    pub(super) target_rev: u8,
     pub(super) target_data: &'a [u8],
     pub(super) counters: Counters,
 }
@@ -113,6 +114,7 @@ fn parse_entry<'a>(layout: &Layout, blob: &'a [u8], offset: usize) -> Result<Ent
         header,
         matches,
         target: cstr(&entry[target_offset + 2..target_offset + 31]),
+        target_rev: entry[target_offset + 31],
         target_data: &entry[target_offset + XT_HEAD..target_offset + tsize],
         counters: Counters {
             packets: u64_at(header, c).unwrap_or(0),

@@ -7,6 +7,7 @@ use super::verdict::{standard_verdict_of, target_verdict};
 use crate::kernel::bytes::{cstr, u16_at, u32_at};
 use crate::netfilter::inventory::{Rule, Verdict};
 use crate::netfilter::text::{ip_text, proto_name};
+use crate::netfilter::xt_ext::{CtState, SetMark};
 
 // ipt_ip.invflags (the same bits in ip6t_ip6).
 const INV_VIA_IN: u8 = 0x01;
@@ -45,6 +46,11 @@ pub(super) fn rule_of(
         v
     } else {
         text.push(format!("-j {}", e.target));
+        if e.target == "MARK"
+            && let Some(m) = SetMark::decode(e.target_rev, e.target_data)
+        {
+            text.push(m.iptables_args());
+        }
         target_verdict(&e.target)
     };
     Rule {
@@ -124,6 +130,7 @@ fn iface_text(name: &[u8], mask: &[u8]) -> Option<String> {
 pub(super) fn match_args(name: &str, rev: u8, d: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     match name {
+        "conntrack" => out.extend(CtState::decode(rev, d).map(CtState::iptables_args)),
         "tcp" => port_args(&mut out, d, d.get(11).copied().unwrap_or(0)),
         "udp" => port_args(&mut out, d, d.get(8).copied().unwrap_or(0)),
         "mark" if rev == 1 => {

@@ -10,6 +10,7 @@ use crate::model::{
     NfVerdict, Stage,
 };
 
+mod benign;
 mod encap;
 
 const NODE: u32 = 100;

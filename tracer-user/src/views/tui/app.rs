@@ -136,6 +136,8 @@ pub struct App {
     pub status_stale: bool,
     pub focus: Focus,
     pub sort: Sort,
+    /// Benign drops are shown (dimmed): `b`, or `--all-drops`.
+    pub show_benign: bool,
     selected_flow: Option<FlowKey>,
     selected_drop: usize,
     selected_diag: usize,
@@ -168,6 +170,7 @@ impl App {
             status_stale: false,
             focus: Focus::Flows,
             sort: Sort::RecentDrops,
+            show_benign: false,
             selected_flow: None,
             selected_drop: 0,
             selected_diag: 0,
@@ -291,7 +294,12 @@ impl App {
     pub fn flow_rows(&self) -> Vec<&FlowStats> {
         let m = self.shown();
         let now = m.now_ns;
-        let mut rows: Vec<&FlowStats> = m.flows.values().collect();
+        // A flow known only from benign drops is shown with them.
+        let mut rows: Vec<&FlowStats> = m
+            .flows
+            .values()
+            .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
+            .collect();
         match self.sort {
             Sort::RecentDrops => rows.sort_by(|a, b| {
                 let ra = a.recently_dropped(now);
@@ -328,7 +336,12 @@ impl App {
     }
 
     pub fn drop_rows(&self) -> Vec<&DropPoint> {
-        let mut rows: Vec<&DropPoint> = self.shown().drop_points.values().collect();
+        let mut rows: Vec<&DropPoint> = self
+            .shown()
+            .drop_points
+            .values()
+            .filter(|p| p.key.benign.is_none() || self.show_benign)
+            .collect();
         rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
         rows
     }
@@ -362,7 +375,7 @@ impl App {
     }
 
     pub fn drop_index(&self) -> Option<usize> {
-        let n = self.shown().drop_points.len();
+        let n = self.drop_rows().len();
         (n > 0).then(|| self.selected_drop.min(n - 1))
     }
 
@@ -440,6 +453,7 @@ impl App {
             KeyCode::Char('r') => self.toggle_recording(),
             KeyCode::Char('c') => self.clear(),
             KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Char('b') => self.show_benign = !self.show_benign,
             _ => {}
         }
     }
@@ -599,7 +613,7 @@ impl App {
                 self.selected_flow = Some(key);
             }
             Focus::DropPoints => {
-                let n = self.shown().drop_points.len();
+                let n = self.drop_rows().len();
                 self.selected_drop = step(self.drop_index().unwrap_or(0), n);
             }
             Focus::Diagnoses => {

@@ -14,7 +14,10 @@
 //!   panic and signals.
 
 pub mod app;
+mod history;
 pub mod model;
+#[cfg(test)]
+mod noise_tests;
 pub mod render;
 mod terminal;
 #[cfg(test)]
@@ -162,18 +165,19 @@ pub struct TuiSink {
 
 impl TuiSink {
     /// The view for live tracing (tokio handles SIGINT/SIGTERM there).
-    pub fn live() -> io::Result<Self> {
-        Self::start(Mode::Live)
+    pub fn live(show_benign: bool) -> io::Result<Self> {
+        Self::start(Mode::Live, show_benign)
     }
 
     /// The view for `calitrace replay FILE`.
-    pub fn replay(file: &Path) -> io::Result<Self> {
-        Self::start(Mode::Replay {
-            file: file.display().to_string(),
-        })
+    pub fn replay(file: &Path, show_benign: bool) -> io::Result<Self> {
+        let file = file.display().to_string();
+        Self::start(Mode::Replay { file }, show_benign)
     }
 
-    fn start(mode: Mode) -> io::Result<Self> {
+    /// `show_benign`: benign drops are shown (dimmed) from the start; `b`
+    /// toggles them.
+    fn start(mode: Mode, show_benign: bool) -> io::Result<Self> {
         let live = mode == Mode::Live;
         let signalled = Arc::new(AtomicBool::new(false));
         // A hung-up terminal ends the session cleanly; on replay nobody else
@@ -206,7 +210,8 @@ impl TuiSink {
             failed: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
-        let app = App::new(mode);
+        let mut app = App::new(mode);
+        app.show_benign = show_benign;
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("calitrace-tui".into())

@@ -4,15 +4,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::model::{
-    Backend, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, NetfilterInfo, PacketId, PacketRecord,
-    Stage, VerdictRecord,
+    Backend, Benign, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, NetfilterInfo, PacketId,
+    PacketRecord, Stage, VerdictRecord,
 };
 
+pub use super::history::{HISTORY_SECS, History};
 pub use crate::time::SEC;
 /// A flow whose last drop is younger than this sorts first.
 pub const RECENT_NS: u64 = 10 * SEC;
-/// Seconds of drop-rate history kept per drop point.
-pub const HISTORY_SECS: u64 = 120;
 /// Two sightings of the same packet id further apart than this are two packets.
 const SAME_PACKET_NS: u64 = SEC;
 const MAX_FLOWS: usize = 4096;
@@ -181,6 +180,10 @@ pub struct FlowStats {
     pub nodes: Vec<String>,
     /// Cluster views: the node its packets never reached (UNDERLAY_*).
     pub lost_before: Option<String>,
+    /// Benign drops of this flow (shown on request, never as `✗`), and the
+    /// kernel's reason for the last one.
+    pub benign: u64,
+    pub last_benign: Option<String>,
 }
 
 impl FlowStats {
@@ -197,6 +200,8 @@ impl FlowStats {
             recent: VecDeque::new(),
             nodes: Vec::new(),
             lost_before: None,
+            benign: 0,
+            last_benign: None,
         }
     }
 
@@ -398,12 +403,15 @@ pub struct DropPointKey {
     pub table: Option<String>,
     pub chain: Option<String>,
     pub hook: Option<Hook>,
+    /// Benign drops have points of their own, shown on request.
+    pub benign: Option<Benign>,
 }
 
 impl DropPointKey {
     fn of(d: &DropRecord) -> Self {
         let nf = d.netfilter.as_ref();
         DropPointKey {
+            benign: d.benign,
             stage: d.stage,
             reason: d.reason.clone(),
             location: d.location.clone(),
@@ -431,53 +439,6 @@ impl DropPointKey {
     }
 }
 
-/// Drops per second over the last [`HISTORY_SECS`] seconds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct History {
-    /// (second, drops in it), oldest first.
-    secs: VecDeque<(u64, u64)>,
-}
-
-impl History {
-    pub fn add(&mut self, ts_ns: u64) {
-        let s = ts_ns / SEC;
-        match self.secs.iter_mut().rev().find(|(t, _)| *t <= s) {
-            Some((t, n)) if *t == s => *n += 1,
-            _ => {
-                let at = self.secs.partition_point(|(t, _)| *t < s);
-                self.secs.insert(at, (s, 1));
-            }
-        }
-        let newest = self.secs.back().map(|(t, _)| *t).unwrap_or(s);
-        while self
-            .secs
-            .front()
-            .is_some_and(|(t, _)| newest.saturating_sub(*t) >= HISTORY_SECS)
-        {
-            self.secs.pop_front();
-        }
-    }
-
-    /// Counts for the `n` seconds ending with the one containing `now_ns`.
-    pub fn series(&self, now_ns: u64, n: usize) -> Vec<u64> {
-        let now = now_ns / SEC;
-        (0..n as u64)
-            .rev()
-            .map(|back| {
-                let s = now.saturating_sub(back);
-                if back > now {
-                    return 0;
-                }
-                self.secs
-                    .iter()
-                    .find(|(t, _)| *t == s)
-                    .map(|(_, c)| *c)
-                    .unwrap_or(0)
-            })
-            .collect()
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct DropPoint {
     pub key: DropPointKey,
@@ -499,6 +460,7 @@ pub struct Model {
     pub now_ns: u64,
     pub packets_seen: u64,
     pub drops_seen: u64,
+    pub benign_seen: u64,
 }
 
 impl Model {
@@ -560,25 +522,16 @@ impl Model {
 
     pub fn on_drop(&mut self, d: &DropRecord) {
         self.now_ns = self.now_ns.max(d.ts_ns);
-        self.drops_seen += 1;
-        let key = DropPointKey::of(d);
-        if !self.drop_points.contains_key(&key) && self.drop_points.len() >= MAX_DROP_POINTS {
-            evict(&mut self.drop_points, MAX_DROP_POINTS / 8, |p| p.last_ts);
+        self.count_at_drop_point(d);
+        if d.benign.is_some() {
+            // Counted, never the flow's verdict.
+            self.benign_seen += 1;
+            let f = self.flow(&d.flow, d.ts_ns);
+            f.benign += 1;
+            f.last_benign = Some(d.reason.clone());
+            return;
         }
-        let dp = self
-            .drop_points
-            .entry(key.clone())
-            .or_insert_with(|| DropPoint {
-                key,
-                count: 0,
-                first_ts: d.ts_ns,
-                last_ts: d.ts_ns,
-                history: History::default(),
-            });
-        dp.count += 1;
-        dp.last_ts = dp.last_ts.max(d.ts_ns);
-        dp.history.add(d.ts_ns);
-
+        self.drops_seen += 1;
         let id = d.detail.packet_id();
         let f = self.flow(&d.flow, d.ts_ns);
         f.drops += 1;
@@ -603,6 +556,26 @@ impl Model {
             ifname: d.ifname.clone(),
             pod: d.pod.clone(),
         });
+    }
+
+    fn count_at_drop_point(&mut self, d: &DropRecord) {
+        let key = DropPointKey::of(d);
+        if !self.drop_points.contains_key(&key) && self.drop_points.len() >= MAX_DROP_POINTS {
+            evict(&mut self.drop_points, MAX_DROP_POINTS / 8, |p| p.last_ts);
+        }
+        let dp = self
+            .drop_points
+            .entry(key.clone())
+            .or_insert_with(|| DropPoint {
+                key,
+                count: 0,
+                first_ts: d.ts_ns,
+                last_ts: d.ts_ns,
+                history: History::default(),
+            });
+        dp.count += 1;
+        dp.last_ts = dp.last_ts.max(d.ts_ns);
+        dp.history.add(d.ts_ns);
     }
 
     pub fn on_diagnosis(&mut self, d: &Diagnosis) {

@@ -25,15 +25,15 @@ use crate::views::{Control, Status};
 
 // ------------------------------------------------------------ fixtures
 
-const NODE_NETNS: u32 = 4026531840;
-const POD_A: &str = "10.244.1.10";
-const POD_B: &str = "10.244.2.10";
-const CALI_B: &str = "cali577c632c6f2";
+pub(super) const NODE_NETNS: u32 = 4026531840;
+pub(super) const POD_A: &str = "10.244.1.10";
+pub(super) const POD_B: &str = "10.244.2.10";
+pub(super) const CALI_B: &str = "cali577c632c6f2";
 /// Record time of the first event: 1000 s of CLOCK_MONOTONIC.
-const T0: u64 = 1000 * SEC;
-const MS: u64 = 1_000_000;
+pub(super) const T0: u64 = 1000 * SEC;
+pub(super) const MS: u64 = 1_000_000;
 
-fn start() -> Record {
+pub(super) fn start() -> Record {
     Record::Start(Start {
         node: "node-b".into(),
         kernel: "6.18.44".into(),
@@ -60,7 +60,7 @@ fn start() -> Record {
     })
 }
 
-fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
+pub(super) fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
     Flow {
         src: Some(src.into()),
         dst: Some(dst.into()),
@@ -72,7 +72,7 @@ fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
     }
 }
 
-fn ping_detail(seq: u16, ttl: u8, reply: bool) -> Detail {
+pub(super) fn ping_detail(seq: u16, ttl: u8, reply: bool) -> Detail {
     Detail {
         ttl: Some(ttl),
         ip_id: Some(if reply { 5000 } else { 100 } + seq),
@@ -96,7 +96,7 @@ fn tcp_detail(id: u16) -> Detail {
     }
 }
 
-fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record {
+pub(super) fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record {
     Record::Packet(PacketRecord {
         node: None,
         ts_ns: ts,
@@ -109,7 +109,7 @@ fn packet(ts: u64, ifname: &str, dir: Dir, flow: Flow, detail: Detail) -> Record
     })
 }
 
-fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
+pub(super) fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
     Hop {
         node: None,
         ts_ns: ts,
@@ -127,7 +127,7 @@ fn hop(ts: u64, ifname: &str, dir: Dir, ttl: u8) -> Hop {
 
 use crate::model::fixtures::legacy_forward;
 
-fn nf_drop(ts: u64, seq: u16) -> Record {
+pub(super) fn nf_drop(ts: u64, seq: u16) -> Record {
     Record::Drop(DropRecord {
         node: None,
         ts_ns: ts,
@@ -142,6 +142,7 @@ fn nf_drop(ts: u64, seq: u16) -> Record {
         detail: ping_detail(seq, 62, false),
         pod: None,
         journey: vec![hop(ts - 31_000, "eth0", Dir::Ingress, 63)],
+        benign: None,
     })
 }
 
@@ -168,7 +169,7 @@ fn nf_diagnosis(count: u64, last: u64) -> Record {
 }
 
 /// A ping that gets through: request in by eth0, out to pod B; reply back.
-fn good_ping(ts: u64, seq: u16) -> Vec<Record> {
+pub(super) fn good_ping(ts: u64, seq: u16) -> Vec<Record> {
     let req = flow(POD_A, POD_B, Proto::Icmp, None);
     let rep = flow(POD_B, POD_A, Proto::Icmp, None);
     vec![
@@ -241,7 +242,7 @@ fn tcp_exchange(ts: u64, n: u16) -> Vec<Record> {
     out
 }
 
-fn app() -> App {
+pub(super) fn app() -> App {
     let mut a = App::new(Mode::Live);
     a.color = true;
     a.stamp = || "20261127T101500Z".into();
@@ -268,7 +269,7 @@ fn healthy_app() -> App {
 }
 
 /// Ping 1 passes; then FORWARD policy DROP in iptables-legacy; pings 2..=4 die.
-fn netfilter_app() -> App {
+pub(super) fn netfilter_app() -> App {
     let mut a = app();
     a.ingest(&good_ping(T0, 1));
     a.ingest(&tcp_exchange(T0 + 200 * MS, 2));
@@ -294,11 +295,11 @@ fn netfilter_app() -> App {
     a
 }
 
-fn key(c: KeyCode) -> KeyEvent {
+pub(super) fn key(c: KeyCode) -> KeyEvent {
     KeyEvent::new(c, KeyModifiers::NONE)
 }
 
-fn ch(c: char) -> KeyEvent {
+pub(super) fn ch(c: char) -> KeyEvent {
     key(KeyCode::Char(c))
 }
 
@@ -310,13 +311,13 @@ fn type_text(a: &mut App, s: &str) {
 
 // ------------------------------------------------------------ snapshots
 
-fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+pub(super) fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     term.draw(|f| render(f, app)).unwrap();
     term
 }
 
-fn screen(app: &App, w: u16, h: u16) -> String {
+pub(super) fn screen(app: &App, w: u16, h: u16) -> String {
     let term = draw(app, w, h);
     let buf = term.backend().buffer();
     let mut out = String::new();

@@ -83,19 +83,50 @@ fn drop_point_lines(p: &DropPoint, now: u64, t: &Theme) -> Vec<Line<'static>> {
         kv("reason", k.reason.clone(), t),
         kv("location", opt(&k.location), t),
     ];
+    if let Some(b) = k.benign {
+        lines.push(kv(
+            "benign",
+            format!("{b}: {}, no fault of pod traffic", b.what()),
+            t,
+        ));
+    }
     if k.backend.is_some() || k.table.is_some() || k.hook.is_some() {
         let place = netfilter_place(&k.backend, &k.table, &k.chain, &k.hook);
         lines.push(kv("netfilter", place, t));
     }
-    let per_second: Vec<String> = series.iter().map(u64::to_string).collect();
     lines.extend([
         kv("count", p.count.to_string(), t),
         kv("first", ago(now, p.first_ts), t),
         kv("last", ago(now, p.last_ts), t),
         kv("last 60s", sparkline(&series), t),
-        kv("per second", per_second.join(" "), t),
+        kv("per second", per_second(&series), t),
     ]);
     lines
+}
+
+/// The counts of `series` (oldest first, as the sparkline above them), runs
+/// of quiet seconds written `0×N`, so that the newest seconds fit the line.
+pub(in crate::views::tui) fn per_second(series: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut zeros = 0;
+    let flush = |out: &mut Vec<String>, zeros: &mut usize| {
+        match *zeros {
+            0 => {}
+            1 | 2 => out.extend(std::iter::repeat_n("0".to_string(), *zeros)),
+            n => out.push(format!("0×{n}")),
+        }
+        *zeros = 0;
+    };
+    for &v in series {
+        if v == 0 {
+            zeros += 1;
+        } else {
+            flush(&mut out, &mut zeros);
+            out.push(v.to_string());
+        }
+    }
+    flush(&mut out, &mut zeros);
+    out.join(" ")
 }
 
 fn diagnosis_lines(d: &Diagnosis, now: u64, t: &Theme) -> Vec<Line<'static>> {

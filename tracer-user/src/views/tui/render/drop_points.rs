@@ -13,8 +13,18 @@ use crate::views::tui::model::{DropPoint, RECENT_NS};
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let rows = app.drop_rows();
     let focused = app.focus == Focus::DropPoints;
-    let total: u64 = rows.iter().map(|p| p.count).sum();
-    let block = panel(format!("Drop points ({total} drops)"), focused, t);
+    let total: u64 = rows
+        .iter()
+        .filter(|p| p.key.benign.is_none())
+        .map(|p| p.count)
+        .sum();
+    let benign = app.shown().benign_seen;
+    let title = match (benign, app.show_benign) {
+        (0, _) => format!("Drop points ({total} drops)"),
+        (n, false) => format!("Drop points ({total} drops · {n} benign hidden [b])"),
+        (n, true) => format!("Drop points ({total} drops · {n} benign [b])"),
+    };
+    let block = panel(title, focused, t);
     if rows.is_empty() {
         empty_panel(frame, area, block, "no drops".into(), t);
         return;
@@ -52,8 +62,20 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-/// Active (`✗`) when it dropped in the last [`RECENT_NS`], else `-`.
+/// Active (`✗`) when it dropped in the last [`RECENT_NS`], else `-`;
+/// benign (`·`, dimmed, stage `benign`) when no fault of pod traffic.
 fn drop_row(p: &DropPoint, now: u64, spark_w: usize, t: &Theme) -> Row<'static> {
+    if p.key.benign.is_some() {
+        return Row::new(vec![
+            Cell::from("·"),
+            Cell::from(Line::from(p.count.to_string()).right_aligned()),
+            Cell::from("benign"),
+            Cell::from(p.key.place()),
+            Cell::from(p.key.reason.clone()),
+            Cell::from(sparkline(&p.history.series(now, spark_w))),
+        ])
+        .style(t.dim());
+    }
     let active = now.saturating_sub(p.last_ts) < RECENT_NS;
     let sym = if active {
         Span::styled("✗", t.bad())

@@ -13,11 +13,7 @@ use crate::views::tui::model::{DropInfo, FlowStats, Step, StepKind};
 pub(super) fn lines(f: &FlowStats, app: &App, now: u64, t: &Theme) -> Vec<Line<'static>> {
     let mut lines = vec![
         kv("flow", flow_title(f), t),
-        kv(
-            "counts",
-            format!("{} packet(s), {} drop(s)", f.packets, f.drops),
-            t,
-        ),
+        kv("counts", counts(f), t),
         seen(now, f.first_ts, f.last_ts, t),
         kv("latest", latest_packet(f), t),
     ];
@@ -37,6 +33,16 @@ pub(super) fn lines(f: &FlowStats, app: &App, now: u64, t: &Theme) -> Vec<Line<'
         lines.extend(diag_lines(d, t, 92, 8));
     }
     lines
+}
+
+/// `3 packet(s), 1 drop(s)`, and the benign drops when there are any.
+fn counts(f: &FlowStats) -> String {
+    let mut s = format!("{} packet(s), {} drop(s)", f.packets, f.drops);
+    if f.benign > 0 {
+        let reason = f.last_benign.as_deref().unwrap_or("?");
+        s.push_str(&format!(", {} benign ({reason})", f.benign));
+    }
+    s
 }
 
 /// The latest packet: its ICMP type if any, IP id and length.

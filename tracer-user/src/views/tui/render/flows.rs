@@ -63,6 +63,9 @@ fn flow_text(f: &FlowStats) -> String {
 }
 
 fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
+    if app.show_benign && f.benign > 0 && f.latest.drop.is_none() && f.never_reached().is_none() {
+        return benign_row(f, t);
+    }
     let (sym, verdict) = match (&f.latest.drop, f.never_reached()) {
         (Some(d), _) => (
             Span::styled("✗", t.bad()),
@@ -93,4 +96,18 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
         Cell::from(Line::from(drops).right_aligned()),
         Cell::from(verdict),
     ])
+}
+
+/// A flow whose frees were all benign, shown on request: dimmed, `·`.
+fn benign_row(f: &FlowStats, t: &Theme) -> Row<'static> {
+    let reason = f.last_benign.as_deref().unwrap_or("?");
+    Row::new(vec![
+        Cell::from("·"),
+        Cell::from(flow_text(f)),
+        Cell::from(f.key.proto_name()),
+        Cell::from(Line::from(f.packets.to_string()).right_aligned()),
+        Cell::from(Line::from("0").right_aligned()),
+        Cell::from(format!("benign: {} × {reason}", f.benign)),
+    ])
+    .style(t.dim())
 }

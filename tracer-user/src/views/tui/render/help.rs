@@ -56,6 +56,10 @@ fn keys(app: &App, t: &Theme) -> Vec<Line<'static>> {
             "s",
             "sort flows: recent drops, drops, packets, last seen, address",
         ),
+        k(
+            "b",
+            "show / hide benign drops (link-local, closing sockets), dimmed",
+        ),
         k("c", "clear counters (flows, drop points, diagnoses)"),
         k("p", "probes: attached, unavailable and why; interfaces"),
         k("?", "this help"),
@@ -72,6 +76,8 @@ fn legend(t: &Theme) -> [Line<'static>; 3] {
             Span::styled("✓", t.ok()),
             Span::raw(" passed   "),
             Span::raw("- drop point quiet for 10 s   "),
+            Span::styled("·", t.dim()),
+            Span::raw(" benign   "),
             Span::raw("·▁▂▃▅▇█ drops per second"),
         ]),
         Line::from(vec![

@@ -29,6 +29,8 @@ use ratatui::widgets::{Block, Borders, HighlightSpacing, Paragraph, Row, Table, 
 use super::app::{App, Overlay};
 use super::model::{FlowStats, StepKind};
 
+#[cfg(test)]
+pub(in crate::views::tui) use details::per_second;
 pub use header::backends;
 pub use theme::Theme;
 

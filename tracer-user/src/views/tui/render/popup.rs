@@ -7,8 +7,13 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::Theme;
 
-/// `lines` in a box as tall as they need (within `area`), scrolled down by
-/// `scroll` lines.
+/// Widest box drawn.
+const MAX_WIDTH: u16 = 96;
+
+/// `lines` in a box as tall as they need once wrapped (within `area`),
+/// scrolled down by `scroll` lines. Counting wrapped rows matters: a long
+/// line's end (the newest seconds of a drop point's "per second") must not
+/// fall below the box.
 pub(super) fn show(
     frame: &mut Frame,
     area: Rect,
@@ -17,19 +22,22 @@ pub(super) fn show(
     scroll: u16,
     t: &Theme,
 ) {
-    let h = lines.len() as u16 + 2;
-    let r = centred(area, 96, h);
-    frame.render_widget(Clear, r);
     let block = Block::bordered()
         .title(Span::styled(format!(" {title} "), t.key()))
         .title_bottom(Line::from(Span::styled(" Esc closes ", t.dim())).right_aligned());
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false })
-            .scroll((scroll, 0)),
-        r,
-    );
+    let paragraph = Paragraph::new(lines)
+        .block(block)
+        .wrap(Wrap { trim: false })
+        .scroll((scroll, 0));
+    let w = box_width(area);
+    let h = paragraph.line_count(w.saturating_sub(2));
+    let r = centred(area, w, u16::try_from(h).unwrap_or(u16::MAX));
+    frame.render_widget(Clear, r);
+    frame.render_widget(paragraph, r);
+}
+
+fn box_width(area: Rect) -> u16 {
+    MAX_WIDTH.min(area.width.saturating_sub(2)).max(1)
 }
 
 /// A centred box of at most `w` x `h` inside `area`.
