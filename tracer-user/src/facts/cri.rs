@@ -2,10 +2,11 @@
 //! (containerd's or CRI-O's): the pod sandboxes it runs, with their
 //! namespaces, names and addresses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::error::Error;
+use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
@@ -204,7 +205,7 @@ pub fn from_cri(host_root: &Path, timeout: Duration) -> Option<BTreeMap<IpAddr, 
     let deadline = Instant::now() + timeout;
     let sockets: Vec<PathBuf> = SOCKETS
         .iter()
-        .map(|s| host_root.join(s))
+        .map(|s| under_root(host_root, s))
         .filter(|p| p.exists())
         .collect();
     if sockets.is_empty() {
@@ -238,6 +239,29 @@ pub fn from_cri(host_root: &Path, timeout: Duration) -> Option<BTreeMap<IpAddr, 
     // Whatever the runtime left unanswered is abandoned, not waited for.
     rt.shutdown_background();
     found
+}
+
+/// `rel` under `root`, where a symlink on the way to an absolute path (many
+/// hosts have `/var/run -> /run`) means the host's path, not this container's.
+fn under_root(root: &Path, rel: &str) -> PathBuf {
+    let mut path = root.to_path_buf();
+    let mut rest: VecDeque<OsString> = Path::new(rel).iter().map(OsStr::to_os_string).collect();
+    let mut hops = 0;
+    while let Some(part) = rest.pop_front() {
+        let next = path.join(&part);
+        match std::fs::read_link(&next) {
+            Ok(target) if target.is_absolute() && hops < 16 => {
+                hops += 1;
+                path = root.to_path_buf();
+                let parts = target.components().filter(|c| *c != Component::RootDir);
+                for p in parts.rev() {
+                    rest.push_front(p.as_os_str().to_os_string());
+                }
+            }
+            _ => path = next,
+        }
+    }
+    path
 }
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -438,6 +462,30 @@ mod tests {
             pod("s", "n")
         );
         assert_eq!(s.encode_to_vec(), status, "encodes back the same");
+    }
+
+    #[test]
+    fn absolute_symlinks_under_the_root_stay_under_it() {
+        let root = std::env::temp_dir().join(format!("calitrace-cri-link-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("run/crio")).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        assert_eq!(
+            under_root(&root, SOCKETS[1]),
+            root.join("run/crio/crio.sock")
+        );
+        assert_eq!(
+            under_root(&root, SOCKETS[0]),
+            root.join(SOCKETS[0]),
+            "no links on the way"
+        );
+        std::os::unix::fs::symlink("/loop", root.join("loop")).unwrap();
+        assert_eq!(
+            under_root(&root, "loop/x"),
+            root.join("loop/x"),
+            "a loop ends"
+        );
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]
