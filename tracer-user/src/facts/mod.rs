@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Backend;
 use crate::netfilter::Inventory;
 
+pub mod cri;
 pub mod environment;
 pub mod pods;
 pub mod topology;

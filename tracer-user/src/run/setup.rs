@@ -2,6 +2,7 @@
 //! symbols, BTF, interfaces, pods behind them, and the node's facts.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -121,6 +122,9 @@ fn topology(links: &[netlink::Link]) -> Topology {
     }
 }
 
+/// How long the container runtime may take to list its pods: tracing waits for it.
+const CRI_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What is known about the node when tracing starts.
 pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) -> NodeFacts {
     let mut facts = NodeFacts {
@@ -139,6 +143,10 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) ->
         ..Default::default()
     };
     facts.pod_names = crate::facts::pods::from_kubelet_logs(host_root, &facts.topology.routes);
+    // The runtime knows every pod it runs: its names win over the kubelet's directories.
+    if let Some(from_runtime) = crate::facts::cri::from_cri(host_root, CRI_TIMEOUT) {
+        facts.pod_names.extend(from_runtime);
+    }
     facts.checks = doctor::run_checks(&doctor::Inputs::live(doctor::HostRoot::new(host_root)))
         .into_iter()
         .filter(|c| matches!(c.status, CheckStatus::Warn | CheckStatus::Fail))
