@@ -50,22 +50,11 @@ impl HostRoot {
     /// The host's path `p` and every host path its symlinks lead to, in order
     /// (at most 32 links); empty when `p` does not exist.
     pub fn link_chain(&self, p: impl AsRef<Path>) -> Vec<PathBuf> {
-        let mut cur = p.as_ref().to_path_buf();
+        let cur = p.as_ref().to_path_buf();
         if self.path(&cur).symlink_metadata().is_err() {
             return Vec::new();
         }
-        let mut chain = vec![cur.clone()];
-        for _ in 0..32 {
-            let Ok(target) = std::fs::read_link(self.path(&cur)) else {
-                break;
-            };
-            cur = match cur.parent() {
-                Some(dir) if target.is_relative() => dir.join(target),
-                _ => target,
-            };
-            chain.push(cur.clone());
-        }
-        chain
+        crate::kernel::system::symlink_chain(&cur, |c| std::fs::read_link(self.path(c)))
     }
 
     /// The processes in this root's `/proc` whose name (`comm`) is one of

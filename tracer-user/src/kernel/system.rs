@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// Capability bits (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
@@ -109,6 +110,28 @@ pub fn read_iface_sysctl(
 }
 
 /// Addresses configured on this namespace's interfaces.
+/// `start` and every path its symlinks lead to, in order (at most 32
+/// links), reading each link with `read_link` (which may look under
+/// another root).
+pub fn symlink_chain(
+    start: &Path,
+    read_link: impl Fn(&Path) -> std::io::Result<PathBuf>,
+) -> Vec<PathBuf> {
+    let mut chain = vec![start.to_path_buf()];
+    let mut cur = start.to_path_buf();
+    for _ in 0..32 {
+        let Ok(target) = read_link(&cur) else {
+            break;
+        };
+        cur = match cur.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+        chain.push(cur.clone());
+    }
+    chain
+}
+
 pub fn local_addresses() -> HashSet<IpAddr> {
     super::netlink::addresses()
         .map(|a| a.into_iter().collect())

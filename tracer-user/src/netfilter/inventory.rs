@@ -201,19 +201,7 @@ fn iptables_path() -> Option<PathBuf> {
 
 /// `p` and every path its symlinks lead to, in order.
 fn link_chain(p: &Path) -> Vec<PathBuf> {
-    let mut chain = vec![p.to_path_buf()];
-    let mut cur = p.to_path_buf();
-    for _ in 0..32 {
-        let Ok(target) = std::fs::read_link(&cur) else {
-            break;
-        };
-        cur = match cur.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
-        chain.push(cur.clone());
-    }
-    chain
+    crate::kernel::system::symlink_chain(p, |c| std::fs::read_link(c))
 }
 
 pub(crate) fn backend_of_name(p: &Path) -> Option<Backend> {

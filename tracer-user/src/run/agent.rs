@@ -28,40 +28,33 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .as_fd()
         .try_clone_to_owned()
         .context("stdout")?;
-    let Tracing {
-        rt,
-        stops,
-        mut tracer,
-        start,
-        mut session,
-        mut watch,
-    } = begin(&args)?;
+    let mut t: Tracing = begin(&args)?;
     let stops = if stdin_can_close() {
-        stops.and_stdin_closing()
+        t.stops.and_stdin_closing()
     } else {
-        stops
+        t.stops
     };
-    session.start_stream(
+    t.session.start_stream(
         Box::new(std::fs::File::from(stdout)),
-        recording_header(&start),
+        recording_header(&t.start),
         FLUSH_EVERY,
     )?;
     eprintln!(
         "calitrace: agent on {}: recording stream on stdout",
-        start.node
+        t.start.node
     );
-    let result = rt.block_on(event_loop(
-        &mut tracer,
-        &mut session,
-        &mut watch,
+    let result = t.rt.block_on(event_loop(
+        &mut t.tracer,
+        &mut t.session,
+        &mut t.watch,
         &mut Discard,
-        &start,
+        &t.start,
         args.duration,
         stops,
     ));
-    session.finish();
-    let ended = session.stop_recording(&end_counters(&tracer));
-    drop(tracer); // detach before reporting
+    t.session.finish();
+    let ended = t.session.stop_recording(&end_counters(&t.tracer));
+    drop(t.tracer); // detach before reporting
     quiet_if_client_gone(result)?;
     quiet_if_client_gone(ended)
 }
