@@ -61,31 +61,18 @@ fn healthy(mode: Mode) {
             f.dump()
         );
     }
-    // A segment without payload that reaches an endpoint after its socket is gone
-    // (a duplicate ACK answering a spurious FIN retransmission at teardown, which a
-    // slow machine such as an emulated one makes) is the kernel's NO_SOCKET and no
-    // fault of the path; anything else is.
-    let teardown_echo = |d: &&Value| {
-        d["reason"] == "NO_SOCKET"
-            && d["proto"] == "tcp"
-            && d["len"].as_u64().is_some_and(|l| l <= 60)
-    };
+    // A teardown duplicate ACK after the socket is gone (slow, emulated machines
+    // make them) or a ping reply no socket wanted is a benign free: counted in
+    // stats, never a drop or a diagnosis of the flow.
     let drops = f.drops();
-    let flow_drops = Finished::between(&drops, &a.ip, &b.ip);
     assert!(
-        flow_drops.iter().all(teardown_echo) && flow_drops.len() <= 2,
+        Finished::between(&drops, &a.ip, &b.ip).is_empty(),
         "no drop for a healthy flow\n{}",
         f.dump()
     );
     let diags = f.diagnoses();
     assert!(
-        Finished::between(&diags, &a.ip, &b.ip)
-            .iter()
-            .all(|d| d["code"] == "OTHER"
-                && d["summary"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("NO_SOCKET"))
-                && !flow_drops.is_empty()),
+        Finished::between(&diags, &a.ip, &b.ip).is_empty(),
         "no diagnosis for a healthy flow\n{}",
         f.dump()
     );
