@@ -5,5 +5,6 @@
 pub mod calitrace;
 pub mod kernel;
 pub mod lab;
+pub mod standby;
 
 pub use lab::{Backend, Lab, LinkStats, Mode, Node, Pod, cleanup_stale};

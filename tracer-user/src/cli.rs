@@ -36,6 +36,18 @@ pub enum Command {
     /// Check this node's Calico datapath configuration (no eBPF): exit 0 when
     /// no check fails, 1 when one does.
     Doctor(DoctorArgs),
+    /// Print the doctor's checks once (text, for `kubectl logs`), then wait
+    /// for SIGTERM, SIGINT or SIGHUP and exit 0: what the agent DaemonSet's
+    /// pods run; tracing happens in `kubectl exec ... calitrace agent`.
+    Standby(StandbyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StandbyArgs {
+    /// Where the host's root is mounted (the DaemonSet mounts host paths
+    /// under /host): the doctor reads host files and /proc under it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 /// How doctor writes its checks.
@@ -165,4 +177,23 @@ pub struct ReplayArgs {
     pub speed: Option<f64>,
     #[command(flatten)]
     pub view: ViewArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_takes_a_host_root() {
+        let cli = Cli::try_parse_from(["calitrace", "standby", "--host-root", "/host"]).unwrap();
+        match cli.command {
+            Some(Command::Standby(a)) => assert_eq!(a.host_root, PathBuf::from("/host")),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["calitrace", "standby"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Standby(a)) if a.host_root == std::path::Path::new("/"))
+        );
+        assert!(Cli::try_parse_from(["calitrace", "standby", "host", "10.0.0.1"]).is_err());
+    }
 }

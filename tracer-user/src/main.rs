@@ -12,6 +12,7 @@ fn main() {
         Some(Command::Agent(args)) => run::agent::run(args),
         Some(Command::Cluster(args)) => run::cluster::run(args),
         Some(Command::Doctor(args)) => run::doctor::run(args),
+        Some(Command::Standby(args)) => run::standby::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

@@ -4,6 +4,8 @@
 //! built against the nightly's own libLLVM (no prebuilt one can be fetched).
 
 mod bench;
+mod image;
+mod manifests;
 mod setup;
 mod vm;
 
@@ -42,8 +44,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// cargo clippy on everything, warnings as errors.
+    /// cargo clippy on everything, warnings as errors, and the manifests.
     Lint,
+    /// Validate deploy/'s manifests (and their kustomize build) offline against
+    /// the schemas of Kubernetes 1.37, 1.36 and 1.35, strictly.
+    Manifests,
+    /// A static (musl) calitrace in an OCI image archive holding nothing else:
+    /// target/image/calitrace-oci.tar, tagged calitrace:<version>.
+    Image,
     /// Fuzz the recording reader and replay pipeline (cargo fuzz, libFuzzer)
     /// for a bounded time, starting from the seed corpus in fuzz/corpus.
     Fuzz {
@@ -171,9 +179,13 @@ fn main() -> Result<()> {
                 );
             }
             let bin = build(false)?;
+            // tests/tests/image.rs runs the image's binary: the same build as
+            // `cargo xtask image`'s.
+            let image = image::image()?;
             let mut c = cargo();
             c.args(["test", "--workspace"])
                 .env("CALITRACE_BIN", &bin)
+                .env("CALITRACE_IMAGE", &image)
                 .args(&args);
             run(&mut c)
         }
@@ -189,7 +201,10 @@ fn main() -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
-            ]))
+            ]))?;
+            manifests::check()
         }
+        Cmd::Manifests => manifests::check(),
+        Cmd::Image => image::image().map(|_| ()),
     }
 }

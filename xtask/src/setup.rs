@@ -1,5 +1,6 @@
 //! Installing the eBPF build chain once per machine.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -139,4 +140,46 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
     }
     eprintln!("xtask: installing cargo-fuzz (once)");
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// A rustup target of the default toolchain (`x86_64-unknown-linux-musl`).
+pub fn ensure_rust_target(target: &str) -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding the rust target {target}");
+    run(Command::new("rustup").args(["target", "add", target]))
+}
+
+/// Debian's `package` when `command` is not on PATH (as root: apt-get).
+pub fn ensure_apt_package(command: &str, package: &str) -> Result<()> {
+    if on_path(command) {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!(
+            "{command} is missing: install Debian's {package} (`apt-get install {package}`, as root)"
+        );
+    }
+    eprintln!("xtask: installing {package} (for {command})");
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .or_else(|_| {
+        // A fresh machine may have no package lists yet.
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })
+}
+
+pub fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(command))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }

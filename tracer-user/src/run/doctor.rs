@@ -12,41 +12,62 @@ use crate::kernel::system;
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let root = HostRoot::new(&args.host_root);
+    let checks = checks_under(&root);
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        DoctorOutput::Json => write_json(&mut out, &checks)?,
+        DoctorOutput::Text => write_report(&mut out, "calitrace doctor", &root, &checks)?,
+    }
+    out.flush()?;
+    match failed_line(&checks) {
+        Some(line) => bail!("{line}"),
+        None => Ok(()),
+    }
+}
+
+/// The checks of the live node with host files under `root` (a root that is
+/// not a directory is said on stderr: its checks skip).
+pub fn checks_under(root: &HostRoot) -> Vec<Check> {
     if !root.dir().is_dir() {
         eprintln!(
             "calitrace: --host-root {} is not a directory: the checks of host files skip",
             root.dir().display()
         );
     }
-    let checks = run_checks(&Inputs::live(root.clone()));
-    let mut out = std::io::stdout().lock();
-    match args.output {
-        DoctorOutput::Json => write_json(&mut out, &checks)?,
-        DoctorOutput::Text => {
-            writeln!(
-                out,
-                "calitrace doctor: node {}, kernel {}, host root {}",
-                system::node_name(),
-                system::kernel_release(),
-                root.dir().display()
-            )?;
-            write_text(&mut out, &checks)?;
-        }
-    }
-    out.flush()?;
+    run_checks(&Inputs::live(root.clone()))
+}
+
+/// The text report: a line naming the node, then the table.
+pub fn write_report(
+    out: &mut impl Write,
+    title: &str,
+    root: &HostRoot,
+    checks: &[Check],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{title}: node {}, kernel {}, host root {}",
+        system::node_name(),
+        system::kernel_release(),
+        root.dir().display()
+    )?;
+    write_text(out, checks)
+}
+
+/// "N check(s) failed: ids; ..." when any failed.
+pub fn failed_line(checks: &[Check]) -> Option<String> {
     let failed: Vec<&str> = checks
         .iter()
         .filter(|c| c.failed())
         .map(|c| c.id.as_str())
         .collect();
-    if !failed.is_empty() {
-        bail!(
+    (!failed.is_empty()).then(|| {
+        format!(
             "{} check(s) failed: {}; each one's hint says what to change",
             failed.len(),
             failed.join(", ")
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 pub fn write_json(out: &mut impl Write, checks: &[Check]) -> std::io::Result<()> {
@@ -138,5 +159,14 @@ mod tests {
         assert_eq!(lines[1]["type"], "check");
         assert_eq!(lines[1]["status"], "fail");
         assert_eq!(lines[2]["hint"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn failed_line_names_the_failed_checks() {
+        assert_eq!(
+            failed_line(&sample()).as_deref(),
+            Some("1 check(s) failed: proxy_arp; each one's hint says what to change")
+        );
+        assert_eq!(failed_line(&sample()[..1]), None);
     }
 }

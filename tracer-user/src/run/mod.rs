@@ -1,4 +1,5 @@
-//! The commands: live tracing, replay, the probe report, and doctor.
+//! The commands: live tracing, replay, the probe report, doctor, and the
+//! DaemonSet's standby.
 
 pub mod agent;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod probes;
 pub mod replay;
 pub mod session;
 pub mod setup;
+pub mod standby;
 
 use std::fmt;
 

@@ -1,0 +1,231 @@
+//! `cargo xtask manifests` (also part of `cargo xtask lint`): every manifest
+//! in `deploy/`, and what `kubectl kustomize deploy/` makes of them, checked
+//! offline against the Kubernetes schemas of the current and the two previous
+//! minor releases, strictly (an unknown field is an error), with PyPI's
+//! `kubernetes-validate` (installed once in a virtual environment of its own).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{root, run};
+
+/// The Kubernetes releases the manifests must be valid for.
+pub const KUBERNETES_VERSIONS: [&str; 3] = ["1.37", "1.36", "1.35"];
+/// The validator's version (its schemas go up to Kubernetes 1.37).
+const VALIDATOR_VERSION: &str = "1.37.0";
+/// kustomize's own file: no Kubernetes schema describes it.
+const KUSTOMIZATION: &str = "kustomization.yaml";
+
+pub fn check() -> Result<()> {
+    let validator = ensure_validator()?;
+    let dir = root().join("deploy");
+    let files = manifests(&dir)?;
+    check_kustomization_lists(&dir, &files)?;
+    validate(&validator, &files)?;
+    match kustomize(&dir)? {
+        Some(built) => {
+            let out = root().join("target/manifests/kustomized.yaml");
+            std::fs::create_dir_all(out.parent().unwrap())?;
+            std::fs::write(&out, built)?;
+            validate(&validator, &[out])?;
+        }
+        None => eprintln!(
+            "xtask: kubectl is not installed: the output of `kubectl kustomize deploy/` is not validated (each file is)"
+        ),
+    }
+    println!(
+        "xtask: {} manifest file(s) in deploy/ valid for Kubernetes {} (strict)",
+        files.len(),
+        KUBERNETES_VERSIONS.join(", ")
+    );
+    Ok(())
+}
+
+/// The YAML files of `dir` but kustomize's own, sorted.
+fn manifests(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter(|p| !p.ends_with(KUSTOMIZATION))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no manifests in {}", dir.display());
+    }
+    Ok(files)
+}
+
+/// `kubectl apply -k` installs only what the kustomization lists: every
+/// manifest must be there (and nothing else).
+fn check_kustomization_lists(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let text = std::fs::read_to_string(dir.join(KUSTOMIZATION))
+        .with_context(|| format!("reading {}/{KUSTOMIZATION}", dir.display()))?;
+    let listed = resources(&text);
+    let mut present: Vec<String> = files
+        .iter()
+        .filter_map(|f| Some(f.file_name()?.to_str()?.to_string()))
+        .collect();
+    present.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    if sorted != present {
+        bail!(
+            "{KUSTOMIZATION} lists {listed:?} but deploy/ has {present:?}: list every manifest there"
+        );
+    }
+    Ok(())
+}
+
+/// The `resources:` entries of a kustomization (a plain YAML list).
+fn resources(kustomization: &str) -> Vec<String> {
+    kustomization
+        .lines()
+        .skip_while(|l| l.trim_end() != "resources:")
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with("- ") || l.trim().is_empty())
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// Validates `files` for each release; a warning (an unknown kind or API
+/// version has no schema, so it would pass unchecked) fails too.
+pub fn validate(validator: &Path, files: &[PathBuf]) -> Result<()> {
+    let mut problems = Vec::new();
+    for version in KUBERNETES_VERSIONS {
+        let out = Command::new(validator)
+            .args(["--strict", "--quiet", "--kubernetes-version", version])
+            .args(files)
+            .output()
+            .with_context(|| format!("running {}", validator.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || text.contains("WARN") || text.contains("ERROR") {
+            problems.push(format!("Kubernetes {version}:\n{}", text.trim()));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("manifests not valid:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// `kubectl kustomize DIR` (offline), or None without kubectl.
+fn kustomize(dir: &Path) -> Result<Option<String>> {
+    if !crate::setup::on_path("kubectl") {
+        return Ok(None);
+    }
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .context("running kubectl kustomize")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `kubernetes-validate` in a virtual environment of its own, cached across
+/// checkouts (no system Python package is touched).
+pub fn ensure_validator() -> Result<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
+    let venv = home.join(format!(
+        ".cache/calitrace/kubernetes-validate-{VALIDATOR_VERSION}"
+    ));
+    let bin = venv.join("bin/kubernetes-validate");
+    if Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == VALIDATOR_VERSION)
+    {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate {VALIDATOR_VERSION} in {}",
+        venv.display()
+    );
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .context("python3 -m venv (Debian's python3-venv) is needed for kubernetes-validate")?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={VALIDATOR_VERSION}"),
+    ]))?;
+    Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_of_a_kustomization() {
+        let k = "apiVersion: x\nresources:\n  - a.yaml\n  - b.yaml\n\nimages:\n  - name: c\n";
+        assert_eq!(resources(k), ["a.yaml", "b.yaml"]);
+    }
+
+    #[test]
+    fn every_manifest_must_be_in_the_kustomization() {
+        let dir = std::env::temp_dir().join(format!("xtask-kust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(KUSTOMIZATION), "resources:\n  - a.yaml\n").unwrap();
+        std::fs::write(dir.join("a.yaml"), "").unwrap();
+        assert!(check_kustomization_lists(&dir, &manifests(&dir).unwrap()).is_ok());
+        std::fs::write(dir.join("b.yaml"), "").unwrap();
+        let e = check_kustomization_lists(&dir, &manifests(&dir).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("b.yaml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The real manifests pass; the same with one wrong field, an unknown
+    /// kind, or broken YAML fail (needs the validator: installs it once).
+    #[test]
+    fn deploy_validates_and_broken_manifests_do_not() {
+        let validator = ensure_validator().unwrap();
+        let files = manifests(&root().join("deploy")).unwrap();
+        validate(&validator, &files).unwrap();
+        let daemonset =
+            std::fs::read_to_string(root().join("deploy/agent-daemonset.yaml")).unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let broken = [
+            (
+                "field",
+                daemonset.replace("hostPID: true", "hostPIDs: true"),
+                "'hostPIDs' was unexpected",
+            ),
+            (
+                "kind",
+                daemonset.replace("kind: DaemonSet", "kind: DaemonSett"),
+                "DaemonSett",
+            ),
+            (
+                "type",
+                daemonset.replace("privileged: true", "privileged: yes please"),
+                "privileged",
+            ),
+            ("yaml", "a: [\n".to_string(), "parse"),
+        ];
+        for (name, text, says) in broken {
+            let file = dir.join(format!("{name}.yaml"));
+            std::fs::write(&file, text).unwrap();
+            let e = validate(&validator, &[file]).expect_err(name).to_string();
+            assert!(e.contains(says), "{name}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
