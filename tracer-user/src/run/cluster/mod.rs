@@ -1,6 +1,7 @@
 //! `calitrace cluster`: one live view of several nodes. The agents come
-//! from commands (`--node NAME=COMMAND`, [`local`]); their streams meet in
-//! one [`session`].
+//! from commands (`--node NAME=COMMAND`, [`local`]) or through the
+//! Kubernetes API server (`--k8s`, [`crate::run::k8s`]); either way their
+//! streams meet in one [`session`].
 
 pub mod local;
 pub mod session;
@@ -21,8 +22,13 @@ use session::SessionSetup;
 
 pub fn run(args: ClusterArgs) -> Result<()> {
     let stop = stop_on_signals()?;
+    if args.kube.k8s {
+        return super::k8s::run(args, &stop);
+    }
     if args.nodes.is_empty() {
-        return Err(usage("give the nodes: --node NAME=COMMAND (repeatable)"));
+        return Err(usage(
+            "give the nodes: --node NAME=COMMAND (repeatable), or --k8s with --pods, --nodes or --all-nodes",
+        ));
     }
     let nodes = local::parse_nodes(&args.nodes)?;
     let names: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
