@@ -481,4 +481,63 @@ fn readme_capture() {
         },
     );
     println!("{}\n--- stderr ---\n{}", f.stdout, f.stderr);
+    api.with(|s| s.forbidden.push(("create".into(), "pods/exec".into())));
+    let f = k8s_run(&api, &["--pods", "shop/frontend-0,shop/backend-0"]);
+    println!(
+        "--- forbidden exec: exit {:?} ---\n{}",
+        f.status.code(),
+        f.stderr
+    );
+}
+
+#[test]
+fn as_a_kubectl_plugin_cluster_goes_through_the_api_server() {
+    let api = bare_cluster();
+    let dir = std::env::temp_dir().join(format!("calitrace-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("kubectl-calitrace");
+    std::fs::remove_file(&link).ok();
+    std::os::unix::fs::symlink(calitrace::binary(), &link).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output();
+    let out = |args: &[&str]| {
+        // Through kubectl's plugin lookup where kubectl is installed, else
+        // as kubectl would start it.
+        let mut c = match &kubectl {
+            Ok(o) if o.status.success() => {
+                let mut c = std::process::Command::new("kubectl");
+                c.arg("calitrace");
+                c
+            }
+            _ => std::process::Command::new(&link),
+        };
+        c.args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", api.kubeconfig())
+            .output()
+            .unwrap()
+    };
+    let help = out(&["cluster", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("Usage: kubectl calitrace cluster"), "{help}");
+    let f = out(&["cluster", "--pods", "shop/nope"]);
+    let err = String::from_utf8_lossy(&f.stderr).to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(f.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown pod shop/nope"),
+        "--k8s is implied: {err}"
+    );
+    assert!(api.with(|s| {
+        s.log
+            .iter()
+            .any(|l| l.contains("/namespaces/shop/pods/nope"))
+    }));
 }

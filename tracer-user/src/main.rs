@@ -20,18 +20,29 @@ fn main() {
 }
 
 /// The command line; installed as `kubectl-calitrace`, the same binary is a
-/// kubectl plugin and its help and usage say `kubectl calitrace`.
+/// kubectl plugin: its help and usage say `kubectl calitrace`, and its
+/// `cluster` goes through the API server (`--k8s`) unless given `--node`.
 fn parse() -> Cli {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    let plugin = std::path::Path::new(&argv0)
-        .file_name()
-        .is_some_and(|n| n == "kubectl-calitrace");
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let plugin = args.first().is_some_and(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .is_some_and(|n| n == "kubectl-calitrace")
+    });
     let mut command = Cli::command();
     if plugin {
         command = command
             .name("kubectl calitrace")
             .bin_name("kubectl calitrace");
+        let flag = |a: &std::ffi::OsString, f: &str| {
+            a.to_str()
+                .is_some_and(|a| a == f || a.starts_with(&format!("{f}=")))
+        };
+        let cluster = args.get(1).is_some_and(|a| a == "cluster");
+        if cluster && !args.iter().any(|a| flag(a, "--k8s") || flag(a, "--node")) {
+            args.insert(2, "--k8s".into());
+        }
     }
-    let matches = command.get_matches();
+    let matches = command.get_matches_from(args);
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
