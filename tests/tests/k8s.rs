@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use calitrace_tests::apiserver::{ApiServer, FakeNode, Protocols};
+use calitrace_tests::apiserver::{ApiServer, FakeNode, Protocols, rbac};
 use calitrace_tests::calitrace::{self, Finished, Trace};
 use calitrace_tests::lab::FabricDrop;
 use calitrace_tests::{Lab, Mode};
@@ -48,6 +48,14 @@ fn cluster_of(lab: &Lab, daemonset: bool) -> ApiServer {
         false,
     );
     api
+}
+
+/// Only what deploy/operator-rbac.yaml allows is allowed.
+fn with_operator_rbac(api: &ApiServer) {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/operator-rbac.yaml");
+    let rules = rbac::rules(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert!(!rules.is_empty());
+    api.with(|s| s.rbac = Some(rules));
 }
 
 /// A stand-in cluster without a lab (for errors that come before any agent).
@@ -134,6 +142,7 @@ fn an_underlay_drop_through_the_api_server_names_the_pods() {
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     lab.fabric_drop(FabricDrop::ToNet("10.244.0.0/16")).unwrap();
     let api = cluster_of(&lab, true);
+    with_operator_rbac(&api);
     let f = k8s_view(&api, &["--pods", "shop/frontend-0,shop/backend-0"], || {
         assert!(!lab.ping(&a, &b.ip, 3), "the fabric drops pod traffic");
     });
@@ -206,6 +215,7 @@ fn ephemeral_agent_pods_run_after_pending_and_are_deleted_at_the_end() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let api = cluster_of(&lab, false);
+    with_operator_rbac(&api);
     api.with(|s| s.pending_for = Duration::from_millis(1500));
     let t = start(&api, &["--nodes", "node-a,node-b"]);
     let created = api.with(|s| s.created.clone());
@@ -287,6 +297,7 @@ fn cleanup_removes_every_ephemeral_agent_pod_and_nothing_else() {
         true,
     );
     api.add_daemonset_pod(&api.with(|s| s.nodes[0].clone()));
+    with_operator_rbac(&api);
     let f = k8s_run(&api, &["--cleanup"]);
     assert!(f.status.success(), "{}", f.dump());
     assert!(

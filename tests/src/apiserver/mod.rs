@@ -6,6 +6,7 @@
 
 mod exec;
 pub mod objects;
+pub mod rbac;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct State {
     pub pods: BTreeMap<(String, String), Stored>,
     /// (verb, resource) pairs answered with 403 Forbidden.
     pub forbidden: Vec<(String, String)>,
+    /// When set, only what these rules allow (everything else: 403).
+    pub rbac: Option<Vec<rbac::Rule>>,
     /// Created pods stay Pending this long before they run.
     pub pending_for: Duration,
     /// Created pods never run: their image cannot be pulled.
@@ -65,10 +68,14 @@ pub struct State {
 }
 
 impl State {
-    pub fn is_forbidden(&self, verb: &str, resource: &str) -> bool {
+    pub fn is_forbidden(&self, verb: &str, resource: &str, ns: Option<&str>) -> bool {
         self.forbidden
             .iter()
             .any(|(v, r)| v == verb && r == resource)
+            || self
+                .rbac
+                .as_ref()
+                .is_some_and(|rules| !rbac::allows(rules, verb, resource, ns))
     }
 }
 
@@ -87,6 +94,7 @@ impl ApiServer {
             nodes,
             pods: BTreeMap::new(),
             forbidden: Vec::new(),
+            rbac: None,
             pending_for: Duration::from_millis(600),
             image_pull_fails: false,
             protocols: Protocols::V5,

@@ -146,7 +146,7 @@ pub fn refuse(
     name: Option<&str>,
     ns: Option<&str>,
 ) -> Option<Response<Body>> {
-    if !state.lock().unwrap().is_forbidden(verb, resource) {
+    if !state.lock().unwrap().is_forbidden(verb, resource, ns) {
         return None;
     }
     let kind = resource.split('/').next().unwrap_or(resource);
