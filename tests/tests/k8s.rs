@@ -257,7 +257,11 @@ fn ephemeral_agent_pods_run_after_pending_and_are_deleted_at_the_end() {
         "deleted at the end\n{}",
         f.stderr
     );
-    assert_eq!(api.with(|s| s.deleted.clone()), created);
+    let mut deleted = api.with(|s| s.deleted.clone());
+    let mut created = created;
+    deleted.sort();
+    created.sort();
+    assert_eq!(deleted, created, "exactly the pods it made");
     assert!(
         f.stderr.contains("deleted the ephemeral agent pod"),
         "{}",

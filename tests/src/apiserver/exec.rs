@@ -41,25 +41,12 @@ pub fn upgrade(
             return r;
         }
     }
-    let (netns, bin) = {
-        let s = state.lock().unwrap();
-        let Some(pod) = s.pods.get(&(ns.to_string(), name.to_string())) else {
-            let m = format!("pods \"{name}\" not found");
-            return json(
-                StatusCode::NOT_FOUND,
-                &status(404, "NotFound", &m, "pods", Some(name)),
-            );
-        };
-        let node = pod.object["spec"]["nodeName"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let netns = s
-            .nodes
-            .iter()
-            .find(|n| n.name == node)
-            .map(|n| n.netns.clone());
-        (netns.unwrap_or_default(), s.calitrace.clone())
+    let Some((netns, bin)) = where_to_run(&state, ns, name) else {
+        let m = format!("pods \"{name}\" not found");
+        return json(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", &m, "pods", Some(name)),
+        );
     };
     let offered: Vec<String> = req
         .headers()
@@ -112,6 +99,24 @@ pub fn upgrade(
         .header(http::header::SEC_WEBSOCKET_PROTOCOL, *protocol)
         .body(Full::new(Bytes::new()))
         .unwrap()
+}
+
+/// The lab netns of the pod's node, and the binary to run there (None: no
+/// such pod).
+fn where_to_run(
+    state: &Arc<Mutex<State>>,
+    ns: &str,
+    name: &str,
+) -> Option<(String, std::path::PathBuf)> {
+    let s = state.lock().unwrap();
+    let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
+    let node = pod.object["spec"]["nodeName"].as_str().unwrap_or("");
+    let netns = s
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.netns.clone());
+    Some((netns.unwrap_or_default(), s.calitrace.clone()))
 }
 
 /// The agent command as the node would run it: `/usr/bin/calitrace` is the
@@ -194,21 +199,25 @@ async fn run<S>(
     out.await.ok();
     err.await.ok();
     let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-    let st: Value = if code == 0 {
-        objects::success()
-    } else {
-        serde_json::json!({
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
-            "reason": "NonZeroExitCode",
-            "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
-        })
-    };
+    let st = exit_status(code, command);
     if client_open {
         sink.send(frame(3, st.to_string().as_bytes())).await.ok();
         sink.close().await.ok();
     }
+}
+
+/// The error channel's Status for a command that exited with `code`.
+fn exit_status(code: i32, command: &[String]) -> Value {
+    if code == 0 {
+        return objects::success();
+    }
+    serde_json::json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+        "reason": "NonZeroExitCode",
+        "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
+    })
 }
 
 fn frame(ch: u8, data: &[u8]) -> Message {
