@@ -219,6 +219,11 @@ impl Trace {
         Trace::start_agents(&[], &full, nodes.len())
     }
 
+    /// Starts `prefix calitrace ARGS` and returns at once.
+    pub fn start_plain(prefix: &[&str], args: &[&str]) -> Result<Trace> {
+        Trace::spawn(&binary(), None, prefix, args, Keep::All)
+    }
+
     /// Runs `prefix calitrace ARGS` (a cluster view) and waits until
     /// `agents` agents trace.
     pub fn start_agents(prefix: &[&str], full: &[&str], agents: usize) -> Result<Trace> {

@@ -556,3 +556,40 @@ fn as_a_kubectl_plugin_cluster_goes_through_the_api_server() {
             .any(|l| l.contains("/namespaces/shop/pods/nope"))
     }));
 }
+
+#[test]
+fn the_end_of_duration_deletes_the_ephemeral_agent_pods() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, false);
+    let f = k8s_run(
+        &api,
+        &["--nodes", "node-a", "--duration", "3", "-o", "json"],
+    );
+    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
+    assert_eq!(api.with(|s| s.created.len()), 1);
+    assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
+}
+
+#[test]
+fn ctrl_c_while_an_agent_pod_is_pending_deletes_it() {
+    let api = bare_cluster();
+    api.with(|s| s.pending_for = Duration::from_secs(60));
+    let e = env(&api);
+    let t =
+        Trace::start_plain(&[&e[0], &e[1]], &["cluster", "--k8s", "--nodes", "node-a"]).unwrap();
+    let began = std::time::Instant::now();
+    while api.with(|s| s.created.is_empty()) && began.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ephemeral_pods(&api).len(), 1, "an agent pod waits to run");
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.stderr.contains("stopped before every agent had started"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
+}

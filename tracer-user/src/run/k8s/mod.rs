@@ -47,11 +47,17 @@ pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
     let mut command: Vec<String> = AGENT.map(String::from).to_vec();
     command.extend(cluster::agent_words(&args));
     let pods = EphemeralPods::new(&kube, &args.kube.namespace);
-    let result = start_agents(&kube, &args, &names, &command, &pods, stop).and_then(|agents| {
-        let mut setup = cluster::setup(&args, names.clone())?;
-        setup.cluster.add_pod_names(pod_names);
-        session::run_session(setup, agents.into_iter().map(Ok).collect(), stop)
-    });
+    let result = match start_agents(&kube, &args, &names, &command, &pods, stop) {
+        Err(_) if stop.load(Ordering::Relaxed) => {
+            eprintln!("calitrace: stopped before every agent had started");
+            Ok(())
+        }
+        Err(e) => Err(e),
+        Ok(agents) => cluster::setup(&args, names.clone()).and_then(|mut setup| {
+            setup.cluster.add_pod_names(pod_names);
+            session::run_session(setup, agents.into_iter().map(Ok).collect(), stop)
+        }),
+    };
     pods.delete_all();
     result
 }
