@@ -216,10 +216,22 @@ impl Trace {
             full.extend(["--node", s.as_str()]);
         }
         full.extend_from_slice(args);
+        Trace::start_agents(&[], &full, nodes.len())
+    }
+
+    /// Starts `prefix calitrace ARGS` and returns at once.
+    pub fn start_plain(prefix: &[&str], args: &[&str]) -> Result<Trace> {
+        Trace::spawn(&binary(), None, prefix, args, Keep::All)
+    }
+
+    /// Runs `prefix calitrace ARGS` (a cluster view) and waits until
+    /// `agents` agents trace.
+    pub fn start_agents(prefix: &[&str], full: &[&str], agents: usize) -> Result<Trace> {
+        let bin = binary();
         let started = Instant::now();
-        let mut t = Trace::spawn(&bin, None, &[], &full, Keep::All)?;
+        let mut t = Trace::spawn(&bin, None, prefix, full, Keep::All)?;
         let mut ready = 0;
-        while ready < nodes.len() {
+        while ready < agents {
             match t.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     ready += usize::from(line.contains("recording stream on stdout"));

@@ -2,6 +2,7 @@
 //!
 //! See [`lab`] for the topology and the API.
 
+pub mod apiserver;
 pub mod calitrace;
 pub mod kernel;
 pub mod lab;

@@ -31,7 +31,8 @@ pub enum Command {
     /// pipe) closes, on a broken stdout, after --duration.
     Agent(TraceArgs),
     /// One live view of several nodes: starts `sh -c "COMMAND agent ARGS"`
-    /// for each --node NAME=COMMAND and merges their streams.
+    /// for each --node NAME=COMMAND, or reaches the agents through the
+    /// Kubernetes API server with --k8s, and merges their streams.
     Cluster(ClusterArgs),
     /// Check this node's Calico datapath configuration (no eBPF): exit 0 when
     /// no check fails, 1 when one does.
@@ -152,8 +153,10 @@ pub struct ProbeOptions {
 pub struct ClusterArgs {
     /// A node and how to start calitrace there: NAME=COMMAND (repeatable),
     /// e.g. node-a='ssh root@node-a calitrace'. Runs `sh -c "COMMAND agent ARGS"`.
-    #[arg(long = "node", value_name = "NAME=COMMAND", required = true)]
+    #[arg(long = "node", value_name = "NAME=COMMAND", conflicts_with = "k8s")]
     pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Also record the merged session to FILE (replay it with `calitrace replay FILE`).
     #[arg(short, long, value_name = "FILE")]
     pub write: Option<PathBuf>,
@@ -177,6 +180,56 @@ pub struct ReplayArgs {
     pub speed: Option<f64>,
     #[command(flatten)]
     pub view: ViewArgs,
+}
+
+/// `cluster --k8s`: the agents through the Kubernetes API server.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Reach the agents through the Kubernetes API server: exec into the
+    /// calitrace DaemonSet's pod on each node, or into an ephemeral agent pod.
+    #[arg(long)]
+    pub k8s: bool,
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then
+    /// the pod's service account when run in a cluster).
+    #[arg(long, value_name = "FILE", requires = "k8s")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "k8s")]
+    pub context: Option<String>,
+    /// Trace the nodes of these pods and, unless a FILTER is given, only
+    /// their addresses.
+    #[arg(
+        long,
+        value_name = "NS/NAME,...",
+        value_delimiter = ',',
+        requires = "k8s"
+    )]
+    pub pods: Vec<String>,
+    /// Trace these nodes.
+    #[arg(
+        long = "nodes",
+        value_name = "NODE,...",
+        value_delimiter = ',',
+        requires = "k8s"
+    )]
+    pub node_names: Vec<String>,
+    /// Trace every node (those not Ready are left out, with a warning).
+    #[arg(long, requires = "k8s")]
+    pub all_nodes: bool,
+    /// Where the agents live: the DaemonSet's namespace, and where
+    /// ephemeral agent pods are made.
+    #[arg(long, value_name = "NS", default_value = "calitrace", requires = "k8s")]
+    pub namespace: String,
+    /// The image of ephemeral agent pods.
+    #[arg(long, value_name = "IMAGE", default_value = concat!("calitrace:", env!("CARGO_PKG_VERSION")), requires = "k8s")]
+    pub image: String,
+    /// Always start ephemeral agent pods, even where the DaemonSet runs.
+    #[arg(long, requires = "k8s")]
+    pub ephemeral: bool,
+    /// Delete every ephemeral agent pod (left by a client that was killed),
+    /// print what was removed, and exit.
+    #[arg(long, requires = "k8s")]
+    pub cleanup: bool,
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod sightings;
 mod tests;
 pub mod underlay;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use clock::Clocks;
@@ -26,8 +27,9 @@ use sightings::{Identity, Sightings};
 use underlay::{Outcome, Send, Sent, Tracker};
 
 use crate::diagnosis::Diagnoser;
+use crate::events::Input;
 use crate::facts::Fact;
-use crate::model::{Dir, DropRecord, Encap, PacketRecord, Proto, Record};
+use crate::model::{Dir, DropRecord, Encap, PacketRecord, PodRef, Proto, Record};
 use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
@@ -46,6 +48,9 @@ pub struct Cluster {
     /// Sends that could not be judged, by why.
     undecided: std::collections::BTreeMap<String, u64>,
     last_flush: u64,
+    /// Pod names by address from outside the nodes (the API server), for
+    /// what the nodes' own facts do not name.
+    pod_names: BTreeMap<IpAddr, PodRef>,
 }
 
 impl Cluster {
@@ -61,7 +66,14 @@ impl Cluster {
             opts,
             undecided: Default::default(),
             last_flush: 0,
+            pod_names: BTreeMap::new(),
         }
+    }
+
+    /// Pod names by address known from elsewhere (the Kubernetes API
+    /// server); the nodes' own facts come first.
+    pub fn add_pod_names(&mut self, names: BTreeMap<IpAddr, PodRef>) {
+        self.pod_names.extend(names);
     }
 
     /// A node's stream began: its header (facts, clock anchor, interfaces).
@@ -93,25 +105,38 @@ impl Cluster {
             }
             Item::End(e) => self.nodes[n].end = Some(e),
             Item::Input(input) => {
-                let Some(p) = &mut self.nodes[n].pipeline else {
-                    return;
-                };
-                let mut records = Vec::new();
-                p.process(&input, &mut records);
-                let now = self.clocks.to_common(n, p.now());
-                let node = &mut self.nodes[n];
-                node.events += 1;
-                node.watermark = node.watermark.max(now);
-                for r in records {
-                    self.absorb(n, r, out);
-                }
-                self.judge(out);
+                let from = out.len();
+                self.input(n, &input, out);
+                self.name_diagnosis_pods(&mut out[from..]);
             }
         }
     }
 
+    /// One event of node `n`, through its pipeline and the merge.
+    fn input(&mut self, n: usize, input: &Input, out: &mut Vec<Record>) {
+        let Some(p) = &mut self.nodes[n].pipeline else {
+            return;
+        };
+        let mut records = Vec::new();
+        p.process(input, &mut records);
+        let now = self.clocks.to_common(n, p.now());
+        let node = &mut self.nodes[n];
+        node.events += 1;
+        node.watermark = node.watermark.max(now);
+        for r in records {
+            self.absorb(n, r, out);
+        }
+        self.judge(out);
+    }
+
     /// Node `n`'s stream ended (its agent exited, or its file is read).
     pub fn ended(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) {
+        let from = out.len();
+        self.end_node(n, why, out);
+        self.name_diagnosis_pods(&mut out[from..]);
+    }
+
+    fn end_node(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) {
         let node = &mut self.nodes[n];
         if let Some(p) = &mut node.pipeline {
             let mut records = Vec::new();
@@ -127,6 +152,12 @@ impl Cluster {
 
     /// No more input from anyone: what waits is reported or given up.
     pub fn finish(&mut self, out: &mut Vec<Record>) {
+        let from = out.len();
+        self.finish_all(out);
+        self.name_diagnosis_pods(&mut out[from..]);
+    }
+
+    fn finish_all(&mut self, out: &mut Vec<Record>) {
         for n in 0..self.nodes.len() {
             if !matches!(self.nodes[n].state, AgentState::Ended(_)) {
                 self.ended(n, None, out);
@@ -204,6 +235,26 @@ impl Cluster {
                 f.name_pods(&mut named);
                 flow.src_pod = flow.src_pod.take().or(named.src_pod);
                 flow.dst_pod = flow.dst_pod.take().or(named.dst_pod);
+            }
+        }
+        flow.src_pod = flow.src_pod.take().or_else(|| self.api_pod(&flow.src));
+        flow.dst_pod = flow.dst_pod.take().or_else(|| self.api_pod(&flow.dst));
+    }
+
+    fn api_pod(&self, addr: &Option<String>) -> Option<PodRef> {
+        let ip: IpAddr = addr.as_deref()?.parse().ok()?;
+        self.pod_names.get(&ip).cloned()
+    }
+
+    /// Flow diagnoses made by the merge (the underlay's) name their pods too.
+    fn name_diagnosis_pods(&self, records: &mut [Record]) {
+        if self.pod_names.is_empty() {
+            return;
+        }
+        for r in records {
+            if let Record::Diagnosis(d) = r {
+                d.src_pod = d.src_pod.take().or_else(|| self.api_pod(&d.src));
+                d.dst_pod = d.dst_pod.take().or_else(|| self.api_pod(&d.dst));
             }
         }
     }

@@ -414,3 +414,33 @@ fn wireguard_packets_are_matched_by_their_outer_headers_and_timing() {
     );
     assert!(d[0].hint.contains("UDP 51820"), "{}", d[0].hint);
 }
+
+#[test]
+fn pod_names_from_the_api_server_name_packets_and_underlay_diagnoses() {
+    let mut r = Run::direct();
+    let pod = |name: &str| crate::model::PodRef {
+        namespace: "shop".into(),
+        name: name.into(),
+    };
+    r.c.add_pod_names(
+        [
+            (POD[0].parse().unwrap(), pod("frontend-0")),
+            (POD[1].parse().unwrap(), pod("backend-0")),
+        ]
+        .into(),
+    );
+    r.ping(0, 1, 84, true);
+    r.ping(100 * MS, 2, 84, false);
+    r.until(2_000 * MS);
+    let out = r.finish();
+    let d = diagnoses(&out);
+    assert_eq!(d[0].code, Code::UnderlayDrop, "{d:#?}");
+    assert_eq!(
+        (d[0].src_pod.as_ref(), d[0].dst_pod.as_ref()),
+        (Some(&pod("frontend-0")), Some(&pod("backend-0")))
+    );
+    assert!(out.iter().any(|r| matches!(
+        r,
+        Record::Packet(p) if p.flow.src_pod == Some(pod("frontend-0"))
+    )));
+}

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod event_loop;
 pub mod interfaces;
+pub mod k8s;
 pub mod live;
 pub mod merged_replay;
 pub mod probes;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::View;
-use crate::model::{DropRecord, NetfilterInfo, Record};
+use crate::model::{Diagnosis, DropRecord, Endpoint, NetfilterInfo, PodRef, Record};
 
 pub struct TextView<W: Write> {
     out: W,
@@ -111,8 +111,12 @@ pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
             v.verdict
         ),
         Record::Diagnosis(d) => format!(
-            "DIAGNOSIS {} (x{}): {}\n    hint: {}",
-            d.code, d.count, d.summary, d.hint
+            "DIAGNOSIS {} (x{}): {}{}\n    hint: {}",
+            d.code,
+            d.count,
+            d.summary,
+            diagnosis_pods(d),
+            d.hint
         ),
         Record::Stats(s) => {
             let ev: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -170,6 +174,25 @@ impl<W: Write> View for TextView<W> {
     }
 }
 
+/// A flow diagnosis's pods, where known (the summary names addresses).
+fn diagnosis_pods(d: &Diagnosis) -> String {
+    if d.src_pod.is_none() && d.dst_pod.is_none() {
+        return String::new();
+    }
+    fn end<'a>(addr: &'a Option<String>, pod: Option<&'a PodRef>) -> Endpoint<'a> {
+        Endpoint {
+            addr: addr.as_deref(),
+            port: None,
+            pod,
+        }
+    }
+    format!(
+        "\n    pods: {} > {}",
+        end(&d.src, d.src_pod.as_ref()),
+        end(&d.dst, d.dst_pod.as_ref())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +210,30 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn flow_diagnoses_name_their_pods_where_known() {
+        let pod = |n: &str| PodRef {
+            namespace: "shop".into(),
+            name: n.into(),
+        };
+        let mut d = Diagnosis {
+            summary: "10.244.1.10 > 10.244.2.10 never arrived".into(),
+            hint: "look".into(),
+            src: Some(POD_A.into()),
+            dst: Some(POD_B.into()),
+            ..Diagnosis::default()
+        };
+        assert_eq!(lines(&[Record::Diagnosis(d.clone())]).len(), 2);
+        d.src_pod = Some(pod("frontend-0"));
+        d.dst_pod = Some(pod("backend-0"));
+        let l = lines(&[Record::Diagnosis(d)]);
+        assert_eq!(
+            l[1],
+            format!("    pods: {POD_A} (shop/frontend-0) > {POD_B} (shop/backend-0)")
+        );
+        assert!(l[2].starts_with("    hint:"), "{l:?}");
     }
 
     #[test]

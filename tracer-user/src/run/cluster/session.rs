@@ -1,33 +1,48 @@
-//! `calitrace cluster --node NAME=COMMAND ...`: one live view of several
-//! nodes. Each node's agent is started with `sh -c "COMMAND agent ARGS"`; its
-//! stdout is a recording stream, read on a thread of its own; the streams
-//! meet in one [`Cluster`]. An agent that fails or dies is shown with its
-//! last stderr line, and the others go on.
+//! The live cluster session, whatever starts the agents: each agent's
+//! stdout (a recording stream) is read on a thread of its own and handed to
+//! [`read_stream`]; the streams meet in one [`Cluster`]. An agent that fails
+//! or dies is shown with its last stderr line, and the others go on.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{choose_output, line_view, usage};
-use crate::cli::{ClusterArgs, Output};
-use crate::filter::Filter;
 use crate::merge::Cluster;
 use crate::model::Record;
-use crate::pipeline::Options;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
 use crate::recording::reader::{self, Item};
-use crate::views::{Control, LineSink, Sink, Status};
+use crate::views::{Control, Sink, Status};
 
 /// How often the view hears from the session without input.
 const TICK: Duration = Duration::from_millis(100);
 /// How long agents get to end their streams once asked to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One running agent as its source started it: its output, and a handle to
+/// stop it.
+pub struct Started {
+    /// The recording stream.
+    pub stdout: Box<dyn Read + Send>,
+    /// Its messages, one per line.
+    pub stderr: Box<dyn Read + Send>,
+    pub link: Box<dyn AgentLink>,
+}
+
+/// What the session asks of an agent, wherever it runs.
+pub trait AgentLink: Send {
+    /// Closes the agent's stdin: it stops, detaches and ends its stream.
+    fn close_stdin(&mut self);
+    /// Once its stream ended: how the agent failed, if it did (waits a
+    /// moment for the exit status).
+    fn failure(&mut self) -> Option<String>;
+    /// Ends an agent that did not stop in time.
+    fn kill(&mut self);
+}
 
 /// What the threads reading agents tell the session.
 enum Msg {
@@ -42,8 +57,7 @@ enum Msg {
 
 struct Agent {
     name: String,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
+    link: Option<Box<dyn AgentLink>>,
     /// Its last stderr line, kept by the thread that reads them.
     last_stderr: Arc<Mutex<Option<String>>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
@@ -51,7 +65,7 @@ struct Agent {
 }
 
 impl Agent {
-    /// Its last words: the stderr reader ends once the process is gone.
+    /// Its last words: the stderr reader ends once the agent is gone.
     fn last_words(&mut self) -> Option<String> {
         if let Some(h) = self.stderr_reader.take() {
             let until = Instant::now() + Duration::from_secs(2);
@@ -63,72 +77,64 @@ impl Agent {
     }
 }
 
-pub fn run(args: ClusterArgs) -> Result<()> {
-    let nodes = parse_nodes(&args.nodes)?;
-    let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
-    filter.compile().map_err(|e| usage(e.to_string()))?;
-    let output = match choose_output(args.view.output) {
-        Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
-        o => o,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        signal_hook::flag::register(sig, stop.clone()).context("signal handler")?;
-    }
-    let mut writer = match &args.write {
+/// How the session runs and shows.
+pub struct SessionSetup {
+    pub names: Vec<String>,
+    pub cluster: Cluster,
+    pub sink: Box<dyn Sink>,
+    pub write: Option<std::path::PathBuf>,
+    /// The TUI shows agents' messages; line views pass them to stderr.
+    pub quiet: bool,
+    pub filter: String,
+    pub deadline: Option<Instant>,
+}
+
+/// Runs the session until it is stopped, its deadline passes or every agent
+/// is gone; then stops the agents and shows what is left. `agents` holds
+/// one started agent (or why it could not start) per name.
+pub fn run_session(
+    setup: SessionSetup,
+    agents: Vec<Result<Started, String>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let SessionSetup {
+        names,
+        mut cluster,
+        mut sink,
+        write,
+        quiet,
+        filter,
+        deadline,
+    } = setup;
+    let mut writer = match &write {
         Some(p) => Some(ClusterWriter::create(
             p,
             &ClusterHeader {
-                nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
+                nodes: names.clone(),
             },
         )?),
         None => None,
     };
     let (tx, rx) = channel();
-    let line = agent_command_tail(&args);
-    let mut agents: Vec<Agent> = nodes
-        .iter()
+    let mut agents: Vec<Agent> = agents
+        .into_iter()
         .enumerate()
-        .map(|(i, (name, cmd))| {
-            start_agent(
-                i,
-                name,
-                &format!("{cmd} agent{line}"),
-                &tx,
-                writer.is_some(),
-            )
-        })
+        .map(|(i, started)| attach(i, &names[i], started, &tx, writer.is_some()))
         .collect();
     drop(tx);
-    let names: Vec<String> = nodes.into_iter().map(|(n, _)| n).collect();
-    let mut cluster = Cluster::new(
-        &names,
-        Options {
-            packets: !args.view.drops_only,
-            verdicts: args.view.verdicts,
-            ..Options::default()
-        },
-    );
-    let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live(args.view.all_drops)?),
-        _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
-    };
     let mut session = Running {
         cluster: &mut cluster,
         agents: &mut agents,
         sink: sink.as_mut(),
         writer: &mut writer,
-        quiet: output == Output::Tui,
+        quiet,
         rates: vec![(Instant::now(), 0); names.len()],
         status: Status {
-            filter: filter.to_string(),
+            filter,
             ..Status::default()
         },
     };
-    let deadline = args
-        .duration
-        .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
-    let result = session.until_stopped(&rx, &stop, deadline);
+    let result = session.until_stopped(&rx, stop, deadline);
     let ended = session.stop_agents(&rx);
     let mut out = Vec::new();
     cluster.finish(&mut out);
@@ -145,97 +151,31 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     Ok(())
 }
 
-/// `NAME=COMMAND` pairs, names unique.
-fn parse_nodes(specs: &[String]) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for s in specs {
-        let Some((name, cmd)) = s.split_once('=') else {
-            return Err(usage(format!(
-                "--node {s}: give NAME=COMMAND, e.g. --node node-a='ssh root@node-a calitrace'"
-            )));
-        };
-        let (name, cmd) = (name.trim(), cmd.trim());
-        if name.is_empty() || cmd.is_empty() {
-            return Err(usage(format!(
-                "--node {s}: both NAME and COMMAND are needed"
-            )));
-        }
-        if out.iter().any(|(n, _)| n == name) {
-            return Err(usage(format!("--node {name} is given twice")));
-        }
-        out.push((name.to_string(), cmd.to_string()));
-    }
-    Ok(out)
-}
-
-/// Quotes a word for `sh`.
-fn sh_quote(w: &str) -> String {
-    format!("'{}'", w.replace('\'', r"'\''"))
-}
-
-/// The tracing options and the FILTER, each quoted, for `COMMAND agent`.
-fn agent_command_tail(args: &ClusterArgs) -> String {
-    let a = &args.agents;
-    let mut words: Vec<String> = Vec::new();
-    for i in &a.iface {
-        words.extend(["--iface".into(), i.clone()]);
-    }
-    if a.all_netns {
-        words.push("--all-netns".into());
-    }
-    if args.view.verdicts {
-        words.push("--verdicts".into());
-    }
-    words.extend([
-        "--tc-attach".into(),
-        clap::ValueEnum::to_possible_value(&a.tc_attach)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default(),
-        "--nf-probes".into(),
-        clap::ValueEnum::to_possible_value(&a.nf_probes)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default(),
-        "--ring-mib".into(),
-        a.ring_mib.to_string(),
-    ]);
-    if !args.view.filter.is_empty() {
-        words.push("--".into());
-        words.extend(args.view.filter.iter().cloned());
-    }
-    words.iter().map(|w| format!(" {}", sh_quote(w))).collect()
-}
-
-/// Starts one agent and the threads that read it; a failure to start is
+/// Starts the threads that read one agent; one that could not start is
 /// reported as its stream ending.
-fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) -> Agent {
-    let spawned = Command::new("sh")
-        .arg("-c")
-        .arg(line)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            tx.send(Msg::Gone(
-                i,
-                Some(format!("cannot run sh -c {line:?}: {e}")),
-            ))
-            .ok();
-            return Agent {
-                name: name.to_string(),
-                child: None,
-                stdin: None,
-                last_stderr: Arc::default(),
-                stderr_reader: None,
-                gone: false,
-            };
+fn attach(
+    i: usize,
+    name: &str,
+    started: Result<Started, String>,
+    tx: &Sender<Msg>,
+    tee: bool,
+) -> Agent {
+    let mut agent = Agent {
+        name: name.to_string(),
+        link: None,
+        last_stderr: Arc::default(),
+        stderr_reader: None,
+        gone: false,
+    };
+    let started = match started {
+        Ok(s) => s,
+        Err(why) => {
+            tx.send(Msg::Gone(i, Some(why))).ok();
+            return agent;
         }
     };
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
     let t = tx.clone();
+    let stdout = started.stdout;
     std::thread::spawn(move || {
         read_stream(
             i,
@@ -248,24 +188,18 @@ fn start_agent(i: usize, name: &str, line: &str, tx: &Sender<Msg>, tee: bool) ->
         )
     });
     let t = tx.clone();
-    let last_stderr: Arc<Mutex<Option<String>>> = Arc::default();
-    let last = last_stderr.clone();
-    let stderr_reader = std::thread::spawn(move || {
+    let last = agent.last_stderr.clone();
+    let stderr = started.stderr;
+    agent.stderr_reader = Some(std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(mut l) = last.lock() {
                 *l = Some(line.clone());
             }
             t.send(Msg::Stderr(i, line)).ok();
         }
-    });
-    Agent {
-        name: name.to_string(),
-        stdin: child.stdin.take(),
-        child: Some(child),
-        last_stderr,
-        stderr_reader: Some(stderr_reader),
-        gone: false,
-    }
+    }));
+    agent.link = Some(started.link);
+    agent
 }
 
 /// Copies what is read to the recording of the cluster session.
@@ -287,7 +221,8 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Reads one agent's stream to its end.
+/// Reads one agent's stream to its end: the one place where an agent's
+/// bytes become recording items, whoever carried them.
 fn read_stream(i: usize, r: impl Read, tx: &Sender<Msg>) {
     let (header, mut items) = match reader::from_reader(BufReader::new(r)) {
         Ok(h) => h,
@@ -320,13 +255,11 @@ struct Running<'a> {
     agents: &'a mut Vec<Agent>,
     sink: &'a mut dyn Sink,
     writer: &'a mut Option<ClusterWriter>,
-    /// The TUI shows agents' messages; line views pass them to stderr.
     quiet: bool,
     status: Status,
     /// Per node: when its event count was last taken, and the count.
     rates: Vec<(Instant, u64)>,
 }
-
 impl Running<'_> {
     fn until_stopped(
         &mut self,
@@ -384,12 +317,11 @@ impl Running<'_> {
     fn gone(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) -> Result<()> {
         let a = &mut self.agents[n];
         a.gone = true;
-        let status = a.child.as_mut().and_then(wait_briefly);
-        let failed = status.is_some_and(|s| !s.success());
-        let why = if failed || why.is_some() {
+        let failure = a.link.as_mut().and_then(|l| l.failure());
+        let why = if failure.is_some() || why.is_some() {
             let mut parts: Vec<String> = Vec::new();
             parts.extend(why);
-            parts.extend(status.filter(|s| !s.success()).map(|s| s.to_string()));
+            parts.extend(failure);
             parts.extend(a.last_words());
             Some(parts.join("; "))
         } else {
@@ -447,7 +379,9 @@ impl Running<'_> {
     /// streams still carry, and ends those that do not stop.
     fn stop_agents(&mut self, rx: &Receiver<Msg>) -> Result<()> {
         for a in self.agents.iter_mut() {
-            a.stdin = None;
+            if let Some(l) = &mut a.link {
+                l.close_stdin();
+            }
         }
         let until = Instant::now() + STOP_GRACE;
         while !self.agents.iter().all(|a| a.gone) && Instant::now() < until {
@@ -460,44 +394,11 @@ impl Running<'_> {
             self.sink.records(&out)?;
         }
         for a in self.agents.iter_mut().filter(|a| !a.gone) {
-            if let Some(c) = &mut a.child {
-                c.kill().ok();
-                c.wait().ok();
+            if let Some(l) = &mut a.link {
+                l.kill();
             }
             eprintln!("calitrace: {}: agent did not stop in time: killed", a.name);
         }
         Ok(())
-    }
-}
-
-/// The agent's exit status, if it ends within a moment of its stream.
-fn wait_briefly(c: &mut Child) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + Duration::from_secs(2);
-    loop {
-        match c.try_wait() {
-            Ok(Some(s)) => return Some(s),
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-            _ => return None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_specs_and_quoting() {
-        let n = parse_nodes(&[
-            "a=ip netns exec x calitrace".into(),
-            "b = ssh b calitrace".into(),
-        ])
-        .unwrap();
-        assert_eq!(n[1], ("b".into(), "ssh b calitrace".into()));
-        for bad in [vec!["a"], vec!["=x"], vec!["a=x", "a=y"]] {
-            let specs: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
-            assert!(parse_nodes(&specs).is_err(), "{bad:?}");
-        }
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
     }
 }

@@ -1,0 +1,243 @@
+//! Exec over WebSocket as the API server does it: the subprotocol chosen
+//! from the client's list, binary frames whose first byte is the channel
+//! (0 stdin, 1 stdout, 2 stderr, 3 the error channel's Status; v5 adds 255:
+//! close a channel). The command runs for real: `calitrace agent` in the
+//! netns of the pod's lab node.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::objects::{self, status};
+use super::routes::{Body, json, refuse};
+use super::{Protocols, State};
+
+const V5: &str = "v5.channel.k8s.io";
+const V4: &str = "v4.channel.k8s.io";
+
+pub fn upgrade(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    ns: &str,
+    name: &str,
+    q: &[(String, String)],
+) -> Response<Body> {
+    // The WebSocket upgrade is a GET: RBAC checks `get` (and newer servers
+    // `create`) on pods/exec.
+    for verb in ["get", "create"] {
+        if let Some(r) = refuse(&state, verb, "pods/exec", Some(name), Some(ns)) {
+            return r;
+        }
+    }
+    let Some((netns, bin)) = where_to_run(&state, ns, name) else {
+        let m = format!("pods \"{name}\" not found");
+        return json(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", &m, "pods", Some(name)),
+        );
+    };
+    let offered: Vec<String> = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(',').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default();
+    let allowed: &[&str] = match state.lock().unwrap().protocols {
+        Protocols::V5 => &[V5, V4],
+        Protocols::V4Only => &[V4],
+    };
+    let Some(protocol) = allowed.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        let m = "no supported exec subprotocol offered";
+        return json(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", m, "pods", Some(name)),
+        );
+    };
+    let Some(key) = req.headers().get(http::header::SEC_WEBSOCKET_KEY) else {
+        let m = "exec needs a WebSocket upgrade";
+        return json(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", m, "pods", Some(name)),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let command: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    state
+        .lock()
+        .unwrap()
+        .exec_protocols
+        .push(protocol.to_string());
+    let v5 = *protocol == V5;
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            run(ws, &netns, &bin, &command, v5).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(http::header::SEC_WEBSOCKET_PROTOCOL, *protocol)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// The lab netns of the pod's node, and the binary to run there (None: no
+/// such pod).
+fn where_to_run(
+    state: &Arc<Mutex<State>>,
+    ns: &str,
+    name: &str,
+) -> Option<(String, std::path::PathBuf)> {
+    let s = state.lock().unwrap();
+    let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
+    let node = pod.object["spec"]["nodeName"].as_str().unwrap_or("");
+    let netns = s
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.netns.clone());
+    Some((netns.unwrap_or_default(), s.calitrace.clone()))
+}
+
+/// The agent command as the node would run it: `/usr/bin/calitrace` is the
+/// binary under test and the lab node has no separate host root.
+fn agent_argv(command: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = command.iter().skip(1).peekable();
+    while let Some(w) = it.next() {
+        if w == "--host-root" {
+            it.next();
+            continue;
+        }
+        out.push(w.clone());
+    }
+    out
+}
+
+async fn run<S>(
+    ws: WebSocketStream<S>,
+    netns: &str,
+    bin: &std::path::Path,
+    command: &[String],
+    v5: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    let spawned = tokio::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(bin)
+        .args(agent_argv(command))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let s = objects::status(500, "InternalError", &format!("exec: {e}"), "pods", None);
+            sink.send(frame(3, s.to_string().as_bytes())).await.ok();
+            sink.close().await.ok();
+            return;
+        }
+    };
+    // As the real server: one empty frame per channel first.
+    for ch in [0u8, 1, 2, 3] {
+        sink.send(Message::binary(vec![ch])).await.ok();
+    }
+    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    let out = pump(child.stdout.take().expect("stdout"), 1, tx.clone());
+    let err = pump(child.stderr.take().expect("stderr"), 2, tx);
+    let mut stdin = child.stdin.take();
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some((ch, data)) => {
+                    if sink.send(frame(ch, &data)).await.is_err() { break; }
+                }
+                None => break,
+            },
+            m = source.next(), if client_open => match m {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&0) => {
+                    if let Some(w) = &mut stdin { w.write_all(&b[1..]).await.ok(); }
+                }
+                Some(Ok(Message::Binary(b))) if v5 && b.first() == Some(&255) && b.get(1) == Some(&0) => {
+                    stdin = None;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client went: the command's stdin closes with it.
+                    stdin = None;
+                    client_open = false;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(rx);
+    out.await.ok();
+    err.await.ok();
+    let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+    let st = exit_status(code, command);
+    if client_open {
+        sink.send(frame(3, st.to_string().as_bytes())).await.ok();
+        sink.close().await.ok();
+    }
+}
+
+/// The error channel's Status for a command that exited with `code`.
+fn exit_status(code: i32, command: &[String]) -> Value {
+    if code == 0 {
+        return objects::success();
+    }
+    serde_json::json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+        "reason": "NonZeroExitCode",
+        "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
+    })
+}
+
+fn frame(ch: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(ch);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+fn pump(
+    mut r: impl AsyncRead + Unpin + Send + 'static,
+    ch: u8,
+    tx: mpsc::Sender<(u8, Vec<u8>)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n @ 1..) = r.read(&mut buf).await {
+            if tx.send((ch, buf[..n].to_vec())).await.is_err() {
+                break;
+            }
+        }
+    })
+}

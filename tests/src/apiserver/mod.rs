@@ -1,0 +1,214 @@
+//! A stand-in Kubernetes API server for `calitrace cluster --k8s`: plain
+//! HTTP on 127.0.0.1, the real paths, query parameters, JSON objects and
+//! Status errors the client uses, and exec over WebSocket with the
+//! `v5.channel.k8s.io` / `v4.channel.k8s.io` subprotocols. An exec into an
+//! agent pod runs the real `calitrace agent` in the lab node's netns.
+
+mod exec;
+pub mod objects;
+pub mod rbac;
+mod routes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+/// Which exec subprotocols the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// v5 where offered, else v4 (as current API servers).
+    V5,
+    /// v4 only (API servers before 1.30).
+    V4Only,
+}
+
+/// One node of the stand-in cluster.
+#[derive(Debug, Clone)]
+pub struct FakeNode {
+    pub name: String,
+    /// The lab netns its agents run in.
+    pub netns: String,
+    pub ready: bool,
+    pub address: String,
+}
+
+/// A pod as stored: its object, and for ephemeral ones when it was made.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub object: Value,
+    pub created: Instant,
+}
+
+/// What the server knows and how it behaves; tests change it freely.
+pub struct State {
+    pub nodes: Vec<FakeNode>,
+    pub pods: BTreeMap<(String, String), Stored>,
+    /// (verb, resource) pairs answered with 403 Forbidden.
+    pub forbidden: Vec<(String, String)>,
+    /// When set, only what these rules allow (everything else: 403).
+    pub rbac: Option<Vec<rbac::Rule>>,
+    /// Created pods stay Pending this long before they run.
+    pub pending_for: Duration,
+    /// Created pods never run: their image cannot be pulled.
+    pub image_pull_fails: bool,
+    pub protocols: Protocols,
+    /// The calitrace binary that exec runs for `/usr/bin/calitrace`.
+    pub calitrace: PathBuf,
+    /// Every request: `VERB path?query`.
+    pub log: Vec<String>,
+    /// Every pod that was created, and every pod that was deleted.
+    pub created: Vec<String>,
+    pub deleted: Vec<String>,
+    /// The exec subprotocol each exec got.
+    pub exec_protocols: Vec<String>,
+}
+
+impl State {
+    pub fn is_forbidden(&self, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+        self.forbidden
+            .iter()
+            .any(|(v, r)| v == verb && r == resource)
+            || self
+                .rbac
+                .as_ref()
+                .is_some_and(|rules| !rbac::allows(rules, verb, resource, ns))
+    }
+}
+
+pub struct ApiServer {
+    pub state: Arc<Mutex<State>>,
+    pub url: String,
+    dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Serves `nodes` (no pods yet) on a free port.
+    pub fn start(nodes: Vec<FakeNode>, calitrace: &Path) -> Result<ApiServer> {
+        let state = Arc::new(Mutex::new(State {
+            nodes,
+            pods: BTreeMap::new(),
+            forbidden: Vec::new(),
+            rbac: None,
+            pending_for: Duration::from_millis(600),
+            image_pull_fails: false,
+            protocols: Protocols::V5,
+            calitrace: calitrace.to_path_buf(),
+            log: Vec::new(),
+            created: Vec::new(),
+            deleted: Vec::new(),
+            exec_protocols: Vec::new(),
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the stand-in API server's runtime");
+            rt.block_on(routes::serve(listener, st, rx));
+        });
+        let dir =
+            std::env::temp_dir().join(format!("calitrace-apiserver-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let server = ApiServer {
+            state,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        };
+        std::fs::write(server.kubeconfig(), kubeconfig(&server.url)).context("kubeconfig")?;
+        Ok(server)
+    }
+
+    /// A kubeconfig that points at this server.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Adds a running pod.
+    pub fn add_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        ip: &str,
+        labels: Value,
+        host_network: bool,
+    ) {
+        let object = objects::pod(ns, name, node, ip, labels, host_network);
+        self.with(|s| {
+            s.pods.insert(
+                (ns.into(), name.into()),
+                Stored {
+                    object,
+                    created: Instant::now(),
+                },
+            )
+        });
+    }
+
+    /// The DaemonSet's agent pod on `node`.
+    pub fn add_daemonset_pod(&self, node: &FakeNode) {
+        let labels = json!({
+            "app.kubernetes.io/name": "calitrace",
+            "app.kubernetes.io/component": "agent",
+        });
+        let name = format!("calitrace-agent-{}", &node.name);
+        self.add_pod("calitrace", &name, &node.name, &node.address, labels, true);
+    }
+
+    /// Pods that exist now, as `ns/name`.
+    pub fn pod_names(&self) -> Vec<String> {
+        self.with(|s| s.pods.keys().map(|(ns, n)| format!("{ns}/{n}")).collect())
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            tx.send(()).ok();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+  - name: standin
+    cluster:
+      server: {url}
+contexts:
+  - name: standin
+    context:
+      cluster: standin
+      user: tester
+      namespace: default
+current-context: standin
+users:
+  - name: tester
+    user:
+      token: standin-token
+"
+    )
+}

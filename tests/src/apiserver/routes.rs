@@ -1,0 +1,307 @@
+//! The HTTP side: requests routed to the objects they name, as the real API
+//! server's paths and query parameters say.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::objects::{self, forbidden_message, status};
+use super::{State, Stored, exec};
+
+pub type Body = Full<Bytes>;
+
+pub async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<Mutex<State>>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = &mut shutdown => return,
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, st.clone()));
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+                .ok();
+        });
+    }
+}
+
+pub fn json(code: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap()
+}
+
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), decode(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Percent-decoding (and `+` as space) of a query value.
+fn decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let q = query(&req);
+    state.lock().unwrap().log.push(format!(
+        "{} {}",
+        req.method(),
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
+    ));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let resp = match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["api", "v1", "nodes"]) => list_nodes(&state, &q),
+        (Method::GET, ["api", "v1", "nodes", name]) => get_node(&state, name),
+        (Method::GET, ["api", "v1", "pods"]) => list_pods(&state, None, &q),
+        (Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => list_pods(&state, Some(ns), &q),
+        (Method::GET, ["api", "v1", "namespaces", ns, "pods", name]) => get_pod(&state, ns, name),
+        (Method::POST, ["api", "v1", "namespaces", ns, "pods"]) => {
+            let ns = ns.to_string();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            create_pod(&state, &ns, &body)
+        }
+        (Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {
+            delete_pod(&state, ns, name)
+        }
+        (Method::GET | Method::POST, ["api", "v1", "namespaces", ns, "pods", name, "exec"]) => {
+            let (ns, name) = (ns.to_string(), name.to_string());
+            exec::upgrade(req, state.clone(), &ns, &name, &q)
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                "",
+                None,
+            ),
+        ),
+    };
+    Ok(resp)
+}
+
+/// 403 when the test forbids `verb` on `resource`.
+pub fn refuse(
+    state: &Arc<Mutex<State>>,
+    verb: &str,
+    resource: &str,
+    name: Option<&str>,
+    ns: Option<&str>,
+) -> Option<Response<Body>> {
+    if !state.lock().unwrap().is_forbidden(verb, resource, ns) {
+        return None;
+    }
+    let kind = resource.split('/').next().unwrap_or(resource);
+    let m = forbidden_message(verb, resource, name, ns);
+    Some(json(
+        StatusCode::FORBIDDEN,
+        &status(403, "Forbidden", &m, kind, name),
+    ))
+}
+
+fn not_found(kind: &str, name: &str) -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        &status(
+            404,
+            "NotFound",
+            &format!("{kind} \"{name}\" not found"),
+            kind,
+            Some(name),
+        ),
+    )
+}
+
+fn list_nodes(state: &Arc<Mutex<State>>, q: &[(String, String)]) -> Response<Body> {
+    if let Some(r) = refuse(state, "list", "nodes", None, None) {
+        return r;
+    }
+    let s = state.lock().unwrap();
+    let items = s
+        .nodes
+        .iter()
+        .map(|n| objects::node(&n.name, n.ready, &n.address))
+        .filter(|o| objects::matches(o, param(q, "labelSelector"), param(q, "fieldSelector")))
+        .collect();
+    json(StatusCode::OK, &objects::list("NodeList", items))
+}
+
+fn get_node(state: &Arc<Mutex<State>>, name: &str) -> Response<Body> {
+    if let Some(r) = refuse(state, "get", "nodes", Some(name), None) {
+        return r;
+    }
+    let s = state.lock().unwrap();
+    match s.nodes.iter().find(|n| n.name == name) {
+        Some(n) => json(StatusCode::OK, &objects::node(&n.name, n.ready, &n.address)),
+        None => not_found("nodes", name),
+    }
+}
+
+/// A stored pod as it is now: created ones are Pending for a while, or
+/// never pull their image.
+fn current(s: &State, p: &Stored) -> Value {
+    let mut o = p.object.clone();
+    if o["status"].is_null() {
+        let node_ip = s
+            .nodes
+            .iter()
+            .find(|n| o["spec"]["nodeName"] == n.name.as_str())
+            .map(|n| n.address.clone())
+            .unwrap_or_default();
+        o["status"] = if s.image_pull_fails {
+            let image = o["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            objects::waiting_status(
+                "ImagePullBackOff",
+                &format!(
+                    "Back-off pulling image \"{image}\": ErrImagePull: failed to resolve reference \"{image}\": not found"
+                ),
+            )
+        } else if p.created.elapsed() < s.pending_for {
+            objects::waiting_status("ContainerCreating", "")
+        } else {
+            objects::running_status(&node_ip)
+        };
+    }
+    o
+}
+
+fn list_pods(
+    state: &Arc<Mutex<State>>,
+    ns: Option<&str>,
+    q: &[(String, String)],
+) -> Response<Body> {
+    if let Some(r) = refuse(state, "list", "pods", None, ns) {
+        return r;
+    }
+    let s = state.lock().unwrap();
+    let items = s
+        .pods
+        .iter()
+        .filter(|((pns, _), _)| ns.is_none_or(|n| n == pns))
+        .map(|(_, p)| current(&s, p))
+        .filter(|o| objects::matches(o, param(q, "labelSelector"), param(q, "fieldSelector")))
+        .collect();
+    json(StatusCode::OK, &objects::list("PodList", items))
+}
+
+fn get_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {
+    if let Some(r) = refuse(state, "get", "pods", Some(name), Some(ns)) {
+        return r;
+    }
+    let s = state.lock().unwrap();
+    match s.pods.get(&(ns.to_string(), name.to_string())) {
+        Some(p) => json(StatusCode::OK, &current(&s, p)),
+        None => not_found("pods", name),
+    }
+}
+
+fn create_pod(state: &Arc<Mutex<State>>, ns: &str, body: &[u8]) -> Response<Body> {
+    if let Some(r) = refuse(state, "create", "pods", None, Some(ns)) {
+        return r;
+    }
+    let Ok(mut pod) = serde_json::from_slice::<Value>(body) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not a pod", "pods", None),
+        );
+    };
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let mut s = state.lock().unwrap();
+    if s.pods.contains_key(&(ns.to_string(), name.clone())) {
+        let m = format!("pods \"{name}\" already exists");
+        return json(
+            StatusCode::CONFLICT,
+            &status(409, "AlreadyExists", &m, "pods", Some(&name)),
+        );
+    }
+    pod["metadata"]["namespace"] = ns.into();
+    pod["metadata"]["uid"] = format!("uid-{name}").into();
+    pod["status"] = Value::Null;
+    s.created.push(format!("{ns}/{name}"));
+    s.pods.insert(
+        (ns.to_string(), name),
+        Stored {
+            object: pod.clone(),
+            created: Instant::now(),
+        },
+    );
+    pod["status"] = objects::waiting_status("ContainerCreating", "");
+    json(StatusCode::CREATED, &pod)
+}
+
+fn delete_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {
+    if let Some(r) = refuse(state, "delete", "pods", Some(name), Some(ns)) {
+        return r;
+    }
+    let mut s = state.lock().unwrap();
+    match s.pods.remove(&(ns.to_string(), name.to_string())) {
+        Some(p) => {
+            s.deleted.push(format!("{ns}/{name}"));
+            let mut o = current(&s, &p);
+            o["metadata"]["deletionTimestamp"] = "2026-11-29T00:00:00Z".into();
+            json(StatusCode::OK, &o)
+        }
+        None => not_found("pods", name),
+    }
+}

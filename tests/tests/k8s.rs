@@ -1,0 +1,595 @@
+//! `calitrace cluster --k8s` against a stand-in API server: client -> API
+//! server -> `calitrace agent` in each lab node (exec over WebSocket) ->
+//! merge, and the errors a user meets on a real cluster.
+
+use std::time::Duration;
+
+use calitrace_tests::apiserver::{ApiServer, FakeNode, Protocols, rbac};
+use calitrace_tests::calitrace::{self, Finished, Trace};
+use calitrace_tests::lab::FabricDrop;
+use calitrace_tests::{Lab, Mode};
+use serde_json::{Value, json};
+
+/// The stand-in cluster of a lab: its two nodes, with or without the
+/// DaemonSet's agents, and one application pod on each.
+fn cluster_of(lab: &Lab, daemonset: bool) -> ApiServer {
+    let nodes: Vec<FakeNode> = ["node-a", "node-b"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| FakeNode {
+            name: name.to_string(),
+            netns: lab.node(i).netns.clone(),
+            ready: true,
+            address: lab.node(i).underlay_ip.clone(),
+        })
+        .collect();
+    let api =
+        ApiServer::start(nodes.clone(), &calitrace::binary()).expect("the stand-in API server");
+    if daemonset {
+        for n in &nodes {
+            api.add_daemonset_pod(n);
+        }
+    }
+    let app = |tier: &str| json!({ "app": "shop", "tier": tier });
+    api.add_pod(
+        "shop",
+        "frontend-0",
+        "node-a",
+        &lab.pod(0, 0).ip,
+        app("frontend"),
+        false,
+    );
+    api.add_pod(
+        "shop",
+        "backend-0",
+        "node-b",
+        &lab.pod(1, 0).ip,
+        app("backend"),
+        false,
+    );
+    api
+}
+
+/// Only what deploy/operator-rbac.yaml allows is allowed.
+fn with_operator_rbac(api: &ApiServer) {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/operator-rbac.yaml");
+    let rules = rbac::rules(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert!(!rules.is_empty());
+    api.with(|s| s.rbac = Some(rules));
+}
+
+/// A stand-in cluster without a lab (for errors that come before any agent).
+fn bare_cluster() -> ApiServer {
+    let node = |name: &str, ready| FakeNode {
+        name: name.into(),
+        netns: "no-such-netns".into(),
+        ready,
+        address: "192.0.2.1".into(),
+    };
+    let api = ApiServer::start(
+        vec![node("node-a", true), node("node-b", false)],
+        &calitrace::binary(),
+    )
+    .unwrap();
+    api.add_pod(
+        "shop",
+        "frontend-0",
+        "node-a",
+        "10.244.1.10",
+        json!({}),
+        false,
+    );
+    api
+}
+
+fn env(api: &ApiServer) -> [String; 2] {
+    [
+        "env".into(),
+        format!("KUBECONFIG={}", api.kubeconfig().display()),
+    ]
+}
+
+/// `calitrace cluster --k8s ARGS` while `traffic` runs.
+fn k8s_view(api: &ApiServer, args: &[&str], traffic: impl FnOnce()) -> Finished {
+    let t = start(api, args);
+    traffic();
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = t.stop().expect("the cluster view stops");
+    if std::env::var_os("CALITRACE_TEST_DUMP").is_some() {
+        eprintln!("{}", f.dump());
+    }
+    f
+}
+
+fn start(api: &ApiServer, args: &[&str]) -> Trace {
+    let e = env(api);
+    let prefix: Vec<&str> = e.iter().map(String::as_str).collect();
+    let mut full = vec!["cluster", "--k8s"];
+    full.extend_from_slice(args);
+    if !args.contains(&"-o") {
+        full.extend(["-o", "json"]);
+    }
+    Trace::start_agents(&prefix, &full, 2).expect("both agents trace through the API server")
+}
+
+/// Runs a `cluster --k8s` that is expected to end by itself.
+fn k8s_run(api: &ApiServer, args: &[&str]) -> Finished {
+    let e = env(api);
+    let prefix: Vec<&str> = e.iter().map(String::as_str).collect();
+    let mut full = vec!["cluster", "--k8s"];
+    full.extend_from_slice(args);
+    calitrace::run(None, &prefix, &full, Duration::from_secs(60)).unwrap()
+}
+
+fn pod(ns: &str, name: &str) -> Value {
+    json!({ "namespace": ns, "name": name })
+}
+
+fn ephemeral_pods(api: &ApiServer) -> Vec<String> {
+    api.pod_names()
+        .into_iter()
+        .filter(|p| {
+            p.starts_with("calitrace/calitrace-agent-")
+                && !p.ends_with("-node-a")
+                && !p.ends_with("-node-b")
+        })
+        .collect()
+}
+
+#[test]
+fn an_underlay_drop_through_the_api_server_names_the_pods() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.fabric_drop(FabricDrop::ToNet("10.244.0.0/16")).unwrap();
+    let api = cluster_of(&lab, true);
+    with_operator_rbac(&api);
+    let f = k8s_view(&api, &["--pods", "shop/frontend-0,shop/backend-0"], || {
+        assert!(!lab.ping(&a, &b.ip, 3), "the fabric drops pod traffic");
+    });
+    assert!(f.status.success(), "{}", f.dump());
+    let d = f
+        .diagnoses()
+        .into_iter()
+        .rfind(|d| d["code"] == "UNDERLAY_DROP")
+        .unwrap_or_else(|| panic!("an UNDERLAY_DROP\n{}", f.dump()))
+        .clone();
+    assert_eq!(
+        (&d["src"], &d["dst"]),
+        (&a.ip.as_str().into(), &b.ip.as_str().into())
+    );
+    assert_eq!(
+        (&d["src_node"], &d["dst_node"]),
+        (&"node-a".into(), &"node-b".into())
+    );
+    assert_eq!(d["src_pod"], pod("shop", "frontend-0"), "{}", f.dump());
+    assert_eq!(d["dst_pod"], pod("shop", "backend-0"), "{}", f.dump());
+    let packets = f.of_type("packet");
+    assert!(
+        packets
+            .iter()
+            .any(|p| p["src_pod"] == pod("shop", "frontend-0")),
+        "packets name their pods\n{}",
+        f.dump()
+    );
+    api.with(|s| {
+        assert_eq!(s.exec_protocols, ["v5.channel.k8s.io"; 2], "exec over v5");
+        assert!(
+            s.created.is_empty(),
+            "the DaemonSet's agents are used: {:?}",
+            s.created
+        );
+        let execs: Vec<&String> = s.log.iter().filter(|l| l.contains("/exec?")).collect();
+        assert_eq!(execs.len(), 2, "{:?}", s.log);
+        // The pods' addresses are the FILTER; the agent runs with the host root.
+        for e in execs {
+            assert!(e.contains("command=--host-root&command=%2Fhost"), "{e}");
+            assert!(e.contains(&format!("command=host&command={}", a.ip)), "{e}");
+        }
+    });
+}
+
+#[test]
+fn a_v4_only_api_server_carries_the_streams_too() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let api = cluster_of(&lab, true);
+    api.with(|s| s.protocols = Protocols::V4Only);
+    let f = k8s_view(&api, &["--nodes", "node-a,node-b"], || {
+        assert!(lab.ping(&a, &b.ip, 3), "ping works in the lab");
+    });
+    assert!(f.status.success(), "{}", f.dump());
+    let packets = f.of_type("packet");
+    let flow = Finished::between(&packets, &a.ip, &b.ip);
+    for node in ["node-a", "node-b"] {
+        assert!(
+            flow.iter().any(|p| p["node"] == node),
+            "seen on {node}\n{}",
+            f.dump()
+        );
+    }
+    api.with(|s| assert_eq!(s.exec_protocols, ["v4.channel.k8s.io"; 2]));
+}
+
+#[test]
+fn ephemeral_agent_pods_run_after_pending_and_are_deleted_at_the_end() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let api = cluster_of(&lab, false);
+    with_operator_rbac(&api);
+    api.with(|s| s.pending_for = Duration::from_millis(1500));
+    let t = start(&api, &["--nodes", "node-a,node-b"]);
+    let created = api.with(|s| s.created.clone());
+    assert_eq!(created.len(), 2, "one agent pod per node: {created:?}");
+    let objects: Vec<Value> = api.with(|s| s.pods.values().map(|p| p.object.clone()).collect());
+    for node in ["node-a", "node-b"] {
+        let p = objects
+            .iter()
+            .find(|o| {
+                o["spec"]["nodeName"] == node
+                    && o["metadata"]["labels"]["app.kubernetes.io/component"] == "ephemeral-agent"
+            })
+            .unwrap_or_else(|| panic!("an ephemeral agent pod on {node}: {objects:?}"));
+        assert!(
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("calitrace-agent-{node}-"))
+        );
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["image"], concat!("calitrace:", env!("CARGO_PKG_VERSION")));
+        assert_eq!(c["securityContext"]["privileged"], true);
+        assert_eq!(p["spec"]["hostNetwork"], true);
+    }
+    let polls = api.with(|s| {
+        s.log
+            .iter()
+            .filter(|l| l.starts_with("GET /api/v1/namespaces/calitrace/pods/calitrace-agent-"))
+            .count()
+    });
+    assert!(polls >= 4, "the client waited for Running: {polls} polls");
+    assert!(lab.ping(&a, &b.ip, 2));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(!f.of_type("packet").is_empty(), "{}", f.dump());
+    assert_eq!(
+        ephemeral_pods(&api),
+        Vec::<String>::new(),
+        "deleted at the end\n{}",
+        f.stderr
+    );
+    let mut deleted = api.with(|s| s.deleted.clone());
+    let mut created = created;
+    deleted.sort();
+    created.sort();
+    assert_eq!(deleted, created, "exactly the pods it made");
+    assert!(
+        f.stderr.contains("deleted the ephemeral agent pod"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn sigterm_deletes_the_ephemeral_agent_pods() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, false);
+    let t = start(&api, &["--ephemeral", "--nodes", "node-a,node-b"]);
+    assert_eq!(ephemeral_pods(&api).len(), 2);
+    let f = t.stop_with(libc::SIGTERM).unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
+}
+
+#[test]
+fn cleanup_removes_every_ephemeral_agent_pod_and_nothing_else() {
+    let api = bare_cluster();
+    let eph = json!({ "app.kubernetes.io/name": "calitrace", "app.kubernetes.io/component": "ephemeral-agent" });
+    api.add_pod(
+        "calitrace",
+        "calitrace-agent-node-a-0a0a0a",
+        "node-a",
+        "192.0.2.1",
+        eph.clone(),
+        true,
+    );
+    api.add_pod(
+        "calitrace",
+        "calitrace-agent-node-b-1b1b1b",
+        "node-b",
+        "192.0.2.2",
+        eph,
+        true,
+    );
+    api.add_daemonset_pod(&api.with(|s| s.nodes[0].clone()));
+    with_operator_rbac(&api);
+    let f = k8s_run(&api, &["--cleanup"]);
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.stdout
+            .contains("removed calitrace/calitrace-agent-node-a-0a0a0a (node node-a)"),
+        "{}",
+        f.stdout
+    );
+    assert!(
+        f.stdout
+            .contains("removed calitrace/calitrace-agent-node-b-1b1b1b"),
+        "{}",
+        f.stdout
+    );
+    assert_eq!(
+        api.pod_names(),
+        ["calitrace/calitrace-agent-node-a", "shop/frontend-0"],
+        "the DaemonSet's and other pods stay"
+    );
+    let again = k8s_run(&api, &["--cleanup"]);
+    assert!(
+        again.stdout.contains("no ephemeral agent pod"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn forbidden_names_the_verb_and_the_resource() {
+    let api = bare_cluster();
+    api.add_daemonset_pod(&api.with(|s| s.nodes[0].clone()));
+    api.with(|s| s.forbidden.push(("list".into(), "pods".into())));
+    let f = k8s_run(&api, &["--nodes", "node-a"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("needs the verb `list` on `pods` cluster-wide"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr
+            .contains("User \"tester\" cannot list resource \"pods\""),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("deploy/operator-rbac.yaml"),
+        "{}",
+        f.stderr
+    );
+
+    api.with(|s| s.forbidden = vec![("create".into(), "pods/exec".into())]);
+    let f = k8s_run(&api, &["--nodes", "node-a"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("`create` on `pods/exec` in namespace calitrace"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr
+            .contains("kubectl auth can-i create pods/exec -n calitrace"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn no_agent_and_no_right_to_make_one() {
+    let api = bare_cluster();
+    api.with(|s| s.forbidden.push(("create".into(), "pods".into())));
+    let f = k8s_run(&api, &["--nodes", "node-a"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr.contains("no calitrace agent on node node-a"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("kubectl apply -k deploy/"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn no_kubeconfig_says_where_it_looked() {
+    let home = std::env::temp_dir().join(format!("calitrace-nohome-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let h = format!("HOME={}", home.display());
+    let prefix = [
+        "env",
+        "-u",
+        "KUBECONFIG",
+        "-u",
+        "KUBERNETES_SERVICE_HOST",
+        h.as_str(),
+    ];
+    let f = calitrace::run(
+        None,
+        &prefix,
+        &["cluster", "--k8s", "--all-nodes"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&home).ok();
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(f.stderr.contains("no kubeconfig"), "{}", f.stderr);
+    assert!(f.stderr.contains("--kubeconfig"), "{}", f.stderr);
+}
+
+#[test]
+fn a_node_that_is_not_ready_is_named() {
+    let api = bare_cluster();
+    let f = k8s_run(&api, &["--nodes", "node-b"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("node node-b is not Ready (Ready=Unknown, NodeStatusUnknown"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("kubectl describe node node-b"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_is_named_and_its_pod_deleted() {
+    let api = bare_cluster();
+    api.with(|s| s.image_pull_fails = true);
+    let f = k8s_run(
+        &api,
+        &[
+            "--ephemeral",
+            "--nodes",
+            "node-a",
+            "--image",
+            "example.invalid/calitrace:0",
+        ],
+    );
+    assert_eq!(f.status.code(), Some(1), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("the image example.invalid/calitrace:0 cannot be pulled (ImagePullBackOff"),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("--image"), "{}", f.stderr);
+    let (created, deleted) = api.with(|s| (s.created.clone(), s.deleted.clone()));
+    assert_eq!(created.len(), 1);
+    assert_eq!(deleted, created, "the pod that never ran is deleted");
+}
+
+#[test]
+fn an_unknown_pod_is_named() {
+    let api = bare_cluster();
+    let f = k8s_run(&api, &["--pods", "shop/nope"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(f.stderr.contains("unknown pod shop/nope"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("kubectl get pods -n shop"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// The README's capture: `cluster --k8s -o text` on an underlay fault.
+/// `cargo test -p calitrace-tests --test k8s -- --ignored --nocapture readme`
+#[test]
+#[ignore]
+fn readme_capture() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    lab.fabric_drop(FabricDrop::ToNet("10.244.0.0/16")).unwrap();
+    let api = cluster_of(&lab, true);
+    let f = k8s_view(
+        &api,
+        &[
+            "--pods",
+            "shop/frontend-0,shop/backend-0",
+            "--drops-only",
+            "-o",
+            "text",
+        ],
+        || {
+            lab.ping(&a, &b.ip, 3);
+        },
+    );
+    println!("{}\n--- stderr ---\n{}", f.stdout, f.stderr);
+    api.with(|s| s.forbidden.push(("create".into(), "pods/exec".into())));
+    let f = k8s_run(&api, &["--pods", "shop/frontend-0,shop/backend-0"]);
+    println!(
+        "--- forbidden exec: exit {:?} ---\n{}",
+        f.status.code(),
+        f.stderr
+    );
+}
+
+#[test]
+fn as_a_kubectl_plugin_cluster_goes_through_the_api_server() {
+    let api = bare_cluster();
+    let dir = std::env::temp_dir().join(format!("calitrace-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("kubectl-calitrace");
+    std::fs::remove_file(&link).ok();
+    std::os::unix::fs::symlink(calitrace::binary(), &link).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output();
+    let out = |args: &[&str]| {
+        // Through kubectl's plugin lookup where kubectl is installed, else
+        // as kubectl would start it.
+        let mut c = match &kubectl {
+            Ok(o) if o.status.success() => {
+                let mut c = std::process::Command::new("kubectl");
+                c.arg("calitrace");
+                c
+            }
+            _ => std::process::Command::new(&link),
+        };
+        c.args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", api.kubeconfig())
+            .output()
+            .unwrap()
+    };
+    let help = out(&["cluster", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("Usage: kubectl calitrace cluster"), "{help}");
+    let f = out(&["cluster", "--pods", "shop/nope"]);
+    let err = String::from_utf8_lossy(&f.stderr).to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(f.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown pod shop/nope"),
+        "--k8s is implied: {err}"
+    );
+    assert!(api.with(|s| {
+        s.log
+            .iter()
+            .any(|l| l.contains("/namespaces/shop/pods/nope"))
+    }));
+}
+
+#[test]
+fn the_end_of_duration_deletes_the_ephemeral_agent_pods() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, false);
+    let f = k8s_run(
+        &api,
+        &["--nodes", "node-a", "--duration", "3", "-o", "json"],
+    );
+    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
+    assert_eq!(api.with(|s| s.created.len()), 1);
+    assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
+}
+
+#[test]
+fn ctrl_c_while_an_agent_pod_is_pending_deletes_it() {
+    let api = bare_cluster();
+    api.with(|s| s.pending_for = Duration::from_secs(60));
+    let e = env(&api);
+    let t =
+        Trace::start_plain(&[&e[0], &e[1]], &["cluster", "--k8s", "--nodes", "node-a"]).unwrap();
+    let began = std::time::Instant::now();
+    while api.with(|s| s.created.is_empty()) && began.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ephemeral_pods(&api).len(), 1, "an agent pod waits to run");
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.stderr.contains("stopped before every agent had started"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
+}

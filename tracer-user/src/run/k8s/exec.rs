@@ -1,0 +1,147 @@
+//! `calitrace agent` in an agent pod over the API server's exec WebSocket
+//! (`v5.channel.k8s.io`, else v4): its stdout is the recording stream, its
+//! stderr its messages; closing its stdin stops it.
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{AttachParams, AttachedProcess};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::error::{Call, explain};
+use super::podspec::CONTAINER;
+use crate::run::cluster::session::{AgentLink, Started};
+
+/// Bytes of stdout the client holds before the agent's writes wait.
+const STDOUT_BUFFER: usize = 1 << 20;
+
+/// Starts `command` in the agent container of `pod`.
+pub async fn start(
+    api: &Api<Pod>,
+    namespace: &str,
+    pod: &str,
+    command: &[String],
+) -> anyhow::Result<Started> {
+    let params = AttachParams::default()
+        .container(CONTAINER)
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .max_stdout_buf_size(STDOUT_BUFFER);
+    let mut process = api.exec(pod, command, &params).await.map_err(|e| {
+        explain(
+            e,
+            Call {
+                verb: "create",
+                resource: "pods/exec",
+                namespace: Some(namespace),
+            },
+        )
+    })?;
+    let stdin = process.stdin();
+    let stdout = chunks(process.stdout());
+    let stderr = chunks(process.stderr());
+    let (tx, status) = mpsc::channel();
+    if let Some(s) = process.take_status() {
+        tokio::spawn(async move {
+            tx.send(s.await).ok();
+        });
+    }
+    Ok(Started {
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        link: Box::new(Exec {
+            handle: tokio::runtime::Handle::current(),
+            stdin,
+            process,
+            status,
+            stopping: false,
+        }),
+    })
+}
+
+/// An async reader, read on a thread of the session: chunks go through a
+/// channel.
+fn chunks(r: Option<impl AsyncRead + Unpin + Send + 'static>) -> ChunkReader {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    if let Some(mut r) = r {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    ChunkReader {
+        rx,
+        chunk: Vec::new(),
+        at: 0,
+    }
+}
+
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(c) => (self.chunk, self.at) = (c, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+struct Exec {
+    handle: tokio::runtime::Handle,
+    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    process: AttachedProcess,
+    /// The Status the API server sends on the error channel when the
+    /// command ends (None: the stream closed without one).
+    status: mpsc::Receiver<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>>,
+    stopping: bool,
+}
+
+impl AgentLink for Exec {
+    fn close_stdin(&mut self) {
+        self.stopping = true;
+        if let Some(mut w) = self.stdin.take() {
+            // The end of stdin reaches the agent as v5's close of channel 0
+            // (v4 has none: the WebSocket itself closes).
+            self.handle.spawn(async move {
+                w.shutdown().await.ok();
+            });
+        }
+    }
+
+    fn failure(&mut self) -> Option<String> {
+        match self.status.recv_timeout(Duration::from_secs(2)) {
+            Ok(Some(s)) if s.status.as_deref() == Some("Failure") => {
+                Some(match (s.message, s.reason) {
+                    (Some(m), _) if !m.is_empty() => m,
+                    (_, r) => format!("exec failed: {}", r.unwrap_or_default()),
+                })
+            }
+            Ok(Some(_)) => None,
+            _ if self.stopping => None,
+            _ => Some("the exec stream closed without the agent's exit status".into()),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.process.abort();
+    }
+}

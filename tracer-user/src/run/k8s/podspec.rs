@@ -1,0 +1,134 @@
+//! The ephemeral agent pod: the DaemonSet's own pod template
+//! (`deploy/agent-daemonset.yaml`, built into the binary), pinned to one
+//! node, with the image asked for and a label of its own, so that the two
+//! never drift apart.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ObjectMeta;
+
+const DAEMONSET: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/agent-daemonset.yaml"
+));
+
+/// The label every calitrace pod carries, and the one that tells the
+/// ephemeral agents from the DaemonSet's.
+pub const NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "calitrace");
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+pub const DAEMONSET_COMPONENT: &str = "agent";
+pub const EPHEMERAL_COMPONENT: &str = "ephemeral-agent";
+/// The agent's container in both kinds of pod.
+pub const CONTAINER: &str = "agent";
+
+pub fn selector(component: &str) -> String {
+    format!("{}={},{COMPONENT}={component}", NAME_LABEL.0, NAME_LABEL.1)
+}
+
+/// The DaemonSet as deployed from `deploy/`.
+pub fn daemonset() -> Result<DaemonSet> {
+    serde_saphyr::from_str(DAEMONSET).context("deploy/agent-daemonset.yaml as built in")
+}
+
+/// An agent pod for `node`, named `calitrace-agent-<node>-<suffix>`.
+pub fn ephemeral_pod(node: &str, namespace: &str, image: &str, suffix: &str) -> Result<Pod> {
+    let template = daemonset()?.spec.template;
+    let mut spec = template.spec.context("the DaemonSet has a pod spec")?;
+    spec.node_name = Some(node.to_string());
+    // It runs `calitrace standby` until deleted: a restart would only hide
+    // a failure.
+    spec.restart_policy = Some("Never".into());
+    let agent = spec
+        .containers
+        .iter_mut()
+        .find(|c| c.name == CONTAINER)
+        .context("the DaemonSet's pod has an `agent` container")?;
+    agent.image = Some(image.to_string());
+    let mut labels: BTreeMap<String, String> =
+        template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    labels.insert(COMPONENT.into(), EPHEMERAL_COMPONENT.into());
+    labels.insert(NAME_LABEL.0.into(), NAME_LABEL.1.into());
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(node, suffix)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// `calitrace-agent-<node>-<suffix>`, within the 253 characters of a name.
+fn pod_name(node: &str, suffix: &str) -> String {
+    let room = 253 - "calitrace-agent--".len() - suffix.len();
+    let node: String = node.chars().take(room).collect();
+    format!(
+        "calitrace-agent-{}-{suffix}",
+        node.trim_end_matches(['.', '-'])
+    )
+}
+
+/// A short random suffix (pod names must be unique; a killed client's pods
+/// may still be there).
+pub fn suffix() -> String {
+    let mut b = [0u8; 3];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id();
+        b = [t as u8, (t >> 8) as u8, (t >> 16) as u8];
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ephemeral_pod_is_the_daemonsets_template_on_one_node() {
+        let ds = daemonset().unwrap();
+        let spec = ds.spec;
+        let template = spec.template.spec.clone().unwrap();
+        let selector = spec.selector.match_labels.unwrap();
+        let pod = ephemeral_pod(
+            "node-a",
+            "calitrace",
+            "registry.example/calitrace:9",
+            "0a1b2c",
+        )
+        .unwrap();
+        let mut got = pod.spec.clone().unwrap();
+        assert_eq!(got.node_name.as_deref(), Some("node-a"));
+        assert_eq!(got.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            got.containers[0].image.as_deref(),
+            Some("registry.example/calitrace:9")
+        );
+        // Everything else is the template's.
+        got.node_name = template.node_name.clone();
+        got.restart_policy = template.restart_policy.clone();
+        got.containers[0].image = template.containers[0].image.clone();
+        assert_eq!(
+            serde_json::to_value(&got).unwrap(),
+            serde_json::to_value(&template).unwrap()
+        );
+        let labels = pod.metadata.labels.unwrap();
+        assert_eq!(labels[COMPONENT], EPHEMERAL_COMPONENT);
+        assert_eq!(selector[COMPONENT], DAEMONSET_COMPONENT);
+        assert_eq!(
+            pod.metadata.name.as_deref(),
+            Some("calitrace-agent-node-a-0a1b2c")
+        );
+        assert_eq!(suffix().len(), 6);
+    }
+}
