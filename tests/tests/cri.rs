@@ -157,11 +157,26 @@ fn ready_sandbox(id: &str, ns: &str, name: &str, ip: &str) -> PodSandboxStatus {
     }
 }
 
-fn fake_root(lab: &Lab, what: &str) -> PathBuf {
+/// A host root of the test's own, removed when dropped (a failing test too).
+struct FakeRoot(PathBuf);
+
+impl std::ops::Deref for FakeRoot {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for FakeRoot {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn fake_root(lab: &Lab, what: &str) -> FakeRoot {
     let root = std::env::temp_dir().join(format!("calitrace-cri-{what}-{}", lab.id()));
-    std::fs::remove_dir_all(&root).ok();
     std::fs::create_dir_all(&root).unwrap();
-    root
+    FakeRoot(root)
 }
 
 /// Pings from `a` to `b` while calitrace traces node 0 with `--host-root
@@ -228,7 +243,6 @@ fn records_name_the_pods_the_container_runtime_runs() {
             "a host-network sandbox names nothing: {p}"
         );
     }
-    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]
@@ -264,7 +278,6 @@ fn the_runtime_wins_over_the_kubelets_directories() {
             f.dump()
         );
     }
-    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]
@@ -296,11 +309,10 @@ fn a_dead_or_silent_runtime_socket_neither_hangs_nor_fails() {
         "one line for the dead socket: {}",
         f.stderr
     );
-    // The silent socket costs its 1 s timeout, not more (a margin for a busy machine).
+    // The silent socket costs its 1 s timeout, not a hang (the margin allows for
+    // a machine busy with other builds, where the start itself can double).
     assert!(
-        ready_after < baseline + Duration::from_secs(3),
+        ready_after < baseline * 2 + Duration::from_secs(3),
         "tracing on after {ready_after:?}, {baseline:?} without runtime sockets"
     );
-    std::fs::remove_dir_all(&root).ok();
-    std::fs::remove_dir_all(&empty).ok();
 }
