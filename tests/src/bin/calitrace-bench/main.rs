@@ -4,6 +4,8 @@
 //! stderr); `cargo xtask bench` runs the sections one process at a time and
 //! renders the table. Nothing here runs in `cargo test`: this is a binary.
 
+mod anchors;
+mod datapath;
 mod live;
 mod synth;
 mod userspace;
@@ -37,7 +39,7 @@ fn main() -> Result<()> {
         "replay" => userspace::replay_bench(reps, if quick { 500_000 } else { 2_000_000 }, &dir),
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
-        "datapath" => live::datapath(
+        "datapath" => datapath::datapath(
             if quick { 2 } else { 5 },
             if quick { 2 } else { 3 },
             arg("--compare").map(PathBuf::from),
