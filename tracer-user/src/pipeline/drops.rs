@@ -31,6 +31,13 @@ impl Pipeline {
             .unwrap_or_default();
         let netfilter = (stage == Stage::Netfilter)
             .then(|| self.netfilter_of_drop(ev, location.as_deref(), &journey));
+        if netfilter
+            .as_ref()
+            .is_some_and(|nf| nf.attribution == Attribution::Inferred)
+            && ev.netns == self.env.facts.netns
+        {
+            self.nf_drops_inferred += 1;
+        }
         let record = DropRecord {
             node: None,
             ts_ns: ev.ts_ns,
@@ -139,16 +146,23 @@ impl Pipeline {
         }
         let after = self.env.netfilter();
         for (mut d, _) in std::mem::take(&mut self.pending_nf) {
+            let guessed = d
+                .netfilter
+                .as_ref()
+                .is_some_and(|nf| hook_guessed(nf, &d.journey, d.netns));
             if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
-                // A drop whose counter moved just before the last reading (its
-                // event arrived after it) shows against the reading before.
                 let src = d.flow.src.as_deref();
-                let named = self
-                    .nf_baseline
-                    .as_ref()
-                    .is_some_and(|b| attribution::complete(nf, b, after, src));
-                if !named && let Some(previous) = &self.nf_previous {
-                    attribution::complete(nf, previous, after, src);
+                let named = self.complete_from_counters(nf, after, src);
+                if !named && guessed {
+                    // The hook was a guess from addresses (no link point saw
+                    // the packet): the counters of any hook may name the
+                    // chain, and a base chain its hook (a raw PREROUTING rule
+                    // for a packet to this node is not INPUT).
+                    let guess = nf.hook.take();
+                    self.complete_from_counters(nf, after, src);
+                    if nf.hook.is_none() {
+                        nf.hook = guess;
+                    }
                 }
             }
             self.emit_drop(d, out);
@@ -156,6 +170,27 @@ impl Pipeline {
         if after.is_some() {
             self.nf_previous = std::mem::replace(&mut self.nf_baseline, after);
         }
+    }
+
+    /// Names a netfilter drop's table, chain and rule from the counters
+    /// moving between the baseline and `after`; a drop whose counter moved
+    /// just before the last reading (its event arrived after it) shows
+    /// against the reading before.
+    fn complete_from_counters(
+        &self,
+        nf: &mut NetfilterInfo,
+        after: &crate::netfilter::Inventory,
+        src: Option<&str>,
+    ) -> bool {
+        let named = self
+            .nf_baseline
+            .as_ref()
+            .is_some_and(|b| attribution::complete(nf, b, after, src));
+        named
+            || self
+                .nf_previous
+                .as_ref()
+                .is_some_and(|p| attribution::complete(nf, p, after, src))
     }
 
     /// Netfilter hook of a drop in this node's namespace, from addresses:
@@ -188,4 +223,10 @@ pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<Hook> {
         return None;
     }
     last.hook()
+}
+
+/// Whether the hook of an inferred netfilter drop is a guess from addresses:
+/// neither a table walk nor a netfilter link point saw where it died.
+fn hook_guessed(nf: &NetfilterInfo, journey: &[Hop], netns: u32) -> bool {
+    nf.attribution == Attribution::Inferred && hook_from_points(journey, netns).is_none()
 }

@@ -7,6 +7,7 @@ pub mod event_loop;
 pub mod interfaces;
 pub mod live;
 pub mod merged_replay;
+pub mod nf_demand;
 pub mod probes;
 pub mod replay;
 pub mod session;
