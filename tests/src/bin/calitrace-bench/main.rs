@@ -7,6 +7,7 @@
 mod anchors;
 mod datapath;
 mod live;
+mod profile;
 mod synth;
 mod userspace;
 mod util;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|lost|memory-live|attach [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +45,7 @@ fn main() -> Result<()> {
             if quick { 2 } else { 3 },
             arg("--compare").map(PathBuf::from),
         ),
+        "datapath-profile" => profile::datapath_profile(if quick { 2 } else { 5 }),
         "lost" => live::lost(100_000, if quick { 4 } else { 10 }, &dir),
         "memory-live" => live::memory_live(100_000),
         "attach" => live::attach(200, reps.min(3)),
