@@ -18,9 +18,22 @@ const TC_ACT_UNSPEC: i32 = -1;
 
 struct Packet<'a>(&'a TcContext);
 
+/// Headers further in than this are read with `bpf_skb_load_bytes`; the
+/// bound also keeps the offset small enough for the verifier to add it to
+/// a packet pointer.
+const DIRECT_LIMIT: usize = 256;
+
 impl Reader for Packet<'_> {
+    /// Straight from the packet's linear data where the header is there
+    /// (a load, not a helper call: most of the per-packet work when the
+    /// filter then says no); else copied with `bpf_skb_load_bytes`.
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        let (start, end) = (self.0.data(), self.0.data_end());
+        if off <= DIRECT_LIMIT && start + off + core::mem::size_of::<T>() <= end {
+            // SAFETY: within [data, data_end), which the verifier checks too.
+            return Some(unsafe { ((start + off) as *const T).read_unaligned() });
+        }
         self.0.load::<T>(off).ok()
     }
 }
