@@ -210,7 +210,7 @@ impl Tracer {
             TcAttach::Netlink => false,
         };
         let mut attachments = TcAttachments::new(tcx);
-        for name in tc::PROGRAMS {
+        for name in tc::LOADED_AT_START {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
             if let Err(e) = prog.load() {
                 self.report.missing(format!("tc ({name})"), why(&e.into()));
