@@ -123,61 +123,19 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
         b.ip,
         ifaces.join(", ")
     );
-    let t = secs.to_string();
+    let setup = Setup {
+        node: node.netns.clone(),
+        ifaces: ifaces.clone(),
+        from: a.netns.clone(),
+        to: b.ip.clone(),
+        secs: secs.to_string(),
+    };
     let mut s: Vec<Samples> = vec![Samples::default(); nv];
     for rep in 0..reps {
         // A different order each repetition, so that drift hits all alike.
         for k in 0..nv {
             let i = (k + rep) % nv;
-            let running = match &variants[i].load {
-                Load::Untraced => Running::Nothing,
-                Load::EmptyProgram => {
-                    Running::Empty(EmptyProgram::attach(&lab, &node.netns, &ifaces)?)
-                }
-                Load::Tcpdump(filter) => {
-                    Running::Tcpdump(Tcpdump::start(&node.netns, &ifaces, *filter)?)
-                }
-                Load::Calitrace(bin, filter) => {
-                    let tr = start_bin(
-                        bin,
-                        &node.netns,
-                        &filter.iter().copied().collect::<Vec<_>>(),
-                    )?;
-                    let cpu = tr.cpu_s();
-                    Running::Calitrace(tr, cpu)
-                }
-            };
-            let began = Instant::now();
-            let r = iperf3(&lab, &a.netns, &["-c", &b.ip, "-p", "5201", "-t", &t])?;
-            s[i].tcp.push(tcp_bps(&r)?);
-            let r = iperf3(
-                &lab,
-                &a.netns,
-                &[
-                    "-c", &b.ip, "-p", "5202", "-u", "-b", "0", "-l", "64", "-t", &t,
-                ],
-            )?;
-            s[i].udp.push(udp_pps(&r)?);
-            let traced = began.elapsed().as_secs_f64();
-            match running {
-                Running::Nothing => {}
-                Running::Empty(program) => drop(program),
-                Running::Tcpdump(td) => {
-                    let c = td.stop()?;
-                    s[i].tcpdump.captured += c.captured;
-                    s[i].tcpdump.dropped_by_kernel += c.dropped_by_kernel;
-                }
-                Running::Calitrace(tr, cpu_at_ready) => {
-                    let cpu = tr.cpu_s() - cpu_at_ready;
-                    let (_, stats) = stop(tr)?;
-                    let events = event_count(&stats, "tc");
-                    if events > 1000.0 {
-                        s[i].cpu_per_kev.push(cpu / events * 1e3);
-                    }
-                    s[i].events_per_s.push(events / traced);
-                    s[i].lost += stats["lost"].as_f64().unwrap_or(0.0);
-                }
-            }
+            measure(&lab, &variants[i].load, &setup, &mut s[i])?;
             eprintln!(
                 "  rep {rep} {}: TCP {:.2} Gbit/s, UDP {:.0} pkt/s",
                 variants[i].label,
@@ -202,6 +160,70 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
             if let Some(i) = find(&format!("all{label}")) {
                 table.everything(proto, i, suffix);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Where the traffic goes and what is traced.
+struct Setup {
+    /// Node A's namespace and the interfaces traced there.
+    node: String,
+    ifaces: Vec<String>,
+    /// Pod A's namespace, pod B's address.
+    from: String,
+    to: String,
+    secs: String,
+}
+
+/// One TCP and one UDP measurement with `load` running on node A.
+fn measure(lab: &Lab, load: &Load, setup: &Setup, s: &mut Samples) -> Result<()> {
+    let Setup {
+        node,
+        ifaces,
+        from,
+        to,
+        secs,
+    } = setup;
+    let running = match load {
+        Load::Untraced => Running::Nothing,
+        Load::EmptyProgram => Running::Empty(EmptyProgram::attach(lab, node, ifaces)?),
+        Load::Tcpdump(filter) => Running::Tcpdump(Tcpdump::start(node, ifaces, *filter)?),
+        Load::Calitrace(bin, filter) => {
+            let tr = start_bin(bin, node, &filter.iter().copied().collect::<Vec<_>>())?;
+            let cpu = tr.cpu_s();
+            Running::Calitrace(tr, cpu)
+        }
+    };
+    let began = Instant::now();
+    let r = iperf3(lab, from, &["-c", to, "-p", "5201", "-t", secs])?;
+    s.tcp.push(tcp_bps(&r)?);
+    let r = iperf3(
+        lab,
+        from,
+        &[
+            "-c", to, "-p", "5202", "-u", "-b", "0", "-l", "64", "-t", secs,
+        ],
+    )?;
+    s.udp.push(udp_pps(&r)?);
+    let traced = began.elapsed().as_secs_f64();
+    match running {
+        Running::Nothing => {}
+        Running::Empty(program) => drop(program),
+        Running::Tcpdump(td) => {
+            let c = td.stop()?;
+            s.tcpdump.captured += c.captured;
+            s.tcpdump.dropped_by_kernel += c.dropped_by_kernel;
+        }
+        Running::Calitrace(tr, cpu_at_ready) => {
+            let cpu = tr.cpu_s() - cpu_at_ready;
+            let (_, stats) = stop(tr)?;
+            let events = event_count(&stats, "tc");
+            if events > 1000.0 {
+                s.cpu_per_kev.push(cpu / events * 1e3);
+            }
+            s.events_per_s.push(events / traced);
+            s.lost += stats["lost"].as_f64().unwrap_or(0.0);
         }
     }
     Ok(())
