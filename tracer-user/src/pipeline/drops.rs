@@ -31,13 +31,6 @@ impl Pipeline {
             .unwrap_or_default();
         let netfilter = (stage == Stage::Netfilter)
             .then(|| self.netfilter_of_drop(ev, location.as_deref(), &journey));
-        if netfilter
-            .as_ref()
-            .is_some_and(|nf| nf.attribution == Attribution::Inferred)
-            && ev.netns == self.env.facts.netns
-        {
-            self.nf_drops_inferred += 1;
-        }
         let record = DropRecord {
             node: None,
             ts_ns: ev.ts_ns,
@@ -127,6 +120,16 @@ impl Pipeline {
     }
 
     pub(super) fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
+        // Counted as it goes out: a table walk's verdict may come after the
+        // drop event (nft_do_chain freeing the packet itself) and make it exact.
+        if record
+            .netfilter
+            .as_ref()
+            .is_some_and(|nf| nf.attribution == Attribution::Inferred)
+            && record.netns == self.env.facts.netns
+        {
+            self.nf_drops_inferred += 1;
+        }
         // The drop goes out before the diagnosis it may give rise to; a
         // benign one gives none.
         let mut diagnoses = Vec::new();
