@@ -44,47 +44,70 @@ fn probes_report_the_links_or_why_not() {
     }
 }
 
-/// Traces on node 1 while node 0 pings node 1's own underlay address.
-fn ping_node(lab: &Lab, signal: i32, during: impl FnOnce(&Trace)) -> Finished {
+/// Waits until `pid` holds netfilter links (they are linked on demand, at
+/// the first netfilter drop no table walk saw); the links.
+fn wait_for_links(pid: u32) -> Vec<NfLink> {
+    for _ in 0..60 {
+        let links = netfilter_links_of(pid);
+        if !links.is_empty() {
+            return links;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Vec::new()
+}
+
+/// Traces on node 1 while node 0 pings node 1's own underlay address twice:
+/// the first drop finds no netfilter links (they are linked because of it),
+/// the second passes them. Returns the output and the links calitrace held
+/// between the pings (none where the kernel has no links).
+fn ping_node_twice(lab: &Lab, signal: i32) -> (Finished, Vec<NfLink>) {
     let t = Trace::start(&lab.node(1).netns, &["--drops-only"]).unwrap();
-    during(&t);
+    let pid = t.pid().unwrap();
     assert!(
-        // One ping: a second drop by the same rule can land between the
-        // first one and the counter reading that names its rule.
-        !lab.ping_from(&lab.node(0).netns, &lab.node(1).underlay_ip, 1),
-        "the fault drops the ping"
+        netfilter_links_of(pid).is_empty(),
+        "no links before a netfilter drop"
     );
+    let ping = || {
+        assert!(
+            // One ping each: a second drop by the same rule can land between
+            // the first one and the counter reading that names its rule.
+            !lab.ping_from(&lab.node(0).netns, &lab.node(1).underlay_ip, 1),
+            "the fault drops the ping"
+        );
+    };
+    ping();
+    let ours = if NETFILTER_LINKS.present() {
+        wait_for_links(pid)
+    } else {
+        Vec::new()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    ping();
     std::thread::sleep(Duration::from_millis(600));
     let f = t.stop_with(signal).unwrap();
     if signal == libc::SIGINT {
         assert!(f.status.success(), "{}", f.dump());
     }
-    f
+    (f, ours)
 }
 
-/// Pings to node 1 dropped in its INPUT chain (legacy), traced there until
-/// `signal`; also the netfilter links calitrace held while it ran.
-fn input_drop(signal: i32) -> (Lab, Finished, Vec<NfLink>) {
+/// Pings to node 1 dropped in its INPUT chain (`backend`), traced there
+/// until `signal`; also the netfilter links calitrace held while it ran.
+fn input_drop(signal: i32, backend: Backend) -> (Lab, Finished, Vec<NfLink>) {
     let lab = Lab::new(Mode::Direct).unwrap();
-    lab.iptables(
-        1,
-        Backend::Legacy,
-        &["-A", "INPUT", "-p", "icmp", "-j", "DROP"],
-    )
-    .unwrap();
-    let mut ours = Vec::new();
-    let f = ping_node(&lab, signal, |t| {
-        ours = netfilter_links_of(t.pid().unwrap());
-    });
+    lab.iptables(1, backend, &["-A", "INPUT", "-p", "icmp", "-j", "DROP"])
+        .unwrap();
+    let (f, ours) = ping_node_twice(&lab, signal);
     (lab, f, ours)
 }
 
-/// The last drop of the ping from node 0 to node 1.
-fn drop_of(lab: &Lab, f: &Finished) -> Value {
+/// The drops of the pings from node 0 to node 1, oldest first.
+fn drops_of(lab: &Lab, f: &Finished) -> Vec<Value> {
     let drops = f.drops();
     let flow = Finished::between(&drops, &lab.node(0).underlay_ip, &lab.node(1).underlay_ip);
     assert!(!flow.is_empty(), "no drop for the ping\n{}", f.dump());
-    flow[flow.len() - 1].clone()
+    flow.into_iter().cloned().collect()
 }
 
 /// `HOOK point` (or `HOOK after PRIO`) of every link point in a journey.
@@ -177,6 +200,25 @@ fn link_exists(id: u32) -> bool {
     false
 }
 
+/// `(hook, backend, table, chain)` of a drop's netfilter details.
+fn place(d: &Value) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+    let nf = &d["netfilter"];
+    (
+        nf["hook"].as_str(),
+        nf["backend"].as_str(),
+        nf["table"].as_str(),
+        nf["chain"].as_str(),
+    )
+}
+
+fn has_points(d: &Value) -> bool {
+    d["journey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h.get("point").is_some())
+}
+
 /// Without links (before 6.4) an INPUT drop is still found, its hook from the
 /// packet's addresses and its table and chain from the counters; the start
 /// line says why there are no links, and calitrace holds none.
@@ -192,63 +234,70 @@ fn input_drop_without_links(lab: &Lab, f: &Finished, ours: &[NfLink]) {
         why["reason"].as_str().unwrap().contains("older than 6.4"),
         "{why}"
     );
-    let d = drop_of(lab, f);
-    let nf = &d["netfilter"];
-    assert_eq!(
-        (d["stage"].as_str(), d["reason"].as_str()),
-        (Some("netfilter"), Some("NETFILTER_DROP")),
-        "{d}"
-    );
-    assert_eq!(
-        (
-            nf["hook"].as_str(),
-            nf["backend"].as_str(),
-            nf["table"].as_str(),
-            nf["chain"].as_str()
-        ),
-        (Some("INPUT"), Some("legacy"), Some("filter"), Some("INPUT")),
-        "{d}"
-    );
-    assert!(
-        d["journey"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|h| h.get("point").is_none()),
-        "no link points without links: {d}"
-    );
+    for d in drops_of(lab, f) {
+        assert_eq!(
+            (d["stage"].as_str(), d["reason"].as_str()),
+            (Some("netfilter"), Some("NETFILTER_DROP")),
+            "{d}"
+        );
+        assert_eq!(
+            place(&d),
+            (Some("INPUT"), Some("legacy"), Some("filter"), Some("INPUT")),
+            "{d}"
+        );
+        assert!(!has_points(&d), "no link points without links: {d}");
+    }
 }
 
-#[test]
-fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
-    let (lab, f, ours) = input_drop(libc::SIGINT);
+/// Whether the drop was seen by a table walk (fexit): then the links can
+/// change no answer and are never linked.
+fn exact(d: &Value) -> bool {
+    d["netfilter"]["attribution"] == "exact"
+}
+
+/// An INPUT drop (iptables `backend`): the first one, before any link was
+/// there, gets its hook from addresses and its table and chain from the
+/// counters; it makes calitrace link the points, so that the next one gets
+/// its hook from them and its journey shows the hooks it passed; every link
+/// goes when calitrace exits.
+fn input_drop_named_first_and_by_the_links(backend: Backend, name: &str) {
+    let (lab, f, ours) = input_drop(libc::SIGINT, backend);
     if !NETFILTER_LINKS.present() {
-        input_drop_without_links(&lab, &f, &ours);
+        if backend == Backend::Legacy {
+            input_drop_without_links(&lab, &f, &ours);
+        }
         return;
     }
     assert!(
-        links_attached(&f).contains("entry and exit of PREROUTING, INPUT, FORWARD"),
+        links_attached(&f).contains("entry and exit of PREROUTING, INPUT, FORWARD")
+            && links_attached(&f).contains("linked from the first netfilter drop"),
         "{}",
         f.dump()
     );
-
-    let d = drop_of(&lab, &f);
-    let nf = &d["netfilter"];
-    assert_eq!(d["stage"], "netfilter", "{d}");
-    assert_eq!(
-        (
-            nf["hook"].as_str(),
-            nf["backend"].as_str(),
-            nf["table"].as_str()
-        ),
-        (Some("INPUT"), Some("legacy"), Some("filter")),
-        "{d}"
-    );
-    if nf["attribution"] == "inferred" {
-        // No fexit (this kernel): the hook came from the links.
-        assert_eq!(nf["chain"], "INPUT", "{d}");
+    let drops = drops_of(&lab, &f);
+    assert_eq!(drops.len(), 2, "{}", f.dump());
+    for d in &drops {
+        assert_eq!(d["stage"], "netfilter", "{d}");
+        assert_eq!(
+            place(d),
+            (Some("INPUT"), Some(name), Some("filter"), Some("INPUT")),
+            "the hook is named for every drop, the first included: {d}"
+        );
     }
-    let seen = points(&d);
+    if exact(&drops[0]) {
+        assert!(
+            ours.is_empty(),
+            "exact attribution needs no links: {ours:?}"
+        );
+        return;
+    }
+    assert!(
+        !has_points(&drops[0]),
+        "no links before the first drop: {}",
+        drops[0]
+    );
+    let d = &drops[1];
+    let seen = points(d);
     let at = |p: &str| {
         seen.iter()
             .position(|s| s == p)
@@ -291,28 +340,48 @@ fn input_drop_gets_its_hook_from_the_links_which_go_away_on_exit() {
 }
 
 #[test]
-fn a_raw_prerouting_drop_is_not_taken_for_input() {
+fn input_drop_gets_its_hook_first_and_from_the_links_legacy() {
+    input_drop_named_first_and_by_the_links(Backend::Legacy, "legacy");
+}
+
+#[test]
+fn input_drop_gets_its_hook_first_and_from_the_links_nft() {
+    input_drop_named_first_and_by_the_links(Backend::Nft, "nft");
+}
+
+/// A raw PREROUTING drop of a packet to the node itself, where addresses
+/// alone would say INPUT: the first drop's hook comes from the counters (a
+/// base chain names its hook), the next one's from the links.
+fn raw_prerouting_drop(backend: Backend, name: &str) {
     if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
-    // To the node's own address, so addresses alone would say INPUT.
     let lab = Lab::new(Mode::Direct).unwrap();
     lab.iptables(
         1,
-        Backend::Legacy,
+        backend,
         &["-t", "raw", "-A", "PREROUTING", "-p", "icmp", "-j", "DROP"],
     )
     .unwrap();
-    let f = ping_node(&lab, libc::SIGINT, |_| {});
-    let d = drop_of(&lab, &f);
-    let nf = &d["netfilter"];
-    assert_eq!(nf["hook"], "PREROUTING", "{d}");
-    assert_eq!(
-        (nf["table"].as_str(), nf["chain"].as_str()),
-        (Some("raw"), Some("PREROUTING")),
-        "the counters of the right hook's chains: {d}"
-    );
-    let seen = points(&d);
+    let (f, _) = ping_node_twice(&lab, libc::SIGINT);
+    let drops = drops_of(&lab, &f);
+    assert_eq!(drops.len(), 2, "{}", f.dump());
+    for d in &drops {
+        assert_eq!(
+            place(d),
+            (
+                Some("PREROUTING"),
+                Some(name),
+                Some("raw"),
+                Some("PREROUTING")
+            ),
+            "the counters of the right hook's chains: {d}"
+        );
+    }
+    if exact(&drops[0]) {
+        return;
+    }
+    let seen = points(&drops[1]);
     assert!(seen.contains(&"PREROUTING entry".to_string()), "{seen:?}");
     assert!(
         !seen
@@ -320,6 +389,16 @@ fn a_raw_prerouting_drop_is_not_taken_for_input() {
             .any(|s| s == "PREROUTING exit" || s.starts_with("INPUT")),
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_raw_prerouting_drop_is_not_taken_for_input_legacy() {
+    raw_prerouting_drop(Backend::Legacy, "legacy");
+}
+
+#[test]
+fn a_raw_prerouting_drop_is_not_taken_for_input_nft() {
+    raw_prerouting_drop(Backend::Nft, "nft");
 }
 
 #[test]
@@ -335,6 +414,9 @@ fn a_forward_drop_shows_which_tables_it_got_past() {
         .unwrap();
     let t = Trace::start(&lab.node(1).netns, &["--drops-only"]).unwrap();
     assert!(!lab.ping(&a, &b.ip, 1));
+    wait_for_links(t.pid().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!lab.ping(&a, &b.ip, 1));
     std::thread::sleep(Duration::from_millis(600));
     let f = t.stop().unwrap();
     assert!(f.status.success(), "{}", f.dump());
@@ -345,10 +427,15 @@ fn a_forward_drop_shows_which_tables_it_got_past() {
     );
     let drops = f.drops();
     let flow = Finished::between(&drops, &a.ip, &b.ip);
-    let d = flow.last().unwrap_or_else(|| panic!("{}", f.dump()));
-    assert_eq!(d["netfilter"]["hook"], "FORWARD", "{d}");
-    assert_eq!(d["netfilter"]["backend"], "legacy", "{d}");
-    let seen = points(d);
+    assert_eq!(flow.len(), 2, "{}", f.dump());
+    for d in &flow {
+        assert_eq!(d["netfilter"]["hook"], "FORWARD", "{d}");
+        assert_eq!(d["netfilter"]["backend"], "legacy", "{d}");
+    }
+    if exact(flow[0]) {
+        return;
+    }
+    let seen = points(flow[1]);
     for p in [
         "PREROUTING entry",
         "PREROUTING exit",
@@ -370,7 +457,11 @@ fn links_go_away_when_calitrace_is_killed() {
     if kernel::must_skip(NETFILTER_LINKS) {
         return;
     }
-    let (_lab, _, ours) = input_drop(libc::SIGKILL);
+    if calitrace::attribution().expected_for("legacy") == "exact" {
+        // A table walk names legacy drops: the links are never linked.
+        return;
+    }
+    let (_lab, _, ours) = input_drop(libc::SIGKILL, Backend::Legacy);
     assert!(ours.len() >= 20, "{ours:?}");
     // The kernel releases them with the process's files, shortly after.
     std::thread::sleep(Duration::from_millis(500));
@@ -380,4 +471,54 @@ fn links_go_away_when_calitrace_is_killed() {
             "link {link} outlived a killed calitrace"
         );
     }
+}
+
+/// Healthy traffic (pings answered, pod to pod and to the node) never makes
+/// calitrace link the points; a netfilter drop does, and they are unlinked
+/// again once no such drop came for the quiet period (10 s).
+#[test]
+fn links_only_while_netfilter_drops_need_them() {
+    if kernel::must_skip(NETFILTER_LINKS) {
+        return;
+    }
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let mut t = Trace::start(&lab.node(1).netns, &["--drops-only"]).unwrap();
+    let pid = t.pid().unwrap();
+    assert!(lab.ping(&a, &b.ip, 3), "pod to pod");
+    assert!(lab.ping_from(&lab.node(0).netns, &lab.node(1).underlay_ip, 3));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(netfilter_links_of(pid), vec![], "healthy traffic: no links");
+
+    lab.iptables(
+        1,
+        Backend::Legacy,
+        &["-A", "FORWARD", "-p", "icmp", "-j", "DROP"],
+    )
+    .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 1));
+    let ours = wait_for_links(pid);
+    if ours.is_empty() {
+        // Only with exact attribution (fexit): then links can change nothing.
+        let f = t.stop().unwrap();
+        let drops = f.drops();
+        assert!(drops.iter().all(|d| exact(d)), "{}", f.dump());
+        return;
+    }
+    assert!(ours.len() >= 20, "{ours:?}");
+    t.wait_for_stderr("netfilter link points unlinked", Duration::from_secs(15))
+        .unwrap();
+    assert_eq!(netfilter_links_of(pid), vec![], "unlinked while running");
+    for (link, _, _, _) in &ours {
+        assert!(
+            !link_exists(*link),
+            "link {link} stayed after the quiet period"
+        );
+    }
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let drops = f.drops();
+    let flow = Finished::between(&drops, &a.ip, &b.ip);
+    assert_eq!(flow.len(), 1, "{}", f.dump());
+    assert_eq!(flow[0]["netfilter"]["hook"], "FORWARD", "{}", flow[0]);
 }

@@ -16,6 +16,8 @@ use crate::parse::{Reader, parse_l3};
 /// Lets other programs on the hook run and the packet continue.
 const TC_ACT_UNSPEC: i32 = -1;
 
+/// A packet whose data is not all linear (GSO payload in page fragments):
+/// headers are copied out with `bpf_skb_load_bytes`.
 struct Packet<'a>(&'a TcContext);
 
 impl Reader for Packet<'_> {
@@ -25,18 +27,54 @@ impl Reader for Packet<'_> {
     }
 }
 
+/// A packet that is all linear data (`data_end - data == skb->len`, as
+/// most small packets are): headers are plain loads, where a helper call
+/// per header was most of the work when the filter then says no. Reads
+/// fail exactly where `bpf_skb_load_bytes` would: past the packet's end.
+struct Linear {
+    start: usize,
+    end: usize,
+}
+
+/// Offsets above this cannot be inside a linear packet (at most 64 KiB);
+/// the bound lets the verifier add an offset to a packet pointer.
+const MAX_OFFSET: usize = 0xffff;
+
+impl Reader for Linear {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        if off > MAX_OFFSET || self.start + off + core::mem::size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: within [data, data_end), which the verifier checks too.
+        Some(unsafe { ((self.start + off) as *const T).read_unaligned() })
+    }
+}
+
+/// Chooses the reader once per packet, so that the verifier walks each
+/// parser once per kind of reader rather than every mix of the two.
 #[inline(always)]
 fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
     count(counter::TC_SEEN);
     let skb = unsafe { &*ctx.skb.skb };
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if end - start == skb.len as usize {
+        observe_with(ctx, &Linear { start, end }, direction, has_l2);
+    } else {
+        observe_with(ctx, &Packet(ctx), direction, has_l2);
+    }
+}
+
+#[inline(always)]
+fn observe_with<R: Reader>(ctx: &TcContext, reader: &R, direction: u8, has_l2: bool) {
+    let skb = unsafe { &*ctx.skb.skb };
     let Some(ev) = scratch(&SCRATCH) else { return };
-    let reader = Packet(ctx);
     let l4 = if has_l2 {
         let Some(eth) = reader.read::<[u8; 14]>(0) else {
             return;
         };
         parse_l3(
-            &reader,
+            reader,
             14,
             u16::from_be_bytes([eth[12], eth[13]]),
             &mut ev.pkt,
@@ -44,10 +82,10 @@ fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
     } else {
         // Devices without a link-layer header (tunl0, wireguard): skb->protocol
         // says what the data starts with.
-        parse_l3(&reader, 0, u16::from_be(skb.protocol as u16), &mut ev.pkt)
+        parse_l3(reader, 0, u16::from_be(skb.protocol as u16), &mut ev.pkt)
     };
-    if let Some(tunnel) = inner(&reader, &ev.pkt, l4, VXLAN_PORT.load())
-        && let Some(enc) = decapsulated(&reader, ev, tunnel)
+    if let Some(tunnel) = inner(reader, &ev.pkt, l4, VXLAN_PORT.load())
+        && let Some(enc) = decapsulated(reader, ev, tunnel)
     {
         if filter_matches(&enc.ev.pkt) || filter_matches(&ev.pkt) {
             finish(ctx, &mut enc.ev, kind::TC_ENCAP, direction);
@@ -65,8 +103,8 @@ fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
 /// headers beside it. `None` where the inner packet is none calitrace reads
 /// (then the outer one is reported as it is).
 #[inline(always)]
-fn decapsulated(
-    reader: &Packet<'_>,
+fn decapsulated<R: Reader>(
+    reader: &R,
     outer: &Event,
     tunnel: Inner,
 ) -> Option<&'static mut EncapEvent> {

@@ -121,6 +121,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             ));
             continue;
         }
+        if section == "datapath" && !has_command("tcpdump", "--version") {
+            skipped.push("datapath: the tcpdump rows (`apt-get install tcpdump`)".to_string());
+        }
         eprintln!("\n== {section}");
         let t = Instant::now();
         let mut c = Command::new(&helper);

@@ -120,6 +120,16 @@ impl Pipeline {
     }
 
     pub(super) fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
+        // Counted as it goes out: a table walk's verdict may come after the
+        // drop event (nft_do_chain freeing the packet itself) and make it exact.
+        if record
+            .netfilter
+            .as_ref()
+            .is_some_and(|nf| nf.attribution == Attribution::Inferred)
+            && record.netns == self.env.facts.netns
+        {
+            self.nf_drops_inferred += 1;
+        }
         // The drop goes out before the diagnosis it may give rise to; a
         // benign one gives none.
         let mut diagnoses = Vec::new();
@@ -139,16 +149,23 @@ impl Pipeline {
         }
         let after = self.env.netfilter();
         for (mut d, _) in std::mem::take(&mut self.pending_nf) {
+            let guessed = d
+                .netfilter
+                .as_ref()
+                .is_some_and(|nf| hook_guessed(nf, &d.journey, d.netns));
             if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
-                // A drop whose counter moved just before the last reading (its
-                // event arrived after it) shows against the reading before.
                 let src = d.flow.src.as_deref();
-                let named = self
-                    .nf_baseline
-                    .as_ref()
-                    .is_some_and(|b| attribution::complete(nf, b, after, src));
-                if !named && let Some(previous) = &self.nf_previous {
-                    attribution::complete(nf, previous, after, src);
+                let named = self.complete_from_counters(nf, after, src);
+                if !named && guessed {
+                    // The hook was a guess from addresses (no link point saw
+                    // the packet): the counters of any hook may name the
+                    // chain, and a base chain its hook (a raw PREROUTING rule
+                    // for a packet to this node is not INPUT).
+                    let guess = nf.hook.take();
+                    self.complete_from_counters(nf, after, src);
+                    if nf.hook.is_none() {
+                        nf.hook = guess;
+                    }
                 }
             }
             self.emit_drop(d, out);
@@ -156,6 +173,27 @@ impl Pipeline {
         if after.is_some() {
             self.nf_previous = std::mem::replace(&mut self.nf_baseline, after);
         }
+    }
+
+    /// Names a netfilter drop's table, chain and rule from the counters
+    /// moving between the baseline and `after`; a drop whose counter moved
+    /// just before the last reading (its event arrived after it) shows
+    /// against the reading before.
+    fn complete_from_counters(
+        &self,
+        nf: &mut NetfilterInfo,
+        after: &crate::netfilter::Inventory,
+        src: Option<&str>,
+    ) -> bool {
+        let named = self
+            .nf_baseline
+            .as_ref()
+            .is_some_and(|b| attribution::complete(nf, b, after, src));
+        named
+            || self
+                .nf_previous
+                .as_ref()
+                .is_some_and(|p| attribution::complete(nf, p, after, src))
     }
 
     /// Netfilter hook of a drop in this node's namespace, from addresses:
@@ -188,4 +226,10 @@ pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<Hook> {
         return None;
     }
     last.hook()
+}
+
+/// Whether the hook of an inferred netfilter drop is a guess from addresses:
+/// neither a table walk nor a netfilter link point saw where it died.
+fn hook_guessed(nf: &NetfilterInfo, journey: &[Hop], netns: u32) -> bool {
+    nf.attribution == Attribution::Inferred && hook_from_points(journey, netns).is_none()
 }

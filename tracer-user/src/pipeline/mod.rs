@@ -77,6 +77,10 @@ pub struct Pipeline {
     /// Netfilter drops waiting for the rule counters (and for the verdict of
     /// a table walk that freed the packet itself), with their packet's key.
     pending_nf: Vec<(DropRecord, Option<PacketKey>)>,
+    /// Netfilter drops in this node's namespace that no table walk saw
+    /// (their hook is a netfilter link point's, or a guess): the links
+    /// attach while this grows (see `run::nf_demand`).
+    pub nf_drops_inferred: u64,
     /// The counter reading the next one is compared with, and the one before.
     nf_baseline: Option<Inventory>,
     nf_previous: Option<Inventory>,
@@ -92,6 +96,7 @@ impl Pipeline {
         diagnoser.cite_checks(&env.facts.checks);
         Self {
             pending_nf: Vec::new(),
+            nf_drops_inferred: 0,
             nf_baseline,
             nf_previous: None,
             env,

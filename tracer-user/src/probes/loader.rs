@@ -189,7 +189,7 @@ impl Tracer {
             },
             &mut tracer.report,
         ));
-        tracer.attach_nf_links(nf_program, caps, btf, &opts);
+        tracer.load_nf_links(nf_program, caps, btf, &opts);
         tracer.ebpf = Some(ebpf);
         Ok(tracer)
     }
@@ -210,7 +210,7 @@ impl Tracer {
             TcAttach::Netlink => false,
         };
         let mut attachments = TcAttachments::new(tcx);
-        for name in tc::PROGRAMS {
+        for name in tc::LOADED_AT_START {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
             if let Err(e) = prog.load() {
                 self.report.missing(format!("tc ({name})"), why(&e.into()));
@@ -349,8 +349,11 @@ impl Tracer {
         }
     }
 
-    /// BPF netfilter links around each IPv4/IPv6 hook's priorities.
-    fn attach_nf_links(
+    /// BPF netfilter links around each IPv4/IPv6 hook's priorities: the
+    /// copies are loaded and one attach is tried (and undone) to see that
+    /// the kernel takes the links; they are linked again on demand
+    /// ([`Tracer::link_nf_points`]).
+    fn load_nf_links(
         &mut self,
         program: Result<nf_link::Program>,
         caps: &Capabilities,
@@ -369,7 +372,7 @@ impl Tracer {
             Err(e) => return self.report.missing(NF_LINKS, why(&e)),
         };
         let (points, left_out) = nf_link::plan(opts.inventory);
-        let links = match NfLinks::load(&program, &points, opts.attach) {
+        let mut links = match NfLinks::load(&program, &points, opts.attach) {
             Ok(l) => l,
             Err(e) => {
                 let reason = if caps.at_least(6, 4) {
@@ -383,6 +386,9 @@ impl Tracer {
                 return self.report.missing(NF_LINKS, reason);
             }
         };
+        if opts.attach {
+            links.attach();
+        }
         if !opts.attach {
             self.report.ok(NF_LINKS, Some("loadable".into()));
         } else if links.attached.is_empty() {
@@ -409,9 +415,34 @@ impl Tracer {
                     nf_link::MAX_LINKS
                 ));
             }
+            detail.push_str(&format!("; {}", nf_link::on_demand()));
             self.report.ok(NF_LINKS, Some(detail));
+            links.detach();
             self.nf_links = Some(links);
         }
+    }
+
+    /// Links the netfilter observation points (a netfilter drop needs its
+    /// hook named). Returns how many links were made now: 0 when they were
+    /// linked already, `None` when this kernel has none to link.
+    pub fn link_nf_points(&mut self) -> Option<usize> {
+        let links = self.nf_links.as_mut()?;
+        if links.is_attached() {
+            return Some(0);
+        }
+        links.attach();
+        Some(links.attached.len())
+    }
+
+    /// Unlinks the netfilter observation points (no drop needs them).
+    pub fn unlink_nf_points(&mut self) {
+        if let Some(links) = self.nf_links.as_mut() {
+            links.detach();
+        }
+    }
+
+    pub fn nf_points_linked(&self) -> bool {
+        self.nf_links.as_ref().is_some_and(NfLinks::is_attached)
     }
 
     /// How netfilter drops are attributed with the probes that loaded: one

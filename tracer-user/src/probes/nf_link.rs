@@ -56,6 +56,17 @@ const HOOKS: std::ops::Range<u8> = 0..5;
 /// NF_IP_PRI_FIRST and NF_IP_PRI_LAST themselves are refused for BPF links.
 pub const ENTRY_PRIORITY: i32 = i32::MIN + 1;
 pub const EXIT_PRIORITY: i32 = i32::MAX - 1;
+/// The points stay linked until this long after the last netfilter drop
+/// that no table walk saw (`run::nf_demand`).
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How the probe report says when the points are linked.
+pub fn on_demand() -> String {
+    format!(
+        "linked from the first netfilter drop no table walk saw, until {} s without one",
+        QUIET.as_secs()
+    )
+}
 /// At most this many links: entry and exit of 5 hooks of 2 families take 20.
 pub const MAX_LINKS: usize = 40;
 
@@ -235,24 +246,29 @@ impl Program {
     }
 }
 
-/// Loaded copies of the program and their links. Dropping it detaches every
-/// link and unloads every copy.
+/// Loaded copies of the program and, while attached, their links. Dropping
+/// it detaches every link and unloads every copy.
+///
+/// Links are the expensive part: a registered netfilter hook takes every
+/// packet off netfilter's fast path, and each point runs a program for
+/// every packet passing it. So the copies are loaded at start and linked
+/// only while a drop needs them ([`NfLinks::attach`], [`NfLinks::detach`]).
 #[derive(Default)]
 pub struct NfLinks {
     // Field order is drop order: links detach before their programs close.
     links: Vec<OwnedFd>,
-    progs: Vec<OwnedFd>,
-    /// Points with a link.
+    /// Each loaded copy with the points it links at.
+    progs: Vec<(OwnedFd, Vec<Point>)>,
+    /// Points with a link now.
     pub attached: Vec<Point>,
-    /// Points whose link the kernel refused, with the reason.
+    /// Points whose link the kernel refused at the last attach, with why.
     pub failed: Vec<(Point, String)>,
 }
 
 impl NfLinks {
-    /// Loads one copy per distinct (point, priority) and, with `attach`,
-    /// links it at each of its points in the calling thread's netns. Without
-    /// `attach` only the first copy is loaded, to see that the kernel takes it.
-    pub fn load(program: &Program, points: &[Point], attach: bool) -> Result<NfLinks, LoadError> {
+    /// Loads one copy per distinct (point, priority); with `all` false only
+    /// the first, to see that the kernel takes it. Nothing is linked yet.
+    pub fn load(program: &Program, points: &[Point], all: bool) -> Result<NfLinks, LoadError> {
         let mut by_copy: BTreeMap<(i32, u8), Vec<Point>> = BTreeMap::new();
         for p in points {
             by_copy.entry((p.priority, p.point)).or_default().push(*p);
@@ -264,22 +280,50 @@ impl NfLinks {
                 point,
                 _pad: [0; 3],
             })?;
-            if !attach {
-                out.progs.push(prog);
+            out.progs.push((prog, at));
+            if !all {
                 break;
             }
-            for p in at {
-                match link_create(&prog, p) {
-                    Ok(link) => {
-                        out.links.push(link);
-                        out.attached.push(p);
-                    }
-                    Err(e) => out.failed.push((p, format!("BPF_LINK_CREATE: {e}"))),
-                }
-            }
-            out.progs.push(prog);
         }
         Ok(out)
+    }
+
+    /// Every point the loaded copies link at.
+    pub fn points(&self) -> Vec<Point> {
+        let mut all: Vec<Point> = self.progs.iter().flat_map(|(_, at)| at.clone()).collect();
+        all.sort();
+        all
+    }
+
+    pub fn is_attached(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// Links every copy at each of its points in the calling thread's netns
+    /// (nothing when linked already); the points the kernel refused are in
+    /// [`NfLinks::failed`].
+    pub fn attach(&mut self) {
+        if self.is_attached() {
+            return;
+        }
+        self.failed.clear();
+        for (prog, at) in &self.progs {
+            for &p in at {
+                match link_create(prog, p) {
+                    Ok(link) => {
+                        self.links.push(link);
+                        self.attached.push(p);
+                    }
+                    Err(e) => self.failed.push((p, format!("BPF_LINK_CREATE: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Closes every link: the hooks are unregistered, the copies stay loaded.
+    pub fn detach(&mut self) {
+        self.links.clear();
+        self.attached.clear();
     }
 }
 

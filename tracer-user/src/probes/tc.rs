@@ -15,8 +15,10 @@ use crate::kernel::netlink::{self, Link};
 /// (`tunl0`, WireGuard): (ingress, egress).
 const ETHERNET: (&str, &str) = ("tc_ingress", "tc_egress");
 const L3: (&str, &str) = ("tc_ingress_l3", "tc_egress_l3");
-/// Every tc program of the object.
-pub(crate) const PROGRAMS: [&str; 4] = [ETHERNET.0, ETHERNET.1, L3.0, L3.1];
+/// The tc programs loaded at start; the L3 ones are loaded when the first
+/// interface without an Ethernet header comes (most nodes have none, and
+/// the verifier takes a good part of the start-up for each program).
+pub(crate) const LOADED_AT_START: [&str; 2] = [ETHERNET.0, ETHERNET.1];
 
 /// What calitrace attached to one interface.
 struct OnInterface {
@@ -57,6 +59,8 @@ impl TcAttachments {
         let (ingress, egress) = if link.has_ethernet_header() {
             ETHERNET
         } else {
+            load_once(ebpf, L3.0)?;
+            load_once(ebpf, L3.1)?;
             L3
         };
         // An error means the qdisc is already there (someone else's): it
@@ -133,6 +137,15 @@ impl TcAttachments {
             .filter_map(|(i, on)| std::mem::take(&mut on.clsact).then_some(*i))
             .collect()
     }
+}
+
+/// Loads the program `name` unless it is loaded already.
+fn load_once(ebpf: &mut Ebpf, name: &'static str) -> Result<()> {
+    let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
+    if prog.fd().is_err() {
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    Ok(())
 }
 
 /// Detaches `on`'s links from interface `index` and removes the qdisc

@@ -109,6 +109,7 @@ pub async fn event_loop(
     };
     let mut rate = Rate::default();
     let mut lost_reported = 0;
+    let mut nf_demand = super::nf_demand::NfDemand::default();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -142,6 +143,7 @@ pub async fn event_loop(
                 watch.tick(tracer, &mut session.pipeline.env);
                 session.feed(&Input::Tick(crate::time::monotonic_ns()))?;
                 status.lost = check_lost(tracer, session, &mut lost_reported);
+                nf_demand.tick(tracer, session.pipeline.nf_drops_inferred, std::time::Instant::now());
                 status.events_per_sec = rate.per_second();
                 status.recording = session.recording().map(|p| p.to_path_buf());
                 status.interfaces = Some(watch.count(tracer));

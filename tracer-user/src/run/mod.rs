@@ -9,6 +9,7 @@ pub mod interfaces;
 pub mod k8s;
 pub mod live;
 pub mod merged_replay;
+pub mod nf_demand;
 pub mod probes;
 pub mod replay;
 pub mod session;

@@ -3,7 +3,7 @@
 //! ([`calitrace_tests::Lab`]): traffic only flows between its namespaces.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use crate::util::{MIB, Row, median, rss_kib};
 
 /// calitrace (`bin`) tracing in a lab namespace, keeping only the end of its
 /// stdout (JSON lines), where the `stats` line ends up.
-fn start_bin(bin: &Path, netns: &str, args: &[&str]) -> Result<Trace> {
+pub(crate) fn start_bin(bin: &Path, netns: &str, args: &[&str]) -> Result<Trace> {
     Trace::start_with(bin, netns, args, Keep::Tail(256 << 10))
 }
 
@@ -28,7 +28,7 @@ fn start(netns: &str, args: &[&str]) -> Result<Trace> {
 }
 
 /// SIGINT, wait for the exit; (time to exit, the `stats` line).
-fn stop(t: Trace) -> Result<(Duration, Value)> {
+pub(crate) fn stop(t: Trace) -> Result<(Duration, Value)> {
     let f = t.stop()?;
     if !f.status.success() {
         bail!("calitrace exited with {}: {}", f.status, f.stderr);
@@ -42,10 +42,10 @@ fn stop(t: Trace) -> Result<(Duration, Value)> {
 }
 
 /// `iperf3 -s` in a lab namespace, killed when dropped.
-struct Iperf3Server(Child);
+pub(crate) struct Iperf3Server(Child);
 
 impl Iperf3Server {
-    fn start(netns: &str, port: u16) -> Result<Iperf3Server> {
+    pub(crate) fn start(netns: &str, port: u16) -> Result<Iperf3Server> {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -74,7 +74,7 @@ impl Drop for Iperf3Server {
 }
 
 /// Runs an iperf3 client in `netns`, returns its JSON report.
-fn iperf3(lab: &Lab, netns: &str, args: &[&str]) -> Result<Value> {
+pub(crate) fn iperf3(lab: &Lab, netns: &str, args: &[&str]) -> Result<Value> {
     let mut full = vec!["iperf3", "-J"];
     full.extend_from_slice(args);
     let out = lab.run(netns, &full)?;
@@ -87,14 +87,14 @@ fn iperf3(lab: &Lab, netns: &str, args: &[&str]) -> Result<Value> {
 }
 
 /// TCP throughput (bit/s, as received) from an iperf3 report.
-fn tcp_bps(v: &Value) -> Result<f64> {
+pub(crate) fn tcp_bps(v: &Value) -> Result<f64> {
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .ok_or_else(|| anyhow!("no end.sum_received in iperf3 output"))
 }
 
 /// UDP packets per second that arrived, from an iperf3 report.
-fn udp_pps(v: &Value) -> Result<f64> {
+pub(crate) fn udp_pps(v: &Value) -> Result<f64> {
     let s = &v["end"]["sum"];
     let (packets, lost, secs) = (
         s["packets"].as_f64(),
@@ -107,171 +107,8 @@ fn udp_pps(v: &Value) -> Result<f64> {
     }
 }
 
-fn event_count(stats: &Value, key: &str) -> f64 {
+pub(crate) fn event_count(stats: &Value, key: &str) -> f64 {
     stats["events"][key].as_f64().unwrap_or(0.0)
-}
-
-/// A filter no lab packet matches.
-const NO_MATCH: &str = "host 10.99.99.99";
-
-/// One way of running the datapath: without calitrace, or with this binary
-/// and filter.
-struct Variant {
-    label: String,
-    run: Option<(PathBuf, Option<&'static str>)>,
-}
-
-/// `compare`: another calitrace binary measured alongside (before/after).
-pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> {
-    let lab = Lab::new(Mode::Direct)?;
-    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
-    let node = lab.node(0).netns.clone();
-    let _tcp_srv = Iperf3Server::start(&b.netns, 5201)?;
-    let _udp_srv = Iperf3Server::start(&b.netns, 5202)?;
-    let t = secs.to_string();
-    let mut variants = vec![
-        Variant {
-            label: "untraced".into(),
-            run: None,
-        },
-        Variant {
-            label: "no match".into(),
-            run: Some((calitrace::binary(), Some(NO_MATCH))),
-        },
-        Variant {
-            label: "all".into(),
-            run: Some((calitrace::binary(), None)),
-        },
-    ];
-    if let Some(other) = &compare {
-        variants.push(Variant {
-            label: "no match (compared)".into(),
-            run: Some((other.clone(), Some(NO_MATCH))),
-        });
-        variants.push(Variant {
-            label: "all (compared)".into(),
-            run: Some((other.clone(), None)),
-        });
-    }
-    let nv = variants.len();
-    eprintln!(
-        "datapath: {} -> {} across two lab nodes, calitrace on node A; {reps} x {nv} variants, {secs} s each (TCP, then UDP 64-byte)",
-        a.ip, b.ip
-    );
-    let mut tcp: Vec<Vec<f64>> = vec![vec![]; nv];
-    let mut udp: Vec<Vec<f64>> = vec![vec![]; nv];
-    let mut events_per_s: Vec<Vec<f64>> = vec![vec![]; nv];
-    let mut lost: Vec<f64> = vec![0.0; nv];
-    let mut cpu_per_kev: Vec<Vec<f64>> = vec![vec![]; nv];
-    for rep in 0..reps {
-        // A different order each repetition, so that drift hits all alike.
-        for k in 0..nv {
-            let i = (k + rep) % nv;
-            let v = &variants[i];
-            let tracer = match &v.run {
-                None => None,
-                Some((bin, filter)) => Some(start_bin(
-                    bin,
-                    &node,
-                    &filter.iter().copied().collect::<Vec<_>>(),
-                )?),
-            };
-            let cpu_at_ready = tracer.as_ref().map_or(0.0, Trace::cpu_s);
-            let began = Instant::now();
-            let r = iperf3(&lab, &a.netns, &["-c", &b.ip, "-p", "5201", "-t", &t])?;
-            tcp[i].push(tcp_bps(&r)?);
-            let r = iperf3(
-                &lab,
-                &a.netns,
-                &[
-                    "-c", &b.ip, "-p", "5202", "-u", "-b", "0", "-l", "64", "-t", &t,
-                ],
-            )?;
-            udp[i].push(udp_pps(&r)?);
-            let traced = began.elapsed().as_secs_f64();
-            if let Some(tr) = tracer {
-                let cpu = tr.cpu_s() - cpu_at_ready;
-                let (_, stats) = stop(tr)?;
-                let events = event_count(&stats, "tc");
-                if events > 1000.0 {
-                    cpu_per_kev[i].push(cpu / events * 1e3);
-                }
-                events_per_s[i].push(events / traced);
-                lost[i] += stats["lost"].as_f64().unwrap_or(0.0);
-            }
-            eprintln!(
-                "  rep {rep} {}: TCP {:.2} Gbit/s, UDP {:.0} pkt/s",
-                v.label,
-                tcp[i].last().unwrap() / 1e9,
-                udp[i].last().unwrap()
-            );
-        }
-    }
-    let gbit = |v: &Vec<f64>| v.iter().map(|x| x / 1e9).collect::<Vec<_>>();
-    // Each repetition's variants ran back to back: the ratio to the untraced
-    // run of the same repetition is less exposed to drift than the medians.
-    let ratio = |v: &Vec<Vec<f64>>, i: usize| {
-        median(
-            &v[i]
-                .iter()
-                .zip(&v[0])
-                .map(|(x, b)| x / b)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let (t0, u0) = (median(&tcp[0]), median(&udp[0]));
-    Row::new("datapath", "TCP pod to pod, untraced", t0 / 1e9, "Gbit/s")
-        .samples(&gbit(&tcp[0]))
-        .note("traced figures: untraced median x the median of each repetition's ratio")
-        .emit();
-    for i in 1..nv {
-        let (label, pct) = match i {
-            1 | 3 => ("a filter matching nothing", 0.97),
-            _ => ("matching everything (`-o json`)", 0.85),
-        };
-        let suffix = if i >= 3 { " [compared binary]" } else { "" };
-        let r = ratio(&tcp, i);
-        let mut row = Row::new(
-            "datapath",
-            format!("TCP, calitrace with {label}{suffix}"),
-            r * t0 / 1e9,
-            "Gbit/s",
-        )
-        .baseline(t0 / 1e9)
-        .target(format!(">= {:.0}% of untraced", pct * 100.0), r >= pct)
-        .samples(&gbit(&tcp[i]));
-        if pct < 0.9 {
-            row = row.note(format!(
-                "calitrace: {:.0}k ev/s, {:.1} µs CPU per event, lost {:.0}",
-                median(&events_per_s[i]) / 1e3,
-                median(&cpu_per_kev[i]) * 1e3,
-                lost[i]
-            ));
-        }
-        row.emit();
-    }
-    Row::new("datapath", "UDP 64-byte packets, untraced", u0, "pkt/s")
-        .samples(&udp[0])
-        .emit();
-    for i in 1..nv {
-        let (label, pct) = match i {
-            1 | 3 => ("filter matching nothing", 0.97),
-            _ => ("matching everything (`-o json`)", 0.85),
-        };
-        let suffix = if i >= 3 { " [compared binary]" } else { "" };
-        let r = ratio(&udp, i);
-        Row::new(
-            "datapath",
-            format!("UDP 64-byte, {label}{suffix}"),
-            r * u0,
-            "pkt/s",
-        )
-        .baseline(u0)
-        .target(format!(">= {:.0}% of untraced", pct * 100.0), r >= pct)
-        .samples(&udp[i])
-        .emit();
-    }
-    Ok(())
 }
 
 /// Lost events with real traffic paced at `rate` events/s on node A (each
@@ -471,6 +308,15 @@ pub fn memory_live(flows: u32) -> Result<()> {
     Ok(())
 }
 
+/// `X` of calitrace's "tc attach done: ... (X s in the background)"; NaN
+/// when the line says no time.
+fn background_secs(line: &str) -> f64 {
+    line.rsplit_once('(')
+        .and_then(|(_, tail)| tail.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Time to attach to (until "tracing on") and detach from (SIGINT to exit)
 /// `n` cali* interfaces, against one interface.
 pub fn attach(n: usize, reps: usize) -> Result<()> {
@@ -501,20 +347,27 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     );
     let (mut up_n, mut down_n, mut up_1, mut down_1) = (vec![], vec![], vec![], vec![]);
     let (mut up_nl, mut down_nl) = (vec![], vec![]);
+    // Seconds after "tracing on" until the last interface had its programs.
+    let (mut rest_n, mut rest_nl) = (vec![], vec![]);
     for _ in 0..reps {
-        for (glob, how, up, down) in [
-            ("cali*", "auto", &mut up_n, &mut down_n),
-            ("eth0", "auto", &mut up_1, &mut down_1),
-            ("cali*", "netlink", &mut up_nl, &mut down_nl),
+        let mut rest_1 = vec![];
+        for (glob, how, up, down, rest) in [
+            ("cali*", "auto", &mut up_n, &mut down_n, &mut rest_n),
+            ("eth0", "auto", &mut up_1, &mut down_1, &mut rest_1),
+            ("cali*", "netlink", &mut up_nl, &mut down_nl, &mut rest_nl),
         ] {
             let mut t = start(&node, &["--iface", glob, "--tc-attach", how])?;
             let ready = t.ready_after.as_secs_f64();
             // The rest attach in the background: detach is timed with all attached.
-            if t.wait_for_stderr("tracing on", Duration::ZERO)?
-                .contains("in the background")
-            {
-                t.wait_for_stderr("tc attach done", Duration::from_secs(300))?;
-            }
+            rest.push(
+                if t.wait_for_stderr("tracing on", Duration::ZERO)?
+                    .contains("in the background")
+                {
+                    background_secs(&t.wait_for_stderr("tc attach done", Duration::from_secs(300))?)
+                } else {
+                    0.0
+                },
+            );
             std::thread::sleep(Duration::from_millis(200));
             let (exit, _) = stop(t)?;
             up.push(ready);
@@ -546,10 +399,11 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     .target("< 1 s", un < 1.0)
     .samples(&up_n)
     .note(format!(
-        "{:.3} s with 1 interface: {:.3} s for the other {}",
+        "{:.3} s with 1 interface: {:.3} s for the other {}; all {n} attached {:.2} s after \"tracing on\" (in the background)",
         u1,
         un - u1,
-        n - 1
+        n - 1,
+        median(&rest_n)
     ))
     .emit();
     Row::new(
@@ -573,7 +427,7 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     .baseline(un)
     .target("< 1 s", unl < 1.0)
     .samples(&up_nl)
-    .note("baseline: TCX (the default); clsact qdisc + filters need no RCU grace period per attach, but a SIGKILL leaves them behind")
+    .note(format!("baseline: TCX (the default); all {n} attached {:.2} s after \"tracing on\"; clsact qdisc + filters need no RCU grace period per attach, but a SIGKILL leaves them behind", median(&rest_nl)))
     .emit();
     Row::new(
         "attach",

@@ -4,7 +4,10 @@
 //! stderr); `cargo xtask bench` runs the sections one process at a time and
 //! renders the table. Nothing here runs in `cargo test`: this is a binary.
 
+mod anchors;
+mod datapath;
 mod live;
+mod profile;
 mod synth;
 mod userspace;
 mod util;
@@ -13,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|lost|memory-live|attach [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,11 +40,12 @@ fn main() -> Result<()> {
         "replay" => userspace::replay_bench(reps, if quick { 500_000 } else { 2_000_000 }, &dir),
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
-        "datapath" => live::datapath(
+        "datapath" => datapath::datapath(
             if quick { 2 } else { 5 },
             if quick { 2 } else { 3 },
             arg("--compare").map(PathBuf::from),
         ),
+        "datapath-profile" => profile::datapath_profile(if quick { 2 } else { 5 }),
         "lost" => live::lost(100_000, if quick { 4 } else { 10 }, &dir),
         "memory-live" => live::memory_live(100_000),
         "attach" => live::attach(200, reps.min(3)),

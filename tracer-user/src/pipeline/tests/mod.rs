@@ -12,6 +12,7 @@ use crate::model::{
 
 mod benign;
 mod encap;
+mod hooks;
 
 const NODE: u32 = 100;
 const ETH0: u32 = 2;
@@ -785,4 +786,5 @@ fn an_nft_walk_that_freed_the_packet_itself_names_the_drop_exactly() {
         d[0].journey.last().and_then(|h| h.verdict),
         Some(NfVerdict::Stolen)
     );
+    assert_eq!(p.nf_drops_inferred, 0, "an exact drop needs no link points");
 }
