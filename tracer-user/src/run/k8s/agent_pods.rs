@@ -83,16 +83,10 @@ pub async fn daemonset_pod(api: &Api<Pod>, ns: &str, node: &str) -> Result<Optio
     let lp = ListParams::default()
         .labels(&podspec::selector(DAEMONSET_COMPONENT))
         .fields(&format!("spec.nodeName={node}"));
-    let list = api.list(&lp).await.map_err(|e| {
-        explain(
-            e,
-            Call {
-                verb: "list",
-                resource: "pods",
-                namespace: Some(ns),
-            },
-        )
-    })?;
+    let list = api
+        .list(&lp)
+        .await
+        .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
     Ok(list
         .items
         .into_iter()
@@ -124,11 +118,7 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<
             } else {
                 explain(
                     e,
-                    Call {
-                        verb: "create",
-                        resource: "pods",
-                        namespace: Some(ns),
-                    },
+                    Call::new("create", "pods", Some(ns)),
                 )
             }
         })?;
@@ -140,16 +130,10 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<
 async fn wait_running(api: &Api<Pod>, ns: &str, name: &str, node: &str, image: &str) -> Result<()> {
     let started = Instant::now();
     loop {
-        let pod = api.get(name).await.map_err(|e| {
-            explain(
-                e,
-                Call {
-                    verb: "get",
-                    resource: "pods",
-                    namespace: Some(ns),
-                },
-            )
-        })?;
+        let pod = api
+            .get(name)
+            .await
+            .map_err(|e| explain(e, Call::new("get", "pods", Some(ns))))?;
         if let Some(why) = hopeless(&pod, node, image) {
             return Err(anyhow!("{why}"));
         }
@@ -249,16 +233,10 @@ pub fn cleanup(kube: &Kube, ns: &str) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
     let lp = ListParams::default().labels(&podspec::selector(EPHEMERAL_COMPONENT));
     kube.block_on(async {
-        let list = api.list(&lp).await.map_err(|e| {
-            explain(
-                e,
-                Call {
-                    verb: "list",
-                    resource: "pods",
-                    namespace: Some(ns),
-                },
-            )
-        })?;
+        let list = api
+            .list(&lp)
+            .await
+            .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
         let mut removed = 0;
         for p in list.items {
             let name = p.metadata.name.unwrap_or_default();
@@ -270,14 +248,7 @@ pub fn cleanup(kube: &Kube, ns: &str) -> Result<()> {
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
-                    return Err(explain(
-                        e,
-                        Call {
-                            verb: "delete",
-                            resource: "pods",
-                            namespace: Some(ns),
-                        },
-                    ));
+                    return Err(explain(e, Call::new("delete", "pods", Some(ns))));
                 }
             }
         }

@@ -14,7 +14,15 @@ pub struct Call<'a> {
     pub namespace: Option<&'a str>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    pub fn new(verb: &'a str, resource: &'a str, namespace: Option<&'a str>) -> Self {
+        Call {
+            verb,
+            resource,
+            namespace,
+        }
+    }
+
     fn scope(&self) -> String {
         match self.namespace {
             Some(ns) => format!("in namespace {ns}"),

@@ -31,16 +31,10 @@ pub async fn start(
         .stdout(true)
         .stderr(true)
         .max_stdout_buf_size(STDOUT_BUFFER);
-    let mut process = api.exec(pod, command, &params).await.map_err(|e| {
-        explain(
-            e,
-            Call {
-                verb: "create",
-                resource: "pods/exec",
-                namespace: Some(namespace),
-            },
-        )
-    })?;
+    let mut process = api
+        .exec(pod, command, &params)
+        .await
+        .map_err(|e| explain(e, Call::new("create", "pods/exec", Some(namespace))))?;
     let stdin = process.stdin();
     let stdout = chunks(process.stdout());
     let stderr = chunks(process.stderr());

@@ -77,11 +77,7 @@ pub fn resolve(kube: &Kube, args: &KubeArgs) -> Result<Targets> {
 }
 
 fn get_nodes() -> Call<'static> {
-    Call {
-        verb: "get",
-        resource: "nodes",
-        namespace: None,
-    }
+    Call::new("get", "nodes", None)
 }
 
 fn push_once(v: &mut Vec<String>, s: String) {
@@ -109,14 +105,7 @@ async fn pod_node(kube: &Kube, spec: &str) -> Result<(String, Vec<IpAddr>)> {
                 "unknown pod {ns}/{name}: no such pod; `kubectl get pods -n {ns}` lists them"
             ))
         } else {
-            explain(
-                e,
-                Call {
-                    verb: "get",
-                    resource: "pods",
-                    namespace: Some(&ns),
-                },
-            )
+            explain(e, Call::new("get", "pods", Some(&ns)))
         }
     })?;
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -178,16 +167,10 @@ pub fn pod_names(kube: &Kube, nodes: &[String]) -> Result<BTreeMap<IpAddr, PodRe
         let mut names = BTreeMap::new();
         for node in nodes {
             let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-            let list = pods.list(&lp).await.map_err(|e| {
-                explain(
-                    e,
-                    Call {
-                        verb: "list",
-                        resource: "pods",
-                        namespace: None,
-                    },
-                )
-            })?;
+            let list = pods
+                .list(&lp)
+                .await
+                .map_err(|e| explain(e, Call::new("list", "pods", None)))?;
             for p in list.items {
                 if p.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
                     continue;
