@@ -284,6 +284,12 @@ impl Tracer {
         self.tc.as_ref().map_or(0, TcAttachments::len)
     }
 
+    /// Whether drops are reported only from the namespaces it was told of
+    /// (not `--all-netns`).
+    pub fn filters_netns(&self) -> bool {
+        self.netns_filter
+    }
+
     /// Reports drops from the namespace `inode` too (a pod that appeared).
     /// Nothing to do when drops are reported from every namespace.
     pub fn watch_netns(&mut self, inode: u32) -> Result<()> {

@@ -243,8 +243,13 @@ impl InterfaceWatch {
             host_iface: pod.host_iface.clone(),
         };
         env.learn_pod(pod.inode, info, &pod.links);
+        let joins = if tracer.filters_netns() {
+            " joins the drop filter"
+        } else {
+            " found"
+        };
         eprintln!(
-            "calitrace: pod namespace {} (netns {}) behind {} joins the drop filter",
+            "calitrace: pod namespace {} (netns {}) behind {}{joins}",
             pod.name, pod.inode, link.name
         );
         true

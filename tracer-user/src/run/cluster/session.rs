@@ -306,6 +306,8 @@ impl Running<'_> {
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
                 if !self.quiet {
+                    // The agent's own lines start with its name too.
+                    let line = line.strip_prefix("calitrace: ").unwrap_or(&line);
                     eprintln!("calitrace: {}: {line}", self.agents[n].name);
                 }
             }
