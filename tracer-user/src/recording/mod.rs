@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod format;
 pub mod pcap;
 pub mod reader;
+pub mod stream;
 pub mod writer;
 
 #[cfg(test)]

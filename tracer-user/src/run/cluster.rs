@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,14 @@ use crate::model::Record;
 use crate::pipeline::Options;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
-use crate::recording::reader::{self, Item};
+use crate::recording::reader::Item;
+use crate::recording::stream::{self, Streamed};
 use crate::views::{Control, LineSink, Sink, Status};
 
 /// How often the view hears from the session without input.
 const TICK: Duration = Duration::from_millis(100);
+/// Messages (batches of a stream's items, mostly) waiting for the merge.
+const CHANNEL_BOUND: usize = 256;
 /// How long agents get to end their streams once asked to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -34,7 +37,7 @@ enum Msg {
     /// Bytes of a node's stream, as read (for `-w`).
     Raw(usize, Vec<u8>),
     Start(usize, Box<Header>),
-    Item(usize, Item),
+    Items(usize, Vec<Item>),
     /// The stream ended: why, where it was not a clean end.
     Gone(usize, Option<String>),
     Stderr(usize, String),
@@ -84,7 +87,9 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let (tx, rx) = channel();
+    // Bounded: a merge that falls behind makes the agents wait (their rings
+    // then count what is lost) instead of holding their streams in memory.
+    let (tx, rx) = sync_channel(CHANNEL_BOUND);
     let line = agent_command_tail(&args);
     let mut agents: Vec<Agent> = nodes
         .iter()
@@ -287,31 +292,16 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Reads one agent's stream to its end.
+/// Reads one agent's stream to its end, as messages to the session.
 fn read_stream(i: usize, r: impl Read, tx: &Sender<Msg>) {
-    let (header, mut items) = match reader::from_reader(BufReader::new(r)) {
-        Ok(h) => h,
-        Err(e) => {
-            tx.send(Msg::Gone(i, Some(format!("no recording stream: {}", e.0))))
-                .ok();
-            return;
-        }
-    };
-    if tx.send(Msg::Start(i, Box::new(header))).is_err() {
-        return;
-    }
-    let why = loop {
-        match items.next_item() {
-            Ok(Some(item)) => {
-                if tx.send(Msg::Item(i, item)).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => break None,
-            Err(p) => break Some(p.to_string()),
-        }
-    };
-    tx.send(Msg::Gone(i, why)).ok();
+    stream::read_stream(r, |s| {
+        let m = match s {
+            Streamed::Start(h) => Msg::Start(i, h),
+            Streamed::Items(items) => Msg::Items(i, items),
+            Streamed::Ended(why) => Msg::Gone(i, why),
+        };
+        tx.send(m).is_ok()
+    });
 }
 
 /// The live session: messages in, records out.
@@ -369,7 +359,11 @@ impl Running<'_> {
                 }
             }
             Msg::Start(n, h) => self.cluster.start(n, *h, out),
-            Msg::Item(n, item) => self.cluster.item(n, item, out),
+            Msg::Items(n, items) => {
+                for item in items {
+                    self.cluster.item(n, item, out);
+                }
+            }
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
                 if !self.quiet {
