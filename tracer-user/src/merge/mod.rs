@@ -10,6 +10,7 @@
 //! recording, and several single-node recordings replayed together.
 
 pub mod clock;
+mod directory;
 pub mod interleave;
 mod node;
 pub mod sightings;
@@ -20,6 +21,7 @@ pub mod underlay;
 use std::net::IpAddr;
 
 use clock::Clocks;
+use directory::Directory;
 use node::Node;
 pub use node::{AgentState, NodeView};
 use sightings::{Identity, Sightings};
@@ -38,6 +40,7 @@ const WIREGUARD_PORT: u16 = 51820;
 
 pub struct Cluster {
     nodes: Vec<Node>,
+    directory: Directory,
     clocks: Clocks,
     sightings: Sightings,
     tracker: Tracker,
@@ -46,7 +49,13 @@ pub struct Cluster {
     /// Sends that could not be judged, by why.
     undecided: std::collections::BTreeMap<String, u64>,
     last_flush: u64,
+    /// Each node's watermark when sends were last judged.
+    judged_at: Vec<u64>,
 }
+
+/// Sends are judged each time a node's stream has moved on by this much:
+/// often enough for a 1 s window, not for every event.
+const JUDGE_EVERY_NS: u64 = 1_000_000;
 
 impl Cluster {
     /// A cluster of nodes by name; `opts` as for a single node's pipeline
@@ -54,6 +63,7 @@ impl Cluster {
     pub fn new(names: &[String], opts: Options) -> Cluster {
         Cluster {
             nodes: names.iter().map(|n| Node::new(n)).collect(),
+            directory: Directory::default(),
             clocks: Clocks::new(names.len()),
             sightings: Sightings::default(),
             tracker: Tracker::default(),
@@ -61,6 +71,7 @@ impl Cluster {
             opts,
             undecided: Default::default(),
             last_flush: 0,
+            judged_at: vec![0; names.len()],
         }
     }
 
@@ -75,6 +86,9 @@ impl Cluster {
             ..self.opts.clone()
         };
         node.begin(header, opts);
+        if let Some(f) = node.facts() {
+            self.directory.add(n, f);
+        }
         start.node = node.name.clone();
         out.push(Record::Start(start));
     }
@@ -102,10 +116,13 @@ impl Cluster {
                 let node = &mut self.nodes[n];
                 node.events += 1;
                 node.watermark = node.watermark.max(now);
+                let moved = node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS;
                 for r in records {
                     self.absorb(n, r, out);
                 }
-                self.judge(out);
+                if moved {
+                    self.judge(out);
+                }
             }
         }
     }
@@ -195,17 +212,7 @@ impl Cluster {
             Record::Verdict(v) => &mut v.flow,
             _ => return,
         };
-        for node in &self.nodes {
-            if flow.src_pod.is_some() && flow.dst_pod.is_some() {
-                return;
-            }
-            if let Some(f) = node.facts() {
-                let mut named = flow.clone();
-                f.name_pods(&mut named);
-                flow.src_pod = flow.src_pod.take().or(named.src_pod);
-                flow.dst_pod = flow.dst_pod.take().or(named.dst_pod);
-            }
-        }
+        self.directory.name_pods(flow);
     }
 
     /// A packet seen on node `n`: remembered for journeys; on the uplink, a
@@ -245,11 +252,7 @@ impl Cluster {
     /// or a WireGuard packet to another node, known by its outer headers only.
     fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
         let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
-        let node_of = |ip: IpAddr| {
-            self.nodes
-                .iter()
-                .position(|x| x.facts().is_some_and(|f| f.local_addrs.contains(&ip)))
-        };
+        let node_of = |ip: IpAddr| self.directory.local_node(ip);
         let outer_dst: Option<IpAddr> = p
             .outer
             .as_ref()
@@ -260,10 +263,7 @@ impl Cluster {
         let to = match (outer_dst, wireguard) {
             (Some(o), _) => node_of(o),
             (None, true) => node_of(dst),
-            (None, false) => self
-                .nodes
-                .iter()
-                .position(|x| x.facts().is_some_and(|f| f.topology.has_pod(dst))),
+            (None, false) => self.directory.pod_node(dst),
         }?;
         if to == n {
             return None;
@@ -321,6 +321,7 @@ impl Cluster {
     /// Judges the sends whose window has passed on their receiver.
     fn judge(&mut self, out: &mut Vec<Record>) {
         let now: Vec<u64> = self.nodes.iter().map(|n| n.watermark).collect();
+        self.judged_at.clone_from(&now);
         let nodes = &self.nodes;
         let outcomes = self.tracker.expire(&now, |s| nodes[s.to].witness(s.ts));
         for o in outcomes {
