@@ -55,7 +55,7 @@ pub struct Cluster {
 
 /// Sends are judged each time a node's stream has moved on by this much:
 /// often enough for a 1 s window, not for every event.
-const JUDGE_EVERY_NS: u64 = 1_000_000;
+const JUDGE_EVERY_NS: u64 = 10_000_000;
 
 impl Cluster {
     /// A cluster of nodes by name; `opts` as for a single node's pipeline

@@ -38,6 +38,13 @@ pub const VERSION_ZSTD: u16 = 5;
 /// zstd level of agent streams: the fastest, which already gets an event's
 /// 105 bytes to well under 20.
 pub const ZSTD_LEVEL: i32 = 1;
+/// zstd window of agent streams (log2 bytes): what a client holds per agent
+/// to decompress. 128 KiB is some thousand events back, where the repeats
+/// of a node's flows are.
+pub const ZSTD_WINDOW_LOG: u32 = 17;
+/// The largest window a reader accepts (1 MiB): a stream asking for more
+/// is refused rather than let make the client allocate it.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 20;
 /// The oldest version this calitrace reads.
 pub const MIN_VERSION: u16 = 1;
 /// Largest frame payload accepted on read: above any real frame (a big node's

@@ -168,7 +168,10 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
     }
     let compressed = version == format::VERSION_ZSTD;
     let r = if compressed {
-        let z = zstd::Decoder::new(r).map_err(|e| OpenError(format!("zstd: {e}")))?;
+        let zstd_error = |e: std::io::Error| OpenError(format!("zstd: {e}"));
+        let mut z = zstd::Decoder::new(r).map_err(zstd_error)?;
+        z.window_log_max(format::ZSTD_WINDOW_LOG_MAX)
+            .map_err(zstd_error)?;
         Source::Zstd(Box::new(z))
     } else {
         Source::Plain(r)

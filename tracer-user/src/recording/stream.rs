@@ -9,8 +9,12 @@ use super::reader::{self, Item};
 use crate::events::Input;
 
 /// Items handed on together at most: one hand-over per item would cost more
-/// than the merge's work on many of them.
-pub const BATCH: usize = 512;
+/// than the merge's work on many of them; a batch stays under 64 KiB (a
+/// larger free makes glibc's malloc consolidate its free lists).
+pub const BATCH: usize = 256;
+/// Batches a client lets wait for its merge, all agents together: enough to
+/// ride out a moment's delay, few enough that waiting streams stay small.
+pub const QUEUE: usize = 64;
 
 /// What an agent's stream says, in order: its header, its items (in
 /// batches), its end.

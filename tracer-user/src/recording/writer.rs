@@ -102,6 +102,7 @@ impl Recorder {
         let out = if zstd {
             let mut enc = zstd::Encoder::new(out, format::ZSTD_LEVEL)?;
             enc.include_checksum(true)?;
+            enc.window_log(format::ZSTD_WINDOW_LOG)?;
             Frames::Zstd(BufWriter::with_capacity(64 * 1024, enc))
         } else {
             Frames::Plain(BufWriter::with_capacity(256 * 1024, out))

@@ -27,8 +27,6 @@ use crate::views::{Control, LineSink, Sink, Status};
 
 /// How often the view hears from the session without input.
 const TICK: Duration = Duration::from_millis(100);
-/// Messages (batches of a stream's items, mostly) waiting for the merge.
-const CHANNEL_BOUND: usize = 256;
 /// How long agents get to end their streams once asked to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -89,7 +87,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     };
     // Bounded: a merge that falls behind makes the agents wait (their rings
     // then count what is lost) instead of holding their streams in memory.
-    let (tx, rx) = sync_channel(CHANNEL_BOUND);
+    let (tx, rx) = sync_channel(stream::QUEUE);
     let line = agent_command_tail(&args);
     let mut agents: Vec<Agent> = nodes
         .iter()
