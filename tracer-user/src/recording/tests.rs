@@ -79,6 +79,11 @@ fn sample(n: u64) -> (Vec<u8>, Vec<Item>) {
     (bytes, items)
 }
 
+/// A recording's bytes, for other modules' tests.
+pub(crate) fn sample_bytes(n: u64) -> Vec<u8> {
+    sample(n).0
+}
+
 fn read_all(bytes: &[u8]) -> Result<(Vec<Item>, Option<Problem>), String> {
     let (_, mut r) = reader::from_reader(bytes).map_err(|e| e.0)?;
     let mut items = Vec::new();

@@ -15,7 +15,9 @@ use crate::model::{Record, Stats};
 use crate::pipeline::{Options, Pipeline};
 use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
+use crate::recording::read_ahead::ReadAhead;
 use crate::recording::reader::{self, Item, Problem};
+use crate::views::background::Background;
 use crate::views::{Control, LineSink, Sink, Status};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
@@ -38,7 +40,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     {
         return Err(usage(format!("--speed {s} must be a positive number")));
     }
-    let (header, mut frames) = reader::open(&args.file).map_err(|e| usage(e.to_string()))?;
+    let (header, frames) = reader::open(&args.file).map_err(|e| usage(e.to_string()))?;
+    // Reading (frames, checksums, decoding), processing and writing the
+    // lines each have a thread: replay is as fast as the slowest of them.
+    let mut frames = ReadAhead::spawn(frames);
     let output = match choose_output(args.view.output) {
         Output::Pcap if is_terminal() => {
             return Err(usage(
@@ -67,7 +72,15 @@ pub fn run(args: ReplayArgs) -> Result<()> {
                 &args.file,
                 args.view.all_drops,
             )?),
-            _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
+            // Paced lines go out as they come; unpaced ones are written
+            // in batches on a thread of their own.
+            _ if args.speed.is_some() => Box::new(LineSink(line_view(output, args.view.all_drops))),
+            _ => {
+                let all_drops = args.view.all_drops;
+                Box::new(Background::spawn(move || {
+                    Box::new(LineSink(line_view(output, all_drops)))
+                }))
+            }
         },
         view: Interactive::new(output == Output::Tui, filter.to_string()),
         pace: Pace::new(args.speed),
@@ -150,7 +163,7 @@ impl Replayer {
             // outer headers are in the record in the packet's comment.
             (Some(w), Input::Encap(enc)) => write_pcap(w, &self.header, &enc.ev, &records)?,
             (Some(_), _) => {}
-            (None, _) => return Ok(self.sink.records(&records)?),
+            (None, _) => return Ok(self.sink.take_records(records)?),
         }
         Ok(true)
     }
