@@ -197,7 +197,7 @@ impl Cluster {
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
                 self.sightings
-                    .add((v.flow.clone(), v.detail.packet_id()), v.hop());
+                    .add(Identity::of(&v.flow, &v.detail), v.hop());
             }
             _ => {}
         }
@@ -218,8 +218,8 @@ impl Cluster {
     /// A packet seen on node `n`: remembered for journeys; on the uplink, a
     /// send to another node or an arrival from one.
     fn follow(&mut self, n: usize, p: &PacketRecord, offset: i64) {
-        let id: Identity = (p.flow.clone(), p.detail.packet_id());
-        self.sightings.add(id.clone(), p.hop());
+        let id = Identity::of(&p.flow, &p.detail);
+        self.sightings.add(id, p.hop());
         if !self.nodes[n].is_uplink(p) {
             return;
         }
@@ -308,7 +308,7 @@ impl Cluster {
     /// The points a dropped packet passed on other nodes come first.
     fn merge_journey(&self, d: &mut DropRecord) {
         let node = d.node.clone().unwrap_or_default();
-        let id: Identity = (d.flow.clone(), d.detail.packet_id());
+        let id = Identity::of(&d.flow, &d.detail);
         let mut before = self.sightings.elsewhere(&id, &node, d.ts_ns);
         if before.is_empty() {
             return;

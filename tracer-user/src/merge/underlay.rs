@@ -3,6 +3,7 @@
 //! node could have seen them, are underlay losses.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use super::sightings::Identity;
 use crate::diagnosis::Loss;
@@ -65,7 +66,7 @@ struct Sizes {
     smallest_lost: Option<u32>,
 }
 
-type PathKey = (String, String, usize, usize);
+type PathKey = (Option<IpAddr>, Option<IpAddr>, usize, usize);
 
 /// Sends waiting for their arrival, findable by receiver and packet (each
 /// arrival) and by receiver in the order sent (each expiry), so that neither
@@ -95,18 +96,13 @@ pub enum Sent {
 }
 
 fn path_key(s: &Send) -> PathKey {
-    (
-        s.id.0.src.clone().unwrap_or_default(),
-        s.id.0.dst.clone().unwrap_or_default(),
-        s.from,
-        s.to,
-    )
+    (s.id.src, s.id.dst, s.from, s.to)
 }
 
 impl Tracker {
     /// A packet left for another node; it may have been seen arriving already.
     pub fn send(&mut self, s: Send) -> (Sent, Option<Outcome>) {
-        let key = (s.to, s.id.clone());
+        let key = (s.to, s.id);
         if let Some((_, raw_arrival)) = self.early.remove(&key) {
             self.delivered(&s);
             return (Sent::Arrived { raw_arrival }, None);
@@ -134,7 +130,7 @@ impl Tracker {
     /// Removes a waiting send (its queue entries go stale and are skipped).
     fn take(&mut self, seq: u64) -> Option<Send> {
         let s = self.sends.remove(&seq)?;
-        let key = (s.to, s.id.clone());
+        let key = (s.to, s.id);
         if let Some(w) = self.waiting.get_mut(&key) {
             w.retain(|x| *x != seq);
             if w.is_empty() {
@@ -149,7 +145,7 @@ impl Tracker {
     pub fn arrive(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) -> Option<Send> {
         let first = self
             .waiting
-            .get(&(node, id.clone()))
+            .get(&(node, *id))
             .and_then(|w| w.front().copied());
         let Some(seq) = first else {
             self.remember_early(node, id, ts, raw_ts);
@@ -166,8 +162,8 @@ impl Tracker {
     }
 
     fn remember_early(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) {
-        self.early.insert((node, id.clone()), (ts, raw_ts));
-        self.early_order.push_back((ts, node, id.clone()));
+        self.early.insert((node, *id), (ts, raw_ts));
+        self.early_order.push_back((ts, node, *id));
         while self.early_order.len() > MAX_PENDING
             || self
                 .early_order
@@ -175,10 +171,7 @@ impl Tracker {
                 .is_some_and(|(t, _, _)| ts.saturating_sub(*t) > 2 * WINDOW_NS)
         {
             if let Some((t, n, old)) = self.early_order.pop_front()
-                && self
-                    .early
-                    .get(&(n, old.clone()))
-                    .is_some_and(|(at, _)| *at == t)
+                && self.early.get(&(n, old)).is_some_and(|(at, _)| *at == t)
             {
                 self.early.remove(&(n, old));
             }
@@ -238,8 +231,8 @@ impl Tracker {
                 .map_or(s.wire_len, |m| m.min(s.wire_len)),
         );
         Loss {
-            src: s.id.0.src.clone().unwrap_or_else(|| "?".into()),
-            dst: s.id.0.dst.clone().unwrap_or_else(|| "?".into()),
+            src: s.id.src.map_or_else(|| "?".into(), |a| a.to_string()),
+            dst: s.id.dst.map_or_else(|| "?".into(), |a| a.to_string()),
             path: Underlay {
                 largest_delivered: sizes.largest_delivered,
                 smallest_lost: sizes.smallest_lost,
