@@ -51,6 +51,8 @@ pub struct Cluster {
     last_flush: u64,
     /// Each node's watermark when sends were last judged.
     judged_at: Vec<u64>,
+    /// A node pipeline's records of one input, before they are absorbed.
+    scratch: Vec<Record>,
 }
 
 /// Sends are judged each time a node's stream has moved on by this much:
@@ -72,6 +74,7 @@ impl Cluster {
             undecided: Default::default(),
             last_flush: 0,
             judged_at: vec![0; names.len()],
+            scratch: Vec::new(),
         }
     }
 
@@ -110,16 +113,18 @@ impl Cluster {
                 let Some(p) = &mut self.nodes[n].pipeline else {
                     return;
                 };
-                let mut records = Vec::new();
+                // Reused: most inputs make one record.
+                let mut records = std::mem::take(&mut self.scratch);
                 p.process(&input, &mut records);
                 let now = self.clocks.to_common(n, p.now());
                 let node = &mut self.nodes[n];
                 node.events += 1;
                 node.watermark = node.watermark.max(now);
                 let moved = node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS;
-                for r in records {
+                for r in records.drain(..) {
                     self.absorb(n, r, out);
                 }
+                self.scratch = records;
                 if moved {
                     self.judge(out);
                 }
@@ -186,14 +191,23 @@ impl Cluster {
         let offset = self.clocks.offset(n);
         shift(&mut r, offset);
         r.set_node(&self.nodes[n].name);
-        self.name_pods(&mut r);
-        match &mut r {
-            Record::Packet(p) => {
-                self.follow(n, p, offset);
-                if !self.opts.packets {
-                    return;
-                }
+        // Packets that are not shown (--drops-only) are only followed: their
+        // pods need no names.
+        if self.opts.packets || !matches!(r, Record::Packet(_)) {
+            self.name_pods(&mut r);
+        }
+        if let Record::Packet(p) = r {
+            let id = Identity::of(&p.flow, &p.detail);
+            self.follow(n, &p, id, offset);
+            if self.opts.packets {
+                self.sightings.add(id, p.hop());
+                out.push(Record::Packet(p));
+            } else {
+                self.sightings.add(id, p.into_hop());
             }
+            return;
+        }
+        match &mut r {
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
                 self.sightings
@@ -215,11 +229,9 @@ impl Cluster {
         self.directory.name_pods(flow);
     }
 
-    /// A packet seen on node `n`: remembered for journeys; on the uplink, a
-    /// send to another node or an arrival from one.
-    fn follow(&mut self, n: usize, p: &PacketRecord, offset: i64) {
-        let id = Identity::of(&p.flow, &p.detail);
-        self.sightings.add(id, p.hop());
+    /// A packet seen on node `n` (the caller remembers it for journeys): on
+    /// the uplink, a send to another node or an arrival from one.
+    fn follow(&mut self, n: usize, p: &PacketRecord, id: Identity, offset: i64) {
         if !self.nodes[n].is_uplink(p) {
             return;
         }
