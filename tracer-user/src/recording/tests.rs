@@ -311,11 +311,12 @@ fn encap_frames_of_the_wrong_size_are_corrupt() {
 #[test]
 fn the_fuzz_seed_corpus_still_reads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/replay_reader");
-    let mut encapsulated = 0;
+    let (mut encapsulated, mut compressed) = (0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
+        compressed += usize::from(bytes.get(8) == Some(&5));
         match read_all(&bytes) {
             // A seed cut short is cut in its header or in a frame; the
             // others read to their end.
@@ -340,6 +341,7 @@ fn the_fuzz_seed_corpus_still_reads() {
         }
     }
     assert!(encapsulated > 0, "a seed has encapsulated packets");
+    assert!(compressed > 0, "a seed is an agent's compressed stream");
 }
 
 /// A writer others can read back: an agent's stdout, in a test.
