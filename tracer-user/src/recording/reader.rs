@@ -169,7 +169,9 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
     let compressed = version == format::VERSION_ZSTD;
     let r = if compressed {
         let zstd_error = |e: std::io::Error| OpenError(format!("zstd: {e}"));
-        let mut z = zstd::Decoder::new(r).map_err(zstd_error)?;
+        // A small input buffer: a cluster client holds one per agent.
+        let input = std::io::BufReader::with_capacity(16 * 1024, r);
+        let mut z = zstd::Decoder::with_buffer(input).map_err(zstd_error)?;
         z.window_log_max(format::ZSTD_WINDOW_LOG_MAX)
             .map_err(zstd_error)?;
         Source::Zstd(Box::new(z))

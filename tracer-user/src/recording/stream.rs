@@ -33,7 +33,7 @@ pub enum Streamed {
 /// decompressing it where it is compressed. `Ended` always comes last,
 /// unless `on` stopped the reading.
 pub fn read_stream(r: impl Read, mut on: impl FnMut(Streamed) -> bool) {
-    let (header, mut items) = match reader::from_reader(BufReader::with_capacity(64 * 1024, r)) {
+    let (header, mut items) = match reader::from_reader(BufReader::with_capacity(16 * 1024, r)) {
         Ok(h) => h,
         Err(e) => {
             on(Streamed::Ended(Some(format!(

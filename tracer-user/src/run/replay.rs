@@ -67,21 +67,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
             _ => None,
         },
-        sink: match output {
-            Output::Tui => Box::new(crate::views::tui::TuiSink::replay(
-                &args.file,
-                args.view.all_drops,
-            )?),
-            // Paced lines go out as they come; unpaced ones are written
-            // in batches on a thread of their own.
-            _ if args.speed.is_some() => Box::new(LineSink(line_view(output, args.view.all_drops))),
-            _ => {
-                let all_drops = args.view.all_drops;
-                Box::new(Background::spawn(move || {
-                    Box::new(LineSink(line_view(output, all_drops)))
-                }))
-            }
-        },
+        sink: replay_sink(output, &args)?,
         view: Interactive::new(output == Output::Tui, filter.to_string()),
         pace: Pace::new(args.speed),
         end: End::default(),
@@ -111,6 +97,19 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         Some(p) => Err(anyhow::anyhow!("{p}")),
     }
+}
+
+/// Where a replay's records go: the TUI, or lines (paced lines go out as
+/// they come; unpaced ones are written in batches on a thread of their own).
+fn replay_sink(output: Output, args: &ReplayArgs) -> Result<Box<dyn Sink>> {
+    let all_drops = args.view.all_drops;
+    Ok(match output {
+        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file, all_drops)?),
+        _ if args.speed.is_some() => Box::new(LineSink(line_view(output, all_drops))),
+        _ => Box::new(Background::spawn(move || {
+            Box::new(LineSink(line_view(output, all_drops)))
+        })),
+    })
 }
 
 /// A replay under way: where its records go, and what it has seen.
