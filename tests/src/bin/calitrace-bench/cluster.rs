@@ -43,6 +43,8 @@ pub fn cluster_bench(quick: bool, dir: &Path) -> Result<()> {
             let r = merge_in_child(n, drops_only, &fleet)?;
             merge_rows(n, drops_only, &r);
         }
+        // CALITRACE_BENCH_KEEP=1 keeps the streams, to profile one merge
+        // again: `calitrace-bench cluster-merge 64 DIR/fleet-64 --drops-only`.
         if std::env::var_os("CALITRACE_BENCH_KEEP").is_none() {
             std::fs::remove_dir_all(&fleet).ok();
         }
