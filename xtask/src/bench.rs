@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Fewer repetitions and shorter runs (a smoke test, not figures to quote).
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): pipeline, replay, memory-flows,
+    /// Only these sections (comma-separated): pipeline, replay, cluster, memory-flows,
     /// memory-churn, memory-live, lost, attach, datapath.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -35,9 +35,10 @@ pub struct BenchArgs {
 }
 
 /// Sections in the order they run, with the table's heading for each.
-const SECTIONS: [(&str, &str); 8] = [
+const SECTIONS: [(&str, &str); 9] = [
     ("pipeline", "pipeline"),
     ("replay", "replay"),
+    ("cluster", "cluster"),
     ("memory-flows", "memory"),
     ("memory-churn", "memory"),
     ("memory-live", "memory"),
@@ -47,7 +48,7 @@ const SECTIONS: [(&str, &str); 8] = [
 ];
 
 /// The table's groups, in the order.
-const GROUPS: [(&str, &str); 5] = [
+const GROUPS: [(&str, &str); 6] = [
     (
         "datapath",
         "1. Datapath overhead (pod to pod across two lab nodes, calitrace on the sender's node)",
@@ -56,9 +57,16 @@ const GROUPS: [(&str, &str); 5] = [
         "pipeline",
         "2. Event pipeline (one core; CPU time of the measuring thread)",
     ),
-    ("replay", "3. Replay (one core)"),
+    (
+        "replay",
+        "3. Replay (one core, and as `calitrace replay` runs: reading, processing and output on threads of their own)",
+    ),
     ("memory", "4. Memory"),
     ("attach", "5. Attach / detach"),
+    (
+        "cluster",
+        "6. Cluster scale (synthetic agent streams; the merge on one core)",
+    ),
 ];
 
 /// Sections that need the lab (root, network namespaces, eBPF).

@@ -9,6 +9,8 @@ pub struct Clocks {
     anchored: Vec<Option<i64>>,
     /// Smallest (arrival - departure) in raw clocks, per (from, to) node pair.
     min_transit: std::collections::HashMap<(usize, usize), i64>,
+    /// Each node's offset as last worked out: every record asks for it.
+    offsets: Vec<i64>,
 }
 
 impl Clocks {
@@ -16,6 +18,7 @@ impl Clocks {
         Clocks {
             anchored: vec![None; nodes],
             min_transit: Default::default(),
+            offsets: vec![0; nodes],
         }
     }
 
@@ -24,6 +27,10 @@ impl Clocks {
     /// (NTP): good to milliseconds, until packets say better.
     pub fn anchor(&mut self, node: usize, monotonic: u64, realtime: u64) {
         self.anchored[node] = Some(monotonic as i64 - realtime as i64);
+        // Node 0's anchor moves every node's offset.
+        for n in 0..self.offsets.len() {
+            self.offsets[n] = self.work_out(n);
+        }
     }
 
     /// A packet left `from` at `sent` and reached `to` at `arrived`, each on
@@ -31,11 +38,23 @@ impl Clocks {
     pub fn transit(&mut self, from: usize, to: usize, sent: u64, arrived: u64) {
         let d = arrived as i64 - sent as i64;
         let m = self.min_transit.entry((from, to)).or_insert(d);
-        *m = (*m).min(d);
+        if d > *m {
+            return;
+        }
+        *m = d;
+        for n in [from, to] {
+            if n < self.offsets.len() {
+                self.offsets[n] = self.work_out(n);
+            }
+        }
     }
 
     /// Node `n`'s clock minus node 0's.
     pub fn offset(&self, n: usize) -> i64 {
+        self.offsets.get(n).copied().unwrap_or(0)
+    }
+
+    fn work_out(&self, n: usize) -> i64 {
         if n == 0 {
             return 0;
         }

@@ -6,7 +6,7 @@ use std::io::Read;
 use crate::events::Input;
 use crate::recording::reader::{Item, Problem, Reader};
 
-pub struct Interleave<R> {
+pub struct Interleave<R: Read> {
     readers: Vec<Reader<R>>,
     next: Vec<Option<Item>>,
     /// Why a stream ended early, per node.

@@ -10,6 +10,7 @@
 //! recording, and several single-node recordings replayed together.
 
 pub mod clock;
+mod directory;
 pub mod interleave;
 mod node;
 pub mod sightings;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use clock::Clocks;
+use directory::Directory;
 use node::Node;
 pub use node::{AgentState, NodeView};
 use sightings::{Identity, Sightings};
@@ -40,6 +42,7 @@ const WIREGUARD_PORT: u16 = 51820;
 
 pub struct Cluster {
     nodes: Vec<Node>,
+    directory: Directory,
     clocks: Clocks,
     sightings: Sightings,
     tracker: Tracker,
@@ -48,10 +51,15 @@ pub struct Cluster {
     /// Sends that could not be judged, by why.
     undecided: std::collections::BTreeMap<String, u64>,
     last_flush: u64,
-    /// Pod names by address from outside the nodes (the API server), for
-    /// what the nodes' own facts do not name.
-    pod_names: BTreeMap<IpAddr, PodRef>,
+    /// Each node's watermark when sends were last judged.
+    judged_at: Vec<u64>,
+    /// A node pipeline's records of one input, before they are absorbed.
+    scratch: Vec<Record>,
 }
+
+/// Sends are judged each time a node's stream has moved on by this much:
+/// often enough for a 1 s window, not for every event.
+const JUDGE_EVERY_NS: u64 = 10_000_000;
 
 impl Cluster {
     /// A cluster of nodes by name; `opts` as for a single node's pipeline
@@ -59,6 +67,7 @@ impl Cluster {
     pub fn new(names: &[String], opts: Options) -> Cluster {
         Cluster {
             nodes: names.iter().map(|n| Node::new(n)).collect(),
+            directory: Directory::default(),
             clocks: Clocks::new(names.len()),
             sightings: Sightings::default(),
             tracker: Tracker::default(),
@@ -66,14 +75,15 @@ impl Cluster {
             opts,
             undecided: Default::default(),
             last_flush: 0,
-            pod_names: BTreeMap::new(),
+            judged_at: vec![0; names.len()],
+            scratch: Vec::new(),
         }
     }
 
     /// Pod names by address known from elsewhere (the Kubernetes API
     /// server); the nodes' own facts come first.
     pub fn add_pod_names(&mut self, names: BTreeMap<IpAddr, PodRef>) {
-        self.pod_names.extend(names);
+        self.directory.add_api_names(names);
     }
 
     /// A node's stream began: its header (facts, clock anchor, interfaces).
@@ -81,12 +91,16 @@ impl Cluster {
         self.clocks
             .anchor(n, header.start_monotonic_ns, header.start_realtime_ns);
         let mut start = header.start();
-        let node = &mut self.nodes[n];
         let opts = Options {
             packets: true,
+            max_journeys: journeys_per_node(self.opts.max_journeys, self.nodes.len()),
             ..self.opts.clone()
         };
+        let node = &mut self.nodes[n];
         node.begin(header, opts);
+        if let Some(f) = node.facts() {
+            self.directory.add(n, f);
+        }
         start.node = node.name.clone();
         out.push(Record::Start(start));
     }
@@ -117,16 +131,21 @@ impl Cluster {
         let Some(p) = &mut self.nodes[n].pipeline else {
             return;
         };
-        let mut records = Vec::new();
+        // Reused: most inputs make one record.
+        let mut records = std::mem::take(&mut self.scratch);
         p.process(input, &mut records);
         let now = self.clocks.to_common(n, p.now());
         let node = &mut self.nodes[n];
         node.events += 1;
         node.watermark = node.watermark.max(now);
-        for r in records {
+        let moved = node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS;
+        for r in records.drain(..) {
             self.absorb(n, r, out);
         }
-        self.judge(out);
+        self.scratch = records;
+        if moved {
+            self.judge(out);
+        }
     }
 
     /// Node `n`'s stream ended (its agent exited, or its file is read).
@@ -200,18 +219,27 @@ impl Cluster {
         let offset = self.clocks.offset(n);
         shift(&mut r, offset);
         r.set_node(&self.nodes[n].name);
-        self.name_pods(&mut r);
-        match &mut r {
-            Record::Packet(p) => {
-                self.follow(n, p, offset);
-                if !self.opts.packets {
-                    return;
-                }
+        // Packets that are not shown (--drops-only) are only followed: their
+        // pods need no names.
+        if self.opts.packets || !matches!(r, Record::Packet(_)) {
+            self.name_pods(&mut r);
+        }
+        if let Record::Packet(p) = r {
+            let id = Identity::of(&p.flow, &p.detail);
+            self.follow(n, &p, id, offset);
+            if self.opts.packets {
+                self.sightings.add(id, p.hop());
+                out.push(Record::Packet(p));
+            } else {
+                self.sightings.add(id, p.into_hop());
             }
+            return;
+        }
+        match &mut r {
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
                 self.sightings
-                    .add((v.flow.clone(), v.detail.packet_id()), v.hop());
+                    .add(Identity::of(&v.flow, &v.detail), v.hop());
             }
             _ => {}
         }
@@ -226,44 +254,25 @@ impl Cluster {
             Record::Verdict(v) => &mut v.flow,
             _ => return,
         };
-        for node in &self.nodes {
-            if flow.src_pod.is_some() && flow.dst_pod.is_some() {
-                return;
-            }
-            if let Some(f) = node.facts() {
-                let mut named = flow.clone();
-                f.name_pods(&mut named);
-                flow.src_pod = flow.src_pod.take().or(named.src_pod);
-                flow.dst_pod = flow.dst_pod.take().or(named.dst_pod);
-            }
-        }
-        flow.src_pod = flow.src_pod.take().or_else(|| self.api_pod(&flow.src));
-        flow.dst_pod = flow.dst_pod.take().or_else(|| self.api_pod(&flow.dst));
-    }
-
-    fn api_pod(&self, addr: &Option<String>) -> Option<PodRef> {
-        let ip: IpAddr = addr.as_deref()?.parse().ok()?;
-        self.pod_names.get(&ip).cloned()
+        self.directory.name_pods(flow);
     }
 
     /// Flow diagnoses made by the merge (the underlay's) name their pods too.
     fn name_diagnosis_pods(&self, records: &mut [Record]) {
-        if self.pod_names.is_empty() {
+        if !self.directory.has_api_names() {
             return;
         }
         for r in records {
             if let Record::Diagnosis(d) = r {
-                d.src_pod = d.src_pod.take().or_else(|| self.api_pod(&d.src));
-                d.dst_pod = d.dst_pod.take().or_else(|| self.api_pod(&d.dst));
+                d.src_pod = d.src_pod.take().or_else(|| self.directory.api_name(&d.src));
+                d.dst_pod = d.dst_pod.take().or_else(|| self.directory.api_name(&d.dst));
             }
         }
     }
 
-    /// A packet seen on node `n`: remembered for journeys; on the uplink, a
-    /// send to another node or an arrival from one.
-    fn follow(&mut self, n: usize, p: &PacketRecord, offset: i64) {
-        let id: Identity = (p.flow.clone(), p.detail.packet_id());
-        self.sightings.add(id.clone(), p.hop());
+    /// A packet seen on node `n` (the caller remembers it for journeys): on
+    /// the uplink, a send to another node or an arrival from one.
+    fn follow(&mut self, n: usize, p: &PacketRecord, id: Identity, offset: i64) {
         if !self.nodes[n].is_uplink(p) {
             return;
         }
@@ -296,11 +305,7 @@ impl Cluster {
     /// or a WireGuard packet to another node, known by its outer headers only.
     fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
         let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
-        let node_of = |ip: IpAddr| {
-            self.nodes
-                .iter()
-                .position(|x| x.facts().is_some_and(|f| f.local_addrs.contains(&ip)))
-        };
+        let node_of = |ip: IpAddr| self.directory.local_node(ip);
         let outer_dst: Option<IpAddr> = p
             .outer
             .as_ref()
@@ -311,10 +316,7 @@ impl Cluster {
         let to = match (outer_dst, wireguard) {
             (Some(o), _) => node_of(o),
             (None, true) => node_of(dst),
-            (None, false) => self
-                .nodes
-                .iter()
-                .position(|x| x.facts().is_some_and(|f| f.topology.has_pod(dst))),
+            (None, false) => self.directory.pod_node(dst),
         }?;
         if to == n {
             return None;
@@ -359,7 +361,7 @@ impl Cluster {
     /// The points a dropped packet passed on other nodes come first.
     fn merge_journey(&self, d: &mut DropRecord) {
         let node = d.node.clone().unwrap_or_default();
-        let id: Identity = (d.flow.clone(), d.detail.packet_id());
+        let id = Identity::of(&d.flow, &d.detail);
         let mut before = self.sightings.elsewhere(&id, &node, d.ts_ns);
         if before.is_empty() {
             return;
@@ -372,6 +374,7 @@ impl Cluster {
     /// Judges the sends whose window has passed on their receiver.
     fn judge(&mut self, out: &mut Vec<Record>) {
         let now: Vec<u64> = self.nodes.iter().map(|n| n.watermark).collect();
+        self.judged_at.clone_from(&now);
         let nodes = &self.nodes;
         let outcomes = self.tracker.expire(&now, |s| nodes[s.to].witness(s.ts));
         for o in outcomes {
@@ -392,6 +395,14 @@ impl Cluster {
             *self.undecided.entry(w.why_not().to_string()).or_default() += 1;
         }
     }
+}
+
+/// Packets whose journey each node's pipeline keeps: a single node's bound
+/// up to 8 nodes, then a share of 8 times that, at least 2,048 (some 80 ms
+/// of a node at 100k events/s: a packet crosses a node in far less), so
+/// that 64 nodes do not hold 64 full tables.
+fn journeys_per_node(single: usize, nodes: usize) -> usize {
+    (single * 8 / nodes.max(1)).clamp(2_048.min(single), single)
 }
 
 /// Bytes an encapsulation adds on the wire.

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::underlay::Witness;
+use crate::facts::topology::in_net;
 use crate::facts::{Environment, NodeFacts};
 use crate::model::{Encap, PacketRecord, Stats};
 use crate::pipeline::{Options, Pipeline};
@@ -57,6 +58,9 @@ pub struct Node {
     pub watermark: u64,
     pub events: u64,
     pub end: Option<End>,
+    /// The node's routes, parsed once: network, prefix length, the tunnel
+    /// they go through.
+    routes: Vec<(IpAddr, u8, Encap)>,
 }
 
 impl Node {
@@ -71,12 +75,29 @@ impl Node {
             watermark: 0,
             events: 0,
             end: None,
+            routes: Vec::new(),
         }
     }
 
     pub fn begin(&mut self, header: Header, opts: Options) {
         let uplinks = &header.facts.topology.uplinks;
         self.traces_uplink = header.interfaces.iter().any(|i| uplinks.contains(i));
+        let topology = &header.facts.topology;
+        self.routes = topology
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let (net, len) = r.net()?;
+                let tunnel = topology.tunnels.iter().find(|t| t.name == r.dev);
+                let encap = match tunnel.map(|t| t.kind.as_str()) {
+                    Some("vxlan") => Encap::Vxlan,
+                    Some("ipip") => Encap::Ipip,
+                    Some("wireguard") => Encap::Wireguard,
+                    _ => Encap::None,
+                };
+                Some((net, len, encap))
+            })
+            .collect();
         self.pipeline = Some(Pipeline::new(
             Environment::replay(header.facts.clone()),
             opts,
@@ -101,22 +122,11 @@ impl Node {
 
     /// How the node's routes carry packets to `dst`: through which tunnel.
     pub fn encap_towards(&self, dst: IpAddr) -> Encap {
-        let Some(f) = self.facts() else {
-            return Encap::None;
-        };
-        let best = f
-            .topology
-            .routes
+        self.routes
             .iter()
-            .filter(|r| r.contains(dst))
-            .max_by_key(|r| r.net().map_or(0, |(_, len)| len));
-        let kind = best.and_then(|r| f.topology.tunnels.iter().find(|t| t.name == r.dev));
-        match kind.map(|t| t.kind.as_str()) {
-            Some("vxlan") => Encap::Vxlan,
-            Some("ipip") => Encap::Ipip,
-            Some("wireguard") => Encap::Wireguard,
-            _ => Encap::None,
-        }
+            .filter(|(net, len, _)| in_net(dst, *net, *len))
+            .max_by_key(|(_, len, _)| *len)
+            .map_or(Encap::None, |(_, _, e)| *e)
     }
 
     /// Whether the node could have seen what crossed its uplink around `ts`.

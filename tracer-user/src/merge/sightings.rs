@@ -2,11 +2,41 @@
 //! gets the points its packet passed on the others.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
-use crate::model::{Flow, Hop, PacketId};
+use crate::model::{Detail, Flow, Hop, Icmp, Proto};
 
-/// A packet across nodes: its (inner) headers, never the TTL.
-pub type Identity = (Flow, PacketId);
+/// A packet across nodes: its (inner) headers, never the TTL. Addresses as
+/// parsed, not as written: every packet of every node is looked up by it,
+/// so it is small and copied, not a flow's strings cloned and hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub proto: Option<Proto>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// What tells two packets of a flow apart ([`crate::model::PacketId`]).
+    pub ip_id: Option<u16>,
+    pub icmp: Option<Icmp>,
+    pub len: u32,
+}
+
+impl Identity {
+    pub fn of(flow: &Flow, detail: &Detail) -> Identity {
+        let ip = |a: &Option<String>| a.as_deref().and_then(|a| a.parse().ok());
+        Identity {
+            src: ip(&flow.src),
+            dst: ip(&flow.dst),
+            proto: flow.proto,
+            sport: flow.sport,
+            dport: flow.dport,
+            ip_id: detail.ip_id,
+            icmp: detail.icmp,
+            len: detail.len,
+        }
+    }
+}
 
 /// How long a packet's points are kept.
 const KEEP_NS: u64 = 5_000_000_000;
@@ -30,7 +60,7 @@ impl Sightings {
             Some(v) if v.len() < MAX_POINTS => v.push(hop),
             Some(_) => {}
             None => {
-                self.order.push_back((ts, id.clone()));
+                self.order.push_back((ts, id));
                 self.points.insert(id, vec![hop]);
             }
         }

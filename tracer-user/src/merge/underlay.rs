@@ -2,7 +2,8 @@
 //! receiving node's uplink; those that never arrive, while the receiving
 //! node could have seen them, are underlay losses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use super::sightings::Identity;
 use crate::diagnosis::Loss;
@@ -65,15 +66,26 @@ struct Sizes {
     smallest_lost: Option<u32>,
 }
 
-type PathKey = (String, String, usize, usize);
+type PathKey = (Option<IpAddr>, Option<IpAddr>, usize, usize);
 
+/// Sends waiting for their arrival, findable by receiver and packet (each
+/// arrival) and by receiver in the order sent (each expiry), so that neither
+/// walks all that waits.
 #[derive(Default)]
 pub struct Tracker {
-    pending: Vec<Send>,
+    /// Waiting sends by the order they were sent.
+    sends: HashMap<u64, Send>,
+    next_seq: u64,
+    /// (receiver, packet) -> waiting sends, oldest first.
+    waiting: HashMap<(usize, Identity), VecDeque<u64>>,
+    /// Per receiver: (time sent, send), in the order sent.
+    queues: Vec<VecDeque<(u64, u64)>>,
+    /// Every waiting send in the order sent, for the bound.
+    order: VecDeque<u64>,
     /// Arrivals no send was waiting for yet: live, one agent's stream may
     /// run ahead of another's. (node, packet) -> (common time, raw time).
     early: HashMap<(usize, Identity), (u64, u64)>,
-    early_order: std::collections::VecDeque<(u64, usize, Identity)>,
+    early_order: VecDeque<(u64, usize, Identity)>,
     sizes: HashMap<PathKey, Sizes>,
 }
 
@@ -84,41 +96,62 @@ pub enum Sent {
 }
 
 fn path_key(s: &Send) -> PathKey {
-    (
-        s.id.0.src.clone().unwrap_or_default(),
-        s.id.0.dst.clone().unwrap_or_default(),
-        s.from,
-        s.to,
-    )
+    (s.id.src, s.id.dst, s.from, s.to)
 }
 
 impl Tracker {
     /// A packet left for another node; it may have been seen arriving already.
     pub fn send(&mut self, s: Send) -> (Sent, Option<Outcome>) {
-        if let Some((_, raw_arrival)) = self.early.remove(&(s.to, s.id.clone())) {
+        let key = (s.to, s.id);
+        if let Some((_, raw_arrival)) = self.early.remove(&key) {
             self.delivered(&s);
             return (Sent::Arrived { raw_arrival }, None);
         }
-        self.pending.push(s);
-        let overflow = (self.pending.len() > MAX_PENDING).then(|| {
-            self.pending.remove(0);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.queues.len() <= s.to {
+            self.queues.resize_with(s.to + 1, VecDeque::new);
+        }
+        self.queues[s.to].push_back((s.ts, seq));
+        self.waiting.entry(key).or_default().push_back(seq);
+        self.order.push_back(seq);
+        self.sends.insert(seq, s);
+        let overflow = (self.sends.len() > MAX_PENDING).then(|| {
+            while let Some(old) = self.order.pop_front() {
+                if self.take(old).is_some() {
+                    break;
+                }
+            }
             Outcome::Undecided(Witness::LostEvents)
         });
         (Sent::Waiting, overflow)
     }
 
+    /// Removes a waiting send (its queue entries go stale and are skipped).
+    fn take(&mut self, seq: u64) -> Option<Send> {
+        let s = self.sends.remove(&seq)?;
+        let key = (s.to, s.id);
+        if let Some(w) = self.waiting.get_mut(&key) {
+            w.retain(|x| *x != seq);
+            if w.is_empty() {
+                self.waiting.remove(&key);
+            }
+        }
+        Some(s)
+    }
+
     /// The packet reached `node`'s uplink at `ts` (common clock; `raw_ts` on
     /// its own): the send it answers, if one waits.
     pub fn arrive(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) -> Option<Send> {
-        let Some(i) = self
-            .pending
-            .iter()
-            .position(|s| s.to == node && s.id == *id)
-        else {
+        let first = self
+            .waiting
+            .get(&(node, *id))
+            .and_then(|w| w.front().copied());
+        let Some(seq) = first else {
             self.remember_early(node, id, ts, raw_ts);
             return None;
         };
-        let s = self.pending.remove(i);
+        let s = self.take(seq)?;
         self.delivered(&s);
         Some(s)
     }
@@ -129,8 +162,8 @@ impl Tracker {
     }
 
     fn remember_early(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) {
-        self.early.insert((node, id.clone()), (ts, raw_ts));
-        self.early_order.push_back((ts, node, id.clone()));
+        self.early.insert((node, *id), (ts, raw_ts));
+        self.early_order.push_back((ts, node, *id));
         while self.early_order.len() > MAX_PENDING
             || self
                 .early_order
@@ -138,10 +171,7 @@ impl Tracker {
                 .is_some_and(|(t, _, _)| ts.saturating_sub(*t) > 2 * WINDOW_NS)
         {
             if let Some((t, n, old)) = self.early_order.pop_front()
-                && self
-                    .early
-                    .get(&(n, old.clone()))
-                    .is_some_and(|(at, _)| *at == t)
+                && self.early.get(&(n, old)).is_some_and(|(at, _)| *at == t)
             {
                 self.early.remove(&(n, old));
             }
@@ -150,18 +180,30 @@ impl Tracker {
 
     /// Judges the sends whose window has passed on their receiver's clock
     /// (`now[to]`, common clock); `witness` says whether the receiver could
-    /// have seen them.
+    /// have seen them. In the order they were sent.
     pub fn expire(
         &mut self,
         now: &[u64],
         mut witness: impl FnMut(&Send) -> Witness,
     ) -> Vec<Outcome> {
-        let (due, waiting): (Vec<Send>, Vec<Send>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|s| now[s.to] >= s.ts + WINDOW_NS);
-        self.pending = waiting;
+        let mut due: Vec<(u64, Send)> = Vec::new();
+        for to in 0..self.queues.len() {
+            let until = now.get(to).copied().unwrap_or(0);
+            while let Some(&(ts, seq)) = self.queues[to].front() {
+                if !self.sends.contains_key(&seq) {
+                    self.queues[to].pop_front(); // delivered or dropped
+                    continue;
+                }
+                if until < ts + WINDOW_NS {
+                    break;
+                }
+                self.queues[to].pop_front();
+                due.extend(self.take(seq).map(|s| (seq, s)));
+            }
+        }
+        due.sort_unstable_by_key(|(seq, _)| *seq);
         due.into_iter()
-            .map(|s| match witness(&s) {
+            .map(|(_, s)| match witness(&s) {
                 Witness::Able => {
                     let ts = s.ts;
                     Outcome::Lost(self.lost(s), ts)
@@ -173,7 +215,12 @@ impl Tracker {
 
     /// Forgets what still waits, when no more will come; how many.
     pub fn drain(&mut self) -> usize {
-        std::mem::take(&mut self.pending).len()
+        let n = self.sends.len();
+        self.sends.clear();
+        self.waiting.clear();
+        self.queues.clear();
+        self.order.clear();
+        n
     }
 
     fn lost(&mut self, s: Send) -> Loss {
@@ -184,8 +231,8 @@ impl Tracker {
                 .map_or(s.wire_len, |m| m.min(s.wire_len)),
         );
         Loss {
-            src: s.id.0.src.clone().unwrap_or_else(|| "?".into()),
-            dst: s.id.0.dst.clone().unwrap_or_else(|| "?".into()),
+            src: s.id.src.map_or_else(|| "?".into(), |a| a.to_string()),
+            dst: s.id.dst.map_or_else(|| "?".into(), |a| a.to_string()),
             path: Underlay {
                 largest_delivered: sizes.largest_delivered,
                 smallest_lost: sizes.smallest_lost,
@@ -195,7 +242,7 @@ impl Tracker {
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.sends.len()
     }
 }
 

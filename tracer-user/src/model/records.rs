@@ -44,6 +44,23 @@ impl VerdictRecord {
 }
 
 impl PacketRecord {
+    /// The same as [`PacketRecord::hop`], for a record no longer needed.
+    pub fn into_hop(self) -> Hop {
+        Hop {
+            node: self.node,
+            ts_ns: self.ts_ns,
+            netns: self.netns,
+            ifname: self.ifname,
+            dir: self.dir,
+            ttl: self.detail.ttl,
+            netfilter: None,
+            verdict: None,
+            point: None,
+            priority: None,
+            outer: self.outer,
+        }
+    }
+
     /// The sighting as a point of the packet's journey.
     pub fn hop(&self) -> Hop {
         Hop {

@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod format;
 pub mod pcap;
+pub mod read_ahead;
 pub mod reader;
+pub mod stream;
 pub mod writer;
 
 #[cfg(test)]

@@ -70,8 +70,25 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-pub struct Reader<R> {
-    r: R,
+/// The bytes after the header: as they are, or decompressed (version 5).
+enum Source<R: Read> {
+    Plain(R),
+    Zstd(Box<zstd::Decoder<'static, std::io::BufReader<R>>>),
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Plain(r) => r.read(buf),
+            Source::Zstd(z) => z.read(buf),
+        }
+    }
+}
+
+pub struct Reader<R: Read> {
+    r: Source<R>,
+    /// Frames carry their crc32 (not inside a compressed stream).
+    checked: bool,
     /// The current frame's payload; reused, so reading allocates nothing per event.
     payload: Vec<u8>,
     offset: u64,
@@ -89,6 +106,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, Result<bool, std
             Ok(0) => return Err(Ok(true)),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A compressed stream cut short.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Ok(true)),
             Err(e) => return Err(Err(e)),
         }
     }
@@ -120,11 +139,11 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
         ));
     }
     let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-    if !(format::MIN_VERSION..=format::VERSION).contains(&version) {
+    if !(format::MIN_VERSION..=format::VERSION_ZSTD).contains(&version) {
         return Err(OpenError(format!(
             "recording format version {version}, this calitrace reads versions {} to {}",
             format::MIN_VERSION,
-            format::VERSION
+            format::VERSION_ZSTD
         )));
     }
     let len = u32::from_le_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]);
@@ -147,10 +166,23 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
             header.calitrace_version
         )));
     }
+    let compressed = version == format::VERSION_ZSTD;
+    let r = if compressed {
+        let zstd_error = |e: std::io::Error| OpenError(format!("zstd: {e}"));
+        // A small input buffer: a cluster client holds one per agent.
+        let input = std::io::BufReader::with_capacity(16 * 1024, r);
+        let mut z = zstd::Decoder::with_buffer(input).map_err(zstd_error)?;
+        z.window_log_max(format::ZSTD_WINDOW_LOG_MAX)
+            .map_err(zstd_error)?;
+        Source::Zstd(Box::new(z))
+    } else {
+        Source::Plain(r)
+    };
     Ok((
         header,
         Reader {
             r,
+            checked: !compressed,
             payload: Vec::new(),
             offset: 14 + len as u64,
             frames: 0,
@@ -160,6 +192,12 @@ pub fn from_reader<R: Read>(mut r: R) -> Result<(Header, Reader<R>), OpenError> 
 }
 
 impl<R: Read> Reader<R> {
+    /// Whether the frames come out of a compressed stream (offsets then
+    /// count its decompressed bytes).
+    pub fn compressed(&self) -> bool {
+        !self.checked
+    }
+
     /// The next item; `Ok(None)` at the end; `Err` when the rest cannot be read.
     pub fn next_item(&mut self) -> Result<Option<Item>, Problem> {
         if self.done {
@@ -178,7 +216,7 @@ impl<R: Read> Reader<R> {
                 return Ok(None);
             }
             Err(Ok(_)) => return self.fail(truncated),
-            Err(Err(e)) => return self.fail(Problem::Io(e.to_string())),
+            Err(Err(e)) => return self.fail(self.io_problem(e, at)),
         }
         let kind = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
@@ -225,9 +263,9 @@ impl<R: Read> Reader<R> {
             Ok(true) => {}
             Ok(false) if len == 0 => {}
             Ok(false) | Err(Ok(_)) => return self.fail(truncated),
-            Err(Err(e)) => return self.fail(Problem::Io(e.to_string())),
+            Err(Err(e)) => return self.fail(self.io_problem(e, at)),
         }
-        if format::crc(kind, payload) != crc {
+        if self.checked && format::crc(kind, payload) != crc {
             return self.fail(corrupt("checksum mismatch".into()));
         }
         let item = match kind {
@@ -266,6 +304,18 @@ impl<R: Read> Reader<R> {
         self.offset += (format::FRAME_OVERHEAD + payload.len()) as u64;
         self.frames += 1;
         Ok(Some(item))
+    }
+
+    /// A read error; inside a compressed stream, bytes that do not decompress.
+    fn io_problem(&self, e: std::io::Error, at: u64) -> Problem {
+        if self.checked {
+            return Problem::Io(e.to_string());
+        }
+        Problem::Corrupt {
+            offset: at,
+            frames: self.frames,
+            why: format!("compressed stream: {e}"),
+        }
     }
 
     fn fail(&mut self, p: Problem) -> Result<Option<Item>, Problem> {

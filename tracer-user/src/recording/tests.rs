@@ -79,6 +79,11 @@ fn sample(n: u64) -> (Vec<u8>, Vec<Item>) {
     (bytes, items)
 }
 
+/// A recording's bytes, for other modules' tests.
+pub(crate) fn sample_bytes(n: u64) -> Vec<u8> {
+    sample(n).0
+}
+
 fn read_all(bytes: &[u8]) -> Result<(Vec<Item>, Option<Problem>), String> {
     let (_, mut r) = reader::from_reader(bytes).map_err(|e| e.0)?;
     let mut items = Vec::new();
@@ -306,11 +311,12 @@ fn encap_frames_of_the_wrong_size_are_corrupt() {
 #[test]
 fn the_fuzz_seed_corpus_still_reads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/replay_reader");
-    let mut encapsulated = 0;
+    let (mut encapsulated, mut compressed) = (0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
+        compressed += usize::from(bytes.get(8) == Some(&5));
         match read_all(&bytes) {
             // A seed cut short is cut in its header or in a frame; the
             // others read to their end.
@@ -335,4 +341,112 @@ fn the_fuzz_seed_corpus_still_reads() {
         }
     }
     assert!(encapsulated > 0, "a seed has encapsulated packets");
+    assert!(compressed > 0, "a seed is an agent's compressed stream");
+}
+
+/// A writer others can read back: an agent's stdout, in a test.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The same items as `sample`, as an agent streams them (compressed).
+fn stream_sample(n: u64) -> (Vec<u8>, Vec<Item>) {
+    let out = Shared::default();
+    let mut rec = Recorder::stream(
+        Box::new(out.clone()),
+        &header(),
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let mut items = Vec::new();
+    for i in 0..n {
+        let input = if i % 3 == 2 {
+            Input::Tick(5000 + i)
+        } else {
+            Input::Event(event(i))
+        };
+        rec.record(&[], &input).unwrap();
+        items.push(Item::Input(input));
+        if i % 7 == 6 {
+            rec.flush().unwrap(); // as every 200 ms: a zstd block
+        }
+    }
+    rec.finish(&End::default()).unwrap();
+    items.push(Item::End(End::default()));
+    let bytes = out.0.lock().unwrap().clone();
+    (bytes, items)
+}
+
+#[test]
+fn agent_streams_are_compressed_and_read_back() {
+    let (bytes, items) = stream_sample(3000);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 5);
+    let (read, problem) = read_all(&bytes).unwrap();
+    assert_eq!(problem, None);
+    assert_eq!(read, items);
+    let (plain, _) = sample(3000);
+    assert!(
+        bytes.len() * 4 < plain.len(),
+        "{} compressed, {} plain",
+        bytes.len(),
+        plain.len()
+    );
+    // What is flushed can be read before the stream ends.
+    let out = Shared::default();
+    let mut rec =
+        Recorder::stream(Box::new(out.clone()), &header(), std::time::Duration::ZERO).unwrap();
+    rec.record(&[], &Input::Event(event(1))).unwrap();
+    let so_far = out.0.lock().unwrap().clone();
+    let (read, problem) = read_all(&so_far).unwrap();
+    assert_eq!(read, [Item::Input(Input::Event(event(1)))]);
+    assert!(
+        matches!(problem, Some(Problem::Truncated { .. })),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn cut_or_damaged_compressed_streams_are_reported_never_a_panic() {
+    let (bytes, items) = stream_sample(60);
+    let (_, r) = reader::from_reader(&bytes[..]).unwrap();
+    assert!(r.compressed());
+    let body_start = r.offset() as usize;
+    for cut in body_start..bytes.len() {
+        let (read, problem) = read_all(&bytes[..cut]).unwrap();
+        assert_eq!(read[..], items[..read.len()], "what was read is right");
+        // Cut in the zstd stream's last checksum: all frames, then the cut.
+        assert!(
+            problem.is_some() || cut == body_start,
+            "cut at {cut}: {problem:?}"
+        );
+    }
+    let mut noticed = 0;
+    for pos in body_start..bytes.len() {
+        for bit in [0, 3, 7] {
+            let mut b = bytes.clone();
+            b[pos] ^= 1 << bit;
+            let (read, problem) = read_all(&b).unwrap();
+            // zstd's checksum: damage never passes for a clean stream
+            // (a flip in bits the decoder does not use changes nothing).
+            if problem.is_none() {
+                assert_eq!(read, items, "a flip at {pos} went unnoticed");
+            } else {
+                noticed += 1;
+            }
+        }
+    }
+    let flips = 3 * (bytes.len() - body_start);
+    assert!(
+        noticed * 10 > flips * 9,
+        "{noticed} of {flips} flips noticed"
+    );
 }

@@ -1,6 +1,7 @@
 //! Streaming a capture: to a file (buffered, flushed at least once a second
 //! so a crash loses at most about a second, created with mode 0600), or to a
-//! stream such as an agent's stdout (flushed at least every 200 ms).
+//! stream such as an agent's stdout (zstd-compressed, flushed at least every
+//! 200 ms).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -14,10 +15,38 @@ use super::format::{self, End, Header, frame};
 use crate::events::{Input, encode, encode_encap, encode_verdict};
 use crate::facts::Fact;
 
+type Out = Box<dyn Write + Send>;
+
+/// Where frames go: as they are, or through zstd (agent streams).
+enum Frames {
+    Plain(BufWriter<Out>),
+    Zstd(BufWriter<zstd::Encoder<'static, Out>>),
+}
+
+impl Frames {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Frames::Plain(w) => w,
+            Frames::Zstd(w) => w,
+        }
+    }
+
+    /// Writes what is buffered and, compressed, ends the zstd stream.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Frames::Plain(mut w) => w.flush(),
+            Frames::Zstd(w) => {
+                let mut out = w.into_inner().map_err(|e| e.into_error())?.finish()?;
+                out.flush()
+            }
+        }
+    }
+}
+
 pub struct Recorder {
     /// The file written, or `None` for a stream.
     path: Option<PathBuf>,
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Frames,
     buf: Vec<u8>,
     last_flush: Instant,
     flush_every: Duration,
@@ -44,34 +73,40 @@ impl Recorder {
     pub fn create(path: &Path, header: &Header) -> Result<Recorder> {
         let file = create_private(path)?;
         let sync = file.try_clone().ok();
-        let mut r = Recorder::start(Box::new(file), header, Duration::from_secs(1))?;
+        let mut r = Recorder::start(Box::new(file), header, Duration::from_secs(1), false)?;
         r.path = Some(path.to_path_buf());
         r.file = sync;
         Ok(r)
     }
 
-    /// A recording written to `out` as it happens, flushed at least every
-    /// `flush_every` while frames come.
-    pub fn stream(
-        out: Box<dyn Write + Send>,
-        header: &Header,
-        flush_every: Duration,
-    ) -> Result<Recorder> {
-        Recorder::start(out, header, flush_every)
+    /// A recording written to `out` as it happens (compressed: version 5),
+    /// flushed at least every `flush_every` while frames come.
+    pub fn stream(out: Out, header: &Header, flush_every: Duration) -> Result<Recorder> {
+        Recorder::start(out, header, flush_every, true)
     }
 
-    fn start(
-        out: Box<dyn Write + Send>,
-        header: &Header,
-        flush_every: Duration,
-    ) -> Result<Recorder> {
-        let mut out = BufWriter::with_capacity(256 * 1024, out);
+    fn start(mut out: Out, header: &Header, flush_every: Duration, zstd: bool) -> Result<Recorder> {
         let json = serde_json::to_vec(header)?;
-        out.write_all(format::MAGIC)?;
-        out.write_all(&format::VERSION.to_le_bytes())?;
-        out.write_all(&(json.len() as u32).to_le_bytes())?;
-        out.write_all(&json)?;
+        let version = if zstd {
+            format::VERSION_ZSTD
+        } else {
+            format::VERSION
+        };
+        let mut head = Vec::with_capacity(14 + json.len());
+        head.extend_from_slice(format::MAGIC);
+        head.extend_from_slice(&version.to_le_bytes());
+        head.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        head.extend_from_slice(&json);
+        out.write_all(&head)?;
         out.flush()?;
+        let out = if zstd {
+            let mut enc = zstd::Encoder::new(out, format::ZSTD_LEVEL)?;
+            enc.include_checksum(true)?;
+            enc.window_log(format::ZSTD_WINDOW_LOG)?;
+            Frames::Zstd(BufWriter::with_capacity(64 * 1024, enc))
+        } else {
+            Frames::Plain(BufWriter::with_capacity(256 * 1024, out))
+        };
         Ok(Recorder {
             path: None,
             out,
@@ -90,8 +125,9 @@ impl Recorder {
 
     fn frame(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
         self.buf.clear();
-        format::encode_frame(&mut self.buf, kind, payload);
-        self.out.write_all(&self.buf)?;
+        let checked = matches!(self.out, Frames::Plain(_));
+        format::encode_frame_with(&mut self.buf, kind, payload, checked);
+        self.out.writer().write_all(&self.buf)?;
         self.frames += 1;
         Ok(())
     }
@@ -115,17 +151,24 @@ impl Recorder {
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().with_context(|| match &self.path {
-            Some(p) => format!("writing {}", p.display()),
-            None => "writing the recording stream".into(),
-        })?;
+        self.out
+            .writer()
+            .flush()
+            .with_context(|| match &self.path {
+                Some(p) => format!("writing {}", p.display()),
+                None => "writing the recording stream".into(),
+            })?;
         self.last_flush = Instant::now();
         Ok(())
     }
 
     pub fn finish(mut self, end: &End) -> Result<()> {
         self.frame(frame::END, &serde_json::to_vec(end)?)?;
-        self.flush()?;
+        let what = match &self.path {
+            Some(p) => format!("writing {}", p.display()),
+            None => "writing the recording stream".into(),
+        };
+        self.out.finish().context(what)?;
         if let Some(f) = &self.file {
             f.sync_data().ok();
         }

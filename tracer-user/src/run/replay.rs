@@ -15,7 +15,9 @@ use crate::model::{Record, Stats};
 use crate::pipeline::{Options, Pipeline};
 use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
+use crate::recording::read_ahead::ReadAhead;
 use crate::recording::reader::{self, Item, Problem};
+use crate::views::background::Background;
 use crate::views::{Control, LineSink, Sink, Status};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
@@ -38,7 +40,10 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     {
         return Err(usage(format!("--speed {s} must be a positive number")));
     }
-    let (header, mut frames) = reader::open(&args.file).map_err(|e| usage(e.to_string()))?;
+    let (header, frames) = reader::open(&args.file).map_err(|e| usage(e.to_string()))?;
+    // Reading (frames, checksums, decoding), processing and writing the
+    // lines each have a thread: replay is as fast as the slowest of them.
+    let mut frames = ReadAhead::spawn(frames);
     let output = match choose_output(args.view.output) {
         Output::Pcap if is_terminal() => {
             return Err(usage(
@@ -62,13 +67,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
             _ => None,
         },
-        sink: match output {
-            Output::Tui => Box::new(crate::views::tui::TuiSink::replay(
-                &args.file,
-                args.view.all_drops,
-            )?),
-            _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
-        },
+        sink: replay_sink(output, &args)?,
         view: Interactive::new(output == Output::Tui, filter.to_string()),
         pace: Pace::new(args.speed),
         end: End::default(),
@@ -98,6 +97,19 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         Some(p) => Err(anyhow::anyhow!("{p}")),
     }
+}
+
+/// Where a replay's records go: the TUI, or lines (paced lines go out as
+/// they come; unpaced ones are written in batches on a thread of their own).
+fn replay_sink(output: Output, args: &ReplayArgs) -> Result<Box<dyn Sink>> {
+    let all_drops = args.view.all_drops;
+    Ok(match output {
+        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file, all_drops)?),
+        _ if args.speed.is_some() => Box::new(LineSink(line_view(output, all_drops))),
+        _ => Box::new(Background::spawn(move || {
+            Box::new(LineSink(line_view(output, all_drops)))
+        })),
+    })
 }
 
 /// A replay under way: where its records go, and what it has seen.
@@ -150,7 +162,7 @@ impl Replayer {
             // outer headers are in the record in the packet's comment.
             (Some(w), Input::Encap(enc)) => write_pcap(w, &self.header, &enc.ev, &records)?,
             (Some(_), _) => {}
-            (None, _) => return Ok(self.sink.records(&records)?),
+            (None, _) => return Ok(self.sink.take_records(records)?),
         }
         Ok(true)
     }

@@ -1,5 +1,6 @@
 //! Views of the record stream: JSON lines, text lines, and the TUI.
 
+pub mod background;
 pub mod json;
 pub mod sink;
 pub mod text;

@@ -49,6 +49,10 @@ pub struct Interfaces {
 pub trait Sink {
     /// Shows records; `Ok(false)` when the view is gone (stdout closed, TUI quit).
     fn records(&mut self, records: &[Record]) -> std::io::Result<bool>;
+    /// The same, for records the caller no longer needs.
+    fn take_records(&mut self, records: Vec<Record>) -> std::io::Result<bool> {
+        self.records(&records)
+    }
     fn status(&mut self, _status: &Status) {}
     /// The next request from an interactive view, if any.
     fn control(&mut self) -> Option<Control> {

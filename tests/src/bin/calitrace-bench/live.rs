@@ -233,7 +233,7 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
     let mut rates = vec![];
     let mut n = 0;
     for _ in 0..3 {
-        let (events, s) = crate::userspace::replay_file(&path, true, true)?;
+        let (events, s) = crate::userspace::replay_file(&path, true, true, false)?;
         rates.push(events as f64 / s);
         n = events;
     }

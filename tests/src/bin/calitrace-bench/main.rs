@@ -5,9 +5,12 @@
 //! renders the table. Nothing here runs in `cargo test`: this is a binary.
 
 mod anchors;
+mod cluster;
 mod datapath;
+mod fleet;
 mod live;
 mod profile;
+mod replay_tools;
 mod synth;
 mod userspace;
 mod util;
@@ -16,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +41,13 @@ fn main() -> Result<()> {
     match section.as_str() {
         "pipeline" => userspace::pipeline_bench(reps, if quick { 200_000 } else { 1_000_000 }),
         "replay" => userspace::replay_bench(reps, if quick { 500_000 } else { 2_000_000 }, &dir),
+        "cluster" => cluster::cluster_bench(quick, &dir),
+        // One merge of `cluster`, in a process of its own: N DIR [--drops-only].
+        "cluster-merge" => cluster::merge_child(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2),
+            args.get(2).map(PathBuf::from).unwrap_or_default(),
+            args.iter().any(|a| a == "--drops-only"),
+        ),
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
         "datapath" => datapath::datapath(

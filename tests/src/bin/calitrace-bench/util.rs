@@ -170,6 +170,19 @@ pub fn pin_to_one_cpu() -> usize {
     cpu
 }
 
+/// Lets this thread (and those it starts from now on) run on any CPU.
+pub fn unpin_all() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,8 @@ use crate::merge::Cluster;
 use crate::model::Record;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
-use crate::recording::reader::{self, Item};
+use crate::recording::reader::Item;
+use crate::recording::stream::{self, Streamed};
 use crate::views::{Control, Sink, Status};
 
 /// How often the view hears from the session without input.
@@ -49,7 +50,7 @@ enum Msg {
     /// Bytes of a node's stream, as read (for `-w`).
     Raw(usize, Vec<u8>),
     Start(usize, Box<Header>),
-    Item(usize, Item),
+    Items(usize, Vec<Item>),
     /// The stream ended: why, where it was not a clean end.
     Gone(usize, Option<String>),
     Stderr(usize, String),
@@ -115,7 +116,9 @@ pub fn run_session(
         )?),
         None => None,
     };
-    let (tx, rx) = channel();
+    // Bounded: a merge that falls behind makes the agents wait (their rings
+    // then count what is lost) instead of holding their streams in memory.
+    let (tx, rx) = sync_channel(stream::QUEUE);
     let mut agents: Vec<Agent> = agents
         .into_iter()
         .enumerate()
@@ -224,29 +227,14 @@ impl<R: Read> Read for Tee<R> {
 /// Reads one agent's stream to its end: the one place where an agent's
 /// bytes become recording items, whoever carried them.
 fn read_stream(i: usize, r: impl Read, tx: &Sender<Msg>) {
-    let (header, mut items) = match reader::from_reader(BufReader::new(r)) {
-        Ok(h) => h,
-        Err(e) => {
-            tx.send(Msg::Gone(i, Some(format!("no recording stream: {}", e.0))))
-                .ok();
-            return;
-        }
-    };
-    if tx.send(Msg::Start(i, Box::new(header))).is_err() {
-        return;
-    }
-    let why = loop {
-        match items.next_item() {
-            Ok(Some(item)) => {
-                if tx.send(Msg::Item(i, item)).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => break None,
-            Err(p) => break Some(p.to_string()),
-        }
-    };
-    tx.send(Msg::Gone(i, why)).ok();
+    stream::read_stream(r, |s| {
+        let m = match s {
+            Streamed::Start(h) => Msg::Start(i, h),
+            Streamed::Items(items) => Msg::Items(i, items),
+            Streamed::Ended(why) => Msg::Gone(i, why),
+        };
+        tx.send(m).is_ok()
+    });
 }
 
 /// The live session: messages in, records out.
@@ -302,7 +290,11 @@ impl Running<'_> {
                 }
             }
             Msg::Start(n, h) => self.cluster.start(n, *h, out),
-            Msg::Item(n, item) => self.cluster.item(n, item, out),
+            Msg::Items(n, items) => {
+                for item in items {
+                    self.cluster.item(n, item, out);
+                }
+            }
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
                 if !self.quiet {
