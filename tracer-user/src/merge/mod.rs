@@ -137,6 +137,7 @@ impl Cluster {
         let now = self.clocks.to_common(n, p.now());
         let node = &mut self.nodes[n];
         node.events += 1;
+        node.first_ts.get_or_insert(now);
         node.watermark = node.watermark.max(now);
         let moved = node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS;
         for r in records.drain(..) {

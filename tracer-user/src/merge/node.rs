@@ -56,6 +56,8 @@ pub struct Node {
     pub losses: Vec<(u64, u64)>,
     /// Latest time its stream has reached, on the common clock.
     pub watermark: u64,
+    /// Time of its first event, on the common clock.
+    pub first_ts: Option<u64>,
     pub events: u64,
     pub end: Option<End>,
     /// The node's routes, parsed once: network, prefix length, the tunnel
@@ -73,6 +75,7 @@ impl Node {
             traces_uplink: false,
             losses: Vec::new(),
             watermark: 0,
+            first_ts: None,
             events: 0,
             end: None,
             routes: Vec::new(),
@@ -168,7 +171,9 @@ impl Node {
             lost: end.lost.max(self.losses.last().map_or(0, |(_, l)| *l)),
             probes_attached: h.map(|h| h.probes_attached.clone()).unwrap_or_default(),
             probes_unavailable: h.map(|h| h.probes_unavailable.clone()).unwrap_or_default(),
-            duration_s: 0.0,
+            duration_s: self
+                .first_ts
+                .map_or(0.0, |f| self.watermark.saturating_sub(f) as f64 / 1e9),
             benign: self
                 .pipeline
                 .as_ref()

@@ -189,6 +189,27 @@ fn packets_that_arrive_are_no_problem() {
 }
 
 #[test]
+fn each_nodes_stats_span_its_own_events() {
+    let mut r = Run::direct();
+    r.ping(500 * MS, 1, 84, true);
+    r.feed(0, tick(2_500 * MS));
+    r.feed(1, tick(1_000 * MS));
+    let out = r.finish();
+    let spans: Vec<(Option<&str>, f64)> = out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Stats(s) => Some((s.node.as_deref(), s.duration_s)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spans.len(), 2, "{out:#?}");
+    for (node, secs) in spans {
+        let want = if node == Some("node-a") { 2.0 } else { 0.5 };
+        assert!((secs - want).abs() < 0.01, "{node:?}: {secs} s, not {want}");
+    }
+}
+
+#[test]
 fn packets_that_never_arrive_are_an_underlay_drop() {
     let mut r = Run::direct();
     r.ping(0, 1, 84, true);
