@@ -57,37 +57,46 @@ fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
     Ok(by_name)
 }
 
-/// 64-byte UDP from pod A to pod B for `secs`: packets that arrived.
+/// 64-byte UDP from pod A to pod B for `secs`: packets that arrived. With
+/// `CALITRACE_PROFILE_TCP` set, a TCP stream instead: then the figures are
+/// per second of traffic, not per packet (GSO makes "a packet" vary).
 fn udp(lab: &Lab, from: &str, to: &str, secs: u32) -> Result<f64> {
-    let r = iperf3(
-        lab,
-        from,
-        &[
-            "-c",
-            to,
-            "-p",
-            "5202",
-            "-u",
-            "-b",
-            "0",
-            "-l",
-            "64",
-            "-t",
-            &secs.to_string(),
-        ],
-    )?;
+    let secs_arg = secs.to_string();
+    let mut args = vec!["-c", to, "-p", "5202", "-t", &secs_arg];
+    if !tcp() {
+        args.extend(["-u", "-b", "0", "-l", "64"]);
+    }
+    let r = iperf3(lab, from, &args)?;
+    if tcp() {
+        let gbit = r["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9;
+        eprintln!("TCP: {gbit:.2} Gbit/s");
+        return Ok(secs as f64);
+    }
     let s = &r["end"]["sum"];
     Ok(s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0))
 }
 
+fn tcp() -> bool {
+    std::env::var_os("CALITRACE_PROFILE_TCP").is_some()
+}
+
 fn print(label: &str, packets: f64, stats: &BTreeMap<String, (u64, u64)>) {
-    println!("{label}: {packets:.0} UDP packets arrived");
+    let unit = if tcp() {
+        println!("{label}: TCP for {packets:.0} s (per second of traffic below)");
+        "second"
+    } else {
+        println!("{label}: {packets:.0} UDP packets arrived");
+        "packet"
+    };
     for (name, (runs, ns)) in stats {
         if *runs == 0 {
             continue;
         }
         println!(
-            "  {name:<16} {:>6.2} runs/packet {:>7.1} ns/run {:>7.1} ns/packet",
+            "  {name:<16} {:>9.2} runs/{unit} {:>7.1} ns/run {:>10.1} ns/{unit}",
             *runs as f64 / packets,
             *ns as f64 / *runs as f64,
             *ns as f64 / packets
