@@ -341,7 +341,7 @@ impl Table<'_> {
             let c = self.s[i].tcpdump;
             self.row(p, i, format!("{}, tcpdump -w /dev/null, {what}", p.name()))
                 .note(format!(
-                    "cost {:.1}%; one tcpdump per interface; all repetitions: {} captured, {} dropped by the kernel",
+                    "cost {:.1}%; one tcpdump per interface; all repetitions, TCP and UDP together: {} captured, {} dropped by the kernel",
                     100.0 * self.cost(p, i),
                     c.captured,
                     c.dropped_by_kernel
