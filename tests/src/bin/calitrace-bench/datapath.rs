@@ -176,6 +176,9 @@ pub fn datapath(reps: usize, secs: u32, compare: Option<PathBuf>) -> Result<()> 
     Ok(())
 }
 
+/// How long calitrace runs before a measurement starts.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where the traffic goes and what is traced.
 struct Setup {
     /// Node A's namespace and the interfaces traced there.
@@ -202,6 +205,11 @@ fn measure(lab: &Lab, load: &Load, setup: &Setup, s: &mut Samples) -> Result<()>
         Load::Tcpdump(filter) => Running::Tcpdump(Tcpdump::start(node, ifaces, *filter)?),
         Load::Calitrace(bin, filter) => {
             let tr = start_bin(bin, node, &filter.iter().copied().collect::<Vec<_>>())?;
+            // The steady state: what follows "tracing on" (interfaces attached
+            // in the background, the rule inventory, the look-ups of the start)
+            // would otherwise fall on the first measurement, TCP's. The
+            // attach section measures the start itself.
+            std::thread::sleep(SETTLE);
             let cpu = tr.cpu_s();
             Running::Calitrace(tr, cpu)
         }
