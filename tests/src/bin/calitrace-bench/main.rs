@@ -51,7 +51,11 @@ fn main() -> Result<()> {
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
         "datapath" => datapath::datapath(
-            if quick { 2 } else { 5 },
+            // More repetitions where the machine is noisy (each is ~36 s).
+            std::env::var("CALITRACE_BENCH_DATAPATH_REPS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(if quick { 2 } else { 5 }),
             if quick { 2 } else { 3 },
             arg("--compare").map(PathBuf::from),
         ),
