@@ -41,6 +41,24 @@ pub struct FilterInsn {
     pub mask: [u32; 4],
 }
 
+/// Most nets a [`QuickNets`] holds.
+pub const QUICK_NETS: usize = 4;
+
+/// Nets such that every IPv4 or IPv6 packet the program matches has its
+/// source or destination address in one of them (`SRC_NET`-style entries:
+/// `arg` is the family). The tc programs test a packet's two addresses
+/// against them before parsing the rest: a filter that names hosts then turns
+/// other traffic away for the price of two loads. `len == 0`: no such nets
+/// are known and every packet is evaluated in full. Userspace derives them
+/// from the filter; they only ever reject what the program would reject.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuickNets {
+    pub len: u32,
+    pub _pad: u32,
+    pub nets: [FilterInsn; QUICK_NETS],
+}
+
 /// A whole program. `len == 0` matches everything.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +66,7 @@ pub struct FilterProg {
     pub len: u32,
     pub _pad: u32,
     pub insns: [FilterInsn; MAX_INSNS],
+    pub quick: QuickNets,
 }
 
 impl Default for FilterProg {
@@ -56,17 +75,68 @@ impl Default for FilterProg {
     }
 }
 
+const NO_INSN: FilterInsn = FilterInsn {
+    op: 0,
+    arg: 0,
+    addr: [0; 4],
+    mask: [0; 4],
+};
+
 impl FilterProg {
     pub const MATCH_ALL: FilterProg = FilterProg {
         len: 0,
         _pad: 0,
-        insns: [FilterInsn {
-            op: 0,
-            arg: 0,
-            addr: [0; 4],
-            mask: [0; 4],
-        }; MAX_INSNS],
+        insns: [NO_INSN; MAX_INSNS],
+        quick: QuickNets::NONE,
     };
+}
+
+impl QuickNets {
+    pub const NONE: QuickNets = QuickNets {
+        len: 0,
+        _pad: 0,
+        nets: [NO_INSN; QUICK_NETS],
+    };
+}
+
+/// Whether an IP packet of `family` (4 or 6) with these addresses may pass
+/// the program whose quick nets are `q`: false only when neither address is
+/// in any of them. Addresses are the words [`FilterInsn::addr`] is built of
+/// (the packet's bytes read as native-endian `u32`s; IPv4 in word 0).
+#[inline(always)]
+pub fn quick_passes(q: &QuickNets, family: u32, src: &[u32; 4], dst: &[u32; 4]) -> bool {
+    let len = q.len as usize;
+    if len == 0 {
+        return true;
+    }
+    let words = if family == 6 { 4 } else { 1 };
+    let mut i = 0;
+    while i < QUICK_NETS {
+        if i >= len {
+            break;
+        }
+        let net = &q.nets[i];
+        if net.arg == family && (words_in(src, net, words) || words_in(dst, net, words)) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn words_in(a: &[u32; 4], net: &FilterInsn, words: usize) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        if i >= words {
+            break;
+        }
+        if a[i] & net.mask[i] != net.addr[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[inline(always)]

@@ -298,6 +298,8 @@ impl NfOffsets {
 
 /// Per-probe counters kept in a per-CPU array, indexed by these constants.
 pub mod counter {
+    /// Packets the tc programs parsed (userspace reports these and
+    /// [`TC_PREFILTERED`] together as the packets they saw).
     pub const TC_SEEN: u32 = 0;
     pub const TC_EMITTED: u32 = 1;
     pub const DROP_SEEN: u32 = 2;
@@ -309,6 +311,9 @@ pub mod counter {
     /// Packets the netfilter link programs saw, and those that passed the filters.
     pub const HOOK_SEEN: u32 = 7;
     pub const HOOK_EMITTED: u32 = 8;
+    /// Packets the tc programs turned away by their addresses alone, before
+    /// parsing them (one counter per packet keeps the cost down).
+    pub const TC_PREFILTERED: u32 = 9;
     pub const COUNT: u32 = 10;
 }
 

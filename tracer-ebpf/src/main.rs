@@ -13,6 +13,7 @@ mod maps;
 mod netfilter;
 mod nf_link;
 mod parse;
+mod prefilter;
 mod skb;
 mod tc;
 

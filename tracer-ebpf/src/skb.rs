@@ -2,11 +2,12 @@
 //! come from the running kernel's BTF via `SKB_OFFSETS`.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, maps::PerCpuArray};
-use tracer_common::{Event, PacketMeta, SkbOffsets};
+use tracer_common::{Event, SkbOffsets};
 
 use crate::event::{RingEvent, accept, scratch};
-use crate::maps::{NETNS, NETNS_FILTER, SKB_OFFSETS};
+use crate::maps::{FILTER, NETNS, NETNS_FILTER, SKB_OFFSETS};
 use crate::parse::{Reader, parse_l3};
+use crate::prefilter::turned_away;
 
 /// Kernel memory starting at an address.
 pub struct Kernel(pub u64);
@@ -50,34 +51,62 @@ fn netns_wanted(netns: u32) -> bool {
     NETNS_FILTER.load() == 0 || unsafe { NETNS.get(netns) }.is_some()
 }
 
-/// Parses the packet headers of an skb into `pkt`.
+/// Where an skb's layer 3 header is, and its ethertype.
+struct NetworkHeader {
+    head: u64,
+    off: usize,
+    ethertype: u16,
+}
+
 #[inline(always)]
-fn parse(skb: u64, pkt: &mut PacketMeta) {
+fn network_header(skb: u64) -> Option<NetworkHeader> {
     let off = SKB_OFFSETS.load();
-    let head: u64 = field(skb, off.skb_head).unwrap_or(0);
-    let nh: u16 = field(skb, off.skb_network_header).unwrap_or(u16::MAX);
+    let head: u64 = field(skb, off.skb_head)?;
+    let nh: u16 = field(skb, off.skb_network_header)?;
     let protocol: u16 = field(skb, off.skb_protocol).unwrap_or(0);
-    if head != 0 && nh != u16::MAX {
-        parse_l3(&Kernel(head), nh as usize, u16::from_be(protocol), pkt);
-    }
+    (head != 0 && nh != u16::MAX).then_some(NetworkHeader {
+        head,
+        off: nh as usize,
+        ethertype: u16::from_be(protocol),
+    })
+}
+
+/// Whether the filter's quick nets turn the packet away by its addresses.
+/// No tunnel is decoded here (the filter sees the packet as it is), so
+/// VXLAN needs no exception (port 0).
+#[inline(always)]
+fn prefiltered(nh: &NetworkHeader) -> bool {
+    let Some(prog) = FILTER.get(0) else {
+        return false;
+    };
+    turned_away(&Kernel(nh.head), nh.off, nh.ethertype, &prog.quick, 0)
 }
 
 /// The event of `kind` to report for an skb, from the zeroed scratch of
 /// `map`: its headers parsed, stamped with time, netns and ifindex. `None`
-/// when the skb's namespace is not wanted or its packet fails the filter.
+/// when the skb's namespace is not wanted or its packet fails the filter
+/// (its addresses alone, where they can tell, before anything else is read).
 #[inline(always)]
 pub fn skb_event<T: RingEvent>(
     skb: u64,
     map: &'static PerCpuArray<T>,
     kind: u8,
 ) -> Option<&'static mut T> {
+    let nh = network_header(skb);
+    if let Some(nh) = &nh
+        && prefiltered(nh)
+    {
+        return None;
+    }
     let (netns, ifindex) = netns_and_ifindex(skb);
     if !netns_wanted(netns) {
         return None;
     }
     let out = scratch(map)?;
     let ev = out.event();
-    parse(skb, &mut ev.pkt);
+    if let Some(nh) = &nh {
+        parse_l3(&Kernel(nh.head), nh.off, nh.ethertype, &mut ev.pkt);
+    }
     accept(ev, kind, netns, ifindex).then_some(out)
 }
 

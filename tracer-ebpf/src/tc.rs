@@ -10,8 +10,9 @@ use tracer_common::{EncapEvent, Event, OuterMeta, counter, dir, kind, l3};
 
 use crate::encap::{Inner, inner};
 use crate::event::{emit, scratch, stamp};
-use crate::maps::{ENCAP_SCRATCH, SCRATCH, TC_NETNS, VXLAN_PORT, count, filter_matches};
+use crate::maps::{ENCAP_SCRATCH, FILTER, SCRATCH, TC_NETNS, VXLAN_PORT, count, filter_matches};
 use crate::parse::{Reader, parse_l3};
+use crate::prefilter::turned_away;
 
 /// Lets other programs on the hook run and the packet continue.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -27,10 +28,11 @@ impl Reader for Packet<'_> {
     }
 }
 
-/// A packet that is all linear data (`data_end - data == skb->len`, as
-/// most small packets are): headers are plain loads, where a helper call
-/// per header was most of the work when the filter then says no. Reads
-/// fail exactly where `bpf_skb_load_bytes` would: past the packet's end.
+/// The linear data of a packet (`data` to `data_end`): headers are plain
+/// loads, where a helper call per header was most of the work when the
+/// filter then says no. Reads fail past `data_end`: for a packet that is all
+/// linear data (`data_end - data == skb->len`, as most small packets are),
+/// exactly where `bpf_skb_load_bytes` would.
 struct Linear {
     start: usize,
     end: usize,
@@ -55,14 +57,39 @@ impl Reader for Linear {
 /// parser once per kind of reader rather than every mix of the two.
 #[inline(always)]
 fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
-    count(counter::TC_SEEN);
     let skb = unsafe { &*ctx.skb.skb };
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if end - start == skb.len as usize {
-        observe_with(ctx, &Linear { start, end }, direction, has_l2);
+    let head = Linear {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    if prefiltered(&head, skb, has_l2) {
+        count(counter::TC_PREFILTERED);
+        return;
+    }
+    count(counter::TC_SEEN);
+    if head.end - head.start == skb.len as usize {
+        observe_with(ctx, &head, direction, has_l2);
     } else {
         observe_with(ctx, &Packet(ctx), direction, has_l2);
     }
+}
+
+/// Whether the filter's quick nets turn the packet away from the headers in
+/// its linear data (where they are not all there, the full parse decides).
+#[inline(always)]
+fn prefiltered(head: &Linear, skb: &aya_ebpf::bindings::__sk_buff, has_l2: bool) -> bool {
+    let Some(prog) = FILTER.get(0) else {
+        return false;
+    };
+    let (off, ethertype) = if has_l2 {
+        match head.read::<[u8; 2]>(12) {
+            Some(t) => (14, u16::from_be_bytes(t)),
+            None => return false,
+        }
+    } else {
+        (0, u16::from_be(skb.protocol as u16))
+    };
+    turned_away(head, off, ethertype, &prog.quick, VXLAN_PORT.load())
 }
 
 #[inline(always)]

@@ -26,6 +26,7 @@ pub(super) fn compile(expr: Option<&Expr>) -> Result<FilterProg, FilterError> {
     for (slot, (insn, _)) in prog.insns.iter_mut().zip(code) {
         *slot = insn;
     }
+    prog.quick = super::quick::quick_nets(expr);
     Ok(prog)
 }
 
@@ -145,7 +146,7 @@ impl Prim {
 
 impl Net {
     /// The `SRC_NET`/`DST_NET` instruction `op` testing this prefix.
-    fn insn(&self, op: u32) -> FilterInsn {
+    pub(super) fn insn(&self, op: u32) -> FilterInsn {
         let (addr, mask) = self.words();
         FilterInsn {
             op,

@@ -33,7 +33,8 @@
 //!
 //! The parts: `lexer` splits the text into tokens, `parser` builds the `ast`
 //! (reading addresses and ports with `values`), `compile` turns it into a
-//! [`FilterProg`]; `eval` (tests only) matches the AST itself.
+//! [`FilterProg`], with the nets `quick` finds that a packet needs an address
+//! in; `eval` (tests only) matches the AST itself.
 
 mod ast;
 mod compile;
@@ -41,6 +42,7 @@ mod compile;
 mod eval;
 mod lexer;
 mod parser;
+mod quick;
 #[cfg(test)]
 mod tests;
 mod values;

@@ -311,7 +311,9 @@ fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u
     use tracer_common::counter;
     let c = tracer.counters();
     let mut events = std::collections::BTreeMap::new();
-    events.insert("tc_seen".into(), c[counter::TC_SEEN as usize]);
+    let prefiltered = c[counter::TC_PREFILTERED as usize];
+    events.insert("tc_seen".into(), c[counter::TC_SEEN as usize] + prefiltered);
+    events.insert("tc_prefiltered".into(), prefiltered);
     events.insert("tc".into(), c[counter::TC_EMITTED as usize]);
     events.insert("kfree_skb_seen".into(), c[counter::DROP_SEEN as usize]);
     events.insert("kfree_skb".into(), c[counter::DROP_EMITTED as usize]);

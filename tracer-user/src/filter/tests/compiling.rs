@@ -72,3 +72,40 @@ fn compiled_shape() {
         [0; 4]
     );
 }
+
+/// How many quick nets the compiled program of `src` carries.
+fn quick_len(src: &str) -> u32 {
+    Filter::parse(src).unwrap().compile().unwrap().quick.len
+}
+
+#[test]
+fn quick_nets_only_where_every_match_needs_an_address() {
+    assert_eq!(quick_len(""), 0);
+    assert_eq!(quick_len("host 10.0.0.1"), 1);
+    assert_eq!(quick_len("src net 10.244.0.0/16 and port 53"), 1);
+    assert_eq!(quick_len("tcp and (host 10.0.0.1 or dst host fd00::1)"), 2);
+    // Either side of an `and` holds: the side with fewer nets is kept.
+    assert_eq!(
+        quick_len("(host 10.0.0.1 or host 10.0.0.2) and host 10.0.0.3"),
+        1
+    );
+    // The same net twice is one.
+    assert_eq!(quick_len("host 10.0.0.1 or src host 10.0.0.1"), 1);
+    for none in [
+        "port 80",
+        "tcp",
+        "arp",
+        "not host 10.0.0.1",
+        "host 10.0.0.1 or port 80",
+        "host 10.0.0.1 or host 10.0.0.2 or host 10.0.0.3 or host 10.0.0.4 or host 10.0.0.5",
+    ] {
+        assert_eq!(quick_len(none), 0, "{none}");
+    }
+    let q = Filter::parse("net 10.244.1.0/24")
+        .unwrap()
+        .compile()
+        .unwrap()
+        .quick;
+    let n = q.nets[0];
+    assert_eq!((n.arg, n.addr[0]), (4, u32::from_ne_bytes([10, 244, 1, 0])));
+}

@@ -174,3 +174,65 @@ fn random_bytes_never_panic() {
         let _ = Filter::parse_words(&words);
     }
 }
+
+/// A packet's addresses as the words `quick_passes` takes.
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [0, 1, 2, 3].map(|i| u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]]))
+}
+
+#[rustfmt::skip]
+const PRIMS: &[&str] = &[
+    "host 10.0.0.1", "src host 10.0.0.2", "dst net 10.0.0.0/8", "net fd00::/8", "host fd00::1",
+    "net 0.0.0.0/0", "dst host 10.244.1.7", "port 53", "tcp", "udp", "icmp", "arp", "ip6",
+];
+
+/// A well-formed filter of random shape (`and`, `or`, `not` over `PRIMS`).
+fn random_expr(r: &mut XorShift, depth: u32) -> String {
+    if depth == 0 || r.below(3) == 0 {
+        return r.pick(PRIMS).to_string();
+    }
+    match r.below(5) {
+        0 => format!("not ({})", random_expr(r, depth - 1)),
+        1 | 2 => format!(
+            "({}) and ({})",
+            random_expr(r, depth - 1),
+            random_expr(r, depth - 1)
+        ),
+        _ => format!(
+            "({}) or ({})",
+            random_expr(r, depth - 1),
+            random_expr(r, depth - 1)
+        ),
+    }
+}
+
+/// The quick nets never turn away an IP packet the program matches, and
+/// they do turn packets away (a prefilter that passes everything is no
+/// prefilter).
+#[test]
+fn quick_nets_never_reject_a_matching_packet() {
+    use tracer_common::filter::quick_passes;
+    let mut r = XorShift(0x0ddb_a11c_afef_00d1);
+    let packets: Vec<PacketMeta> = (0..300).map(|_| random_packet(&mut r)).collect();
+    let (mut with_nets, mut rejected) = (0, 0);
+    for _ in 0..20_000 {
+        let Ok(f) = Filter::parse(&random_expr(&mut r, 4)) else {
+            continue;
+        };
+        let prog = f.compile().unwrap();
+        with_nets += (prog.quick.len > 0) as usize;
+        for p in packets
+            .iter()
+            .filter(|p| p.l3 == l3::IPV4 || p.l3 == l3::IPV6)
+        {
+            let family = if p.l3 == l3::IPV6 { 6 } else { 4 };
+            let passes = quick_passes(&prog.quick, family, &words(&p.src), &words(&p.dst));
+            if prog_matches(&prog, p) {
+                assert!(passes, "{f} on {p:?}: {:?}", prog.quick);
+            }
+            rejected += !passes as usize;
+        }
+    }
+    assert!(with_nets > 100, "only {with_nets} filters had quick nets");
+    assert!(rejected > 1000, "only {rejected} packets rejected");
+}
