@@ -42,9 +42,25 @@ impl RingEvent for EncapEvent {
 #[allow(clippy::mut_from_ref)]
 #[inline(always)]
 pub fn scratch<T: RingEvent>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
-    let ev = unsafe { &mut *map.get_ptr_mut(0)? };
-    *ev = T::default();
-    Some(ev)
+    let ev = map.get_ptr_mut(0)?;
+    zero(ev);
+    Some(unsafe { &mut *ev })
+}
+
+/// Sets `*p` to all zero bytes (what `T::default()` is for the event types)
+/// eight bytes at a time: `*p = T::default()` compiled to a call to a
+/// byte-at-a-time `memset` loop, some 400 instructions per event. The stores
+/// are volatile so that LLVM does not turn them back into that call.
+#[inline(always)]
+fn zero<T: RingEvent>(p: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0) };
+    let words = p.cast::<u64>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: within `*p`, which is 8-byte aligned (it holds a u64).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
 }
 
 /// Whether the parsed packet of `ev` passes the filter; if so, stamps the
