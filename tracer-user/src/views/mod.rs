@@ -3,6 +3,7 @@
 pub mod background;
 pub mod json;
 pub mod sink;
+pub mod stdout;
 pub mod text;
 pub mod tui;
 
