@@ -2,6 +2,7 @@
 
 pub mod background;
 pub mod json;
+pub mod json_packet;
 pub mod sink;
 pub mod stdout;
 pub mod text;
