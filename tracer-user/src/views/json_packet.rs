@@ -44,14 +44,14 @@ pub fn write_packet<W: Write>(out: &mut W, p: &PacketRecord) -> io::Result<()> {
     } = detail;
     out.write_all(br#"{"type":"packet""#)?;
     if let Some(node) = node {
-        field(out, b"node", node)?;
+        field_str(out, b"node", Some(node))?;
     }
     field(out, b"ts_ns", ts_ns)?;
     field(out, b"netns", netns)?;
-    field(out, b"ifname", ifname)?;
+    field_str(out, b"ifname", ifname.as_deref())?;
     field(out, b"dir", dir)?;
-    field(out, b"src", src)?;
-    field(out, b"dst", dst)?;
+    field_str(out, b"src", src.as_deref())?;
+    field_str(out, b"dst", dst.as_deref())?;
     field(out, b"proto", proto)?;
     field(out, b"sport", sport)?;
     field(out, b"dport", dport)?;
@@ -78,6 +78,23 @@ fn field<W: Write, T: Serialize + ?Sized>(out: &mut W, key: &[u8], value: &T) ->
     out.write_all(key)?;
     out.write_all(b"\":")?;
     serde_json::to_writer(&mut *out, value).map_err(io::Error::from)
+}
+
+/// `,"key":"value"` or `,"key":null`. A string of characters JSON takes as
+/// they are (addresses and interface names nearly always) is copied in one
+/// piece; any other goes through serde_json, which escapes exactly the
+/// control characters, `"` and `\`.
+fn field_str<W: Write>(out: &mut W, key: &[u8], value: Option<&str>) -> io::Result<()> {
+    match value {
+        Some(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+            out.write_all(b",\"")?;
+            out.write_all(key)?;
+            out.write_all(b"\":\"")?;
+            out.write_all(s.as_bytes())?;
+            out.write_all(b"\"")
+        }
+        _ => field(out, key, &value),
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +142,7 @@ mod tests {
         let mut p = base();
         p.dir = Dir::Egress;
         p.ifname = None;
+        p.node = Some("\u{7f}\u{1f}tab\there".into());
         p.flow = Flow {
             src: Some("fd00::1".into()),
             dst: Some("fd00::2".into()),
