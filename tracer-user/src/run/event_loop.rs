@@ -117,8 +117,7 @@ pub async fn event_loop(
     let mut rate = Rate::default();
     let mut lost_reported = 0;
     let mut nf_demand = super::nf_demand::NfDemand::default();
-    // The records of one turn, shown, then cleared: its room is kept.
-    let mut records = Vec::new();
+    let mut records = Vec::new(); // see `show`
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -160,9 +159,7 @@ pub async fn event_loop(
                 status.recording = session.recording().map(|p| p.to_path_buf());
                 status.interfaces = Some(watch.count(tracer));
                 sink.status(&status);
-                // Lines reach stdout a tick after their event at the latest;
-                // a stream's lines between ticks go out in a few large writes.
-                sink.flush()?;
+                sink.flush()?; // lines reach stdout within a tick of their event
                 if let Flow::Stop = hear_view(tracer, session, sink, start, &mut status)? {
                     return Ok(());
                 }
