@@ -11,15 +11,22 @@ use super::interfaces::InterfaceWatch;
 use super::live::{end_counters, recording_header};
 use super::session::Session;
 use crate::events::{Input, decode_input};
-use crate::model::Start;
+use crate::model::{Record, Start};
 use crate::probes::loader::Tracer;
 use crate::views::{Control, Sink, Status};
 
 /// Events handled per wake-up before the loop looks at signals and timers again.
 const BATCH: usize = 4096;
 /// How long the loop lets events gather after draining the ring (a 8 MiB ring
-/// holds 87,000 events: a millisecond is far from filling it).
-const DRAIN_PAUSE: Duration = Duration::from_millis(1);
+/// holds 87,000 events, almost a second at 100k events/s: 5 ms is far from
+/// filling it). Each pause is a timer and a wake-up of this process: at 1 ms
+/// they were a tenth of its CPU under a steady stream.
+const DRAIN_PAUSE: Duration = Duration::from_millis(5);
+/// Events fed to the pipeline before the records they made are shown: a
+/// record is written while its strings are still in the CPU's cache (a whole
+/// batch of journeys in between pushed them out: a tenth of the CPU was the
+/// JSON writer waiting for memory).
+const SHOW_EVERY: usize = 64;
 /// How often the clock moves on without events, and interactive views are heard.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -110,11 +117,15 @@ pub async fn event_loop(
     let mut rate = Rate::default();
     let mut lost_reported = 0;
     let mut nf_demand = super::nf_demand::NfDemand::default();
+    let mut records = Vec::new(); // see `show`
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let n = drain(guard.get_inner_mut(), session)?;
+                let (n, shown) = drain(guard.get_inner_mut(), session, sink, &mut records)?;
+                if !shown {
+                    break;
+                }
                 rate.add(n as u64);
                 if n < BATCH {
                     guard.clear_ready();
@@ -148,6 +159,7 @@ pub async fn event_loop(
                 status.recording = session.recording().map(|p| p.to_path_buf());
                 status.interfaces = Some(watch.count(tracer));
                 sink.status(&status);
+                sink.flush()?; // lines reach stdout within a tick of their event
                 if let Flow::Stop = hear_view(tracer, session, sink, start, &mut status)? {
                     return Ok(());
                 }
@@ -155,12 +167,8 @@ pub async fn event_loop(
             _ = stops.any() => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
         }
-        if session.has_records() {
-            let records = session.take_records();
-            if !sink.records(&records)? {
-                break;
-            }
-            sink.flush()?;
+        if !show(session, sink, &mut records)? {
+            break;
         }
     }
     Ok(())
@@ -181,8 +189,15 @@ fn check_lost(tracer: &Tracer, session: &mut Session, reported: &mut u64) -> u64
     lost
 }
 
-/// Feeds up to a batch of ring buffer records to the session; how many.
-fn drain(rb: &mut aya::maps::RingBuf<aya::maps::MapData>, session: &mut Session) -> Result<usize> {
+/// Feeds up to a batch of ring buffer records to the session, showing the
+/// records they make every [`SHOW_EVERY`] events; how many, and whether the
+/// view is still there.
+fn drain(
+    rb: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    session: &mut Session,
+    sink: &mut dyn Sink,
+    records: &mut Vec<Record>,
+) -> Result<(usize, bool)> {
     let mut n = 0;
     while n < BATCH {
         let Some(item) = rb.next() else { break };
@@ -190,8 +205,23 @@ fn drain(rb: &mut aya::maps::RingBuf<aya::maps::MapData>, session: &mut Session)
             session.feed(&input)?;
         }
         n += 1;
+        if n % SHOW_EVERY == 0 && !show(session, sink, records)? {
+            return Ok((n, false));
+        }
     }
-    Ok(n)
+    Ok((n, true))
+}
+
+/// Hands the records made so far to the view (through `records`, which
+/// keeps its room); false when the view is gone.
+fn show(session: &mut Session, sink: &mut dyn Sink, records: &mut Vec<Record>) -> Result<bool> {
+    if !session.has_records() {
+        return Ok(true);
+    }
+    session.swap_records(records);
+    let shown = sink.records(records)?;
+    records.clear();
+    Ok(shown)
 }
 
 /// Carries out what an interactive view asked for since the last tick.

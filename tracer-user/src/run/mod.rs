@@ -63,7 +63,7 @@ pub fn choose_output(asked: Option<Output>) -> Output {
 
 /// A line view writing to stdout; benign drops only with `all_drops`.
 pub fn line_view(output: Output, all_drops: bool) -> Box<dyn View> {
-    let stdout = std::io::BufWriter::new(std::io::stdout());
+    let stdout = crate::views::stdout::buffered_stdout();
     let view: Box<dyn View> = match output {
         Output::Json => Box::new(JsonView::new(stdout)),
         _ => Box::new(TextView::new(stdout)),

@@ -87,6 +87,12 @@ impl Session {
         std::mem::take(&mut self.out)
     }
 
+    /// Exchanges the records made so far with `buf` (which should be
+    /// empty): both keep their room, so a stream of records allocates none.
+    pub fn swap_records(&mut self, buf: &mut Vec<Record>) {
+        std::mem::swap(&mut self.out, buf);
+    }
+
     pub fn has_records(&self) -> bool {
         !self.out.is_empty()
     }

@@ -17,7 +17,10 @@ impl<W: Write> JsonView<W> {
 
 impl<W: Write> View for JsonView<W> {
     fn record(&mut self, r: &Record) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, r)?;
+        match r {
+            Record::Packet(p) => super::json_packet::write_packet(&mut self.out, p)?,
+            _ => serde_json::to_writer(&mut self.out, r)?,
+        }
         self.out.write_all(b"\n")
     }
 

@@ -2,7 +2,9 @@
 
 pub mod background;
 pub mod json;
+pub mod json_packet;
 pub mod sink;
+pub mod stdout;
 pub mod text;
 pub mod tui;
 

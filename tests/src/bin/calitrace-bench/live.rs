@@ -115,7 +115,7 @@ pub(crate) fn event_count(stats: &Value, key: &str) -> f64 {
 /// UDP packet from pod A to pod B passes two tc hooks there), then the
 /// pipeline's rate on a recording of real traffic.
 /// Every event the kernel side emitted (all probes), from a `stats` line.
-fn events_emitted(stats: &Value) -> f64 {
+pub(crate) fn events_emitted(stats: &Value) -> f64 {
     ["tc", "kfree_skb", "netfilter_verdicts", "netfilter_links"]
         .iter()
         .map(|k| event_count(stats, k))
@@ -125,7 +125,13 @@ fn events_emitted(stats: &Value) -> f64 {
 /// Sends 64-byte UDP datagrams from `from` to `to_ip:port` at `pps` for
 /// `secs`, paced every 32 packets; the receiving pod reads them (no ICMP
 /// errors). Returns the packets sent.
-fn paced_udp(from: &str, to_netns: &str, to_ip: &str, pps: f64, secs: f64) -> Result<u64> {
+pub(crate) fn paced_udp(
+    from: &str,
+    to_netns: &str,
+    to_ip: &str,
+    pps: f64,
+    secs: f64,
+) -> Result<u64> {
     let port = 5300;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = stop.clone();

@@ -9,6 +9,7 @@ mod cluster;
 mod datapath;
 mod fleet;
 mod live;
+mod live_cpu;
 mod profile;
 mod replay_tools;
 mod synth;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach|live-cpu [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,6 +64,26 @@ fn main() -> Result<()> {
         "lost" => live::lost(100_000, if quick { 4 } else { 10 }, &dir),
         "memory-live" => live::memory_live(100_000),
         "attach" => live::attach(200, reps.min(3)),
+        // BIN... measured alternately; CALITRACE_BENCH_LIVE_CPU="REPS PPS SECS".
+        "live-cpu" => {
+            let bins: Vec<PathBuf> = args[1..]
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .map(PathBuf::from)
+                .collect();
+            let knobs = std::env::var("CALITRACE_BENCH_LIVE_CPU").unwrap_or_default();
+            let knobs: Vec<f64> = knobs
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let knob = |i: usize, default: f64| knobs.get(i).copied().unwrap_or(default);
+            live_cpu::live_cpu(
+                &bins,
+                knob(0, 3.0) as usize,
+                knob(1, 50_000.0),
+                knob(2, 5.0),
+            )
+        }
         other => bail!("unknown section {other:?}; {USAGE}"),
     }
 }
