@@ -3,8 +3,8 @@
 
 pub mod arp;
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use tracer_common::{PacketMeta, l3};
@@ -100,99 +100,159 @@ pub struct HookPoint {
 }
 
 /// Recent packets and where they were seen. Bounded in entries and in time.
+///
+/// Packets live in a ring of slots, in the order they were first seen; a new
+/// packet takes the oldest packet's slot (and its allocation). The index
+/// from keys to slots is not told: an entry whose slot has moved on is
+/// stale, skipped when looked up and swept out in bulk. Under a stream of
+/// new packets, evicting one used to be a lookup of a key long out of the
+/// cache: the largest single cost of tracing everything.
 pub struct Journeys {
-    /// Per packet: when it was first seen, and where.
-    hops: HashMap<PacketKey, (u64, Vec<Sighting>)>,
-    /// Insertion order, for eviction.
-    order: VecDeque<(u64, PacketKey)>,
+    /// Packet key to the sequence number of its slot (maybe stale).
+    index: HashMap<PacketKey, u64>,
+    /// Slot `seq % max_entries` holds the packet of sequence `seq`.
+    slots: Vec<Slot>,
+    /// Sequence of the next new packet.
+    next: u64,
+    /// Oldest sequence still held: older ones were evicted or expired.
+    oldest: u64,
     max_entries: usize,
     window_ns: u64,
+}
+
+struct Slot {
+    seq: u64,
+    /// When the packet was first seen.
+    first_ts: u64,
+    seen: Vec<Sighting>,
 }
 
 impl Journeys {
     pub fn new(max_entries: usize, window_ns: u64) -> Self {
         Self {
-            hops: HashMap::new(),
-            order: VecDeque::new(),
-            max_entries,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            next: 0,
+            oldest: 0,
+            max_entries: max_entries.max(1),
             window_ns,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.hops.len()
+        (self.next - self.oldest) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hops.is_empty()
+        self.len() == 0
+    }
+
+    fn slot_of(&self, seq: u64) -> Option<usize> {
+        live_slot(&self.slots, self.oldest, self.max_entries, seq)
     }
 
     pub fn observe(&mut self, key: PacketKey, hop: Sighting) {
-        // One hash for the lookup and the insertion.
-        match self.hops.entry(key) {
-            Entry::Occupied(mut e) => {
-                let seen = &mut e.get_mut().1;
-                if seen.len() == MAX_HOPS {
-                    seen.remove(0);
-                } else if seen.len() == seen.capacity() {
-                    // Grow by a few, not double: a forwarded packet has about
-                    // 9 sightings, and doubling would hold 16 for each.
-                    seen.reserve_exact(HOPS_GROWTH);
+        // One hash for the lookup and, for a new packet, the insertion.
+        let seq = match self.index.entry(key) {
+            Entry::Occupied(e) => {
+                let seq = *e.get();
+                if let Some(at) = live_slot(&self.slots, self.oldest, self.max_entries, seq) {
+                    push_hop(&mut self.slots[at].seen, hop);
+                    return;
                 }
-                seen.push(hop);
-                return;
+                *e.into_mut() = self.next;
+                self.next
             }
-            Entry::Vacant(e) => {
-                let ts = hop.ts_ns;
-                self.order.push_back((ts, key));
-                // Room for the two sightings most packets get on a node (pod's
-                // cali* and the uplink); small enough for the allocator's fast path.
-                let mut seen = Vec::with_capacity(2);
-                seen.push(hop);
-                e.insert((ts, seen));
-            }
+            Entry::Vacant(e) => *e.insert(self.next),
+        };
+        self.next += 1;
+        self.take_slot(seq, hop);
+        if self.index.len() > 2 * self.max_entries {
+            self.sweep();
         }
-        // The new packet is the newest: never the one evicted.
-        if self.hops.len() > self.max_entries {
-            self.evict_oldest();
+    }
+
+    /// Puts the new packet `seq` in its slot, evicting what was there.
+    fn take_slot(&mut self, seq: u64, hop: Sighting) {
+        let at = (seq % self.max_entries as u64) as usize;
+        let first_ts = hop.ts_ns;
+        if at == self.slots.len() {
+            // Room for the two sightings most packets get on a node (pod's
+            // cali* and the uplink); small enough for the allocator's fast path.
+            let mut seen = Vec::with_capacity(2);
+            seen.push(hop);
+            self.slots.push(Slot {
+                seq,
+                first_ts,
+                seen,
+            });
+        } else {
+            let slot = &mut self.slots[at];
+            slot.seq = seq;
+            slot.first_ts = first_ts;
+            slot.seen.clear();
+            slot.seen.push(hop);
         }
+        self.oldest = self
+            .oldest
+            .max(self.next.saturating_sub(self.max_entries as u64));
+    }
+
+    /// Drops the index's stale entries (every `max_entries` new packets at
+    /// most: the index holds at most twice the packets held).
+    fn sweep(&mut self) {
+        let (oldest, slots, ring) = (self.oldest, &self.slots, self.max_entries);
+        self.index
+            .retain(|_, seq| live_slot(slots, oldest, ring, *seq).is_some());
     }
 
     /// Where a packet was seen, oldest first.
     pub fn get(&self, key: &PacketKey) -> &[Sighting] {
-        self.hops.get(key).map(|(_, h)| h.as_slice()).unwrap_or(&[])
-    }
-
-    /// Removes the map entry an order entry was made for; a key re-inserted
-    /// after eviction has a newer order entry and stays.
-    fn remove_if_first_seen(&mut self, key: PacketKey, ts: u64) -> bool {
-        match self.hops.entry(key) {
-            Entry::Occupied(e) if e.get().0 == ts => {
-                e.remove();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn evict_oldest(&mut self) {
-        while let Some((ts, key)) = self.order.pop_front() {
-            if self.remove_if_first_seen(key, ts) {
-                return;
-            }
-        }
+        self.index
+            .get(key)
+            .and_then(|&seq| self.slot_of(seq))
+            .map_or(&[], |at| self.slots[at].seen.as_slice())
     }
 
     /// Forgets packets first seen more than the window before `now`.
     pub fn expire(&mut self, now: u64) {
-        while let Some(&(ts, key)) = self.order.front() {
-            if now.saturating_sub(ts) <= self.window_ns {
+        while self.oldest < self.next {
+            let at = (self.oldest % self.max_entries as u64) as usize;
+            let slot = &mut self.slots[at];
+            if now.saturating_sub(slot.first_ts) <= self.window_ns {
                 break;
             }
-            self.order.pop_front();
-            self.remove_if_first_seen(key, ts);
+            // What the sightings box (verdicts, outer headers) goes now.
+            slot.seen.clear();
+            self.oldest += 1;
+        }
+        if self.is_empty() && !self.index.is_empty() {
+            self.index.clear();
         }
     }
+}
+
+/// Where the packet of sequence `seq` is in a ring of `ring` slots, if it
+/// is still held.
+fn live_slot(slots: &[Slot], oldest: u64, ring: usize, seq: u64) -> Option<usize> {
+    if seq < oldest {
+        return None;
+    }
+    let at = (seq % ring as u64) as usize;
+    slots.get(at).filter(|s| s.seq == seq).map(|_| at)
+}
+
+/// Appends a sighting to a packet's list, dropping the oldest past
+/// [`MAX_HOPS`].
+fn push_hop(seen: &mut Vec<Sighting>, hop: Sighting) {
+    if seen.len() == MAX_HOPS {
+        seen.remove(0);
+    } else if seen.len() == seen.capacity() {
+        // Grow by a few, not double: a forwarded packet has about 9
+        // sightings, and doubling would hold 16 for each.
+        seen.reserve_exact(HOPS_GROWTH);
+    }
+    seen.push(hop);
 }
 
 #[cfg(test)]
@@ -250,6 +310,44 @@ mod tests {
         assert_eq!(j.get(&k).len(), MAX_HOPS);
         j.expire(5_000);
         assert!(j.is_empty());
+    }
+
+    #[test]
+    fn an_evicted_packet_seen_again_starts_a_new_journey() {
+        let mut j = Journeys::new(3, 1_000_000);
+        let k = |id| PacketKey::of(&pkt(id)).unwrap();
+        j.observe(k(0), hop(0, 1));
+        j.observe(k(0), hop(1, 2));
+        for id in 1..4 {
+            j.observe(k(id), hop(10 + id as u64, 1));
+        }
+        // Packet 0's slot went to packet 3.
+        assert!(j.get(&k(0)).is_empty());
+        assert_eq!(j.get(&k(3)).len(), 1);
+        j.observe(k(0), hop(20, 7));
+        let ifs: Vec<_> = j.get(&k(0)).iter().map(|h| h.ifindex).collect();
+        assert_eq!(ifs, [7]);
+        // ... taking packet 1's slot; 2 and 3 keep theirs.
+        assert!(j.get(&k(1)).is_empty());
+        assert_eq!((j.get(&k(2)).len(), j.get(&k(3)).len(), j.len()), (1, 1, 3));
+    }
+
+    #[test]
+    fn the_index_stays_bounded_and_expiry_keeps_the_newest() {
+        let mut j = Journeys::new(100, 1_000);
+        let key = |id: u16| PacketKey::of(&pkt(id)).unwrap();
+        for id in 0..10_000u16 {
+            j.observe(key(id), hop(id.into(), 1));
+            assert!(j.index.len() <= 200, "{}", j.index.len());
+        }
+        assert_eq!(j.len(), 100);
+        // Packets first seen at 9,900..=9,999; the window is 1,000.
+        j.expire(10_950);
+        assert_eq!(j.len(), 50);
+        assert_eq!(j.get(&key(9_999)).len(), 1);
+        assert!(j.get(&key(9_949)).is_empty());
+        j.expire(20_000);
+        assert!(j.is_empty() && j.index.is_empty());
     }
 
     #[test]
