@@ -2,12 +2,13 @@
 //! receiving node's uplink; those that never arrive, while the receiving
 //! node could have seen them, are underlay losses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
+use super::FastMap;
 use super::sightings::Identity;
 use crate::diagnosis::Loss;
-use crate::model::{Encap, Underlay};
+use crate::model::{Encap, Proto, Underlay};
 
 /// How long a packet may take between two nodes' uplinks (clock offsets
 /// included) before it counts as lost.
@@ -26,8 +27,30 @@ pub struct Send {
     pub raw_ts: u64,
     /// Bytes on the wire (the outer packet's, when encapsulated).
     pub wire_len: u32,
-    /// The path as `UNDERLAY_*` reports it (node names, encapsulation, outer header).
-    pub path: Underlay,
+    pub wire: Wire,
+}
+
+/// How a send went on the wire: its encapsulation and outer header, for
+/// `UNDERLAY_*` (which adds the nodes' names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub encap: Encap,
+    pub outer_src: Option<String>,
+    pub outer_dst: Option<String>,
+    pub outer_proto: Option<Proto>,
+    pub outer_dport: Option<u16>,
+}
+
+impl Wire {
+    pub fn plain(encap: Encap) -> Wire {
+        Wire {
+            encap,
+            outer_src: None,
+            outer_dst: None,
+            outer_proto: None,
+            outer_dport: None,
+        }
+    }
 }
 
 /// What the receiving node can say about a time window.
@@ -74,19 +97,19 @@ type PathKey = (Option<IpAddr>, Option<IpAddr>, usize, usize);
 #[derive(Default)]
 pub struct Tracker {
     /// Waiting sends by the order they were sent.
-    sends: HashMap<u64, Send>,
+    sends: FastMap<u64, Send>,
     next_seq: u64,
     /// (receiver, packet) -> waiting sends, oldest first.
-    waiting: HashMap<(usize, Identity), VecDeque<u64>>,
+    waiting: FastMap<(usize, Identity), VecDeque<u64>>,
     /// Per receiver: (time sent, send), in the order sent.
     queues: Vec<VecDeque<(u64, u64)>>,
     /// Every waiting send in the order sent, for the bound.
     order: VecDeque<u64>,
     /// Arrivals no send was waiting for yet: live, one agent's stream may
     /// run ahead of another's. (node, packet) -> (common time, raw time).
-    early: HashMap<(usize, Identity), (u64, u64)>,
+    early: FastMap<(usize, Identity), (u64, u64)>,
     early_order: VecDeque<(u64, usize, Identity)>,
-    sizes: HashMap<PathKey, Sizes>,
+    sizes: FastMap<PathKey, Sizes>,
 }
 
 /// What a send met: nothing yet, or its arrival (on the receiver's own clock).
@@ -180,10 +203,11 @@ impl Tracker {
 
     /// Judges the sends whose window has passed on their receiver's clock
     /// (`now[to]`, common clock); `witness` says whether the receiver could
-    /// have seen them. In the order they were sent.
+    /// have seen them. In the order they were sent; `names`: the nodes'.
     pub fn expire(
         &mut self,
         now: &[u64],
+        names: &[String],
         mut witness: impl FnMut(&Send) -> Witness,
     ) -> Vec<Outcome> {
         let mut due: Vec<(u64, Send)> = Vec::new();
@@ -206,7 +230,7 @@ impl Tracker {
             .map(|(_, s)| match witness(&s) {
                 Witness::Able => {
                     let ts = s.ts;
-                    Outcome::Lost(self.lost(s), ts)
+                    Outcome::Lost(self.lost(s, names), ts)
                 }
                 w => Outcome::Undecided(w),
             })
@@ -223,7 +247,7 @@ impl Tracker {
         n
     }
 
-    fn lost(&mut self, s: Send) -> Loss {
+    fn lost(&mut self, s: Send, names: &[String]) -> Loss {
         let sizes = self.sizes.entry(path_key(&s)).or_default();
         sizes.smallest_lost = Some(
             sizes
@@ -234,9 +258,15 @@ impl Tracker {
             src: s.id.src.map_or_else(|| "?".into(), |a| a.to_string()),
             dst: s.id.dst.map_or_else(|| "?".into(), |a| a.to_string()),
             path: Underlay {
+                src_node: names.get(s.from).cloned().unwrap_or_default(),
+                dst_node: names.get(s.to).cloned().unwrap_or_default(),
+                encap: s.wire.encap,
+                outer_src: s.wire.outer_src,
+                outer_dst: s.wire.outer_dst,
+                outer_proto: s.wire.outer_proto,
+                outer_dport: s.wire.outer_dport,
                 largest_delivered: sizes.largest_delivered,
                 smallest_lost: sizes.smallest_lost,
-                ..s.path
             },
         }
     }
