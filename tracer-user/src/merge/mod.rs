@@ -18,6 +18,8 @@ pub mod sightings;
 pub mod stage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 pub mod underlay;
 
 use std::collections::BTreeMap;
@@ -453,19 +455,20 @@ impl Cluster {
 
     /// Judges the sends whose window has passed on their receiver.
     fn judge(&mut self, out: &mut Vec<Record>) {
-        let now: Vec<u64> = self.nodes.iter().map(|n| n.watermark).collect();
-        self.judged_at.clone_from(&now);
-        let nodes = &self.nodes;
+        for (at, node) in self.judged_at.iter_mut().zip(&self.nodes) {
+            *at = node.watermark;
+        }
+        let (nodes, now) = (&self.nodes, &self.judged_at);
         let outcomes = self
             .tracker
-            .expire(&now, &self.names.nodes, |s| nodes[s.to].witness(s.ts));
+            .expire(now, &self.names.nodes, |s| nodes[s.to].witness(s.ts));
         for o in outcomes {
             if let Outcome::Lost(l, ts) = &o {
                 self.diagnoser.on_underlay_loss(l, *ts, out);
             }
             self.count(&o);
         }
-        let latest = now.iter().copied().max().unwrap_or(0);
+        let latest = self.judged_at.iter().copied().max().unwrap_or(0);
         if latest.saturating_sub(self.last_flush) >= SEC / 10 {
             self.last_flush = latest;
             self.diagnoser.flush(latest, false, out);

@@ -4,6 +4,7 @@
 //! number); a journey's hops are made only for a drop.
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use super::FastMap;
@@ -12,7 +13,7 @@ use crate::model::{Detail, Dir, Flow, Hop, Icmp, Outer, Proto};
 /// A packet across nodes: its (inner) headers, never the TTL. Addresses as
 /// parsed, not as written: every packet of every node is looked up by it,
 /// so it is small and copied, not a flow's strings cloned and hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
@@ -23,6 +24,29 @@ pub struct Identity {
     pub ip_id: Option<u16>,
     pub icmp: Option<Icmp>,
     pub len: u32,
+}
+
+/// Hashed as a few words, not field by field (the fields that tell
+/// packets apart best; equal identities still hash the same).
+impl Hash for Identity {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        fn addr(a: Option<IpAddr>) -> u128 {
+            match a {
+                None => 0,
+                Some(IpAddr::V4(v)) => u128::from(u32::from(v)) | 1 << 64,
+                Some(IpAddr::V6(v)) => u128::from(v),
+            }
+        }
+        h.write_u128(addr(self.src));
+        h.write_u128(addr(self.dst));
+        let word = |v: Option<u16>, shift: u32| u64::from(v.unwrap_or(0)) << shift;
+        h.write_u64(
+            word(self.sport, 0)
+                | word(self.dport, 16)
+                | word(self.ip_id, 32)
+                | u64::from(self.len as u16) << 48,
+        );
+    }
 }
 
 impl Identity {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use super::sightings::Identity;
 use crate::events::Input;
@@ -202,14 +203,47 @@ pub enum FromNode {
     Ended(Option<String>),
 }
 
-/// Staged items handed on together at most: a batch stays under 64 KiB.
-const BATCH: usize = 64 * 1024 / std::mem::size_of::<Staged>() - 8;
+/// Staged items handed on together, about: a hand-over wakes the merging
+/// thread (or a reader waiting for room), so it carries several of the
+/// stream's batches from a busy agent.
+const BATCH: usize = 512;
+/// Emptied batches kept for the readers to fill again.
+const SPARE_BATCHES: usize = 32;
+
+/// Batches the merge has emptied, for the readers to fill again: no
+/// allocation, nor a large free on the merging thread, per batch.
+#[derive(Debug, Clone, Default)]
+pub struct Batches(Arc<Mutex<Vec<Vec<Staged>>>>);
+
+impl Batches {
+    fn get(&self) -> Vec<Staged> {
+        let spare = self.0.lock().ok().and_then(|mut b| b.pop());
+        spare.unwrap_or_else(|| Vec::with_capacity(BATCH + 64))
+    }
+
+    /// A batch the merge is done with.
+    pub fn put(&self, mut batch: Vec<Staged>) {
+        batch.clear();
+        if let Ok(mut b) = self.0.lock()
+            && b.len() < SPARE_BATCHES
+        {
+            b.push(batch);
+        }
+    }
+}
 
 /// Reads one node's stream to its end ([`stream::read_stream`]) and runs
 /// its stage on it, until `on` returns false. `Ended` comes last, after the
-/// stage's last items.
-pub fn read_staged(r: impl Read, opts: &StageOptions, mut on: impl FnMut(FromNode) -> bool) {
+/// stage's last items. Batches come from `batches`, where the merge puts
+/// them back.
+pub fn read_staged(
+    r: impl Read,
+    opts: &StageOptions,
+    batches: &Batches,
+    mut on: impl FnMut(FromNode) -> bool,
+) {
     let mut stage: Option<NodeStage> = None;
+    let mut batch = Vec::new();
     stream::read_stream(r, |s| match s {
         Streamed::Start(h) => {
             stage = Some(NodeStage::new(&h, opts));
@@ -219,22 +253,25 @@ pub fn read_staged(r: impl Read, opts: &StageOptions, mut on: impl FnMut(FromNod
             let Some(st) = stage.as_mut() else {
                 return true;
             };
-            let mut batch = Vec::with_capacity(BATCH.min(items.len() * 2));
+            // A full batch of the stream: more follows at once.
+            let busy = items.len() == stream::BATCH;
+            if batch.capacity() == 0 {
+                batch = batches.get();
+            }
             for item in items {
                 st.item(item, &mut batch);
-                if batch.len() >= BATCH && !on(FromNode::Staged(std::mem::take(&mut batch))) {
-                    return false;
-                }
             }
-            batch.is_empty() || on(FromNode::Staged(batch))
+            if busy && batch.len() < BATCH {
+                return true;
+            }
+            on(FromNode::Staged(std::mem::take(&mut batch)))
         }
         Streamed::Ended(why) => {
             if let Some(st) = stage.as_mut() {
-                let mut batch = Vec::new();
                 st.finish(&mut batch);
-                if !on(FromNode::Staged(batch)) {
-                    return false;
-                }
+            }
+            if !batch.is_empty() && !on(FromNode::Staged(std::mem::take(&mut batch))) {
+                return false;
             }
             on(FromNode::Ended(why))
         }

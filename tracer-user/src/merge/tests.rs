@@ -15,11 +15,11 @@ use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
 
-const MS: u64 = 1_000_000;
-const NETNS: [u32; 2] = [100, 200];
-const ETH0: u32 = 2;
-const CALI: u32 = 5;
-const POD: [&str; 2] = ["10.244.1.10", "10.244.2.10"];
+pub(super) const MS: u64 = 1_000_000;
+pub(super) const NETNS: [u32; 2] = [100, 200];
+pub(super) const ETH0: u32 = 2;
+pub(super) const CALI: u32 = 5;
+pub(super) const POD: [&str; 2] = ["10.244.1.10", "10.244.2.10"];
 
 fn route(dst: &str, dev: &str) -> RouteEntry {
     RouteEntry {
@@ -31,7 +31,7 @@ fn route(dst: &str, dev: &str) -> RouteEntry {
 
 /// Node `i`: its pod behind `cali`, the other's block via `eth0` (or the
 /// VXLAN device), tracing `interfaces`.
-fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
+pub(super) fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
     let other_block = if i == 0 {
         "10.244.2.0/26"
     } else {
@@ -76,7 +76,7 @@ fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
     }
 }
 
-fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
+pub(super) fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
     let mut p = PacketMeta {
         l3: l3::IPV4,
         proto: proto::ICMP,
@@ -94,7 +94,7 @@ fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
     p
 }
 
-fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
+pub(super) fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
     Item::Input(Input::Event(Event {
         ts_ns: ts,
         kind: kind::TC,
@@ -106,7 +106,7 @@ fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
     }))
 }
 
-fn tick(ts: u64) -> Item {
+pub(super) fn tick(ts: u64) -> Item {
     Item::Input(Input::Tick(ts))
 }
 
@@ -201,7 +201,7 @@ impl Run {
     }
 }
 
-fn diagnoses(out: &[Record]) -> Vec<&Diagnosis> {
+pub(super) fn diagnoses(out: &[Record]) -> Vec<&Diagnosis> {
     out.iter()
         .filter_map(|r| match r {
             Record::Diagnosis(d) => Some(d),

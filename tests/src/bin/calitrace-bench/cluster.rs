@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tracer_user::events::Input;
 use tracer_user::merge::Cluster;
-use tracer_user::merge::stage::{FromNode, Staged, read_staged};
+use tracer_user::merge::stage::{Batches, FromNode, Staged, read_staged};
 use tracer_user::pipeline::Options;
 use tracer_user::recording::stream::QUEUE;
 use tracer_user::recording::writer::Recorder;
@@ -187,16 +187,17 @@ pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
     );
     let (tx, rx) = sync_channel::<(usize, FromNode)>(QUEUE);
     let opts = cluster.stage_options();
+    let batches = Batches::default();
     let readers: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, file)| {
-            let (tx, opts) = (tx.clone(), opts.clone());
+            let (tx, opts, batches) = (tx.clone(), opts.clone(), batches.clone());
             std::thread::spawn(move || {
                 unpin_all();
                 let t = CpuClock::start();
                 let mut events = 0;
-                read_staged(file, &opts, |s| {
+                read_staged(file, &opts, &batches, |s| {
                     if let FromNode::Staged(items) = &s
                         && let Some(Staged::Finished { events: e, .. }) = items.last()
                     {
@@ -214,7 +215,10 @@ pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
     for (i, s) in rx {
         match s {
             FromNode::Start(h) => cluster.start_staged(i, *h, &mut out),
-            FromNode::Staged(items) => cluster.staged(i, items, &mut out),
+            FromNode::Staged(mut items) => {
+                cluster.staged(i, items.drain(..), &mut out);
+                batches.put(items);
+            }
             FromNode::Ended(why) => cluster.ended(i, why, &mut out),
         }
         records += out.len() as u64;

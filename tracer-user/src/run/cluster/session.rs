@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::merge::Cluster;
-use crate::merge::stage::{self, FromNode, StageOptions, Staged};
+use crate::merge::stage::{self, Batches, FromNode, StageOptions, Staged};
 use crate::model::Record;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
@@ -123,6 +123,7 @@ pub fn run_session(
     // then count what is lost) instead of holding their streams in memory.
     let (tx, rx) = sync_channel(stream::QUEUE);
     let opts = cluster.stage_options();
+    let batches = Batches::default();
     let mut agents: Vec<Agent> = agents
         .into_iter()
         .enumerate()
@@ -132,6 +133,7 @@ pub fn run_session(
                 tx: tx.clone(),
                 tee: writer.is_some(),
                 opts: opts.clone(),
+                batches: batches.clone(),
             };
             attach(reader, &names[i], started)
         })
@@ -142,6 +144,7 @@ pub fn run_session(
         agents: &mut agents,
         sink: sink.as_mut(),
         writer: &mut writer,
+        batches,
         quiet,
         rates: vec![(Instant::now(), 0); names.len()],
         status: Status {
@@ -173,12 +176,19 @@ struct Reader {
     tx: Sender<Msg>,
     tee: bool,
     opts: StageOptions,
+    batches: Batches,
 }
 
 /// Starts the threads that read one agent; one that could not start is
 /// reported as its stream ending.
 fn attach(reader: Reader, name: &str, started: Result<Started, String>) -> Agent {
-    let Reader { i, tx, tee, opts } = reader;
+    let Reader {
+        i,
+        tx,
+        tee,
+        opts,
+        batches,
+    } = reader;
     let tx = &tx;
     let mut agent = Agent {
         name: name.to_string(),
@@ -202,7 +212,7 @@ fn attach(reader: Reader, name: &str, started: Result<Started, String>) -> Agent
             tx: tee.then(|| t.clone()),
             node: i,
         };
-        read_staged(i, r, &opts, &t)
+        read_staged(i, r, &opts, &batches, &t)
     });
     let t = tx.clone();
     let last = agent.last_stderr.clone();
@@ -240,8 +250,8 @@ impl<R: Read> Read for Tee<R> {
 
 /// Reads one agent's stream to its end: the one place where an agent's
 /// bytes become recording items, whoever carried them, and its stage runs.
-fn read_staged(i: usize, r: impl Read, opts: &StageOptions, tx: &Sender<Msg>) {
-    stage::read_staged(r, opts, |s| {
+fn read_staged(i: usize, r: impl Read, opts: &StageOptions, batches: &Batches, tx: &Sender<Msg>) {
+    stage::read_staged(r, opts, batches, |s| {
         let m = match s {
             FromNode::Start(h) => Msg::Start(i, h),
             FromNode::Staged(items) => Msg::Staged(i, items),
@@ -257,6 +267,8 @@ struct Running<'a> {
     agents: &'a mut Vec<Agent>,
     sink: &'a mut dyn Sink,
     writer: &'a mut Option<ClusterWriter>,
+    /// Where emptied batches go back to the readers.
+    batches: Batches,
     quiet: bool,
     status: Status,
     /// Per node: when its event count was last taken, and the count.
@@ -304,7 +316,10 @@ impl Running<'_> {
                 }
             }
             Msg::Start(n, h) => self.cluster.start_staged(n, *h, out),
-            Msg::Staged(n, items) => self.cluster.staged(n, items, out),
+            Msg::Staged(n, mut items) => {
+                self.cluster.staged(n, items.drain(..), out);
+                self.batches.put(items);
+            }
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
                 if !self.quiet {
