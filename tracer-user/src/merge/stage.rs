@@ -207,8 +207,12 @@ pub enum FromNode {
 /// thread (or a reader waiting for room), so it carries several of the
 /// stream's batches from a busy agent.
 const BATCH: usize = 512;
+/// Batches a client lets wait for its merge, all agents together: each
+/// carries about twice the stream's, so half as many as
+/// [`stream::QUEUE`] (the agents' streams wait, not the client's memory).
+pub const QUEUE: usize = stream::QUEUE / 2;
 /// Emptied batches kept for the readers to fill again.
-const SPARE_BATCHES: usize = 32;
+const SPARE_BATCHES: usize = 16;
 
 /// Batches the merge has emptied, for the readers to fill again: no
 /// allocation, nor a large free on the merging thread, per batch.

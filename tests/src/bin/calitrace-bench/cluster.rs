@@ -10,9 +10,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tracer_user::events::Input;
 use tracer_user::merge::Cluster;
-use tracer_user::merge::stage::{Batches, FromNode, Staged, read_staged};
+use tracer_user::merge::stage::{Batches, FromNode, QUEUE, Staged, read_staged};
 use tracer_user::pipeline::Options;
-use tracer_user::recording::stream::QUEUE;
 use tracer_user::recording::writer::Recorder;
 
 use crate::fleet::{self, RATE};

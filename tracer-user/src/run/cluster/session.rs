@@ -17,7 +17,6 @@ use crate::merge::stage::{self, Batches, FromNode, StageOptions, Staged};
 use crate::model::Record;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
-use crate::recording::stream;
 use crate::views::{Control, Sink, Status};
 
 /// How often the view hears from the session without input.
@@ -121,7 +120,7 @@ pub fn run_session(
     };
     // Bounded: a merge that falls behind makes the agents wait (their rings
     // then count what is lost) instead of holding their streams in memory.
-    let (tx, rx) = sync_channel(stream::QUEUE);
+    let (tx, rx) = sync_channel(stage::QUEUE);
     let opts = cluster.stage_options();
     let batches = Batches::default();
     let mut agents: Vec<Agent> = agents
