@@ -8,7 +8,7 @@
 pub struct Clocks {
     anchored: Vec<Option<i64>>,
     /// Smallest (arrival - departure) in raw clocks, per (from, to) node pair.
-    min_transit: std::collections::HashMap<(usize, usize), i64>,
+    min_transit: super::FastMap<(usize, usize), i64>,
     /// Each node's offset as last worked out: every record asks for it.
     offsets: Vec<i64>,
 }

@@ -3,10 +3,10 @@
 //! once per node (a node's topology, addresses and pods come with its
 //! stream's header), not searched node by node.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use super::FastMap as HashMap;
 use crate::facts::NodeFacts;
 use crate::model::{Flow, PodRef};
 

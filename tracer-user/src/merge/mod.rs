@@ -1,5 +1,6 @@
 //! Several nodes in one view. Each node's stream runs through its own
-//! pipeline (its facts, its journeys, its diagnoses); its records are marked
+//! pipeline (its facts, its journeys, its diagnoses: [`stage`], on the
+//! thread that reads the stream where there is one); its records are marked
 //! with the node and put on one clock ([`clock`]). Pod packets that leave a
 //! node's uplink are looked for on the receiving node's uplink
 //! ([`underlay`]): those that never arrive, while the receiving node could
@@ -14,8 +15,11 @@ mod directory;
 pub mod interleave;
 mod node;
 pub mod sightings;
+pub mod stage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 pub mod underlay;
 
 use std::collections::BTreeMap;
@@ -25,16 +29,20 @@ use clock::Clocks;
 use directory::Directory;
 use node::Node;
 pub use node::{AgentState, NodeView};
-use sightings::{Identity, Sightings};
-use underlay::{Outcome, Send, Sent, Tracker};
+use sightings::{Identity, Names, PacketPoint, Point, Sightings};
+use stage::{NodeStage, Seen, StageOptions, Staged};
+use underlay::{Outcome, Send, Sent, Tracker, Wire};
 
 use crate::diagnosis::Diagnoser;
-use crate::events::Input;
 use crate::facts::Fact;
-use crate::model::{Dir, DropRecord, Encap, PacketRecord, PodRef, Proto, Record};
+use crate::model::{Dir, DropRecord, Encap, PodRef, Proto, Record};
 use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
+
+/// The merge's maps, looked up for every packet of every node: a fast
+/// (seeded) hash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 const SEC: u64 = 1_000_000_000;
 /// WireGuard's usual UDP port (Calico's wireguard.cali listens on it).
@@ -42,6 +50,8 @@ const WIREGUARD_PORT: u16 = 51820;
 
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// The nodes' names, by their place, and their interfaces'.
+    names: Names,
     directory: Directory,
     clocks: Clocks,
     sightings: Sightings,
@@ -53,8 +63,11 @@ pub struct Cluster {
     last_flush: u64,
     /// Each node's watermark when sends were last judged.
     judged_at: Vec<u64>,
-    /// A node pipeline's records of one input, before they are absorbed.
-    scratch: Vec<Record>,
+    /// A node stage's output for one item, before it is absorbed.
+    scratch: Vec<Staged>,
+    /// The sends' window passed for some node: judged once the records of
+    /// the input that moved it are absorbed.
+    judge_due: bool,
 }
 
 /// Sends are judged each time a node's stream has moved on by this much:
@@ -67,6 +80,10 @@ impl Cluster {
     pub fn new(names: &[String], opts: Options) -> Cluster {
         Cluster {
             nodes: names.iter().map(|n| Node::new(n)).collect(),
+            names: Names {
+                nodes: names.to_vec(),
+                ifnames: vec![Vec::new(); names.len()],
+            },
             directory: Directory::default(),
             clocks: Clocks::new(names.len()),
             sightings: Sightings::default(),
@@ -77,6 +94,7 @@ impl Cluster {
             last_flush: 0,
             judged_at: vec![0; names.len()],
             scratch: Vec::new(),
+            judge_due: false,
         }
     }
 
@@ -86,65 +104,106 @@ impl Cluster {
         self.directory.add_api_names(names);
     }
 
+    /// How each node's stage runs ([`stage::read_staged`]).
+    pub fn stage_options(&self) -> StageOptions {
+        StageOptions {
+            pipeline: Options {
+                packets: true,
+                max_journeys: journeys_per_node(self.opts.max_journeys, self.nodes.len()),
+                ..self.opts.clone()
+            },
+            packets: self.opts.packets,
+        }
+    }
+
     /// A node's stream began: its header (facts, clock anchor, interfaces).
+    /// Its stage runs here: its items come through [`Cluster::item`].
     pub fn start(&mut self, n: usize, header: Header, out: &mut Vec<Record>) {
+        let stage = NodeStage::new(&header, &self.stage_options());
+        self.begin(n, header, Some(stage), out);
+    }
+
+    /// A node's stream began, its stage running where the stream is read
+    /// ([`stage::read_staged`]): what it makes comes through
+    /// [`Cluster::staged`].
+    pub fn start_staged(&mut self, n: usize, header: Header, out: &mut Vec<Record>) {
+        self.begin(n, header, None, out);
+    }
+
+    fn begin(&mut self, n: usize, header: Header, stage: Option<NodeStage>, out: &mut Vec<Record>) {
         self.clocks
             .anchor(n, header.start_monotonic_ns, header.start_realtime_ns);
         let mut start = header.start();
-        let opts = Options {
-            packets: true,
-            max_journeys: journeys_per_node(self.opts.max_journeys, self.nodes.len()),
-            ..self.opts.clone()
-        };
+        self.directory.add(n, &header.facts);
         let node = &mut self.nodes[n];
-        node.begin(header, opts);
-        if let Some(f) = node.facts() {
-            self.directory.add(n, f);
-        }
+        node.begin(header, stage);
         start.node = node.name.clone();
         out.push(Record::Start(start));
     }
 
-    /// One item of node `n`'s stream.
+    /// One item of node `n`'s stream, for a node whose stage runs here.
     pub fn item(&mut self, n: usize, item: Item, out: &mut Vec<Record>) {
-        match item {
-            Item::Fact(f) => {
-                if let Fact::Lost { ts_ns, lost } = &f {
-                    let at = self.clocks.to_common(n, *ts_ns);
-                    self.nodes[n].losses.push((at, *lost));
-                }
-                if let Some(p) = &mut self.nodes[n].pipeline {
-                    p.env.apply(&f);
+        let mut staged = std::mem::take(&mut self.scratch);
+        match (&mut self.nodes[n].stage, item) {
+            (Some(stage), item) => stage.item(item, &mut staged),
+            // No stream began: only what the merge itself keeps.
+            (None, Item::Fact(Fact::Lost { ts_ns, lost })) => {
+                staged.push(Staged::Lost { ts_ns, lost })
+            }
+            (None, Item::End(e)) => staged.push(Staged::End(Box::new(e))),
+            (None, _) => {}
+        }
+        self.staged(n, staged.drain(..), out);
+        self.scratch = staged;
+    }
+
+    /// What node `n`'s stage made of its next items, in order.
+    pub fn staged(
+        &mut self,
+        n: usize,
+        items: impl IntoIterator<Item = Staged>,
+        out: &mut Vec<Record>,
+    ) {
+        let from = out.len();
+        for s in items {
+            self.absorb_staged(n, s, out);
+        }
+        self.judge_if_due(out);
+        self.name_diagnosis_pods(&mut out[from..]);
+    }
+
+    fn absorb_staged(&mut self, n: usize, s: Staged, out: &mut Vec<Record>) {
+        match s {
+            Staged::Packet(seen) => return self.packet(n, seen, out),
+            Staged::Record(r) => return self.absorb(n, *r, out),
+            Staged::IfName { id, name } => return self.names.add_ifname(n, id, &name),
+            // An input's records are absorbed: judge what its time moved.
+            _ => self.judge_if_due(out),
+        }
+        let node = &mut self.nodes[n];
+        match s {
+            Staged::Lost { ts_ns, lost } => {
+                let at = self.clocks.to_common(n, ts_ns);
+                node.losses.push((at, lost));
+            }
+            Staged::End(e) => node.end = Some(*e),
+            Staged::Finished { benign, .. } => node.benign = benign,
+            Staged::Step { now } => {
+                let now = self.clocks.to_common(n, now);
+                node.events += 1;
+                node.first_ts.get_or_insert(now);
+                node.watermark = node.watermark.max(now);
+                // Judged after this input's records (they follow).
+                if node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS {
+                    self.judge_due = true;
                 }
             }
-            Item::End(e) => self.nodes[n].end = Some(e),
-            Item::Input(input) => {
-                let from = out.len();
-                self.input(n, &input, out);
-                self.name_diagnosis_pods(&mut out[from..]);
-            }
+            Staged::Packet(_) | Staged::Record(_) | Staged::IfName { .. } => {}
         }
     }
 
-    /// One event of node `n`, through its pipeline and the merge.
-    fn input(&mut self, n: usize, input: &Input, out: &mut Vec<Record>) {
-        let Some(p) = &mut self.nodes[n].pipeline else {
-            return;
-        };
-        // Reused: most inputs make one record.
-        let mut records = std::mem::take(&mut self.scratch);
-        p.process(input, &mut records);
-        let now = self.clocks.to_common(n, p.now());
-        let node = &mut self.nodes[n];
-        node.events += 1;
-        node.first_ts.get_or_insert(now);
-        node.watermark = node.watermark.max(now);
-        let moved = node.watermark >= self.judged_at[n] + JUDGE_EVERY_NS;
-        for r in records.drain(..) {
-            self.absorb(n, r, out);
-        }
-        self.scratch = records;
-        if moved {
+    fn judge_if_due(&mut self, out: &mut Vec<Record>) {
+        if std::mem::take(&mut self.judge_due) {
             self.judge(out);
         }
     }
@@ -157,14 +216,14 @@ impl Cluster {
     }
 
     fn end_node(&mut self, n: usize, why: Option<String>, out: &mut Vec<Record>) {
-        let node = &mut self.nodes[n];
-        if let Some(p) = &mut node.pipeline {
-            let mut records = Vec::new();
-            p.finish(&mut records);
-            for r in records {
-                self.absorb(n, r, out);
+        if let Some(stage) = &mut self.nodes[n].stage {
+            let mut staged = Vec::new();
+            stage.finish(&mut staged);
+            for s in staged {
+                self.absorb_staged(n, s, out);
             }
         }
+        self.judge_if_due(out);
         let node = &mut self.nodes[n];
         node.state = AgentState::Ended(why);
         out.push(Record::Stats(node.stats()));
@@ -178,6 +237,7 @@ impl Cluster {
     }
 
     fn finish_all(&mut self, out: &mut Vec<Record>) {
+        self.judge_if_due(out);
         for n in 0..self.nodes.len() {
             if !matches!(self.nodes[n].state, AgentState::Ended(_)) {
                 self.ended(n, None, out);
@@ -214,33 +274,51 @@ impl Cluster {
         &self.undecided
     }
 
-    /// A record of node `n`: on the common clock, marked with the node, its
-    /// packets followed across nodes.
-    fn absorb(&mut self, n: usize, mut r: Record, out: &mut Vec<Record>) {
+    /// A packet seen on node `n`: followed across nodes, kept for
+    /// journeys, shown where packets are.
+    fn packet(&mut self, n: usize, seen: Seen, out: &mut Vec<Record>) {
         let offset = self.clocks.offset(n);
-        shift(&mut r, offset);
-        r.set_node(&self.nodes[n].name);
-        // Packets that are not shown (--drops-only) are only followed: their
-        // pods need no names.
-        if self.opts.packets || !matches!(r, Record::Packet(_)) {
-            self.name_pods(&mut r);
+        let ts = shifted(seen.ts_ns, offset);
+        self.follow(n, &seen, ts, offset);
+        let Seen {
+            id,
+            netns,
+            dir,
+            ttl,
+            ifname,
+            outer,
+            record,
+            ..
+        } = seen;
+        let point = PacketPoint {
+            node: n,
+            ts_ns: ts,
+            netns,
+            dir,
+            ttl,
+            ifname,
+            outer,
+        };
+        self.sightings.add(id, Point::Packet(point));
+        if let Some(mut p) = record {
+            p.ts_ns = ts;
+            p.node = Some(self.names.nodes[n].clone());
+            self.directory.name_pods(&mut p.flow);
+            out.push(Record::Packet(*p));
         }
-        if let Record::Packet(p) = r {
-            let id = Identity::of(&p.flow, &p.detail);
-            self.follow(n, &p, id, offset);
-            if self.opts.packets {
-                self.sightings.add(id, p.hop());
-                out.push(Record::Packet(p));
-            } else {
-                self.sightings.add(id, p.into_hop());
-            }
-            return;
-        }
+    }
+
+    /// A record of node `n` other than a packet's: on the common clock,
+    /// marked with the node.
+    fn absorb(&mut self, n: usize, mut r: Record, out: &mut Vec<Record>) {
+        shift(&mut r, self.clocks.offset(n));
+        r.set_node(&self.names.nodes[n]);
+        self.name_pods(&mut r);
         match &mut r {
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
-                self.sightings
-                    .add(Identity::of(&v.flow, &v.detail), v.hop());
+                let hop = Point::Hop(Box::new(v.hop()));
+                self.sightings.add(Identity::of(&v.flow, &v.detail), hop);
             }
             _ => {}
         }
@@ -271,16 +349,17 @@ impl Cluster {
         }
     }
 
-    /// A packet seen on node `n` (the caller remembers it for journeys): on
-    /// the uplink, a send to another node or an arrival from one.
-    fn follow(&mut self, n: usize, p: &PacketRecord, id: Identity, offset: i64) {
-        if !self.nodes[n].is_uplink(p) {
+    /// A packet seen on node `n` at `ts` (common clock; the caller
+    /// remembers it for journeys): on the uplink, a send to another node or
+    /// an arrival from one.
+    fn follow(&mut self, n: usize, p: &Seen, ts: u64, offset: i64) {
+        if !p.uplink {
             return;
         }
-        let raw_ts = (p.ts_ns as i64 + offset).max(0) as u64;
+        let raw_ts = (ts as i64 + offset).max(0) as u64;
         match p.dir {
             Dir::Egress => {
-                let Some(s) = self.send_of(n, p, id, raw_ts) else {
+                let Some(s) = self.send_of(n, p, ts, raw_ts) else {
                     return;
                 };
                 let (to, sent) = (s.to, s.raw_ts);
@@ -293,7 +372,7 @@ impl Cluster {
                 }
             }
             Dir::Ingress => {
-                if let Some(s) = self.tracker.arrive(n, &id, p.ts_ns, raw_ts) {
+                if let Some(s) = self.tracker.arrive(n, &p.id, ts, raw_ts) {
                     self.clocks.transit(s.from, n, s.raw_ts, raw_ts);
                 }
             }
@@ -304,16 +383,16 @@ impl Cluster {
     /// A pod packet leaving node `n` for the node its destination lives on
     /// (for an encapsulated one, the node its outer destination belongs to);
     /// or a WireGuard packet to another node, known by its outer headers only.
-    fn send_of(&self, n: usize, p: &PacketRecord, id: Identity, raw_ts: u64) -> Option<Send> {
-        let dst: IpAddr = p.flow.dst.as_deref()?.parse().ok()?;
+    fn send_of(&self, n: usize, p: &Seen, ts: u64, raw_ts: u64) -> Option<Send> {
+        let id = p.id;
+        let dst = id.dst?;
         let node_of = |ip: IpAddr| self.directory.local_node(ip);
         let outer_dst: Option<IpAddr> = p
             .outer
             .as_ref()
             .and_then(|o| o.dst.as_deref()?.parse().ok());
-        let wireguard = p.outer.is_none()
-            && p.flow.proto == Some(Proto::Udp)
-            && p.flow.dport == Some(WIREGUARD_PORT);
+        let wireguard =
+            p.outer.is_none() && id.proto == Some(Proto::Udp) && id.dport == Some(WIREGUARD_PORT);
         let to = match (outer_dst, wireguard) {
             (Some(o), _) => node_of(o),
             (None, true) => node_of(dst),
@@ -322,40 +401,42 @@ impl Cluster {
         if to == n {
             return None;
         }
-        let from = &self.nodes[n];
-        let mut path = underlay::path(&from.name, &self.nodes[to].name, Encap::None);
-        let wire_len = match &p.outer {
-            Some(o) => {
-                path.encap = o.encap;
-                path.outer_src = o.src.clone();
-                path.outer_dst = o.dst.clone();
-                path.outer_proto = o.proto;
-                path.outer_dport = o.dport;
-                o.len
-            }
-            None if wireguard => {
-                // Encrypted: the packet is its outer header; matched by that,
-                // its IP ID, its size and the time it takes.
-                path.encap = Encap::Wireguard;
-                path.outer_src = p.flow.src.clone();
-                path.outer_dst = p.flow.dst.clone();
-                path.outer_proto = p.flow.proto;
-                path.outer_dport = p.flow.dport;
-                p.detail.len
-            }
+        let (wire, wire_len) = match &p.outer {
+            Some(o) => (
+                Wire {
+                    encap: o.encap,
+                    outer_src: o.src.clone(),
+                    outer_dst: o.dst.clone(),
+                    outer_proto: o.proto,
+                    outer_dport: o.dport,
+                },
+                o.len,
+            ),
+            // Encrypted: the packet is its outer header; matched by that,
+            // its IP ID, its size and the time it takes.
+            None if wireguard => (
+                Wire {
+                    encap: Encap::Wireguard,
+                    outer_src: id.src.map(|a| a.to_string()),
+                    outer_dst: Some(dst.to_string()),
+                    outer_proto: id.proto,
+                    outer_dport: id.dport,
+                },
+                id.len,
+            ),
             None => {
-                path.encap = from.encap_towards(dst);
-                p.detail.len + encap_overhead(path.encap)
+                let encap = self.nodes[n].encap_towards(dst);
+                (Wire::plain(encap), id.len + encap_overhead(encap))
             }
         };
         Some(Send {
             id,
             from: n,
             to,
-            ts: p.ts_ns,
+            ts,
             raw_ts,
             wire_len,
-            path,
+            wire,
         })
     }
 
@@ -363,7 +444,7 @@ impl Cluster {
     fn merge_journey(&self, d: &mut DropRecord) {
         let node = d.node.clone().unwrap_or_default();
         let id = Identity::of(&d.flow, &d.detail);
-        let mut before = self.sightings.elsewhere(&id, &node, d.ts_ns);
+        let mut before = self.sightings.elsewhere(&id, &node, d.ts_ns, &self.names);
         if before.is_empty() {
             return;
         }
@@ -374,17 +455,20 @@ impl Cluster {
 
     /// Judges the sends whose window has passed on their receiver.
     fn judge(&mut self, out: &mut Vec<Record>) {
-        let now: Vec<u64> = self.nodes.iter().map(|n| n.watermark).collect();
-        self.judged_at.clone_from(&now);
-        let nodes = &self.nodes;
-        let outcomes = self.tracker.expire(&now, |s| nodes[s.to].witness(s.ts));
+        for (at, node) in self.judged_at.iter_mut().zip(&self.nodes) {
+            *at = node.watermark;
+        }
+        let (nodes, now) = (&self.nodes, &self.judged_at);
+        let outcomes = self
+            .tracker
+            .expire(now, &self.names.nodes, |s| nodes[s.to].witness(s.ts));
         for o in outcomes {
             if let Outcome::Lost(l, ts) = &o {
                 self.diagnoser.on_underlay_loss(l, *ts, out);
             }
             self.count(&o);
         }
-        let latest = now.iter().copied().max().unwrap_or(0);
+        let latest = self.judged_at.iter().copied().max().unwrap_or(0);
         if latest.saturating_sub(self.last_flush) >= SEC / 10 {
             self.last_flush = latest;
             self.diagnoser.flush(latest, false, out);
@@ -416,9 +500,14 @@ fn encap_overhead(e: Encap) -> u32 {
     }
 }
 
+/// A time of a node's clock on the common one.
+fn shifted(ts: u64, offset: i64) -> u64 {
+    (ts as i64 - offset).max(0) as u64
+}
+
 /// Moves a record's times from its node's clock to the common one.
 fn shift(r: &mut Record, offset: i64) {
-    let s = |t: &mut u64| *t = (*t as i64 - offset).max(0) as u64;
+    let s = |t: &mut u64| *t = shifted(*t, offset);
     match r {
         Record::Packet(p) => s(&mut p.ts_ns),
         Record::Verdict(v) => s(&mut v.ts_ns),

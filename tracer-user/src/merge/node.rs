@@ -3,11 +3,12 @@
 
 use std::net::IpAddr;
 
+use std::collections::BTreeMap;
+
+use super::stage::NodeStage;
 use super::underlay::Witness;
 use crate::facts::topology::in_net;
-use crate::facts::{Environment, NodeFacts};
-use crate::model::{Encap, PacketRecord, Stats};
-use crate::pipeline::{Options, Pipeline};
+use crate::model::{Encap, Stats};
 use crate::recording::format::{End, Header};
 
 /// An agent's (or a file's) state.
@@ -48,7 +49,13 @@ pub struct NodeView {
 
 pub struct Node {
     pub name: String,
-    pub pipeline: Option<Pipeline>,
+    /// Its stage, where it runs inside the merge (else on the thread that
+    /// reads its stream).
+    pub stage: Option<NodeStage>,
+    /// Its stream began (its header came).
+    pub begun: bool,
+    /// Benign drops by reason, once its pipeline finished.
+    pub benign: BTreeMap<String, u64>,
     header: Option<Header>,
     pub state: AgentState,
     pub traces_uplink: bool,
@@ -69,7 +76,9 @@ impl Node {
     pub fn new(name: &str) -> Node {
         Node {
             name: name.to_string(),
-            pipeline: None,
+            stage: None,
+            begun: false,
+            benign: BTreeMap::new(),
             header: None,
             state: AgentState::Starting,
             traces_uplink: false,
@@ -82,7 +91,8 @@ impl Node {
         }
     }
 
-    pub fn begin(&mut self, header: Header, opts: Options) {
+    /// Its stream began; `stage`: where it runs inside the merge.
+    pub fn begin(&mut self, header: Header, stage: Option<NodeStage>) {
         let uplinks = &header.facts.topology.uplinks;
         self.traces_uplink = header.interfaces.iter().any(|i| uplinks.contains(i));
         let topology = &header.facts.topology;
@@ -101,26 +111,10 @@ impl Node {
                 Some((net, len, encap))
             })
             .collect();
-        self.pipeline = Some(Pipeline::new(
-            Environment::replay(header.facts.clone()),
-            opts,
-        ));
+        self.stage = stage;
+        self.begun = true;
         self.header = Some(header);
         self.state = AgentState::Running;
-    }
-
-    pub fn facts(&self) -> Option<&NodeFacts> {
-        self.pipeline.as_ref().map(|p| &p.env.facts)
-    }
-
-    /// Seen by tc on one of the node's uplinks, in its own namespace.
-    pub fn is_uplink(&self, p: &PacketRecord) -> bool {
-        self.facts().is_some_and(|f| {
-            p.netns == f.netns
-                && p.ifname
-                    .as_ref()
-                    .is_some_and(|i| f.topology.uplinks.contains(i))
-        })
     }
 
     /// How the node's routes carry packets to `dst`: through which tunnel.
@@ -135,7 +129,7 @@ impl Node {
     /// Whether the node could have seen what crossed its uplink around `ts`.
     pub fn witness(&self, ts: u64) -> Witness {
         const WINDOW: u64 = super::underlay::WINDOW_NS;
-        if self.pipeline.is_none() {
+        if !self.begun {
             return Witness::AgentNotRunning;
         }
         if !self.traces_uplink {
@@ -174,11 +168,7 @@ impl Node {
             duration_s: self
                 .first_ts
                 .map_or(0.0, |f| self.watermark.saturating_sub(f) as f64 / 1e9),
-            benign: self
-                .pipeline
-                .as_ref()
-                .map(|p| p.benign.clone())
-                .unwrap_or_default(),
+            benign: self.benign.clone(),
             exit: match &self.state {
                 AgentState::Ended(Some(why)) => Some(why.clone()),
                 AgentState::Starting => Some("no stream from its agent".into()),

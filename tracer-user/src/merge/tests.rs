@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use tracer_common::{Event, PacketMeta, dir, kind, l3, pkt_flags, proto};
 
+use super::sightings::Identity;
+use super::stage::NodeStage;
 use super::{AgentState, Cluster};
 use crate::events::{Input, set_ip};
 use crate::facts::topology::{RouteEntry, Tunnel};
@@ -13,11 +15,11 @@ use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
 
-const MS: u64 = 1_000_000;
-const NETNS: [u32; 2] = [100, 200];
-const ETH0: u32 = 2;
-const CALI: u32 = 5;
-const POD: [&str; 2] = ["10.244.1.10", "10.244.2.10"];
+pub(super) const MS: u64 = 1_000_000;
+pub(super) const NETNS: [u32; 2] = [100, 200];
+pub(super) const ETH0: u32 = 2;
+pub(super) const CALI: u32 = 5;
+pub(super) const POD: [&str; 2] = ["10.244.1.10", "10.244.2.10"];
 
 fn route(dst: &str, dev: &str) -> RouteEntry {
     RouteEntry {
@@ -29,7 +31,7 @@ fn route(dst: &str, dev: &str) -> RouteEntry {
 
 /// Node `i`: its pod behind `cali`, the other's block via `eth0` (or the
 /// VXLAN device), tracing `interfaces`.
-fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
+pub(super) fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
     let other_block = if i == 0 {
         "10.244.2.0/26"
     } else {
@@ -74,7 +76,7 @@ fn header(i: usize, vxlan: bool, interfaces: &[&str]) -> Header {
     }
 }
 
-fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
+pub(super) fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
     let mut p = PacketMeta {
         l3: l3::IPV4,
         proto: proto::ICMP,
@@ -92,7 +94,7 @@ fn ping(from: usize, seq: u16, len: u32) -> PacketMeta {
     p
 }
 
-fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
+pub(super) fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
     Item::Input(Input::Event(Event {
         ts_ns: ts,
         kind: kind::TC,
@@ -104,24 +106,41 @@ fn tc(node: usize, ts: u64, ifindex: u32, d: u8, pkt: PacketMeta) -> Item {
     }))
 }
 
-fn tick(ts: u64) -> Item {
+pub(super) fn tick(ts: u64) -> Item {
     Item::Input(Input::Tick(ts))
 }
 
 struct Run {
     c: Cluster,
     out: Vec<Record>,
+    /// The nodes' stages where they run beside the merge (as on the threads
+    /// reading agents), not inside it.
+    beside: Option<Vec<NodeStage>>,
+    ended: [bool; 2],
 }
 
 impl Run {
     fn new(headers: [Header; 2]) -> Run {
+        Run::with(headers, Options::default(), false)
+    }
+
+    fn with(headers: [Header; 2], opts: Options, beside: bool) -> Run {
         let names = ["node-a".to_string(), "node-b".to_string()];
         let mut r = Run {
-            c: Cluster::new(&names, Options::default()),
+            c: Cluster::new(&names, opts),
             out: Vec::new(),
+            beside: beside.then(Vec::new),
+            ended: [false; 2],
         };
+        let stage_opts = r.c.stage_options();
         for (i, h) in headers.into_iter().enumerate() {
-            r.c.start(i, h, &mut r.out);
+            match &mut r.beside {
+                Some(stages) => {
+                    stages.push(NodeStage::new(&h, &stage_opts));
+                    r.c.start_staged(i, h, &mut r.out);
+                }
+                None => r.c.start(i, h, &mut r.out),
+            }
         }
         r
     }
@@ -134,7 +153,25 @@ impl Run {
     }
 
     fn feed(&mut self, node: usize, item: Item) {
-        self.c.item(node, item, &mut self.out);
+        match &mut self.beside {
+            Some(stages) => {
+                let mut staged = Vec::new();
+                stages[node].item(item, &mut staged);
+                self.c.staged(node, staged, &mut self.out);
+            }
+            None => self.c.item(node, item, &mut self.out),
+        }
+    }
+
+    /// Node `node`'s stream ended.
+    fn end(&mut self, node: usize, why: Option<String>) {
+        if let Some(stages) = &mut self.beside {
+            let mut staged = Vec::new();
+            stages[node].finish(&mut staged);
+            self.c.staged(node, staged, &mut self.out);
+        }
+        self.ended[node] = true;
+        self.c.ended(node, why, &mut self.out);
     }
 
     /// Node A sends ping `seq`; node B sees it arrive when `arrives`.
@@ -154,12 +191,17 @@ impl Run {
     }
 
     fn finish(mut self) -> Vec<Record> {
+        for n in 0..2 {
+            if !self.ended[n] {
+                self.end(n, None);
+            }
+        }
         self.c.finish(&mut self.out);
         self.out
     }
 }
 
-fn diagnoses(out: &[Record]) -> Vec<&Diagnosis> {
+pub(super) fn diagnoses(out: &[Record]) -> Vec<&Diagnosis> {
     out.iter()
         .filter_map(|r| match r {
             Record::Diagnosis(d) => Some(d),
@@ -304,7 +346,7 @@ fn no_underlay_verdict_when_the_receiver_cannot_tell() {
     // Node B's agent ended before the window did.
     let mut r = Run::direct();
     r.ping(0, 1, 84, false);
-    r.c.ended(1, Some("exit status 1".into()), &mut r.out);
+    r.end(1, Some("exit status 1".into()));
     r.feed(0, tick(3_000 * MS));
     assert_eq!(
         r.c.nodes()[1].state,
@@ -317,9 +359,11 @@ fn no_underlay_verdict_when_the_receiver_cannot_tell() {
     );
 }
 
-#[test]
-fn a_drop_on_the_receiver_has_the_senders_points_first() {
-    let mut r = Run::direct();
+/// Node B drops node A's ping 1 in netfilter, after it crossed the underlay.
+fn a_drop_on_the_receiver(beside: bool, opts: Options) -> Vec<Record> {
+    let mut b = header(1, false, &["eth0", "cali1"]);
+    b.facts.reasons.insert(5, "NETFILTER_DROP".into());
+    let mut r = Run::with([header(0, false, &["eth0", "cali1"]), b], opts, beside);
     r.ping(0, 1, 84, true);
     r.feed(
         1,
@@ -328,14 +372,6 @@ fn a_drop_on_the_receiver_has_the_senders_points_first() {
             name: "nf_hook_slow".into(),
         }),
     );
-    r.c.nodes[1]
-        .pipeline
-        .as_mut()
-        .unwrap()
-        .env
-        .facts
-        .reasons
-        .insert(5, "NETFILTER_DROP".into());
     r.feed(
         1,
         Item::Input(Input::Event(Event {
@@ -349,8 +385,14 @@ fn a_drop_on_the_receiver_has_the_senders_points_first() {
             ..Default::default()
         })),
     );
+    r.ping(100 * MS, 2, 84, false);
     r.until(3_000 * MS);
-    let out = r.finish();
+    r.finish()
+}
+
+#[test]
+fn a_drop_on_the_receiver_has_the_senders_points_first() {
+    let out = a_drop_on_the_receiver(false, Options::default());
     let drop = out
         .iter()
         .find_map(|r| match r {
@@ -375,7 +417,72 @@ fn a_drop_on_the_receiver_has_the_senders_points_first() {
     let d = diagnoses(&out);
     assert_eq!(d[0].code, Code::NetfilterDrop);
     assert_eq!(d[0].node.as_deref(), Some("node-b"));
-    assert!(d.iter().all(|d| d.code != Code::UnderlayDrop));
+    // Ping 2 was lost between the nodes; ping 1, dropped on B, was not.
+    let underlay = d.iter().rfind(|d| d.code == Code::UnderlayDrop);
+    assert_eq!(underlay.map(|d| d.count), Some(1), "{d:#?}");
+}
+
+#[test]
+fn stages_beside_the_merge_give_the_same_records_as_inside_it() {
+    for packets in [true, false] {
+        let opts = Options {
+            packets,
+            ..Options::default()
+        };
+        let inside = a_drop_on_the_receiver(false, opts.clone());
+        let beside = a_drop_on_the_receiver(true, opts);
+        assert!(
+            inside.iter().any(|r| matches!(r, Record::Drop(_)))
+                && diagnoses(&inside)
+                    .iter()
+                    .any(|d| d.code == Code::UnderlayDrop),
+            "{inside:#?}"
+        );
+        assert_eq!(inside, beside, "packets shown: {packets}");
+    }
+    let vxlan = |beside: bool| {
+        let headers = [
+            header(0, true, &["eth0", "cali1"]),
+            header(1, true, &["eth0", "cali1"]),
+        ];
+        let mut r = Run::with(headers, Options::default(), beside);
+        r.feed(
+            1,
+            Item::Fact(Fact::Lost {
+                ts_ns: 2_500 * MS,
+                lost: 3,
+            }),
+        );
+        for seq in 0..6 {
+            let len = if seq < 3 { 84 } else { 1428 };
+            r.ping(seq as u64 * 100 * MS, seq, len, seq < 3);
+        }
+        r.until(4_000 * MS);
+        r.finish()
+    };
+    assert_eq!(vxlan(false), vxlan(true));
+}
+
+#[test]
+fn a_packets_point_is_the_hop_its_record_would_be() {
+    let mut r = Run::direct();
+    r.ping(0, 1, 84, true);
+    let packets: Vec<_> = r
+        .out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Packet(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(packets.len(), 3);
+    for p in packets {
+        let id = Identity::of(&p.flow, &p.detail);
+        let hops =
+            r.c.sightings
+                .elsewhere(&id, "nowhere", u64::MAX, &r.c.names);
+        assert!(hops.contains(&p.hop()), "{p:#?} not in {hops:#?}");
+    }
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! receiving node's uplink; those that never arrive, while the receiving
 //! node could have seen them, are underlay losses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use super::FastMap;
 use super::sightings::Identity;
 use crate::diagnosis::Loss;
-use crate::model::{Encap, Underlay};
+use crate::model::{Encap, Proto, Underlay};
 
 /// How long a packet may take between two nodes' uplinks (clock offsets
 /// included) before it counts as lost.
@@ -26,8 +28,30 @@ pub struct Send {
     pub raw_ts: u64,
     /// Bytes on the wire (the outer packet's, when encapsulated).
     pub wire_len: u32,
-    /// The path as `UNDERLAY_*` reports it (node names, encapsulation, outer header).
-    pub path: Underlay,
+    pub wire: Wire,
+}
+
+/// How a send went on the wire: its encapsulation and outer header, for
+/// `UNDERLAY_*` (which adds the nodes' names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub encap: Encap,
+    pub outer_src: Option<String>,
+    pub outer_dst: Option<String>,
+    pub outer_proto: Option<Proto>,
+    pub outer_dport: Option<u16>,
+}
+
+impl Wire {
+    pub fn plain(encap: Encap) -> Wire {
+        Wire {
+            encap,
+            outer_src: None,
+            outer_dst: None,
+            outer_proto: None,
+            outer_dport: None,
+        }
+    }
 }
 
 /// What the receiving node can say about a time window.
@@ -68,25 +92,41 @@ struct Sizes {
 
 type PathKey = (Option<IpAddr>, Option<IpAddr>, usize, usize);
 
+/// A waiting send's place: its number (in the order sent) and its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticket {
+    seq: u64,
+    slot: u32,
+}
+
+/// The sends waiting for one packet at one receiver, oldest first: nearly
+/// always one, kept without an allocation of its own.
+struct Tickets {
+    first: Ticket,
+    more: VecDeque<Ticket>,
+}
+
 /// Sends waiting for their arrival, findable by receiver and packet (each
 /// arrival) and by receiver in the order sent (each expiry), so that neither
-/// walks all that waits.
+/// walks all that waits. Every packet that leaves a node's uplink passes
+/// here, so a send is kept in a reused slot, not a map of its own.
 #[derive(Default)]
 pub struct Tracker {
-    /// Waiting sends by the order they were sent.
-    sends: HashMap<u64, Send>,
+    /// Waiting sends, each with its number; freed slots are reused.
+    slots: Vec<(u64, Option<Send>)>,
+    free: Vec<u32>,
+    pending: usize,
     next_seq: u64,
     /// (receiver, packet) -> waiting sends, oldest first.
-    waiting: HashMap<(usize, Identity), VecDeque<u64>>,
-    /// Per receiver: (time sent, send), in the order sent.
-    queues: Vec<VecDeque<(u64, u64)>>,
-    /// Every waiting send in the order sent, for the bound.
-    order: VecDeque<u64>,
+    waiting: FastMap<(usize, Identity), Tickets>,
+    /// Per receiver: (time sent, send), in the order sent; entries of sends
+    /// no longer waiting are skipped when met.
+    queues: Vec<VecDeque<(u64, Ticket)>>,
     /// Arrivals no send was waiting for yet: live, one agent's stream may
     /// run ahead of another's. (node, packet) -> (common time, raw time).
-    early: HashMap<(usize, Identity), (u64, u64)>,
+    early: FastMap<(usize, Identity), (u64, u64)>,
     early_order: VecDeque<(u64, usize, Identity)>,
-    sizes: HashMap<PathKey, Sizes>,
+    sizes: FastMap<PathKey, Sizes>,
 }
 
 /// What a send met: nothing yet, or its arrival (on the receiver's own clock).
@@ -112,29 +152,75 @@ impl Tracker {
         if self.queues.len() <= s.to {
             self.queues.resize_with(s.to + 1, VecDeque::new);
         }
-        self.queues[s.to].push_back((s.ts, seq));
-        self.waiting.entry(key).or_default().push_back(seq);
-        self.order.push_back(seq);
-        self.sends.insert(seq, s);
-        let overflow = (self.sends.len() > MAX_PENDING).then(|| {
-            while let Some(old) = self.order.pop_front() {
-                if self.take(old).is_some() {
-                    break;
-                }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push((0, None));
+            (self.slots.len() - 1) as u32
+        });
+        let t = Ticket { seq, slot };
+        self.queues[s.to].push_back((s.ts, t));
+        match self.waiting.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().more.push_back(t),
+            Entry::Vacant(e) => {
+                e.insert(Tickets {
+                    first: t,
+                    more: VecDeque::new(),
+                });
+            }
+        }
+        self.slots[slot as usize] = (seq, Some(s));
+        self.pending += 1;
+        let overflow = (self.pending > MAX_PENDING).then(|| {
+            if let Some(old) = self.oldest() {
+                self.take(old);
             }
             Outcome::Undecided(Witness::LostEvents)
         });
         (Sent::Waiting, overflow)
     }
 
-    /// Removes a waiting send (its queue entries go stale and are skipped).
-    fn take(&mut self, seq: u64) -> Option<Send> {
-        let s = self.sends.remove(&seq)?;
-        let key = (s.to, s.id);
-        if let Some(w) = self.waiting.get_mut(&key) {
-            w.retain(|x| *x != seq);
-            if w.is_empty() {
-                self.waiting.remove(&key);
+    fn is_waiting(&self, t: Ticket) -> bool {
+        self.slots
+            .get(t.slot as usize)
+            .is_some_and(|(seq, s)| *seq == t.seq && s.is_some())
+    }
+
+    /// The send waiting longest: the first of the receivers' queues.
+    fn oldest(&mut self) -> Option<Ticket> {
+        let mut oldest: Option<Ticket> = None;
+        for q in 0..self.queues.len() {
+            while let Some(&(_, t)) = self.queues[q].front() {
+                if self.is_waiting(t) {
+                    if oldest.is_none_or(|o| t.seq < o.seq) {
+                        oldest = Some(t);
+                    }
+                    break;
+                }
+                self.queues[q].pop_front();
+            }
+        }
+        oldest
+    }
+
+    /// Removes a waiting send (its queue entry goes stale and is skipped).
+    fn take(&mut self, t: Ticket) -> Option<Send> {
+        let (seq, slot) = self.slots.get_mut(t.slot as usize)?;
+        if *seq != t.seq {
+            return None;
+        }
+        let s = slot.take()?;
+        self.free.push(t.slot);
+        self.pending -= 1;
+        if let Entry::Occupied(mut e) = self.waiting.entry((s.to, s.id)) {
+            let w = e.get_mut();
+            if w.first == t {
+                match w.more.pop_front() {
+                    Some(next) => w.first = next,
+                    None => {
+                        e.remove();
+                    }
+                }
+            } else {
+                w.more.retain(|x| *x != t);
             }
         }
         Some(s)
@@ -143,15 +229,12 @@ impl Tracker {
     /// The packet reached `node`'s uplink at `ts` (common clock; `raw_ts` on
     /// its own): the send it answers, if one waits.
     pub fn arrive(&mut self, node: usize, id: &Identity, ts: u64, raw_ts: u64) -> Option<Send> {
-        let first = self
-            .waiting
-            .get(&(node, *id))
-            .and_then(|w| w.front().copied());
-        let Some(seq) = first else {
+        let first = self.waiting.get(&(node, *id)).map(|w| w.first);
+        let Some(t) = first else {
             self.remember_early(node, id, ts, raw_ts);
             return None;
         };
-        let s = self.take(seq)?;
+        let s = self.take(t)?;
         self.delivered(&s);
         Some(s)
     }
@@ -180,17 +263,18 @@ impl Tracker {
 
     /// Judges the sends whose window has passed on their receiver's clock
     /// (`now[to]`, common clock); `witness` says whether the receiver could
-    /// have seen them. In the order they were sent.
+    /// have seen them. In the order they were sent; `names`: the nodes'.
     pub fn expire(
         &mut self,
         now: &[u64],
+        names: &[String],
         mut witness: impl FnMut(&Send) -> Witness,
     ) -> Vec<Outcome> {
         let mut due: Vec<(u64, Send)> = Vec::new();
         for to in 0..self.queues.len() {
             let until = now.get(to).copied().unwrap_or(0);
-            while let Some(&(ts, seq)) = self.queues[to].front() {
-                if !self.sends.contains_key(&seq) {
+            while let Some(&(ts, t)) = self.queues[to].front() {
+                if !self.is_waiting(t) {
                     self.queues[to].pop_front(); // delivered or dropped
                     continue;
                 }
@@ -198,7 +282,7 @@ impl Tracker {
                     break;
                 }
                 self.queues[to].pop_front();
-                due.extend(self.take(seq).map(|s| (seq, s)));
+                due.extend(self.take(t).map(|s| (t.seq, s)));
             }
         }
         due.sort_unstable_by_key(|(seq, _)| *seq);
@@ -206,7 +290,7 @@ impl Tracker {
             .map(|(_, s)| match witness(&s) {
                 Witness::Able => {
                     let ts = s.ts;
-                    Outcome::Lost(self.lost(s), ts)
+                    Outcome::Lost(self.lost(s, names), ts)
                 }
                 w => Outcome::Undecided(w),
             })
@@ -215,15 +299,16 @@ impl Tracker {
 
     /// Forgets what still waits, when no more will come; how many.
     pub fn drain(&mut self) -> usize {
-        let n = self.sends.len();
-        self.sends.clear();
+        let n = self.pending;
+        self.slots.clear();
+        self.free.clear();
+        self.pending = 0;
         self.waiting.clear();
         self.queues.clear();
-        self.order.clear();
         n
     }
 
-    fn lost(&mut self, s: Send) -> Loss {
+    fn lost(&mut self, s: Send, names: &[String]) -> Loss {
         let sizes = self.sizes.entry(path_key(&s)).or_default();
         sizes.smallest_lost = Some(
             sizes
@@ -234,15 +319,21 @@ impl Tracker {
             src: s.id.src.map_or_else(|| "?".into(), |a| a.to_string()),
             dst: s.id.dst.map_or_else(|| "?".into(), |a| a.to_string()),
             path: Underlay {
+                src_node: names.get(s.from).cloned().unwrap_or_default(),
+                dst_node: names.get(s.to).cloned().unwrap_or_default(),
+                encap: s.wire.encap,
+                outer_src: s.wire.outer_src,
+                outer_dst: s.wire.outer_dst,
+                outer_proto: s.wire.outer_proto,
+                outer_dport: s.wire.outer_dport,
                 largest_delivered: sizes.largest_delivered,
                 smallest_lost: sizes.smallest_lost,
-                ..s.path
             },
         }
     }
 
     pub fn pending(&self) -> usize {
-        self.sends.len()
+        self.pending
     }
 }
 
@@ -258,5 +349,72 @@ pub fn path(src_node: &str, dst_node: &str, encap: Encap) -> Underlay {
         outer_dport: None,
         largest_delivered: None,
         smallest_lost: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Send number `i` from node 0 to node 1 at time `i`.
+    fn send(i: usize) -> Send {
+        Send {
+            id: Identity {
+                src: None,
+                dst: None,
+                proto: None,
+                sport: Some((i >> 16) as u16),
+                dport: Some(i as u16),
+                ip_id: None,
+                icmp: None,
+                len: 84,
+            },
+            from: 0,
+            to: 1,
+            ts: i as u64,
+            raw_ts: i as u64,
+            wire_len: 84,
+            wire: Wire::plain(Encap::None),
+        }
+    }
+
+    #[test]
+    fn the_same_packet_sent_twice_is_answered_oldest_first() {
+        let mut t = Tracker::default();
+        let (a, mut b) = (send(7), send(7));
+        b.ts = 50;
+        t.send(a);
+        t.send(b);
+        assert_eq!(t.pending(), 2);
+        let id = send(7).id;
+        assert_eq!(t.arrive(1, &id, 60, 60).map(|s| s.ts), Some(7));
+        assert_eq!(t.arrive(1, &id, 70, 70).map(|s| s.ts), Some(50));
+        assert!(t.arrive(1, &id, 80, 80).is_none(), "none waits any more");
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_oldest_send_goes_undecided() {
+        let mut t = Tracker::default();
+        for i in 0..MAX_PENDING {
+            assert!(t.send(send(i)).1.is_none());
+        }
+        // One delivered: its slot is used again.
+        assert!(t.arrive(1, &send(5).id, 10, 10).is_some());
+        assert!(t.send(send(MAX_PENDING)).1.is_none());
+        let (_, overflow) = t.send(send(MAX_PENDING + 1));
+        assert_eq!(overflow, Some(Outcome::Undecided(Witness::LostEvents)));
+        assert_eq!(t.pending(), MAX_PENDING);
+        assert!(
+            t.arrive(1, &send(0).id, 1, 1).is_none(),
+            "the oldest gave way"
+        );
+        assert_eq!(t.arrive(1, &send(1).id, 1, 1).map(|s| s.ts), Some(1));
+        // The rest is judged in the order sent once the window has passed.
+        let now = [0, u64::MAX / 2];
+        let names = ["a".to_string(), "b".to_string()];
+        let judged = t.expire(&now, &names, |_| Witness::LostEvents);
+        assert_eq!(judged.len(), MAX_PENDING - 1);
+        assert_eq!(t.pending(), 0);
     }
 }

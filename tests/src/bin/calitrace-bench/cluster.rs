@@ -10,9 +10,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tracer_user::events::Input;
 use tracer_user::merge::Cluster;
+use tracer_user::merge::stage::{Batches, FromNode, QUEUE, Staged, read_staged};
 use tracer_user::pipeline::Options;
-use tracer_user::recording::reader::Item;
-use tracer_user::recording::stream::{QUEUE, Streamed, read_stream};
 use tracer_user::recording::writer::Recorder;
 
 use crate::fleet::{self, RATE};
@@ -146,7 +145,7 @@ fn merge_rows(n: usize, drops_only: bool, r: &Value) {
         "ev/s",
     )
     .note(format!(
-        "one core (CPU time of the merging thread); reading and decompressing on {n} threads: {:.0} ns per event; client CPU per agent at 100k ev/s: {client_per_agent:.1}% of a core",
+        "one core (CPU time of the merging thread); reading, decompressing and the node pipelines on {n} threads: {:.0} ns per event; client CPU per agent at 100k ev/s: {client_per_agent:.1}% of a core",
         read_s / events * 1e9
     ));
     if n == 64 && drops_only {
@@ -169,8 +168,8 @@ fn merge_rows(n: usize, drops_only: bool, r: &Value) {
 
 /// `calitrace-bench cluster-merge N DIR [--drops-only]`: merges the streams
 /// in DIR as `calitrace cluster` does (a thread per agent reading its
-/// stream, batches over a bounded channel, one merging thread), prints its
-/// figures as one JSON line.
+/// stream and running its node's stage, batches over a bounded channel, one
+/// merging thread), prints its figures as one JSON line.
 pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
     // Read from files as a client reads pipes: a stream is not held whole.
     let streams: Vec<std::fs::File> = (0..n)
@@ -185,40 +184,53 @@ pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
             ..Options::default()
         },
     );
-    let (tx, rx) = sync_channel::<(usize, Streamed)>(QUEUE);
+    let (tx, rx) = sync_channel::<(usize, FromNode)>(QUEUE);
+    let opts = cluster.stage_options();
+    let batches = Batches::default();
     let readers: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, file)| {
-            let tx = tx.clone();
+            let (tx, opts, batches) = (tx.clone(), opts.clone(), batches.clone());
             std::thread::spawn(move || {
                 unpin_all();
                 let t = CpuClock::start();
-                read_stream(file, |s| tx.send((i, s)).is_ok());
-                t.elapsed_s()
+                let mut events = 0;
+                read_staged(file, &opts, &batches, |s| {
+                    if let FromNode::Staged(items) = &s
+                        && let Some(Staged::Finished { events: e, .. }) = items.last()
+                    {
+                        events = *e;
+                    }
+                    tx.send((i, s)).is_ok()
+                });
+                (t.elapsed_s(), events)
             })
         })
         .collect();
     drop(tx);
     let t = CpuClock::start();
-    let (mut out, mut events, mut records) = (Vec::new(), 0u64, 0u64);
+    let (mut out, mut records) = (Vec::new(), 0u64);
     for (i, s) in rx {
         match s {
-            Streamed::Start(h) => cluster.start(i, *h, &mut out),
-            Streamed::Items(items) => {
-                for item in items {
-                    events += u64::from(matches!(item, Item::Input(Input::Event(_))));
-                    cluster.item(i, item, &mut out);
-                }
+            FromNode::Start(h) => cluster.start_staged(i, *h, &mut out),
+            FromNode::Staged(mut items) => {
+                cluster.staged(i, items.drain(..), &mut out);
+                batches.put(items);
             }
-            Streamed::Ended(why) => cluster.ended(i, why, &mut out),
+            FromNode::Ended(why) => cluster.ended(i, why, &mut out),
         }
         records += out.len() as u64;
         out.clear();
     }
     cluster.finish(&mut out);
     let merge_cpu_s = t.elapsed_s();
-    let read_cpu_s: f64 = readers.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
+    let (mut read_cpu_s, mut events) = (0.0, 0u64);
+    for h in readers {
+        let (cpu, e) = h.join().unwrap_or_default();
+        read_cpu_s += cpu;
+        events += e;
+    }
     let (_, peak_kib) = rss_kib("self").unwrap_or_default();
     eprintln!(
         "  merge of {n}{}: {events} events, {records} records, undecided {:?}",

@@ -1,6 +1,7 @@
 //! The live cluster session, whatever starts the agents: each agent's
-//! stdout (a recording stream) is read on a thread of its own and handed to
-//! [`read_stream`]; the streams meet in one [`Cluster`]. An agent that fails
+//! stdout (a recording stream) is read on a thread of its own, which runs
+//! the node's own share of the merge ([`read_staged`]); the streams meet in
+//! one [`Cluster`]. An agent that fails
 //! or dies is shown with its last stderr line, and the others go on.
 
 use std::io::{BufRead, BufReader, Read};
@@ -12,17 +13,18 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::merge::Cluster;
+use crate::merge::stage::{self, Batches, FromNode, StageOptions, Staged};
 use crate::model::Record;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
 use crate::recording::format::Header;
-use crate::recording::reader::Item;
-use crate::recording::stream::{self, Streamed};
 use crate::views::{Control, Sink, Status};
 
 /// How often the view hears from the session without input.
 const TICK: Duration = Duration::from_millis(100);
 /// How long agents get to end their streams once asked to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the stream of an agent killed after that gets to end.
+const KILLED_GRACE: Duration = Duration::from_secs(2);
 
 /// One running agent as its source started it: its output, and a handle to
 /// stop it.
@@ -50,7 +52,7 @@ enum Msg {
     /// Bytes of a node's stream, as read (for `-w`).
     Raw(usize, Vec<u8>),
     Start(usize, Box<Header>),
-    Items(usize, Vec<Item>),
+    Staged(usize, Vec<Staged>),
     /// The stream ended: why, where it was not a clean end.
     Gone(usize, Option<String>),
     Stderr(usize, String),
@@ -118,11 +120,22 @@ pub fn run_session(
     };
     // Bounded: a merge that falls behind makes the agents wait (their rings
     // then count what is lost) instead of holding their streams in memory.
-    let (tx, rx) = sync_channel(stream::QUEUE);
+    let (tx, rx) = sync_channel(stage::QUEUE);
+    let opts = cluster.stage_options();
+    let batches = Batches::default();
     let mut agents: Vec<Agent> = agents
         .into_iter()
         .enumerate()
-        .map(|(i, started)| attach(i, &names[i], started, &tx, writer.is_some()))
+        .map(|(i, started)| {
+            let reader = Reader {
+                i,
+                tx: tx.clone(),
+                tee: writer.is_some(),
+                opts: opts.clone(),
+                batches: batches.clone(),
+            };
+            attach(reader, &names[i], started)
+        })
         .collect();
     drop(tx);
     let mut session = Running {
@@ -130,6 +143,7 @@ pub fn run_session(
         agents: &mut agents,
         sink: sink.as_mut(),
         writer: &mut writer,
+        batches,
         quiet,
         rates: vec![(Instant::now(), 0); names.len()],
         status: Status {
@@ -154,15 +168,27 @@ pub fn run_session(
     Ok(())
 }
 
+/// What a thread reading an agent needs: its place, where to send, whether
+/// its bytes are recorded, how its stage runs.
+struct Reader {
+    i: usize,
+    tx: Sender<Msg>,
+    tee: bool,
+    opts: StageOptions,
+    batches: Batches,
+}
+
 /// Starts the threads that read one agent; one that could not start is
 /// reported as its stream ending.
-fn attach(
-    i: usize,
-    name: &str,
-    started: Result<Started, String>,
-    tx: &Sender<Msg>,
-    tee: bool,
-) -> Agent {
+fn attach(reader: Reader, name: &str, started: Result<Started, String>) -> Agent {
+    let Reader {
+        i,
+        tx,
+        tee,
+        opts,
+        batches,
+    } = reader;
+    let tx = &tx;
     let mut agent = Agent {
         name: name.to_string(),
         link: None,
@@ -180,15 +206,12 @@ fn attach(
     let t = tx.clone();
     let stdout = started.stdout;
     std::thread::spawn(move || {
-        read_stream(
-            i,
-            Tee {
-                r: stdout,
-                tx: tee.then(|| t.clone()),
-                node: i,
-            },
-            &t,
-        )
+        let r = Tee {
+            r: stdout,
+            tx: tee.then(|| t.clone()),
+            node: i,
+        };
+        read_staged(i, r, &opts, &batches, &t)
     });
     let t = tx.clone();
     let last = agent.last_stderr.clone();
@@ -225,13 +248,13 @@ impl<R: Read> Read for Tee<R> {
 }
 
 /// Reads one agent's stream to its end: the one place where an agent's
-/// bytes become recording items, whoever carried them.
-fn read_stream(i: usize, r: impl Read, tx: &Sender<Msg>) {
-    stream::read_stream(r, |s| {
+/// bytes become recording items, whoever carried them, and its stage runs.
+fn read_staged(i: usize, r: impl Read, opts: &StageOptions, batches: &Batches, tx: &Sender<Msg>) {
+    stage::read_staged(r, opts, batches, |s| {
         let m = match s {
-            Streamed::Start(h) => Msg::Start(i, h),
-            Streamed::Items(items) => Msg::Items(i, items),
-            Streamed::Ended(why) => Msg::Gone(i, why),
+            FromNode::Start(h) => Msg::Start(i, h),
+            FromNode::Staged(items) => Msg::Staged(i, items),
+            FromNode::Ended(why) => Msg::Gone(i, why),
         };
         tx.send(m).is_ok()
     });
@@ -243,6 +266,8 @@ struct Running<'a> {
     agents: &'a mut Vec<Agent>,
     sink: &'a mut dyn Sink,
     writer: &'a mut Option<ClusterWriter>,
+    /// Where emptied batches go back to the readers.
+    batches: Batches,
     quiet: bool,
     status: Status,
     /// Per node: when its event count was last taken, and the count.
@@ -289,11 +314,10 @@ impl Running<'_> {
                     w.stream(n, &bytes)?;
                 }
             }
-            Msg::Start(n, h) => self.cluster.start(n, *h, out),
-            Msg::Items(n, items) => {
-                for item in items {
-                    self.cluster.item(n, item, out);
-                }
+            Msg::Start(n, h) => self.cluster.start_staged(n, *h, out),
+            Msg::Staged(n, mut items) => {
+                self.cluster.staged(n, items.drain(..), out);
+                self.batches.put(items);
             }
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
@@ -377,7 +401,19 @@ impl Running<'_> {
                 l.close_stdin();
             }
         }
-        let until = Instant::now() + STOP_GRACE;
+        self.take_until_gone(rx, Instant::now() + STOP_GRACE)?;
+        for a in self.agents.iter_mut().filter(|a| !a.gone) {
+            if let Some(l) = &mut a.link {
+                l.kill();
+            }
+            eprintln!("calitrace: {}: agent did not stop in time: killed", a.name);
+        }
+        // A killed agent's stream ends too: what its stage still held.
+        self.take_until_gone(rx, Instant::now() + KILLED_GRACE)
+    }
+
+    /// Takes messages until every agent's stream ended, or `until`.
+    fn take_until_gone(&mut self, rx: &Receiver<Msg>, until: Instant) -> Result<()> {
         while !self.agents.iter().all(|a| a.gone) && Instant::now() < until {
             let mut out = Vec::new();
             match rx.recv_timeout(TICK) {
@@ -386,12 +422,6 @@ impl Running<'_> {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.sink.records(&out)?;
-        }
-        for a in self.agents.iter_mut().filter(|a| !a.gone) {
-            if let Some(l) = &mut a.link {
-                l.kill();
-            }
-            eprintln!("calitrace: {}: agent did not stop in time: killed", a.name);
         }
         Ok(())
     }
