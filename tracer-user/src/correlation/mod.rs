@@ -68,6 +68,8 @@ impl PacketKey {
 /// Hops kept per packet: enough for a packet looping a few times.
 pub const MAX_HOPS: usize = 16;
 const HOPS_GROWTH: usize = 4;
+/// A slot's list is reused for the next packet up to this capacity.
+const REUSED_HOPS: usize = 6;
 
 /// One place a packet was seen, as kept while waiting for a drop that may
 /// never come: no names (they are looked up when a drop asks for the
@@ -190,7 +192,13 @@ impl Journeys {
             let slot = &mut self.slots[at];
             slot.seq = seq;
             slot.first_ts = first_ts;
-            slot.seen.clear();
+            if slot.seen.capacity() > REUSED_HOPS {
+                // A long journey's list is not kept for every packet after
+                // it: memory would creep up towards 16 sightings per slot.
+                slot.seen = Vec::with_capacity(2);
+            } else {
+                slot.seen.clear();
+            }
             slot.seen.push(hop);
         }
         self.oldest = self
