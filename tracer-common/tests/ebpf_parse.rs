@@ -11,18 +11,15 @@ mod parse;
 #[path = "../../tracer-ebpf/src/encap.rs"]
 mod encap;
 
-use parse::{ETH_P_IP, ETH_P_IPV6, Reader, parse_l3};
-use tracer_common::{OuterMeta, PacketMeta, encap as kind, l3, pkt_flags, proto};
+mod support;
 
-/// Packet bytes, read as `bpf_skb_load_bytes` would: `None` past the end.
-struct Bytes(Vec<u8>);
+use parse::{ETH_P_IP, ETH_P_IPV6, Reader, parse_l3};
+use support::Bytes;
+use tracer_common::{OuterMeta, PacketMeta, encap as kind, l3, pkt_flags, proto};
 
 impl Reader for Bytes {
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        let end = off.checked_add(std::mem::size_of::<T>())?;
-        let b = self.0.get(off..end)?;
-        // SAFETY: T is a byte array here; the length was checked.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+        self.read_at(off)
     }
 }
 

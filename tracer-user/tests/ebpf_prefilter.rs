@@ -15,39 +15,20 @@ mod encap;
 #[path = "../../tracer-ebpf/src/prefilter.rs"]
 mod prefilter;
 
+#[path = "../../tracer-common/tests/support/mod.rs"]
+mod support;
+
 use parse::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Reader, parse_l3};
+use support::{Bytes, XorShift};
 use tracer_common::filter::{FilterProg, matches};
 use tracer_common::{IPPROTO_IPIP, PacketMeta, l3, proto};
 use tracer_user::filter::Filter;
 
 const VXLAN_PORT: u16 = 4789;
 
-/// Packet bytes, read as the tc programs read linear data: `None` past the end.
-struct Bytes(Vec<u8>);
-
 impl Reader for Bytes {
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        let end = off.checked_add(std::mem::size_of::<T>())?;
-        let b = self.0.get(off..end)?;
-        // SAFETY: T is a byte array here; the length was checked.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
-    }
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
+        self.read_at(off)
     }
 }
 
