@@ -66,10 +66,12 @@ fn main() -> Result<()> {
         "attach" => live::attach(200, reps.min(3)),
         // BIN... measured alternately; CALITRACE_BENCH_LIVE_CPU="REPS PPS SECS".
         "live-cpu" => {
+            // Positional arguments: not an option, nor the value of `--dir`.
             let bins: Vec<PathBuf> = args[1..]
                 .iter()
-                .filter(|a| !a.starts_with("--"))
-                .map(PathBuf::from)
+                .enumerate()
+                .filter(|(i, a)| !a.starts_with("--") && args[*i] != "--dir")
+                .map(|(_, a)| PathBuf::from(a))
                 .collect();
             let knobs = std::env::var("CALITRACE_BENCH_LIVE_CPU").unwrap_or_default();
             let knobs: Vec<f64> = knobs
