@@ -52,6 +52,43 @@ impl Hash for PacketKey {
 }
 
 impl PacketKey {
+    /// The key of a packet nftables' trace reported.
+    pub fn of_traced(t: &crate::netfilter::trace::TracedPacket) -> Self {
+        let bytes = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(v4) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&v4.octets());
+                b
+            }
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        PacketKey {
+            src: bytes(t.src),
+            dst: bytes(t.dst),
+            l3: if t.src.is_ipv4() { l3::IPV4 } else { l3::IPV6 },
+            proto: t.proto,
+            sport: t.sport,
+            dport: t.dport,
+            ip_id: t.ip_id,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.l3 == l3::IPV6
+    }
+
+    /// Source and destination address.
+    pub fn addrs(&self) -> (std::net::IpAddr, std::net::IpAddr) {
+        let ip = |b: &[u8; 16]| -> std::net::IpAddr {
+            if self.l3 == l3::IPV4 {
+                std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+            } else {
+                std::net::Ipv6Addr::from(*b).into()
+            }
+        };
+        (ip(&self.src), ip(&self.dst))
+    }
+
     pub fn of(p: &PacketMeta) -> Option<Self> {
         matches!(p.l3, l3::IPV4 | l3::IPV6).then_some(PacketKey {
             src: p.src,

@@ -209,11 +209,7 @@ pub fn complete(
 
 /// Calico's policy and dispatch chains (a drop there is a policy decision).
 pub fn is_calico_policy_chain(chain: &str) -> bool {
-    ["cali-pi-", "cali-po-", "cali-fw-", "cali-tw-"]
-        .iter()
-        .any(|p| chain.starts_with(p))
-        || chain == "cali-from-wl-dispatch"
-        || chain == "cali-to-wl-dispatch"
+    crate::netfilter::calico::is_policy_chain(chain)
 }
 
 #[cfg(test)]
@@ -257,6 +253,7 @@ mod tests {
         Inventory {
             tables,
             errors: vec![],
+            traces: vec![],
         }
     }
 

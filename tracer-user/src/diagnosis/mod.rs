@@ -12,6 +12,7 @@ pub mod attribution;
 pub mod classify;
 mod neighbor;
 mod netfilter;
+pub mod ownership;
 mod packet;
 mod problem;
 mod routing;

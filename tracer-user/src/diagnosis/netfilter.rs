@@ -3,12 +3,15 @@
 use super::attribution::is_calico_policy_chain;
 use super::problem::{Finding, Problem, of_flow, pair, pair_text};
 use crate::facts::Environment;
-use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, NetfilterInfo, Stage};
+use crate::model::{
+    Backend, CalicoPlacement, Code, Diagnosis, DropRecord, NetfilterInfo, Owner, RuleVerdict, Stage,
+};
 
 /// A table dropped the packet: POLICY_DROP when the chain is one of Calico's
 /// policy or dispatch chains, NETFILTER_DROP otherwise.
 pub fn table_drop(d: &DropRecord, nf: &NetfilterInfo) -> Finding {
-    let policy = nf.chain.as_deref().is_some_and(is_calico_policy_chain);
+    let policy = nf.chain.as_deref().is_some_and(is_calico_policy_chain)
+        && nf.owner.is_none_or(|o| o == Owner::Calico);
     let code = if policy {
         Code::PolicyDrop
     } else {
@@ -48,6 +51,12 @@ fn located(
         hook: nf.hook,
         rule: nf.rule.clone(),
         attribution: Some(nf.attribution),
+        family: nf.family,
+        owner: nf.owner,
+        verdict: nf.verdict,
+        reject_with: nf.reject_with.clone(),
+        policy: nf.policy.clone(),
+        allowed_by: nf.allowed_by,
         ..of_flow(d, code, Stage::Netfilter, summary, hint)
     }
 }
@@ -62,6 +71,13 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         .filter(|c| !place.contains(c))
         .map(|c| format!(" (\"{c}\")"))
         .unwrap_or_default();
+    let by = nf
+        .policy
+        .as_ref()
+        .map(|p| p.label())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!(" {l}"))
+        .unwrap_or_default();
     let hint = if nf.comment.as_deref() == Some("Unknown interface") {
         format!(
             "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
@@ -72,9 +88,22 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         )
     };
     (
-        format!("{} dropped by Calico policy: {place}{why}", pair_text(d)),
+        format!(
+            "{} {} by Calico policy{by}: {place}{why}",
+            pair_text(d),
+            refused(nf)
+        ),
         hint,
     )
+}
+
+/// `dropped`, or `rejected (the sender was told icmp host-prohibited)`.
+fn refused(nf: &NetfilterInfo) -> String {
+    match (nf.verdict, &nf.reject_with) {
+        (Some(RuleVerdict::Reject), Some(w)) => format!("rejected (the sender was told {w})"),
+        (Some(RuleVerdict::Reject), None) => "rejected".into(),
+        _ => "dropped".into(),
+    }
 }
 
 fn netfilter_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
@@ -88,9 +117,38 @@ fn netfilter_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         (None, _, Some(h)) => format!("a DROP rule or a DROP policy in {h}"),
         _ => "a DROP rule or policy".into(),
     };
+    let whose = match nf.owner {
+        Some(o) => o.label().to_string(),
+        None => "netfilter".into(),
+    };
+    let before = match nf.allowed_by {
+        Some(a) if nf.owner.is_some() && nf.allowed_by != nf.owner => {
+            format!("{} allowed it; {whose} {}: ", a.label(), refused(nf))
+        }
+        Some(a) => format!("{} allowed it, then: ", a.label()),
+        None => String::new(),
+    };
+    let from_unknown_host = nf.comment.as_deref().is_some_and(|c| {
+        c.contains("from non-allowed hosts") || c.contains("from non-Calico hosts")
+    });
+    let hint = match nf.owner {
+        Some(Owner::Calico) if from_unknown_host => format!(
+            "Calico drops tunnel packets from hosts not in its host set: is the sending node's Node resource (and its tunnel/BGP address) known to Calico, with this source address? (`calicoctl get nodes -o wide`; the rule: `{list}`)"
+        ),
+        Some(Owner::Calico) | None => {
+            format!("look at {what} with `{list}`; Calico's own rules live in cali-* chains")
+        }
+        Some(o) => format!("{}; the rule: `{list}`", crate::netfilter::owner::fix(o)),
+    };
     (
-        format!("{} dropped by netfilter: {}", pair_text(d), describe(nf)),
-        format!("look at {what} with `{list}`; Calico's own rules live in cali-* chains"),
+        format!(
+            "{}{} {} by {whose}: {}",
+            before,
+            pair_text(d),
+            refused(nf),
+            describe(nf)
+        ),
+        hint,
     )
 }
 

@@ -68,6 +68,7 @@ fn calico_in(backends: &[Backend]) -> Inventory {
             })
             .collect(),
         errors: vec![],
+        traces: vec![],
     }
 }
 

@@ -256,6 +256,7 @@ mod tests {
         Inventory {
             tables,
             errors: vec![],
+            traces: vec![],
         }
     }
 

@@ -7,10 +7,13 @@ use std::net::IpAddr;
 use super::{Fact, NodeFacts, PodInfo, RouteFact};
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
 use crate::netfilter::Inventory;
+use crate::netfilter::trace::NfTracer;
 
 /// The kernel side of lookups; absent on replay.
 pub struct Live {
     kallsyms: Kallsyms,
+    /// nftables' trace of the flows whose drops are being attributed.
+    nftrace: Option<NfTracer>,
 }
 
 /// Answers lookups from facts, asking the kernel first when live.
@@ -18,6 +21,8 @@ pub struct Environment {
     pub facts: NodeFacts,
     live: Option<Live>,
     updates: Vec<Fact>,
+    /// Why nftables' trace could not be extended, the first time.
+    pub trace_error: Option<String>,
 }
 
 impl Environment {
@@ -26,14 +31,52 @@ impl Environment {
             facts,
             live: None,
             updates: Vec::new(),
+            trace_error: None,
         }
     }
 
     pub fn live(facts: NodeFacts, kallsyms: Kallsyms) -> Self {
         Self {
             facts,
-            live: Some(Live { kallsyms }),
+            live: Some(Live {
+                kallsyms,
+                nftrace: None,
+            }),
             updates: Vec::new(),
+            trace_error: None,
+        }
+    }
+
+    /// Live: nftables' trace names the rule of each drop of a flow that
+    /// [`Environment::trace_flow`] asked for.
+    pub fn with_nftrace(mut self, tracer: NfTracer) -> Self {
+        if let Some(live) = self.live.as_mut() {
+            live.nftrace = Some(tracer);
+        }
+        self
+    }
+
+    /// Traces the packets from `src` to `dst` through every nf_tables table
+    /// from now on (live, where the trace is open). An error is kept for
+    /// the end of the session and not repeated.
+    pub fn trace_flow(&mut self, src: IpAddr, dst: IpAddr) {
+        let Some(t) = self.live.as_mut().and_then(|l| l.nftrace.as_mut()) else {
+            return;
+        };
+        if let Err(e) = t.watch(src, dst)
+            && self.trace_error.is_none()
+        {
+            eprintln!(
+                "calitrace: nftables trace: cannot trace {src} > {dst}: {e} (netfilter drops keep the counters' attribution)"
+            );
+            self.trace_error = Some(e.to_string());
+        }
+    }
+
+    /// Removes the trace table once no flow has needed it for a while.
+    pub fn expire_trace(&mut self) {
+        if let Some(t) = self.live.as_mut().and_then(|l| l.nftrace.as_mut()) {
+            t.expire(std::time::Instant::now());
         }
     }
 
@@ -123,8 +166,11 @@ impl Environment {
     /// A fresh reading of the netfilter rules and counters (live), or the
     /// reading recorded at this point (replay).
     pub fn netfilter(&mut self) -> Option<Inventory> {
-        if self.live.is_some() {
-            let inv = Inventory::read();
+        if let Some(live) = self.live.as_mut() {
+            let mut inv = Inventory::read();
+            if let Some(t) = live.nftrace.as_mut() {
+                inv.traces = t.drain();
+            }
             self.learn(Fact::Netfilter {
                 inventory: Box::new(inv.clone()),
             });

@@ -19,8 +19,8 @@ const RTM_DELQDISC: u16 = 37;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 /// The sequence number of every request: each socket serves one request.
 const SEQ: u32 = 1;
@@ -143,7 +143,7 @@ pub(crate) struct Message<'a> {
 }
 
 /// The netlink messages of one datagram.
-fn messages(mut b: &[u8]) -> impl Iterator<Item = io::Result<Message<'_>>> {
+pub(crate) fn messages(mut b: &[u8]) -> impl Iterator<Item = io::Result<Message<'_>>> {
     std::iter::from_fn(move || {
         if b.len() < NLMSG_HDRLEN {
             return None;
@@ -168,17 +168,22 @@ fn messages(mut b: &[u8]) -> impl Iterator<Item = io::Result<Message<'_>>> {
 }
 
 /// The (negative errno) code of an `NLMSG_ERROR` message; 0 is an ACK.
-fn error_code(payload: &[u8]) -> i32 {
+pub(crate) fn error_code(payload: &[u8]) -> i32 {
     i32_at(payload, 0).unwrap_or(-libc::EBADMSG)
 }
 
 /// A request: `nlmsghdr` and `body`, with the sequence number replies must echo.
 pub(crate) fn header(ty: u16, flags: u16, body: &[u8]) -> Vec<u8> {
+    header_seq(ty, flags, SEQ, body)
+}
+
+/// A message with sequence number `seq`, e.g. one of an nf_tables batch.
+pub(crate) fn header_seq(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(NLMSG_HDRLEN + body.len());
     m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
     m.extend_from_slice(&ty.to_ne_bytes());
     m.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-    m.extend_from_slice(&SEQ.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(body);
     m

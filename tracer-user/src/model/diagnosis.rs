@@ -2,7 +2,11 @@
 
 use serde::Serialize;
 
-use super::names::{Attribution, Backend, CalicoPlacement, Encap, Hook, Proto, Stage, as_display};
+use super::journey::PolicyRef;
+use super::names::{
+    Attribution, Backend, CalicoPlacement, Encap, Family, Hook, Owner, Proto, RuleVerdict, Stage,
+    as_display,
+};
 use super::packet::PodRef;
 
 /// The diagnosis codes of the JSON contract.
@@ -76,6 +80,24 @@ pub struct Diagnosis {
     pub hook: Option<Hook>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// nft family of `table` (`ip`, `ip6`, `inet`, ...).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_display")]
+    pub family: Option<Family>,
+    /// Whose table or rule dropped the packet, where recognisable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// `drop` or `reject`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<RuleVerdict>,
+    /// What the sender of a rejected packet was told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_with: Option<String>,
+    /// The Calico policy behind a POLICY_DROP, as far as the rules say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    /// The table that had accepted the packet before another dropped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<Owner>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calico_backend: Option<CalicoPlacement>,
     #[serde(skip_serializing_if = "Option::is_none")]

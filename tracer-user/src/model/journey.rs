@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::names::{Attribution, Backend, Dir, Family, Hook, LinkPoint, NfVerdict, as_display};
+use super::names::{
+    Attribution, Backend, Dir, Family, Hook, LinkPoint, NfVerdict, Owner, RuleVerdict, as_display,
+};
 use super::packet::Outer;
 
 /// Which netfilter table, chain and rule a packet met, and how that is known.
@@ -27,6 +29,59 @@ pub struct NetfilterInfo {
     /// How many rules' counters moved: 1 means the counters were unambiguous.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidates: Option<usize>,
+    /// Whose table or rule it is, where recognisable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Dropped silently, or rejected (the sender was told `reject_with`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<RuleVerdict>,
+    /// What the sender of a rejected packet was told: `icmp host-prohibited`,
+    /// `icmpx admin-prohibited`, `tcp reset`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_with: Option<String>,
+    /// The Calico policy or profile behind a policy drop, as far as Felix's
+    /// chain names and rule comments say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    /// A table that had accepted the packet before this one dropped it
+    /// (e.g. Calico's own, before firewalld's reject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<Owner>,
+}
+
+/// A Calico policy or profile, each part `None` where the rules do not say.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
+pub struct PolicyRef {
+    /// `NetworkPolicy`, `GlobalNetworkPolicy`, `KubernetesNetworkPolicy`,
+    /// `Profile`, ...
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    /// `ingress` or `egress`, as the policy sees it.
+    pub direction: Option<String>,
+}
+
+impl PolicyRef {
+    /// `KubernetesNetworkPolicy ns1/deny-foo (ingress)`, `tier default`.
+    pub fn label(&self) -> String {
+        let mut words = Vec::new();
+        if let Some(k) = &self.kind {
+            words.push(k.clone());
+        }
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(n)) => words.push(format!("{ns}/{n}")),
+            (None, Some(n)) => words.push(n.clone()),
+            _ => {}
+        }
+        if let Some(t) = self.tier.as_ref().filter(|_| self.name.is_none()) {
+            words.push(format!("tier {t}"));
+        }
+        if let Some(d) = &self.direction {
+            words.push(format!("({d})"));
+        }
+        words.join(" ")
+    }
 }
 
 impl NetfilterInfo {

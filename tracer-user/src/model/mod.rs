@@ -13,10 +13,10 @@ pub mod records;
 
 pub use check::{Check, CheckId, Status as CheckStatus};
 pub use diagnosis::{Code, Diagnosis, Underlay};
-pub use journey::{Hop, HopLabel, NetfilterInfo};
+pub use journey::{Hop, HopLabel, NetfilterInfo, PolicyRef};
 pub use names::{
     ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,
-    LinkPoint, NfVerdict, Proto, Stage,
+    LinkPoint, NfVerdict, Owner, Proto, RuleVerdict, Stage,
 };
 pub use packet::{Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

@@ -139,6 +139,40 @@ impl Backend {
 }
 
 named! {
+    /// Whose rules a netfilter table or rule is, where recognisable.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    Owner {
+        Calico => "calico",
+        KubeProxy => "kube-proxy",
+        Firewalld => "firewalld",
+        Docker => "docker",
+        Distro => "distro",
+    }
+}
+
+impl Owner {
+    /// How a sentence names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Owner::Calico => "Calico",
+            Owner::KubeProxy => "kube-proxy",
+            Owner::Firewalld => "firewalld",
+            Owner::Docker => "Docker",
+            Owner::Distro => "the distribution's default firewall",
+        }
+    }
+}
+
+named! {
+    /// How a netfilter rule or policy refused a packet: silently, or with
+    /// an ICMP error or TCP reset sent back.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    RuleVerdict { Drop => "drop", Reject => "reject" }
+}
+
+named! {
     /// Which backend holds Calico's `cali-*` chains.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
     #[serde(rename_all = "lowercase")]

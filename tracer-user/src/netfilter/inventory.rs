@@ -92,6 +92,10 @@ pub struct Inventory {
     pub tables: Vec<Table>,
     /// What could not be read; never fatal.
     pub errors: Vec<String>,
+    /// Drops nftables' trace reported since the reading before (live only;
+    /// older recordings have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<super::trace::TracedDrop>,
 }
 
 /// One counter of the inventory: a rule's, or a chain policy's (`rule: None`).
@@ -280,6 +284,7 @@ mod tests {
                 vec![fwd, chain("x", vec![no_counter])],
             )],
             errors: vec![],
+            traces: vec![],
         };
         let c = inv.counters();
         assert_eq!(c.len(), 2);

@@ -4,12 +4,15 @@
 //! through nfnetlink dumps ([`nftables`], which also holds the rules of
 //! `iptables-nft`). No iptables or nft command is run.
 
+pub mod calico;
 #[cfg(test)]
 mod fuzz;
 pub mod inventory;
 pub mod nftables;
+pub mod owner;
 mod text;
-mod xt_ext;
+pub mod trace;
+pub mod xt_ext;
 pub mod xtables;
 
 pub use inventory::{

@@ -113,6 +113,192 @@ impl SetMark {
     }
 }
 
+/// What a REJECT sends back: the x_tables target's `with` (IPv4's
+/// `ipt_reject_with` or IPv6's `ip6t_reject_with`), or nf_tables' own
+/// `reject` expression (type and ICMP code), in one form for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RejectWith {
+    Icmp(u8),
+    Icmpv6(u8),
+    /// nf_tables' family-independent codes (`icmpx`), inet and bridge.
+    Icmpx(u8),
+    TcpReset,
+}
+
+/// ICMP unreachable codes and their names (nft's, iptables' with `icmp-`).
+const ICMP: [(u8, &str, &str); 7] = [
+    (0, "net-unreachable", "icmp-net-unreachable"),
+    (1, "host-unreachable", "icmp-host-unreachable"),
+    (2, "prot-unreachable", "icmp-proto-unreachable"),
+    (3, "port-unreachable", "icmp-port-unreachable"),
+    (9, "net-prohibited", "icmp-net-prohibited"),
+    (10, "host-prohibited", "icmp-host-prohibited"),
+    (13, "admin-prohibited", "icmp-admin-prohibited"),
+];
+const ICMPV6: [(u8, &str, &str); 6] = [
+    (0, "no-route", "icmp6-no-route"),
+    (1, "admin-prohibited", "icmp6-adm-prohibited"),
+    (3, "addr-unreachable", "icmp6-addr-unreachable"),
+    (4, "port-unreachable", "icmp6-port-unreachable"),
+    (5, "policy-fail", "icmp6-policy-fail"),
+    (6, "reject-route", "icmp6-reject-route"),
+];
+const ICMPX: [(u8, &str); 4] = [
+    (0, "no-route"),
+    (1, "port-unreachable"),
+    (2, "host-unreachable"),
+    (3, "admin-prohibited"),
+];
+
+impl RejectWith {
+    /// From a REJECT target's data: `with` is the first u32, an enum whose
+    /// order differs between IPv4 and IPv6.
+    pub(crate) fn from_target(ipv6: bool, data: &[u8]) -> Option<RejectWith> {
+        let with = u32_at(data, 0)?;
+        Some(if ipv6 {
+            match with {
+                0 => RejectWith::Icmpv6(0),
+                1 => RejectWith::Icmpv6(1),
+                3 => RejectWith::Icmpv6(3),
+                4 => RejectWith::Icmpv6(4),
+                6 => RejectWith::TcpReset,
+                7 => RejectWith::Icmpv6(5),
+                8 => RejectWith::Icmpv6(6),
+                _ => return None,
+            }
+        } else {
+            match with {
+                0..=3 => RejectWith::Icmp(with as u8),
+                5 => RejectWith::Icmp(9),
+                6 => RejectWith::Icmp(10),
+                7 => RejectWith::TcpReset,
+                8 => RejectWith::Icmp(13),
+                _ => return None,
+            }
+        })
+    }
+
+    /// From an nf_tables `reject` expression (NFTA_REJECT_TYPE, ICMP_CODE)
+    /// in a rule for `ipv6` packets.
+    pub(crate) fn from_expr(ty: u32, code: u8, ipv6: bool) -> Option<RejectWith> {
+        Some(match ty {
+            0 if ipv6 => RejectWith::Icmpv6(code),
+            0 => RejectWith::Icmp(code),
+            1 => RejectWith::TcpReset,
+            2 => RejectWith::Icmpx(code),
+            _ => return None,
+        })
+    }
+
+    /// What the sender is told: `icmp host-prohibited`, `tcp reset`, ...
+    pub(crate) fn told(self) -> String {
+        match self {
+            RejectWith::TcpReset => "tcp reset".into(),
+            RejectWith::Icmp(c) => format!("icmp {}", name(&ICMP, c)),
+            RejectWith::Icmpv6(c) => format!("icmpv6 {}", name(&ICMPV6, c)),
+            RejectWith::Icmpx(c) => {
+                let n = ICMPX
+                    .iter()
+                    .find(|(k, _)| *k == c)
+                    .map(|(_, n)| n.to_string());
+                format!("icmpx {}", n.unwrap_or_else(|| c.to_string()))
+            }
+        }
+    }
+
+    /// `reject`, `reject with icmp type host-prohibited`, as nft 1.0 lists
+    /// it (the default, port unreachable, without `with`).
+    pub(crate) fn nft_text(self) -> String {
+        let default = matches!(
+            self,
+            RejectWith::Icmp(3) | RejectWith::Icmpv6(4) | RejectWith::Icmpx(1)
+        );
+        if default {
+            return "reject".into();
+        }
+        match self {
+            RejectWith::TcpReset => "reject with tcp reset".into(),
+            other => {
+                let told = other.told();
+                let (kind, code) = told.split_once(' ').unwrap_or((&told, ""));
+                format!("reject with {kind} type {code}")
+            }
+        }
+    }
+
+    /// `--reject-with icmp-host-prohibited`, as `iptables -S` writes it.
+    pub(crate) fn iptables_args(self) -> String {
+        let with = match self {
+            RejectWith::TcpReset => "tcp-reset".to_string(),
+            RejectWith::Icmp(c) => iptables_name(&ICMP, c),
+            RejectWith::Icmpv6(c) | RejectWith::Icmpx(c) => iptables_name(&ICMPV6, c),
+        };
+        format!("--reject-with {with}")
+    }
+}
+
+fn name(table: &[(u8, &str, &str)], code: u8) -> String {
+    table
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or_else(|| code.to_string(), |(_, n, _)| n.to_string())
+}
+
+fn iptables_name(table: &[(u8, &str, &str)], code: u8) -> String {
+    table
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or_else(|| code.to_string(), |(_, _, n)| n.to_string())
+}
+
+/// What the sender of a packet that `rule_text` rejected was told, from the
+/// rule's text as calitrace writes it (nft or iptables form); `family` picks
+/// the default of a bare `reject`. `None`: the rule does not reject.
+pub fn reject_told(rule_text: &str, family: crate::model::Family) -> Option<String> {
+    use crate::model::Family;
+    if let Some((_, with)) = rule_text.split_once("--reject-with ") {
+        let with = with.split_whitespace().next()?;
+        let told = match with {
+            "tcp-reset" => "tcp reset".to_string(),
+            w => {
+                let (table, kind) = if w.starts_with("icmp6-") {
+                    (&ICMPV6[..], "icmpv6")
+                } else {
+                    (&ICMP[..], "icmp")
+                };
+                let n = table
+                    .iter()
+                    .find(|(_, _, ipt)| *ipt == w)
+                    .map_or(w, |(_, n, _)| *n);
+                format!("{kind} {n}")
+            }
+        };
+        return Some(told);
+    }
+    if rule_text.contains("-j REJECT") {
+        return Some(if family == Family::Ipv6 {
+            "icmpv6 port-unreachable".into()
+        } else {
+            "icmp port-unreachable".into()
+        });
+    }
+    let words: Vec<&str> = rule_text.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "reject")?;
+    match words.get(at + 1..at + 5) {
+        Some(["with", "tcp", "reset", ..]) => Some("tcp reset".into()),
+        Some(["with", kind, "type", code]) => Some(format!("{kind} {code}")),
+        _ => match words.get(at + 1..at + 4) {
+            Some(["with", "tcp", "reset"]) => Some("tcp reset".into()),
+            Some(["with", kind, code]) if *kind != "tcp" => Some(format!("{kind} {code}")),
+            _ => Some(match family {
+                Family::Ipv4 => "icmp port-unreachable".into(),
+                Family::Ipv6 => "icmpv6 port-unreachable".into(),
+                _ => "icmpx port-unreachable".into(),
+            }),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +371,76 @@ mod tests {
         assert_eq!(m(0x4, 0x4).iptables_args(), "--set-xmark 0x4/0x4");
         assert_eq!(SetMark::decode(1, &[0; 8]), None);
         assert_eq!(SetMark::decode(2, &[0; 6]), None);
+    }
+
+    #[test]
+    fn rejects_read_as_iptables_and_nft_write_them_and_say_what_was_told() {
+        let host = RejectWith::from_target(false, &6u32.to_ne_bytes()).unwrap();
+        assert_eq!(host.iptables_args(), "--reject-with icmp-host-prohibited");
+        assert_eq!(host.nft_text(), "reject with icmp type host-prohibited");
+        assert_eq!(host.told(), "icmp host-prohibited");
+        let adm6 = RejectWith::from_target(true, &1u32.to_ne_bytes()).unwrap();
+        assert_eq!(adm6.iptables_args(), "--reject-with icmp6-adm-prohibited");
+        assert_eq!(adm6.nft_text(), "reject with icmpv6 type admin-prohibited");
+        let x = RejectWith::from_expr(2, 3, false).unwrap();
+        assert_eq!(x.nft_text(), "reject with icmpx type admin-prohibited");
+        assert_eq!(
+            RejectWith::from_expr(2, 1, false).unwrap().nft_text(),
+            "reject"
+        );
+        assert_eq!(
+            RejectWith::from_expr(1, 0, true).unwrap().told(),
+            "tcp reset"
+        );
+        use crate::model::Family;
+        let cases = [
+            (
+                "-j REJECT --reject-with icmp-host-prohibited",
+                Family::Ipv4,
+                "icmp host-prohibited",
+            ),
+            (
+                "-j REJECT --reject-with icmp6-adm-prohibited",
+                Family::Ipv6,
+                "icmpv6 admin-prohibited",
+            ),
+            (
+                "-p tcp -j REJECT --reject-with tcp-reset",
+                Family::Ipv4,
+                "tcp reset",
+            ),
+            ("-j REJECT", Family::Ipv4, "icmp port-unreachable"),
+            (
+                "reject with icmpx type admin-prohibited",
+                Family::Inet,
+                "icmpx admin-prohibited",
+            ),
+            (
+                "reject with icmpx admin-prohibited",
+                Family::Inet,
+                "icmpx admin-prohibited",
+            ),
+            (
+                "counter reject with icmp type host-prohibited",
+                Family::Ipv4,
+                "icmp host-prohibited",
+            ),
+            (
+                "tcp dport 22 reject with tcp reset",
+                Family::Inet,
+                "tcp reset",
+            ),
+            (
+                "ip daddr @cluster-ips reject comment \"x\"",
+                Family::Ipv4,
+                "icmp port-unreachable",
+            ),
+            ("reject", Family::Inet, "icmpx port-unreachable"),
+        ];
+        for (text, family, told) in cases {
+            assert_eq!(reject_told(text, family).as_deref(), Some(told), "{text}");
+        }
+        assert_eq!(reject_told("counter drop", Family::Ipv4), None);
+        assert_eq!(reject_told("-j DROP", Family::Ipv4), None);
     }
 }

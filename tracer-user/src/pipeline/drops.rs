@@ -7,11 +7,14 @@ use tracer_common::{Event, l3};
 
 use super::Pipeline;
 use crate::correlation::PacketKey;
-use crate::diagnosis::{attribution, classify};
+use crate::diagnosis::{attribution, classify, ownership};
 use crate::events::{dst_ip, names, src_ip};
 use crate::model::{
-    Attribution, Dir, DropRecord, Hook, Hop, LinkPoint, NetfilterInfo, Record, Stage,
+    Attribution, Backend, Dir, DropRecord, Family, Hook, Hop, LinkPoint, NetfilterInfo, Record,
+    Stage,
 };
+use crate::netfilter::Inventory;
+use crate::netfilter::trace::TracedDrop;
 
 impl Pipeline {
     pub(super) fn on_drop(&mut self, ev: &Event, out: &mut Vec<Record>) {
@@ -49,12 +52,19 @@ impl Pipeline {
         };
         // A netfilter drop in this node's namespace waits for the rule
         // counters to say which rule it was (the inventory is this netns').
+        if record.stage == Stage::Netfilter && ev.netns == self.env.facts.netns {
+            self.trace_next(&record, key);
+        }
         if record.stage == Stage::Netfilter
             && ev.netns == self.env.facts.netns
             && self.nf_baseline.is_some()
         {
             self.pending_nf.push((record, key));
             return;
+        }
+        let mut record = record;
+        if let Some(nf) = record.netfilter.as_mut() {
+            ownership::complete(nf, self.nf_baseline.as_ref(), packet_family(key));
         }
         self.emit_drop(record, out);
     }
@@ -148,12 +158,18 @@ impl Pipeline {
             return;
         }
         let after = self.env.netfilter();
-        for (mut d, _) in std::mem::take(&mut self.pending_nf) {
+        for (mut d, key) in std::mem::take(&mut self.pending_nf) {
+            let traced = key.and_then(|k| self.traced(after.as_ref(), k));
+            if let (Some(nf), Some(inv)) = (traced, after.as_ref()) {
+                d.netfilter = Some(nf.place(inv));
+            }
             let guessed = d
                 .netfilter
                 .as_ref()
                 .is_some_and(|nf| hook_guessed(nf, &d.journey, d.netns));
-            if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut()) {
+            if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut())
+                && nf.attribution == Attribution::Inferred
+            {
                 let src = d.flow.src.as_deref();
                 let named = self.complete_from_counters(nf, after, src);
                 if !named && guessed {
@@ -168,11 +184,38 @@ impl Pipeline {
                     }
                 }
             }
+            if let Some(nf) = d.netfilter.as_mut() {
+                ownership::complete(nf, after.as_ref(), packet_family(key));
+            }
             self.emit_drop(d, out);
         }
         if after.is_some() {
             self.nf_previous = std::mem::replace(&mut self.nf_baseline, after);
         }
+    }
+
+    /// Has nftables trace the next packets of a drop's flow through every
+    /// nf_tables table, where no table walk names the place exactly and the
+    /// drop may be nf_tables' (live only).
+    fn trace_next(&mut self, d: &DropRecord, key: Option<PacketKey>) {
+        let inexact = d.netfilter.as_ref().is_some_and(|nf| {
+            nf.attribution == Attribution::Inferred && nf.backend != Some(Backend::Legacy)
+        });
+        if let Some(k) = key.filter(|_| inexact) {
+            let (src, dst) = k.addrs();
+            self.env.trace_flow(src, dst);
+        }
+    }
+
+    /// nftables' trace of the packet `key`, in the reading after its drop or
+    /// the one before (its trace may have been read with an earlier drop).
+    fn traced<'a>(&'a self, after: Option<&'a Inventory>, key: PacketKey) -> Option<Traced<'a>> {
+        [after, self.nf_baseline.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|inv| inv.traces.iter().rev())
+            .find(|t| PacketKey::of_traced(&t.packet) == key)
+            .map(Traced)
     }
 
     /// Names a netfilter drop's table, chain and rule from the counters
@@ -232,4 +275,22 @@ pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<Hook> {
 /// neither a table walk nor a netfilter link point saw where it died.
 fn hook_guessed(nf: &NetfilterInfo, journey: &[Hop], netns: u32) -> bool {
     nf.attribution == Attribution::Inferred && hook_from_points(journey, netns).is_none()
+}
+
+/// A traced drop found for a waiting one.
+struct Traced<'a>(&'a TracedDrop);
+
+impl Traced<'_> {
+    fn place(self, inv: &Inventory) -> NetfilterInfo {
+        ownership::from_trace(self.0, inv)
+    }
+}
+
+/// The IP family of a drop's packet, for a bare `reject`'s default reply.
+fn packet_family(key: Option<PacketKey>) -> Family {
+    if key.is_some_and(|k| k.is_ipv6()) {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    }
 }

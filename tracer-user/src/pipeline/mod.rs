@@ -190,6 +190,7 @@ impl Pipeline {
                 .on_unanswered_arp(&u, &ifname, &mut self.env, out);
         }
         self.journeys.expire(self.now);
+        self.env.expire_trace();
         self.diagnoser.flush(self.now, false, out);
     }
 

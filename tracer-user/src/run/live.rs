@@ -14,8 +14,9 @@ use crate::facts::{Environment, NodeFacts};
 use crate::filter::Filter;
 use crate::kernel::netlink::{self, LinkMonitor};
 use crate::kernel::netns;
-use crate::model::{Record, Start, Stats};
+use crate::model::{ProbeStatus, Record, Start, Stats, Unavailable};
 use crate::netfilter::Inventory;
+use crate::netfilter::trace::NfTracer;
 use crate::pipeline::{Options, Pipeline};
 use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
@@ -108,7 +109,8 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
         )
     };
 
-    let start = start_record(&facts, &filter, &tracer);
+    let mut start = start_record(&facts, &filter, &tracer);
+    let nftrace = open_nftrace(&mut start);
     report_start(&start, pods.len(), &tracer, &watch);
     if args.view.verdicts
         && !start
@@ -120,8 +122,12 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
             "calitrace: --verdicts needs the exact netfilter probes (fexit or kprobes), unavailable here: no verdict lines"
         );
     }
+    let mut env = Environment::live(facts, setup.kallsyms);
+    if let Some(t) = nftrace {
+        env = env.with_nftrace(t);
+    }
     let pipeline = Pipeline::new(
-        Environment::live(facts, setup.kallsyms),
+        env,
         Options {
             packets: !args.view.drops_only,
             verdicts: args.view.verdicts,
@@ -256,6 +262,34 @@ fn start_record(facts: &NodeFacts, filter: &Filter, tracer: &Tracer) -> Start {
         checks: facts.checks.clone(),
     }
 }
+
+/// nftables' own trace, which names the rule of a drop in any nf_tables
+/// table (firewalld's, kube-proxy's, Calico's nftables dataplane), said in
+/// the start record either way.
+fn open_nftrace(start: &mut Start) -> Option<NfTracer> {
+    match NfTracer::open() {
+        Ok(t) => {
+            start.probes_attached.push(ProbeStatus {
+                name: NFTRACE.into(),
+                detail: Some(format!(
+                    "table inet {} with `meta nftrace set 1` for the flows of netfilter drops, from the first such drop until {} s without one; removed on exit (and by the kernel 5.12+ if calitrace is killed)",
+                    t.table(),
+                    crate::netfilter::trace::IDLE.as_secs()
+                )),
+            });
+            Some(t)
+        }
+        Err(e) => {
+            start.probes_unavailable.push(Unavailable {
+                name: NFTRACE.into(),
+                reason: format!("NFNLGRP_NFTRACE: {e}"),
+            });
+            None
+        }
+    }
+}
+
+const NFTRACE: &str = "nftables trace";
 
 /// The header of a recording started now.
 pub fn recording_header(start: &Start) -> Header {

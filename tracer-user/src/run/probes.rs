@@ -60,8 +60,19 @@ pub fn run() -> Result<()> {
     for u in &tracer.report.unavailable {
         println!("  no   {}: {}", u.name, u.reason);
     }
+    let nftrace = crate::netfilter::trace::NfTracer::available();
+    match &nftrace {
+        Ok(()) => println!("  ok   nftables trace (NFNLGRP_NFTRACE)"),
+        Err(e) => println!("  no   nftables trace: NFNLGRP_NFTRACE: {e}"),
+    }
     println!("netfilter attribution: {}", tracer.attribution_method());
     for (backend, how) in tracer.attribution_by_backend() {
+        let how = match (backend, &nftrace) {
+            ("nft", Ok(())) if how.starts_with("inferred") => format!(
+                "exact (nftables trace: table, chain and rule of every nf_tables drop from a dropping flow's second packet on; its first: {how})"
+            ),
+            _ => how,
+        };
         println!("  {backend}: {how}");
     }
     Ok(())

@@ -27,10 +27,25 @@ impl<W: Write> TextView<W> {
 fn netfilter_fields(nf: &NetfilterInfo) -> String {
     let known: Vec<String> = [
         ("backend", nf.backend.map(|b| b.to_string())),
-        ("table", nf.table.clone()),
+        (
+            "table",
+            nf.table.as_ref().map(|t| match nf.family {
+                Some(f) => format!("{f} {t}"),
+                None => t.clone(),
+            }),
+        ),
         ("chain", nf.chain.clone()),
         ("hook", nf.hook.map(|h| h.to_string())),
         ("rule", nf.rule.clone()),
+        ("owner", nf.owner.map(|o| o.to_string())),
+        ("policy", nf.policy.as_ref().map(|p| p.label())),
+        (
+            "REJECT",
+            nf.reject_with
+                .as_ref()
+                .map(|w| format!("(sender told {w})")),
+        ),
+        ("allowed by", nf.allowed_by.map(|o| o.to_string())),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))

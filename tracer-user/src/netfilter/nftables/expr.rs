@@ -18,7 +18,7 @@ use super::value::{Kind, base_name, verdict_text};
 use crate::kernel::netlink::attrs;
 use crate::netfilter::inventory::{Counters, Family, Rule, Verdict};
 use crate::netfilter::text::proto_name;
-use crate::netfilter::xt_ext::{CtState, SetMark};
+use crate::netfilter::xt_ext::{CtState, RejectWith, SetMark};
 use crate::netfilter::xtables::target_verdict;
 
 const NFT_REG_VERDICT: u32 = 0;
@@ -97,7 +97,18 @@ impl Decoder {
             }
             "match" => self.xt_match(d),
             "target" => self.xt_target(d),
-            "reject" => self.terminal("reject", Verdict::Reject),
+            "reject" => {
+                // NFTA_REJECT_TYPE 1 (be32), NFTA_REJECT_ICMP_CODE 2 (u8)
+                let code = attr(attrs(d), 2)
+                    .and_then(|c| c.first().copied())
+                    .unwrap_or(0);
+                let text = u32_attr(d, 1)
+                    .and_then(|ty| {
+                        RejectWith::from_expr(ty, code, self.network() == Some(Family::Ipv6))
+                    })
+                    .map_or_else(|| "reject".to_string(), RejectWith::nft_text);
+                self.terminal(&text, Verdict::Reject)
+            }
             "queue" => self.terminal("queue", Verdict::Queue),
             "nat" => {
                 // NFTA_NAT_TYPE: NFT_NAT_SNAT 0, NFT_NAT_DNAT 1
@@ -365,9 +376,14 @@ impl Decoder {
     fn xt_target(&mut self, d: &[u8]) {
         let name = string_attr(d, 1).unwrap_or_default();
         let (rev, info) = xt_rev_and_info(d);
-        match SetMark::decode(rev, info).filter(|_| name == "MARK") {
-            Some(m) => self.parts.push(m.nft_text()),
-            None => self.parts.push(format!("xt target {name:?}")),
+        let ipv6 = self.network() == Some(Family::Ipv6);
+        if let Some(r) = RejectWith::from_target(ipv6, info).filter(|_| name == "REJECT") {
+            self.parts.push(r.nft_text());
+        } else {
+            match SetMark::decode(rev, info).filter(|_| name == "MARK") {
+                Some(m) => self.parts.push(m.nft_text()),
+                None => self.parts.push(format!("xt target {name:?}")),
+            }
         }
         if let Some(v) = target_verdict(&name) {
             self.verdict = Some(v);

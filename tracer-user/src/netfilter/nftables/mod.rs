@@ -64,7 +64,12 @@ fn read_ruleset() -> io::Result<Vec<Table>> {
 
 /// Puts chains into their tables and rules into their chains, in dump order.
 fn assemble(tables: &[Vec<u8>], chains: &[Vec<u8>], rules: &[Vec<u8>]) -> Vec<Table> {
-    let mut out: Vec<Table> = tables.iter().filter_map(|m| parse_table(m)).collect();
+    // calitrace's own trace table is not the node's.
+    let mut out: Vec<Table> = tables
+        .iter()
+        .filter_map(|m| parse_table(m))
+        .filter(|t| !crate::netfilter::trace::is_own_table(&t.name))
+        .collect();
     let find = |out: &mut Vec<Table>, family, name: &str| -> Option<usize> {
         out.iter()
             .position(|t| t.family == family && t.name == name)

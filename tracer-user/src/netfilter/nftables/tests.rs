@@ -207,7 +207,8 @@ fn xt_targets_and_vmaps() {
     ];
     let (_, _, _, r) = parse_rule(&rule(10, "filter", "INPUT", 5, &exprs, None)).unwrap();
     assert_eq!(r.verdict, Some(Verdict::Reject));
-    assert_eq!(r.text, "counter xt target \"REJECT\"");
+    // An IPv6 table's REJECT with `with` 0: ICMPv6 no route, as nft lists it.
+    assert_eq!(r.text, "counter reject with icmpv6 type no-route");
     let exprs = [
         expr("ct", &[(2, u32be(0)), (1, u32be(1))]),
         expr(

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use super::entry::{Entry, Layout};
 use super::verdict::{standard_verdict_of, target_verdict};
 use crate::kernel::bytes::{cstr, u16_at, u32_at};
-use crate::netfilter::inventory::{Rule, Verdict};
+use crate::netfilter::inventory::{Family, Rule, Verdict};
 use crate::netfilter::text::{ip_text, proto_name};
-use crate::netfilter::xt_ext::{CtState, SetMark};
+use crate::netfilter::xt_ext::{CtState, RejectWith, SetMark};
 
 // ipt_ip.invflags (the same bits in ip6t_ip6).
 const INV_VIA_IN: u8 = 0x01;
@@ -50,6 +50,11 @@ pub(super) fn rule_of(
             && let Some(m) = SetMark::decode(e.target_rev, e.target_data)
         {
             text.push(m.iptables_args());
+        }
+        if e.target == "REJECT"
+            && let Some(r) = RejectWith::from_target(layout.family == Family::Ipv6, e.target_data)
+        {
+            text.push(r.iptables_args());
         }
         target_verdict(&e.target)
     };

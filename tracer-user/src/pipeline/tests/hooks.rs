@@ -34,6 +34,7 @@ fn raw_prerouting_drop(n: u64) -> Inventory {
             }],
         }],
         errors: vec![],
+        traces: vec![],
     }
 }
 

@@ -717,6 +717,7 @@ fn forward_policy(n: u64) -> crate::netfilter::Inventory {
             }],
         }],
         errors: vec![],
+        traces: vec![],
     }
 }
 

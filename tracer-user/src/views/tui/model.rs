@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::model::{
     Backend, Benign, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, NetfilterInfo, PacketId,
-    PacketRecord, Stage, VerdictRecord,
+    PacketRecord, RuleVerdict, Stage, VerdictRecord,
 };
 
 mod steps;
@@ -53,7 +53,29 @@ impl DropInfo {
     /// The failing point of a journey, e.g. `FORWARD (legacy filter: DROP)`.
     pub fn point(&self) -> String {
         if let Some(nf) = &self.netfilter {
-            return nf.verdict_label("DROP");
+            let verb = match nf.verdict {
+                Some(RuleVerdict::Reject) => "REJECT",
+                _ => "DROP",
+            };
+            let mut s = nf.verdict_label(verb);
+            if let Some(o) = nf.owner {
+                s.push_str(&format!(" by {}", o.label()));
+            }
+            if let Some(p) = nf
+                .policy
+                .as_ref()
+                .map(|p| p.label())
+                .filter(|l| !l.is_empty())
+            {
+                s.push_str(&format!(": {p}"));
+            }
+            if let Some(w) = &nf.reject_with {
+                s.push_str(&format!("; sender told {w}"));
+            }
+            if let Some(a) = nf.allowed_by {
+                s.push_str(&format!("; {} had allowed it", a.label()));
+            }
+            return s;
         }
         let place = match self.stage {
             Stage::Routing | Stage::RpFilter => "route lookup".to_string(),

@@ -1,0 +1,308 @@
+//! Every table on the node: drops in tables that are not Calico's iptables
+//! chains, named with table (and family), chain, rule, owner, drop or reject,
+//! through nftables' own trace (which needs no kprobes). The rule sets are
+//! rendered as the real software renders them: Calico's nftables dataplane
+//! as Felix writes `table ip calico` (chain layers `filter-`, comments
+//! `cali:<hash>; <text>`, dispatch verdict maps, the accept mark 0x10000;
+//! the `filter-FORWARD` rules verbatim from Felix's captured ruleset), and
+//! firewalld 1.x's `table inet firewalld` (priority filter + 10, the public
+//! zone's final `reject with icmpx admin-prohibited`). Needs root.
+
+use std::time::Duration;
+
+use calitrace_tests::calitrace::{Finished, Trace};
+use calitrace_tests::{Backend, Lab, Mode, Pod, kernel};
+use serde_json::Value;
+
+/// Felix 3.32's nftables rendering of node B, for one workload (`cali`),
+/// admitted by its namespace profile, or denied by a Kubernetes
+/// NetworkPolicy (`deny`).
+fn calico_nft(cali: &str, deny: bool) -> String {
+    let policy = if deny {
+        r#"
+        chain filter-cali-pi-knp/default/deny-all {
+            counter meta mark set meta mark | 0x00040000 comment "cali:Bbbbbbbbbbbbbbb1; KubernetesNetworkPolicy default/deny-all ingress"
+            meta mark & 0x00040000 == 0x00040000 counter drop comment "cali:Bbbbbbbbbbbbbbb2;"
+        }"#
+        .to_string()
+    } else {
+        String::new()
+    };
+    let tier = if deny {
+        r#"
+            counter meta mark set meta mark & 0xfffdffff comment "cali:Aaaaaaaaaaaaaaa4; Start of tier default"
+            meta mark & 0x00020000 == 0x00000000 counter jump filter-cali-pi-knp/default/deny-all comment "cali:Aaaaaaaaaaaaaaa5;"
+            meta mark & 0x00010000 == 0x00010000 counter return comment "cali:Aaaaaaaaaaaaaaa6; Return if policy accepted"
+            meta mark & 0x00020000 == 0x00000000 counter drop comment "cali:Aaaaaaaaaaaaaaa7; End of tier default. Drop if no policies passed packet""#
+    } else {
+        ""
+    };
+    format!(
+        r#"
+table ip calico {{
+    map filter-cali-to-wl-dispatch {{
+        type ifname : verdict
+        elements = {{ "{cali}" : goto filter-cali-tw-{cali} }}
+    }}
+    chain filter-FORWARD {{
+        type filter hook forward priority filter; policy accept;
+        counter jump filter-cali-FORWARD comment "cali:dpfqBgJrpRwlrqw1;"
+        meta mark & 0x00010000 == 0x00010000 counter accept comment "cali:yp7iNUYNEhDmKF6E; Policy explicitly accepted packet."
+        counter meta mark set meta mark | 0x00010000 comment "cali:fXaqbwKfGHq5dvHP;"
+    }}
+    chain filter-cali-FORWARD {{
+        counter meta mark set meta mark & 0xffe5ffff comment "cali:DjLNGAdnReheqqCp;"
+        oifname "cali*" counter jump filter-cali-to-wl-dispatch comment "cali:j573pOiV4ETpv7o4;"
+    }}
+    chain filter-cali-to-wl-dispatch {{
+        oifname vmap @filter-cali-to-wl-dispatch comment "cali:ljtHSLJQhigspPd1;"
+        counter drop comment "cali:zeZtiiPDsE6BwqUG; Unknown interface"
+    }}
+    chain filter-cali-tw-{cali} {{
+        ct state established,related counter accept comment "cali:Aaaaaaaaaaaaaaa1;"
+        ct state invalid counter drop comment "cali:Aaaaaaaaaaaaaaa2;"
+        counter meta mark set meta mark & 0xfffcffff comment "cali:Aaaaaaaaaaaaaaa3;"{tier}
+        counter jump filter-cali-pri-kns.default comment "cali:Aaaaaaaaaaaaaaa8;"
+        meta mark & 0x00010000 == 0x00010000 counter return comment "cali:Aaaaaaaaaaaaaaa9; Return if profile accepted"
+        counter drop comment "cali:Aaaaaaaaaaaaaa12; Drop if no profiles matched"
+    }}
+    chain filter-cali-pri-kns.default {{
+        counter meta mark set meta mark | 0x00010000 comment "cali:Cccccccccccccc01; Profile kns.default ingress"
+    }}{policy}
+}}
+"#
+    )
+}
+
+/// firewalld 1.x's filter chains for a node whose uplink is in the public
+/// zone (what `nft list ruleset` shows; its nat and mangle chains left out).
+const FIREWALLD: &str = r#"
+table inet firewalld {
+    chain filter_INPUT {
+        type filter hook input priority filter + 10; policy accept;
+        ct state { established, related } accept
+        ct status dnat accept
+        iifname "lo" accept
+        ct state invalid drop
+        jump filter_INPUT_ZONES
+        reject with icmpx admin-prohibited
+    }
+    chain filter_FORWARD {
+        type filter hook forward priority filter + 10; policy accept;
+        ct state { established, related } accept
+        ct status dnat accept
+        iifname "lo" accept
+        ct state invalid drop
+        ip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24, 2002:a9fe::/32, 2002:ac10::/28, 2002:c0a8::/32, 2002:e000::/19 } reject with icmpv6 addr-unreachable
+        jump filter_FORWARD_ZONES
+        reject with icmpx admin-prohibited
+    }
+    chain filter_INPUT_ZONES {
+        iifname "eth0" goto filter_IN_public
+        goto filter_IN_public
+    }
+    chain filter_FORWARD_ZONES {
+        iifname "eth0" goto filter_FWD_public
+        goto filter_FWD_public
+    }
+    chain filter_IN_public {
+        jump filter_IN_public_allow
+        meta l4proto { icmp, ipv6-icmp } accept
+        reject with icmpx admin-prohibited
+    }
+    chain filter_IN_public_allow {
+        tcp dport 22 accept
+    }
+    chain filter_FWD_public {
+        jump filter_FWD_public_allow
+        reject with icmpx admin-prohibited
+    }
+    chain filter_FWD_public_allow {
+        oifname "eth0" accept
+    }
+}
+"#;
+
+struct Run {
+    lab: Lab,
+    a: Pod,
+    b: Pod,
+}
+
+impl Run {
+    fn new() -> Run {
+        let lab = Lab::new(Mode::Direct).unwrap();
+        let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+        Run { lab, a, b }
+    }
+
+    /// Traces node B (JSON, drops only) while pod A pings pod B five times,
+    /// which must fail.
+    fn trace(&self) -> Finished {
+        let t = Trace::start(&self.lab.node(1).netns, &["--drops-only"]).unwrap();
+        assert!(!self.lab.ping(&self.a, &self.b.ip, 5), "the ping must fail");
+        std::thread::sleep(Duration::from_millis(600));
+        let f = t.stop().unwrap();
+        assert!(f.status.success(), "{}", f.dump());
+        assert_no_trace_table(&self.lab);
+        f
+    }
+
+    /// The flow's last drop: by then nftables' trace names it.
+    fn last_drop(&self, f: &Finished) -> Value {
+        let drops = f.drops();
+        let flow = Finished::between(&drops, &self.a.ip, &self.b.ip);
+        assert!(flow.len() >= 2, "drops of the flow\n{}", f.dump());
+        flow[flow.len() - 1].clone()
+    }
+}
+
+fn diag<'a>(f: &'a Finished, code: &str) -> &'a Value {
+    f.diagnoses()
+        .into_iter()
+        .rev()
+        .find(|d| d["code"] == code)
+        .unwrap_or_else(|| panic!("no {code}\n{}", f.dump()))
+}
+
+/// Nothing of calitrace's is left in node B's ruleset.
+fn assert_no_trace_table(lab: &Lab) {
+    let tables = lab.sh(&lab.node(1).netns, "nft list tables").unwrap();
+    assert!(
+        !tables.contains("calitrace"),
+        "calitrace's trace table left behind:\n{tables}"
+    );
+}
+
+#[test]
+fn firewalld_rejects_what_calico_allowed() {
+    let r = Run::new();
+    r.lab.nft(1, &calico_nft(&r.b.cali, false)).unwrap();
+    r.lab.nft(1, FIREWALLD).unwrap();
+    let f = r.trace();
+    let d = r.last_drop(&f);
+    let nf = &d["netfilter"];
+    assert_eq!(nf["backend"], "nft", "{d}");
+    assert_eq!(nf["family"], "inet", "{d}");
+    assert_eq!(nf["table"], "firewalld", "{d}");
+    assert_eq!(nf["chain"], "filter_FWD_public", "{d}");
+    assert_eq!(nf["hook"], "FORWARD", "{d}");
+    assert_eq!(nf["attribution"], "exact", "nftables' trace: {d}");
+    assert_eq!(nf["owner"], "firewalld", "{d}");
+    assert_eq!(nf["verdict"], "reject", "{d}");
+    assert_eq!(nf["reject_with"], "icmpx admin-prohibited", "{d}");
+    assert_eq!(
+        nf["allowed_by"], "calico",
+        "Calico's filter-FORWARD accepted it: {d}"
+    );
+    assert!(
+        nf["rule"].as_str().unwrap().contains("reject with icmpx"),
+        "the rule as nft lists it: {d}"
+    );
+    let n = diag(&f, "NETFILTER_DROP");
+    assert_eq!(n["owner"], "firewalld", "{n}");
+    assert_eq!(n["family"], "inet", "{n}");
+    let summary = n["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Calico allowed it; firewalld rejected"),
+        "{n}"
+    );
+    assert!(summary.contains("icmpx admin-prohibited"), "{n}");
+    assert!(n["hint"].as_str().unwrap().contains("trusted zone"), "{n}");
+}
+
+#[test]
+fn calico_nftables_policy_drop_names_the_policy() {
+    let r = Run::new();
+    r.lab.nft(1, &calico_nft(&r.b.cali, true)).unwrap();
+    let f = r.trace();
+    let d = r.last_drop(&f);
+    let nf = &d["netfilter"];
+    assert_eq!(
+        (nf["family"].as_str(), nf["table"].as_str()),
+        (Some("ip"), Some("calico")),
+        "{d}"
+    );
+    assert_eq!(nf["chain"], "filter-cali-pi-knp/default/deny-all", "{d}");
+    assert_eq!(nf["owner"], "calico", "{d}");
+    assert_eq!(nf["verdict"], "drop", "{d}");
+    assert_eq!(nf["attribution"], "exact", "{d}");
+    let p = diag(&f, "POLICY_DROP");
+    assert_eq!(p["policy"]["kind"], "KubernetesNetworkPolicy", "{p}");
+    assert_eq!(p["policy"]["namespace"], "default", "{p}");
+    assert_eq!(p["policy"]["name"], "deny-all", "{p}");
+    assert_eq!(p["policy"]["direction"], "ingress", "{p}");
+    assert_eq!(p["backend"], "nft", "{p}");
+    assert!(
+        p["summary"]
+            .as_str()
+            .unwrap()
+            .contains("KubernetesNetworkPolicy default/deny-all"),
+        "{p}"
+    );
+}
+
+#[test]
+fn the_distros_reject_before_calicos_accept() {
+    let r = Run::new();
+    // RHEL's /etc/sysconfig/iptables (iptables-services), loaded as the
+    // distribution does.
+    r.lab
+        .iptables(
+            1,
+            Backend::Legacy,
+            &[
+                "-A",
+                "FORWARD",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "icmp-host-prohibited",
+            ],
+        )
+        .unwrap();
+    let f = r.trace();
+    let d = r.last_drop(&f);
+    let nf = &d["netfilter"];
+    assert_eq!(nf["backend"], "legacy", "{d}");
+    assert_eq!(nf["owner"], "distro", "{d}");
+    assert_eq!(nf["verdict"], "reject", "{d}");
+    assert_eq!(nf["reject_with"], "icmp host-prohibited", "{d}");
+    assert!(
+        nf["rule"]
+            .as_str()
+            .unwrap()
+            .contains("--reject-with icmp-host-prohibited"),
+        "{d}"
+    );
+    let n = diag(&f, "NETFILTER_DROP");
+    assert!(
+        n["hint"].as_str().unwrap().contains("sysconfig/iptables"),
+        "{n}"
+    );
+}
+
+#[test]
+fn the_trace_table_goes_with_a_killed_calitrace() {
+    let r = Run::new();
+    r.lab.nft(1, FIREWALLD).unwrap();
+    let t = Trace::start(&r.lab.node(1).netns, &["--drops-only"]).unwrap();
+    assert!(!r.lab.ping(&r.a, &r.b.ip, 3));
+    std::thread::sleep(Duration::from_millis(300));
+    let tables = r.lab.sh(&r.lab.node(1).netns, "nft list tables").unwrap();
+    assert!(
+        tables.contains("table inet calitrace_"),
+        "the trace table exists while drops are attributed:\n{tables}"
+    );
+    let f = t.stop_with(libc::SIGKILL).unwrap();
+    assert!(!f.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    if kernel::version() < (5, 12) {
+        // No tables owned by a socket: the next calitrace sweeps it.
+        let again = Trace::start(&r.lab.node(1).netns, &["--drops-only"]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        again.stop().unwrap();
+    }
+    // Owned by calitrace's netlink socket: the kernel removed it.
+    assert_no_trace_table(&r.lab);
+}
