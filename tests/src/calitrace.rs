@@ -350,7 +350,8 @@ impl Trace {
     /// Sends `signal` and collects the output.
     pub fn stop_with(mut self, signal: i32) -> Result<Finished> {
         if let Some(c) = &self.child {
-            // `ip netns exec` execs calitrace, so this pid is calitrace.
+            // SAFETY: kill(2) on our own child's pid, which is calitrace
+            // (`ip netns exec` execs it).
             unsafe { libc::kill(c.id() as i32, signal) };
         }
         self.wait(Duration::from_secs(30))

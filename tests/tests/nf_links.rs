@@ -183,6 +183,8 @@ fn link_exists(id: u32) -> bool {
     const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
     let mut attr = [0u8; 128];
     attr[..4].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: bpf(2) with an attr buffer (the link id, then zeros) of its
+    // stated length, which outlives the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -192,6 +194,7 @@ fn link_exists(id: u32) -> bool {
         )
     };
     if fd >= 0 {
+        // SAFETY: the fd bpf(2) just returned, owned by nothing else.
         unsafe { libc::close(fd as i32) };
         return true;
     }

@@ -360,6 +360,7 @@ fn tui_restores_the_terminal_on_sigterm() {
     let dir = tmpdir("sigterm");
     let t = tui_on_node_b(&lab, "sigterm", &dir, (80, 24), "");
     let pid = calitrace_in_pane(&t);
+    // SAFETY: kill(2) has no memory preconditions; pid is calitrace in the pane.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_exited_and_restored(&t);
     calitrace::assert_nothing_attached(&lab, 1, &b.cali);

@@ -203,6 +203,8 @@ pub fn matches_with(prog: &FilterProg, pkt: &PacketMeta, st: &mut EvalState) -> 
     if len == 0 {
         return true;
     }
+    // SAFETY: `st` is a valid exclusive reference; volatile keeps the values
+    // in memory (see EvalState).
     unsafe {
         write_volatile(&mut st.stack, 0);
         write_volatile(&mut st.depth, 0);
@@ -239,12 +241,14 @@ pub fn matches_with(prog: &FilterProg, pkt: &PacketMeta, st: &mut EvalState) -> 
                 (stack << 1 | test(insn, pkt) as u32, depth + 1)
             }
         };
+        // SAFETY: as above.
         unsafe {
             write_volatile(&mut st.stack, stack);
             write_volatile(&mut st.depth, depth);
         }
         i += 1;
     }
+    // SAFETY: as above.
     let (stack, depth) = unsafe { (read_volatile(&st.stack), read_volatile(&st.depth)) };
     depth == 0 || stack & 1 == 1
 }

@@ -362,14 +362,21 @@ impl SkbOffsets {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are `#[repr(C)]`, contain only integers and arrays of
-    // integers, and every bit pattern is valid.
-    unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::SkbOffsets {}
-    unsafe impl aya::Pod for super::NfOffsets {}
-    unsafe impl aya::Pod for super::NfPoint {}
-    unsafe impl aya::Pod for super::filter::FilterProg {}
-    unsafe impl aya::Pod for super::filter::EvalState {}
+    macro_rules! pod {
+        ($($t:ty),*) => {$(
+            // SAFETY: every type listed below is `#[repr(C)]`, contains only
+            // integers and arrays of integers, and every bit pattern is valid.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+    pod!(
+        super::Event,
+        super::SkbOffsets,
+        super::NfOffsets,
+        super::NfPoint,
+        super::filter::FilterProg,
+        super::filter::EvalState
+    );
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ impl RingEvent for EncapEvent {
 pub fn scratch<T: RingEvent>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
     let ev = map.get_ptr_mut(0)?;
     zero(ev);
+    // SAFETY: a valid pointer to this CPU's value, the only reference to it
+    // while the program runs (see above).
     Some(unsafe { &mut *ev })
 }
 
@@ -77,6 +79,7 @@ pub fn accept(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) -> bool {
 /// Stamps an accepted event with the time, its kind and where the packet was.
 #[inline(always)]
 pub fn stamp(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) {
+    // SAFETY: a helper without arguments or preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.kind = kind;
     ev.netns = netns;

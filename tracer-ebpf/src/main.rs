@@ -20,7 +20,7 @@ mod tc;
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any program that could reach this.
+    // SAFETY: the verifier rejects any program that could reach this.
     unsafe { core::hint::unreachable_unchecked() }
 }
 

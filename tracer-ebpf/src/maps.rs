@@ -58,6 +58,8 @@ pub static VXLAN_PORT: Global<u16> = Global::new(4789);
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a valid pointer to this CPU's counter; a program does not
+        // migrate while it runs, so nothing else writes it meanwhile.
         unsafe { *c += 1 };
     }
 }
@@ -66,6 +68,8 @@ pub fn count(index: u32) {
 pub fn filter_matches(pkt: &tracer_common::PacketMeta) -> bool {
     match (FILTER.get(0), FILTER_STATE.get_ptr_mut(0)) {
         (Some(prog), Some(st)) => {
+            // SAFETY: this CPU's slot of a per-CPU map, valid and used by
+            // nothing else while this program runs.
             tracer_common::filter::matches_with(prog, pkt, unsafe { &mut *st })
         }
         _ => true,

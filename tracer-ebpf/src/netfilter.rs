@@ -70,11 +70,14 @@ fn report(
                 nf.table = name;
             }
         } else {
+            // SAFETY: the helper checks the kernel address itself and writes
+            // at most `nf.table`'s length.
             let _ =
                 unsafe { bpf_probe_read_kernel_str_bytes(table_name as *const u8, &mut nf.table) };
         }
     }
     if chain_name != 0 {
+        // SAFETY: as for the table name.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(chain_name as *const u8, &mut nf.chain) };
     }
     emit(nf, counter::VERDICT_EMITTED);
@@ -175,6 +178,7 @@ static NF_WALK_DEPTH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 
 fn walk_owner() -> u64 {
     let id = bpf_get_current_pid_tgid();
     if id as u32 == 0 {
+        // SAFETY: a helper without arguments or preconditions.
         (1u64 << 63) | unsafe { bpf_get_smp_processor_id() } as u64
     } else {
         id
@@ -184,6 +188,8 @@ fn walk_owner() -> u64 {
 #[inline(always)]
 fn walk_enter(a0: u64, a1: u64, a2: u64) -> u32 {
     let owner = walk_owner();
+    // SAFETY: the value is copied at once; another program changing or
+    // evicting it meanwhile gives at worst a stale depth, not a bad read.
     let depth = unsafe { NF_WALK_DEPTH.get(&owner) }.copied().unwrap_or(0);
     let _ = NF_WALK_ARGS.insert(&WalkKey { owner, depth }, &[a0, a1, a2], 0);
     let _ = NF_WALK_DEPTH.insert(&owner, &(depth + 1), 0);
@@ -194,6 +200,7 @@ fn walk_enter(a0: u64, a1: u64, a2: u64) -> u32 {
 #[inline(always)]
 fn walk_leave() -> Option<[u64; 3]> {
     let owner = walk_owner();
+    // SAFETY: copied at once, as in walk_enter.
     let depth = unsafe { NF_WALK_DEPTH.get(&owner) }.copied()?;
     if depth <= 1 {
         let _ = NF_WALK_DEPTH.remove(&owner);
@@ -204,6 +211,7 @@ fn walk_leave() -> Option<[u64; 3]> {
         owner,
         depth: depth.checked_sub(1)?,
     };
+    // SAFETY: copied at once, as in walk_enter.
     let args = unsafe { NF_WALK_ARGS.get(&key) }.copied();
     let _ = NF_WALK_ARGS.remove(&key);
     args

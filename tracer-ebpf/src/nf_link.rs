@@ -46,7 +46,8 @@ pub struct BpfNfCtx {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "classifier/nf_hook")]
 fn nf_hook(ctx: *mut BpfNfCtx) -> i32 {
-    // The verifier allows only whole 8-byte loads of the two pointers.
+    // SAFETY: the kernel passes a valid bpf_nf_ctx. The verifier allows only
+    // whole 8-byte loads of the two pointers (hence volatile).
     let state = unsafe { core::ptr::read_volatile(&(*ctx).state) };
     let skb = unsafe { core::ptr::read_volatile(&(*ctx).skb) };
     observe(state, skb);
@@ -76,6 +77,8 @@ fn observe(state: u64, skb: u64) {
     let Some(last) = LAST_DECISION.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: this CPU's slot of a per-CPU map, valid and used by nothing
+    // else while this program runs.
     let last = unsafe { &mut *last };
     if point.point != nf_point::ENTRY && last.skb == skb && last.state == state && last.wanted == 0
     {

@@ -15,6 +15,8 @@ pub struct Kernel(pub u64);
 impl Reader for Kernel {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        // SAFETY: the helper checks the kernel address itself and fails on a
+        // bad one; T is plain `Copy` data.
         unsafe { bpf_probe_read_kernel((self.0 + off as u64) as *const T) }.ok()
     }
 }
@@ -48,6 +50,8 @@ fn netns_and_ifindex(skb: u64) -> (u32, u32) {
 /// Whether drops/verdicts in this namespace are reported.
 #[inline(always)]
 fn netns_wanted(netns: u32) -> bool {
+    // SAFETY: only whether the entry exists is used, never the value, which
+    // userspace may change meanwhile.
     NETNS_FILTER.load() == 0 || unsafe { NETNS.get(netns) }.is_some()
 }
 

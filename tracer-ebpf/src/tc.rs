@@ -57,6 +57,7 @@ impl Reader for Linear {
 /// parser once per kind of reader rather than every mix of the two.
 #[inline(always)]
 fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
+    // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
     let skb = unsafe { &*ctx.skb.skb };
     let head = Linear {
         start: ctx.data(),
@@ -94,6 +95,7 @@ fn prefiltered(head: &Linear, skb: &aya_ebpf::bindings::__sk_buff, has_l2: bool)
 
 #[inline(always)]
 fn observe_with<R: Reader>(ctx: &TcContext, reader: &R, direction: u8, has_l2: bool) {
+    // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
     let skb = unsafe { &*ctx.skb.skb };
     let Some(ev) = scratch(&SCRATCH) else { return };
     let l4 = if has_l2 {
@@ -147,6 +149,7 @@ fn decapsulated<R: Reader>(
 /// Time, kind, place and what tc knows of the skb.
 #[inline(always)]
 fn finish(ctx: &TcContext, ev: &mut Event, kind: u8, direction: u8) {
+    // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
     let skb = unsafe { &*ctx.skb.skb };
     stamp(ev, kind, TC_NETNS.load(), skb.ifindex);
     ev.dir = direction;

@@ -100,8 +100,11 @@ pub struct ViewArgs {
     #[arg(long)]
     pub verdicts: bool,
     /// tcpdump-like filter: host/src host/dst host A, net CIDR, [src|dst] port N,
-    /// tcp, udp, icmp, arp, joined with and/or/not and parentheses.
-    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    /// tcp, udp, icmp, arp, joined with and/or/not and parentheses. Options
+    /// may come after it; words after `--` are all filter, even `-x`.
+    // Not `trailing_var_arg`: it made every word after the filter's first,
+    // `--output json` included, part of the filter.
+    #[arg(value_name = "FILTER")]
     pub filter: Vec<String>,
 }
 
@@ -248,5 +251,89 @@ mod tests {
             matches!(cli.command, Some(Command::Standby(a)) if a.host_root == std::path::Path::new("/"))
         );
         assert!(Cli::try_parse_from(["calitrace", "standby", "host", "10.0.0.1"]).is_err());
+    }
+
+    fn parse(words: &[&str]) -> Command {
+        let cli = Cli::try_parse_from(std::iter::once("calitrace").chain(words.iter().copied()))
+            .unwrap_or_else(|e| panic!("{words:?}: {e}"));
+        cli.command.expect("a subcommand")
+    }
+
+    fn replay(words: &[&str]) -> ReplayArgs {
+        match parse(words) {
+            Command::Replay(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn trace(words: &[&str]) -> TraceArgs {
+        match parse(words) {
+            Command::Trace(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_after_two_replay_files_are_options() {
+        let a = replay(&["replay", "a.rec", "b.rec", "--output", "json"]);
+        assert_eq!(a.file, PathBuf::from("a.rec"));
+        assert_eq!(a.view.filter, ["b.rec"]);
+        assert_eq!(a.view.output, Some(Output::Json));
+    }
+
+    #[test]
+    fn options_between_a_replay_file_and_its_filter_are_options() {
+        let a = replay(&["replay", "a.rec", "--output", "json", "host", "1.2.3.4"]);
+        assert_eq!(a.file, PathBuf::from("a.rec"));
+        assert_eq!(a.view.filter, ["host", "1.2.3.4"]);
+        assert_eq!(a.view.output, Some(Output::Json));
+        let a = replay(&["replay", "a.rec", "host", "1.2.3.4", "--speed", "2"]);
+        assert_eq!(a.view.filter, ["host", "1.2.3.4"]);
+        assert_eq!(a.speed, Some(2.0));
+    }
+
+    #[test]
+    fn options_after_a_trace_filter_are_options() {
+        let a = trace(&["trace", "host", "1.2.3.4", "-o", "json"]);
+        assert_eq!(a.view.filter, ["host", "1.2.3.4"]);
+        assert_eq!(a.view.output, Some(Output::Json));
+        // The default command too.
+        let cli = Cli::try_parse_from(["calitrace", "host", "1.2.3.4", "--drops-only"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.trace.view.filter, ["host", "1.2.3.4"]);
+        assert!(cli.trace.view.drops_only);
+    }
+
+    #[test]
+    fn a_double_dash_ends_the_options() {
+        let a = trace(&["trace", "--", "host", "1.2.3.4"]);
+        assert_eq!(a.view.filter, ["host", "1.2.3.4"]);
+        assert_eq!(a.view.output, None);
+        let a = trace(&["trace", "-o", "text", "--", "-x", "--output", "json"]);
+        assert_eq!(a.view.filter, ["-x", "--output", "json"]);
+        assert_eq!(a.view.output, Some(Output::Text));
+        // Without `--` such a word is an unknown option, not a filter.
+        assert!(Cli::try_parse_from(["calitrace", "trace", "host", "-x"]).is_err());
+    }
+
+    #[test]
+    fn agent_and_cluster_take_options_after_the_filter() {
+        match parse(&["agent", "icmp", "--duration", "3", "--", "-y"]) {
+            Command::Agent(a) => {
+                assert_eq!(a.view.filter, ["icmp", "-y"]);
+                assert_eq!(a.duration, Some(3.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "cluster", "--node", "a=sh", "icmp", "-o", "text", "--node", "b=sh",
+        ]) {
+            Command::Cluster(c) => {
+                assert_eq!(c.view.filter, ["icmp"]);
+                assert_eq!(c.nodes, ["a=sh", "b=sh"]);
+                assert_eq!(c.view.output, Some(Output::Text));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -23,21 +23,58 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+fn word(s: &str) -> String {
+    s.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The text of the `{...}` group `s` starts with, without its braces, to its
+/// balanced closing brace (or to the end).
+fn group(s: &str) -> &str {
+    let inner = &s[1..];
+    let mut depth = 0usize;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return &inner[..i],
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    inner
+}
+
+/// The first path segment of each item of a use group's text: `a::{b, c}, d`
+/// gives `a` and `d`; a nested group of its own (`{a, b}`) gives its items'.
+fn group_heads(text: &str, found: &mut Vec<String>) {
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in text.char_indices().chain([(text.len(), ',')]) {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                let item = text[start..i].trim();
+                if item.starts_with('{') {
+                    group_heads(group(item), found);
+                } else if !item.is_empty() {
+                    found.push(word(item));
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The crate modules a source file names: `crate::x` and `use crate::{x, y}`.
 fn uses(src: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let word = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
     for (i, _) in src.match_indices("crate::") {
         let rest = &src[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for part in group[..end].split(',') {
-                found.push(word(part.trim()));
-            }
+        if rest.starts_with('{') {
+            group_heads(group(rest), &mut found);
         } else {
             found.push(word(rest));
         }
@@ -96,4 +133,11 @@ fn modules_import_only_lower_ones() {
 fn the_checker_sees_grouped_and_inline_uses() {
     let src = "use crate::{model::Hop, views};\nlet x = crate::run::go();";
     assert_eq!(uses(src), ["model", "views", "run"]);
+}
+
+#[test]
+fn the_checker_sees_every_item_of_nested_groups() {
+    assert_eq!(uses("use crate::{a::{b}, views};"), ["a", "views"]);
+    let src = "use crate::{\n    model::{Hop, x::{Y, Z}},\n    {run, time},\n    views::tui,\n};";
+    assert_eq!(uses(src), ["model", "run", "time", "views"]);
 }

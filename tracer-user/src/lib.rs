@@ -47,3 +47,5 @@ pub mod views;
 
 #[cfg(test)]
 mod layering;
+#[cfg(test)]
+mod safety_comments;

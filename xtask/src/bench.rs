@@ -93,6 +93,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             bail!("unknown section {s:?}");
         }
     }
+    // Without root the lab's sections are skipped, and tshark is optional.
+    let selected = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    if is_root()
+        && SECTIONS
+            .iter()
+            .any(|(s, _)| selected(s) && (needs_lab(s) || *s == "replay"))
+    {
+        crate::prereqs::ensure_and_say(crate::prereqs::Task::Bench.sets())?;
+    }
     let started = Instant::now();
     let calitrace = build(true)?;
     run(cargo().args([

@@ -62,9 +62,8 @@ fn mib(bytes: u64) -> String {
 
 /// The musl target, a C compiler for it (crates such as ring compile C), buildah.
 fn ensure_tools() -> Result<()> {
-    setup::ensure_rust_target(TARGET)?;
-    setup::ensure_apt_package("musl-gcc", "musl-tools")?;
-    setup::ensure_apt_package("buildah", "buildah")
+    crate::prereqs::ensure(&[crate::prereqs::IMAGE])?;
+    setup::ensure_rust_target(TARGET)
 }
 
 fn build_static() -> Result<PathBuf> {

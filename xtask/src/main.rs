@@ -6,6 +6,7 @@
 mod bench;
 mod image;
 mod manifests;
+mod prereqs;
 mod setup;
 mod vm;
 
@@ -26,6 +27,13 @@ struct Cli {
 enum Cmd {
     /// Install what building the eBPF programs needs (nightly rust-src, bpf-linker).
     Setup,
+    /// Install the Debian packages the tasks need where missing (as root, with
+    /// apt-get), or say which to install; `test` and `bench` do this first.
+    Prereqs {
+        /// The tasks whose packages to check.
+        #[arg(value_enum, default_value = "test")]
+        tasks: Vec<prereqs::Task>,
+    },
     /// Build the eBPF object and calitrace.
     Build {
         #[arg(long)]
@@ -159,6 +167,7 @@ fn is_root() -> bool {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::ensure(),
+        Cmd::Prereqs { tasks } => prereqs::ensure_for(&tasks),
         Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
         Cmd::Run { release, args } => {
             let bin = build(release)?;
@@ -178,6 +187,7 @@ fn main() -> Result<()> {
                     "the integration tests load eBPF programs and create network namespaces: run `cargo xtask test` as root"
                 );
             }
+            prereqs::ensure_and_say(prereqs::Task::Test.sets())?;
             let bin = build(false)?;
             // tests/tests/image.rs runs the image's binary: the same build as
             // `cargo xtask image`'s.

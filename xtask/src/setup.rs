@@ -152,29 +152,6 @@ pub fn ensure_rust_target(target: &str) -> Result<()> {
     run(Command::new("rustup").args(["target", "add", target]))
 }
 
-/// Debian's `package` when `command` is not on PATH (as root: apt-get).
-pub fn ensure_apt_package(command: &str, package: &str) -> Result<()> {
-    if on_path(command) {
-        return Ok(());
-    }
-    if !crate::is_root() {
-        bail!(
-            "{command} is missing: install Debian's {package} (`apt-get install {package}`, as root)"
-        );
-    }
-    eprintln!("xtask: installing {package} (for {command})");
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .or_else(|_| {
-        // A fresh machine may have no package lists yet.
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    })
-}
-
 pub fn on_path(command: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| {
         std::env::split_paths(&p).any(|d| {

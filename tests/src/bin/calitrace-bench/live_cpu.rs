@@ -67,6 +67,7 @@ fn one_run(lab: &Lab, bin: &Path, pps: f64, secs: f64, perf: Option<PathBuf>) ->
     paced_udp(&a.netns, &b.netns, &b.ip, pps, secs)?;
     let (cpu1, sw1) = (t.cpu_s(), context_switches(pid));
     if let Some(r) = &mut recorder {
+        // SAFETY: kill(2) on our own child's pid, not yet waited for.
         unsafe { libc::kill(r.id() as i32, libc::SIGINT) };
         r.wait()?;
     }
