@@ -492,6 +492,10 @@ fn tui_on_a_healthy_vxlan_node_with_ipv6_shows_no_cross_and_no_diagnosis() {
     std::thread::sleep(Duration::from_millis(1500));
     let screen = t.capture();
     assert!(!flows_panel(&screen).contains('✗'), "no ✗ row\n{screen}");
+    assert!(
+        !flows_panel(&screen).contains("ff02::"),
+        "the nodes' link-local control flows are hidden until `m`\n{screen}"
+    );
     assert!(screen.contains("Diagnosis (0)"), "{screen}");
     assert!(screen.contains("Drop points (0 drops ·"), "{screen}");
 

@@ -111,11 +111,18 @@ pub fn benign(
     location: Option<&str>,
     stage: Stage,
     pkt: &PacketMeta,
+    in_pod: bool,
 ) -> Option<Benign> {
     if matches!(stage, Stage::Netfilter | Stage::Tc) {
         return None;
     }
     let loc = location.map(base_symbol).unwrap_or("");
+    if pkt.l3 == l3::NONE && is_not_ip_subsystem(loc) {
+        return Some(Benign::NotIp);
+    }
+    if !in_pod && is_loopback(pkt) {
+        return Some(Benign::Loopback);
+    }
     if reason == "QUEUE_PURGE" || (reason == UNKNOWN_REASON && QUEUE_PURGES.contains(&loc)) {
         return Some(Benign::SocketClosed);
     }
@@ -170,6 +177,42 @@ fn is_link_local_or_multicast(pkt: &PacketMeta) -> bool {
             pkt.dst[0] == 0xff || link_local(&pkt.dst) || pkt.src == [0; 16] || is_nd_or_mld(pkt)
         }
         l3::IPV4 => pkt.dst[0] & 0xf0 == 0xe0 || pkt.dst[..4] == [255; 4],
+        _ => false,
+    }
+}
+
+/// Where the kernel frees buffers of families that are not IP or ARP: vsock
+/// (virtio, vhost, VMCI, Hyper-V), netlink, unix sockets, CAN, Bluetooth,
+/// qrtr. None of it is pod traffic.
+fn is_not_ip_subsystem(loc: &str) -> bool {
+    const PREFIXES: [&str; 12] = [
+        "virtio_transport",
+        "vhost_transport",
+        "vsock",
+        "vmci_transport",
+        "hvs_",
+        "netlink_",
+        "unix_",
+        "can_",
+        "bt_",
+        "hci_",
+        "l2cap_",
+        "qrtr_",
+    ];
+    PREFIXES.iter().any(|p| loc.starts_with(p))
+}
+
+/// A packet from or to a loopback address (127.0.0.0/8, ::1): a refused
+/// local connection, never traffic between pods.
+fn is_loopback(pkt: &PacketMeta) -> bool {
+    const V6_LOOPBACK: [u8; 16] = {
+        let mut a = [0u8; 16];
+        a[15] = 1;
+        a
+    };
+    match pkt.l3 {
+        l3::IPV4 => pkt.src[0] == 127 || pkt.dst[0] == 127,
+        l3::IPV6 => pkt.src == V6_LOOPBACK || pkt.dst == V6_LOOPBACK,
         _ => false,
     }
 }
@@ -328,37 +371,37 @@ mod tests {
         // MLD report and router solicitation on a VXLAN device (no target).
         let mld = icmp6(LL, "ff02::16", 143);
         assert_eq!(
-            benign("NO_TX_TARGET", vx, Stage::Other, &mld),
+            benign("NO_TX_TARGET", vx, Stage::Other, &mld, false),
             Some(Benign::LinkLocal)
         );
         let rs = icmp6(LL, "ff02::2", 133);
         assert_eq!(
-            benign("NO_TX_TARGET", vx, Stage::Other, &rs),
+            benign("NO_TX_TARGET", vx, Stage::Other, &rs, false),
             Some(Benign::LinkLocal)
         );
         // Duplicate address detection: from ::, to the solicited-node group.
         let dad = icmp6("::", "ff02::1:ff6c:b", 135);
         assert_eq!(
-            benign("NO_TX_TARGET", vx, Stage::Other, &dad),
+            benign("NO_TX_TARGET", vx, Stage::Other, &dad, false),
             Some(Benign::LinkLocal)
         );
         // An IPv4-only pod frees what the node sends to fe80::/10.
         let to_ll = icmp6(LL, "fe80::1", 128);
         assert_eq!(
-            benign("IPV6DISABLED", Some("ipv6_rcv"), Stage::Other, &to_ll),
+            benign("IPV6DISABLED", Some("ipv6_rcv"), Stage::Other, &to_ll, false),
             Some(Benign::LinkLocal)
         );
         // Unicast neighbour discovery between global addresses too.
         let nud = icmp6(POD6, POD6_B, 135);
         assert_eq!(
-            benign("NOT_SPECIFIED", None, Stage::Other, &nud),
+            benign("NOT_SPECIFIED", None, Stage::Other, &nud, false),
             Some(Benign::LinkLocal)
         );
         // IPv4 multicast and broadcast.
         for dst in [[224, 0, 0, 22], [239, 255, 255, 250], [255; 4]] {
             let p = v4(dst, proto::UDP);
             assert_eq!(
-                benign("NO_TX_TARGET", vx, Stage::Other, &p),
+                benign("NO_TX_TARGET", vx, Stage::Other, &p, false),
                 Some(Benign::LinkLocal)
             );
         }
@@ -369,18 +412,18 @@ mod tests {
         let vx = Some("vxlan_xmit");
         // A pod's unicast packet without a VXLAN target is a missing FDB entry.
         let pod = v4([10, 244, 2, 10], proto::ICMP);
-        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod), None);
+        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod, false), None);
         let pod6 = icmp6(POD6, POD6_B, 128);
-        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod6), None);
+        assert_eq!(benign("NO_TX_TARGET", vx, Stage::Other, &pod6, false), None);
         // A firewall rule or a tc program dropping neighbour discovery decided so.
         let ns = icmp6(LL, "ff02::1:ff00:10", 135);
         let nf = Some("nft_do_chain");
-        assert_eq!(benign("NETFILTER_DROP", nf, Stage::Netfilter, &ns), None);
-        assert_eq!(benign("TC_INGRESS", None, Stage::Tc, &ns), None);
-        assert_eq!(benign("QUEUE_PURGE", nf, Stage::Netfilter, &ns), None);
+        assert_eq!(benign("NETFILTER_DROP", nf, Stage::Netfilter, &ns, false), None);
+        assert_eq!(benign("TC_INGRESS", None, Stage::Tc, &ns, false), None);
+        assert_eq!(benign("QUEUE_PURGE", nf, Stage::Netfilter, &ns, false), None);
         // Other reasons for pod traffic.
-        assert_eq!(benign("IP_NOROUTE", None, Stage::Routing, &pod), None);
-        assert_eq!(benign("NEIGH_FAILED", None, Stage::Neighbor, &pod), None);
+        assert_eq!(benign("IP_NOROUTE", None, Stage::Routing, &pod, false), None);
+        assert_eq!(benign("NEIGH_FAILED", None, Stage::Neighbor, &pod, false), None);
     }
 
     #[test]
@@ -392,7 +435,7 @@ mod tests {
             "skb_queue_purge_reason",
         ] {
             assert_eq!(
-                benign("QUEUE_PURGE", Some(loc), Stage::Other, &tcp),
+                benign("QUEUE_PURGE", Some(loc), Stage::Other, &tcp, false),
                 Some(Benign::SocketClosed),
                 "{loc}"
             );
@@ -401,17 +444,17 @@ mod tests {
         let none = PacketMeta::default();
         let purge = Some("skb_queue_purge_reason");
         assert_eq!(
-            benign("QUEUE_PURGE", purge, Stage::Other, &none),
+            benign("QUEUE_PURGE", purge, Stage::Other, &none, false),
             Some(Benign::SocketClosed)
         );
         // Before QUEUE_PURGE existed: the same places, reason not specified.
         let old = Some("skb_queue_purge.part.0");
         assert_eq!(
-            benign(UNKNOWN_REASON, old, Stage::Other, &none),
+            benign(UNKNOWN_REASON, old, Stage::Other, &none, false),
             Some(Benign::SocketClosed)
         );
         assert_eq!(
-            benign(UNKNOWN_REASON, Some("ip_rcv_core"), Stage::Other, &none),
+            benign(UNKNOWN_REASON, Some("ip_rcv_core"), Stage::Other, &none, false),
             None
         );
     }
@@ -428,7 +471,7 @@ mod tests {
             p
         };
         let at = Some("tcp_v4_rcv");
-        let closed = |p: &PacketMeta| benign("NO_SOCKET", at, Stage::Socket, p);
+        let closed = |p: &PacketMeta| benign("NO_SOCKET", at, Stage::Socket, p, false);
         assert_eq!(closed(&seg(ACK, true)), Some(Benign::TcpAfterClose));
         assert_eq!(
             closed(&seg(ACK | 0x01, true)),
@@ -440,17 +483,16 @@ mod tests {
         assert_eq!(closed(&seg(0x02, true)), None);
         assert_eq!(closed(&seg(ACK, false)), None);
         assert_eq!(closed(&seg(ACK | 0x08, false)), None);
-        assert_eq!(benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true)), None);
+        assert_eq!(benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true), false), None);
         // 5.10: no reasons; freed in tcp_v4_rcv.
-        let old = |p: &PacketMeta| benign(UNKNOWN_REASON, at, Stage::Other, p);
+        let old = |p: &PacketMeta| benign(UNKNOWN_REASON, at, Stage::Other, p, false);
         assert_eq!(old(&seg(ACK, true)), Some(Benign::TcpAfterClose));
         assert_eq!(old(&seg(0x02, true)), None);
         let elsewhere = benign(
             UNKNOWN_REASON,
             Some("ip_rcv_core"),
             Stage::Other,
-            &seg(ACK, true),
-        );
+            &seg(ACK, true), false);
         assert_eq!(elsewhere, None);
     }
 
@@ -460,29 +502,28 @@ mod tests {
         reply.icmp_type = 0;
         let at = Some("ping_rcv");
         assert_eq!(
-            benign("NO_SOCKET", at, Stage::Socket, &reply),
+            benign("NO_SOCKET", at, Stage::Socket, &reply, false),
             Some(Benign::EchoReply)
         );
         let reply6 = icmp6(POD6_B, POD6, 129);
         assert_eq!(
-            benign("NO_SOCKET", at, Stage::Socket, &reply6),
+            benign("NO_SOCKET", at, Stage::Socket, &reply6, false),
             Some(Benign::EchoReply)
         );
         // 5.10: no reasons; icmp_rcv frees what ping_rcv did not take.
         assert_eq!(
-            benign(UNKNOWN_REASON, Some("icmp_rcv"), Stage::Other, &reply),
+            benign(UNKNOWN_REASON, Some("icmp_rcv"), Stage::Other, &reply, false),
             Some(Benign::EchoReply)
         );
         let mut request = reply;
         request.icmp_type = 8;
-        assert_eq!(benign("NO_SOCKET", at, Stage::Socket, &request), None);
+        assert_eq!(benign("NO_SOCKET", at, Stage::Socket, &request, false), None);
         assert_eq!(
             benign(
                 "NO_SOCKET",
                 at,
                 Stage::Socket,
-                &v4([10, 244, 1, 10], proto::UDP)
-            ),
+                &v4([10, 244, 1, 10], proto::UDP), false),
             None
         );
     }
@@ -512,5 +553,30 @@ mod tests {
             );
         }
         assert!(!nft_frees_its_drops(""));
+    }
+
+    #[test]
+    fn vsock_and_loopback_frees_are_benign_unless_a_pod_is_involved() {
+        let other = PacketMeta::default();
+        let vsock = Some("virtio_transport_recv_pkt+0x4a");
+        assert_eq!(benign("NOT_SPECIFIED", vsock, Stage::Other, &other, false), Some(Benign::NotIp));
+        assert_eq!(
+            benign("NOT_SPECIFIED", Some("ip_rcv_core"), Stage::Other, &other, false),
+            None,
+            "an IP receive path with no parsed header is not called benign"
+        );
+        let mut lo = PacketMeta {
+            l3: l3::IPV4,
+            proto: proto::TCP,
+            flags: pkt_flags::L4,
+            tcp_flags: 0x02,
+            ..Default::default()
+        };
+        lo.src[..4].copy_from_slice(&[127, 0, 0, 1]);
+        lo.dst[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let tcp = Some("tcp_v4_rcv");
+        assert_eq!(benign("NO_SOCKET", tcp, Stage::Socket, &lo, false), Some(Benign::Loopback));
+        assert_eq!(benign("NO_SOCKET", tcp, Stage::Socket, &lo, true), None, "inside a pod");
+        assert_eq!(benign("NETFILTER_DROP", None, Stage::Netfilter, &lo, false), None);
     }
 }

@@ -128,14 +128,11 @@ impl Prim {
             Prim::Tcp => vec![insn(op::PROTO, proto::TCP.into())],
             Prim::Udp => vec![insn(op::PROTO, proto::UDP.into())],
             Prim::Icmp6 => vec![insn(op::PROTO, proto::ICMPV6.into())],
+            // ICMP of IPv4, as in tcpdump (`icmp6` for IPv6).
             Prim::Icmp => vec![
                 insn(op::L3, l3::IPV4.into()),
                 insn(op::PROTO, proto::ICMP.into()),
                 insn(op::AND, 0),
-                insn(op::L3, l3::IPV6.into()),
-                insn(op::PROTO, proto::ICMPV6.into()),
-                insn(op::AND, 0),
-                insn(op::OR, 0),
             ],
             Prim::Ip => vec![insn(op::L3, l3::IPV4.into())],
             Prim::Ip6 => vec![insn(op::L3, l3::IPV6.into())],

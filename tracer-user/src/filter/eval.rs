@@ -65,10 +65,7 @@ impl Prim {
             }
             Prim::Tcp => is_ip_proto(pkt, proto::TCP),
             Prim::Udp => is_ip_proto(pkt, proto::UDP),
-            Prim::Icmp => {
-                (pkt.l3 == l3::IPV4 && pkt.proto == proto::ICMP)
-                    || (pkt.l3 == l3::IPV6 && pkt.proto == proto::ICMPV6)
-            }
+            Prim::Icmp => pkt.l3 == l3::IPV4 && pkt.proto == proto::ICMP,
             Prim::Icmp6 => is_ip_proto(pkt, proto::ICMPV6),
             Prim::Ip => pkt.l3 == l3::IPV4,
             Prim::Ip6 => pkt.l3 == l3::IPV6,

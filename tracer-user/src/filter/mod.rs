@@ -22,12 +22,12 @@
 //!
 //! Meaning: `host`/`net` match the source or destination address of the same
 //! family (ARP sender/target addresses count as IPv4); `port` matches TCP and
-//! UDP packets only; `icmp` is ICMP in IPv4 or ICMPv6 in IPv6, `icmp6` is IP
-//! protocol 58; `ip`, `ip6`, `arp` test the layer 3 kind; `tcp port 80` means
+//! UDP packets only; `icmp` is ICMP of IPv4 (as in tcpdump), `icmp6` is IP
+//! protocol 58 (ICMPv6); `ip`, `ip6`, `arp` test the layer 3 kind; `tcp port 80` means
 //! `tcp and port 80`.
 //!
 //! The kernel runs at most [`MAX_INSNS`](tracer_common::filter::MAX_INSNS)
-//! instructions: `host`/`net`/`port` cost 3 (1 with `src`/`dst`), `icmp` 7, the
+//! instructions: `host`/`net`/`port` cost 3 (1 with `src`/`dst`), `icmp` 3, the
 //! other protocols 1, and each `and`/`or`/`not` 1. Longer filters are rejected
 //! when parsed.
 //!

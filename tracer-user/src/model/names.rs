@@ -105,6 +105,8 @@ named! {
         SocketClosed => "socket_closed",
         TcpAfterClose => "tcp_after_close",
         EchoReply => "echo_reply",
+        NotIp => "not_ip",
+        Loopback => "loopback",
     }
 }
 
@@ -116,6 +118,8 @@ impl Benign {
             Benign::SocketClosed => "queued data of a closing socket",
             Benign::TcpAfterClose => "TCP segment after its socket closed",
             Benign::EchoReply => "echo reply for no ping socket",
+            Benign::NotIp => "not IP or ARP (vsock, netlink, ...)",
+            Benign::Loopback => "refused on loopback, no pod involved",
         }
     }
 }

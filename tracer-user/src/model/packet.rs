@@ -2,6 +2,7 @@
 //! and the details that tell one packet of a flow from the next.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -33,6 +34,33 @@ pub struct Flow {
     /// The pods the addresses belong to, where the node knows them.
     pub src_pod: Option<PodRef>,
     pub dst_pod: Option<PodRef>,
+}
+
+impl Flow {
+    /// Link-local control traffic of the nodes themselves: IPv6 multicast of
+    /// link or interface scope (`ff02::/16`, `ff01::/16`: MLD, neighbour and
+    /// router discovery), between `fe80::/10` (or `::`) addresses, and IPv4
+    /// link-local multicast (`224.0.0.0/24`). Never a pod flow between nodes.
+    pub fn is_link_local_control(&self) -> bool {
+        let parse = |a: &Option<String>| a.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
+        let local = |a: Option<IpAddr>| match a {
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments()[0];
+                (s & 0xffc0) == 0xfe80
+                    || (s & 0xff0f) == 0xff02
+                    || (s & 0xff0f) == 0xff01
+                    || v6.is_unspecified()
+            }
+            Some(IpAddr::V4(v4)) => {
+                let o = v4.octets();
+                o[0] == 224 && o[1] == 0 && o[2] == 0
+            }
+            None => false,
+        };
+        let dst = parse(&self.dst);
+        let multicast = dst.is_some_and(|d| d.is_multicast());
+        (multicast && local(dst)) || (local(parse(&self.src)) && local(dst))
+    }
 }
 
 /// One end of a flow: `10.0.0.1:80`, `[fd00::1]:80`, `10.0.0.1`, `?`, and
@@ -272,3 +300,34 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod link_local_tests {
+    use super::Flow;
+
+    fn flow(src: &str, dst: &str) -> Flow {
+        Flow {
+            src: Some(src.into()),
+            dst: Some(dst.into()),
+            proto: None,
+            sport: None,
+            dport: None,
+            src_pod: None,
+            dst_pod: None,
+        }
+    }
+
+    #[test]
+    fn the_nodes_own_link_local_control_traffic() {
+        assert!(flow("fe80::1", "ff02::16").is_link_local_control(), "MLD report");
+        assert!(flow("::", "ff02::1:ff00:1").is_link_local_control(), "DAD");
+        assert!(flow("fe80::1", "fe80::2").is_link_local_control(), "neighbour discovery");
+        assert!(flow("192.168.1.1", "224.0.0.251").is_link_local_control(), "mDNS");
+        assert!(!flow("10.244.1.10", "10.244.2.10").is_link_local_control());
+        assert!(!flow("fd00::1", "fd00::2").is_link_local_control());
+        assert!(!flow("fd00::1", "ff05::2").is_link_local_control(), "site scope");
+        assert!(!flow("10.0.0.1", "239.1.1.1").is_link_local_control());
+        assert!(!flow("fe80::1", "fd00::2").is_link_local_control(), "one end global");
+    }
+}
+

@@ -24,7 +24,8 @@ impl Pipeline {
         }
         self.counts.drops += 1;
         let (reason, stage, reason_from_location) = self.reason_and_stage(ev, location.as_deref());
-        let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt);
+        let in_pod = self.env.facts.pods.contains_key(&ev.netns);
+        let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt, in_pod);
         if benign.is_some() {
             *self.benign.entry(reason.clone()).or_default() += 1;
         }

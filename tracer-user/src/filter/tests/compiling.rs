@@ -61,7 +61,7 @@ fn compiled_shape() {
             .all(|i| *i == FilterInsn::default())
     );
     assert_eq!(p._pad, 0);
-    assert_eq!(Filter::parse("icmp").unwrap().compile().unwrap().len, 7);
+    assert_eq!(Filter::parse("icmp").unwrap().compile().unwrap().len, 3);
     assert_eq!(
         Filter::parse("net 0.0.0.0/0")
             .unwrap()

@@ -77,7 +77,8 @@ fn ports_and_protocols() {
     assert!(m("tcp port 80", &tcp) && !m("udp port 80", &tcp));
     // ICMP echo id/seq live in sport/dport but are not ports.
     assert!(!m("port 80", &icmp4) && !m("port 7", &icmp6));
-    assert!(m("icmp", &icmp4) && m("icmp", &icmp6));
+    // As in tcpdump: `icmp` is ICMPv4 only.
+    assert!(m("icmp", &icmp4) && !m("icmp", &icmp6));
     assert!(!m("icmp6", &icmp4) && m("icmp6", &icmp6));
     assert!(!m("tcp or udp", &icmp4));
     // Ports need the L4 flag (e.g. a non-first fragment has no ports).

@@ -137,6 +137,9 @@ pub struct App {
     pub sort: Sort,
     /// Benign drops are shown (dimmed): `b`, or `--all-drops`.
     pub show_benign: bool,
+    /// Link-local control flows (MLD, neighbour discovery to `ff02::/16`)
+    /// are in the flow list (`m`); hidden by default.
+    pub show_control: bool,
     selected_flow: Option<FlowKey>,
     selected_drop: usize,
     selected_diag: usize,
@@ -170,6 +173,7 @@ impl App {
             focus: Focus::Flows,
             sort: Sort::RecentDrops,
             show_benign: false,
+            show_control: false,
             selected_flow: None,
             selected_drop: 0,
             selected_diag: 0,
@@ -284,6 +288,19 @@ impl App {
         }
     }
 
+    /// Link-local control flows left out of the flow list.
+    pub fn hidden_control_flows(&self) -> usize {
+        if self.show_control {
+            return 0;
+        }
+        self.shown()
+            .flows
+            .values()
+            .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
+            .filter(|f| f.key.is_link_local_control())
+            .count()
+    }
+
     pub fn lost(&self) -> u64 {
         self.status.lost.max(self.info.final_lost.unwrap_or(0))
     }
@@ -298,6 +315,7 @@ impl App {
             .flows
             .values()
             .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
+            .filter(|f| self.show_control || !f.key.is_link_local_control())
             .collect();
         match self.sort {
             Sort::RecentDrops => rows.sort_by(|a, b| {

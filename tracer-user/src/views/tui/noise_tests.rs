@@ -111,7 +111,13 @@ fn flows_panel(screen: &str) -> String {
 
 #[test]
 fn benign_drops_are_counted_but_neither_a_cross_nor_a_drop_point() {
-    let a = noisy_app();
+    let mut a = noisy_app();
+    // The nodes' link-local control flows are hidden until `m`.
+    assert!(a.flow_rows().is_empty(), "link-local control hidden");
+    assert_eq!(a.hidden_control_flows(), 1);
+    assert!(screen(&a, 100, 30).contains("1 link-local hidden [m]"));
+    a.key(ch('m'));
+    assert_eq!(a.hidden_control_flows(), 0);
     let rows = a.flow_rows();
     assert_eq!(rows.len(), 1, "only the flow tc saw");
     assert_eq!((rows[0].packets, rows[0].drops, rows[0].benign), (1, 0, 1));
@@ -130,6 +136,7 @@ fn benign_drops_are_counted_but_neither_a_cross_nor_a_drop_point() {
 #[test]
 fn b_shows_benign_drops_dimmed_and_hides_them_again() {
     let mut a = noisy_app();
+    a.key(ch('m'));
     a.key(ch('b'));
     assert!(a.show_benign);
     assert_eq!(a.flow_rows().len(), 3, "the MLD and netlink frees too");

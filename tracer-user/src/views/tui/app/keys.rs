@@ -57,6 +57,7 @@ impl App {
             KeyCode::Char('c') => self.clear(),
             KeyCode::Char('s') => self.sort = self.sort.next(),
             KeyCode::Char('b') => self.show_benign = !self.show_benign,
+            KeyCode::Char('m') => self.show_control = !self.show_control,
             _ => {}
         }
     }

@@ -13,7 +13,14 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let rows = app.flow_rows();
     let focused = app.focus == Focus::Flows;
     let block = panel(
-        format!("Flows ({}) · sort: {} [s]", rows.len(), app.sort.label()),
+        match app.hidden_control_flows() {
+            0 => format!("Flows ({}) · sort: {} [s]", rows.len(), app.sort.label()),
+            n => format!(
+                "Flows ({}) · sort: {} [s] · {n} link-local hidden [m]",
+                rows.len(),
+                app.sort.label()
+            ),
+        },
         focused,
         t,
     );

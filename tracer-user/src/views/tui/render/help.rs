@@ -60,6 +60,10 @@ fn keys(app: &App, t: &Theme) -> Vec<Line<'static>> {
             "b",
             "show / hide benign drops (link-local, closing sockets), dimmed",
         ),
+        k(
+            "m",
+            "show / hide the nodes' link-local control flows (MLD, neighbour discovery)",
+        ),
         k("c", "clear counters (flows, drop points, diagnoses)"),
         k("p", "probes: attached, unavailable and why; interfaces"),
         k("?", "this help"),
