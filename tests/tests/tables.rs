@@ -18,6 +18,11 @@ use serde_json::Value;
 /// admitted by its namespace profile, or denied by a Kubernetes
 /// NetworkPolicy (`deny`).
 fn calico_nft(cali: &str, deny: bool) -> String {
+    calico_nft_in("ip", cali, deny)
+}
+
+/// [`calico_nft`] in `family` (`ip` or `ip6`: Felix writes one table each).
+fn calico_nft_in(family: &str, cali: &str, deny: bool) -> String {
     let policy = if deny {
         r#"
         chain filter-cali-pi-knp/default/deny-all {
@@ -39,7 +44,7 @@ fn calico_nft(cali: &str, deny: bool) -> String {
     };
     format!(
         r#"
-table ip calico {{
+table {family} calico {{
     map filter-cali-to-wl-dispatch {{
         type ifname : verdict
         elements = {{ "{cali}" : goto filter-cali-tw-{cali} }}
@@ -305,4 +310,142 @@ fn the_trace_table_goes_with_a_killed_calitrace() {
     }
     // Owned by calitrace's netlink socket: the kernel removed it.
     assert_no_trace_table(&r.lab);
+}
+
+/// Gives pods a0 and b0 IPv6 addresses as Calico does (a /128 on `eth0`, the
+/// default route via the `cali` interface's link-local address, which its
+/// MAC ee:ee:ee:ee:ee:ee makes `fe80::ecee:eeff:feee:eeee`), and the nodes
+/// routes to each other's pods over IPv6 underlay addresses. Returns the
+/// pods' addresses once a ping gets through.
+fn ipv6_pods(r: &Run) -> (String, String) {
+    let (a6, b6) = ("fd00:244:1::10", "fd00:244:2::10");
+    let (na, nb) = (&r.lab.node(0).netns, &r.lab.node(1).netns);
+    for (ns, me, other, pod, cali, other_pods) in [
+        (
+            na,
+            "fd00:cafe::1",
+            "fd00:cafe::2",
+            a6,
+            &r.a.cali,
+            "fd00:244:2::/64",
+        ),
+        (
+            nb,
+            "fd00:cafe::2",
+            "fd00:cafe::1",
+            b6,
+            &r.b.cali,
+            "fd00:244:1::/64",
+        ),
+    ] {
+        r.lab
+            .sh(
+                ns,
+                &format!(
+                    "set -e; sysctl -qw net.ipv6.conf.all.forwarding=1; \
+                     ip -6 addr add {me}/64 dev eth0 nodad; \
+                     ip -6 route add {pod}/128 dev {cali}; \
+                     ip -6 route add {other_pods} via {other}"
+                ),
+            )
+            .unwrap();
+    }
+    for (pod, addr) in [(&r.a, a6), (&r.b, b6)] {
+        r.lab
+            .sh(
+                &pod.netns,
+                &format!(
+                    "set -e; ip -6 addr add {addr}/128 dev eth0 nodad; \
+                     ip -6 route add default via fe80::ecee:eeff:feee:eeee dev eth0"
+                ),
+            )
+            .unwrap();
+    }
+    // Link-local addresses finish duplicate address detection first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !r.lab.ping(&r.a, b6, 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 between the lab's pods never worked"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    (a6.to_string(), b6.to_string())
+}
+
+#[test]
+fn ipv6_firewalld_rejects_what_calicos_ip6_table_allowed() {
+    let lab = Lab::with_ipv6(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let r = Run { lab, a, b };
+    let (a6, b6) = ipv6_pods(&r);
+    r.lab
+        .nft(1, &calico_nft_in("ip6", &r.b.cali, false))
+        .unwrap();
+    r.lab.nft(1, FIREWALLD).unwrap();
+    let t = Trace::start(&r.lab.node(1).netns, &["--drops-only"]).unwrap();
+    assert!(!r.lab.ping(&r.a, &b6, 5), "the ping must fail");
+    std::thread::sleep(Duration::from_millis(600));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let drops = f.drops();
+    let flow = Finished::between(&drops, &a6, &b6);
+    assert!(flow.len() >= 2, "drops of the IPv6 flow\n{}", f.dump());
+    let d = flow[flow.len() - 1];
+    let nf = &d["netfilter"];
+    assert_eq!(d["proto"], "icmpv6", "{d}");
+    assert_eq!(
+        (
+            nf["family"].as_str(),
+            nf["table"].as_str(),
+            nf["owner"].as_str()
+        ),
+        (Some("inet"), Some("firewalld"), Some("firewalld")),
+        "{d}"
+    );
+    assert_eq!(nf["reject_with"], "icmpx admin-prohibited", "{d}");
+    assert_eq!(nf["allowed_by"], "calico", "ip6 calico accepted it: {d}");
+    assert_eq!(nf["attribution"], "exact", "{d}");
+    assert_no_trace_table(&r.lab);
+}
+
+#[test]
+fn the_cluster_view_names_each_nodes_tables() {
+    let r = Run::new();
+    r.lab.nft(1, &calico_nft(&r.b.cali, false)).unwrap();
+    r.lab.nft(1, FIREWALLD).unwrap();
+    let nodes = [
+        ("node-a", r.lab.node(0).netns.as_str()),
+        ("node-b", r.lab.node(1).netns.as_str()),
+    ];
+    let t = Trace::start_cluster(&nodes, &["--drops-only"]).unwrap();
+    assert!(!r.lab.ping(&r.a, &r.b.ip, 5));
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let drops = f.drops();
+    let flow = Finished::between(&drops, &r.a.ip, &r.b.ip);
+    let d = flow
+        .last()
+        .unwrap_or_else(|| panic!("no drop\n{}", f.dump()));
+    assert_eq!(d["node"], "node-b", "{d}");
+    assert_eq!(d["netfilter"]["owner"], "firewalld", "{d}");
+    assert_eq!(d["netfilter"]["allowed_by"], "calico", "{d}");
+    let n = diag(&f, "NETFILTER_DROP");
+    assert_eq!(
+        (n["node"].as_str(), n["owner"].as_str()),
+        (Some("node-b"), Some("firewalld")),
+        "{n}"
+    );
+    assert!(
+        f.diagnoses()
+            .iter()
+            .all(|d| !d["code"].as_str().unwrap_or("").starts_with("UNDERLAY")),
+        "node B's own drop is not the underlay's\n{}",
+        f.dump()
+    );
+    for (_, ns) in nodes {
+        let tables = r.lab.sh(ns, "nft list tables").unwrap();
+        assert!(!tables.contains("calitrace"), "{tables}");
+    }
 }

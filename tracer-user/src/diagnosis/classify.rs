@@ -388,7 +388,13 @@ mod tests {
         // An IPv4-only pod frees what the node sends to fe80::/10.
         let to_ll = icmp6(LL, "fe80::1", 128);
         assert_eq!(
-            benign("IPV6DISABLED", Some("ipv6_rcv"), Stage::Other, &to_ll, false),
+            benign(
+                "IPV6DISABLED",
+                Some("ipv6_rcv"),
+                Stage::Other,
+                &to_ll,
+                false
+            ),
             Some(Benign::LinkLocal)
         );
         // Unicast neighbour discovery between global addresses too.
@@ -418,12 +424,24 @@ mod tests {
         // A firewall rule or a tc program dropping neighbour discovery decided so.
         let ns = icmp6(LL, "ff02::1:ff00:10", 135);
         let nf = Some("nft_do_chain");
-        assert_eq!(benign("NETFILTER_DROP", nf, Stage::Netfilter, &ns, false), None);
+        assert_eq!(
+            benign("NETFILTER_DROP", nf, Stage::Netfilter, &ns, false),
+            None
+        );
         assert_eq!(benign("TC_INGRESS", None, Stage::Tc, &ns, false), None);
-        assert_eq!(benign("QUEUE_PURGE", nf, Stage::Netfilter, &ns, false), None);
+        assert_eq!(
+            benign("QUEUE_PURGE", nf, Stage::Netfilter, &ns, false),
+            None
+        );
         // Other reasons for pod traffic.
-        assert_eq!(benign("IP_NOROUTE", None, Stage::Routing, &pod, false), None);
-        assert_eq!(benign("NEIGH_FAILED", None, Stage::Neighbor, &pod, false), None);
+        assert_eq!(
+            benign("IP_NOROUTE", None, Stage::Routing, &pod, false),
+            None
+        );
+        assert_eq!(
+            benign("NEIGH_FAILED", None, Stage::Neighbor, &pod, false),
+            None
+        );
     }
 
     #[test]
@@ -454,7 +472,13 @@ mod tests {
             Some(Benign::SocketClosed)
         );
         assert_eq!(
-            benign(UNKNOWN_REASON, Some("ip_rcv_core"), Stage::Other, &none, false),
+            benign(
+                UNKNOWN_REASON,
+                Some("ip_rcv_core"),
+                Stage::Other,
+                &none,
+                false
+            ),
             None
         );
     }
@@ -483,7 +507,10 @@ mod tests {
         assert_eq!(closed(&seg(0x02, true)), None);
         assert_eq!(closed(&seg(ACK, false)), None);
         assert_eq!(closed(&seg(ACK | 0x08, false)), None);
-        assert_eq!(benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true), false), None);
+        assert_eq!(
+            benign("TCP_CSUM", at, Stage::Socket, &seg(ACK, true), false),
+            None
+        );
         // 5.10: no reasons; freed in tcp_v4_rcv.
         let old = |p: &PacketMeta| benign(UNKNOWN_REASON, at, Stage::Other, p, false);
         assert_eq!(old(&seg(ACK, true)), Some(Benign::TcpAfterClose));
@@ -492,7 +519,9 @@ mod tests {
             UNKNOWN_REASON,
             Some("ip_rcv_core"),
             Stage::Other,
-            &seg(ACK, true), false);
+            &seg(ACK, true),
+            false,
+        );
         assert_eq!(elsewhere, None);
     }
 
@@ -512,18 +541,29 @@ mod tests {
         );
         // 5.10: no reasons; icmp_rcv frees what ping_rcv did not take.
         assert_eq!(
-            benign(UNKNOWN_REASON, Some("icmp_rcv"), Stage::Other, &reply, false),
+            benign(
+                UNKNOWN_REASON,
+                Some("icmp_rcv"),
+                Stage::Other,
+                &reply,
+                false
+            ),
             Some(Benign::EchoReply)
         );
         let mut request = reply;
         request.icmp_type = 8;
-        assert_eq!(benign("NO_SOCKET", at, Stage::Socket, &request, false), None);
+        assert_eq!(
+            benign("NO_SOCKET", at, Stage::Socket, &request, false),
+            None
+        );
         assert_eq!(
             benign(
                 "NO_SOCKET",
                 at,
                 Stage::Socket,
-                &v4([10, 244, 1, 10], proto::UDP), false),
+                &v4([10, 244, 1, 10], proto::UDP),
+                false
+            ),
             None
         );
     }
@@ -559,9 +599,18 @@ mod tests {
     fn vsock_and_loopback_frees_are_benign_unless_a_pod_is_involved() {
         let other = PacketMeta::default();
         let vsock = Some("virtio_transport_recv_pkt+0x4a");
-        assert_eq!(benign("NOT_SPECIFIED", vsock, Stage::Other, &other, false), Some(Benign::NotIp));
         assert_eq!(
-            benign("NOT_SPECIFIED", Some("ip_rcv_core"), Stage::Other, &other, false),
+            benign("NOT_SPECIFIED", vsock, Stage::Other, &other, false),
+            Some(Benign::NotIp)
+        );
+        assert_eq!(
+            benign(
+                "NOT_SPECIFIED",
+                Some("ip_rcv_core"),
+                Stage::Other,
+                &other,
+                false
+            ),
             None,
             "an IP receive path with no parsed header is not called benign"
         );
@@ -575,8 +624,18 @@ mod tests {
         lo.src[..4].copy_from_slice(&[127, 0, 0, 1]);
         lo.dst[..4].copy_from_slice(&[127, 0, 0, 1]);
         let tcp = Some("tcp_v4_rcv");
-        assert_eq!(benign("NO_SOCKET", tcp, Stage::Socket, &lo, false), Some(Benign::Loopback));
-        assert_eq!(benign("NO_SOCKET", tcp, Stage::Socket, &lo, true), None, "inside a pod");
-        assert_eq!(benign("NETFILTER_DROP", None, Stage::Netfilter, &lo, false), None);
+        assert_eq!(
+            benign("NO_SOCKET", tcp, Stage::Socket, &lo, false),
+            Some(Benign::Loopback)
+        );
+        assert_eq!(
+            benign("NO_SOCKET", tcp, Stage::Socket, &lo, true),
+            None,
+            "inside a pod"
+        );
+        assert_eq!(
+            benign("NETFILTER_DROP", None, Stage::Netfilter, &lo, false),
+            None
+        );
     }
 }

@@ -319,15 +319,29 @@ mod link_local_tests {
 
     #[test]
     fn the_nodes_own_link_local_control_traffic() {
-        assert!(flow("fe80::1", "ff02::16").is_link_local_control(), "MLD report");
+        assert!(
+            flow("fe80::1", "ff02::16").is_link_local_control(),
+            "MLD report"
+        );
         assert!(flow("::", "ff02::1:ff00:1").is_link_local_control(), "DAD");
-        assert!(flow("fe80::1", "fe80::2").is_link_local_control(), "neighbour discovery");
-        assert!(flow("192.168.1.1", "224.0.0.251").is_link_local_control(), "mDNS");
+        assert!(
+            flow("fe80::1", "fe80::2").is_link_local_control(),
+            "neighbour discovery"
+        );
+        assert!(
+            flow("192.168.1.1", "224.0.0.251").is_link_local_control(),
+            "mDNS"
+        );
         assert!(!flow("10.244.1.10", "10.244.2.10").is_link_local_control());
         assert!(!flow("fd00::1", "fd00::2").is_link_local_control());
-        assert!(!flow("fd00::1", "ff05::2").is_link_local_control(), "site scope");
+        assert!(
+            !flow("fd00::1", "ff05::2").is_link_local_control(),
+            "site scope"
+        );
         assert!(!flow("10.0.0.1", "239.1.1.1").is_link_local_control());
-        assert!(!flow("fe80::1", "fd00::2").is_link_local_control(), "one end global");
+        assert!(
+            !flow("fe80::1", "fd00::2").is_link_local_control(),
+            "one end global"
+        );
     }
 }
-
