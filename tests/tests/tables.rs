@@ -449,3 +449,82 @@ fn the_cluster_view_names_each_nodes_tables() {
         assert!(!tables.contains("calitrace"), "{tables}");
     }
 }
+
+/// kube-proxy's nftables mode (Kubernetes 1.31-1.33 layout) as it lists:
+/// its ClusterIP checks, one Service at 10.96.0.10.
+const KUBE_PROXY_NFT: &str = r#"
+table ip kube-proxy {
+    comment "rules for kube-proxy"
+    set cluster-ips {
+        type ipv4_addr
+        comment "Active ClusterIPs"
+        elements = { 10.96.0.10 }
+    }
+    chain filter-forward {
+        type filter hook forward priority -110; policy accept;
+        ct state new jump cluster-ips-check
+    }
+    chain cluster-ips-check {
+        ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
+        ip daddr { 10.96.0.0/12 } drop comment "Drop traffic to unallocated ClusterIPs"
+    }
+}
+"#;
+
+#[test]
+fn kube_proxys_nftables_reject_and_drop_are_named_as_its_own() {
+    let r = Run::new();
+    r.lab.nft(0, KUBE_PROXY_NFT).unwrap();
+    let t = Trace::start(&r.lab.node(0).netns, &["--drops-only"]).unwrap();
+    assert!(
+        !r.lab.ping(&r.a, "10.96.0.10", 4),
+        "a ClusterIP without that port"
+    );
+    assert!(
+        !r.lab.ping(&r.a, "10.96.0.99", 4),
+        "an unallocated ClusterIP"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let drops = f.drops();
+    let last = |dst: &str| {
+        let flow = Finished::between(&drops, &r.a.ip, dst);
+        assert!(flow.len() >= 2, "drops to {dst}\n{}", f.dump());
+        flow[flow.len() - 1].clone()
+    };
+    let rejected = last("10.96.0.10");
+    let nf = &rejected["netfilter"];
+    assert_eq!(
+        (
+            nf["table"].as_str(),
+            nf["owner"].as_str(),
+            nf["verdict"].as_str()
+        ),
+        (Some("kube-proxy"), Some("kube-proxy"), Some("reject")),
+        "{rejected}"
+    );
+    assert_eq!(nf["chain"], "cluster-ips-check", "{rejected}");
+    assert_eq!(nf["hook"], "FORWARD", "{rejected}");
+    assert_eq!(nf["reject_with"], "icmp port-unreachable", "{rejected}");
+    let dropped = last("10.96.0.99");
+    let nf = &dropped["netfilter"];
+    assert_eq!(
+        (
+            nf["owner"].as_str(),
+            nf["verdict"].as_str(),
+            nf["reject_with"].as_str()
+        ),
+        (Some("kube-proxy"), Some("drop"), None),
+        "{dropped}"
+    );
+    assert!(
+        nf["rule"]
+            .as_str()
+            .unwrap()
+            .contains("Drop traffic to unallocated ClusterIPs"),
+        "{dropped}"
+    );
+    let n = diag(&f, "NETFILTER_DROP");
+    assert!(n["hint"].as_str().unwrap().contains("kube-proxy"), "{n}");
+}
