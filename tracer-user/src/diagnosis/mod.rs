@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use crate::correlation::arp::Unanswered;
 use crate::facts::Environment;
-use crate::model::{Check, CheckId, Diagnosis, DropRecord, Record, Stage};
+use crate::model::{Check, CheckId, Code, Diagnosis, DropRecord, Owner, Record, Stage};
 
 pub use neighbor::CALICO_GATEWAY;
 use problem::{Finding, Problem};
@@ -173,10 +173,19 @@ impl Diagnoser {
     }
 }
 
-/// Names the failed check that explains a diagnosis, in it and in its hint.
+/// Names the failed check that explains a diagnosis, in it and in its hint
+/// (the first of [`CheckId::explaining`] that failed); a check that implicates some owners' rules (`dataplane`'s split) only for a
+/// drop in their tables.
 fn cite(d: &mut Diagnosis, checks: &[Check]) {
     let explains = CheckId::explaining(d.code);
-    if let Some(c) = checks.iter().find(|c| explains.contains(&c.id)) {
+    // A policy drop is in Calico's chains even where the table's owner is unknown.
+    let owner = d
+        .owner
+        .or((d.code == Code::PolicyDrop).then_some(Owner::Calico));
+    let found = explains
+        .iter()
+        .find_map(|id| checks.iter().find(|c| c.id == *id && c.concerns(owner)));
+    if let Some(c) = found {
         d.check = Some(c.id);
         d.hint = format!(
             "{} (`calitrace doctor` check {} fails: {})",

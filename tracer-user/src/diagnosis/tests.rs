@@ -510,3 +510,75 @@ fn a_diagnosis_cites_the_doctors_failed_check_that_explains_it() {
         diag.hint
     );
 }
+
+#[test]
+fn a_drop_in_either_side_of_a_dataplane_split_cites_the_dataplane_check() {
+    use crate::model::{Check, CheckId, Owner};
+    let split = Check::fail(
+        CheckId::Dataplane,
+        "Calico: nftables (table ip calico); kube-proxy: iptables-nft (chains in ip filter)",
+    )
+    .implicates(&[Owner::Calico, Owner::KubeProxy]);
+    // kube-proxy's rules dropped it while Calico runs nftables.
+    let kube = NetfilterInfo {
+        backend: Some(Backend::Nft),
+        chain: Some("KUBE-FORWARD".into()),
+        rule: Some("handle 4: counter drop".into()),
+        owner: Some(Owner::KubeProxy),
+        ..legacy_forward_policy()
+    };
+    // Calico's policy dropped it, in `ip calico`, the table's owner unknown.
+    let calico = NetfilterInfo {
+        backend: Some(Backend::Nft),
+        table: Some("calico".into()),
+        chain: Some("filter-cali-tw-cali1".into()),
+        rule: Some("handle 9: drop".into()),
+        ..legacy_forward_policy()
+    };
+    // firewalld's reject is not the split's doing.
+    let firewalld = NetfilterInfo {
+        backend: Some(Backend::Nft),
+        family: Some(Family::Inet),
+        table: Some("firewalld".into()),
+        chain: Some("filter_FORWARD".into()),
+        owner: Some(Owner::Firewalld),
+        ..legacy_forward_policy()
+    };
+    let cited = |checks: &[Check], nf: &NetfilterInfo| {
+        let mut dg = Diagnoser::new(0);
+        dg.cite_checks(checks);
+        let mut out = Vec::new();
+        dg.on_drop(
+            &netfilter_drop(nf.clone()),
+            &mut env(NodeFacts::default()),
+            &mut out,
+        );
+        let Some(Record::Diagnosis(d)) = out.first() else {
+            panic!("{out:?}")
+        };
+        (d.code, d.check, d.hint.clone())
+    };
+    let (code, check, hint) = cited(std::slice::from_ref(&split), &kube);
+    assert_eq!(
+        (code, check),
+        (Code::NetfilterDrop, Some(CheckId::Dataplane))
+    );
+    assert!(
+        hint.contains("check dataplane fails: Calico: nftables"),
+        "{hint}"
+    );
+    let (code, check, _) = cited(std::slice::from_ref(&split), &calico);
+    assert_eq!((code, check), (Code::PolicyDrop, Some(CheckId::Dataplane)));
+    assert_eq!(cited(std::slice::from_ref(&split), &firewalld).1, None);
+    // Calico's eBPF dataplane with kube-proxy: only kube-proxy's drops.
+    let ebpf =
+        Check::fail(CheckId::Dataplane, "kube-proxy beside eBPF").implicates(&[Owner::KubeProxy]);
+    assert_eq!(cited(std::slice::from_ref(&ebpf), &calico).1, None);
+    assert_eq!(cited(&[ebpf], &kube).1, Some(CheckId::Dataplane));
+    // iptables_backend, which implicates nobody, still comes first.
+    let backend = Check::fail(CheckId::IptablesBackend, "cali-* chains in both");
+    assert_eq!(
+        cited(&[split, backend], &kube).1,
+        Some(CheckId::IptablesBackend)
+    );
+}

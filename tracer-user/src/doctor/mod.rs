@@ -9,6 +9,7 @@
 mod backend;
 mod bgp;
 mod cni;
+mod dataplane;
 #[cfg(test)]
 mod fake;
 pub mod host;
@@ -193,6 +194,7 @@ pub fn run_checks(inputs: &Inputs) -> Vec<Check> {
         routing::tunnel(inputs),
         routing::routes(inputs),
         bgp::bgp(inputs),
+        dataplane::dataplane(inputs),
     ]
 }
 

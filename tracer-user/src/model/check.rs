@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Owner;
 use super::diagnosis::Code;
 
 macro_rules! ids {
@@ -35,6 +36,7 @@ ids! {
     Tunnel => "tunnel",
     Routes => "routes",
     Bgp => "bgp",
+    Dataplane => "dataplane",
 }
 
 impl std::fmt::Display for CheckId {
@@ -47,7 +49,10 @@ impl CheckId {
     /// The checks whose failure can explain a live diagnosis of `code`.
     pub fn explaining(code: Code) -> &'static [CheckId] {
         match code {
-            Code::IptablesBackendMismatch | Code::NetfilterDrop => &[CheckId::IptablesBackend],
+            Code::IptablesBackendMismatch | Code::NetfilterDrop => {
+                &[CheckId::IptablesBackend, CheckId::Dataplane]
+            }
+            Code::PolicyDrop => &[CheckId::Dataplane],
             Code::NoRoute => &[CheckId::IpForward, CheckId::DefaultRoute, CheckId::Routes],
             Code::RpFilter => &[CheckId::RpFilter],
             Code::ProxyArpDisabled => &[CheckId::ProxyArp, CheckId::DefaultRoute],
@@ -102,6 +107,10 @@ pub struct Check {
     pub evidence: String,
     /// What to change, with the exact setting; null when nothing is to be done.
     pub hint: Option<String>,
+    /// Whose netfilter rules a failed check puts in doubt: a diagnosis cites
+    /// it only for a drop in their tables (empty: any drop it explains).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implicates: Vec<Owner>,
 }
 
 impl Check {
@@ -112,6 +121,7 @@ impl Check {
             summary: summary.into(),
             evidence: String::new(),
             hint: None,
+            implicates: Vec::new(),
         }
     }
 
@@ -139,6 +149,16 @@ impl Check {
     pub fn hint(mut self, hint: impl Into<String>) -> Check {
         self.hint = Some(hint.into());
         self
+    }
+
+    pub fn implicates(mut self, owners: &[Owner]) -> Check {
+        self.implicates = owners.to_vec();
+        self
+    }
+
+    /// Whether this check can explain a drop in `owner`'s rules.
+    pub fn concerns(&self, owner: Option<Owner>) -> bool {
+        self.implicates.is_empty() || owner.is_some_and(|o| self.implicates.contains(&o))
     }
 
     pub fn failed(&self) -> bool {
@@ -178,7 +198,7 @@ mod tests {
         for id in CheckId::ALL {
             assert_eq!(serde_json::to_value(id).unwrap(), id.as_str());
         }
-        assert_eq!(CheckId::ALL.len(), 12);
+        assert_eq!(CheckId::ALL.len(), 13);
         assert!(CheckId::explaining(Code::ProxyArpDisabled).contains(&CheckId::ProxyArp));
     }
 }
