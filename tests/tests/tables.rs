@@ -528,3 +528,57 @@ fn kube_proxys_nftables_reject_and_drop_are_named_as_its_own() {
     let n = diag(&f, "NETFILTER_DROP");
     assert!(n["hint"].as_str().unwrap().contains("kube-proxy"), "{n}");
 }
+
+#[test]
+fn calico_in_nftables_and_kube_proxy_in_iptables_is_a_split_the_drop_cites() {
+    let r = Run::new();
+    r.lab.nft(1, &calico_nft(&r.b.cali, false)).unwrap();
+    // kube-proxy in iptables mode (iptables-nft): a Service without endpoints.
+    let kube = format!(
+        "set -e; iptables-nft -N KUBE-SERVICES; \
+         iptables-nft -A FORWARD -m conntrack --ctstate NEW -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES; \
+         iptables-nft -A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment 'default/web:http has no endpoints' -m tcp --dport 8080 -j REJECT --reject-with icmp-port-unreachable",
+        r.b.ip
+    );
+    r.lab.sh(&r.lab.node(1).netns, &kube).unwrap();
+    let t = Trace::start(&r.lab.node(1).netns, &["--drops-only"]).unwrap();
+    let refused = r.lab.tcp_probe(
+        &r.a.netns,
+        &r.b.netns,
+        &r.b.ip,
+        8080,
+        Duration::from_secs(3),
+    );
+    assert!(refused.is_err(), "the Service has no endpoints");
+    std::thread::sleep(Duration::from_millis(600));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let start = &f.of_type("start")[0];
+    let checks = start["checks"].as_array().cloned().unwrap_or_default();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["id"] == "dataplane" && c["status"] == "fail"),
+        "doctor's dataplane check fails on the split: {start}"
+    );
+    // The refused connect is one SYN: named by the counters (iptables-nft
+    // rules have them), no second packet for the trace.
+    let drops = f.drops();
+    let flow = Finished::between(&drops, &r.a.ip, &r.b.ip);
+    let d = *flow
+        .last()
+        .unwrap_or_else(|| panic!("no drop\n{}", f.dump()));
+    let nf = &d["netfilter"];
+    assert_eq!(
+        (
+            nf["owner"].as_str(),
+            nf["chain"].as_str(),
+            nf["verdict"].as_str()
+        ),
+        (Some("kube-proxy"), Some("KUBE-SERVICES"), Some("reject")),
+        "{d}"
+    );
+    assert_eq!(nf["reject_with"], "icmp port-unreachable", "{d}");
+    let n = diag(&f, "NETFILTER_DROP");
+    assert_eq!(n["check"], "dataplane", "the split explains it: {n}");
+}
