@@ -160,7 +160,10 @@ impl Pipeline {
         }
         let after = self.env.netfilter();
         for (mut d, key) in std::mem::take(&mut self.pending_nf) {
+            // nftables' trace names table, chain and rule itself; otherwise
+            // the counters name what a table walk (or nothing) left open.
             let traced = key.and_then(|k| self.traced(after.as_ref(), k));
+            let by_trace = traced.is_some() && after.is_some();
             if let (Some(nf), Some(inv)) = (traced, after.as_ref()) {
                 d.netfilter = Some(nf.place(inv));
             }
@@ -168,9 +171,7 @@ impl Pipeline {
                 .netfilter
                 .as_ref()
                 .is_some_and(|nf| hook_guessed(nf, &d.journey, d.netns));
-            if let (Some(after), Some(nf)) = (&after, d.netfilter.as_mut())
-                && nf.attribution == Attribution::Inferred
-            {
+            if let (Some(after), Some(nf), false) = (&after, d.netfilter.as_mut(), by_trace) {
                 let src = d.flow.src.as_deref();
                 let named = self.complete_from_counters(nf, after, src);
                 if !named && guessed {
