@@ -516,3 +516,62 @@ fn tui_on_a_healthy_vxlan_node_with_ipv6_shows_no_cross_and_no_diagnosis() {
     assert!(!after.contains("DIAGNOSIS"), "{after}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tui_tells_firewallds_reject_from_a_drop() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    // firewalld 1.x's forward chain after an accepting table of Calico's
+    // nftables dataplane (shortened; tests/tests/tables.rs has them whole).
+    lab.nft(
+        1,
+        r#"
+table ip calico {
+    chain filter-FORWARD {
+        type filter hook forward priority filter; policy accept;
+        counter meta mark set meta mark | 0x00010000 comment "cali:fXaqbwKfGHq5dvHP;"
+        meta mark & 0x00010000 == 0x00010000 counter accept comment "cali:yp7iNUYNEhDmKF6E; Policy explicitly accepted packet."
+    }
+}
+table inet firewalld {
+    chain filter_FORWARD {
+        type filter hook forward priority filter + 10; policy accept;
+        ct state { established, related } accept
+        jump filter_FORWARD_ZONES
+        reject with icmpx admin-prohibited
+    }
+    chain filter_FORWARD_ZONES {
+        goto filter_FWD_public
+    }
+    chain filter_FWD_public {
+        reject with icmpx admin-prohibited
+    }
+}
+"#,
+    )
+    .unwrap();
+    let dir = tmpdir("firewalld");
+    let t = tui_on_node_b(&lab, "firewalld", &dir, (120, 34), "");
+    assert!(!lab.ping(&a, &b.ip, 5), "firewalld rejects the ping");
+    let screen = t.wait_for(
+        "the reject, named as firewalld's",
+        Duration::from_secs(20),
+        |s| s.contains("REJECT FORWARD nft/firewalld") && s.contains("sender told icmpx"),
+    );
+    // The journey's failing point wraps: read it as one line.
+    let words = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("by firewalld; sender told icmpx admin-prohibited; Calico had allowed it"),
+        "{screen}"
+    );
+    assert!(
+        words.contains("Calico allowed it; firewalld rejected"),
+        "the diagnosis says whose rule it was\n{screen}"
+    );
+    if let Some(path) = std::env::var_os("CALITRACE_TUI_CAPTURE") {
+        std::fs::write(path, &screen).unwrap();
+    }
+    t.keys(&["q"]);
+    assert_exited_and_restored(&t);
+    std::fs::remove_dir_all(&dir).ok();
+}

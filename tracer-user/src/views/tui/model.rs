@@ -50,14 +50,19 @@ impl DropInfo {
         }
     }
 
+    /// `REJECT` where a rule rejected the packet (the sender was told), else
+    /// `DROP`.
+    pub fn verb(&self) -> &'static str {
+        match self.netfilter.as_ref().and_then(|nf| nf.verdict) {
+            Some(RuleVerdict::Reject) => "REJECT",
+            _ => "DROP",
+        }
+    }
+
     /// The failing point of a journey, e.g. `FORWARD (legacy filter: DROP)`.
     pub fn point(&self) -> String {
         if let Some(nf) = &self.netfilter {
-            let verb = match nf.verdict {
-                Some(RuleVerdict::Reject) => "REJECT",
-                _ => "DROP",
-            };
-            let mut s = nf.verdict_label(verb);
+            let mut s = nf.verdict_label(self.verb());
             if let Some(o) = nf.owner {
                 s.push_str(&format!(" by {}", o.label()));
             }

@@ -76,7 +76,7 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
     let (sym, verdict) = match (&f.latest.drop, f.never_reached()) {
         (Some(d), _) => (
             Span::styled("✗", t.bad()),
-            Span::styled(format!("DROP {}", d.short()), t.bad()),
+            Span::styled(format!("{} {}", d.verb(), d.short()), t.bad()),
         ),
         (None, Some(n)) => (
             Span::styled("✗", t.bad()),
