@@ -239,6 +239,13 @@ fn calico_nftables_policy_drop_names_the_policy() {
     assert_eq!(p["policy"]["direction"], "ingress", "{p}");
     assert_eq!(p["backend"], "nft", "{p}");
     assert!(
+        p["hint"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl get networkpolicy -n default deny-all"),
+        "{p}"
+    );
+    assert!(
         p["summary"]
             .as_str()
             .unwrap()

@@ -78,15 +78,7 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         .filter(|l| !l.is_empty())
         .map(|l| format!(" {l}"))
         .unwrap_or_default();
-    let hint = if nf.comment.as_deref() == Some("Unknown interface") {
-        format!(
-            "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
-        )
-    } else {
-        format!(
-            "a NetworkPolicy or GlobalNetworkPolicy denies this traffic ({chain}); check the policies that select the pods involved (`calicoctl get networkpolicy,globalnetworkpolicy -A -o wide`)"
-        )
-    };
+    let hint = policy_hint(chain, nf);
     (
         format!(
             "{} {} by Calico policy{by}: {place}{why}",
@@ -95,6 +87,50 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         ),
         hint,
     )
+}
+
+/// What to look at for a drop in Calico's policy or dispatch chains: the
+/// policy named, the tier that passed nothing, the profiles, or Felix.
+fn policy_hint(chain: &str, nf: &NetfilterInfo) -> String {
+    let comment = nf.comment.as_deref().unwrap_or("");
+    let policy = nf.policy.as_ref();
+    if comment.ends_with("Unknown interface") {
+        return format!(
+            "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
+        );
+    }
+    if comment.ends_with("Drop if no profiles matched") {
+        return "no profile of the pod accepted it: the namespace's profile (kns.<namespace>) normally allows everything; is the pod's namespace known to Calico (`calicoctl get profiles`)?".into();
+    }
+    match policy {
+        Some(p) if p.name.is_some() => {
+            let ns = p
+                .namespace
+                .as_deref()
+                .map(|n| format!(" -n {n}"))
+                .unwrap_or_default();
+            let name = p.name.as_deref().unwrap_or("");
+            match p.kind.as_deref() {
+                Some("KubernetesNetworkPolicy") => format!(
+                    "the Kubernetes NetworkPolicy {name} denies this traffic: `kubectl get networkpolicy{ns} {name} -o yaml`"
+                ),
+                Some("Profile") => format!(
+                    "Calico's profile {name} denies this traffic: `calicoctl get profile {name} -o yaml`"
+                ),
+                _ => format!(
+                    "the Calico policy {} denies this traffic: `calicoctl get networkpolicy,globalnetworkpolicy -A -o wide | grep {name}`",
+                    p.label()
+                ),
+            }
+        }
+        Some(p) if p.tier.is_some() => format!(
+            "no policy in tier {} allowed or passed this traffic ({chain}): add an allow (or a pass) for it in that tier, or check the policies that select the pods involved",
+            p.tier.as_deref().unwrap_or("")
+        ),
+        _ => format!(
+            "a NetworkPolicy or GlobalNetworkPolicy denies this traffic ({chain}); check the policies that select the pods involved (`calicoctl get networkpolicy,globalnetworkpolicy -A -o wide`)"
+        ),
+    }
 }
 
 /// `dropped`, or `rejected (the sender was told icmp host-prohibited)`.
