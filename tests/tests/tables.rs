@@ -589,3 +589,45 @@ fn calico_in_nftables_and_kube_proxy_in_iptables_is_a_split_the_drop_cites() {
     let n = diag(&f, "NETFILTER_DROP");
     assert_eq!(n["check"], "dataplane", "the split explains it: {n}");
 }
+
+#[test]
+fn firewalld_after_calico_in_iptables_nft_is_told_by_calicos_accept_mark() {
+    let r = Run::new();
+    // Felix's FORWARD rules as iptables-nft stores them (hashes from Felix's
+    // captured ruleset); the workload's policy accepting is cut to one mark.
+    let calico = format!(
+        "set -e; iptables-nft -N cali-FORWARD; \
+         iptables-nft -A FORWARD -m comment --comment cali:wUHhoiAYhphO9Mso -j cali-FORWARD; \
+         iptables-nft -A FORWARD -m comment --comment cali:S93hcgKJrXEqnTfs -m comment --comment 'Policy explicitly accepted packet.' -m mark --mark 0x10000/0x10000 -j ACCEPT; \
+         iptables-nft -A FORWARD -m comment --comment cali:mp77cMpurHhyjLrM -j MARK --set-xmark 0x10000/0x10000; \
+         iptables-nft -A cali-FORWARD -m comment --comment cali:W_vvds1Nw3n9QE2f -j MARK --set-xmark 0x0/0x1a0000; \
+         iptables-nft -A cali-FORWARD -o {} -m comment --comment cali:policyaccepted -j MARK --set-xmark 0x10000/0x10000",
+        r.b.cali
+    );
+    r.lab.sh(&r.lab.node(1).netns, &calico).unwrap();
+    r.lab.nft(1, FIREWALLD).unwrap();
+    let f = r.trace();
+    let d = r.last_drop(&f);
+    let nf = &d["netfilter"];
+    assert_eq!(
+        (
+            nf["table"].as_str(),
+            nf["owner"].as_str(),
+            nf["verdict"].as_str()
+        ),
+        (Some("firewalld"), Some("firewalld"), Some("reject")),
+        "{d}"
+    );
+    assert_eq!(
+        nf["allowed_by"], "calico",
+        "the accept mark 0x10000 was set: {d}"
+    );
+    let n = diag(&f, "NETFILTER_DROP");
+    assert!(
+        n["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Calico allowed it; firewalld rejected"),
+        "{n}"
+    );
+}
