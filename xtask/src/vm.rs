@@ -104,10 +104,12 @@ pub const KERNEL_SENSITIVE: &[&str] = &[
     "netfilter::calico_in_legacy_nft_drops",
     "netfilter::calico_dispatch_chain_drop_is_a_policy_drop",
     "netfilter::healthy_traffic_with_rules_in_both_backends",
-    // nftables' trace: every table on the node, owners, rejects; the table's cleanup.
+    // nftables' trace (every table on the node, with or without a table
+    // walk), Calico's nftables dataplane, and the trace table's cleanup
+    // (owned by its socket from 5.12, swept at the next start before).
     "tables::firewalld_rejects_what_calico_allowed",
     "tables::calico_nftables_policy_drop_names_the_policy",
-    "tables::the_distros_reject_before_calicos_accept",
+    "tables::calico_in_nftables_and_kube_proxy_in_iptables_is_a_split_the_drop_cites",
     "tables::the_trace_table_goes_with_a_killed_calitrace",
     // The nf_tables inventory over netlink.
     "inventory::iptables_nft_rules_live_in_nf_tables",

@@ -197,11 +197,13 @@ impl Pipeline {
     }
 
     /// Has nftables trace the next packets of a drop's flow through every
-    /// nf_tables table, where no table walk names the place exactly and the
-    /// drop may be nf_tables' (live only).
+    /// nf_tables table, where the drop may be nf_tables' and no table walk
+    /// named its rule (a walk names the base chain it entered, not the chain
+    /// a jump led to; live only).
     fn trace_next(&mut self, d: &DropRecord, key: Option<PacketKey>) {
         let inexact = d.netfilter.as_ref().is_some_and(|nf| {
-            nf.attribution == Attribution::Inferred && nf.backend != Some(Backend::Legacy)
+            nf.backend != Some(Backend::Legacy)
+                && (nf.attribution == Attribution::Inferred || nf.rule.is_none())
         });
         if let Some(k) = key.filter(|_| inexact) {
             let (src, dst) = k.addrs();
