@@ -180,6 +180,7 @@ fn cite(d: &mut Diagnosis, checks: &[Check]) {
     let explains = CheckId::explaining(d.code);
     // A policy drop is in Calico's chains even where the table's owner is unknown.
     let owner = d
+        .refusal
         .owner
         .or((d.code == Code::PolicyDrop).then_some(Owner::Calico));
     let found = explains

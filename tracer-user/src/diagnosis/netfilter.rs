@@ -11,7 +11,7 @@ use crate::model::{
 /// policy or dispatch chains, NETFILTER_DROP otherwise.
 pub fn table_drop(d: &DropRecord, nf: &NetfilterInfo) -> Finding {
     let policy = nf.chain.as_deref().is_some_and(is_calico_policy_chain)
-        && nf.owner.is_none_or(|o| o == Owner::Calico);
+        && nf.refusal.owner.is_none_or(|o| o == Owner::Calico);
     let code = if policy {
         Code::PolicyDrop
     } else {
@@ -52,11 +52,7 @@ fn located(
         rule: nf.rule.clone(),
         attribution: Some(nf.attribution),
         family: nf.family,
-        owner: nf.owner,
-        verdict: nf.verdict,
-        reject_with: nf.reject_with.clone(),
-        policy: nf.policy.clone(),
-        allowed_by: nf.allowed_by,
+        refusal: nf.refusal.clone(),
         ..of_flow(d, code, Stage::Netfilter, summary, hint)
     }
 }
@@ -72,6 +68,7 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         .map(|c| format!(" (\"{c}\")"))
         .unwrap_or_default();
     let by = nf
+        .refusal
         .policy
         .as_ref()
         .map(|p| p.label())
@@ -93,7 +90,7 @@ fn policy_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
 /// policy named, the tier that passed nothing, the profiles, or Felix.
 fn policy_hint(chain: &str, nf: &NetfilterInfo) -> String {
     let comment = nf.comment.as_deref().unwrap_or("");
-    let policy = nf.policy.as_ref();
+    let policy = nf.refusal.policy.as_ref();
     if comment.ends_with("Unknown interface") {
         return format!(
             "{chain} has no entry for this workload interface: Felix has not programmed it (is calico-node healthy on this node, and the pod's cali interface known to it?)"
@@ -135,7 +132,7 @@ fn policy_hint(chain: &str, nf: &NetfilterInfo) -> String {
 
 /// `dropped`, or `rejected (the sender was told icmp host-prohibited)`.
 fn refused(nf: &NetfilterInfo) -> String {
-    match (nf.verdict, &nf.reject_with) {
+    match (nf.refusal.verdict, &nf.refusal.reject_with) {
         (Some(RuleVerdict::Reject), Some(w)) => format!("rejected (the sender was told {w})"),
         (Some(RuleVerdict::Reject), None) => "rejected".into(),
         _ => "dropped".into(),
@@ -153,12 +150,12 @@ fn netfilter_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
         (None, _, Some(h)) => format!("a DROP rule or a DROP policy in {h}"),
         _ => "a DROP rule or policy".into(),
     };
-    let whose = match nf.owner {
+    let whose = match nf.refusal.owner {
         Some(o) => o.label().to_string(),
         None => "netfilter".into(),
     };
-    let before = match nf.allowed_by {
-        Some(a) if nf.owner.is_some() && nf.allowed_by != nf.owner => {
+    let before = match nf.refusal.allowed_by {
+        Some(a) if nf.refusal.owner.is_some() && nf.refusal.allowed_by != nf.refusal.owner => {
             format!("{} allowed it; {whose} {}: ", a.label(), refused(nf))
         }
         Some(a) => format!("{} allowed it, then: ", a.label()),
@@ -167,7 +164,7 @@ fn netfilter_words(d: &DropRecord, nf: &NetfilterInfo) -> (String, String) {
     let from_unknown_host = nf.comment.as_deref().is_some_and(|c| {
         c.contains("from non-allowed hosts") || c.contains("from non-Calico hosts")
     });
-    let hint = match nf.owner {
+    let hint = match nf.refusal.owner {
         Some(Owner::Calico) if from_unknown_host => format!(
             "Calico drops tunnel packets from hosts not in its host set: is the sending node's Node resource (and its tunnel/BGP address) known to Calico, with this source address? (`calicoctl get nodes -o wide`; the rule: `{list}`)"
         ),

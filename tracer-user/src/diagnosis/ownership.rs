@@ -45,7 +45,7 @@ pub fn from_trace(t: &TracedDrop, inv: &Inventory) -> NetfilterInfo {
         ..Default::default()
     };
     let calico_chains = inv.calico_chains().is_some();
-    nf.allowed_by = t
+    nf.refusal.allowed_by = t
         .accepted_by
         .iter()
         .find_map(|p| owner::of_rule(p.family, &p.table, &p.chain, None, None))
@@ -62,15 +62,15 @@ pub fn complete(nf: &mut NetfilterInfo, inv: Option<&Inventory>, packet_family: 
     };
     let family = nf.family.unwrap_or(packet_family);
     let rule_text = nf.rule.clone();
-    nf.owner = owner::of_rule(
+    nf.refusal.owner = owner::of_rule(
         family,
         &table,
         &chain,
         rule_text.as_deref(),
         nf.comment.as_deref(),
     );
-    if nf.allowed_by == nf.owner {
-        nf.allowed_by = None;
+    if nf.refusal.allowed_by == nf.refusal.owner {
+        nf.refusal.allowed_by = None;
     }
     let told = rule_text
         .as_deref()
@@ -80,15 +80,15 @@ pub fn complete(nf: &mut NetfilterInfo, inv: Option<&Inventory>, packet_family: 
         rule_of(inv, b, family, &table, &chain, rule_text.as_deref())
             .is_some_and(|v| v == Verdict::Reject)
     });
-    nf.verdict = rule_text.as_ref().map(|_| {
+    nf.refusal.verdict = rule_text.as_ref().map(|_| {
         if told.is_some() || rejects_by_inventory {
             RuleVerdict::Reject
         } else {
             RuleVerdict::Drop
         }
     });
-    nf.reject_with = told.filter(|_| nf.verdict == Some(RuleVerdict::Reject));
-    if nf.owner == Some(Owner::Calico) && calico::is_policy_chain(&chain) {
+    nf.refusal.reject_with = told.filter(|_| nf.refusal.verdict == Some(RuleVerdict::Reject));
+    if nf.refusal.owner == Some(Owner::Calico) && calico::is_policy_chain(&chain) {
         let comments: Vec<&str> = nf
             .backend
             .zip(inv)
@@ -100,7 +100,7 @@ pub fn complete(nf: &mut NetfilterInfo, inv: Option<&Inventory>, packet_family: 
                     .collect()
             })
             .unwrap_or_default();
-        nf.policy = calico::policy(&chain, &comments, nf.comment.as_deref());
+        nf.refusal.policy = calico::policy(&chain, &comments, nf.comment.as_deref());
     }
 }
 
@@ -214,13 +214,16 @@ mod tests {
             Some("handle 31: reject with icmpx type admin-prohibited")
         );
         assert_eq!(nf.attribution, Attribution::Exact);
-        assert_eq!(nf.owner, Some(Owner::Firewalld));
-        assert_eq!(nf.verdict, Some(RuleVerdict::Reject));
-        assert_eq!(nf.reject_with.as_deref(), Some("icmpx admin-prohibited"));
-        assert_eq!(nf.allowed_by, Some(Owner::Calico));
+        assert_eq!(nf.refusal.owner, Some(Owner::Firewalld));
+        assert_eq!(nf.refusal.verdict, Some(RuleVerdict::Reject));
+        assert_eq!(
+            nf.refusal.reject_with.as_deref(),
+            Some("icmpx admin-prohibited")
+        );
+        assert_eq!(nf.refusal.allowed_by, Some(Owner::Calico));
         let mut alone = from_trace(&traced(&[]), &inv);
         complete(&mut alone, Some(&inv), Family::Ipv4);
-        assert_eq!(alone.allowed_by, None, "nothing had accepted it");
+        assert_eq!(alone.refusal.allowed_by, None, "nothing had accepted it");
     }
 
     #[test]
@@ -234,10 +237,10 @@ mod tests {
             ..Default::default()
         };
         complete(&mut nf, None, Family::Ipv4);
-        assert_eq!(nf.owner, Some(Owner::Calico));
-        assert_eq!(nf.verdict, Some(RuleVerdict::Drop));
-        assert_eq!(nf.reject_with, None);
-        let p = nf.policy.unwrap();
+        assert_eq!(nf.refusal.owner, Some(Owner::Calico));
+        assert_eq!(nf.refusal.verdict, Some(RuleVerdict::Drop));
+        assert_eq!(nf.refusal.reject_with, None);
+        let p = nf.refusal.policy.unwrap();
         assert_eq!(p.kind.as_deref(), Some("KubernetesNetworkPolicy"));
         assert_eq!(
             (p.namespace.as_deref(), p.name.as_deref()),
@@ -255,8 +258,11 @@ mod tests {
             ..Default::default()
         };
         complete(&mut nf, None, Family::Ipv4);
-        assert_eq!(nf.owner, Some(Owner::Distro));
-        assert_eq!(nf.reject_with.as_deref(), Some("icmp host-prohibited"));
+        assert_eq!(nf.refusal.owner, Some(Owner::Distro));
+        assert_eq!(
+            nf.refusal.reject_with.as_deref(),
+            Some("icmp host-prohibited")
+        );
         let mut policy = NetfilterInfo {
             backend: Some(Backend::Legacy),
             table: Some("filter".into()),
@@ -266,7 +272,7 @@ mod tests {
         };
         complete(&mut policy, None, Family::Ipv4);
         assert_eq!(
-            (policy.owner, policy.verdict),
+            (policy.refusal.owner, policy.refusal.verdict),
             (None, Some(RuleVerdict::Drop))
         );
         let mut unknown = NetfilterInfo {
@@ -274,6 +280,6 @@ mod tests {
             ..Default::default()
         };
         complete(&mut unknown, None, Family::Ipv4);
-        assert_eq!(unknown.verdict, None, "nothing known: nothing said");
+        assert_eq!(unknown.refusal.verdict, None, "nothing known: nothing said");
     }
 }

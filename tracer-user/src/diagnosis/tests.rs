@@ -524,7 +524,10 @@ fn a_drop_in_either_side_of_a_dataplane_split_cites_the_dataplane_check() {
         backend: Some(Backend::Nft),
         chain: Some("KUBE-FORWARD".into()),
         rule: Some("handle 4: counter drop".into()),
-        owner: Some(Owner::KubeProxy),
+        refusal: crate::model::Refusal {
+            owner: Some(Owner::KubeProxy),
+            ..Default::default()
+        },
         ..legacy_forward_policy()
     };
     // Calico's policy dropped it, in `ip calico`, the table's owner unknown.
@@ -541,7 +544,10 @@ fn a_drop_in_either_side_of_a_dataplane_split_cites_the_dataplane_check() {
         family: Some(Family::Inet),
         table: Some("firewalld".into()),
         chain: Some("filter_FORWARD".into()),
-        owner: Some(Owner::Firewalld),
+        refusal: crate::model::Refusal {
+            owner: Some(Owner::Firewalld),
+            ..Default::default()
+        },
         ..legacy_forward_policy()
     };
     let cited = |checks: &[Check], nf: &NetfilterInfo| {

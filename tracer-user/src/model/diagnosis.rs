@@ -2,10 +2,9 @@
 
 use serde::Serialize;
 
-use super::journey::PolicyRef;
+use super::journey::Refusal;
 use super::names::{
-    Attribution, Backend, CalicoPlacement, Encap, Family, Hook, Owner, Proto, RuleVerdict, Stage,
-    as_display,
+    Attribution, Backend, CalicoPlacement, Encap, Family, Hook, Proto, Stage, as_display,
 };
 use super::packet::PodRef;
 
@@ -83,21 +82,9 @@ pub struct Diagnosis {
     /// nft family of `table` (`ip`, `ip6`, `inet`, ...).
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_display")]
     pub family: Option<Family>,
-    /// Whose table or rule dropped the packet, where recognisable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<Owner>,
-    /// `drop` or `reject`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<RuleVerdict>,
-    /// What the sender of a rejected packet was told.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reject_with: Option<String>,
-    /// The Calico policy behind a POLICY_DROP, as far as the rules say.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyRef>,
-    /// The table that had accepted the packet before another dropped it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed_by: Option<Owner>,
+    /// Whose rule it was and how it refused the packet.
+    #[serde(flatten)]
+    pub refusal: Refusal,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calico_backend: Option<CalicoPlacement>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,15 @@ pub struct NetfilterInfo {
     /// How many rules' counters moved: 1 means the counters were unambiguous.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidates: Option<usize>,
+    /// Whose rule it was and how it refused the packet.
+    #[serde(flatten)]
+    pub refusal: Refusal,
+}
+
+/// Whose rule refused a packet and how: on a drop's netfilter place and on
+/// its diagnosis alike (flattened into both).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
+pub struct Refusal {
     /// Whose table or rule it is, where recognisable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,

@@ -37,15 +37,16 @@ fn netfilter_fields(nf: &NetfilterInfo) -> String {
         ("chain", nf.chain.clone()),
         ("hook", nf.hook.map(|h| h.to_string())),
         ("rule", nf.rule.clone()),
-        ("owner", nf.owner.map(|o| o.to_string())),
-        ("policy", nf.policy.as_ref().map(|p| p.label())),
+        ("owner", nf.refusal.owner.map(|o| o.to_string())),
+        ("policy", nf.refusal.policy.as_ref().map(|p| p.label())),
         (
             "REJECT",
-            nf.reject_with
+            nf.refusal
+                .reject_with
                 .as_ref()
                 .map(|w| format!("(sender told {w})")),
         ),
-        ("allowed by", nf.allowed_by.map(|o| o.to_string())),
+        ("allowed by", nf.refusal.allowed_by.map(|o| o.to_string())),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))

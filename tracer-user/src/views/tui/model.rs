@@ -53,7 +53,7 @@ impl DropInfo {
     /// `REJECT` where a rule rejected the packet (the sender was told), else
     /// `DROP`.
     pub fn verb(&self) -> &'static str {
-        match self.netfilter.as_ref().and_then(|nf| nf.verdict) {
+        match self.netfilter.as_ref().and_then(|nf| nf.refusal.verdict) {
             Some(RuleVerdict::Reject) => "REJECT",
             _ => "DROP",
         }
@@ -63,10 +63,11 @@ impl DropInfo {
     pub fn point(&self) -> String {
         if let Some(nf) = &self.netfilter {
             let mut s = nf.verdict_label(self.verb());
-            if let Some(o) = nf.owner {
+            if let Some(o) = nf.refusal.owner {
                 s.push_str(&format!(" by {}", o.label()));
             }
             if let Some(p) = nf
+                .refusal
                 .policy
                 .as_ref()
                 .map(|p| p.label())
@@ -74,10 +75,10 @@ impl DropInfo {
             {
                 s.push_str(&format!(": {p}"));
             }
-            if let Some(w) = &nf.reject_with {
+            if let Some(w) = &nf.refusal.reject_with {
                 s.push_str(&format!("; sender told {w}"));
             }
-            if let Some(a) = nf.allowed_by {
+            if let Some(a) = nf.refusal.allowed_by {
                 s.push_str(&format!("; {} had allowed it", a.label()));
             }
             return s;
