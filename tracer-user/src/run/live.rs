@@ -112,6 +112,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     let mut start = start_record(&facts, &filter, &tracer);
     let nftrace = open_nftrace(&mut start);
     report_start(&start, pods.len(), &tracer, &watch);
+    report_native_calico(facts.netfilter.as_ref());
     if args.view.verdicts
         && !start
             .probes_attached
@@ -290,6 +291,25 @@ fn open_nftrace(start: &mut Start) -> Option<NfTracer> {
 }
 
 const NFTRACE: &str = "nftables trace";
+
+/// Calico's nftables dataplane, which the `cali-*` line does not cover.
+fn report_native_calico(inv: Option<&Inventory>) {
+    let tables: Vec<String> = inv
+        .into_iter()
+        .flat_map(|i| &i.tables)
+        .filter(|t| {
+            crate::netfilter::owner::of_table(t.family, &t.name)
+                .is_some_and(|o| o == crate::model::Owner::Calico)
+        })
+        .map(|t| format!("table {} {}", t.family, t.name))
+        .collect();
+    if !tables.is_empty() {
+        eprintln!(
+            "calitrace: Calico's nftables dataplane: {}",
+            tables.join(", ")
+        );
+    }
+}
 
 /// The header of a recording started now.
 pub fn recording_header(start: &Start) -> Header {
