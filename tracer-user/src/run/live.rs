@@ -330,7 +330,8 @@ pub fn recording_header(start: &Start) -> Header {
 }
 
 fn report_start(start: &Start, pods: usize, tracer: &Tracer, watch: &InterfaceWatch) {
-    let attribution = tracer.attribution_method();
+    let nftrace = start.probes_attached.iter().any(|p| p.name == NFTRACE);
+    let attribution = super::probes::with_nftrace(tracer.attribution_method(), nftrace);
     for p in &start.probes_attached {
         eprintln!(
             "calitrace: attached {}{}",

@@ -65,7 +65,10 @@ pub fn run() -> Result<()> {
         Ok(()) => println!("  ok   nftables trace (NFNLGRP_NFTRACE)"),
         Err(e) => println!("  no   nftables trace: NFNLGRP_NFTRACE: {e}"),
     }
-    println!("netfilter attribution: {}", tracer.attribution_method());
+    println!(
+        "netfilter attribution: {}",
+        with_nftrace(tracer.attribution_method(), nftrace.is_ok())
+    );
     for (backend, how) in tracer.attribution_by_backend() {
         let how = match (backend, &nftrace) {
             ("nft", Ok(())) if how.starts_with("inferred") => format!(
@@ -76,4 +79,15 @@ pub fn run() -> Result<()> {
         println!("  {backend}: {how}");
     }
     Ok(())
+}
+
+/// The attribution in all, where nftables' trace names nf_tables drops
+/// exactly that no table walk does.
+pub fn with_nftrace(method: String, nftrace: bool) -> String {
+    match method.strip_prefix("inferred ") {
+        Some(how) if nftrace => format!(
+            "exact for nf_tables via nftables trace (from a dropping flow's second packet on); otherwise inferred {how}"
+        ),
+        _ => method,
+    }
 }
