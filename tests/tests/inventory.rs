@@ -183,7 +183,7 @@ fn legacy_ipv6_rules() {
     assert_eq!(x.rules[0].comment.as_deref(), Some("v6"));
     assert_eq!(
         x.rules[0].text,
-        "-s fd00::/8 -p tcp -m comment --comment \"v6\" -j REJECT"
+        "-s fd00::/8 -p tcp -m comment --comment \"v6\" -j REJECT --reject-with icmp6-port-unreachable"
     );
     assert_eq!(x.rules[1].verdict, None, "MARK lets packets go on");
     assert_eq!(inv.calico_chains(), Some(CalicoPlacement::Legacy));
