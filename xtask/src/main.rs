@@ -203,6 +203,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Lint => {
+            prereqs::ensure_for(&[prereqs::Task::Lint])?;
             setup::ensure()?;
             run(cargo().args([
                 "clippy",
@@ -214,7 +215,10 @@ fn main() -> Result<()> {
             ]))?;
             manifests::check()
         }
-        Cmd::Manifests => manifests::check(),
+        Cmd::Manifests => {
+            prereqs::ensure_for(&[prereqs::Task::Lint])?;
+            manifests::check()
+        }
         Cmd::Image => image::image().map(|_| ()),
     }
 }

@@ -65,6 +65,14 @@ pub const VM: &[Package] = &[
     pkg("libc-bin", &["ldd"]),
 ];
 
+/// `cargo xtask lint` and `manifests`: a Python virtual environment for
+/// kubernetes-validate (no command of its own: asked of dpkg).
+pub const LINT: &[Package] = &[Package {
+    name: "python3-venv",
+    provides: &["python3"],
+    by_dpkg: true,
+}];
+
 /// A task whose packages `cargo xtask prereqs` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Task {
@@ -74,6 +82,8 @@ pub enum Task {
     Bench,
     Image,
     VmTest,
+    /// `cargo xtask lint` / `manifests`: python3-venv.
+    Lint,
 }
 
 impl Task {
@@ -83,6 +93,7 @@ impl Task {
             Task::Bench => &[LAB, BENCH],
             Task::Image => &[IMAGE],
             Task::VmTest => &[VM],
+            Task::Lint => &[LINT],
         }
     }
 }
