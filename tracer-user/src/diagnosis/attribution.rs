@@ -4,7 +4,7 @@
 //! nf_tables policy has no counter, so a base chain with a DROP policy at the
 //! right hook stands in when no counted nf_tables rule moved.
 
-use crate::model::NetfilterInfo;
+use crate::model::{NetfilterInfo, RuleVerdict};
 use crate::netfilter::{Backend, Chain, Family, Hook, Inventory, Table, Verdict};
 
 /// Where a netfilter drop happened, as far as the counters tell.
@@ -29,6 +29,9 @@ pub struct FoundRule {
     pub id: String,
     pub text: String,
     pub comment: Option<String>,
+    /// The rule rejects (else it drops), and what it sends back.
+    pub rejects: bool,
+    pub reject_with: Option<String>,
 }
 
 impl Found {
@@ -120,6 +123,8 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
                         id: r.id.clone(),
                         text: r.text.clone(),
                         comment: r.comment.clone(),
+                        rejects: r.verdict == Some(Verdict::Reject),
+                        reject_with: r.reject_with.clone(),
                     };
                     found.push(base(Some(rule), delta));
                 }
@@ -203,6 +208,11 @@ pub fn complete(
     nf.rule = Some(found.rule_text());
     nf.family = Some(found.family);
     nf.comment = found.rule.as_ref().and_then(|r| r.comment.clone());
+    nf.refusal.verdict = Some(match &found.rule {
+        Some(r) if r.rejects => RuleVerdict::Reject,
+        _ => RuleVerdict::Drop,
+    });
+    nf.refusal.reject_with = found.rule.as_ref().and_then(|r| r.reject_with.clone());
     nf.candidates = Some(found.candidates);
     true
 }
@@ -227,6 +237,7 @@ mod tests {
                 packets,
                 bytes: packets * 84,
             }),
+            reject_with: None,
         }
     }
 

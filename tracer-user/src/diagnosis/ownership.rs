@@ -4,9 +4,8 @@
 //! another table dropped it. Also turns an nftables trace of the drop into
 //! its place.
 
-use crate::model::{Attribution, Backend, Family, NetfilterInfo, Owner, RuleVerdict};
+use crate::model::{Attribution, Backend, Family, NetfilterInfo, Owner, Refusal, RuleVerdict};
 use crate::netfilter::trace::TracedDrop;
-use crate::netfilter::xt_ext::reject_told;
 use crate::netfilter::{Inventory, Verdict, calico, owner};
 
 /// Calico's accept mark with the default mark mask (`0xffff0000`): set when
@@ -22,26 +21,34 @@ pub fn from_trace(t: &TracedDrop, inv: &Inventory) -> NetfilterInfo {
     let hook = table
         .and_then(|tb| tb.chains.iter().find(|c| c.name == base))
         .and_then(|c| c.hook);
-    let (rule, comment) = match t.rule {
-        None => (Some("policy DROP".to_string()), None),
-        Some(handle) => {
-            let r = chain.and_then(|c| c.rules.iter().find(|r| r.id == handle.to_string()));
-            let text = r.map_or_else(
-                || format!("handle {handle}"),
-                |r| format!("handle {handle}: {}", r.text),
-            );
-            (Some(text), r.and_then(|r| r.comment.clone()))
-        }
+    let found = t.rule.and_then(|handle| {
+        let id = handle.to_string();
+        chain.and_then(|c| c.rules.iter().find(|r| r.id == id))
+    });
+    let rule = match (t.rule, found) {
+        (None, _) => "policy DROP".to_string(),
+        (Some(handle), Some(r)) => format!("handle {handle}: {}", r.text),
+        (Some(handle), None) => format!("handle {handle}"),
     };
+    let rejects = found.is_some_and(|r| r.verdict == Some(Verdict::Reject));
     let mut nf = NetfilterInfo {
         backend: Some(Backend::Nft),
         table: Some(t.table.clone()),
         chain: Some(t.chain.clone()),
         hook,
-        rule,
+        rule: Some(rule),
         attribution: Attribution::Exact,
         family: Some(t.family),
-        comment,
+        comment: found.and_then(|r| r.comment.clone()),
+        refusal: Refusal {
+            verdict: Some(if rejects {
+                RuleVerdict::Reject
+            } else {
+                RuleVerdict::Drop
+            }),
+            reject_with: found.and_then(|r| r.reject_with.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let calico_chains = inv.calico_chains().is_some();
@@ -54,40 +61,24 @@ pub fn from_trace(t: &TracedDrop, inv: &Inventory) -> NetfilterInfo {
     nf
 }
 
-/// Fills owner, verdict, what a reject told the sender, and the Calico
-/// policy, from the place as known (`inv`: the rules read after the drop).
+/// Fills the owner and the Calico policy from the place as known (`inv`:
+/// the rules read after the drop); drop or reject, and what a reject told
+/// the sender, come with the rule (from the trace or the counters).
 pub fn complete(nf: &mut NetfilterInfo, inv: Option<&Inventory>, packet_family: Family) {
     let (Some(table), Some(chain)) = (nf.table.clone(), nf.chain.clone()) else {
         return;
     };
     let family = nf.family.unwrap_or(packet_family);
-    let rule_text = nf.rule.clone();
     nf.refusal.owner = owner::of_rule(
         family,
         &table,
         &chain,
-        rule_text.as_deref(),
+        nf.rule.as_deref(),
         nf.comment.as_deref(),
     );
     if nf.refusal.allowed_by == nf.refusal.owner {
         nf.refusal.allowed_by = None;
     }
-    let told = rule_text
-        .as_deref()
-        .filter(|r| *r != "policy DROP")
-        .and_then(|r| reject_told(r, family));
-    let rejects_by_inventory = nf.backend.zip(inv).is_some_and(|(b, inv)| {
-        rule_of(inv, b, family, &table, &chain, rule_text.as_deref())
-            .is_some_and(|v| v == Verdict::Reject)
-    });
-    nf.refusal.verdict = rule_text.as_ref().map(|_| {
-        if told.is_some() || rejects_by_inventory {
-            RuleVerdict::Reject
-        } else {
-            RuleVerdict::Drop
-        }
-    });
-    nf.refusal.reject_with = told.filter(|_| nf.refusal.verdict == Some(RuleVerdict::Reject));
     if nf.refusal.owner == Some(Owner::Calico) && calico::is_policy_chain(&chain) {
         let comments: Vec<&str> = nf
             .backend
@@ -104,30 +95,12 @@ pub fn complete(nf: &mut NetfilterInfo, inv: Option<&Inventory>, packet_family: 
     }
 }
 
-/// The verdict of the rule `rule` (`#3: ...` or `handle 7: ...`) names.
-fn rule_of(
-    inv: &Inventory,
-    backend: Backend,
-    family: Family,
-    table: &str,
-    chain: &str,
-    rule: Option<&str>,
-) -> Option<Verdict> {
-    let id = rule?
-        .split(':')
-        .next()?
-        .trim_start_matches('#')
-        .trim_start_matches("handle ")
-        .to_string();
-    let c = inv.find_chain(backend, family, table, chain)?;
-    c.rules.iter().find(|r| r.id == id)?.verdict.clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnosis::attribution;
     use crate::netfilter::trace::{TracedPacket, TracedPlace};
-    use crate::netfilter::{Chain, Rule, Table};
+    use crate::netfilter::{Chain, Counters, Rule, Table};
 
     fn firewalld() -> Inventory {
         let rule = |id: &str, text: &str, verdict| Rule {
@@ -136,6 +109,7 @@ mod tests {
             verdict,
             comment: None,
             counters: None,
+            reject_with: None,
         };
         Inventory {
             tables: vec![Table {
@@ -157,11 +131,14 @@ mod tests {
                     },
                     Chain {
                         name: "filter_FWD_public".into(),
-                        rules: vec![rule(
-                            "31",
-                            "reject with icmpx type admin-prohibited",
-                            Some(Verdict::Reject),
-                        )],
+                        rules: vec![Rule {
+                            reject_with: Some("icmpx admin-prohibited".into()),
+                            ..rule(
+                                "31",
+                                "reject with icmpx type admin-prohibited",
+                                Some(Verdict::Reject),
+                            )
+                        }],
                         ..Default::default()
                     },
                 ],
@@ -228,15 +205,37 @@ mod tests {
 
     #[test]
     fn calico_policy_drops_name_the_policy_and_drops_are_not_rejects() {
-        let mut nf = NetfilterInfo {
-            backend: Some(Backend::Nft),
-            family: Some(Family::Ipv4),
-            table: Some("calico".into()),
-            chain: Some("filter-cali-pi-knp/ns1/deny-foo".into()),
-            rule: Some("handle 12: meta mark & 0x00040000 == 0x00040000 counter drop".into()),
+        let chain = "filter-cali-pi-knp/ns1/deny-foo";
+        let inv = Inventory {
+            tables: vec![Table {
+                backend: Backend::Nft,
+                family: Family::Ipv4,
+                name: "calico".into(),
+                chains: vec![Chain {
+                    name: chain.into(),
+                    rules: vec![Rule {
+                        id: "12".into(),
+                        text: "meta mark & 0x00040000 == 0x00040000 counter drop".into(),
+                        verdict: Some(Verdict::Drop),
+                        comment: None,
+                        counters: None,
+                        reject_with: None,
+                    }],
+                    ..Default::default()
+                }],
+            }],
             ..Default::default()
         };
-        complete(&mut nf, None, Family::Ipv4);
+        let t = TracedDrop {
+            family: Family::Ipv4,
+            table: "calico".into(),
+            chain: chain.into(),
+            base_chain: None,
+            rule: Some(12),
+            ..traced(&[])
+        };
+        let mut nf = from_trace(&t, &inv);
+        complete(&mut nf, Some(&inv), Family::Ipv4);
         assert_eq!(nf.refusal.owner, Some(Owner::Calico));
         assert_eq!(nf.refusal.verdict, Some(RuleVerdict::Drop));
         assert_eq!(nf.refusal.reject_with, None);
@@ -248,29 +247,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_distros_reject_and_a_policy_drop_without_rule() {
+    /// iptables-services' FORWARD: a counted REJECT rule and a DROP policy.
+    fn distro(reject_pkts: u64, policy_pkts: u64) -> Inventory {
+        Inventory {
+            tables: vec![Table {
+                backend: Backend::Legacy,
+                family: Family::Ipv4,
+                name: "filter".into(),
+                chains: vec![Chain {
+                    name: "FORWARD".into(),
+                    hook: Some(crate::model::Hook::Forward),
+                    policy: Some(Verdict::Drop),
+                    policy_counters: Some(Counters {
+                        packets: policy_pkts,
+                        bytes: 0,
+                    }),
+                    rules: vec![Rule {
+                        id: "1".into(),
+                        text: "-j REJECT --reject-with icmp-host-prohibited".into(),
+                        verdict: Some(Verdict::Reject),
+                        comment: None,
+                        counters: Some(Counters {
+                            packets: reject_pkts,
+                            bytes: 0,
+                        }),
+                        reject_with: Some("icmp host-prohibited".into()),
+                    }],
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// A legacy FORWARD drop named by the counters moving from `before` to
+    /// `after`, then completed.
+    fn counted(before: &Inventory, after: &Inventory) -> NetfilterInfo {
         let mut nf = NetfilterInfo {
             backend: Some(Backend::Legacy),
-            table: Some("filter".into()),
-            chain: Some("FORWARD".into()),
-            rule: Some("#1: -j REJECT --reject-with icmp-host-prohibited".into()),
+            hook: Some(crate::model::Hook::Forward),
             ..Default::default()
         };
-        complete(&mut nf, None, Family::Ipv4);
+        assert!(attribution::complete(
+            &mut nf,
+            before,
+            after,
+            Some("10.244.1.10")
+        ));
+        complete(&mut nf, Some(after), Family::Ipv4);
+        nf
+    }
+
+    #[test]
+    fn the_distros_reject_and_a_policy_drop_without_rule() {
+        let nf = counted(&distro(0, 0), &distro(1, 0));
         assert_eq!(nf.refusal.owner, Some(Owner::Distro));
+        assert_eq!(nf.refusal.verdict, Some(RuleVerdict::Reject));
         assert_eq!(
             nf.refusal.reject_with.as_deref(),
             Some("icmp host-prohibited")
         );
-        let mut policy = NetfilterInfo {
-            backend: Some(Backend::Legacy),
-            table: Some("filter".into()),
-            chain: Some("FORWARD".into()),
-            rule: Some("policy DROP".into()),
-            ..Default::default()
-        };
-        complete(&mut policy, None, Family::Ipv4);
+        let policy = counted(&distro(1, 0), &distro(1, 1));
+        assert_eq!(policy.rule.as_deref(), Some("policy DROP"));
         assert_eq!(
             (policy.refusal.owner, policy.refusal.verdict),
             (None, Some(RuleVerdict::Drop))

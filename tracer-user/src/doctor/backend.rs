@@ -267,6 +267,7 @@ mod tests {
             verdict: None,
             comment: None,
             counters: None,
+            reject_with: None,
         });
         t
     }

@@ -66,6 +66,10 @@ pub struct Rule {
     pub verdict: Option<Verdict>,
     pub comment: Option<String>,
     pub counters: Option<Counters>,
+    /// What a REJECT rule sends back (`icmp host-prohibited`, `tcp reset`),
+    /// as decoded from its target or `reject` expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_with: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -271,6 +275,7 @@ mod tests {
                 packets: 2,
                 bytes: 3,
             }),
+            reject_with: None,
         };
         let mut fwd = chain("FORWARD", vec![rule.clone()]);
         fwd.policy_counters = Some(Counters::default());

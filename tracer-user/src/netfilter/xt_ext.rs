@@ -251,54 +251,6 @@ fn iptables_name(table: &[(u8, &str, &str)], code: u8) -> String {
         .map_or_else(|| code.to_string(), |(_, _, n)| n.to_string())
 }
 
-/// What the sender of a packet that `rule_text` rejected was told, from the
-/// rule's text as calitrace writes it (nft or iptables form); `family` picks
-/// the default of a bare `reject`. `None`: the rule does not reject.
-pub fn reject_told(rule_text: &str, family: crate::model::Family) -> Option<String> {
-    use crate::model::Family;
-    if let Some((_, with)) = rule_text.split_once("--reject-with ") {
-        let with = with.split_whitespace().next()?;
-        let told = match with {
-            "tcp-reset" => "tcp reset".to_string(),
-            w => {
-                let (table, kind) = if w.starts_with("icmp6-") {
-                    (&ICMPV6[..], "icmpv6")
-                } else {
-                    (&ICMP[..], "icmp")
-                };
-                let n = table
-                    .iter()
-                    .find(|(_, _, ipt)| *ipt == w)
-                    .map_or(w, |(_, n, _)| *n);
-                format!("{kind} {n}")
-            }
-        };
-        return Some(told);
-    }
-    if rule_text.contains("-j REJECT") {
-        return Some(if family == Family::Ipv6 {
-            "icmpv6 port-unreachable".into()
-        } else {
-            "icmp port-unreachable".into()
-        });
-    }
-    let words: Vec<&str> = rule_text.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "reject")?;
-    match words.get(at + 1..at + 5) {
-        Some(["with", "tcp", "reset", ..]) => Some("tcp reset".into()),
-        Some(["with", kind, "type", code]) => Some(format!("{kind} {code}")),
-        _ => match words.get(at + 1..at + 4) {
-            Some(["with", "tcp", "reset"]) => Some("tcp reset".into()),
-            Some(["with", kind, code]) if *kind != "tcp" => Some(format!("{kind} {code}")),
-            _ => Some(match family {
-                Family::Ipv4 => "icmp port-unreachable".into(),
-                Family::Ipv6 => "icmpv6 port-unreachable".into(),
-                _ => "icmpx port-unreachable".into(),
-            }),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,55 +344,5 @@ mod tests {
             RejectWith::from_expr(1, 0, true).unwrap().told(),
             "tcp reset"
         );
-        use crate::model::Family;
-        let cases = [
-            (
-                "-j REJECT --reject-with icmp-host-prohibited",
-                Family::Ipv4,
-                "icmp host-prohibited",
-            ),
-            (
-                "-j REJECT --reject-with icmp6-adm-prohibited",
-                Family::Ipv6,
-                "icmpv6 admin-prohibited",
-            ),
-            (
-                "-p tcp -j REJECT --reject-with tcp-reset",
-                Family::Ipv4,
-                "tcp reset",
-            ),
-            ("-j REJECT", Family::Ipv4, "icmp port-unreachable"),
-            (
-                "reject with icmpx type admin-prohibited",
-                Family::Inet,
-                "icmpx admin-prohibited",
-            ),
-            (
-                "reject with icmpx admin-prohibited",
-                Family::Inet,
-                "icmpx admin-prohibited",
-            ),
-            (
-                "counter reject with icmp type host-prohibited",
-                Family::Ipv4,
-                "icmp host-prohibited",
-            ),
-            (
-                "tcp dport 22 reject with tcp reset",
-                Family::Inet,
-                "tcp reset",
-            ),
-            (
-                "ip daddr @cluster-ips reject comment \"x\"",
-                Family::Ipv4,
-                "icmp port-unreachable",
-            ),
-            ("reject", Family::Inet, "icmpx port-unreachable"),
-        ];
-        for (text, family, told) in cases {
-            assert_eq!(reject_told(text, family).as_deref(), Some(told), "{text}");
-        }
-        assert_eq!(reject_told("counter drop", Family::Ipv4), None);
-        assert_eq!(reject_told("-j DROP", Family::Ipv4), None);
     }
 }

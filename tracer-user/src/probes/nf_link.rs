@@ -378,6 +378,7 @@ mod tests {
                     verdict: Some(Verdict::Drop),
                     comment: None,
                     counters: None,
+                    reject_with: None,
                 })
                 .into_iter()
                 .collect(),

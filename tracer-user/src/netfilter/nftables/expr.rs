@@ -30,6 +30,8 @@ pub(super) struct Decoder {
     parts: Vec<String>,
     verdict: Option<Verdict>,
     counters: Option<Counters>,
+    /// What a `reject` (or an xt REJECT target) sends back.
+    reject_with: Option<RejectWith>,
     pub(super) comment: Option<String>,
     /// Transport protocol the rule compared earlier, to name ports `tcp dport`.
     l4: Option<String>,
@@ -51,6 +53,7 @@ impl Decoder {
             parts: vec![],
             verdict: None,
             counters: None,
+            reject_with: None,
             comment: None,
             l4: None,
             l3: None,
@@ -102,10 +105,11 @@ impl Decoder {
                 let code = attr(attrs(d), 2)
                     .and_then(|c| c.first().copied())
                     .unwrap_or(0);
-                let text = u32_attr(d, 1)
-                    .and_then(|ty| {
-                        RejectWith::from_expr(ty, code, self.network() == Some(Family::Ipv6))
-                    })
+                self.reject_with = u32_attr(d, 1).and_then(|ty| {
+                    RejectWith::from_expr(ty, code, self.network() == Some(Family::Ipv6))
+                });
+                let text = self
+                    .reject_with
                     .map_or_else(|| "reject".to_string(), RejectWith::nft_text);
                 self.terminal(&text, Verdict::Reject)
             }
@@ -378,6 +382,7 @@ impl Decoder {
         let (rev, info) = xt_rev_and_info(d);
         let ipv6 = self.network() == Some(Family::Ipv6);
         if let Some(r) = RejectWith::from_target(ipv6, info).filter(|_| name == "REJECT") {
+            self.reject_with = Some(r);
             self.parts.push(r.nft_text());
         } else {
             match SetMark::decode(rev, info).filter(|_| name == "MARK") {
@@ -401,6 +406,7 @@ impl Decoder {
             verdict: self.verdict,
             comment: self.comment,
             counters: self.counters,
+            reject_with: self.reject_with.map(RejectWith::told),
         }
     }
 }

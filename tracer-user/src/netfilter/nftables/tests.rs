@@ -209,6 +209,7 @@ fn xt_targets_and_vmaps() {
     assert_eq!(r.verdict, Some(Verdict::Reject));
     // An IPv6 table's REJECT with `with` 0: ICMPv6 no route, as nft lists it.
     assert_eq!(r.text, "counter reject with icmpv6 type no-route");
+    assert_eq!(r.reject_with.as_deref(), Some("icmpv6 no-route"));
     let exprs = [
         expr("ct", &[(2, u32be(0)), (1, u32be(1))]),
         expr(

@@ -35,6 +35,7 @@ pub(super) fn rule_of(
             text.extend(match_args(name, *rev, data));
         }
     }
+    let mut reject = None;
     let verdict = if e.target.is_empty() {
         let v = standard_verdict_of(e, layout, chain_at);
         match &v {
@@ -51,9 +52,10 @@ pub(super) fn rule_of(
         {
             text.push(m.iptables_args());
         }
-        if e.target == "REJECT"
-            && let Some(r) = RejectWith::from_target(layout.family == Family::Ipv6, e.target_data)
-        {
+        reject = (e.target == "REJECT")
+            .then(|| RejectWith::from_target(layout.family == Family::Ipv6, e.target_data))
+            .flatten();
+        if let Some(r) = reject {
             text.push(r.iptables_args());
         }
         target_verdict(&e.target)
@@ -64,6 +66,7 @@ pub(super) fn rule_of(
         verdict,
         comment,
         counters: Some(e.counters),
+        reject_with: reject.map(RejectWith::told),
     }
 }
 

@@ -232,6 +232,13 @@ fn check_filter(t: &Table, v6: bool) {
     assert_eq!(fwd.rules[1].verdict, None, "fall-through rule");
     assert_eq!(fwd.rules[1].text, "-i eth0");
     assert_eq!(fwd.rules[2].verdict, Some(Verdict::Reject));
+    // `with` 0: IPv4's net unreachable, IPv6's no route (their enums differ).
+    let told = if v6 {
+        "icmpv6 no-route"
+    } else {
+        "icmp net-unreachable"
+    };
+    assert_eq!(fwd.rules[2].reject_with.as_deref(), Some(told));
     assert_eq!(fwd.rules[3].verdict, None, "LOG goes on");
     let user = &t.chains[3];
     assert_eq!((user.hook, user.policy.as_ref()), (None, None));

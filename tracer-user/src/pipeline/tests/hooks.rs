@@ -30,6 +30,7 @@ fn raw_prerouting_drop(n: u64) -> Inventory {
                         packets: n,
                         bytes: 0,
                     }),
+                    reject_with: None,
                 }],
             }],
         }],
