@@ -422,6 +422,16 @@ impl Finished {
         self.of_type("diagnosis")
     }
 
+    /// The last diagnosis with `code` (its latest count); panics with the
+    /// run's output when there is none.
+    pub fn diagnosis(&self, code: &str) -> &Value {
+        self.diagnoses()
+            .into_iter()
+            .rev()
+            .find(|d| d["code"] == code)
+            .unwrap_or_else(|| panic!("no {code}\n{}", self.dump()))
+    }
+
     /// Lines whose src and dst are these two addresses, in either direction.
     pub fn between<'a>(items: &[&'a Value], a: &str, b: &str) -> Vec<&'a Value> {
         items

@@ -48,14 +48,6 @@ impl Run {
     }
 }
 
-fn diag<'a>(f: &'a Finished, code: &str) -> &'a Value {
-    f.diagnoses()
-        .into_iter()
-        .rev()
-        .find(|d| d["code"] == code)
-        .unwrap_or_else(|| panic!("no {code}\n{}", f.dump()))
-}
-
 fn assert_nf(d: &Value, backend: &str, table: &str, chain: &str) {
     let nf = &d["netfilter"];
     assert_eq!(d["stage"], "netfilter", "{d}");
@@ -108,7 +100,7 @@ fn legacy_rule_drop() {
         d["netfilter"]["rule"].as_str().unwrap().starts_with("#2: "),
         "the second rule: {d}"
     );
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert_eq!(
         (n["backend"].as_str(), n["chain"].as_str()),
         (Some("legacy"), Some("FORWARD"))
@@ -127,7 +119,7 @@ fn legacy_policy_drop() {
     assert_nf(&d, "legacy", "filter", "FORWARD");
     assert_eq!(d["netfilter"]["rule"], "policy DROP");
     assert!(
-        diag(&f, "NETFILTER_DROP")["hint"]
+        f.diagnosis("NETFILTER_DROP")["hint"]
             .as_str()
             .unwrap()
             .contains("DROP policy of chain FORWARD")
@@ -195,7 +187,7 @@ fn native_nft_chain_at_its_own_priority() {
     );
     assert_eq!(d["netfilter"]["comment"], "native");
     assert!(
-        diag(&f, "NETFILTER_DROP")["summary"]
+        f.diagnosis("NETFILTER_DROP")["summary"]
             .as_str()
             .unwrap()
             .contains("nft table inet cttest")
@@ -247,7 +239,7 @@ fn calico_in_legacy_nft_drops() {
         .unwrap();
     let f = r.trace(1, false);
     assert_nf(&r.drop(&f), "nft", "filter", "FORWARD");
-    let m = diag(&f, "IPTABLES_BACKEND_MISMATCH");
+    let m = f.diagnosis("IPTABLES_BACKEND_MISMATCH");
     assert_eq!(m["backend"], "nft", "the dropper: {m}");
     assert_eq!(m["calico_backend"], "legacy", "{m}");
     let hint = m["hint"].as_str().unwrap();
@@ -268,7 +260,7 @@ fn calico_in_nft_legacy_drops() {
         .unwrap();
     let f = r.trace(1, false);
     assert_nf(&r.drop(&f), "legacy", "filter", "FORWARD");
-    let m = diag(&f, "IPTABLES_BACKEND_MISMATCH");
+    let m = f.diagnosis("IPTABLES_BACKEND_MISMATCH");
     assert_eq!(
         (m["backend"].as_str(), m["calico_backend"].as_str()),
         (Some("legacy"), Some("nft")),
@@ -303,7 +295,7 @@ fn calico_dispatch_chain_drop_is_a_policy_drop() {
     let d = r.drop(&f);
     assert_eq!(d["netfilter"]["chain"], "cali-from-wl-dispatch", "{d}");
     assert_eq!(d["netfilter"]["comment"], "Unknown interface");
-    let p = diag(&f, "POLICY_DROP");
+    let p = f.diagnosis("POLICY_DROP");
     assert_eq!(p["chain"], "cali-from-wl-dispatch");
     assert!(
         p["summary"].as_str().unwrap().contains("Unknown interface"),

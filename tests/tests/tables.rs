@@ -162,14 +162,6 @@ impl Run {
     }
 }
 
-fn diag<'a>(f: &'a Finished, code: &str) -> &'a Value {
-    f.diagnoses()
-        .into_iter()
-        .rev()
-        .find(|d| d["code"] == code)
-        .unwrap_or_else(|| panic!("no {code}\n{}", f.dump()))
-}
-
 /// Nothing of calitrace's is left in node B's ruleset.
 fn assert_no_trace_table(lab: &Lab) {
     let tables = lab.sh(&lab.node(1).netns, "nft list tables").unwrap();
@@ -204,7 +196,7 @@ fn firewalld_rejects_what_calico_allowed() {
         nf["rule"].as_str().unwrap().contains("reject with icmpx"),
         "the rule as nft lists it: {d}"
     );
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert_eq!(n["owner"], "firewalld", "{n}");
     assert_eq!(n["family"], "inet", "{n}");
     let summary = n["summary"].as_str().unwrap();
@@ -232,7 +224,7 @@ fn calico_nftables_policy_drop_names_the_policy() {
     assert_eq!(nf["owner"], "calico", "{d}");
     assert_eq!(nf["verdict"], "drop", "{d}");
     assert_eq!(nf["attribution"], "exact", "{d}");
-    let p = diag(&f, "POLICY_DROP");
+    let p = f.diagnosis("POLICY_DROP");
     assert_eq!(p["policy"]["kind"], "KubernetesNetworkPolicy", "{p}");
     assert_eq!(p["policy"]["namespace"], "default", "{p}");
     assert_eq!(p["policy"]["name"], "deny-all", "{p}");
@@ -287,7 +279,7 @@ fn the_distros_reject_before_calicos_accept() {
             .contains("--reject-with icmp-host-prohibited"),
         "{d}"
     );
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert!(
         n["hint"].as_str().unwrap().contains("sysconfig/iptables"),
         "{n}"
@@ -438,7 +430,7 @@ fn the_cluster_view_names_each_nodes_tables() {
     assert_eq!(d["node"], "node-b", "{d}");
     assert_eq!(d["netfilter"]["owner"], "firewalld", "{d}");
     assert_eq!(d["netfilter"]["allowed_by"], "calico", "{d}");
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert_eq!(
         (n["node"].as_str(), n["owner"].as_str()),
         (Some("node-b"), Some("firewalld")),
@@ -532,7 +524,7 @@ fn kube_proxys_nftables_reject_and_drop_are_named_as_its_own() {
             .contains("Drop traffic to unallocated ClusterIPs"),
         "{dropped}"
     );
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert!(n["hint"].as_str().unwrap().contains("kube-proxy"), "{n}");
 }
 
@@ -589,7 +581,7 @@ fn calico_in_nftables_and_kube_proxy_in_iptables_is_a_split_the_drop_cites() {
         "{d}"
     );
     assert_eq!(nf["reject_with"], "icmp port-unreachable", "{d}");
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert_eq!(n["check"], "dataplane", "the split explains it: {n}");
 }
 
@@ -625,7 +617,7 @@ fn firewalld_after_calico_in_iptables_nft_is_told_by_calicos_accept_mark() {
         nf["allowed_by"], "calico",
         "the accept mark 0x10000 was set: {d}"
     );
-    let n = diag(&f, "NETFILTER_DROP");
+    let n = f.diagnosis("NETFILTER_DROP");
     assert!(
         n["summary"]
             .as_str()
