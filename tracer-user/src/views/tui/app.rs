@@ -297,7 +297,7 @@ impl App {
             .flows
             .values()
             .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
-            .filter(|f| f.key.is_link_local_control())
+            .filter(|f| f.link_local_control)
             .count()
     }
 
@@ -315,7 +315,7 @@ impl App {
             .flows
             .values()
             .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
-            .filter(|f| self.show_control || !f.key.is_link_local_control())
+            .filter(|f| self.show_control || !f.link_local_control)
             .collect();
         match self.sort {
             Sort::RecentDrops => rows.sort_by(|a, b| {

@@ -162,11 +162,15 @@ pub struct FlowStats {
     /// kernel's reason for the last one.
     pub benign: u64,
     pub last_benign: Option<String>,
+    /// The nodes' own link-local control traffic (hidden until `m`), told
+    /// once from the flow's addresses.
+    pub link_local_control: bool,
 }
 
 impl FlowStats {
     fn new(key: FlowKey, ts: u64) -> Self {
         FlowStats {
+            link_local_control: key.is_link_local_control(),
             key,
             packets: 0,
             drops: 0,
