@@ -164,8 +164,8 @@ impl Pipeline {
             // the counters name what a table walk (or nothing) left open.
             let traced = key.and_then(|k| self.traced(after.as_ref(), k));
             let by_trace = traced.is_some() && after.is_some();
-            if let (Some(nf), Some(inv)) = (traced, after.as_ref()) {
-                d.netfilter = Some(nf.place(inv));
+            if let (Some(t), Some(inv)) = (traced, after.as_ref()) {
+                d.netfilter = Some(ownership::from_trace(t, inv));
             }
             let guessed = d
                 .netfilter
@@ -213,13 +213,16 @@ impl Pipeline {
 
     /// nftables' trace of the packet `key`, in the reading after its drop or
     /// the one before (its trace may have been read with an earlier drop).
-    fn traced<'a>(&'a self, after: Option<&'a Inventory>, key: PacketKey) -> Option<Traced<'a>> {
+    fn traced<'a>(
+        &'a self,
+        after: Option<&'a Inventory>,
+        key: PacketKey,
+    ) -> Option<&'a TracedDrop> {
         [after, self.nf_baseline.as_ref()]
             .into_iter()
             .flatten()
             .flat_map(|inv| inv.traces.iter().rev())
             .find(|t| PacketKey::of_traced(&t.packet) == key)
-            .map(Traced)
     }
 
     /// Names a netfilter drop's table, chain and rule from the counters
@@ -279,15 +282,6 @@ pub fn hook_from_points(journey: &[Hop], netns: u32) -> Option<Hook> {
 /// neither a table walk nor a netfilter link point saw where it died.
 fn hook_guessed(nf: &NetfilterInfo, journey: &[Hop], netns: u32) -> bool {
     nf.attribution == Attribution::Inferred && hook_from_points(journey, netns).is_none()
-}
-
-/// A traced drop found for a waiting one.
-struct Traced<'a>(&'a TracedDrop);
-
-impl Traced<'_> {
-    fn place(self, inv: &Inventory) -> NetfilterInfo {
-        ownership::from_trace(self.0, inv)
-    }
 }
 
 /// The IP family of a drop's packet, for a bare `reject`'s default reply.
