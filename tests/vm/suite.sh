@@ -19,6 +19,9 @@ export HOME=/root
 # (NAME=VALUE ... from the host's environment).
 . "$1"
 export CALITRACE_BIN
+# Under emulation, with guests sharing the host's CPUs, calitrace takes several
+# times longer to start: the tests' waits for it scale (tests/src/calitrace.rs).
+export CALITRACE_TEST_EMULATED=1
 for kv in $FORWARDED_ENV; do
     export "$kv"
 done
