@@ -626,3 +626,94 @@ fn firewalld_after_calico_in_iptables_nft_is_told_by_calicos_accept_mark() {
         "{n}"
     );
 }
+
+/// Felix 3.32's `table arp calico-arp` for one workload (`cali`, `ip`), as
+/// `nft list table arp calico-arp` shows it: `filter-OUTPUT` jumps to the
+/// dispatch chain, whose verdict map sends the workload's interface to its
+/// chain; that drops the host's ARP replies claiming the workload's address.
+fn calico_arp(cali: &str, ip: &str) -> String {
+    format!(
+        r#"
+table arp calico-arp {{
+    map filter-cali-arp-dispatch {{
+        type ifname : verdict
+        elements = {{ "{cali}" : goto filter-cali-arp-{cali} }}
+    }}
+    chain filter-OUTPUT {{
+        type filter hook output priority filter; policy accept;
+        counter jump filter-cali-arp-dispatch comment "cali:2yDVBtaOhPNjuLqU;"
+    }}
+    chain filter-cali-arp-dispatch {{
+        oifname vmap @filter-cali-arp-dispatch comment "cali:b4Hwn0rwVlDJgaGf;"
+    }}
+    chain filter-cali-arp-{cali} {{
+        oifname "{cali}" arp operation reply arp saddr ip {ip} counter drop comment "cali:MVwOfWWNQkLVsLqT;"
+    }}
+}}
+"#
+    )
+}
+
+#[test]
+fn calicos_arp_table_keeping_the_host_from_claiming_a_pods_address_is_benign() {
+    let r = Run::new();
+    let b = &r.b;
+    r.lab.nft(1, &calico_arp(&b.cali, &b.ip)).unwrap();
+    // The workload moved (a VM's live migration): node B routes its address
+    // elsewhere, so proxy ARP on its cali interface answers the gratuitous
+    // ARP it sends on arrival (arp_notify, on a new MAC) claiming it.
+    let node = &r.lab.node(1).netns;
+    let elsewhere = format!(
+        "ip route replace {}/32 via {} dev eth0 onlink",
+        b.ip,
+        r.lab.node(0).underlay_ip
+    );
+    r.lab.sh(node, &elsewhere).unwrap();
+    r.lab
+        .sysctl(&b.netns, "net.ipv4.conf.eth0.arp_notify", "1")
+        .unwrap();
+    let t = Trace::start(node, &["--all-drops"]).unwrap();
+    r.lab
+        .sh(&b.netns, "ip link set eth0 address 02:00:00:00:00:b1")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let drop = f
+        .drops()
+        .into_iter()
+        .find(|d| d["netfilter"]["table"] == "calico-arp")
+        .unwrap_or_else(|| panic!("a drop in calico-arp\n{}", f.dump()))
+        .clone();
+    let nf = &drop["netfilter"];
+    assert_eq!(nf["family"], "arp", "{drop}");
+    assert_eq!(nf["chain"], format!("filter-cali-arp-{}", b.cali), "{drop}");
+    assert_eq!(nf["hook"], "OUTPUT", "{drop}");
+    assert_eq!(nf["owner"], "calico", "{drop}");
+    assert!(
+        nf["rule"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("arp saddr ip {}", b.ip)),
+        "{drop}"
+    );
+    assert_eq!(drop["benign"], "calico_arp", "{drop}");
+    assert_eq!(
+        drop["src"],
+        b.ip.as_str(),
+        "the reply claims the pod's address: {drop}"
+    );
+    assert!(
+        f.diagnoses().is_empty(),
+        "Calico's ARP suppression is no fault\n{}",
+        f.dump()
+    );
+    let proof = r
+        .lab
+        .sh(node, "nft list chain arp calico-arp filter-OUTPUT")
+        .unwrap();
+    assert!(
+        !proof.contains("packets 0 "),
+        "the table dropped it: {proof}"
+    );
+}

@@ -63,12 +63,13 @@ impl Found {
 pub struct Clue {
     pub backend: Option<Backend>,
     pub hook: Option<Hook>,
-    /// IPv4 or IPv6.
+    /// IPv4, IPv6 or ARP.
     pub family: Family,
 }
 
+/// An `inet` table sees IPv4 and IPv6, never ARP.
 fn family_fits(table: Family, packet: Family) -> bool {
-    table == packet || table == Family::Inet
+    table == packet || (table == Family::Inet && packet != Family::Arp)
 }
 
 fn drops(v: &Option<Verdict>) -> bool {
@@ -158,13 +159,34 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
             }
         }
     }
+    // A user chain of a table with one base chain is reached from that hook.
+    for f in found.iter_mut().filter(|f| f.hook.is_none()) {
+        f.hook = after
+            .find_table(f.backend, f.family, &f.table)
+            .and_then(only_hook);
+    }
     let n = found.len();
     // The biggest mover is the likeliest; base chains before user chains on ties.
     found.sort_by_key(|f| (std::cmp::Reverse(f.delta), f.hook.is_none()));
-    found
-        .into_iter()
-        .next()
-        .map(|f| Found { candidates: n, ..f })
+    // A user chain of a table with one base chain is reached from its hook.
+    found.into_iter().next().map(|f| Found {
+        candidates: n,
+        hook: f.hook.or_else(|| {
+            after
+                .find_table(f.backend, f.family, &f.table)
+                .and_then(only_hook)
+        }),
+        ..f
+    })
+}
+
+/// The hook of a table's only base chain.
+fn only_hook(t: &Table) -> Option<Hook> {
+    let mut hooks = t.chains.iter().filter_map(|c| c.hook);
+    match (hooks.next(), hooks.next()) {
+        (Some(h), None) => Some(h),
+        _ => None,
+    }
 }
 
 /// Fills in what the counters tell about a drop's netfilter details.
@@ -175,13 +197,8 @@ pub fn complete(
     nf: &mut NetfilterInfo,
     before: &Inventory,
     after: &Inventory,
-    src: Option<&str>,
+    family: Family,
 ) -> bool {
-    let family = if src.is_some_and(|s| s.contains(':')) {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
     let Some(found) = attribute(
         before,
         after,
@@ -346,6 +363,68 @@ mod tests {
             "#1: -m comment --comment \"Unknown interface\" -j DROP"
         );
         assert!(is_calico_policy_chain(&found.chain));
+    }
+
+    /// Felix's `table arp calico-arp` (one base chain, OUTPUT) beside an
+    /// `inet` table whose drop rule also moved.
+    fn arp_and_inet(arp_drops: u64, inet_drops: u64) -> Inventory {
+        inv(vec![
+            table(
+                Backend::Nft,
+                Family::Arp,
+                "calico-arp",
+                vec![
+                    chain(
+                        "filter-OUTPUT",
+                        Some(Hook::Output),
+                        Some((Verdict::Accept, None)),
+                        vec![],
+                    ),
+                    chain(
+                        "filter-cali-arp-cali1",
+                        None,
+                        None,
+                        vec![rule("7", Verdict::Drop, arp_drops, None)],
+                    ),
+                ],
+            ),
+            table(
+                Backend::Nft,
+                Family::Inet,
+                "firewalld",
+                vec![chain(
+                    "filter_OUTPUT",
+                    Some(Hook::Output),
+                    Some((Verdict::Accept, None)),
+                    vec![rule("3", Verdict::Drop, inet_drops, None)],
+                )],
+            ),
+        ])
+    }
+
+    #[test]
+    fn an_arp_drop_is_an_arp_tables_and_an_inet_table_sees_no_arp() {
+        let (before, after) = (arp_and_inet(0, 0), arp_and_inet(1, 5));
+        let arp = Clue {
+            backend: Some(Backend::Nft),
+            hook: None,
+            family: Family::Arp,
+        };
+        let found = attribute(&before, &after, &arp).unwrap();
+        assert_eq!(
+            (found.table.as_str(), found.chain.as_str(), found.candidates),
+            ("calico-arp", "filter-cali-arp-cali1", 1)
+        );
+        assert_eq!(found.hook, Some(Hook::Output), "the table's only hook");
+        let ip = Clue {
+            family: Family::Ipv4,
+            ..arp
+        };
+        let found = attribute(&before, &after, &ip).unwrap();
+        assert_eq!(
+            (found.table.as_str(), found.hook),
+            ("firewalld", Some(Hook::Output))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use tracer_common::{PacketMeta, l3, pkt_flags, proto};
 
-use crate::model::{Backend, Benign, Stage};
+use crate::model::{Backend, Benign, Family, NetfilterInfo, Owner, Stage};
 
 pub fn stage(reason: &str, location: Option<&str>) -> Stage {
     let loc = location.map(base_symbol).unwrap_or("");
@@ -140,6 +140,21 @@ pub fn benign(
     }
 }
 
+/// Whether a firewall's drop, once its table is known, is no fault of pod
+/// traffic: the one such rule set is Calico's `table arp calico-arp` (3.32+),
+/// which drops the ARP replies of the host's proxy ARP that claim a pod's own
+/// address (answering a pod's gratuitous ARP, e.g. when a VM moves). Every
+/// other firewall drop was someone's decision about traffic: reported.
+pub fn benign_refusal(nf: &NetfilterInfo) -> Option<Benign> {
+    let calico_arp = nf.family == Some(Family::Arp)
+        && nf.table.as_deref() == Some(CALICO_ARP_TABLE)
+        && nf.refusal.owner == Some(Owner::Calico);
+    calico_arp.then_some(Benign::CalicoArp)
+}
+
+/// Calico's ARP table (`felix/dataplane/linux/int_dataplane.go`).
+const CALICO_ARP_TABLE: &str = "calico-arp";
+
 /// `NO_SOCKET`, or where a kernel without drop reasons (before 5.17) frees
 /// what a newer one calls so: a segment or echo reply no socket takes.
 fn no_socket(reason: &str, loc: &str) -> bool {
@@ -251,6 +266,27 @@ pub fn nft_frees_its_drops(kernel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Refusal;
+
+    #[test]
+    fn only_calicos_arp_table_drops_are_benign_refusals() {
+        let nf = |family, table: &str, owner| NetfilterInfo {
+            family: Some(family),
+            table: Some(table.into()),
+            refusal: Refusal {
+                owner,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let calico = Some(Owner::Calico);
+        assert_eq!(
+            benign_refusal(&nf(Family::Arp, "calico-arp", calico)),
+            Some(Benign::CalicoArp)
+        );
+        assert_eq!(benign_refusal(&nf(Family::Ipv4, "calico", calico)), None);
+        assert_eq!(benign_refusal(&nf(Family::Arp, "filter", None)), None);
+    }
 
     #[test]
     fn stages_of_the_lab_faults() {

@@ -288,12 +288,7 @@ mod tests {
             hook: Some(crate::model::Hook::Forward),
             ..Default::default()
         };
-        assert!(attribution::complete(
-            &mut nf,
-            before,
-            after,
-            Some("10.244.1.10")
-        ));
+        assert!(attribution::complete(&mut nf, before, after, Family::Ipv4));
         complete(&mut nf, Some(after), Family::Ipv4);
         nf
     }

@@ -96,7 +96,7 @@ named! {
 
 named! {
     /// Why a packet the kernel freed as a drop is no fault of pod traffic
-    /// (`diagnosis::classify::benign` decides): such frees are counted in
+    /// (`diagnosis::classify::benign` and `benign_refusal` decide): such frees are counted in
     /// `stats`, give no diagnosis, and are shown only on request.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
     #[serde(rename_all = "snake_case")]
@@ -107,6 +107,7 @@ named! {
         EchoReply => "echo_reply",
         NotIp => "not_ip",
         Loopback => "loopback",
+        CalicoArp => "calico_arp",
     }
 }
 
@@ -120,6 +121,9 @@ impl Benign {
             Benign::EchoReply => "echo reply for no ping socket",
             Benign::NotIp => "not IP or ARP (vsock, netlink, ...)",
             Benign::Loopback => "refused on loopback, no pod involved",
+            Benign::CalicoArp => {
+                "Calico kept the host from answering a pod's ARP for its own address"
+            }
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use tracer_common::{Event, l3};
+use tracer_common::{Event, PacketMeta, l3};
 
-use super::Pipeline;
+use super::{PendingDrop, Pipeline};
 use crate::correlation::PacketKey;
 use crate::diagnosis::{attribution, classify, ownership};
 use crate::events::{dst_ip, names, src_ip};
@@ -30,6 +30,7 @@ impl Pipeline {
             *self.benign.entry(reason.clone()).or_default() += 1;
         }
         let key = PacketKey::of(&ev.pkt);
+        let family = packet_family(&ev.pkt);
         let journey: Vec<Hop> = key
             .map(|k| self.journeys.get(&k).iter().map(|s| self.hop(s)).collect())
             .unwrap_or_default();
@@ -60,12 +61,16 @@ impl Pipeline {
             && ev.netns == self.env.facts.netns
             && self.nf_baseline.is_some()
         {
-            self.pending_nf.push((record, key));
+            self.pending_nf.push(PendingDrop {
+                record,
+                key,
+                family,
+            });
             return;
         }
         let mut record = record;
         if let Some(nf) = record.netfilter.as_mut() {
-            ownership::complete(nf, self.nf_baseline.as_ref(), packet_family(key));
+            ownership::complete(nf, self.nf_baseline.as_ref(), family);
         }
         self.emit_drop(record, out);
     }
@@ -130,7 +135,13 @@ impl Pipeline {
         Some(on(&ifname) || on("all"))
     }
 
-    pub(super) fn emit_drop(&mut self, record: DropRecord, out: &mut Vec<Record>) {
+    pub(super) fn emit_drop(&mut self, mut record: DropRecord, out: &mut Vec<Record>) {
+        if record.benign.is_none() {
+            record.benign = record.netfilter.as_ref().and_then(classify::benign_refusal);
+            if record.benign.is_some() {
+                *self.benign.entry(record.reason.clone()).or_default() += 1;
+            }
+        }
         // Counted as it goes out: a table walk's verdict may come after the
         // drop event (nft_do_chain freeing the packet itself) and make it exact.
         if record
@@ -159,7 +170,12 @@ impl Pipeline {
             return;
         }
         let after = self.env.netfilter();
-        for (mut d, key) in std::mem::take(&mut self.pending_nf) {
+        for PendingDrop {
+            record: mut d,
+            key,
+            family,
+        } in std::mem::take(&mut self.pending_nf)
+        {
             // nftables' trace names table, chain and rule itself; otherwise
             // the counters name what a table walk (or nothing) left open.
             let traced = key.and_then(|k| self.traced(after.as_ref(), k));
@@ -172,22 +188,21 @@ impl Pipeline {
                 .as_ref()
                 .is_some_and(|nf| hook_guessed(nf, &d.journey, d.netns));
             if let (Some(after), Some(nf), false) = (&after, d.netfilter.as_mut(), by_trace) {
-                let src = d.flow.src.as_deref();
-                let named = self.complete_from_counters(nf, after, src);
+                let named = self.complete_from_counters(nf, after, family);
                 if !named && guessed {
                     // The hook was a guess from addresses (no link point saw
                     // the packet): the counters of any hook may name the
                     // chain, and a base chain its hook (a raw PREROUTING rule
                     // for a packet to this node is not INPUT).
                     let guess = nf.hook.take();
-                    self.complete_from_counters(nf, after, src);
+                    self.complete_from_counters(nf, after, family);
                     if nf.hook.is_none() {
                         nf.hook = guess;
                     }
                 }
             }
             if let Some(nf) = d.netfilter.as_mut() {
-                ownership::complete(nf, after.as_ref(), packet_family(key));
+                ownership::complete(nf, after.as_ref(), family);
             }
             self.emit_drop(d, out);
         }
@@ -233,23 +248,24 @@ impl Pipeline {
         &self,
         nf: &mut NetfilterInfo,
         after: &crate::netfilter::Inventory,
-        src: Option<&str>,
+        family: Family,
     ) -> bool {
         let named = self
             .nf_baseline
             .as_ref()
-            .is_some_and(|b| attribution::complete(nf, b, after, src));
+            .is_some_and(|b| attribution::complete(nf, b, after, family));
         named
             || self
                 .nf_previous
                 .as_ref()
-                .is_some_and(|p| attribution::complete(nf, p, after, src))
+                .is_some_and(|p| attribution::complete(nf, p, after, family))
     }
 
     /// Netfilter hook of a drop in this node's namespace, from addresses:
     /// to a local address is INPUT, from one is OUTPUT, otherwise FORWARD.
     fn infer_hook(&self, ev: &Event, journey: &[Hop]) -> Option<Hook> {
-        if ev.netns != self.env.facts.netns {
+        // ARP's hooks are its own (in, out); the counters name the chain.
+        if ev.netns != self.env.facts.netns || ev.pkt.l3 == l3::ARP {
             return None;
         }
         let local =
@@ -284,11 +300,12 @@ fn hook_guessed(nf: &NetfilterInfo, journey: &[Hop], netns: u32) -> bool {
     nf.attribution == Attribution::Inferred && hook_from_points(journey, netns).is_none()
 }
 
-/// The IP family of a drop's packet, for a bare `reject`'s default reply.
-fn packet_family(key: Option<PacketKey>) -> Family {
-    if key.is_some_and(|k| k.is_ipv6()) {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
+/// The family of the tables a packet meets (an `inet` table serves both IP
+/// families); also a bare `reject`'s default reply.
+fn packet_family(pkt: &PacketMeta) -> Family {
+    match pkt.l3 {
+        l3::IPV6 => Family::Ipv6,
+        l3::ARP => Family::Arp,
+        _ => Family::Ipv4,
     }
 }

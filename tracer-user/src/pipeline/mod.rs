@@ -21,7 +21,7 @@ use crate::correlation::{Journeys, PacketKey, arp::ArpWatch};
 use crate::diagnosis::Diagnoser;
 use crate::events::Input;
 use crate::facts::Environment;
-use crate::model::{DropRecord, Record};
+use crate::model::{DropRecord, Family, Record};
 use crate::netfilter::Inventory;
 
 pub use drops::hook_from_points;
@@ -75,8 +75,8 @@ pub struct Pipeline {
     /// Benign drops (no fault of pod traffic) by the kernel's reason.
     pub benign: BTreeMap<String, u64>,
     /// Netfilter drops waiting for the rule counters (and for the verdict of
-    /// a table walk that freed the packet itself), with their packet's key.
-    pending_nf: Vec<(DropRecord, Option<PacketKey>)>,
+    /// a table walk that freed the packet itself).
+    pending_nf: Vec<PendingDrop>,
     /// Netfilter drops in this node's namespace that no table walk saw
     /// (their hook is a netfilter link point's, or a guess): the links
     /// attach while this grows (see `run::nf_demand`).
@@ -84,6 +84,14 @@ pub struct Pipeline {
     /// The counter reading the next one is compared with, and the one before.
     nf_baseline: Option<Inventory>,
     nf_previous: Option<Inventory>,
+}
+
+/// A netfilter drop waiting for the rule counters, with its packet's key
+/// and the family of the tables that may have dropped it.
+struct PendingDrop {
+    record: DropRecord,
+    key: Option<PacketKey>,
+    family: Family,
 }
 
 /// How long a netfilter drop may wait for the rule counters to be read.
@@ -178,7 +186,7 @@ impl Pipeline {
         if self
             .pending_nf
             .first()
-            .is_some_and(|(d, _)| self.now.saturating_sub(d.ts_ns) >= NF_ATTRIBUTION_DELAY_NS)
+            .is_some_and(|p| self.now.saturating_sub(p.record.ts_ns) >= NF_ATTRIBUTION_DELAY_NS)
         {
             self.attribute_pending(out);
         }

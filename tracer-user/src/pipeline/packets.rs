@@ -161,17 +161,22 @@ impl Pipeline {
                     .as_ref()
                     .is_some_and(|n| n.attribution != Attribution::Exact)
         };
-        if !frees || !self.pending_nf.iter().any(|(d, k)| freed_before(d, k)) {
+        if !frees
+            || !self
+                .pending_nf
+                .iter()
+                .any(|p| freed_before(&p.record, &p.key))
+        {
             return;
         }
         let hop = self.hop(walk);
-        for (d, _) in self
+        for p in self
             .pending_nf
             .iter_mut()
-            .filter(|(d, k)| freed_before(d, k))
+            .filter(|p| freed_before(&p.record, &p.key))
         {
-            d.netfilter = hop.netfilter.clone();
-            d.journey.push(hop.clone());
+            p.record.netfilter = hop.netfilter.clone();
+            p.record.journey.push(hop.clone());
         }
     }
 

@@ -154,9 +154,17 @@ impl Decoder {
             _ => None,
         };
         self.implied(test);
-        let v4 = self.network() == Some(Family::Ipv4) || (self.network().is_none() && len <= 4);
+        let arp = self.family == Family::Arp;
+        let v4 = !arp
+            && (self.network() == Some(Family::Ipv4) || (self.network().is_none() && len <= 4));
         let tcp = self.l4.as_deref() == Some("tcp");
         let (name, kind) = match (base, off, len) {
+            // Ethernet/IPv4 ARP: operation, then sender and target MAC and IP.
+            (1, 6, 2) if arp => ("arp operation".into(), Kind::ArpOp),
+            (1, 8, 6) if arp => ("arp saddr ether".into(), Kind::Ether),
+            (1, 14, 4) if arp => ("arp saddr ip".into(), Kind::Ipv4),
+            (1, 18, 6) if arp => ("arp daddr ether".into(), Kind::Ether),
+            (1, 24, 4) if arp => ("arp daddr ip".into(), Kind::Ipv4),
             (1, 12, 1..=4) if v4 => ("ip saddr".into(), Kind::Ipv4),
             (1, 16, 1..=4) if v4 => ("ip daddr".into(), Kind::Ipv4),
             (1, 9, 1) if v4 => ("ip protocol".into(), Kind::Proto),

@@ -449,3 +449,44 @@ fn xt_conntrack_and_mark_as_nft_translates_them() {
         "meta mark & 0x00020000 == 0x00000000 drop"
     );
 }
+
+/// Felix's ARP suppression rule in `table arp calico-arp`: `oifname
+/// "cali1" arp operation reply arp saddr ip 10.244.2.10 counter drop`, as
+/// nft 1.0 emits it (the ARP header's fields as raw network-header loads).
+#[test]
+fn an_arp_rule_reads_as_nft_lists_it() {
+    let cmp = |v: &[u8]| expr("cmp", &[(1, u32be(1)), (2, u32be(0)), (3, data_value(v))]);
+    let load = |off: u32, len: u32| {
+        expr(
+            "payload",
+            &[
+                (1, u32be(1)),
+                (2, u32be(1)),
+                (3, u32be(off)),
+                (4, u32be(len)),
+            ],
+        )
+    };
+    let mut ifname = b"cali1".to_vec();
+    ifname.resize(16, 0);
+    let exprs = [
+        expr("meta", &[(1, u32be(1)), (2, u32be(7))]),
+        cmp(&ifname),
+        load(6, 2),
+        cmp(&[0, 2]),
+        load(14, 4),
+        cmp(&[10, 244, 2, 10]),
+        load(18, 6),
+        cmp(&[0xee; 6]),
+        counter_expr(1, 28),
+        expr("immediate", &[(1, u32be(0)), (2, verdict(0, None))]),
+    ];
+    let bytes = rule(3, "calico-arp", "filter-cali-arp-cali1", 7, &exprs, None);
+    let (family, table, _, r) = parse_rule(&bytes).unwrap();
+    assert_eq!((family, table.as_str()), (Family::Arp, "calico-arp"));
+    assert_eq!(
+        r.text,
+        "oifname \"cali1\" arp operation reply arp saddr ip 10.244.2.10 \
+         arp daddr ether ee:ee:ee:ee:ee:ee counter drop"
+    );
+}

@@ -22,6 +22,10 @@ pub(super) enum Kind {
     Mark,
     /// A host-endian number.
     Number,
+    /// An ARP operation (big-endian): `request`, `reply`, ...
+    ArpOp,
+    /// A MAC address.
+    Ether,
     Bytes,
 }
 
@@ -87,10 +91,29 @@ pub(super) fn format_value(kind: Kind, v: &[u8]) -> String {
         Kind::Number if v.len() == 4 => {
             format!("{:#x}", u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
         }
+        Kind::ArpOp if v.len() == 2 => arp_op_name(u16::from_be_bytes([v[0], v[1]])),
+        Kind::Ether if v.len() == 6 => {
+            let parts: Vec<String> = v.iter().map(|b| format!("{b:02x}")).collect();
+            parts.join(":")
+        }
         _ => {
             let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
             format!("0x{hex}")
         }
+    }
+}
+
+/// An ARP operation as nft names it.
+fn arp_op_name(op: u16) -> String {
+    match op {
+        1 => "request".into(),
+        2 => "reply".into(),
+        3 => "rrequest".into(),
+        4 => "rreply".into(),
+        8 => "inrequest".into(),
+        9 => "inreply".into(),
+        10 => "nak".into(),
+        n => n.to_string(),
     }
 }
 
