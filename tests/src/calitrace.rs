@@ -579,6 +579,18 @@ pub fn attribution() -> &'static Attribution {
     })
 }
 
+/// How long calitrace may take to start tracing: `normal`, or three times
+/// that in the kernel matrix's guests (`CALITRACE_TEST_EMULATED`), where
+/// qemu emulates the CPU and the guests share the host's cores: there two
+/// agents loading their programs at once took over 90 s on 6.1.
+pub fn startup_limit(normal: Duration) -> Duration {
+    if std::env::var_os("CALITRACE_TEST_EMULATED").is_some() {
+        normal * 3
+    } else {
+        normal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Attribution;
@@ -598,17 +610,5 @@ mod tests {
             ("inferred", "exact")
         );
         assert!(Attribution::parse("kernel 6.1\nprobes:\n").is_none());
-    }
-}
-
-/// How long calitrace may take to start tracing: `normal`, or three times
-/// that in the kernel matrix's guests (`CALITRACE_TEST_EMULATED`), where
-/// qemu emulates the CPU and the guests share the host's cores: there two
-/// agents loading their programs at once took over 90 s on 6.1.
-pub fn startup_limit(normal: Duration) -> Duration {
-    if std::env::var_os("CALITRACE_TEST_EMULATED").is_some() {
-        normal * 3
-    } else {
-        normal
     }
 }

@@ -287,7 +287,12 @@ fn an_agent_that_cannot_start_is_shown_and_the_other_goes_on() {
     std::thread::sleep(Duration::from_secs(3));
     lab.ping(&a, &b.ip, 2);
     let f = t.join().unwrap().unwrap();
-    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.status.code(), Some(1), "a node failed\n{}", f.dump());
+    assert!(
+        f.stderr.contains("1 of 2 node(s) failed: node-b"),
+        "{}",
+        f.stderr
+    );
     let stats = f.of_type("stats");
     let bad = stats
         .iter()
@@ -338,7 +343,12 @@ fn an_agent_that_dies_mid_run_is_shown_and_the_other_goes_on() {
     std::thread::sleep(Duration::from_secs(2));
     lab.ping(&a, &b.ip, 2);
     let f = t.join().unwrap().unwrap();
-    assert!(f.status.success(), "{}", f.dump());
+    assert_eq!(f.status.code(), Some(1), "a node failed\n{}", f.dump());
+    assert!(
+        f.stderr.contains("1 of 2 node(s) failed: node-b"),
+        "{}",
+        f.stderr
+    );
     let stats = f.of_type("stats");
     let b_stats = stats.iter().find(|s| s["node"] == "node-b").unwrap();
     assert!(

@@ -593,3 +593,149 @@ fn ctrl_c_while_an_agent_pod_is_pending_deletes_it() {
     );
     assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
 }
+
+/// The lab's two nodes and a third, node-c (no lab node behind it: its
+/// agent's netns is `node_c_netns`), with the DaemonSet's agents where
+/// `daemonset` says, in node order.
+fn three_nodes(lab: &Lab, node_c_netns: &str, daemonset: [bool; 3]) -> ApiServer {
+    let api = cluster_of(lab, false);
+    api.with(|s| {
+        s.nodes.push(FakeNode {
+            name: "node-c".into(),
+            netns: node_c_netns.into(),
+            ready: true,
+            address: "192.0.2.3".into(),
+        })
+    });
+    let nodes = api.with(|s| s.nodes.clone());
+    for (n, on) in nodes.iter().zip(daemonset) {
+        if on {
+            api.add_daemonset_pod(n);
+        }
+    }
+    api
+}
+
+/// `cluster --k8s --all-nodes` while pod A pings pod B: node-a and node-b
+/// must trace whatever happens to node-c.
+fn all_nodes_with_a_broken_one(lab: &Lab, api: &ApiServer) -> Finished {
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let f = k8s_view(api, &["--all-nodes"], || {
+        assert!(lab.ping(&a, &b.ip, 2), "ping works in the lab");
+    });
+    assert_eq!(f.status.code(), Some(1), "a node failed\n{}", f.dump());
+    assert!(
+        f.stderr.contains("1 of 3 node(s) failed: node-c"),
+        "{}",
+        f.stderr
+    );
+    for node in ["node-a", "node-b"] {
+        assert!(
+            f.of_type("packet").iter().any(|p| p["node"] == node),
+            "{node} traced on\n{}",
+            f.dump()
+        );
+    }
+    f
+}
+
+/// node-c's stats: its `exit` says why it failed.
+fn node_c_exit(f: &Finished) -> String {
+    let stats = f.of_type("stats");
+    let c = stats
+        .iter()
+        .rfind(|s| s["node"] == "node-c")
+        .unwrap_or_else(|| panic!("node-c's stats\n{}", f.dump()));
+    c["exit"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_node_whose_kubelet_cannot_be_reached_is_shown_and_the_others_trace() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = three_nodes(&lab, "no-such-netns", [true; 3]);
+    api.with(|s| s.unreachable_kubelets.push("node-c".into()));
+    let f = all_nodes_with_a_broken_one(&lab, &api);
+    assert!(
+        f.stderr.contains(
+            "node-c: the agent could not start, the other nodes trace on: the API server cannot reach this node's kubelet"
+        ),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        node_c_exit(&f).contains("error dialing backend"),
+        "{}",
+        f.dump()
+    );
+}
+
+#[test]
+fn a_node_whose_agent_pod_cannot_pull_its_image_is_shown_and_the_others_trace() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = three_nodes(&lab, "no-such-netns", [true, true, false]);
+    api.with(|s| s.image_pull_fails_on.push("node-c".into()));
+    let f = all_nodes_with_a_broken_one(&lab, &api);
+    assert!(node_c_exit(&f).contains("cannot be pulled"), "{}", f.dump());
+    let (created, deleted) = api.with(|s| (s.created.clone(), s.deleted.clone()));
+    assert_eq!(created.len(), 1, "node-c's ephemeral agent pod");
+    assert_eq!(deleted, created, "and it is deleted");
+}
+
+#[test]
+fn a_node_whose_agent_dies_is_shown_and_the_others_trace() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    // The exec runs `ip netns exec` into a netns that does not exist: the
+    // agent ends at once, with an error on stderr.
+    let api = three_nodes(&lab, "ctlab-no-such-netns", [true; 3]);
+    let f = all_nodes_with_a_broken_one(&lab, &api);
+    assert!(f.stderr.contains("node-c: agent ended"), "{}", f.stderr);
+    assert!(!node_c_exit(&f).is_empty(), "{}", f.dump());
+}
+
+#[test]
+fn pod_security_admission_and_webhooks_are_named_not_taken_for_rbac() {
+    let api = bare_cluster();
+    api.with(|s| {
+        s.pod_security
+            .insert("calitrace".into(), "baseline:latest".into())
+    });
+    let f = k8s_run(&api, &["--ephemeral", "--nodes", "node-a"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr.contains(
+            "Pod Security admission refused the agent pod in namespace calitrace: it enforces \"baseline:latest\""
+        ),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("hostNetwork=true"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains(
+            "kubectl label namespace calitrace pod-security.kubernetes.io/enforce=privileged"
+        ),
+        "{}",
+        f.stderr
+    );
+    assert!(!f.stderr.contains("operator-rbac"), "{}", f.stderr);
+
+    api.with(|s| {
+        s.pod_security.clear();
+        s.webhook_denies = Some((
+            "validate.kyverno.svc-fail".into(),
+            "resource Pod/calitrace/x was blocked due to the following policies: disallow-privileged-containers".into(),
+        ));
+    });
+    let f = k8s_run(&api, &["--ephemeral", "--nodes", "node-a"]);
+    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("the admission webhook validate.kyverno.svc-fail refused to create pods"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("disallow-privileged-containers"),
+        "{}",
+        f.stderr
+    );
+}

@@ -48,6 +48,23 @@ pub fn upgrade(
             &status(404, "NotFound", &m, "pods", Some(name)),
         );
     };
+    if let Some(addr) = unreachable_kubelet(&state, ns, name) {
+        // What the API server answers when it cannot dial the kubelet
+        // (`kubectl exec` prints "Error from server: error dialing backend").
+        let m =
+            format!("error dialing backend: dial tcp {addr}:10250: connect: connection refused");
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": m,
+                "code": 500,
+            }),
+        );
+    }
     let offered: Vec<String> = req
         .headers()
         .get(http::header::SEC_WEBSOCKET_PROTOCOL)
@@ -117,6 +134,18 @@ fn where_to_run(
         .find(|n| n.name == node)
         .map(|n| n.netns.clone());
     Some((netns.unwrap_or_default(), s.calitrace.clone()))
+}
+
+/// The address of the pod's node when its kubelet is unreachable.
+fn unreachable_kubelet(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Option<String> {
+    let s = state.lock().unwrap();
+    let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
+    let node = pod.object["spec"]["nodeName"].as_str()?;
+    s.unreachable_kubelets.iter().find(|n| *n == node)?;
+    s.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.address.clone())
 }
 
 /// The agent command as the node would run it: `/usr/bin/calitrace` is the

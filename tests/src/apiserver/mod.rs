@@ -55,6 +55,16 @@ pub struct State {
     pub pending_for: Duration,
     /// Created pods never run: their image cannot be pulled.
     pub image_pull_fails: bool,
+    /// Nodes where created pods cannot pull their image.
+    pub image_pull_fails_on: Vec<String>,
+    /// Pod Security admission: the level enforced per namespace (e.g.
+    /// `baseline:latest`); a privileged pod created there is refused.
+    pub pod_security: BTreeMap<String, String>,
+    /// An admission webhook (name, message) that denies every pod created.
+    pub webhook_denies: Option<(String, String)>,
+    /// Nodes whose kubelet the server cannot dial: exec into their pods
+    /// fails as a real API server's does (500, "error dialing backend").
+    pub unreachable_kubelets: Vec<String>,
     pub protocols: Protocols,
     /// The calitrace binary that exec runs for `/usr/bin/calitrace`.
     pub calitrace: PathBuf,
@@ -97,6 +107,10 @@ impl ApiServer {
             rbac: None,
             pending_for: Duration::from_millis(600),
             image_pull_fails: false,
+            image_pull_fails_on: Vec::new(),
+            unreachable_kubelets: Vec::new(),
+            pod_security: BTreeMap::new(),
+            webhook_denies: None,
             protocols: Protocols::V5,
             calitrace: calitrace.to_path_buf(),
             log: Vec::new(),

@@ -135,3 +135,83 @@ pub fn matches(obj: &Value, labels: Option<&str>, fields: Option<&str>) -> bool 
     });
     label_ok && field_ok
 }
+
+/// What admission says of a pod about to be created: Pod Security
+/// admission where the namespace enforces a level other than `privileged`,
+/// then the webhook, with the Status bodies a real API server sends
+/// (`violates PodSecurity %q: %s`, 403; `admission webhook %q denied the
+/// request: %s`, 400 unless the webhook sets a code). None: admitted.
+pub fn admission(
+    s: &super::State,
+    ns: &str,
+    name: &str,
+    pod: &Value,
+) -> Option<http::Response<super::routes::Body>> {
+    use http::StatusCode;
+    let forbidden = |m: String| format!("pods \"{name}\" is forbidden: {m}");
+    if let Some(level) = s
+        .pod_security
+        .get(ns)
+        .filter(|l| !l.starts_with("privileged"))
+    {
+        let violations = baseline_violations(pod);
+        if !violations.is_empty() {
+            let m = forbidden(format!(
+                "violates PodSecurity \"{level}\": {}",
+                violations.join(", ")
+            ));
+            return Some(super::routes::json(
+                StatusCode::FORBIDDEN,
+                &status(403, "Forbidden", &m, "pods", Some(name)),
+            ));
+        }
+    }
+    let (hook, why) = s.webhook_denies.as_ref()?;
+    let m = format!("admission webhook \"{hook}\" denied the request: {why}");
+    Some(super::routes::json(
+        StatusCode::BAD_REQUEST,
+        &status(400, "BadRequest", &m, "pods", Some(name)),
+    ))
+}
+
+/// The Pod Security baseline checks a pod fails, worded as the admission
+/// plugin words them, in its order.
+fn baseline_violations(pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut out = Vec::new();
+    let hosts: Vec<&str> = ["hostNetwork", "hostPID", "hostIPC"]
+        .into_iter()
+        .filter(|k| spec[*k] == true)
+        .collect();
+    if !hosts.is_empty() {
+        let set: Vec<String> = hosts.iter().map(|k| format!("{k}=true")).collect();
+        out.push(format!("host namespaces ({})", set.join(", ")));
+    }
+    let host_paths: Vec<String> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| !v["hostPath"].is_null())
+        .filter_map(|v| v["name"].as_str().map(|n| format!("\"{n}\"")))
+        .collect();
+    if !host_paths.is_empty() {
+        let noun = if host_paths.len() == 1 {
+            "volume"
+        } else {
+            "volumes"
+        };
+        out.push(format!(
+            "hostPath volumes ({noun} {})",
+            host_paths.join(", ")
+        ));
+    }
+    for c in spec["containers"].as_array().into_iter().flatten() {
+        if c["securityContext"]["privileged"] == true {
+            let name = c["name"].as_str().unwrap_or("");
+            out.push(format!(
+                "privileged (container \"{name}\" must not set securityContext.privileged=true)"
+            ));
+        }
+    }
+    out
+}

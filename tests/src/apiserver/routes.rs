@@ -206,7 +206,9 @@ fn current(s: &State, p: &Stored) -> Value {
             .find(|n| o["spec"]["nodeName"] == n.name.as_str())
             .map(|n| n.address.clone())
             .unwrap_or_default();
-        o["status"] = if s.image_pull_fails {
+        let node = o["spec"]["nodeName"].as_str().unwrap_or("");
+        let pull_fails = s.image_pull_fails || s.image_pull_fails_on.iter().any(|n| n == node);
+        o["status"] = if pull_fails {
             let image = o["spec"]["containers"][0]["image"]
                 .as_str()
                 .unwrap_or("")
@@ -268,6 +270,9 @@ fn create_pod(state: &Arc<Mutex<State>>, ns: &str, body: &[u8]) -> Response<Body
     };
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let mut s = state.lock().unwrap();
+    if let Some(refused) = objects::admission(&s, ns, &name, &pod) {
+        return refused;
+    }
     if s.pods.contains_key(&(ns.to_string(), name.clone())) {
         let m = format!("pods \"{name}\" already exists");
         return json(

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender as Sender, sync_cha
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::merge::Cluster;
 use crate::merge::stage::{self, Batches, FromNode, StageOptions, Staged};
@@ -150,9 +150,12 @@ pub fn run_session(
             filter,
             ..Status::default()
         },
+        failed: Vec::new(),
+        stopping: false,
     };
     let result = session.until_stopped(&rx, stop, deadline);
     let ended = session.stop_agents(&rx);
+    let failed = std::mem::take(&mut session.failed);
     let mut out = Vec::new();
     cluster.finish(&mut out);
     for (why, n) in cluster.undecided() {
@@ -165,7 +168,14 @@ pub fn run_session(
     result?;
     ended?;
     shown?;
-    Ok(())
+    match failed.len() {
+        0 => Ok(()),
+        n => Err(anyhow!(
+            "{n} of {} node(s) failed: {} (the others traced; each node's stats say why)",
+            names.len(),
+            failed.join(", ")
+        )),
+    }
 }
 
 /// What a thread reading an agent needs: its place, where to send, whether
@@ -272,6 +282,10 @@ struct Running<'a> {
     status: Status,
     /// Per node: when its event count was last taken, and the count.
     rates: Vec<(Instant, u64)>,
+    /// The nodes whose agent could not start or ended with a failure
+    /// before the session stopped them.
+    failed: Vec<String>,
+    stopping: bool,
 }
 impl Running<'_> {
     fn until_stopped(
@@ -347,6 +361,9 @@ impl Running<'_> {
         };
         if let Some(w) = &why {
             eprintln!("calitrace: {}: agent ended: {w}", a.name);
+            if !self.stopping {
+                self.failed.push(a.name.clone());
+            }
         }
         if let Some(wr) = self.writer {
             wr.gone(n, why.as_deref())?;
@@ -396,6 +413,7 @@ impl Running<'_> {
     /// Closes the agents' stdin (each stops and detaches), takes what their
     /// streams still carry, and ends those that do not stop.
     fn stop_agents(&mut self, rx: &Receiver<Msg>) -> Result<()> {
+        self.stopping = true;
         for a in self.agents.iter_mut() {
             if let Some(l) = &mut a.link {
                 l.close_stdin();

@@ -106,7 +106,13 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<
         .create(&PostParams::default(), &pod)
         .await
         .map_err(|e| {
-            if is_forbidden(&e) {
+            let by_rbac = super::error::status(&e).is_some_and(|s| {
+                matches!(
+                    super::error::refusal(&s.message),
+                    None | Some(super::error::Refusal::Rbac { .. })
+                )
+            });
+            if is_forbidden(&e) && by_rbac {
                 let status = super::error::status(&e).map(|s| s.message.clone());
                 usage(format!(
                     "no calitrace agent on node {node}: the DaemonSet calitrace-agent has no running pod there, \

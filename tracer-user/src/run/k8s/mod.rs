@@ -55,15 +55,17 @@ pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
         Err(e) => Err(e),
         Ok(agents) => cluster::setup(&args, names.clone()).and_then(|mut setup| {
             setup.cluster.add_pod_names(pod_names);
-            session::run_session(setup, agents.into_iter().map(Ok).collect(), stop)
+            session::run_session(setup, agents, stop)
         }),
     };
     pods.delete_all();
     result
 }
 
-/// One agent per node, all started at once; the first failure stops the
-/// lot (what was made is deleted by the caller).
+/// One agent per node, all started at once. A node whose agent cannot be
+/// started is told and left out, the others trace on (the session shows it
+/// as ended, with why); only when no node's agent starts is that an error,
+/// the first node's. What was made is deleted by the caller.
 fn start_agents(
     kube: &Kube,
     args: &ClusterArgs,
@@ -71,43 +73,26 @@ fn start_agents(
     command: &[String],
     pods: &Arc<EphemeralPods>,
     stop: &AtomicBool,
-) -> Result<Vec<Started>> {
+) -> Result<Vec<Result<Started, String>>> {
     let ns = args.kube.namespace.clone();
     let api: Api<Pod> = Api::namespaced(kube.client.clone(), &ns);
-    kube.block_on(async {
+    let mut started: Vec<Option<Result<Started>>> = kube.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, node) in nodes.iter().enumerate() {
             let (api, ns, node, pods) = (api.clone(), ns.clone(), node.clone(), pods.clone());
             let (command, image) = (command.to_vec(), args.kube.image.clone());
             let ephemeral = args.kube.ephemeral;
             set.spawn(async move {
-                let pod = match ephemeral {
-                    false => agent_pods::daemonset_pod(&api, &ns, &node).await?,
-                    true => None,
-                };
-                let pod = match pod {
-                    Some(p) => p,
-                    None => {
-                        if !ephemeral {
-                            eprintln!(
-                                "calitrace: {node}: no running pod of the DaemonSet calitrace-agent in namespace {ns}: \
-                                 starting an ephemeral agent pod (`kubectl apply -k deploy/` deploys the agents)"
-                            );
-                        }
-                        agent_pods::ephemeral(&pods, &node, &image).await?
-                    }
-                };
-                let started = exec::start(&api, &ns, &pod, &command).await?;
-                Ok::<_, anyhow::Error>((i, started))
+                let one = start_one(&api, &ns, &node, &pods, &image, ephemeral, &command);
+                (i, one.await)
             });
         }
-        let mut started: Vec<Option<Started>> = nodes.iter().map(|_| None).collect();
+        let mut started: Vec<Option<Result<Started>>> = nodes.iter().map(|_| None).collect();
         loop {
             tokio::select! {
                 next = set.join_next() => match next {
                     None => break,
-                    Some(Ok(Ok((i, s)))) => started[i] = Some(s),
-                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Ok((i, s))) => started[i] = Some(s),
                     Some(Err(e)) => return Err(anyhow!("starting an agent: {e}")),
                 },
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
@@ -117,6 +102,56 @@ fn start_agents(
                 }
             }
         }
-        Ok(started.into_iter().flatten().collect())
-    })
+        Ok(started)
+    })?;
+    let none_started = started.iter().all(|s| !matches!(s, Some(Ok(_))));
+    if none_started
+        && let Some(Some(Err(e))) = started.iter_mut().find(|s| s.is_some()).map(Option::take)
+    {
+        return Err(e);
+    }
+    Ok(nodes
+        .iter()
+        .zip(started)
+        .map(|(node, s)| match s {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(e)) => {
+                eprintln!(
+                    "calitrace: {node}: the agent could not start, the other nodes trace on: {e:#}"
+                );
+                Err(format!("could not start: {e:#}"))
+            }
+            None => Err("could not start".into()),
+        })
+        .collect())
+}
+
+/// The agent of one node: exec'd in the DaemonSet's pod there, else in an
+/// ephemeral agent pod made for it.
+async fn start_one(
+    api: &Api<Pod>,
+    ns: &str,
+    node: &str,
+    pods: &EphemeralPods,
+    image: &str,
+    ephemeral: bool,
+    command: &[String],
+) -> Result<Started> {
+    let pod = match ephemeral {
+        false => agent_pods::daemonset_pod(api, ns, node).await?,
+        true => None,
+    };
+    let pod = match pod {
+        Some(p) => p,
+        None => {
+            if !ephemeral {
+                eprintln!(
+                    "calitrace: {node}: no running pod of the DaemonSet calitrace-agent in namespace {ns}: \
+                     starting an ephemeral agent pod (`kubectl apply -k deploy/` deploys the agents)"
+                );
+            }
+            agent_pods::ephemeral(pods, node, image).await?
+        }
+    };
+    exec::start(api, ns, &pod, command).await
 }
