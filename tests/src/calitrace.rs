@@ -105,7 +105,8 @@ fn pump_bytes(
     done_rx
 }
 
-/// Runs calitrace to completion (for error cases) with a time limit.
+/// Runs calitrace to completion (for error cases) with a time limit (scaled
+/// in the kernel matrix's guests, as [`startup_limit`] says).
 pub fn run(
     netns: Option<&str>,
     prefix: &[&str],
@@ -113,7 +114,7 @@ pub fn run(
     limit: Duration,
 ) -> Result<Finished> {
     let mut t = Trace::spawn(&binary(), netns, prefix, args, Keep::All)?;
-    t.wait(limit)
+    t.wait(startup_limit(limit))
 }
 
 impl Trace {
@@ -356,7 +357,7 @@ impl Trace {
             // (`ip netns exec` execs it).
             unsafe { libc::kill(c.id() as i32, signal) };
         }
-        self.wait(Duration::from_secs(30))
+        self.wait(startup_limit(Duration::from_secs(30)))
     }
 
     /// Ctrl-C and collect.

@@ -48,10 +48,11 @@ pub struct VmTestArgs {
     #[arg(long)]
     jobs: Option<usize>,
     /// Seconds one kernel's boot and suite may take in all.
-    #[arg(long, default_value_t = 2400)]
+    #[arg(long, default_value_t = 3000)]
     timeout: u64,
-    /// Seconds one test may take.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds one test may take. Under emulation, with the guests sharing the
+    /// host's cores, a cluster test on 6.1 took 212 s (two agents starting).
+    #[arg(long, default_value_t = 450)]
     test_timeout: u64,
     /// Test a debug build of calitrace instead of a release one. Under emulation a
     /// debug calitrace takes several times longer to start (BTF parsing, program
@@ -83,13 +84,16 @@ pub struct VmTestArgs {
 /// on the kernel (tc attach method, drop reasons, where netfilter frees drops,
 /// netfilter links, nf_tables netlink, fexit/kprobes), one or two per mechanism.
 /// Tests of the lab itself, of the command line and of the TUI need no particular
-/// kernel and stay with the host run (`--all-tests` runs them too).
+/// kernel and stay with the host run (`--all-tests` runs them too). Each test takes
+/// 60-200 s in a guest sharing a 2-core host with two others (2026-12-07: the 39
+/// listed then needed over 40 minutes on 6.1): a test whose kernel side another one
+/// already covers (the rest is userspace logic, tested on the host) stays out.
 pub const KERNEL_SENSITIVE: &[&str] = &[
     // What the kernel offers, as `calitrace probes` reports it.
     "foundation::probes_say_what_this_kernel_offers",
-    // tc (TCX or netlink clsact) on veth and vxlan, no false drops.
+    // tc (TCX or netlink clsact) on veth, no false drops (vxlan: encap,
+    // cluster and noise below).
     "foundation::healthy_cross_node_traffic_direct",
-    "foundation::healthy_cross_node_traffic_vxlan",
     // Drop reasons (or, before 5.17, the location) per kind of fault.
     "foundation::legacy_forward_policy_drop",
     "foundation::no_route_on_sender",
@@ -99,25 +103,22 @@ pub const KERNEL_SENSITIVE: &[&str] = &[
     // Netfilter attribution, both backends, exact or inferred.
     "netfilter::legacy_rule_drop",
     "netfilter::iptables_nft_rule_drop",
-    "netfilter::iptables_nft_policy_drop",
     "netfilter::native_nft_chain_at_its_own_priority",
     "netfilter::calico_in_legacy_nft_drops",
-    "netfilter::calico_dispatch_chain_drop_is_a_policy_drop",
     "netfilter::healthy_traffic_with_rules_in_both_backends",
     // nftables' trace (every table on the node, with or without a table
     // walk), Calico's nftables dataplane, and the trace table's cleanup
     // (owned by its socket from 5.12, swept at the next start before).
     "tables::firewalld_rejects_what_calico_allowed",
-    "tables::calico_nftables_policy_drop_names_the_policy",
-    "tables::calico_in_nftables_and_kube_proxy_in_iptables_is_a_split_the_drop_cites",
     "tables::the_trace_table_goes_with_a_killed_calitrace",
+    // An ARP drop in Calico's calico-arp table (NF_ARP_OUT; before 5.17
+    // named by its location).
+    "tables::calicos_arp_table_keeping_the_host_from_claiming_a_pods_address_is_benign",
     // The nf_tables inventory over netlink.
     "inventory::iptables_nft_rules_live_in_nf_tables",
     // BPF netfilter links (6.4+), or why not.
     "nf_links::probes_report_the_links_or_why_not",
     "nf_links::input_drop_gets_its_hook_first_and_from_the_links_legacy",
-    "nf_links::input_drop_gets_its_hook_first_and_from_the_links_nft",
-    "nf_links::a_raw_prerouting_drop_is_not_taken_for_input_legacy",
     "nf_links::a_raw_prerouting_drop_is_not_taken_for_input_nft",
     "nf_links::links_only_while_netfilter_drops_need_them",
     "nf_links::a_forward_drop_shows_which_tables_it_got_past",
@@ -129,11 +130,9 @@ pub const KERNEL_SENSITIVE: &[&str] = &[
     "encap::ipip_uplink_packets_are_the_pods_packets_and_a_drop_after_the_tunnel_keeps_the_hop",
     // The cluster view across kernels: agents, merge, the underlay (IPIP only there).
     "cluster::healthy_vxlan_traffic_is_matched_across_nodes_by_its_inner_headers",
-    "cluster::fabric_dropping_vxlan_is_an_underlay_drop_with_the_outer_header",
     "cluster::fabric_dropping_ipip_is_an_underlay_drop_named_ipip",
     // Benign frees named by this kernel's reasons (or, before 5.17, locations), MLD
     // behind its hop-by-hop header: a healthy node with IPv6 on reports nothing.
-    "noise::a_healthy_direct_node_with_ipv6_reports_no_drop_and_no_diagnosis",
     "noise::a_healthy_vxlan_node_with_ipv6_reports_no_drop_and_no_diagnosis",
     // Rule text as nft and iptables print it, from this kernel's nf_tables.
     "nft_text::rule_text_reads_as_nft_lists_it",
