@@ -239,6 +239,11 @@ fn ephemeral_agent_pods_run_after_pending_and_are_deleted_at_the_end() {
         assert_eq!(c["image"], concat!("calitrace:", env!("CARGO_PKG_VERSION")));
         assert_eq!(c["securityContext"]["privileged"], true);
         assert_eq!(p["spec"]["hostNetwork"], true);
+        assert_eq!(
+            p["spec"]["activeDeadlineSeconds"],
+            4 * 3600,
+            "the bound without --duration"
+        );
     }
     let polls = api.with(|s| {
         s.log
@@ -568,6 +573,10 @@ fn the_end_of_duration_deletes_the_ephemeral_agent_pods() {
     assert!(f.status.success(), "{}", f.dump());
     assert_eq!(f.of_type("stats").len(), 1, "{}", f.dump());
     assert_eq!(api.with(|s| s.created.len()), 1);
+    // A client cut off leaves no privileged pod beyond the session: 3 s and
+    // the start's allowance.
+    let pod = api.with(|s| s.created_pods[0].clone());
+    assert_eq!(pod["spec"]["activeDeadlineSeconds"], 303, "{pod}");
     assert_eq!(ephemeral_pods(&api), Vec::<String>::new(), "{}", f.stderr);
 }
 

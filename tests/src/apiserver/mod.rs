@@ -73,6 +73,8 @@ pub struct State {
     /// Every pod that was created, and every pod that was deleted.
     pub created: Vec<String>,
     pub deleted: Vec<String>,
+    /// Every pod created, as the client sent it.
+    pub created_pods: Vec<Value>,
     /// The exec subprotocol each exec got.
     pub exec_protocols: Vec<String>,
 }
@@ -116,6 +118,7 @@ impl ApiServer {
             log: Vec::new(),
             created: Vec::new(),
             deleted: Vec::new(),
+            created_pods: Vec::new(),
             exec_protocols: Vec::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -284,6 +284,7 @@ fn create_pod(state: &Arc<Mutex<State>>, ns: &str, body: &[u8]) -> Response<Body
     pod["metadata"]["uid"] = format!("uid-{name}").into();
     pod["status"] = Value::Null;
     s.created.push(format!("{ns}/{name}"));
+    s.created_pods.push(pod.clone());
     s.pods.insert(
         (ns.to_string(), name),
         Stored {

@@ -34,15 +34,18 @@ pub struct EphemeralPods {
     handle: tokio::runtime::Handle,
     names: Mutex<Vec<String>>,
     namespace: String,
+    deadline_s: i64,
 }
 
 impl EphemeralPods {
-    pub fn new(kube: &Kube, namespace: &str) -> Arc<EphemeralPods> {
+    /// Pods in `namespace` that the kubelet ends after `deadline_s` seconds.
+    pub fn new(kube: &Kube, namespace: &str, deadline_s: i64) -> Arc<EphemeralPods> {
         Arc::new(EphemeralPods {
             api: Api::namespaced(kube.client.clone(), namespace),
             handle: kube.handle(),
             names: Mutex::new(Vec::new()),
             namespace: namespace.to_string(),
+            deadline_s,
         })
     }
 
@@ -98,7 +101,7 @@ pub async fn daemonset_pod(api: &Api<Pod>, ns: &str, node: &str) -> Result<Optio
 /// Makes an ephemeral agent pod on `node` and waits until it runs.
 pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<String> {
     let ns = &pods.namespace;
-    let pod = podspec::ephemeral_pod(node, ns, image, &podspec::suffix())?;
+    let pod = podspec::ephemeral_pod(node, ns, image, &podspec::suffix(), pods.deadline_s)?;
     let name = pod.metadata.name.clone().unwrap_or_default();
     // Known before it exists: a stop during the request still deletes it.
     pods.names.lock().unwrap().push(name.clone());

@@ -46,7 +46,8 @@ pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
     let pod_names = targets::pod_names(&kube, &names)?;
     let mut command: Vec<String> = AGENT.map(String::from).to_vec();
     command.extend(cluster::agent_words(&args));
-    let pods = EphemeralPods::new(&kube, &args.kube.namespace);
+    let deadline = podspec::deadline_s(args.duration);
+    let pods = EphemeralPods::new(&kube, &args.kube.namespace, deadline);
     let result = match start_agents(&kube, &args, &names, &command, &pods, stop) {
         Err(_) if stop.load(Ordering::Relaxed) => {
             eprintln!("calitrace: stopped before every agent had started");

@@ -33,11 +33,36 @@ pub fn daemonset() -> Result<DaemonSet> {
     serde_saphyr::from_str(DAEMONSET).context("deploy/agent-daemonset.yaml as built in")
 }
 
-/// An agent pod for `node`, named `calitrace-agent-<node>-<suffix>`.
-pub fn ephemeral_pod(node: &str, namespace: &str, image: &str, suffix: &str) -> Result<Pod> {
+/// How long an ephemeral agent pod may live without `--duration`: a client
+/// SIGKILLed or cut off leaves no privileged pod beyond this (the kubelet
+/// ends it); `--cleanup` removes it sooner.
+pub const EPHEMERAL_LIFETIME_S: i64 = 4 * 3600;
+/// What a session with `--duration` is given beyond it: the pod's start
+/// (image pull included) and the session's own end.
+const START_ALLOWANCE_S: i64 = 300;
+
+/// `activeDeadlineSeconds` of an ephemeral agent pod for a session of
+/// `duration` seconds (None: until stopped).
+pub fn deadline_s(duration: Option<f64>) -> i64 {
+    match duration {
+        Some(d) if d.is_finite() && d > 0.0 => d.ceil() as i64 + START_ALLOWANCE_S,
+        _ => EPHEMERAL_LIFETIME_S,
+    }
+}
+
+/// An agent pod for `node`, named `calitrace-agent-<node>-<suffix>`, that
+/// the kubelet ends after `deadline_s` seconds.
+pub fn ephemeral_pod(
+    node: &str,
+    namespace: &str,
+    image: &str,
+    suffix: &str,
+    deadline_s: i64,
+) -> Result<Pod> {
     let template = daemonset()?.spec.template;
     let mut spec = template.spec.context("the DaemonSet has a pod spec")?;
     spec.node_name = Some(node.to_string());
+    spec.active_deadline_seconds = Some(deadline_s);
     // It runs `calitrace standby` until deleted: a restart would only hide
     // a failure.
     spec.restart_policy = Some("Never".into());
@@ -94,6 +119,34 @@ pub fn suffix() -> String {
 mod tests {
     use super::*;
 
+    /// What an operator can run as shipped: Linux nodes only, seccomp said
+    /// explicitly, and nothing that keeps the pod from starting where the
+    /// kernel lacks BTF (doctor says so instead).
+    #[test]
+    fn the_daemonset_runs_on_linux_nodes_with_seccomp_said_and_no_btf_mount() {
+        let spec = daemonset().unwrap().spec.template.spec.unwrap();
+        let selector = spec.node_selector.clone().unwrap_or_default();
+        assert_eq!(
+            selector.get("kubernetes.io/os").map(String::as_str),
+            Some("linux")
+        );
+        let agent = spec
+            .containers
+            .iter()
+            .find(|c| c.name == CONTAINER)
+            .unwrap();
+        let seccomp = agent
+            .security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref())
+            .map(|p| p.type_.as_str());
+        assert_eq!(seccomp, Some("Unconfined"));
+        for v in spec.volumes.iter().flatten() {
+            let path = v.host_path.as_ref().map(|h| h.path.as_str()).unwrap_or("");
+            assert!(!path.starts_with("/sys"), "{} mounts {path}", v.name);
+        }
+    }
+
     #[test]
     fn the_ephemeral_pod_is_the_daemonsets_template_on_one_node() {
         let ds = daemonset().unwrap();
@@ -105,10 +158,13 @@ mod tests {
             "calitrace",
             "registry.example/calitrace:9",
             "0a1b2c",
+            deadline_s(Some(60.0)),
         )
         .unwrap();
         let mut got = pod.spec.clone().unwrap();
         assert_eq!(got.node_name.as_deref(), Some("node-a"));
+        assert_eq!(got.active_deadline_seconds, Some(360));
+        assert_eq!(deadline_s(None), EPHEMERAL_LIFETIME_S);
         assert_eq!(got.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
             got.containers[0].image.as_deref(),
@@ -117,6 +173,7 @@ mod tests {
         // Everything else is the template's.
         got.node_name = template.node_name.clone();
         got.restart_policy = template.restart_policy.clone();
+        got.active_deadline_seconds = template.active_deadline_seconds;
         got.containers[0].image = template.containers[0].image.clone();
         assert_eq!(
             serde_json::to_value(&got).unwrap(),
