@@ -110,6 +110,7 @@ pub const KERNEL_SENSITIVE: &[&str] = &[
     // walk), Calico's nftables dataplane, and the trace table's cleanup
     // (owned by its socket from 5.12, swept at the next start before).
     "tables::firewalld_rejects_what_calico_allowed",
+    "tables::calico_nftables_policy_drop_names_the_policy",
     "tables::the_trace_table_goes_with_a_killed_calitrace",
     // An ARP drop in Calico's calico-arp table (NF_ARP_OUT; before 5.17
     // named by its location).
