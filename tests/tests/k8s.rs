@@ -701,6 +701,19 @@ fn a_node_whose_agent_dies_is_shown_and_the_others_trace() {
     assert!(!node_c_exit(&f).is_empty(), "{}", f.dump());
 }
 
+/// `calitrace cluster --k8s ARGS` ends with `code`, its stderr saying
+/// each of `says` and none of `not`.
+fn k8s_fails(api: &ApiServer, args: &[&str], code: i32, says: &[&str], not: &[&str]) {
+    let f = k8s_run(api, args);
+    assert_eq!(f.status.code(), Some(code), "{}", f.dump());
+    for s in says {
+        assert!(f.stderr.contains(s), "{s:?} in\n{}", f.stderr);
+    }
+    for s in not {
+        assert!(!f.stderr.contains(s), "no {s:?} in\n{}", f.stderr);
+    }
+}
+
 #[test]
 fn pod_security_admission_and_webhooks_are_named_not_taken_for_rbac() {
     let api = bare_cluster();
@@ -708,25 +721,18 @@ fn pod_security_admission_and_webhooks_are_named_not_taken_for_rbac() {
         s.pod_security
             .insert("calitrace".into(), "baseline:latest".into())
     });
-    let f = k8s_run(&api, &["--ephemeral", "--nodes", "node-a"]);
-    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
-    assert!(
-        f.stderr.contains(
-            "Pod Security admission refused the agent pod in namespace calitrace: it enforces \"baseline:latest\""
-        ),
-        "{}",
-        f.stderr
+    let ephemeral = ["--ephemeral", "--nodes", "node-a"];
+    k8s_fails(
+        &api,
+        &ephemeral,
+        2,
+        &[
+            "Pod Security admission refused the agent pod in namespace calitrace: it enforces \"baseline:latest\"",
+            "hostNetwork=true",
+            "kubectl label namespace calitrace pod-security.kubernetes.io/enforce=privileged",
+        ],
+        &["operator-rbac"],
     );
-    assert!(f.stderr.contains("hostNetwork=true"), "{}", f.stderr);
-    assert!(
-        f.stderr.contains(
-            "kubectl label namespace calitrace pod-security.kubernetes.io/enforce=privileged"
-        ),
-        "{}",
-        f.stderr
-    );
-    assert!(!f.stderr.contains("operator-rbac"), "{}", f.stderr);
-
     api.with(|s| {
         s.pod_security.clear();
         s.webhook_denies = Some((
@@ -734,17 +740,14 @@ fn pod_security_admission_and_webhooks_are_named_not_taken_for_rbac() {
             "resource Pod/calitrace/x was blocked due to the following policies: disallow-privileged-containers".into(),
         ));
     });
-    let f = k8s_run(&api, &["--ephemeral", "--nodes", "node-a"]);
-    assert_eq!(f.status.code(), Some(2), "{}", f.dump());
-    assert!(
-        f.stderr
-            .contains("the admission webhook validate.kyverno.svc-fail refused to create pods"),
-        "{}",
-        f.stderr
-    );
-    assert!(
-        f.stderr.contains("disallow-privileged-containers"),
-        "{}",
-        f.stderr
+    k8s_fails(
+        &api,
+        &ephemeral,
+        2,
+        &[
+            "the admission webhook validate.kyverno.svc-fail refused to create pods",
+            "disallow-privileged-containers",
+        ],
+        &["operator-rbac"],
     );
 }
