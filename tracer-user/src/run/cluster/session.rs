@@ -328,7 +328,13 @@ impl Running<'_> {
                     w.stream(n, &bytes)?;
                 }
             }
-            Msg::Start(n, h) => self.cluster.start_staged(n, *h, out),
+            Msg::Start(n, h) => {
+                let client = env!("CARGO_PKG_VERSION");
+                if let Some(w) = version_skew(&self.agents[n].name, &h.calitrace_version, client) {
+                    eprintln!("calitrace: {w}");
+                }
+                self.cluster.start_staged(n, *h, out)
+            }
             Msg::Staged(n, mut items) => {
                 self.cluster.staged(n, items.drain(..), out);
                 self.batches.put(items);
@@ -442,5 +448,32 @@ impl Running<'_> {
             self.sink.records(&out)?;
         }
         Ok(())
+    }
+}
+
+/// A warning when a node's agent is another calitrace version than the
+/// client: the stream is read as the client's version writes it, and what
+/// either side names may differ (an old DaemonSet image, a newer client).
+fn version_skew(node: &str, agent: &str, client: &str) -> Option<String> {
+    (agent != client).then(|| {
+        format!(
+            "{node}: the agent is calitrace {agent}, this client {client}: \
+             upgrade the older one (the DaemonSet's image, or --image) if anything looks amiss"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_skew;
+
+    #[test]
+    fn a_version_skew_names_both_versions() {
+        assert_eq!(version_skew("node-a", "0.1.0", "0.1.0"), None);
+        let w = version_skew("node-b", "0.0.9", "0.1.0").unwrap();
+        assert!(
+            w.starts_with("node-b: the agent is calitrace 0.0.9, this client 0.1.0"),
+            "{w}"
+        );
     }
 }
