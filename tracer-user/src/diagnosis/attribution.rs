@@ -159,12 +159,6 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
             }
         }
     }
-    // A user chain of a table with one base chain is reached from that hook.
-    for f in found.iter_mut().filter(|f| f.hook.is_none()) {
-        f.hook = after
-            .find_table(f.backend, f.family, &f.table)
-            .and_then(only_hook);
-    }
     let n = found.len();
     // The biggest mover is the likeliest; base chains before user chains on ties.
     found.sort_by_key(|f| (std::cmp::Reverse(f.delta), f.hook.is_none()));
