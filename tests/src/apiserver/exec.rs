@@ -41,28 +41,24 @@ pub fn upgrade(
             return r;
         }
     }
-    let Some((netns, bin)) = where_to_run(&state, ns, name) else {
+    let Some(node) = pod_node(&state, ns, name) else {
         let m = format!("pods \"{name}\" not found");
         return json(
             StatusCode::NOT_FOUND,
             &status(404, "NotFound", &m, "pods", Some(name)),
         );
     };
-    if let Some(addr) = unreachable_kubelet(&state, ns, name) {
+    let (netns, bin) = (node.netns, state.lock().unwrap().calitrace.clone());
+    if node.kubelet_unreachable {
         // What the API server answers when it cannot dial the kubelet
         // (`kubectl exec` prints "Error from server: error dialing backend").
-        let m =
-            format!("error dialing backend: dial tcp {addr}:10250: connect: connection refused");
+        let m = format!(
+            "error dialing backend: dial tcp {}:10250: connect: connection refused",
+            node.address
+        );
         return json(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &serde_json::json!({
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": m,
-                "code": 500,
-            }),
+            &status(500, "", &m, "pods", Some(name)),
         );
     }
     let offered: Vec<String> = req
@@ -118,34 +114,24 @@ pub fn upgrade(
         .unwrap()
 }
 
-/// The lab netns of the pod's node, and the binary to run there (None: no
-/// such pod).
-fn where_to_run(
-    state: &Arc<Mutex<State>>,
-    ns: &str,
-    name: &str,
-) -> Option<(String, std::path::PathBuf)> {
+/// Where a pod's exec runs: its node's lab netns and address, and whether
+/// the node's kubelet is unreachable (None: no such pod).
+struct PodNode {
+    netns: String,
+    address: String,
+    kubelet_unreachable: bool,
+}
+
+fn pod_node(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Option<PodNode> {
     let s = state.lock().unwrap();
     let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
     let node = pod.object["spec"]["nodeName"].as_str().unwrap_or("");
-    let netns = s
-        .nodes
-        .iter()
-        .find(|n| n.name == node)
-        .map(|n| n.netns.clone());
-    Some((netns.unwrap_or_default(), s.calitrace.clone()))
-}
-
-/// The address of the pod's node when its kubelet is unreachable.
-fn unreachable_kubelet(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Option<String> {
-    let s = state.lock().unwrap();
-    let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
-    let node = pod.object["spec"]["nodeName"].as_str()?;
-    s.unreachable_kubelets.iter().find(|n| *n == node)?;
-    s.nodes
-        .iter()
-        .find(|n| n.name == node)
-        .map(|n| n.address.clone())
+    let known = s.nodes.iter().find(|n| n.name == node);
+    Some(PodNode {
+        netns: known.map(|n| n.netns.clone()).unwrap_or_default(),
+        address: known.map(|n| n.address.clone()).unwrap_or_default(),
+        kubelet_unreachable: s.unreachable_kubelets.iter().any(|n| n == node),
+    })
 }
 
 /// The agent command as the node would run it: `/usr/bin/calitrace` is the

@@ -200,14 +200,14 @@ fn get_node(state: &Arc<Mutex<State>>, name: &str) -> Response<Body> {
 fn current(s: &State, p: &Stored) -> Value {
     let mut o = p.object.clone();
     if o["status"].is_null() {
+        let node = o["spec"]["nodeName"].as_str().unwrap_or("").to_string();
         let node_ip = s
             .nodes
             .iter()
-            .find(|n| o["spec"]["nodeName"] == n.name.as_str())
+            .find(|n| n.name == node)
             .map(|n| n.address.clone())
             .unwrap_or_default();
-        let node = o["spec"]["nodeName"].as_str().unwrap_or("");
-        let pull_fails = s.image_pull_fails || s.image_pull_fails_on.iter().any(|n| n == node);
+        let pull_fails = s.image_pull_fails || s.image_pull_fails_on.contains(&node);
         o["status"] = if pull_fails {
             let image = o["spec"]["containers"][0]["image"]
                 .as_str()

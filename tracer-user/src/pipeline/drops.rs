@@ -27,7 +27,7 @@ impl Pipeline {
         let in_pod = self.env.facts.pods.contains_key(&ev.netns);
         let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt, in_pod);
         if benign.is_some() {
-            *self.benign.entry(reason.clone()).or_default() += 1;
+            self.count_benign(&reason);
         }
         let key = PacketKey::of(&ev.pkt);
         let family = packet_family(&ev.pkt);
@@ -135,11 +135,15 @@ impl Pipeline {
         Some(on(&ifname) || on("all"))
     }
 
+    fn count_benign(&mut self, reason: &str) {
+        *self.benign.entry(reason.to_string()).or_default() += 1;
+    }
+
     pub(super) fn emit_drop(&mut self, mut record: DropRecord, out: &mut Vec<Record>) {
         if record.benign.is_none() {
             record.benign = record.netfilter.as_ref().and_then(classify::benign_refusal);
             if record.benign.is_some() {
-                *self.benign.entry(record.reason.clone()).or_default() += 1;
+                self.count_benign(&record.reason);
             }
         }
         // Counted as it goes out: a table walk's verdict may come after the

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
 use super::client::Kube;
-use super::error::{Call, explain, is_forbidden, is_not_found};
+use super::error::{Call, explain, is_not_found, rbac_forbidden};
 use super::podspec::{self, DAEMONSET_COMPONENT, EPHEMERAL_COMPONENT};
 use crate::run::usage;
 
@@ -108,28 +108,14 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<
     pods.api
         .create(&PostParams::default(), &pod)
         .await
-        .map_err(|e| {
-            let by_rbac = super::error::status(&e).is_some_and(|s| {
-                matches!(
-                    super::error::refusal(&s.message),
-                    None | Some(super::error::Refusal::Rbac { .. })
-                )
-            });
-            if is_forbidden(&e) && by_rbac {
-                let status = super::error::status(&e).map(|s| s.message.clone());
-                usage(format!(
-                    "no calitrace agent on node {node}: the DaemonSet calitrace-agent has no running pod there, \
-                     and creating an ephemeral agent pod in namespace {ns} is forbidden ({}). \
-                     Deploy the agents (`kubectl apply -k deploy/`) or get `create` on `pods` in namespace {ns} \
-                     (deploy/operator-rbac.yaml)",
-                    status.unwrap_or_default()
-                ))
-            } else {
-                explain(
-                    e,
-                    Call::new("create", "pods", Some(ns)),
-                )
-            }
+        .map_err(|e| match rbac_forbidden(&e) {
+            Some(message) => usage(format!(
+                "no calitrace agent on node {node}: the DaemonSet calitrace-agent has no running pod there, \
+                 and creating an ephemeral agent pod in namespace {ns} is forbidden ({message}). \
+                 Deploy the agents (`kubectl apply -k deploy/`) or get `create` on `pods` in namespace {ns} \
+                 (deploy/operator-rbac.yaml)"
+            )),
+            None => explain(e, Call::new("create", "pods", Some(ns))),
         })?;
     eprintln!("calitrace: {node}: started the ephemeral agent pod {ns}/{name}");
     wait_running(&pods.api, ns, &name, node, image).await?;

@@ -43,8 +43,14 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     status(e).is_some_and(|s| s.code == 404)
 }
 
-pub fn is_forbidden(e: &kube::Error) -> bool {
-    status(e).is_some_and(|s| s.code == 403)
+/// The message of a 403 that RBAC gave (or that names no other refuser:
+/// Pod Security admission, a webhook and a quota need other fixes).
+pub fn rbac_forbidden(e: &kube::Error) -> Option<&str> {
+    status(e)
+        .filter(|s| {
+            s.code == 403 && matches!(refusal(&s.message), None | Some(Refusal::Rbac { .. }))
+        })
+        .map(|s| s.message.as_str())
 }
 
 /// The verb and resource that a Forbidden message names (`User "x" cannot

@@ -77,7 +77,7 @@ fn start_agents(
 ) -> Result<Vec<Result<Started, String>>> {
     let ns = args.kube.namespace.clone();
     let api: Api<Pod> = Api::namespaced(kube.client.clone(), &ns);
-    let mut started: Vec<Option<Result<Started>>> = kube.block_on(async {
+    let started: Vec<Option<Result<Started>>> = kube.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, node) in nodes.iter().enumerate() {
             let (api, ns, node, pods) = (api.clone(), ns.clone(), node.clone(), pods.clone());
@@ -105,11 +105,9 @@ fn start_agents(
         }
         Ok(started)
     })?;
-    let none_started = started.iter().all(|s| !matches!(s, Some(Ok(_))));
-    if none_started
-        && let Some(Some(Err(e))) = started.iter_mut().find(|s| s.is_some()).map(Option::take)
-    {
-        return Err(e);
+    if !started.iter().any(|s| matches!(s, Some(Ok(_)))) {
+        let first = started.into_iter().flatten().find_map(Result::err);
+        return Err(first.unwrap_or_else(|| anyhow!("no agent started")));
     }
     Ok(nodes
         .iter()
