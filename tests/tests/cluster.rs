@@ -266,27 +266,23 @@ fn an_agent_that_cannot_start_is_shown_and_the_other_goes_on() {
         lab.node(0).netns,
         calitrace::binary().display()
     );
-    let args: Vec<String> = [
+    let args = [
         "cluster",
         "-o",
         "json",
-        "--duration",
-        "6",
         "--node",
         &good,
         "--node",
         "node-b=/nonexistent/calitrace",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let t = std::thread::spawn(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        calitrace::run(None, &[], &a, Duration::from_secs(60))
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    ];
+    let mut t = Trace::start_plain(&[], &args).unwrap();
+    t.wait_for_stderr(
+        "node-a: agent on",
+        calitrace::startup_limit(Duration::from_secs(90)),
+    )
+    .unwrap();
     lab.ping(&a, &b.ip, 2);
-    let f = t.join().unwrap().unwrap();
+    let f = t.stop().unwrap();
     assert_eq!(f.status.code(), Some(1), "a node failed\n{}", f.dump());
     assert!(
         f.stderr.contains("1 of 2 node(s) failed: node-b"),
@@ -329,20 +325,17 @@ fn an_agent_that_dies_mid_run_is_shown_and_the_other_goes_on() {
             bin.display()
         ),
     ];
-    let mut args = vec!["cluster", "-o", "json", "--duration", "8"];
+    let mut args = vec!["cluster", "-o", "json"];
     for n in &nodes {
         args.extend(["--node", n.as_str()]);
     }
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let t = std::thread::spawn(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        calitrace::run(None, &[], &a, Duration::from_secs(60))
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let mut t = Trace::start_plain(&[], &args).unwrap();
+    let limit = calitrace::startup_limit(Duration::from_secs(90));
+    t.wait_for_stderr("node-a: agent on", limit).unwrap();
     lab.ping(&a, &b.ip, 2);
-    std::thread::sleep(Duration::from_secs(2));
+    t.wait_for_stderr("node-b: agent ended", limit).unwrap();
     lab.ping(&a, &b.ip, 2);
-    let f = t.join().unwrap().unwrap();
+    let f = t.stop().unwrap();
     assert_eq!(f.status.code(), Some(1), "a node failed\n{}", f.dump());
     assert!(
         f.stderr.contains("1 of 2 node(s) failed: node-b"),
