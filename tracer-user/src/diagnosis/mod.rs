@@ -21,6 +21,7 @@ mod tests;
 mod underlay;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::correlation::arp::Unanswered;
 use crate::facts::Environment;
@@ -79,7 +80,7 @@ impl Diagnoser {
         env: &mut Environment,
         out: &mut Vec<Record>,
     ) {
-        let f = neighbor::gateway_unanswered(ifname, &u.target.to_string(), env);
+        let f = neighbor::gateway_unanswered(ifname, IpAddr::V4(u.target), env);
         self.note(f, u.last_ts, u.requests, out);
     }
 

@@ -3,10 +3,12 @@
 
 use super::problem::{Finding, Problem, of_flow, pair_text};
 use crate::facts::{Environment, RouteFact};
-use crate::model::{Code, Diagnosis, DropRecord, Stage};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::model::{Addr, Code, Diagnosis, DropRecord, Stage};
 
 /// Calico's link-local gateway address every pod routes through.
-pub const CALICO_GATEWAY: &str = "169.254.1.1";
+pub const CALICO_GATEWAY: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1));
 
 /// The next hop did not answer ARP/ND. Inside a pod the only neighbour is
 /// Calico's gateway, answered by proxy ARP on the pod's cali interface.
@@ -19,12 +21,12 @@ pub fn neighbor_unreachable(d: &DropRecord, env: &mut Environment) -> Finding {
     if let Some(cali) = cali {
         return gateway_unanswered(&cali, CALICO_GATEWAY, env);
     }
-    let target = d.flow.dst.as_deref().unwrap_or("?");
+    let target = Addr(d.flow.dst);
     let dev = d.ifname.as_deref().unwrap_or("?");
     Finding {
         problem: Problem::NeighborUnreachable {
             ifname: d.ifname.clone(),
-            target: d.flow.dst.clone(),
+            target: d.flow.dst,
         },
         diagnosis: Diagnosis {
             ifname: d.ifname.clone(),
@@ -45,12 +47,9 @@ pub fn neighbor_unreachable(d: &DropRecord, env: &mut Environment) -> Finding {
 }
 
 /// A pod's ARP for its gateway `target` went unanswered on `ifname`.
-pub fn gateway_unanswered(ifname: &str, target: &str, env: &mut Environment) -> Finding {
+pub fn gateway_unanswered(ifname: &str, target: IpAddr, env: &mut Environment) -> Finding {
     let proxy_arp = env.iface_sysctl("ipv4", "conf", ifname, "proxy_arp");
-    let route = target
-        .parse()
-        .map(|ip| env.route(ip))
-        .unwrap_or(RouteFact::Unknown);
+    let route = env.route(target);
     let (code, stage, summary, hint) = if proxy_arp.as_deref() == Some("0") {
         (
             Code::ProxyArpDisabled,
@@ -88,7 +87,7 @@ pub fn gateway_unanswered(ifname: &str, target: &str, env: &mut Environment) -> 
         problem: Problem::Gateway {
             code,
             ifname: ifname.to_string(),
-            target: target.to_string(),
+            target,
         },
         diagnosis: Diagnosis {
             code,

@@ -1,9 +1,13 @@
 //! What makes two drops the same problem, and what a diagnosis function finds.
 
-use crate::model::{Backend, CalicoPlacement, Code, Diagnosis, DropRecord, Encap, Hook, Stage};
+use std::net::IpAddr;
+
+use crate::model::{
+    Addr, Backend, CalicoPlacement, Code, Diagnosis, DropRecord, Encap, Hook, Stage,
+};
 
 /// Source and destination of a flow, as the drop names them.
-pub type Pair = (Option<String>, Option<String>);
+pub type Pair = (Option<IpAddr>, Option<IpAddr>);
 
 /// One distinct problem: the diagnoser counts drops per problem.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,17 +37,17 @@ pub enum Problem {
         flow: Pair,
     },
     NoRoute {
-        target: Option<String>,
+        target: Option<IpAddr>,
     },
     NeighborUnreachable {
         ifname: Option<String>,
-        target: Option<String>,
+        target: Option<IpAddr>,
     },
     /// A pod's gateway does not answer ARP (PROXY_ARP_DISABLED or NO_ROUTE).
     Gateway {
         code: Code,
         ifname: String,
-        target: String,
+        target: IpAddr,
     },
     MtuExceeded {
         flow: Pair,
@@ -56,8 +60,8 @@ pub enum Problem {
     /// UNDERLAY_DROP or UNDERLAY_MTU of one pod flow between two nodes.
     Underlay {
         code: Code,
-        src: String,
-        dst: String,
+        src: Option<IpAddr>,
+        dst: Option<IpAddr>,
         src_node: String,
         dst_node: String,
         encap: Encap,
@@ -72,16 +76,12 @@ pub struct Finding {
 }
 
 pub fn pair(d: &DropRecord) -> Pair {
-    (d.flow.src.clone(), d.flow.dst.clone())
+    (d.flow.src, d.flow.dst)
 }
 
 /// `10.0.0.1 > 10.0.0.2`: the flow of a drop in words.
 pub fn pair_text(d: &DropRecord) -> String {
-    format!(
-        "{} > {}",
-        d.flow.src.as_deref().unwrap_or("?"),
-        d.flow.dst.as_deref().unwrap_or("?")
-    )
+    format!("{} > {}", Addr(d.flow.src), Addr(d.flow.dst))
 }
 
 /// A diagnosis about a drop's flow.
@@ -97,8 +97,8 @@ pub fn of_flow(
         stage: Some(stage),
         summary,
         hint,
-        src: d.flow.src.clone(),
-        dst: d.flow.dst.clone(),
+        src: d.flow.src,
+        dst: d.flow.dst,
         src_pod: d.flow.src_pod.clone(),
         dst_pod: d.flow.dst_pod.clone(),
         ..Default::default()

@@ -3,18 +3,20 @@
 use super::problem::{Finding, Problem, of_flow, pair, pair_text};
 use crate::correlation::MAX_HOPS;
 use crate::facts::{Environment, RouteFact};
-use crate::model::{Code, Diagnosis, DropRecord, Stage};
+use std::net::IpAddr;
+
+use crate::model::{Addr, Code, Diagnosis, DropRecord, Stage};
 
 /// This node's route to an address of a flow, where it is one.
-fn route_to(addr: Option<&str>, env: &mut Environment) -> Option<RouteFact> {
-    addr.and_then(|a| a.parse().ok()).map(|ip| env.route(ip))
+fn route_to(addr: Option<IpAddr>, env: &mut Environment) -> Option<RouteFact> {
+    addr.map(|ip| env.route(ip))
 }
 
 /// The reverse path filter dropped a packet arriving on an interface.
 pub fn rp_filter(d: &DropRecord, env: &mut Environment) -> Finding {
     let ifname = d.ifname.clone().unwrap_or_else(|| "?".into());
-    let src = d.flow.src.as_deref().unwrap_or("?");
-    let back = route_to(d.flow.src.as_deref(), env);
+    let src = Addr(d.flow.src);
+    let back = route_to(d.flow.src, env);
     let setting = env
         .iface_sysctl("ipv4", "conf", &ifname, "rp_filter")
         .unwrap_or_else(|| "?".into());
@@ -51,7 +53,7 @@ pub fn rp_filter(d: &DropRecord, env: &mut Environment) -> Finding {
 
 /// The packet ran out of TTL while being forwarded: it went round in circles.
 pub fn routing_loop(d: &DropRecord, env: &mut Environment) -> Finding {
-    let route = route_to(d.flow.dst.as_deref(), env);
+    let route = route_to(d.flow.dst, env);
     // Interfaces only: netfilter points share the journey.
     let ifaces = d.journey.iter().filter(|h| h.is_iface()).count();
     let seen = if d.journey.len() >= MAX_HOPS {
@@ -63,7 +65,7 @@ pub fn routing_loop(d: &DropRecord, env: &mut Environment) -> Finding {
         Some(RouteFact::Via(i)) => format!("; this node routes it out of {i}"),
         _ => String::new(),
     };
-    let target = d.flow.dst.as_deref().unwrap_or("?");
+    let target = Addr(d.flow.dst);
     Finding {
         problem: Problem::RoutingLoop { flow: pair(d) },
         diagnosis: of_flow(
@@ -83,11 +85,9 @@ pub fn routing_loop(d: &DropRecord, env: &mut Environment) -> Finding {
 
 /// The node has no route for the packet's destination.
 pub fn no_route(d: &DropRecord) -> Finding {
-    let target = d.flow.dst.as_deref().unwrap_or("?");
+    let target = Addr(d.flow.dst);
     Finding {
-        problem: Problem::NoRoute {
-            target: d.flow.dst.clone(),
-        },
+        problem: Problem::NoRoute { target: d.flow.dst },
         diagnosis: of_flow(
             d,
             Code::NoRoute,

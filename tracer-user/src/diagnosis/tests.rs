@@ -443,14 +443,14 @@ fn one_problem_is_counted_not_repeated() {
         &mut out,
     );
     let mut other = d.clone();
-    other.flow.dst = Some("10.244.3.10".into());
+    other.flow.dst = Some("10.244.3.10".parse().unwrap());
     other.ts_ns = 3_000;
     dg.on_drop(&other, &mut e, &mut out);
     assert_eq!(out.len(), 2, "each new problem reported once: {out:#?}");
     let counts: Vec<(Option<String>, u64)> = dg
         .current()
         .iter()
-        .map(|d| (d.dst.clone(), d.count))
+        .map(|d| (d.dst.map(|a| a.to_string()), d.count))
         .collect();
     assert_eq!(
         counts,

@@ -1,15 +1,17 @@
 //! UNDERLAY_DROP and UNDERLAY_MTU: packets of a pod flow left one node's
 //! uplink and never reached the other node (cluster views).
 
+use std::net::IpAddr;
+
 use super::problem::{Finding, Problem};
-use crate::model::{Code, Diagnosis, Encap, Stage, Underlay};
+use crate::model::{Addr, Code, Diagnosis, Encap, Stage, Underlay};
 
 /// Packets lost between two nodes, as the cluster view found them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loss {
     /// Pod addresses of the flow.
-    pub src: String,
-    pub dst: String,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
     pub path: Underlay,
 }
 
@@ -31,13 +33,15 @@ pub fn underlay_loss(l: &Loss) -> Finding {
         Code::UnderlayDrop
     };
     let how = match p.encap {
-        Encap::Vxlan => format!(
-            " encapsulated as VXLAN to {}",
-            p.outer_dst.as_deref().unwrap_or("the other node")
-        ),
-        Encap::Ipip => format!(
-            " encapsulated as IPIP to {}",
-            p.outer_dst.as_deref().unwrap_or("the other node")
+        Encap::Vxlan | Encap::Ipip => format!(
+            " encapsulated as {} to {}",
+            if p.encap == Encap::Vxlan {
+                "VXLAN"
+            } else {
+                "IPIP"
+            },
+            p.outer_dst
+                .map_or_else(|| "the other node".into(), |a| a.to_string())
         ),
         Encap::Wireguard => " through WireGuard".into(),
         Encap::None => " unencapsulated".into(),
@@ -48,8 +52,8 @@ pub fn underlay_loss(l: &Loss) -> Finding {
         (
             format!(
                 "{} > {} left {}{how}, never reached {}: something between the nodes drops {}",
-                l.src,
-                l.dst,
+                Addr(l.src),
+                Addr(l.dst),
                 p.src_node,
                 p.dst_node,
                 what_is_dropped(p.encap)
@@ -69,8 +73,8 @@ pub fn underlay_loss(l: &Loss) -> Finding {
     Finding {
         problem: Problem::Underlay {
             code,
-            src: l.src.clone(),
-            dst: l.dst.clone(),
+            src: l.src,
+            dst: l.dst,
             src_node: p.src_node.clone(),
             dst_node: p.dst_node.clone(),
             encap: p.encap,
@@ -86,8 +90,8 @@ pub fn underlay_loss(l: &Loss) -> Finding {
             }),
             summary,
             hint,
-            src: Some(l.src.clone()),
-            dst: Some(l.dst.clone()),
+            src: l.src,
+            dst: l.dst,
             underlay: Some(path),
             ..Default::default()
         },
@@ -127,7 +131,10 @@ fn mtu_words(l: &Loss, how: &str) -> (String, String) {
     (
         format!(
             "{} > {}: packets of {lost} bytes and more left {}{how} and never reached {}, while packets of up to {ok} bytes arrived: the path between the nodes has a smaller MTU",
-            l.src, l.dst, p.src_node, p.dst_node
+            Addr(l.src),
+            Addr(l.dst),
+            p.src_node,
+            p.dst_node
         ),
         format!(
             "the underlay carries at most {ok} to {} bytes: set Calico's MTU (FELIX_VXLANMTU / FELIX_IPINIPMTU, or the installation's mtu) to at most {} so that pods' packets fit after {overhead} bytes of encapsulation, or raise the MTU between the nodes",

@@ -156,12 +156,9 @@ impl NodeFacts {
         if self.pod_names.is_empty() {
             return;
         }
-        let pod = |a: &Option<String>| {
-            let ip: IpAddr = a.as_deref()?.parse().ok()?;
-            self.pod_names.get(&ip).cloned()
-        };
-        flow.src_pod = pod(&flow.src);
-        flow.dst_pod = pod(&flow.dst);
+        let pod = |a: Option<IpAddr>| self.pod_names.get(&a?).cloned();
+        flow.src_pod = pod(flow.src);
+        flow.dst_pod = pod(flow.dst);
     }
 
     pub fn ifname(&self, netns: u32, ifindex: u32) -> Option<&str> {

@@ -70,9 +70,8 @@ impl Directory {
     }
 
     /// The API server's name for an address.
-    pub fn api_name(&self, addr: &Option<String>) -> Option<PodRef> {
-        let ip: IpAddr = addr.as_deref()?.parse().ok()?;
-        self.api.get(&ip).cloned()
+    pub fn api_name(&self, addr: Option<IpAddr>) -> Option<PodRef> {
+        self.api.get(&addr?).cloned()
     }
 
     /// Names a flow's pods that its own node did not know: by the node that
@@ -81,18 +80,18 @@ impl Directory {
         if self.names.is_empty() && self.api.is_empty() {
             return;
         }
-        let name = |a: &Option<String>| {
-            let ip: IpAddr = a.as_deref()?.parse().ok()?;
+        let name = |a: Option<IpAddr>| {
+            let ip = a?;
             self.names
                 .get(&ip)
                 .map(|(_, p)| p.clone())
                 .or_else(|| self.api.get(&ip).cloned())
         };
         if flow.src_pod.is_none() {
-            flow.src_pod = name(&flow.src);
+            flow.src_pod = name(flow.src);
         }
         if flow.dst_pod.is_none() {
-            flow.dst_pod = name(&flow.dst);
+            flow.dst_pod = name(flow.dst);
         }
     }
 }

@@ -343,8 +343,8 @@ impl Cluster {
         }
         for r in records {
             if let Record::Diagnosis(d) = r {
-                d.src_pod = d.src_pod.take().or_else(|| self.directory.api_name(&d.src));
-                d.dst_pod = d.dst_pod.take().or_else(|| self.directory.api_name(&d.dst));
+                d.src_pod = d.src_pod.take().or_else(|| self.directory.api_name(d.src));
+                d.dst_pod = d.dst_pod.take().or_else(|| self.directory.api_name(d.dst));
             }
         }
     }
@@ -387,10 +387,7 @@ impl Cluster {
         let id = p.id;
         let dst = id.dst?;
         let node_of = |ip: IpAddr| self.directory.local_node(ip);
-        let outer_dst: Option<IpAddr> = p
-            .outer
-            .as_ref()
-            .and_then(|o| o.dst.as_deref()?.parse().ok());
+        let outer_dst = p.outer.as_ref().and_then(|o| o.dst);
         let wireguard =
             p.outer.is_none() && id.proto == Some(Proto::Udp) && id.dport == Some(WIREGUARD_PORT);
         let to = match (outer_dst, wireguard) {
@@ -405,8 +402,8 @@ impl Cluster {
             Some(o) => (
                 Wire {
                     encap: o.encap,
-                    outer_src: o.src.clone(),
-                    outer_dst: o.dst.clone(),
+                    outer_src: o.src,
+                    outer_dst: o.dst,
                     outer_proto: o.proto,
                     outer_dport: o.dport,
                 },
@@ -417,8 +414,8 @@ impl Cluster {
             None if wireguard => (
                 Wire {
                     encap: Encap::Wireguard,
-                    outer_src: id.src.map(|a| a.to_string()),
-                    outer_dst: Some(dst.to_string()),
+                    outer_src: id.src,
+                    outer_dst: Some(dst),
                     outer_proto: id.proto,
                     outer_dport: id.dport,
                 },

@@ -51,10 +51,9 @@ impl Hash for Identity {
 
 impl Identity {
     pub fn of(flow: &Flow, detail: &Detail) -> Identity {
-        let ip = |a: &Option<String>| a.as_deref().and_then(|a| a.parse().ok());
         Identity {
-            src: ip(&flow.src),
-            dst: ip(&flow.dst),
+            src: flow.src,
+            dst: flow.dst,
             proto: flow.proto,
             sport: flow.sport,
             dport: flow.dport,

@@ -267,7 +267,10 @@ fn packets_that_never_arrive_are_an_underlay_drop() {
     let d = diagnoses(&out);
     assert_eq!(d[0].code, Code::UnderlayDrop, "{d:#?}");
     assert_eq!(
-        (d[0].src.as_deref(), d[0].dst.as_deref()),
+        (
+            d[0].src.map(|a| a.to_string()).as_deref(),
+            d[0].dst.map(|a| a.to_string()).as_deref()
+        ),
         (Some(POD[0]), Some(POD[1]))
     );
     let u = d[0].underlay.as_ref().unwrap();
@@ -537,7 +540,11 @@ fn wireguard_packets_are_matched_by_their_outer_headers_and_timing() {
     assert_eq!(d.len(), 1, "{d:#?}");
     let u = d[0].underlay.as_ref().unwrap();
     assert_eq!(
-        (u.encap, u.outer_dst.as_deref(), u.outer_dport),
+        (
+            u.encap,
+            u.outer_dst.map(|a| a.to_string()).as_deref(),
+            u.outer_dport
+        ),
         (Encap::Wireguard, Some(node_ip[1]), Some(51820))
     );
     assert!(d[0].hint.contains("UDP 51820"), "{}", d[0].hint);

@@ -36,8 +36,8 @@ pub struct Send {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wire {
     pub encap: Encap,
-    pub outer_src: Option<String>,
-    pub outer_dst: Option<String>,
+    pub outer_src: Option<IpAddr>,
+    pub outer_dst: Option<IpAddr>,
     pub outer_proto: Option<Proto>,
     pub outer_dport: Option<u16>,
 }
@@ -316,8 +316,8 @@ impl Tracker {
                 .map_or(s.wire_len, |m| m.min(s.wire_len)),
         );
         Loss {
-            src: s.id.src.map_or_else(|| "?".into(), |a| a.to_string()),
-            dst: s.id.dst.map_or_else(|| "?".into(), |a| a.to_string()),
+            src: s.id.src,
+            dst: s.id.dst,
             path: Underlay {
                 src_node: names.get(s.from).cloned().unwrap_or_default(),
                 dst_node: names.get(s.to).cloned().unwrap_or_default(),

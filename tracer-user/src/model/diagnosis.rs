@@ -1,5 +1,7 @@
 //! A diagnosis: one distinct problem, what to check, and how often it was seen.
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 use super::journey::Refusal;
@@ -63,9 +65,9 @@ pub struct Diagnosis {
     pub hint: String,
     pub count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub src: Option<String>,
+    pub src: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst: Option<String>,
+    pub dst: Option<IpAddr>,
     /// Flow diagnoses: the pods of `src` and `dst`, where known.
     pub src_pod: Option<PodRef>,
     pub dst_pod: Option<PodRef>,
@@ -109,9 +111,9 @@ pub struct Underlay {
     pub dst_node: String,
     pub encap: Encap,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outer_src: Option<String>,
+    pub outer_src: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outer_dst: Option<String>,
+    pub outer_dst: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outer_proto: Option<Proto>,
     #[serde(skip_serializing_if = "Option::is_none")]

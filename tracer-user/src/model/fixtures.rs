@@ -6,10 +6,15 @@ use super::{Attribution, Backend, Detail, DropRecord, Flow, Hook, NetfilterInfo,
 pub const POD_A: &str = "10.244.1.10";
 pub const POD_B: &str = "10.244.2.10";
 
+/// An address written in a test.
+pub fn ip(a: &str) -> std::net::IpAddr {
+    a.parse().expect("a test's address")
+}
+
 pub fn icmp_flow(src: &str, dst: &str) -> Flow {
     Flow {
-        src: Some(src.into()),
-        dst: Some(dst.into()),
+        src: Some(ip(src)),
+        dst: Some(ip(dst)),
         proto: Some(Proto::Icmp),
         sport: None,
         dport: None,
@@ -32,8 +37,8 @@ pub fn legacy_forward() -> NetfilterInfo {
 pub fn vxlan_outer() -> super::Outer {
     super::Outer {
         encap: super::Encap::Vxlan,
-        src: Some("192.168.7.1".into()),
-        dst: Some("192.168.7.2".into()),
+        src: Some(ip("192.168.7.1")),
+        dst: Some(ip("192.168.7.2")),
         proto: Some(Proto::Udp),
         dport: Some(4789),
         len: 134,

@@ -18,5 +18,5 @@ pub use names::{
     ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,
     LinkPoint, NfVerdict, Owner, Proto, RuleVerdict, Stage,
 };
-pub use packet::{Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
+pub use packet::{Addr, Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

@@ -26,8 +26,8 @@ impl fmt::Display for PodRef {
 /// (one direction of traffic) in the views.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Flow {
-    pub src: Option<String>,
-    pub dst: Option<String>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
     pub proto: Option<Proto>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
@@ -42,7 +42,6 @@ impl Flow {
     /// router discovery), between `fe80::/10` (or `::`) addresses, and IPv4
     /// link-local multicast (`224.0.0.0/24`). Never a pod flow between nodes.
     pub fn is_link_local_control(&self) -> bool {
-        let parse = |a: &Option<String>| a.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
         let local = |a: Option<IpAddr>| match a {
             Some(IpAddr::V6(v6)) => {
                 let s = v6.segments()[0];
@@ -57,27 +56,40 @@ impl Flow {
             }
             None => false,
         };
-        let dst = parse(&self.dst);
-        let multicast = dst.is_some_and(|d| d.is_multicast());
-        (multicast && local(dst)) || (local(parse(&self.src)) && local(dst))
+        let multicast = self.dst.is_some_and(|d| d.is_multicast());
+        (multicast && local(self.dst)) || (local(self.src) && local(self.dst))
+    }
+}
+
+/// An address as the views write it: `?` where the packet had none.
+#[derive(Debug, Clone, Copy)]
+pub struct Addr(pub Option<IpAddr>);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("?"),
+        }
     }
 }
 
 /// One end of a flow: `10.0.0.1:80`, `[fd00::1]:80`, `10.0.0.1`, `?`, and
 /// the pod's name where known: `10.244.1.10 (default/frontend)`.
 pub struct Endpoint<'a> {
-    pub addr: Option<&'a str>,
+    pub addr: Option<IpAddr>,
     pub port: Option<u16>,
     pub pod: Option<&'a PodRef>,
 }
 
 impl fmt::Display for Endpoint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = self.addr.unwrap_or("?");
-        match self.port {
-            Some(p) if a.contains(':') => write!(f, "[{a}]:{p}")?,
-            Some(p) => write!(f, "{a}:{p}")?,
-            None => f.write_str(a)?,
+        match (self.addr, self.port) {
+            (Some(IpAddr::V6(a)), Some(p)) => write!(f, "[{a}]:{p}")?,
+            (Some(a), Some(p)) => write!(f, "{a}:{p}")?,
+            (None, Some(p)) => write!(f, "?:{p}")?,
+            (Some(a), None) => write!(f, "{a}")?,
+            (None, None) => f.write_str("?")?,
         }
         match self.pod {
             Some(pod) => write!(f, " ({pod})"),
@@ -89,7 +101,7 @@ impl fmt::Display for Endpoint<'_> {
 impl Flow {
     pub fn source(&self) -> Endpoint<'_> {
         Endpoint {
-            addr: self.src.as_deref(),
+            addr: self.src,
             port: self.sport,
             pod: self.src_pod.as_ref(),
         }
@@ -97,7 +109,7 @@ impl Flow {
 
     pub fn destination(&self) -> Endpoint<'_> {
         Endpoint {
-            addr: self.dst.as_deref(),
+            addr: self.dst,
             port: self.dport,
             pod: self.dst_pod.as_ref(),
         }
@@ -179,8 +191,8 @@ impl fmt::Display for Detail {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outer {
     pub encap: Encap,
-    pub src: Option<String>,
-    pub dst: Option<String>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
     pub proto: Option<Proto>,
     pub dport: Option<u16>,
     /// Outer IP total length.
@@ -192,8 +204,8 @@ pub struct Outer {
 impl fmt::Display for Outer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flow = Flow {
-            src: self.src.clone(),
-            dst: self.dst.clone(),
+            src: self.src,
+            dst: self.dst,
             proto: self.proto,
             sport: None,
             dport: self.dport,
@@ -307,8 +319,8 @@ mod link_local_tests {
 
     fn flow(src: &str, dst: &str) -> Flow {
         Flow {
-            src: Some(src.into()),
-            dst: Some(dst.into()),
+            src: Some(src.parse().unwrap()),
+            dst: Some(dst.parse().unwrap()),
             proto: None,
             sport: None,
             dport: None,

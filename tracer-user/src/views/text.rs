@@ -1,6 +1,7 @@
 //! `--output text`: one readable line per record.
 
 use std::io::Write;
+use std::net::IpAddr;
 
 use super::View;
 use crate::model::{Diagnosis, DropRecord, Endpoint, NetfilterInfo, PodRef, Record};
@@ -195,17 +196,17 @@ fn diagnosis_pods(d: &Diagnosis) -> String {
     if d.src_pod.is_none() && d.dst_pod.is_none() {
         return String::new();
     }
-    fn end<'a>(addr: &'a Option<String>, pod: Option<&'a PodRef>) -> Endpoint<'a> {
+    fn end(addr: Option<IpAddr>, pod: Option<&PodRef>) -> Endpoint<'_> {
         Endpoint {
-            addr: addr.as_deref(),
+            addr,
             port: None,
             pod,
         }
     }
     format!(
         "\n    pods: {} > {}",
-        end(&d.src, d.src_pod.as_ref()),
-        end(&d.dst, d.dst_pod.as_ref())
+        end(d.src, d.src_pod.as_ref()),
+        end(d.dst, d.dst_pod.as_ref())
     )
 }
 
@@ -237,8 +238,8 @@ mod tests {
         let mut d = Diagnosis {
             summary: "10.244.1.10 > 10.244.2.10 never arrived".into(),
             hint: "look".into(),
-            src: Some(POD_A.into()),
-            dst: Some(POD_B.into()),
+            src: Some(POD_A.parse().unwrap()),
+            dst: Some(POD_B.parse().unwrap()),
             ..Diagnosis::default()
         };
         assert_eq!(lines(&[Record::Diagnosis(d.clone())]).len(), 2);

@@ -62,14 +62,18 @@ fn a_drop_after_the_tunnel_has_the_uplink_hop_with_its_outer_headers() {
     );
     let p = packets(&out);
     assert_eq!(p.len(), 1);
-    assert_eq!(p[0].flow.src.as_deref(), Some(POD_A), "the inner packet");
+    assert_eq!(
+        p[0].flow.src.map(|a| a.to_string()).as_deref(),
+        Some(POD_A),
+        "the inner packet"
+    );
     let outer = p[0].outer.as_ref().expect("with its outer headers");
     assert_eq!(
         outer,
         &Outer {
             encap: Encap::Vxlan,
-            src: Some("192.168.7.1".into()),
-            dst: Some("192.168.7.2".into()),
+            src: Some("192.168.7.1".parse().unwrap()),
+            dst: Some("192.168.7.2".parse().unwrap()),
             proto: Some(crate::model::Proto::Udp),
             dport: Some(4789),
             len: 134,

@@ -446,8 +446,8 @@ fn distinct_problems_are_bounded() {
     let held = p.diagnoser.current();
     assert!(held.len() <= MAX_PROBLEMS, "{} problems held", held.len());
     assert_eq!(
-        held.last().and_then(|d| d.dst.clone()),
-        Some(std::net::Ipv4Addr::from(0x0a00_0000 + n - 1).to_string()),
+        held.last().and_then(|d| d.dst),
+        Some(std::net::Ipv4Addr::from(0x0a00_0000 + n - 1).into()),
         "the newest problem is kept"
     );
     assert_eq!(

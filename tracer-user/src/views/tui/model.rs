@@ -301,7 +301,7 @@ pub struct Model {
     pub drop_points: HashMap<DropPointKey, DropPoint>,
     pub diagnoses: Vec<Diagnosis>,
     /// Destination address -> interface packets to it leave by (learned).
-    pub egress_to: HashMap<String, String>,
+    pub egress_to: HashMap<std::net::IpAddr, String>,
     /// Record time (CLOCK_MONOTONIC of the traced node).
     pub now_ns: u64,
     pub packets_seen: u64,
@@ -335,7 +335,7 @@ impl Model {
             && let (Some(dst), Some(ifname)) = (&p.flow.dst, &p.ifname)
             && (self.egress_to.len() < MAX_EGRESS || self.egress_to.contains_key(dst))
         {
-            self.egress_to.insert(dst.clone(), ifname.clone());
+            self.egress_to.insert(*dst, ifname.clone());
         }
         self.sighting(&p.flow, p.detail.packet_id(), hop);
     }

@@ -62,8 +62,8 @@ pub(super) fn start() -> Record {
 
 pub(super) fn flow(src: &str, dst: &str, proto: Proto, ports: Option<(u16, u16)>) -> Flow {
     Flow {
-        src: Some(src.into()),
-        dst: Some(dst.into()),
+        src: Some(src.parse().unwrap()),
+        dst: Some(dst.parse().unwrap()),
         proto: Some(proto),
         sport: ports.map(|p| p.0),
         dport: ports.map(|p| p.1),
@@ -157,8 +157,8 @@ fn nf_diagnosis(count: u64, last: u64) -> Record {
                Calico's own rules live in cali-* chains"
             .into(),
         count,
-        src: Some(POD_A.into()),
-        dst: Some(POD_B.into()),
+        src: Some(POD_A.parse().unwrap()),
+        dst: Some(POD_B.parse().unwrap()),
         backend: Some(Backend::Legacy),
         hook: Some(Hook::Forward),
         attribution: Some(Attribution::Inferred),
@@ -563,12 +563,18 @@ fn one_packet_seen_twice_counts_once_and_drops_after_sighting_too() {
     let rows = a.flow_rows();
     let req = rows
         .iter()
-        .find(|f| f.key.src.as_deref() == Some(POD_A) && f.key.proto == Some(Proto::Icmp))
+        .find(|f| {
+            f.key.src.map(|a| a.to_string()).as_deref() == Some(POD_A)
+                && f.key.proto == Some(Proto::Icmp)
+        })
         .unwrap();
     assert_eq!((req.packets, req.drops), (4, 3));
     let rep = rows
         .iter()
-        .find(|f| f.key.src.as_deref() == Some(POD_B) && f.key.proto == Some(Proto::Icmp))
+        .find(|f| {
+            f.key.src.map(|a| a.to_string()).as_deref() == Some(POD_B)
+                && f.key.proto == Some(Proto::Icmp)
+        })
         .unwrap();
     assert_eq!((rep.packets, rep.drops), (1, 0));
     let tcp = rows.iter().find(|f| f.key.sport == Some(40312)).unwrap();
@@ -595,7 +601,7 @@ fn journey_of_a_netfilter_drop() {
     let a = netfilter_app();
     let f = a.selected_flow().unwrap();
     assert_eq!(
-        f.key.src.as_deref(),
+        f.key.src.map(|a| a.to_string()).as_deref(),
         Some(POD_A),
         "the flow with recent drops comes first"
     );
@@ -804,7 +810,7 @@ fn sorting() {
     let a = netfilter_app();
     let first = &a.flow_rows()[0].key;
     assert_eq!(
-        (first.src.as_deref(), first.proto),
+        (first.src.map(|a| a.to_string()).as_deref(), first.proto),
         (Some(POD_A), Some(Proto::Icmp)),
         "recent drops first"
     );
@@ -1135,8 +1141,8 @@ fn a_cluster_view_names_its_nodes_and_where_packets_were_lost() {
     ]);
     a.ingest(&[Record::Diagnosis(Diagnosis {
         code: Code::UnderlayDrop,
-        src: Some(POD_A.into()),
-        dst: Some(POD_B.into()),
+        src: Some(POD_A.parse().unwrap()),
+        dst: Some(POD_B.parse().unwrap()),
         node: Some("node-a".into()),
         underlay: Some(crate::merge::underlay::path(
             "node-a",

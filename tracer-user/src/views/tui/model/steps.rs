@@ -2,6 +2,7 @@
 //! points it must have passed in between, and where it died.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::{DropInfo, FlowStats, Journey, Step, StepKind};
 use crate::model::{Dir, Hook, Stage};
@@ -62,7 +63,7 @@ impl DropInfo {
 
 impl FlowStats {
     /// The steps of the latest packet's journey, in order.
-    pub fn steps(&self, node_netns: Option<u32>, egress_to: &HashMap<String, String>) -> Vec<Step> {
+    pub fn steps(&self, node_netns: Option<u32>, egress_to: &HashMap<IpAddr, String>) -> Vec<Step> {
         let j = &self.latest;
         let mut steps: Vec<(Step, Option<Hook>)> = j
             .hops
@@ -143,7 +144,7 @@ impl FlowStats {
     fn next_point(
         &self,
         node_netns: Option<u32>,
-        egress_to: &HashMap<String, String>,
+        egress_to: &HashMap<IpAddr, String>,
     ) -> Option<String> {
         let j = &self.latest;
         if let Some(ok) = &self.last_ok

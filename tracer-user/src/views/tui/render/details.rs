@@ -142,8 +142,8 @@ fn diagnosis_lines(d: &Diagnosis, now: u64, t: &Theme) -> Vec<Line<'static>> {
         kv("hint", d.hint.clone(), t),
     ];
     let fields = [
-        ("src", d.src.clone()),
-        ("dst", d.dst.clone()),
+        ("src", d.src.map(|a| a.to_string())),
+        ("dst", d.dst.map(|a| a.to_string())),
         ("backend", d.backend.map(|b| b.to_string())),
         ("table", d.table.clone()),
         ("chain", d.chain.clone()),
