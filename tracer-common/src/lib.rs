@@ -125,7 +125,9 @@ pub struct Event {
     pub location: u64,
     pub kind: u8,
     pub dir: u8,
-    pub _pad: u16,
+    /// The CPU the program ran on (`bpf_get_smp_processor_id`): matches a
+    /// drop to the per-CPU counters another program moved for it.
+    pub cpu: u16,
     pub ifindex: u32,
     /// Inode number of the network namespace (0 when unknown).
     pub netns: u32,

@@ -3,7 +3,10 @@
 //! start with one: [`NfEvent`] (netfilter verdicts and hook observations)
 //! and [`EncapEvent`] (encapsulated packets seen by tc).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    maps::PerCpuArray,
+};
 use tracer_common::{EncapEvent, Event, NfEvent, counter};
 
 use crate::maps::{EVENTS, count, filter_matches};
@@ -82,6 +85,8 @@ pub fn stamp(ev: &mut Event, kind: u8, netns: u32, ifindex: u32) {
     // SAFETY: a helper without arguments or preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.kind = kind;
+    // SAFETY: a helper without arguments or preconditions.
+    ev.cpu = unsafe { bpf_get_smp_processor_id() } as u16;
     ev.netns = netns;
     ev.ifindex = ifindex;
 }

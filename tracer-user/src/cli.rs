@@ -150,6 +150,13 @@ pub struct ProbeOptions {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub ring_mib: u32,
+    /// Where Calico's eBPF dataplane pins its maps: Felix's counters there
+    /// name the drops of its programs.
+    #[arg(long, value_name = "DIR", default_value = crate::dataplane::calico_ebpf::MAPS_DIR)]
+    pub calico_bpf_maps: PathBuf,
+    /// Where Felix writes its policy debug files (the rules of a policy drop).
+    #[arg(long, value_name = "DIR", default_value = crate::dataplane::calico_ebpf::POLICY_DIR)]
+    pub calico_bpf_policy: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

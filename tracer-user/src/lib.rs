@@ -14,6 +14,7 @@
 //! | [`filter`] | FILTER expressions, compiled for the kernel |
 //! | [`kernel`] | live look-ups: netlink, BTF, kallsyms, namespaces, sysctls |
 //! | [`netfilter`] | the rule inventory of both iptables backends |
+//! | [`dataplane`] | dataplanes that decide outside netfilter (Calico's eBPF), read from their state |
 //! | [`facts`] | what is known about the node, recorded, and the environment that looks it up |
 //! | [`doctor`] | checks of the node's Calico datapath configuration, without eBPF |
 //! | [`events`] | ring-buffer bytes decoded, kernel numbers named |
@@ -29,6 +30,7 @@
 
 pub mod cli;
 pub mod correlation;
+pub mod dataplane;
 pub mod diagnosis;
 pub mod doctor;
 pub mod events;

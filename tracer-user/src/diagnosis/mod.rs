@@ -9,6 +9,7 @@
 //! (MTU_EXCEEDED, OTHER).
 
 pub mod attribution;
+mod calico_ebpf;
 pub mod classify;
 mod neighbor;
 mod netfilter;
@@ -212,6 +213,9 @@ fn findings(d: &DropRecord, env: &mut Environment) -> Vec<Finding> {
         Stage::Routing => vec![routing::no_route(d)],
         Stage::Neighbor => vec![neighbor::neighbor_unreachable(d, env)],
         Stage::Mtu => vec![packet::mtu_exceeded(d)],
-        Stage::Tc | Stage::Socket | Stage::Other | Stage::Underlay => vec![packet::other(d)],
+        Stage::Tc | Stage::Socket | Stage::Other | Stage::Underlay => match &d.calico_ebpf {
+            Some(e) => vec![calico_ebpf::ebpf_drop(d, e)],
+            None => vec![packet::other(d)],
+        },
     }
 }

@@ -57,6 +57,14 @@ pub enum Problem {
         location: Option<String>,
         flow: Pair,
     },
+    /// POLICY_DROP or CALICO_EBPF_DROP: Calico's eBPF program on one
+    /// interface dropped one flow for one reason (and rule).
+    CalicoEbpf {
+        reason: String,
+        ifname: Option<String>,
+        rule_id: Option<String>,
+        flow: Pair,
+    },
     /// UNDERLAY_DROP or UNDERLAY_MTU of one pod flow between two nodes.
     Underlay {
         code: Code,

@@ -588,3 +588,69 @@ fn a_drop_in_either_side_of_a_dataplane_split_cites_the_dataplane_check() {
         Some(CheckId::IptablesBackend)
     );
 }
+
+fn ebpf_drop(reason: &str, policy: Option<crate::model::PolicyRef>) -> DropRecord {
+    let mut d = drop_of(Stage::Tc, "TC_EGRESS");
+    d.ifname = Some("cali1a2b3c4d5e6".into());
+    d.calico_ebpf = Some(Box::new(crate::model::CalicoEbpfDrop {
+        reason: reason.into(),
+        description: "what Felix says".into(),
+        map: "cali_counters6".into(),
+        layout: "Calico 3.32.1 or later".into(),
+        rule: policy
+            .as_ref()
+            .map(|_| r#"action:"deny" protocol:{number:1}"#.into()),
+        rule_id: policy.as_ref().map(|_| "42".into()),
+        policy,
+        note: None,
+    }));
+    d
+}
+
+#[test]
+fn calicos_ebpf_policy_drop_is_a_policy_drop_naming_policy_and_rule() {
+    let policy = crate::model::PolicyRef {
+        kind: Some("NetworkPolicy".into()),
+        namespace: Some("demo".into()),
+        name: Some("deny-icmp".into()),
+        tier: Some("default".into()),
+        direction: Some("ingress".into()),
+    };
+    let d = one(
+        &ebpf_drop("DROPPED_BY_POLICY", Some(policy.clone())),
+        NodeFacts::default(),
+    );
+    assert_eq!(d.code, Code::PolicyDrop);
+    assert_eq!(d.refusal.policy, Some(policy));
+    assert_eq!(d.refusal.owner, Some(crate::model::Owner::Calico));
+    assert_eq!(d.ifname.as_deref(), Some("cali1a2b3c4d5e6"));
+    assert!(
+        d.summary.contains(
+            "Calico policy in its eBPF program on cali1a2b3c4d5e6 by NetworkPolicy demo/deny-icmp"
+        ) && d.summary.contains(r#"rule action:"deny""#),
+        "{}",
+        d.summary
+    );
+    assert!(
+        d.hint
+            .contains("calico-node -bpf policy dump cali1a2b3c4d5e6"),
+        "{}",
+        d.hint
+    );
+}
+
+#[test]
+fn calicos_other_ebpf_drops_name_felixs_reason_with_a_hint() {
+    let d = one(&ebpf_drop("UNAUTH_SOURCE", None), NodeFacts::default());
+    assert_eq!(d.code, Code::CalicoEbpfDrop);
+    assert!(
+        d.summary.contains("UNAUTH_SOURCE, cali_counters6"),
+        "{}",
+        d.summary
+    );
+    assert!(d.hint.contains("calicoctl get nodes"), "{}", d.hint);
+    // Without Felix's counters the drop stays an unexplained tc drop.
+    let mut plain = ebpf_drop("UNAUTH_SOURCE", None);
+    plain.calico_ebpf = None;
+    assert_eq!(one(&plain, NodeFacts::default()).code, Code::Other);
+}

@@ -5,7 +5,9 @@
 use std::net::IpAddr;
 
 use super::{Fact, NodeFacts, PodInfo, RouteFact};
+use crate::dataplane::calico_ebpf::CalicoEbpf;
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
+use crate::model::CalicoEbpfDrop;
 use crate::netfilter::Inventory;
 use crate::netfilter::trace::NfTracer;
 
@@ -14,6 +16,8 @@ pub struct Live {
     kallsyms: Kallsyms,
     /// nftables' trace of the flows whose drops are being attributed.
     nftrace: Option<NfTracer>,
+    /// Felix's counters, where Calico's eBPF dataplane runs.
+    calico_ebpf: Option<CalicoEbpf>,
 }
 
 /// Answers lookups from facts, asking the kernel first when live.
@@ -41,6 +45,7 @@ impl Environment {
             live: Some(Live {
                 kallsyms,
                 nftrace: None,
+                calico_ebpf: None,
             }),
             updates: Vec::new(),
             trace_error: None,
@@ -54,6 +59,47 @@ impl Environment {
             live.nftrace = Some(tracer);
         }
         self
+    }
+
+    /// Live: Calico's eBPF counters explain tc drops.
+    pub fn with_calico_ebpf(mut self, reader: CalicoEbpf) -> Self {
+        if let Some(live) = self.live.as_mut() {
+            live.calico_ebpf = Some(reader);
+        }
+        self
+    }
+
+    /// Why Calico's eBPF programs dropped the packet freed at `ts_ns` by tc
+    /// on `ifindex` (see [`CalicoEbpf::explain`]); recorded for replay.
+    pub fn calico_ebpf_drop(
+        &mut self,
+        ts_ns: u64,
+        ifindex: u32,
+        hook: Option<u32>,
+        cpu: u16,
+        iface: Option<&str>,
+        ipv6: bool,
+    ) -> Option<Box<CalicoEbpfDrop>> {
+        let Some(live) = self.live.as_mut() else {
+            return match self.facts.calico_ebpf.take() {
+                Some((ts, i, drop)) if ts == ts_ns && i == ifindex => Some(drop),
+                other => {
+                    self.facts.calico_ebpf = other;
+                    None
+                }
+            };
+        };
+        let drop = Box::new(
+            live.calico_ebpf
+                .as_mut()?
+                .explain(ifindex, hook, cpu, iface, ipv6)?,
+        );
+        self.learn(Fact::CalicoEbpf {
+            ts_ns,
+            ifindex,
+            drop: drop.clone(),
+        });
+        Some(drop)
     }
 
     /// Traces the packets from `src` to `dst` through every nf_tables table

@@ -75,6 +75,10 @@ pub struct NodeFacts {
     /// `calitrace doctor`'s checks that did not pass when tracing started.
     #[serde(default)]
     pub checks: Vec<crate::model::Check>,
+    /// The last drop Calico's eBPF counters explained: `(ts_ns, ifindex, why)`;
+    /// recorded just before the drop it belongs to.
+    #[serde(skip)]
+    pub calico_ebpf: Option<(u64, u32, Box<crate::model::CalicoEbpfDrop>)>,
 }
 
 /// One change to [`NodeFacts`].
@@ -106,6 +110,12 @@ pub enum Fact {
     /// A new reading of the netfilter rules and counters.
     Netfilter {
         inventory: Box<Inventory>,
+    },
+    /// Calico's eBPF counters explained the drop at `ts_ns` on `ifindex`.
+    CalicoEbpf {
+        ts_ns: u64,
+        ifindex: u32,
+        drop: Box<crate::model::CalicoEbpfDrop>,
     },
     /// Events lost so far (the ring buffer was full), at monotonic `ts_ns`.
     Lost {
@@ -148,6 +158,11 @@ impl NodeFacts {
             }
             Fact::Netfilter { inventory } => self.netfilter = Some((**inventory).clone()),
             Fact::Lost { lost, .. } => self.lost = *lost,
+            Fact::CalicoEbpf {
+                ts_ns,
+                ifindex,
+                drop,
+            } => self.calico_ebpf = Some((*ts_ns, *ifindex, drop.clone())),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Reading the running kernel and this node: BTF, symbols, netlink, sysctls.
 
+pub mod bpf_map;
 pub mod btf;
 pub(crate) mod bytes;
 pub mod kallsyms;

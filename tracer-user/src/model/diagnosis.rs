@@ -25,6 +25,7 @@ pub enum Code {
     MtuExceeded,
     UnderlayDrop,
     UnderlayMtu,
+    CalicoEbpfDrop,
     #[default]
     Other,
 }
@@ -43,6 +44,7 @@ impl Code {
             Code::MtuExceeded => "MTU_EXCEEDED",
             Code::UnderlayDrop => "UNDERLAY_DROP",
             Code::UnderlayMtu => "UNDERLAY_MTU",
+            Code::CalicoEbpfDrop => "CALICO_EBPF_DROP",
             Code::Other => "OTHER",
         }
     }

@@ -74,5 +74,6 @@ pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -
         pod: None,
         journey: vec![],
         benign: None,
+        calico_ebpf: None,
     }
 }

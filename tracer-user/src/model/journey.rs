@@ -34,6 +34,31 @@ pub struct NetfilterInfo {
     pub refusal: Refusal,
 }
 
+/// A drop by Calico's eBPF programs, named by the counter of Felix's that
+/// moved for it (`cali_counters*`) and, for a policy drop, the rule whose
+/// counter moved (`cali_rule_ctrs2`, named by Felix's policy debug file).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct CalicoEbpfDrop {
+    /// Felix's reason, `enum calico_reason` without `CALI_REASON_`:
+    /// `DROPPED_BY_POLICY`, `UNAUTH_SOURCE`, `RT_UNKNOWN`, ...
+    pub reason: String,
+    /// Felix's words for it (`calico-node -bpf counters dump`).
+    pub description: String,
+    /// The counters map, and the Calico releases that lay it out so.
+    pub map: String,
+    pub layout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRef>,
+    /// The rule as Felix's policy debug file prints it, and its MatchID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    /// Why the rule of a policy drop is not named, where it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// Whose rule refused a packet and how: on a drop's netfilter place and on
 /// its diagnosis alike (flattened into both).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
@@ -59,7 +84,7 @@ pub struct Refusal {
 }
 
 /// A Calico policy or profile, each part `None` where the rules do not say.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
 pub struct PolicyRef {
     /// `NetworkPolicy`, `GlobalNetworkPolicy`, `KubernetesNetworkPolicy`,
     /// `Profile`, ...

@@ -13,7 +13,7 @@ pub mod records;
 
 pub use check::{Check, CheckId, Status as CheckStatus};
 pub use diagnosis::{Code, Diagnosis, Underlay};
-pub use journey::{Hop, HopLabel, NetfilterInfo, PolicyRef, Refusal};
+pub use journey::{CalicoEbpfDrop, Hop, HopLabel, NetfilterInfo, PolicyRef, Refusal};
 pub use names::{
     ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,
     LinkPoint, NfVerdict, Owner, Proto, RuleVerdict, Stage,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnosis::Diagnosis;
-use super::journey::{Hop, NetfilterInfo};
+use super::journey::{CalicoEbpfDrop, Hop, NetfilterInfo};
 use super::names::{Backend, Benign, CalicoPlacement, Dir, NfVerdict, Stage};
 use super::packet::{Detail, Flow, PacketRecord};
 
@@ -111,6 +111,9 @@ pub struct DropRecord {
     /// diagnosis and is shown only on request (`--all-drops`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub benign: Option<Benign>,
+    /// A drop by Calico's eBPF programs, named from Felix's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calico_ebpf: Option<Box<CalicoEbpfDrop>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -36,6 +36,11 @@ impl Pipeline {
             .unwrap_or_default();
         let netfilter = (stage == Stage::Netfilter)
             .then(|| self.netfilter_of_drop(ev, location.as_deref(), &journey));
+        let calico_ebpf = if stage == Stage::Tc {
+            self.calico_ebpf_of_drop(ev, &reason, reason_from_location)
+        } else {
+            None
+        };
         let record = DropRecord {
             node: None,
             ts_ns: ev.ts_ns,
@@ -51,6 +56,7 @@ impl Pipeline {
             pod: self.env.facts.pods.get(&ev.netns).map(|p| p.name.clone()),
             journey,
             benign,
+            calico_ebpf,
         };
         // A netfilter drop in this node's namespace waits for the rule
         // counters to say which rule it was (the inventory is this netns').
@@ -98,6 +104,27 @@ impl Pipeline {
             attribution: Attribution::Inferred,
             ..Default::default()
         }
+    }
+
+    /// Why Calico's eBPF program dropped a packet tc freed, where Felix's
+    /// counters say: the kernel's reason names the hook (before 5.17 it is
+    /// guessed from the location and both hooks are asked).
+    fn calico_ebpf_of_drop(
+        &mut self,
+        ev: &Event,
+        reason: &str,
+        reason_from_location: bool,
+    ) -> Option<Box<crate::model::CalicoEbpfDrop>> {
+        let hook = match reason {
+            _ if reason_from_location => None,
+            "TC_INGRESS" => Some(0),
+            "TC_EGRESS" => Some(1),
+            _ => None,
+        };
+        let iface = self.ifname(ev.netns, ev.ifindex);
+        let ipv6 = ev.pkt.l3 == l3::IPV6;
+        self.env
+            .calico_ebpf_drop(ev.ts_ns, ev.ifindex, hook, ev.cpu, iface.as_deref(), ipv6)
     }
 
     /// The drop's reason name and stage, and whether the name comes from the

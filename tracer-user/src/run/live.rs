@@ -10,6 +10,7 @@ use super::session::Session;
 use super::setup::{self, Setup};
 use super::{choose_output, line_view, usage};
 use crate::cli::{Output, TraceArgs};
+use crate::dataplane::calico_ebpf::CalicoEbpf;
 use crate::facts::{Environment, NodeFacts};
 use crate::filter::Filter;
 use crate::kernel::netlink::{self, LinkMonitor};
@@ -111,6 +112,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
 
     let mut start = start_record(&facts, &filter, &tracer);
     let nftrace = open_nftrace(&mut start);
+    let calico_ebpf = open_calico_ebpf(&args.probes, &mut start);
     report_start(&start, pods.len(), &tracer, &watch);
     report_native_calico(facts.netfilter.as_ref());
     if args.view.verdicts
@@ -126,6 +128,9 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     let mut env = Environment::live(facts, setup.kallsyms);
     if let Some(t) = nftrace {
         env = env.with_nftrace(t);
+    }
+    if let Some(reader) = calico_ebpf {
+        env = env.with_calico_ebpf(reader);
     }
     let pipeline = Pipeline::new(
         env,
@@ -291,6 +296,33 @@ fn open_nftrace(start: &mut Start) -> Option<NfTracer> {
 }
 
 const NFTRACE: &str = "nftables trace";
+
+/// Felix's counters, where Calico's eBPF dataplane pinned them; said in the
+/// start lines either way when found.
+fn open_calico_ebpf(p: &crate::cli::ProbeOptions, start: &mut Start) -> Option<CalicoEbpf> {
+    match CalicoEbpf::open(&p.calico_bpf_maps, &p.calico_bpf_policy) {
+        Ok(Some(reader)) => {
+            start.probes_attached.push(ProbeStatus {
+                name: CALICO_EBPF.into(),
+                detail: Some(format!(
+                    "{}: the drops of Calico's tc programs named by the counter that moved",
+                    reader.describe()
+                )),
+            });
+            Some(reader)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            start.probes_unavailable.push(Unavailable {
+                name: CALICO_EBPF.into(),
+                reason: e,
+            });
+            None
+        }
+    }
+}
+
+const CALICO_EBPF: &str = "Calico eBPF counters";
 
 /// Calico's nftables dataplane, which the `cali-*` line does not cover.
 fn report_native_calico(inv: Option<&Inventory>) {

@@ -108,6 +108,10 @@ pub fn agent_words(args: &ClusterArgs) -> Vec<String> {
             .unwrap_or_default(),
         "--ring-mib".into(),
         a.ring_mib.to_string(),
+        "--calico-bpf-maps".into(),
+        a.calico_bpf_maps.display().to_string(),
+        "--calico-bpf-policy".into(),
+        a.calico_bpf_policy.display().to_string(),
     ]);
     if !args.view.filter.is_empty() {
         words.push("--".into());

@@ -40,6 +40,7 @@ fn benign_drop(ts: u64, flow: Flow, detail: Detail, reason: &str, benign: Benign
         pod: None,
         journey: vec![],
         benign: Some(benign),
+        calico_ebpf: None,
     })
 }
 

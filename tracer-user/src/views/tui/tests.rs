@@ -143,6 +143,7 @@ pub(super) fn nf_drop(ts: u64, seq: u16) -> Record {
         pod: None,
         journey: vec![hop(ts - 31_000, "eth0", Dir::Ingress, 63)],
         benign: None,
+        calico_ebpf: None,
     })
 }
 
