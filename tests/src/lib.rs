@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod calitrace;
+pub mod felix;
 pub mod kernel;
 pub mod lab;
 pub mod standby;

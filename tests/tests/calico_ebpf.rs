@@ -1,0 +1,224 @@
+//! Calico's eBPF dataplane: drops of its tc programs named from Felix's
+//! counters. No Felix runs here: the stand-in (tests/felix-standin, see
+//! `calitrace_tests::felix`) drops packets at a pod's cali interface and
+//! moves `cali_counters6` (Calico 3.32.1's layout) and `cali_rule_ctrs2`
+//! as Felix's programs do; the policy debug file is written in Felix 3.32's
+//! wording. Maps are pinned in a directory of the test's own, never in
+//! /sys/fs/bpf/tc/globals.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use calitrace_tests::calitrace::{self, Trace};
+use calitrace_tests::felix::{FelixStandin, Hook, StandinCfg};
+use calitrace_tests::{Lab, Mode};
+use serde_json::Value;
+
+const MATCH_ID: u64 = 12817593485201384321;
+
+/// A policy debug file as Felix 3.32 writes it for `iface`'s ingress
+/// policy: tier default, NetworkPolicy demo/deny-icmp whose deny rule has
+/// `MATCH_ID`, then an allow rule.
+fn policy_debug(dir: &Path, iface: &str) {
+    let json = format!(
+        r#"{{"ifacename":"{iface}","hook":"tc egress","policyInfo":[
+ {{"inst":[191,22,0,0,0,0,0,0],"comments":["Load packet metadata saved by previous program"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of tier default"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of NetworkPolicy demo/deny-icmp 0","Start of rule demo/deny-icmp action:\"deny\" protocol:{{name:\"icmp\"}} rule_id:\"x1\"","Rule MatchID: {MATCH_ID}"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x1","Start of rule demo/deny-icmp action:\"allow\" protocol:{{name:\"tcp\"}} rule_id:\"x2\"","Rule MatchID: 77"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x2","End of NetworkPolicy demo/deny-icmp 0","End of tier default: deny"]}}],"error":""}}
+"#
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{iface}_ingress_v4.json")), json).unwrap();
+}
+
+/// A bpffs of the test's own (`ip netns exec` mounts a fresh /sys, without
+/// the host's /sys/fs/bpf) and a policy debug directory; unmounted and
+/// removed on drop.
+struct Dirs {
+    root: PathBuf,
+    maps: PathBuf,
+    policy: PathBuf,
+}
+
+impl Dirs {
+    fn new(name: &str) -> Dirs {
+        let root =
+            std::env::temp_dir().join(format!("calitrace-test-{}-{name}", std::process::id()));
+        let bpffs = root.join("bpffs");
+        std::fs::create_dir_all(&bpffs).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&bpffs)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a bpffs at {}", bpffs.display());
+        Dirs {
+            maps: bpffs.join("tc/globals"),
+            policy: root.join("policy"),
+            root,
+        }
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.root.join("bpffs"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn ebpf_drops<'a>(f: &'a calitrace::Finished, reason: &str) -> Vec<&'a Value> {
+    f.drops()
+        .into_iter()
+        .filter(|d| d["calico_ebpf"]["reason"] == reason)
+        .collect()
+}
+
+#[test]
+fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dirs = Dirs::new("policy");
+    let (maps, policy) = (&dirs.maps, &dirs.policy);
+    policy_debug(policy, &b.cali);
+    let mut felix = FelixStandin::attach(
+        &lab.node(1).netns,
+        &b.cali,
+        Hook::Egress,
+        maps,
+        StandinCfg {
+            reason: 4,
+            match_id: MATCH_ID,
+            hook: 1,
+            proto: 1,
+        },
+    )
+    .expect("the stand-in for Felix's programs loads");
+    let file = std::env::temp_dir().join(format!("calitrace-ebpf-{}.rec", std::process::id()));
+    let mut t = Trace::start(
+        &lab.node(1).netns,
+        &[
+            "--calico-bpf-maps",
+            maps.to_str().unwrap(),
+            "--calico-bpf-policy",
+            policy.to_str().unwrap(),
+            "-w",
+            file.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let line = t
+        .wait_for_stderr("Calico eBPF counters", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        line.contains("cali_counters6 (27 counters: Calico 3.32.1 or later)"),
+        "{line}"
+    );
+    assert!(!lab.ping(&a, &b.ip, 2), "Felix's stand-in drops the ping");
+    felix
+        .set(StandinCfg {
+            reason: 11,
+            match_id: 0,
+            hook: 1,
+            proto: 1,
+        })
+        .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 1));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+
+    let policy_drops = ebpf_drops(&f, "DROPPED_BY_POLICY");
+    assert!(policy_drops.len() >= 2, "{}", f.dump());
+    let d = policy_drops[0];
+    assert_eq!(d["ifname"], b.cali.as_str());
+    assert_eq!(d["stage"], "tc");
+    assert_eq!(d["calico_ebpf"]["rule_id"], MATCH_ID.to_string());
+    assert_eq!(d["calico_ebpf"]["policy"]["name"], "deny-icmp");
+    let diag = f.diagnosis("POLICY_DROP");
+    assert_eq!(diag["policy"]["namespace"], "demo");
+    assert_eq!(diag["policy"]["tier"], "default");
+    assert_eq!(diag["policy"]["direction"], "ingress");
+    assert_eq!(diag["owner"], "calico");
+    assert!(
+        diag["rule"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r#"action:"deny""#),
+        "{diag}"
+    );
+    assert_eq!(
+        ebpf_drops(&f, "UNAUTH_SOURCE").len(),
+        1,
+        "one unknown-source drop\n{}",
+        f.dump()
+    );
+    let other = f.diagnosis("CALICO_EBPF_DROP");
+    assert!(
+        other["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("UNAUTH_SOURCE"),
+        "{other}"
+    );
+
+    // The recording explains the same drops without Felix's maps.
+    drop(felix);
+    assert!(!maps.exists(), "the stand-in removed its pins");
+    let r = calitrace::run(
+        None,
+        &[],
+        &["replay", "-o", "json", file.to_str().unwrap()],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(r.status.success(), "{}", r.dump());
+    assert_eq!(
+        ebpf_drops(&r, "DROPPED_BY_POLICY").len(),
+        policy_drops.len(),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(r.diagnosis("POLICY_DROP")["policy"]["name"], "deny-icmp");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn no_felix_maps_and_unreadable_ones_are_said_and_tracing_goes_on() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let dirs = Dirs::new("bad");
+    let (maps, policy) = (&dirs.maps, &dirs.policy);
+    // A counters map calitrace does not know: a plain file of that name.
+    std::fs::create_dir_all(policy).unwrap();
+    std::fs::write(policy.join("cali_counters6"), b"not a map").unwrap();
+    let t = Trace::start(
+        &lab.node(1).netns,
+        &[
+            "--calico-bpf-maps",
+            policy.to_str().unwrap(),
+            "--calico-bpf-policy",
+            policy.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let start = &f.of_type("start")[0];
+    let unavailable = start["probes_unavailable"].to_string();
+    assert!(
+        unavailable.contains("Calico eBPF counters")
+            && unavailable.contains("cannot read Felix's counters map"),
+        "{unavailable}"
+    );
+    // No Felix at all: nothing said about it.
+    let t = Trace::start(
+        &lab.node(1).netns,
+        &["--calico-bpf-maps", maps.to_str().unwrap()],
+    )
+    .unwrap();
+    let f = t.stop().unwrap();
+    assert!(!f.stderr.contains("Calico eBPF"), "{}", f.stderr);
+}
