@@ -26,7 +26,7 @@ use crate::lab::spawn_in_netns;
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/felix-standin.bpf.o"));
 
 /// The classifier's name in the object.
-pub const PROGRAM: &str = "felix_standin";
+pub const PROGRAM: &str = "cali_tc_preambl";
 /// Calico's counters map (v3.32.1: `[u64; 27]` per CPU, key `{ifindex, hook}`).
 pub const COUNTERS_MAP: &str = "cali_counters6";
 /// Calico's rule counters map (key: rule MatchID, value: per-CPU hits).
@@ -119,7 +119,7 @@ impl FelixStandin {
             .program_mut(PROGRAM)
             .ok_or_else(|| anyhow!("no program {PROGRAM}"))?
             .try_into()?;
-        prog.load().context("loading felix_standin")?;
+        prog.load().context("loading the Felix stand-in")?;
         let mut standin = FelixStandin {
             ebpf: Some(ebpf),
             link: None,

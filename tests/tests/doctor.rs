@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Finished};
+use calitrace_tests::felix::{self, FelixStandin, Hook, StandinCfg};
 use calitrace_tests::{Backend, Lab, Mode};
 use serde_json::Value;
 
@@ -94,7 +95,7 @@ fn doctor_with(netns: &str, args: &[&str]) -> Doctor {
         .into_iter()
         .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
         .collect();
-    assert_eq!(checks.len(), 13, "one line per check\n{}", finished.dump());
+    assert_eq!(checks.len(), 14, "one line per check\n{}", finished.dump());
     for c in checks.values() {
         for field in ["summary", "evidence"] {
             assert!(c[field].is_string(), "{field} in {c}");
@@ -369,4 +370,71 @@ fn several_faults_at_once_are_each_named() {
     if std::env::var_os("CALITRACE_TEST_DUMP").is_some() {
         eprintln!("{}\n{}", text.stdout, text.stderr);
     }
+}
+
+/// A bpffs mounted at the host root's /sys/fs/bpf, where doctor looks for
+/// Felix's maps; unmounted on drop.
+struct RootBpffs(PathBuf);
+
+impl RootBpffs {
+    fn mount(root: &HostRoot) -> RootBpffs {
+        let dir = root.path().join("sys/fs/bpf");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a bpffs at {}", dir.display());
+        RootBpffs(dir)
+    }
+}
+
+impl Drop for RootBpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn ebpf_mode_names_felixs_layout_and_the_interfaces_without_its_program() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    // The host's own /sys/fs/bpf must be a bpffs, as on any node in eBPF mode.
+    felix::ensure_bpffs().unwrap();
+    let root = HostRoot::new();
+    let bpffs = RootBpffs::mount(&root);
+    let b = lab.pod(1, 0).clone();
+    // Calico's program (the stand-in, named as the kernel shows Felix's) at
+    // tc egress of pod B's interface only.
+    let standin = FelixStandin::attach(
+        &lab.node(1).netns,
+        &b.cali,
+        Hook::Egress,
+        &bpffs.0.join("tc/globals"),
+        StandinCfg::default(),
+    )
+    .unwrap();
+    let d = doctor(&lab, 1, &root);
+    d.assert_status("ebpf", &["fail"]);
+    let c = d.check("ebpf");
+    let summary = c["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("{} (ingress)", b.cali))
+            && !summary.contains(&format!("{} (ingress, egress)", b.cali))
+            && summary.contains("eth0 (ingress, egress)"),
+        "{c}"
+    );
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("cali_counters6: 27 counters (Calico 3.32.1 or later)"),
+        "{c}"
+    );
+    assert_eq!(d.exit(), Some(1), "a failed check");
+    drop(standin);
+    drop(bpffs);
+    // Without Felix's maps the check has nothing to say.
+    let d = doctor(&lab, 1, &root);
+    d.assert_status("ebpf", &["skip"]);
 }

@@ -23,7 +23,9 @@
 //! * `[2]` the hook value of the counters key (0 or 1);
 //! * `[3]` the IPv4 protocol number to drop (1 ICMP, 6 TCP, 17 UDP).
 //!
-//! The program `felix_standin` counts every packet in counter 0; an IPv4
+//! The program is named as the kernel shows Calico's entry program
+//! (`cali_tc_preamble`, cut to 15 characters), so that whatever looks for
+//! Calico's programs on an interface finds it. It counts every packet in counter 0; an IPv4
 //! packet of the configured protocol, when a reason is set, gets that counter
 //! (and the rule counter for reason 4) and is dropped (`TC_ACT_SHOT`). Every
 //! other packet goes on to the next program (`TC_ACT_UNSPEC`).
@@ -77,7 +79,7 @@ fn counters(key: &CountersKey) -> Option<*mut [u64; MAX_COUNTERS]> {
 }
 
 #[classifier]
-pub fn felix_standin(ctx: TcContext) -> i32 {
+pub fn cali_tc_preambl(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let key = CountersKey {

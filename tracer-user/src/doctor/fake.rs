@@ -71,6 +71,7 @@ impl FakeRoot {
             iptables_command: None,
             privileged: true,
             sysctls: BTreeMap::new(),
+            ebpf: Default::default(),
         }
     }
 }

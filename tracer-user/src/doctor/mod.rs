@@ -10,6 +10,7 @@ mod backend;
 mod bgp;
 mod cni;
 mod dataplane;
+mod ebpf;
 #[cfg(test)]
 mod fake;
 pub mod host;
@@ -54,6 +55,8 @@ pub struct Inputs {
     /// Sysctl values by key (`net.ipv4.ip_forward`) that win over the files
     /// under `/proc/sys` (readings injected by tests).
     pub sysctls: BTreeMap<String, String>,
+    /// What the kernel shows of Calico's eBPF dataplane.
+    pub ebpf: ebpf::EbpfReadings,
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -69,8 +72,10 @@ impl Inputs {
         } else {
             Err("not root: reading the netfilter rules needs CAP_NET_ADMIN".to_string())
         };
+        let links = live_links();
         Inputs {
-            links: live_links(),
+            ebpf: ebpf::EbpfReadings::live(&root, &links),
+            links,
             routes: read_routes_in(&routes_dir)
                 .ok_or_else(|| format!("{}/route cannot be read", routes_dir.display())),
             netfilter,
@@ -195,6 +200,7 @@ pub fn run_checks(inputs: &Inputs) -> Vec<Check> {
         routing::routes(inputs),
         bgp::bgp(inputs),
         dataplane::dataplane(inputs),
+        ebpf::ebpf(inputs),
     ]
 }
 

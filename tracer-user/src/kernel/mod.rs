@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod netns;
 pub(crate) mod syscall;
 pub mod system;
+pub mod tc_programs;

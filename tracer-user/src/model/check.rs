@@ -37,6 +37,7 @@ ids! {
     Routes => "routes",
     Bgp => "bgp",
     Dataplane => "dataplane",
+    Ebpf => "ebpf",
 }
 
 impl std::fmt::Display for CheckId {
@@ -52,7 +53,8 @@ impl CheckId {
             Code::IptablesBackendMismatch | Code::NetfilterDrop => {
                 &[CheckId::IptablesBackend, CheckId::Dataplane]
             }
-            Code::PolicyDrop => &[CheckId::Dataplane],
+            Code::PolicyDrop => &[CheckId::Dataplane, CheckId::Ebpf],
+            Code::CalicoEbpfDrop => &[CheckId::Ebpf],
             Code::NoRoute => &[CheckId::IpForward, CheckId::DefaultRoute, CheckId::Routes],
             Code::RpFilter => &[CheckId::RpFilter],
             Code::ProxyArpDisabled => &[CheckId::ProxyArp, CheckId::DefaultRoute],
@@ -198,7 +200,7 @@ mod tests {
         for id in CheckId::ALL {
             assert_eq!(serde_json::to_value(id).unwrap(), id.as_str());
         }
-        assert_eq!(CheckId::ALL.len(), 13);
+        assert_eq!(CheckId::ALL.len(), 14);
         assert!(CheckId::explaining(Code::ProxyArpDisabled).contains(&CheckId::ProxyArp));
     }
 }
