@@ -222,3 +222,68 @@ fn no_felix_maps_and_unreadable_ones_are_said_and_tracing_goes_on() {
     let f = t.stop().unwrap();
     assert!(!f.stderr.contains("Calico eBPF"), "{}", f.stderr);
 }
+
+#[test]
+fn in_the_cluster_view_an_ebpf_drop_on_the_receiving_node_is_that_nodes_policy_drop() {
+    let lab = Lab::new(Mode::Vxlan).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dirs = Dirs::new("cluster");
+    policy_debug(&dirs.policy, &b.cali);
+    let _felix = FelixStandin::attach(
+        &lab.node(1).netns,
+        &b.cali,
+        Hook::Egress,
+        &dirs.maps,
+        StandinCfg {
+            reason: 4,
+            match_id: MATCH_ID,
+            hook: 1,
+            proto: 1,
+        },
+    )
+    .unwrap();
+    let t = Trace::start_cluster(
+        &[
+            ("node-a", lab.node(0).netns.as_str()),
+            ("node-b", lab.node(1).netns.as_str()),
+        ],
+        &[
+            "--calico-bpf-maps",
+            dirs.maps.to_str().unwrap(),
+            "--calico-bpf-policy",
+            dirs.policy.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 3));
+    // The underlay window (1 s) passes on the receiving node.
+    std::thread::sleep(Duration::from_millis(2500));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let policy = f
+        .diagnoses()
+        .into_iter()
+        .find(|d| d["code"] == "POLICY_DROP")
+        .cloned()
+        .unwrap_or_else(|| panic!("no POLICY_DROP\n{}", f.dump()));
+    assert_eq!(policy["node"], "node-b", "{policy}");
+    assert_eq!(policy["policy"]["name"], "deny-icmp", "{policy}");
+    assert!(
+        f.diagnoses()
+            .iter()
+            .all(|d| !d["code"].as_str().unwrap_or("").starts_with("UNDERLAY")),
+        "the packets reached node B: no underlay verdict\n{}",
+        f.dump()
+    );
+    let drop = ebpf_drops(&f, "DROPPED_BY_POLICY")
+        .into_iter()
+        .find(|d| d["node"] == "node-b")
+        .unwrap_or_else(|| panic!("node B's drop\n{}", f.dump()));
+    let nodes: Vec<&str> = drop["journey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["node"].as_str())
+        .collect();
+    assert_eq!(nodes.first(), Some(&"node-a"), "{}", f.dump());
+}

@@ -5,7 +5,8 @@
 //! node's uplink are looked for on the receiving node's uplink
 //! ([`underlay`]): those that never arrive, while the receiving node could
 //! have seen them, become UNDERLAY_DROP or UNDERLAY_MTU. A drop's journey
-//! gains the points its packet passed on the other nodes ([`sightings`]).
+//! gains the points its packet passed on the other nodes ([`sightings`]),
+//! once their streams have passed its time (a drop waits up to 1 s for them).
 //!
 //! The same engine serves a live cluster, the replay of a cluster
 //! recording, and several single-node recordings replayed together.
@@ -68,7 +69,15 @@ pub struct Cluster {
     /// The sends' window passed for some node: judged once the records of
     /// the input that moved it are absorbed.
     judge_due: bool,
+    /// Drops (with their node) waiting for the other nodes' streams to pass
+    /// their time, so that the points the packet passed there are read
+    /// before its journey is put together; in arrival order.
+    held: std::collections::VecDeque<(usize, Box<DropRecord>)>,
 }
+
+/// A drop waits at most this long (the newest stream's time past its own)
+/// for a slower node's stream.
+const HOLD_MAX_NS: u64 = SEC;
 
 /// Sends are judged each time a node's stream has moved on by this much:
 /// often enough for a 1 s window, not for every event.
@@ -95,6 +104,7 @@ impl Cluster {
             judged_at: vec![0; names.len()],
             scratch: Vec::new(),
             judge_due: false,
+            held: Default::default(),
         }
     }
 
@@ -244,6 +254,7 @@ impl Cluster {
             }
         }
         self.judge(out);
+        self.release_held(true, out);
         let left = self.tracker.drain();
         if left > 0 {
             *self
@@ -315,6 +326,11 @@ impl Cluster {
         r.set_node(&self.names.nodes[n]);
         self.name_pods(&mut r);
         match &mut r {
+            Record::Drop(d) if !self.passed_elsewhere(n, d.ts_ns) => {
+                let Record::Drop(d) = r else { unreachable!() };
+                self.held.push_back((n, Box::new(d)));
+                return;
+            }
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
                 let hop = Point::Hop(Box::new(v.hop()));
@@ -437,6 +453,32 @@ impl Cluster {
         })
     }
 
+    /// Whether every other node's stream has passed `ts` (or ended).
+    fn passed_elsewhere(&self, n: usize, ts: u64) -> bool {
+        self.nodes.iter().enumerate().all(|(m, node)| {
+            m == n || node.watermark >= ts || matches!(node.state, AgentState::Ended(_))
+        })
+    }
+
+    /// Held drops whose time the other streams passed (`all`: every one),
+    /// with their journeys, in the order they came.
+    fn release_held(&mut self, all: bool, out: &mut Vec<Record>) {
+        let newest = self.nodes.iter().map(|n| n.watermark).max().unwrap_or(0);
+        while let Some((n, d)) = self.held.front() {
+            let due = all
+                || self.passed_elsewhere(*n, d.ts_ns)
+                || newest.saturating_sub(d.ts_ns) > HOLD_MAX_NS;
+            if !due {
+                break;
+            }
+            let Some((_, mut d)) = self.held.pop_front() else {
+                break;
+            };
+            self.merge_journey(&mut d);
+            out.push(Record::Drop(*d));
+        }
+    }
+
     /// The points a dropped packet passed on other nodes come first.
     fn merge_journey(&self, d: &mut DropRecord) {
         let node = d.node.clone().unwrap_or_default();
@@ -452,6 +494,7 @@ impl Cluster {
 
     /// Judges the sends whose window has passed on their receiver.
     fn judge(&mut self, out: &mut Vec<Record>) {
+        self.release_held(false, out);
         for (at, node) in self.judged_at.iter_mut().zip(&self.nodes) {
             *at = node.watermark;
         }

@@ -426,6 +426,62 @@ fn a_drop_on_the_receiver_has_the_senders_points_first() {
 }
 
 #[test]
+fn a_drop_read_before_the_senders_stream_still_gets_its_points() {
+    let mut b = header(1, false, &["eth0", "cali1"]);
+    b.facts.reasons.insert(7, "TC_EGRESS".into());
+    let mut r = Run::with(
+        [header(0, false, &["eth0", "cali1"]), b],
+        Options::default(),
+        false,
+    );
+    let p = ping(0, 1, 84);
+    // Node B's agent is read ahead: its arrival and the drop at cali1 come
+    // before node A's stream has reached that time.
+    r.feed(1, tc(1, 50_000, ETH0, dir::INGRESS, p));
+    r.feed(
+        1,
+        Item::Input(Input::Event(Event {
+            ts_ns: 60_000,
+            kind: kind::DROP,
+            reason: 7,
+            ifindex: CALI,
+            netns: NETNS[1],
+            pkt: p,
+            ..Default::default()
+        })),
+    );
+    r.feed(1, tick(20 * MS));
+    assert!(
+        !r.out.iter().any(|x| matches!(x, Record::Drop(_))),
+        "the drop waits for node A's stream"
+    );
+    r.feed(0, tc(0, 0, CALI, dir::INGRESS, p));
+    r.feed(0, tc(0, 10_000, ETH0, dir::EGRESS, p));
+    r.until(3_000 * MS);
+    let out = r.finish();
+    let drop = out
+        .iter()
+        .find_map(|x| match x {
+            Record::Drop(d) => Some(d),
+            _ => None,
+        })
+        .expect("the drop, released");
+    let path: Vec<String> = drop
+        .journey
+        .iter()
+        .map(|h| h.label(None).to_string())
+        .collect();
+    assert_eq!(
+        path,
+        [
+            "node-a cali1 ingress",
+            "node-a eth0 egress",
+            "node-b eth0 ingress"
+        ]
+    );
+}
+
+#[test]
 fn stages_beside_the_merge_give_the_same_records_as_inside_it() {
     for packets in [true, false] {
         let opts = Options {
