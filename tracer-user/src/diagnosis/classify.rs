@@ -3,29 +3,20 @@
 
 use tracer_common::{PacketMeta, l3, pkt_flags, proto};
 
-use crate::model::{Backend, Benign, Family, NetfilterInfo, Owner, Stage};
+use crate::model::{Backend, Benign, DropReason, Family, NetfilterInfo, Owner, ReasonKind, Stage};
 
-pub fn stage(reason: &str, location: Option<&str>) -> Stage {
+pub fn stage(reason: &DropReason, location: Option<&str>) -> Stage {
     let loc = location.map(base_symbol).unwrap_or("");
-    match reason {
-        "NETFILTER_DROP" => Stage::Netfilter,
-        "IP_RPFILTER" => Stage::RpFilter,
-        "IP_NOROUTE" | "IP_INADDRERRORS" | "IP_OUTNOROUTES" | "IPV6_NOROUTE" => Stage::Routing,
+    match reason.kind {
+        ReasonKind::Netfilter => Stage::Netfilter,
+        ReasonKind::RpFilter => Stage::RpFilter,
+        ReasonKind::NoRoute => Stage::Routing,
         // TTL ran out while forwarding (IPv4 reports IP_INHDR from ip_forward).
-        "IP_INHDR" if loc == "ip_forward" => Stage::Ttl,
-        "IPV6_INHDR" if loc == "ip6_forward" => Stage::Ttl,
-        "PKT_TOO_BIG" | "FRAG_REASM_TIMEOUT" | "FRAG_TOO_FAR" => Stage::Mtu,
-        r if r.starts_with("NEIGH_") => Stage::Neighbor,
-        r if r.starts_with("TC_") => Stage::Tc,
-        r if r.starts_with("TCP_")
-            || r.starts_with("UDP_")
-            || r.starts_with("SOCKET_")
-            || r.starts_with("PROTO_")
-            || r == "NO_SOCKET"
-            || r == "SOCKET_FILTER" =>
-        {
-            Stage::Socket
-        }
+        ReasonKind::BadHeader if matches!(loc, "ip_forward" | "ip6_forward") => Stage::Ttl,
+        ReasonKind::Size => Stage::Mtu,
+        ReasonKind::Neighbor => Stage::Neighbor,
+        ReasonKind::TcIngress | ReasonKind::TcEgress => Stage::Tc,
+        ReasonKind::Socket | ReasonKind::NoSocket => Stage::Socket,
         // A reason that does not tell (NOT_SPECIFIED, or none at all before
         // 5.17): where the packet was freed may.
         _ => reason_from_location(Some(loc), None, None).map_or(Stage::Other, |(_, s)| s),
@@ -107,7 +98,7 @@ pub fn is_not_a_drop(location: Option<&str>) -> bool {
 /// Before 5.17 the kernel gives no reasons: `NOT_SPECIFIED` where such frees
 /// happen (`tcp_v4_rcv`, `icmp_rcv`, ...) stands for `NO_SOCKET`.
 pub fn benign(
-    reason: &str,
+    reason: &DropReason,
     location: Option<&str>,
     stage: Stage,
     pkt: &PacketMeta,
@@ -123,13 +114,14 @@ pub fn benign(
     if !in_pod && is_loopback(pkt) {
         return Some(Benign::Loopback);
     }
-    if reason == "QUEUE_PURGE" || (reason == UNKNOWN_REASON && QUEUE_PURGES.contains(&loc)) {
+    let unspecified = reason.kind == ReasonKind::NotSpecified;
+    if reason.kind == ReasonKind::QueuePurge || (unspecified && QUEUE_PURGES.contains(&loc)) {
         return Some(Benign::SocketClosed);
     }
     if is_link_local_or_multicast(pkt) {
         return Some(Benign::LinkLocal);
     }
-    if !no_socket(reason, loc) || pkt.flags & pkt_flags::L4 == 0 {
+    if !no_socket(reason.kind, loc) || pkt.flags & pkt_flags::L4 == 0 {
         return None;
     }
     match pkt.proto {
@@ -157,7 +149,7 @@ const CALICO_ARP_TABLE: &str = "calico-arp";
 
 /// `NO_SOCKET`, or where a kernel without drop reasons (before 5.17) frees
 /// what a newer one calls so: a segment or echo reply no socket takes.
-fn no_socket(reason: &str, loc: &str) -> bool {
+fn no_socket(reason: ReasonKind, loc: &str) -> bool {
     const RECEIVERS: [&str; 5] = [
         "tcp_v4_rcv",
         "tcp_v6_rcv",
@@ -165,7 +157,8 @@ fn no_socket(reason: &str, loc: &str) -> bool {
         "icmpv6_rcv",
         "ping_rcv",
     ];
-    reason == "NO_SOCKET" || (reason == UNKNOWN_REASON && RECEIVERS.contains(&loc))
+    reason == ReasonKind::NoSocket
+        || (reason == ReasonKind::NotSpecified && RECEIVERS.contains(&loc))
 }
 
 /// Where queued packets are freed in bulk when a socket closes.
@@ -267,6 +260,20 @@ pub fn nft_frees_its_drops(kernel: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::Refusal;
+
+    fn stage(reason: &str, location: Option<&str>) -> Stage {
+        super::stage(&DropReason::named(reason), location)
+    }
+
+    fn benign(
+        reason: &str,
+        location: Option<&str>,
+        stage: Stage,
+        pkt: &PacketMeta,
+        in_pod: bool,
+    ) -> Option<Benign> {
+        super::benign(&DropReason::named(reason), location, stage, pkt, in_pod)
+    }
 
     #[test]
     fn only_calicos_arp_table_drops_are_benign_refusals() {

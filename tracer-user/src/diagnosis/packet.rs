@@ -27,7 +27,7 @@ pub fn other(d: &DropRecord) -> Finding {
     let reason = &d.reason;
     Finding {
         problem: Problem::Other {
-            reason: d.reason.clone(),
+            reason: d.reason.to_string(),
             location: d.location.clone(),
             flow: pair(d),
         },

@@ -142,6 +142,27 @@ pub fn outer(o: &OuterMeta) -> Outer {
     }
 }
 
+/// The stats' `events` from the programs' counters (indexed by
+/// `tracer_common::counter`), and the events lost.
+pub fn event_counts(c: &[u64]) -> (std::collections::BTreeMap<String, u64>, u64) {
+    use tracer_common::counter;
+    let at = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+    let prefiltered = at(counter::TC_PREFILTERED);
+    let named = [
+        ("tc_seen", at(counter::TC_SEEN) + prefiltered),
+        ("tc_prefiltered", prefiltered),
+        ("tc", at(counter::TC_EMITTED)),
+        ("kfree_skb_seen", at(counter::DROP_SEEN)),
+        ("kfree_skb", at(counter::DROP_EMITTED)),
+        ("netfilter_verdicts_seen", at(counter::VERDICT_SEEN)),
+        ("netfilter_verdicts", at(counter::VERDICT_EMITTED)),
+        ("netfilter_links_seen", at(counter::HOOK_SEEN)),
+        ("netfilter_links", at(counter::HOOK_EMITTED)),
+    ];
+    let events = named.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    (events, at(counter::LOST))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

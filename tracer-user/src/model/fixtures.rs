@@ -65,7 +65,7 @@ pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -
         netns: 100,
         ifname: Some("eth0".into()),
         flow: icmp_flow(POD_A, POD_B),
-        reason: reason.into(),
+        reason: super::DropReason::named(reason),
         reason_from_location: false,
         location: Some("nf_hook_slow".into()),
         stage,

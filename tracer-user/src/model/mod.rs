@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod journey;
 pub mod names;
 pub mod packet;
+pub mod reason;
 pub mod records;
 
 pub use check::{Check, CheckId, Status as CheckStatus};
@@ -19,4 +20,5 @@ pub use names::{
     LinkPoint, NfVerdict, Owner, Proto, RuleVerdict, Stage,
 };
 pub use packet::{Addr, Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
+pub use reason::{DropReason, ReasonKind};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};

@@ -7,6 +7,7 @@ use super::diagnosis::Diagnosis;
 use super::journey::{CalicoEbpfDrop, Hop, NetfilterInfo};
 use super::names::{Backend, Benign, CalicoPlacement, Dir, NfVerdict, Stage};
 use super::packet::{Detail, Flow, PacketRecord};
+use super::reason::DropReason;
 
 /// A netfilter table's verdict on a packet (`--verdicts`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,7 +91,7 @@ pub struct DropRecord {
     pub ifname: Option<String>,
     #[serde(flatten)]
     pub flow: Flow,
-    pub reason: String,
+    pub reason: DropReason,
     /// The kernel gives no drop reasons (before 5.17): `reason` is what a newer
     /// kernel reports at `location`, or NOT_SPECIFIED where the location does
     /// not tell.

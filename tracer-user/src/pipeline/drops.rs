@@ -10,8 +10,8 @@ use crate::correlation::PacketKey;
 use crate::diagnosis::{attribution, classify, ownership};
 use crate::events::{dst_ip, names, src_ip};
 use crate::model::{
-    Attribution, Backend, Dir, DropRecord, Family, Hook, Hop, LinkPoint, NetfilterInfo, Record,
-    Stage,
+    Attribution, Backend, Dir, DropReason, DropRecord, Family, Hook, Hop, LinkPoint, NetfilterInfo,
+    ReasonKind, Record, Stage,
 };
 use crate::netfilter::Inventory;
 use crate::netfilter::trace::TracedDrop;
@@ -27,7 +27,7 @@ impl Pipeline {
         let in_pod = self.env.facts.pods.contains_key(&ev.netns);
         let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt, in_pod);
         if benign.is_some() {
-            self.count_benign(&reason);
+            self.count_benign(reason.as_str());
         }
         let key = PacketKey::of(&ev.pkt);
         let family = packet_family(&ev.pkt);
@@ -112,13 +112,13 @@ impl Pipeline {
     fn calico_ebpf_of_drop(
         &mut self,
         ev: &Event,
-        reason: &str,
+        reason: &DropReason,
         reason_from_location: bool,
     ) -> Option<Box<crate::model::CalicoEbpfDrop>> {
-        let hook = match reason {
+        let hook = match reason.kind {
             _ if reason_from_location => None,
-            "TC_INGRESS" => Some(0),
-            "TC_EGRESS" => Some(1),
+            ReasonKind::TcIngress => Some(0),
+            ReasonKind::TcEgress => Some(1),
             _ => None,
         };
         let iface = self.ifname(ev.netns, ev.ifindex);
@@ -129,17 +129,25 @@ impl Pipeline {
 
     /// The drop's reason name and stage, and whether the name comes from the
     /// location because the kernel gives no reasons (before 5.17).
-    fn reason_and_stage(&mut self, ev: &Event, location: Option<&str>) -> (String, Stage, bool) {
+    fn reason_and_stage(
+        &mut self,
+        ev: &Event,
+        location: Option<&str>,
+    ) -> (DropReason, Stage, bool) {
         if !self.env.facts.reasons.is_empty() {
-            let reason = self.env.facts.reason_name(ev.reason);
+            let reason = DropReason::kernel(ev.reason, self.env.facts.reason_name(ev.reason));
             let stage = classify::stage(&reason, location);
             return (reason, stage, false);
         }
         let rp_filter = self.rp_filter_on(ev, location);
         let ttl = matches!(ev.pkt.l3, l3::IPV4 | l3::IPV6).then_some(ev.pkt.ttl);
         match classify::reason_from_location(location, ttl, rp_filter) {
-            Some((reason, stage)) => (reason.to_string(), stage, true),
-            None => (classify::UNKNOWN_REASON.to_string(), Stage::Other, true),
+            Some((reason, stage)) => (DropReason::named(reason), stage, true),
+            None => (
+                DropReason::named(classify::UNKNOWN_REASON),
+                Stage::Other,
+                true,
+            ),
         }
     }
 
@@ -170,7 +178,7 @@ impl Pipeline {
         if record.benign.is_none() {
             record.benign = record.netfilter.as_ref().and_then(classify::benign_refusal);
             if record.benign.is_some() {
-                self.count_benign(&record.reason);
+                self.count_benign(record.reason.as_str());
             }
         }
         // Counted as it goes out: a table walk's verdict may come after the

@@ -10,6 +10,9 @@ use crate::model::{ProbeStatus, Unavailable};
 pub struct ProbeReport {
     pub attached: Vec<ProbeStatus>,
     pub unavailable: Vec<Unavailable>,
+    /// The exact netfilter probes among `attached`: (`fexit` or `kprobe`,
+    /// the table walker's function).
+    pub exact: Vec<(&'static str, &'static str)>,
 }
 
 impl ProbeReport {
@@ -18,6 +21,20 @@ impl ProbeReport {
             name: name.into(),
             detail,
         });
+    }
+
+    /// An exact netfilter probe of `kind` on `function` attached.
+    pub fn ok_exact(&mut self, kind: &'static str, function: &'static str, detail: String) {
+        self.exact.push((kind, function));
+        self.ok(super::exact::probe_name(kind, function), Some(detail));
+    }
+
+    /// The name of the exact probe on `function`, if one attached.
+    pub fn exact_on(&self, function: &str) -> Option<String> {
+        self.exact
+            .iter()
+            .find(|(_, f)| *f == function)
+            .map(|(k, f)| super::exact::probe_name(k, f))
     }
 
     pub fn missing(&mut self, name: impl Into<String>, reason: impl Into<String>) {

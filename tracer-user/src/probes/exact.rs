@@ -82,11 +82,6 @@ pub fn probe_name(kind: &str, function: &str) -> String {
     format!("{kind} {function}")
 }
 
-/// Whether a probe report entry is one of the exact netfilter probes.
-pub fn is_exact(name: &str) -> bool {
-    name.starts_with("fexit ") || name.starts_with("kprobe ")
-}
-
 /// fexit programs and links loaded here (kprobes live in aya's `Ebpf`).
 /// Dropping it detaches and unloads them.
 #[derive(Default)]
@@ -130,7 +125,7 @@ pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
                 Ok((prog, link)) => {
                     out.progs.push(prog);
                     out.links.extend(link);
-                    report.ok(probe_name("fexit", w.function), Some(what.to_string()));
+                    report.ok_exact("fexit", w.function, what.to_string());
                     continue;
                 }
                 Err(e) => Some(e),
@@ -144,9 +139,10 @@ pub fn load(cx: Setup<'_>, report: &mut ProbeReport) -> ExactProbes {
             } else {
                 match kprobe(cx.ebpf, w, cx.attach) {
                     Ok(()) => {
-                        report.ok(
-                            probe_name("kprobe", w.function),
-                            Some(format!("{what} (kprobe + kretprobe)")),
+                        report.ok_exact(
+                            "kprobe",
+                            w.function,
+                            format!("{what} (kprobe + kretprobe)"),
                         );
                         continue;
                     }

@@ -454,12 +454,11 @@ impl Tracer {
     /// How netfilter drops are attributed with the probes that loaded: one
     /// line in all, then one per backend (`calitrace probes` prints them).
     pub fn attribution_method(&self) -> String {
-        let exact: Vec<&str> = self
+        let exact: Vec<String> = self
             .report
-            .attached
+            .exact
             .iter()
-            .filter(|p| exact::is_exact(&p.name))
-            .map(|p| p.name.as_str())
+            .map(|(k, f)| exact::probe_name(k, f))
             .collect();
         if exact.is_empty() {
             format!("inferred ({})", self.inferred_how())
@@ -482,22 +481,14 @@ impl Tracer {
 
     /// Per backend ("legacy", "nft"): "exact" or "inferred", and how.
     pub fn attribution_by_backend(&self) -> [(&'static str, String); 2] {
-        let walker = |function: &str, names: bool| {
-            let probe =
-                self.report.attached.iter().find(|p| {
-                    exact::is_exact(&p.name) && p.name.ends_with(&format!(" {function}"))
-                });
-            match probe {
-                Some(p) if names => format!(
-                    "exact ({}: table and hook from the walk, rule from counters)",
-                    p.name
-                ),
-                Some(p) => format!(
-                    "inferred ({}: backend and hook exact; this kernel's BTF has no layout for the table name, so table, chain and rule from counters)",
-                    p.name
-                ),
-                None => format!("inferred ({})", self.inferred_how()),
+        let walker = |function: &str, names: bool| match self.report.exact_on(function) {
+            Some(p) if names => {
+                format!("exact ({p}: table and hook from the walk, rule from counters)")
             }
+            Some(p) => format!(
+                "inferred ({p}: backend and hook exact; this kernel's BTF has no layout for the table name, so table, chain and rule from counters)"
+            ),
+            None => format!("inferred ({})", self.inferred_how()),
         };
         [
             ("legacy", walker("ipt_do_table", self.names_readable.0)),

@@ -115,12 +115,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
     let calico_ebpf = open_calico_ebpf(&args.probes, &mut start);
     report_start(&start, pods.len(), &tracer, &watch);
     report_native_calico(facts.netfilter.as_ref());
-    if args.view.verdicts
-        && !start
-            .probes_attached
-            .iter()
-            .any(|p| crate::probes::exact::is_exact(&p.name))
-    {
+    if args.view.verdicts && tracer.report.exact.is_empty() {
         eprintln!(
             "calitrace: --verdicts needs the exact netfilter probes (fexit or kprobes), unavailable here: no verdict lines"
         );
@@ -395,29 +390,7 @@ fn report_start(start: &Start, pods: usize, tracer: &Tracer, watch: &InterfaceWa
 }
 
 fn kernel_counts(tracer: &Tracer) -> (std::collections::BTreeMap<String, u64>, u64) {
-    use tracer_common::counter;
-    let c = tracer.counters();
-    let mut events = std::collections::BTreeMap::new();
-    let prefiltered = c[counter::TC_PREFILTERED as usize];
-    events.insert("tc_seen".into(), c[counter::TC_SEEN as usize] + prefiltered);
-    events.insert("tc_prefiltered".into(), prefiltered);
-    events.insert("tc".into(), c[counter::TC_EMITTED as usize]);
-    events.insert("kfree_skb_seen".into(), c[counter::DROP_SEEN as usize]);
-    events.insert("kfree_skb".into(), c[counter::DROP_EMITTED as usize]);
-    events.insert(
-        "netfilter_verdicts_seen".into(),
-        c[counter::VERDICT_SEEN as usize],
-    );
-    events.insert(
-        "netfilter_verdicts".into(),
-        c[counter::VERDICT_EMITTED as usize],
-    );
-    events.insert(
-        "netfilter_links_seen".into(),
-        c[counter::HOOK_SEEN as usize],
-    );
-    events.insert("netfilter_links".into(), c[counter::HOOK_EMITTED as usize]);
-    (events, c[counter::LOST as usize])
+    crate::events::names::event_counts(&tracer.counters())
 }
 
 pub fn end_counters(tracer: &Tracer) -> End {

@@ -259,7 +259,7 @@ impl DropPointKey {
         DropPointKey {
             benign: d.benign,
             stage: d.stage,
-            reason: d.reason.clone(),
+            reason: d.reason.to_string(),
             location: d.location.clone(),
             backend: nf.and_then(|n| n.backend),
             table: nf.and_then(|n| n.table.clone()),
@@ -374,7 +374,7 @@ impl Model {
             self.benign_seen += 1;
             let f = self.flow(&d.flow, d.ts_ns);
             f.benign += 1;
-            f.last_benign = Some(d.reason.clone());
+            f.last_benign = Some(d.reason.to_string());
             return;
         }
         self.drops_seen += 1;
@@ -395,7 +395,7 @@ impl Model {
         f.latest.drop = Some(DropInfo {
             ts_ns: d.ts_ns,
             netns: d.netns,
-            reason: d.reason.clone(),
+            reason: d.reason.to_string(),
             location: d.location.clone(),
             stage: d.stage,
             netfilter: d.netfilter.clone(),

@@ -31,7 +31,7 @@ fn benign_drop(ts: u64, flow: Flow, detail: Detail, reason: &str, benign: Benign
         netns: NODE_NETNS,
         ifname: Some(VXLAN.into()),
         flow,
-        reason: reason.into(),
+        reason: crate::model::DropReason::named(reason),
         reason_from_location: false,
         location: Some("vxlan_xmit".into()),
         stage: Stage::Other,

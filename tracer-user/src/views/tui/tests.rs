@@ -134,7 +134,7 @@ pub(super) fn nf_drop(ts: u64, seq: u16) -> Record {
         netns: NODE_NETNS,
         ifname: Some("eth0".into()),
         flow: flow(POD_A, POD_B, Proto::Icmp, None),
-        reason: "NETFILTER_DROP".into(),
+        reason: crate::model::DropReason::named("NETFILTER_DROP"),
         reason_from_location: false,
         location: Some("nf_hook_slow".into()),
         stage: Stage::Netfilter,
