@@ -751,3 +751,68 @@ fn pod_security_admission_and_webhooks_are_named_not_taken_for_rbac() {
         &["operator-rbac"],
     );
 }
+
+#[test]
+fn ephemeral_agent_pods_follow_the_live_daemonsets_template_and_image_wins() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, false);
+    with_operator_rbac(&api);
+    // The operator's DaemonSet: its own registry, pull secret and priority
+    // class; no pod of it runs on node-a.
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/agent-daemonset.yaml"
+    );
+    let mut ds: Value = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let spec = &mut ds["spec"]["template"]["spec"];
+    spec["containers"][0]["image"] = json!("registry.example/ops/calitrace:0.1.0");
+    spec["imagePullSecrets"] = json!([{"name": "regcred"}]);
+    spec["priorityClassName"] = json!("system-node-critical");
+    api.with(|s| {
+        s.daemonsets
+            .insert(("calitrace".into(), "calitrace-agent".into()), ds)
+    });
+    let args = ["--nodes", "node-a", "--duration", "3", "-o", "json"];
+    let f = k8s_run(&api, &args);
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("ephemeral agent pods follow the DaemonSet calitrace/calitrace-agent"),
+        "{}",
+        f.stderr
+    );
+    let pod = api.with(|s| s.created_pods[0].clone());
+    let spec = &pod["spec"];
+    assert_eq!(
+        spec["containers"][0]["image"], "registry.example/ops/calitrace:0.1.0",
+        "{pod}"
+    );
+    assert_eq!(spec["imagePullSecrets"][0]["name"], "regcred", "{pod}");
+    assert_eq!(spec["priorityClassName"], "system-node-critical", "{pod}");
+    assert_eq!(spec["nodeName"], "node-a", "{pod}");
+
+    let mut with_image = args.to_vec();
+    with_image.extend(["--image", "mine:1"]);
+    let f = k8s_run(&api, &with_image);
+    assert!(f.status.success(), "{}", f.dump());
+    let pod = api.with(|s| s.created_pods[1].clone());
+    assert_eq!(pod["spec"]["containers"][0]["image"], "mine:1", "{pod}");
+
+    // Not allowed to read it: said, and the built-in template serves.
+    api.with(|s| s.forbidden.push(("get".into(), "daemonsets".into())));
+    let f = k8s_run(&api, &args);
+    assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.stderr
+            .contains("cannot read the DaemonSet calitrace/calitrace-agent"),
+        "{}",
+        f.stderr
+    );
+    let pod = api.with(|s| s.created_pods[2].clone());
+    assert_eq!(
+        pod["spec"]["containers"][0]["image"],
+        concat!("calitrace:", env!("CARGO_PKG_VERSION")),
+        "{pod}"
+    );
+    assert!(pod["spec"]["imagePullSecrets"].is_null(), "{pod}");
+}

@@ -230,9 +230,10 @@ pub struct KubeArgs {
     /// ephemeral agent pods are made.
     #[arg(long, value_name = "NS", default_value = "calitrace", requires = "k8s")]
     pub namespace: String,
-    /// The image of ephemeral agent pods.
-    #[arg(long, value_name = "IMAGE", default_value = concat!("calitrace:", env!("CARGO_PKG_VERSION")), requires = "k8s")]
-    pub image: String,
+    /// The image of ephemeral agent pods (default: the DaemonSet's, where it
+    /// exists, else calitrace:<version>).
+    #[arg(long, value_name = "IMAGE", requires = "k8s")]
+    pub image: Option<String>,
     /// Always start ephemeral agent pods, even where the DaemonSet runs.
     #[arg(long, requires = "k8s")]
     pub ephemeral: bool,

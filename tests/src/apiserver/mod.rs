@@ -47,6 +47,8 @@ pub struct Stored {
 pub struct State {
     pub nodes: Vec<FakeNode>,
     pub pods: BTreeMap<(String, String), Stored>,
+    /// DaemonSets by (namespace, name), as `kubectl apply` left them.
+    pub daemonsets: BTreeMap<(String, String), Value>,
     /// (verb, resource) pairs answered with 403 Forbidden.
     pub forbidden: Vec<(String, String)>,
     /// When set, only what these rules allow (everything else: 403).
@@ -105,6 +107,7 @@ impl ApiServer {
         let state = Arc::new(Mutex::new(State {
             nodes,
             pods: BTreeMap::new(),
+            daemonsets: BTreeMap::new(),
             forbidden: Vec::new(),
             rbac: None,
             pending_for: Duration::from_millis(600),

@@ -120,6 +120,9 @@ async fn handle(
         (Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {
             delete_pod(&state, ns, name)
         }
+        (Method::GET, ["apis", "apps", "v1", "namespaces", ns, "daemonsets", name]) => {
+            get_daemonset(&state, ns, name)
+        }
         (Method::GET | Method::POST, ["api", "v1", "namespaces", ns, "pods", name, "exec"]) => {
             let (ns, name) = (ns.to_string(), name.to_string());
             exec::upgrade(req, state.clone(), &ns, &name, &q)
@@ -245,6 +248,17 @@ fn list_pods(
         .filter(|o| objects::matches(o, param(q, "labelSelector"), param(q, "fieldSelector")))
         .collect();
     json(StatusCode::OK, &objects::list("PodList", items))
+}
+
+fn get_daemonset(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {
+    if let Some(r) = refuse(state, "get", "daemonsets", Some(name), Some(ns)) {
+        return r;
+    }
+    let s = state.lock().unwrap();
+    match s.daemonsets.get(&(ns.to_string(), name.to_string())) {
+        Some(ds) => json(StatusCode::OK, ds),
+        None => not_found("daemonsets", name),
+    }
 }
 
 fn get_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {

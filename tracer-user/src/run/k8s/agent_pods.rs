@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -31,6 +32,9 @@ const IMAGE_FAILURES: [&str; 4] = [
 /// [`EphemeralPods::delete_all`] or, failing that, when dropped.
 pub struct EphemeralPods {
     api: Api<Pod>,
+    daemonsets: Api<DaemonSet>,
+    /// The live DaemonSet whose template ephemeral pods follow, read once.
+    template: tokio::sync::OnceCell<Option<DaemonSet>>,
     handle: tokio::runtime::Handle,
     names: Mutex<Vec<String>>,
     namespace: String,
@@ -42,6 +46,8 @@ impl EphemeralPods {
     pub fn new(kube: &Kube, namespace: &str, deadline_s: i64) -> Arc<EphemeralPods> {
         Arc::new(EphemeralPods {
             api: Api::namespaced(kube.client.clone(), namespace),
+            daemonsets: Api::namespaced(kube.client.clone(), namespace),
+            template: tokio::sync::OnceCell::new(),
             handle: kube.handle(),
             names: Mutex::new(Vec::new()),
             namespace: namespace.to_string(),
@@ -98,10 +104,54 @@ pub async fn daemonset_pod(api: &Api<Pod>, ns: &str, node: &str) -> Result<Optio
         .and_then(|p| p.metadata.name))
 }
 
-/// Makes an ephemeral agent pod on `node` and waits until it runs.
-pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: &str) -> Result<String> {
+/// The live DaemonSet, said once; `None` (the built-in template) where
+/// there is none or it cannot be read.
+async fn live_template(pods: &EphemeralPods) -> Option<&DaemonSet> {
     let ns = &pods.namespace;
-    let pod = podspec::ephemeral_pod(node, ns, image, &podspec::suffix(), pods.deadline_s)?;
+    let name = podspec::DAEMONSET_NAME;
+    pods.template
+        .get_or_init(|| async {
+            match pods.daemonsets.get_opt(name).await {
+                Ok(Some(ds)) => {
+                    eprintln!(
+                        "calitrace: ephemeral agent pods follow the DaemonSet {ns}/{name}'s pod template (image, pull secrets, volumes, tolerations, priority class, resources)"
+                    );
+                    Some(ds)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    let why = rbac_forbidden(&e).map_or_else(|| e.to_string(), str::to_string);
+                    eprintln!(
+                        "calitrace: cannot read the DaemonSet {ns}/{name} ({why}): ephemeral agent pods use the template built into calitrace; `get` on `daemonsets` in {ns} (deploy/operator-rbac.yaml) lets them follow yours"
+                    );
+                    None
+                }
+            }
+        })
+        .await
+        .as_ref()
+}
+
+/// Makes an ephemeral agent pod on `node` and waits until it runs; `image`:
+/// `--image`, over the template's.
+pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: Option<&str>) -> Result<String> {
+    let ns = &pods.namespace;
+    let template = live_template(pods).await;
+    let pod = podspec::ephemeral_pod(
+        node,
+        ns,
+        template,
+        image,
+        &podspec::suffix(),
+        pods.deadline_s,
+    )?;
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == podspec::CONTAINER))
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let image = image.as_str();
     let name = pod.metadata.name.clone().unwrap_or_default();
     // Known before it exists: a stop during the request still deletes it.
     pods.names.lock().unwrap().push(name.clone());

@@ -84,7 +84,15 @@ fn start_agents(
             let (command, image) = (command.to_vec(), args.kube.image.clone());
             let ephemeral = args.kube.ephemeral;
             set.spawn(async move {
-                let one = start_one(&api, &ns, &node, &pods, &image, ephemeral, &command);
+                let one = start_one(
+                    &api,
+                    &ns,
+                    &node,
+                    &pods,
+                    image.as_deref(),
+                    ephemeral,
+                    &command,
+                );
                 (i, one.await)
             });
         }
@@ -132,7 +140,7 @@ async fn start_one(
     ns: &str,
     node: &str,
     pods: &EphemeralPods,
-    image: &str,
+    image: Option<&str>,
     ephemeral: bool,
     command: &[String],
 ) -> Result<Started> {

@@ -1,7 +1,8 @@
-//! The ephemeral agent pod: the DaemonSet's own pod template
-//! (`deploy/agent-daemonset.yaml`, built into the binary), pinned to one
-//! node, with the image asked for and a label of its own, so that the two
-//! never drift apart.
+//! The ephemeral agent pod: the DaemonSet's own pod template, pinned to one
+//! node, with a label of its own, so that the two never drift apart. The
+//! template is the live DaemonSet's where it exists (the operator's image,
+//! registry, pull secrets, volumes, tolerations, priority class, resources),
+//! else the one built into the binary (`deploy/agent-daemonset.yaml`).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,13 @@ pub fn selector(component: &str) -> String {
     format!("{}={},{COMPONENT}={component}", NAME_LABEL.0, NAME_LABEL.1)
 }
 
+/// The DaemonSet's name, in the agents' namespace.
+pub const DAEMONSET_NAME: &str = "calitrace-agent";
+
+/// The image of ephemeral agent pods when neither `--image` nor a live
+/// DaemonSet names one.
+pub const DEFAULT_IMAGE: &str = concat!("calitrace:", env!("CARGO_PKG_VERSION"));
+
 /// The DaemonSet as deployed from `deploy/`.
 pub fn daemonset() -> Result<DaemonSet> {
     serde_saphyr::from_str(DAEMONSET).context("deploy/agent-daemonset.yaml as built in")
@@ -52,14 +60,20 @@ pub fn deadline_s(duration: Option<f64>) -> i64 {
 
 /// An agent pod for `node`, named `calitrace-agent-<node>-<suffix>`, that
 /// the kubelet ends after `deadline_s` seconds.
+/// `template`: the live DaemonSet, else the built-in one; `image`: `--image`,
+/// which wins over the template's.
 pub fn ephemeral_pod(
     node: &str,
     namespace: &str,
-    image: &str,
+    template: Option<&DaemonSet>,
+    image: Option<&str>,
     suffix: &str,
     deadline_s: i64,
 ) -> Result<Pod> {
-    let template = daemonset()?.spec.template;
+    let template = match template {
+        Some(ds) => ds.spec.template.clone(),
+        None => daemonset()?.spec.template,
+    };
     let mut spec = template.spec.context("the DaemonSet has a pod spec")?;
     spec.node_name = Some(node.to_string());
     spec.active_deadline_seconds = Some(deadline_s);
@@ -71,7 +85,12 @@ pub fn ephemeral_pod(
         .iter_mut()
         .find(|c| c.name == CONTAINER)
         .context("the DaemonSet's pod has an `agent` container")?;
-    agent.image = Some(image.to_string());
+    if let Some(image) = image {
+        agent.image = Some(image.to_string());
+    }
+    if agent.image.as_deref().is_none_or(str::is_empty) {
+        agent.image = Some(DEFAULT_IMAGE.to_string());
+    }
     let mut labels: BTreeMap<String, String> =
         template.metadata.and_then(|m| m.labels).unwrap_or_default();
     labels.insert(COMPONENT.into(), EPHEMERAL_COMPONENT.into());
@@ -156,7 +175,8 @@ mod tests {
         let pod = ephemeral_pod(
             "node-a",
             "calitrace",
-            "registry.example/calitrace:9",
+            None,
+            Some("registry.example/calitrace:9"),
             "0a1b2c",
             deadline_s(Some(60.0)),
         )
@@ -187,5 +207,41 @@ mod tests {
             Some("calitrace-agent-node-a-0a1b2c")
         );
         assert_eq!(suffix().len(), 6);
+    }
+
+    /// The operator's own DaemonSet (registry, pull secret, toleration,
+    /// priority class) is what an ephemeral pod is made of; `--image` wins.
+    #[test]
+    fn the_live_daemonsets_template_is_followed_and_image_wins() {
+        let mut ds = daemonset().unwrap();
+        let spec = ds.spec.template.spec.as_mut().unwrap();
+        spec.containers[0].image = Some("registry.example/ops/calitrace:0.1.0".into());
+        spec.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+            name: "regcred".into(),
+        }]);
+        spec.priority_class_name = Some("system-node-critical".into());
+        let pod = ephemeral_pod("node-a", "calitrace", Some(&ds), None, "0a", 60).unwrap();
+        let got = pod.spec.unwrap();
+        assert_eq!(
+            got.containers[0].image.as_deref(),
+            Some("registry.example/ops/calitrace:0.1.0")
+        );
+        assert_eq!(got.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(
+            got.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
+        let pod =
+            ephemeral_pod("node-a", "calitrace", Some(&ds), Some("mine:1"), "0a", 60).unwrap();
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some("mine:1")
+        );
+        // Without either, the built-in template's image.
+        let pod = ephemeral_pod("node-a", "calitrace", None, None, "0a", 60).unwrap();
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some(DEFAULT_IMAGE)
+        );
     }
 }
