@@ -154,7 +154,7 @@ fn doctor_under_the_daemonsets_mounts_reads_what_it_reads_on_the_host() {
         shown(&on_host, None),
         shown(&in_pod, Some(&host.display().to_string())),
     );
-    assert_eq!(want.len(), 14, "{want:#?}");
+    assert_eq!(want.len(), 15, "{want:#?}");
     for (w, g) in want.iter().zip(&got) {
         assert_eq!(w, g, "the pod's doctor differs from the host's");
     }

@@ -95,7 +95,7 @@ fn doctor_with(netns: &str, args: &[&str]) -> Doctor {
         .into_iter()
         .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
         .collect();
-    assert_eq!(checks.len(), 14, "one line per check\n{}", finished.dump());
+    assert_eq!(checks.len(), 15, "one line per check\n{}", finished.dump());
     for c in checks.values() {
         for field in ["summary", "evidence"] {
             assert!(c[field].is_string(), "{field} in {c}");

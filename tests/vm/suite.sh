@@ -40,7 +40,7 @@ setup() {
     # What the lab uses; the rest the kernel loads on demand through /vm/modprobe.
     # Some are built into some kernels: not an error.
     for m in veth vxlan ipip x_tables ip_tables iptable_filter ip6_tables ip6table_filter \
-        nfnetlink nf_tables nft_compat nf_conntrack; do
+        nfnetlink nf_tables nft_compat nf_conntrack wireguard; do
         /vm/modprobe "$m" 2>/dev/null ||
             grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin" ||
             echo "vm: cannot load module $m"

@@ -34,6 +34,9 @@ pub const LAB: &[Package] = &[
     pkg("nftables", &["nft"]),
     pkg("iputils-ping", &["ping"]),
     pkg("bpftool", &["bpftool"]),
+    // `wg`: the WireGuard tests' devices (in the kernel matrix's guests,
+    // which share this root).
+    pkg("wireguard-tools", &["wg"]),
 ];
 /// The rest of `cargo xtask test`: the pcapng export, the real-terminal TUI.
 pub const TESTS: &[Package] = &[pkg("tshark", &["tshark"]), pkg("tmux", &["tmux"])];

@@ -72,6 +72,7 @@ impl FakeRoot {
             privileged: true,
             sysctls: BTreeMap::new(),
             ebpf: Default::default(),
+            wireguard: Default::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ mod mtu;
 mod routing;
 mod runtime;
 mod sysctl;
+mod wireguard;
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,8 @@ pub struct Inputs {
     pub sysctls: BTreeMap<String, String>,
     /// What the kernel shows of Calico's eBPF dataplane.
     pub ebpf: ebpf::EbpfReadings,
+    /// What WireGuard reports of Calico's devices.
+    pub wireguard: wireguard::WireguardReadings,
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -75,6 +78,7 @@ impl Inputs {
         let links = live_links();
         Inputs {
             ebpf: ebpf::EbpfReadings::live(&root, &links),
+            wireguard: wireguard::WireguardReadings::live(&links),
             links,
             routes: read_routes_in(&routes_dir)
                 .ok_or_else(|| format!("{}/route cannot be read", routes_dir.display())),
@@ -201,6 +205,7 @@ pub fn run_checks(inputs: &Inputs) -> Vec<Check> {
         bgp::bgp(inputs),
         dataplane::dataplane(inputs),
         ebpf::ebpf(inputs),
+        wireguard::wireguard(inputs),
     ]
 }
 

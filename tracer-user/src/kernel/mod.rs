@@ -9,3 +9,4 @@ pub mod netns;
 pub(crate) mod syscall;
 pub mod system;
 pub mod tc_programs;
+pub mod wireguard;

@@ -18,7 +18,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_DELQDISC: u16 = 37;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
@@ -469,6 +469,14 @@ pub fn route_get(dst: std::net::IpAddr) -> io::Result<Route> {
 pub fn addresses() -> io::Result<Vec<IpAddr>> {
     let body = [0u8; 8]; // ifaddrmsg, AF_UNSPEC
     dump(RTM_GETADDR, &body, RTM_NEWADDR, parse_address)
+}
+
+/// Every address with the index of its link.
+pub fn link_addresses() -> io::Result<Vec<(u32, IpAddr)>> {
+    let body = [0u8; 8]; // ifaddrmsg, AF_UNSPEC
+    dump(RTM_GETADDR, &body, RTM_NEWADDR, |p| {
+        Some((u32_at(p, 4)?, parse_address(p)?))
+    })
 }
 
 fn parse_address(payload: &[u8]) -> Option<IpAddr> {

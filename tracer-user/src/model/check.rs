@@ -38,6 +38,7 @@ ids! {
     Bgp => "bgp",
     Dataplane => "dataplane",
     Ebpf => "ebpf",
+    Wireguard => "wireguard",
 }
 
 impl std::fmt::Display for CheckId {
@@ -59,7 +60,7 @@ impl CheckId {
             Code::RpFilter => &[CheckId::RpFilter],
             Code::ProxyArpDisabled => &[CheckId::ProxyArp, CheckId::DefaultRoute],
             Code::MtuExceeded | Code::UnderlayMtu => &[CheckId::Mtu],
-            Code::UnderlayDrop => &[CheckId::Tunnel, CheckId::Routes],
+            Code::UnderlayDrop => &[CheckId::Tunnel, CheckId::Routes, CheckId::Wireguard],
             _ => &[],
         }
     }
@@ -200,7 +201,7 @@ mod tests {
         for id in CheckId::ALL {
             assert_eq!(serde_json::to_value(id).unwrap(), id.as_str());
         }
-        assert_eq!(CheckId::ALL.len(), 14);
+        assert_eq!(CheckId::ALL.len(), 15);
         assert!(CheckId::explaining(Code::ProxyArpDisabled).contains(&CheckId::ProxyArp));
     }
 }

@@ -1,0 +1,192 @@
+//! Calico's WireGuard between two lab nodes: devices named as Felix names
+//! them (`wireguard.cali`, its node's tunnel address from its pod block, MTU
+//! 1440, one peer per other node with its underlay endpoint and pod block as
+//! allowed IPs, the pod block routed through it), made with `wg`. This
+//! host's kernel has no WireGuard module: here the tests check that
+//! calitrace says so; the kernel matrix's Debian kernels run the real thing.
+
+use std::time::Duration;
+
+use calitrace_tests::calitrace::{self, Trace};
+use calitrace_tests::lab::FabricDrop;
+use calitrace_tests::{Lab, Mode};
+use serde_json::Value;
+
+/// Whether this kernel makes WireGuard devices (tried in node A's netns).
+fn kernel_has_wireguard(lab: &Lab) -> bool {
+    let ns = &lab.node(0).netns;
+    let ok = lab
+        .sh(ns, "ip link add calitrace-wg type wireguard")
+        .is_ok();
+    let _ = lab.sh(ns, "ip link del calitrace-wg");
+    ok
+}
+
+/// WireGuard between node A and B as Felix sets it up.
+fn wireguard_between_the_nodes(lab: &Lab) {
+    let dir = std::env::temp_dir().join(format!("calitrace-wg-{}", lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut public = Vec::new();
+    for i in 0..2 {
+        let n = lab.node(i);
+        let key = dir.join(format!("key{i}"));
+        let tunnel = n.pod_cidr.replace("/26", "");
+        lab.sh(
+            &n.netns,
+            &format!(
+                "umask 077; wg genkey > {k}; ip link add wireguard.cali type wireguard; \
+                 wg set wireguard.cali private-key {k} listen-port 51820; \
+                 ip addr add {tunnel}/32 dev wireguard.cali; \
+                 ip link set wireguard.cali mtu 1440 up",
+                k = key.display()
+            ),
+        )
+        .expect("a WireGuard device");
+        public.push(
+            lab.sh(&n.netns, &format!("wg pubkey < {}", key.display()))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+    }
+    for i in 0..2 {
+        let (me, other) = (lab.node(i), lab.node(1 - i));
+        lab.sh(
+            &me.netns,
+            &format!(
+                "wg set wireguard.cali peer {} endpoint {}:51820 allowed-ips {}; \
+                 ip route replace {} dev wireguard.cali",
+                public[1 - i],
+                other.underlay_ip,
+                other.pod_cidr,
+                other.pod_cidr
+            ),
+        )
+        .expect("the peer and its route");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `calitrace doctor -o json`'s `wireguard` check on node `i`.
+fn wireguard_check(lab: &Lab, i: usize) -> Value {
+    let f = calitrace::run(
+        Some(&lab.node(i).netns),
+        &[],
+        &["doctor", "-o", "json"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    f.of_type("check")
+        .into_iter()
+        .find(|c| c["id"] == "wireguard")
+        .cloned()
+        .unwrap_or_else(|| panic!("no wireguard check\n{}", f.dump()))
+}
+
+#[test]
+fn doctor_reads_wireguard_as_the_kernel_reports_it() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    if !kernel_has_wireguard(&lab) {
+        // A device of that name that is no WireGuard device: calitrace says
+        // the kernel cannot tell it about WireGuard, and goes on.
+        lab.sh(&lab.node(0).netns, "ip link add wireguard.cali type veth peer name wg-sink; ip link set wireguard.cali up; ip addr add 10.244.1.0/32 dev wireguard.cali")
+            .unwrap();
+        let c = wireguard_check(&lab, 0);
+        assert_eq!(c["status"], "warn", "{c}");
+        assert!(
+            c["summary"]
+                .as_str()
+                .unwrap()
+                .contains("no WireGuard module"),
+            "{c}"
+        );
+        return;
+    }
+    wireguard_between_the_nodes(&lab);
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    // UDP 51820 blocked between the nodes: the handshake never completes.
+    lab.fabric_drop(FabricDrop::UdpPort(51820)).unwrap();
+    assert!(!lab.ping(&a, &b.ip, 2), "nothing gets through");
+    let c = wireguard_check(&lab, 0);
+    assert_eq!(c["status"], "fail", "{c}");
+    let summary = c["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "no handshake with {}:51820",
+            lab.node(1).underlay_ip
+        )),
+        "{c}"
+    );
+    // Open again: the pods talk, each node has shaken hands.
+    lab.fabric_clear().unwrap();
+    assert!(lab.ping(&a, &b.ip, 3), "through WireGuard");
+    let c = wireguard_check(&lab, 0);
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 peer(s), 1 with a handshake"),
+        "{c}"
+    );
+    // The device without its address (calico#8039).
+    lab.sh(&lab.node(1).netns, "ip addr flush dev wireguard.cali")
+        .unwrap();
+    let c = wireguard_check(&lab, 1);
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap()
+            .contains("has no IPv4 address"),
+        "{c}"
+    );
+}
+
+#[test]
+fn wireguard_cali_is_traced_like_the_other_tunnels() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let wireguard = kernel_has_wireguard(&lab);
+    if wireguard {
+        wireguard_between_the_nodes(&lab);
+    } else {
+        // No WireGuard here: a device of its name that the pod block is
+        // routed into (a veth whose other end drops everything) shows that calitrace picks
+        // it by name, as it does Calico's other tunnels.
+        lab.sh(
+            &lab.node(0).netns,
+            &format!(
+                "ip link add wireguard.cali type veth peer name wg-sink; \
+                 ip link set wireguard.cali arp off up; ip link set wg-sink up; \
+                 ip route replace {} dev wireguard.cali",
+                lab.node(1).pod_cidr
+            ),
+        )
+        .unwrap();
+    }
+    let t = Trace::start(&lab.node(0).netns, &[]).unwrap();
+    assert_eq!(lab.ping(&a, &b.ip, 2), wireguard);
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let through = f
+        .of_type("packet")
+        .into_iter()
+        .filter(|p| p["ifname"] == "wireguard.cali" && p["dst"] == b.ip.as_str())
+        .count();
+    assert!(
+        through >= 2,
+        "the pings leave by wireguard.cali\n{}",
+        f.dump()
+    );
+    if wireguard {
+        // On the uplink they are WireGuard's UDP, to the other node.
+        assert!(
+            f.of_type("packet")
+                .iter()
+                .any(|p| p["ifname"] == "eth0" && p["dport"] == 51820),
+            "{}",
+            f.dump()
+        );
+    }
+}
