@@ -22,8 +22,8 @@ fn kernel_has_wireguard(lab: &Lab) -> bool {
     ok
 }
 
-/// WireGuard between node A and B as Felix sets it up.
-fn wireguard_between_the_nodes(lab: &Lab) {
+/// WireGuard between node A and B as Felix sets it up; the nodes' public keys.
+fn wireguard_between_the_nodes(lab: &Lab) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!("calitrace-wg-{}", lab.id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut public = Vec::new();
@@ -65,6 +65,7 @@ fn wireguard_between_the_nodes(lab: &Lab) {
         .expect("the peer and its route");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    public
 }
 
 /// `calitrace doctor -o json`'s `wireguard` check on node `i`.
@@ -170,4 +171,52 @@ fn wireguard_cali_is_traced_like_the_other_tunnels() {
             f.dump()
         );
     }
+}
+
+#[test]
+fn a_source_outside_the_peers_allowed_ips_is_a_wireguard_refusal() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let wireguard = kernel_has_wireguard(&lab);
+    if wireguard {
+        let keys = wireguard_between_the_nodes(&lab);
+        // Node B lets node A's peer send from its tunnel address only, not
+        // from its pods (as when a pod's block is not the node's: calico#9751).
+        lab.sh(
+            &lab.node(1).netns,
+            &format!(
+                "wg set wireguard.cali peer {} allowed-ips {}",
+                keys[0],
+                lab.node(0).pod_cidr.replace("/26", "/32")
+            ),
+        )
+        .unwrap();
+    }
+    let t = Trace::start(&lab.node(1).netns, &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // With WireGuard node B refuses what pod A sends; without, it is routed.
+    assert_eq!(lab.ping(&a, &b.ip, 3), !wireguard);
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let refused: Vec<&Value> = f
+        .diagnoses()
+        .into_iter()
+        .filter(|d| d["code"] == "WIREGUARD_REFUSED")
+        .collect();
+    if !wireguard {
+        // No WireGuard here (no device at all): nothing refused.
+        assert!(refused.is_empty(), "{}", f.dump());
+        return;
+    }
+    let d = refused
+        .last()
+        .unwrap_or_else(|| panic!("no WIREGUARD_REFUSED\n{}", f.dump()));
+    assert_eq!(d["ifname"], "wireguard.cali", "{d}");
+    assert!(d["count"].as_u64().unwrap_or(0) >= 1, "{d}");
+    let allowed = format!("allows {}", lab.node(0).pod_cidr.replace("/26", "/32"));
+    assert!(
+        d["summary"].as_str().unwrap_or("").contains(&allowed),
+        "{d}"
+    );
 }

@@ -20,6 +20,7 @@ mod routing;
 #[cfg(test)]
 mod tests;
 mod underlay;
+mod wireguard;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -83,6 +84,17 @@ impl Diagnoser {
     ) {
         let f = neighbor::gateway_unanswered(ifname, IpAddr::V4(u.target), env);
         self.note(f, u.last_ts, u.requests, out);
+    }
+
+    /// WireGuard refused `r.count` packets on a device.
+    pub fn on_wireguard_refused(
+        &mut self,
+        r: &crate::model::WireguardRefusal,
+        ts: u64,
+        out: &mut Vec<Record>,
+    ) {
+        let f = wireguard::wireguard_refused(r);
+        self.note(f, ts, r.count, out);
     }
 
     /// Packets of a pod flow lost between two nodes (cluster views).

@@ -65,6 +65,10 @@ pub enum Problem {
         rule_id: Option<String>,
         flow: Pair,
     },
+    /// WIREGUARD_REFUSED on one device.
+    WireguardRefused {
+        ifname: String,
+    },
     /// UNDERLAY_DROP or UNDERLAY_MTU of one pod flow between two nodes.
     Underlay {
         code: Code,

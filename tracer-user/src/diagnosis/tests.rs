@@ -654,3 +654,31 @@ fn calicos_other_ebpf_drops_name_felixs_reason_with_a_hint() {
     plain.calico_ebpf = None;
     assert_eq!(one(&plain, NodeFacts::default()).code, Code::Other);
 }
+
+#[test]
+fn wireguards_refusals_name_the_device_and_the_peers_allowed_ips() {
+    let mut dg = Diagnoser::new(0);
+    let mut out = Vec::new();
+    let r = crate::model::WireguardRefusal {
+        ifname: "wireguard.cali".into(),
+        count: 4,
+        peers: Some("192.168.1.1:51820 allows 10.244.1.0/32".into()),
+    };
+    dg.on_wireguard_refused(&r, 1_000, &mut out);
+    let d = dg.current();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].code, Code::WireguardRefused);
+    assert_eq!(d[0].count, 4);
+    assert!(
+        d[0].summary.contains(
+            "outside the sending peer's allowed IPs (peers: 192.168.1.1:51820 allows 10.244.1.0/32)"
+        ),
+        "{}",
+        d[0].summary
+    );
+    assert!(
+        d[0].hint.contains("wg show wireguard.cali allowed-ips"),
+        "{}",
+        d[0].hint
+    );
+}

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::{Fact, NodeFacts, PodInfo, RouteFact};
 use crate::dataplane::calico_ebpf::CalicoEbpf;
 use crate::kernel::{kallsyms::Kallsyms, netlink, system};
-use crate::model::CalicoEbpfDrop;
+use crate::model::{CalicoEbpfDrop, WireguardRefusal};
 use crate::netfilter::Inventory;
 use crate::netfilter::trace::NfTracer;
 
@@ -18,6 +18,9 @@ pub struct Live {
     nftrace: Option<NfTracer>,
     /// Felix's counters, where Calico's eBPF dataplane runs.
     calico_ebpf: Option<CalicoEbpf>,
+    /// WireGuard devices' `rx_frame_errors` as last read, and when to read next.
+    wireguard_errors: std::collections::BTreeMap<String, u64>,
+    wireguard_next_ns: u64,
 }
 
 /// Answers lookups from facts, asking the kernel first when live.
@@ -46,6 +49,8 @@ impl Environment {
                 kallsyms,
                 nftrace: None,
                 calico_ebpf: None,
+                wireguard_errors: Default::default(),
+                wireguard_next_ns: 0,
             }),
             updates: Vec::new(),
             trace_error: None,
@@ -100,6 +105,46 @@ impl Environment {
             drop: drop.clone(),
         });
         Some(drop)
+    }
+
+    /// Packets WireGuard refused since the last reading (live: read once a
+    /// second, the first reading being the baseline); recorded for replay.
+    pub fn wireguard_refusals(&mut self, now_ns: u64) -> Vec<WireguardRefusal> {
+        let Some(live) = self.live.as_mut() else {
+            return std::mem::take(&mut self.facts.wireguard_refused);
+        };
+        if now_ns < live.wireguard_next_ns {
+            return Vec::new();
+        }
+        live.wireguard_next_ns = now_ns + 1_000_000_000;
+        let mut found = Vec::new();
+        for dev in ["wireguard.cali", "wg-v6.cali"] {
+            let path = format!("/sys/class/net/{dev}/statistics/rx_frame_errors");
+            let Some(errors) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let before = live.wireguard_errors.insert(dev.to_string(), errors);
+            if let Some(b) = before
+                && errors > b
+            {
+                found.push(WireguardRefusal {
+                    ifname: dev.to_string(),
+                    count: errors - b,
+                    peers: wireguard_peers(dev),
+                });
+            }
+        }
+        for refusal in &found {
+            self.learn(Fact::WireguardRefused {
+                ts_ns: now_ns,
+                refusal: refusal.clone(),
+            });
+        }
+        self.facts.wireguard_refused.clear();
+        found
     }
 
     /// Traces the packets from `src` to `dst` through every nf_tables table
@@ -255,6 +300,27 @@ impl Environment {
     }
 }
 
+/// `endpoint: allowed IPs` of each peer of WireGuard device `dev`.
+fn wireguard_peers(dev: &str) -> Option<String> {
+    let d = crate::kernel::wireguard::device(dev).ok()?;
+    let peers: Vec<String> = d
+        .peers
+        .iter()
+        .map(|p| {
+            let at = p
+                .endpoint
+                .map_or_else(|| "no endpoint".into(), |e| e.to_string());
+            let allowed: Vec<String> = p
+                .allowed_ips
+                .iter()
+                .map(|(a, m)| format!("{a}/{m}"))
+                .collect();
+            format!("{at} allows {}", allowed.join(", "))
+        })
+        .collect();
+    Some(peers.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +396,21 @@ mod tests {
         let mut replayed = NodeFacts::default();
         replayed.apply(&updates[0]);
         assert_eq!(replayed.symbols, env.facts.symbols);
+    }
+
+    #[test]
+    fn a_recorded_wireguard_refusal_is_replayed_once() {
+        let mut env = Environment::replay(NodeFacts::default());
+        let refusal = WireguardRefusal {
+            ifname: "wireguard.cali".into(),
+            count: 3,
+            peers: Some("192.168.1.2:51820 allows 10.244.2.0/26".into()),
+        };
+        env.apply(&Fact::WireguardRefused {
+            ts_ns: 5,
+            refusal: refusal.clone(),
+        });
+        assert_eq!(env.wireguard_refusals(10), vec![refusal]);
+        assert!(env.wireguard_refusals(20).is_empty());
     }
 }

@@ -79,6 +79,9 @@ pub struct NodeFacts {
     /// recorded just before the drop it belongs to.
     #[serde(skip)]
     pub calico_ebpf: Option<(u64, u32, Box<crate::model::CalicoEbpfDrop>)>,
+    /// WireGuard refusals recorded since they were last taken.
+    #[serde(skip)]
+    pub wireguard_refused: Vec<crate::model::WireguardRefusal>,
 }
 
 /// One change to [`NodeFacts`].
@@ -116,6 +119,11 @@ pub enum Fact {
         ts_ns: u64,
         ifindex: u32,
         drop: Box<crate::model::CalicoEbpfDrop>,
+    },
+    /// WireGuard refused packets on a device (its `rx_frame_errors` grew).
+    WireguardRefused {
+        ts_ns: u64,
+        refusal: crate::model::WireguardRefusal,
     },
     /// Events lost so far (the ring buffer was full), at monotonic `ts_ns`.
     Lost {
@@ -163,6 +171,7 @@ impl NodeFacts {
                 ifindex,
                 drop,
             } => self.calico_ebpf = Some((*ts_ns, *ifindex, drop.clone())),
+            Fact::WireguardRefused { refusal, .. } => self.wireguard_refused.push(refusal.clone()),
         }
     }
 

@@ -56,6 +56,7 @@ impl CheckId {
             }
             Code::PolicyDrop => &[CheckId::Dataplane, CheckId::Ebpf],
             Code::CalicoEbpfDrop => &[CheckId::Ebpf],
+            Code::WireguardRefused => &[CheckId::Wireguard],
             Code::NoRoute => &[CheckId::IpForward, CheckId::DefaultRoute, CheckId::Routes],
             Code::RpFilter => &[CheckId::RpFilter],
             Code::ProxyArpDisabled => &[CheckId::ProxyArp, CheckId::DefaultRoute],

@@ -26,6 +26,7 @@ pub enum Code {
     UnderlayDrop,
     UnderlayMtu,
     CalicoEbpfDrop,
+    WireguardRefused,
     #[default]
     Other,
 }
@@ -45,6 +46,7 @@ impl Code {
             Code::UnderlayDrop => "UNDERLAY_DROP",
             Code::UnderlayMtu => "UNDERLAY_MTU",
             Code::CalicoEbpfDrop => "CALICO_EBPF_DROP",
+            Code::WireguardRefused => "WIREGUARD_REFUSED",
             Code::Other => "OTHER",
         }
     }
@@ -145,4 +147,14 @@ impl Diagnosis {
             && self.underlay.as_ref().map(|u| (&u.src_node, &u.dst_node))
                 == o.underlay.as_ref().map(|u| (&u.src_node, &u.dst_node))
     }
+}
+
+/// Refusals counted on one WireGuard device since the last reading.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WireguardRefusal {
+    pub ifname: String,
+    pub count: u64,
+    /// The device's peers and their allowed IPs, as WireGuard reports them
+    /// (`endpoint: allowed, ...`), where they could be read.
+    pub peers: Option<String>,
 }

@@ -13,7 +13,7 @@ pub mod reason;
 pub mod records;
 
 pub use check::{Check, CheckId, Status as CheckStatus};
-pub use diagnosis::{Code, Diagnosis, Underlay};
+pub use diagnosis::{Code, Diagnosis, Underlay, WireguardRefusal};
 pub use journey::{CalicoEbpfDrop, Hop, HopLabel, NetfilterInfo, PolicyRef, Refusal};
 pub use names::{
     ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,

@@ -198,6 +198,9 @@ impl Pipeline {
                 .on_unanswered_arp(&u, &ifname, &mut self.env, out);
         }
         self.journeys.expire(self.now);
+        for r in self.env.wireguard_refusals(self.now) {
+            self.diagnoser.on_wireguard_refused(&r, self.now, out);
+        }
         self.env.expire_trace();
         self.diagnoser.flush(self.now, false, out);
     }
