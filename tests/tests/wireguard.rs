@@ -103,7 +103,7 @@ fn doctor_reads_wireguard_as_the_kernel_reports_it() {
         assert_check(&c, "warn", "no WireGuard module");
         return;
     }
-    wireguard_between_the_nodes(&lab);
+    let keys = wireguard_between_the_nodes(&lab);
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     // UDP 51820 blocked between the nodes: the handshake never completes.
     lab.fabric_drop(FabricDrop::UdpPort(51820)).unwrap();
@@ -118,6 +118,14 @@ fn doctor_reads_wireguard_as_the_kernel_reports_it() {
     assert!(through, "through WireGuard");
     let c = wireguard_check(&lab, 0);
     assert_check(&c, "ok", "1 peer(s), 1 with a handshake");
+    // Node B loses its peer (a node Felix no longer knows): B says so.
+    lab.sh(
+        &lab.node(1).netns,
+        &format!("wg set wireguard.cali peer {} remove", keys[0]),
+    )
+    .unwrap();
+    let c = wireguard_check(&lab, 1);
+    assert_check(&c, "warn", "wireguard.cali has no peers");
     // The device without its address (calico#8039).
     lab.sh(&lab.node(1).netns, "ip addr flush dev wireguard.cali")
         .unwrap();
@@ -174,7 +182,7 @@ fn wireguard_cali_is_traced_like_the_other_tunnels() {
 }
 
 #[test]
-fn a_source_outside_the_peers_allowed_ips_is_a_wireguard_refusal() {
+fn a_source_outside_the_peers_allowed_ips_is_the_receiving_nodes_wireguard_refusal() {
     let lab = Lab::new(Mode::Direct).unwrap();
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let wireguard = kernel_has_wireguard(&lab);
@@ -192,13 +200,29 @@ fn a_source_outside_the_peers_allowed_ips_is_a_wireguard_refusal() {
         )
         .unwrap();
     }
-    let t = Trace::start(&lab.node(1).netns, &[]).unwrap();
+    // The cluster view: node B's refusal is node B's, never the underlay's
+    // (the packets did reach node B's uplink).
+    let t = Trace::start_cluster(
+        &[
+            ("node-a", lab.node(0).netns.as_str()),
+            ("node-b", lab.node(1).netns.as_str()),
+        ],
+        &[],
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     // With WireGuard node B refuses what pod A sends; without, it is routed.
     assert_eq!(lab.ping(&a, &b.ip, 3), !wireguard);
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     let f = t.stop().unwrap();
     assert!(f.status.success(), "{}", f.dump());
+    assert!(
+        f.diagnoses()
+            .iter()
+            .all(|d| !d["code"].as_str().unwrap_or("").starts_with("UNDERLAY")),
+        "{}",
+        f.dump()
+    );
     let refused: Vec<&Value> = f
         .diagnoses()
         .into_iter()
@@ -213,6 +237,7 @@ fn a_source_outside_the_peers_allowed_ips_is_a_wireguard_refusal() {
         .last()
         .unwrap_or_else(|| panic!("no WIREGUARD_REFUSED\n{}", f.dump()));
     assert_eq!(d["ifname"], "wireguard.cali", "{d}");
+    assert_eq!(d["node"], "node-b", "{d}");
     assert!(d["count"].as_u64().unwrap_or(0) >= 1, "{d}");
     let allowed = format!("allows {}", lab.node(0).pod_cidr.replace("/26", "/32"));
     assert!(
