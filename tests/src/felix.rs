@@ -33,6 +33,25 @@ pub const COUNTERS_MAP: &str = "cali_counters6";
 pub const RULE_CTRS_MAP: &str = "cali_rule_ctrs2";
 /// Number of counters per key in [`COUNTERS_MAP`] (Calico v3.32.1).
 pub const MAX_COUNTERS: usize = 27;
+
+/// Which Calico release's counters map the stand-in keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `cali_counters6`, 27 counters.
+    #[default]
+    V3_32_1,
+    /// `cali_counters2`, 14 counters (Calico 3.26 to 3.29).
+    V3_29,
+}
+
+impl Layout {
+    pub fn map(self) -> &'static str {
+        match self {
+            Layout::V3_32_1 => COUNTERS_MAP,
+            Layout::V3_29 => "cali_counters2",
+        }
+    }
+}
 /// The stand-in's own configuration map (see [`StandinCfg`]).
 const CFG_MAP: &str = "standin_cfg";
 /// Where bpffs lives (Felix pins under `/sys/fs/bpf/tc/globals`).
@@ -68,15 +87,18 @@ pub struct StandinCfg {
     pub hook: u32,
     /// IPv4 protocol number of the packets to drop (1 ICMP, 6 TCP, 17 UDP).
     pub proto: u8,
+    /// The counters map it counts in (and [`FelixStandin::attach`] pins).
+    pub layout: Layout,
 }
 
 impl StandinCfg {
-    fn entries(&self) -> [u64; 4] {
+    fn entries(&self) -> [u64; 5] {
         [
             self.reason.into(),
             self.match_id,
             self.hook.into(),
             self.proto.into(),
+            u64::from(self.layout == Layout::V3_29),
         ]
     }
 }
@@ -131,7 +153,7 @@ impl FelixStandin {
         };
         standin.set(cfg)?;
         standin.make_dirs(pin_dir)?;
-        for name in [COUNTERS_MAP, RULE_CTRS_MAP] {
+        for name in [cfg.layout.map(), RULE_CTRS_MAP] {
             let path = pin_dir.join(name);
             standin
                 .ebpf()?

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Trace};
-use calitrace_tests::felix::{FelixStandin, Hook, StandinCfg};
+use calitrace_tests::felix::{FelixStandin, Hook, Layout, StandinCfg};
 use calitrace_tests::{Lab, Mode};
 use serde_json::Value;
 
@@ -95,6 +95,7 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
             match_id: MATCH_ID,
             hook: 1,
             proto: 1,
+            ..Default::default()
         },
     )
     .expect("the stand-in for Felix's programs loads");
@@ -125,6 +126,7 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
             match_id: 0,
             hook: 1,
             proto: 1,
+            ..Default::default()
         })
         .unwrap();
     assert!(!lab.ping(&a, &b.ip, 1));
@@ -239,6 +241,7 @@ fn in_the_cluster_view_an_ebpf_drop_on_the_receiving_node_is_that_nodes_policy_d
             match_id: MATCH_ID,
             hook: 1,
             proto: 1,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -286,4 +289,78 @@ fn in_the_cluster_view_an_ebpf_drop_on_the_receiving_node_is_that_nodes_policy_d
         .filter_map(|h| h["node"].as_str())
         .collect();
     assert_eq!(nodes.first(), Some(&"node-a"), "{}", f.dump());
+}
+
+/// A policy debug file in Felix 3.29's wording (`Start of policy <name>`,
+/// rules without the policy's name), for `iface`'s ingress policy.
+fn policy_debug_3_29(dir: &Path, iface: &str) {
+    let json = format!(
+        r#"{{"ifacename":"{iface}","hook":"tc egress","policyInfo":[
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of tier default"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of policy default.deny-icmp","Start of rule action:\"deny\" protocol:{{name:\"icmp\"}}","IPSets ","Rule MatchID: {MATCH_ID}"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule","End of policy default.deny-icmp","End of tier default"]}}],"error":""}}
+"#
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{iface}_ingress_v4.json")), json).unwrap();
+}
+
+#[test]
+fn calico_3_29s_counters_layout_and_debug_wording_are_read_too() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dirs = Dirs::new("v329");
+    policy_debug_3_29(&dirs.policy, &b.cali);
+    let policy_drop = StandinCfg {
+        reason: 4,
+        match_id: MATCH_ID,
+        hook: 1,
+        proto: 1,
+        layout: Layout::V3_29,
+    };
+    let mut felix = FelixStandin::attach(
+        &lab.node(1).netns,
+        &b.cali,
+        Hook::Egress,
+        &dirs.maps,
+        policy_drop,
+    )
+    .unwrap();
+    let t = Trace::start(
+        &lab.node(1).netns,
+        &[
+            "--calico-bpf-maps",
+            dirs.maps.to_str().unwrap(),
+            "--calico-bpf-policy",
+            dirs.policy.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 2));
+    // RT_UNKNOWN (12): a route Calico's eBPF route map lacks.
+    felix
+        .set(StandinCfg {
+            reason: 12,
+            ..policy_drop
+        })
+        .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 1));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let d = ebpf_drops(&f, "DROPPED_BY_POLICY");
+    let d = d.first().unwrap_or_else(|| panic!("{}", f.dump()));
+    assert_eq!(d["calico_ebpf"]["map"], "cali_counters2", "{d}");
+    assert_eq!(d["calico_ebpf"]["layout"], "Calico 3.26-3.29", "{d}");
+    let diag = f.diagnosis("POLICY_DROP");
+    assert_eq!(diag["policy"]["name"], "default.deny-icmp", "{diag}");
+    assert_eq!(diag["policy"]["tier"], "default", "{diag}");
+    assert_eq!(ebpf_drops(&f, "RT_UNKNOWN").len(), 1, "{}", f.dump());
+    assert!(
+        f.diagnosis("CALICO_EBPF_DROP")["hint"]
+            .as_str()
+            .unwrap_or("")
+            .contains("route"),
+        "{}",
+        f.dump()
+    );
 }

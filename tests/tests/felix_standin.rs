@@ -122,6 +122,7 @@ fn felix_standin_counts_and_drops_like_calicos_policy_programs() {
         match_id: MATCH_ID,
         hook: 1,
         proto: 1,
+        ..Default::default()
     };
     // Egress of pod B's cali interface: towards the pod.
     let mut standin = FelixStandin::attach(&node_b, &b.cali, Hook::Egress, &globals, drop_pings)

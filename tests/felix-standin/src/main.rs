@@ -41,6 +41,8 @@ use aya_ebpf::{
 
 /// Calico v3.32.1's `MAX_COUNTERS_SIZE`.
 const MAX_COUNTERS: usize = 27;
+/// Calico v3.26-v3.29's (`cali_counters2`).
+const MAX_COUNTERS_3_29: usize = 14;
 /// `COUNTER_TOTAL_PACKETS`.
 const TOTAL_PACKETS: usize = 0;
 /// `CALI_REASON_DROPPED_BY_POLICY`.
@@ -59,23 +61,32 @@ pub struct CountersKey {
 static CALI_COUNTERS: PerCpuHashMap<CountersKey, [u64; MAX_COUNTERS]> =
     PerCpuHashMap::with_max_entries(20000, 0);
 
+/// Calico v3.26-v3.29's counters map; `standin_cfg[4]` = 1 counts in it
+/// instead.
+#[map(name = "cali_counters2")]
+static CALI_COUNTERS_3_29: PerCpuHashMap<CountersKey, [u64; MAX_COUNTERS_3_29]> =
+    PerCpuHashMap::with_max_entries(20000, 0);
+
 #[map(name = "cali_rule_ctrs2")]
 static CALI_RULE_CTRS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(10000, 0);
 
 #[map(name = "standin_cfg")]
-static STANDIN_CFG: Array<u64> = Array::with_max_entries(4, 0);
+static STANDIN_CFG: Array<u64> = Array::with_max_entries(5, 0);
 
 fn cfg(index: u32) -> u64 {
     STANDIN_CFG.get(index).copied().unwrap_or(0)
 }
 
-/// The counters of `key`, created zeroed if missing.
-fn counters(key: &CountersKey) -> Option<*mut [u64; MAX_COUNTERS]> {
-    if let Some(p) = CALI_COUNTERS.get_ptr_mut(key) {
+/// The counters of `key` in `map`, created zeroed if missing.
+fn counters<const N: usize>(
+    map: &PerCpuHashMap<CountersKey, [u64; N]>,
+    key: &CountersKey,
+) -> Option<*mut [u64; N]> {
+    if let Some(p) = map.get_ptr_mut(key) {
         return Some(p);
     }
-    let _ = CALI_COUNTERS.insert(key, [0u64; MAX_COUNTERS], BPF_NOEXIST.into());
-    CALI_COUNTERS.get_ptr_mut(key)
+    let _ = map.insert(key, [0u64; N], BPF_NOEXIST.into());
+    map.get_ptr_mut(key)
 }
 
 #[classifier]
@@ -86,14 +97,27 @@ pub fn cali_tc_preambl(ctx: TcContext) -> i32 {
         ifindex,
         hook: cfg(2) as u32,
     };
-    let Some(ctrs) = counters(&key) else {
+    if cfg(4) == 1 {
+        return run(&ctx, &CALI_COUNTERS_3_29, &key);
+    }
+    run(&ctx, &CALI_COUNTERS, &key)
+}
+
+/// Counts the packet in `map` and drops it as configured.
+#[inline(always)]
+fn run<const N: usize>(
+    ctx: &TcContext,
+    map: &PerCpuHashMap<CountersKey, [u64; N]>,
+    key: &CountersKey,
+) -> i32 {
+    let Some(ctrs) = counters(map, key) else {
         return TC_ACT_UNSPEC;
     };
     // SAFETY: a per-CPU map value of this CPU, valid for the whole run.
     unsafe { (*ctrs)[TOTAL_PACKETS] += 1 };
 
     let reason = cfg(0);
-    if reason == 0 || reason >= MAX_COUNTERS as u64 {
+    if reason == 0 || reason >= N as u64 {
         return TC_ACT_UNSPEC;
     }
     let is_ipv4 = ctx
@@ -102,7 +126,7 @@ pub fn cali_tc_preambl(ctx: TcContext) -> i32 {
     if !is_ipv4 || ctx.load::<u8>(ETH_HLEN + 9).ok() != Some(cfg(3) as u8) {
         return TC_ACT_UNSPEC;
     }
-    // SAFETY: as above; `reason` is below MAX_COUNTERS.
+    // SAFETY: as above; `reason` is below N.
     unsafe { (*ctrs)[reason as usize] += 1 };
     let match_id = cfg(1);
     if reason == DROPPED_BY_POLICY && match_id != 0 {
