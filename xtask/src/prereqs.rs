@@ -84,6 +84,8 @@ pub enum Task {
     /// `cargo xtask bench` as root: the lab, iperf3, tcpdump, tshark.
     Bench,
     Image,
+    /// `cargo xtask vm-test`: qemu and the initramfs tools, and the lab's
+    /// packages (the guests share this root).
     VmTest,
     /// `cargo xtask lint` / `manifests`: python3-venv.
     Lint,
@@ -95,7 +97,8 @@ impl Task {
             Task::Test => &[LAB, TESTS, IMAGE],
             Task::Bench => &[LAB, BENCH],
             Task::Image => &[IMAGE],
-            Task::VmTest => &[VM],
+            // The guests share this root: the lab's commands (`wg` included) too.
+            Task::VmTest => &[VM, LAB],
             Task::Lint => &[LINT],
         }
     }
