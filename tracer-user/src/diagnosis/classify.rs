@@ -249,11 +249,7 @@ pub fn netfilter_backend(location: Option<&str>, kernel: &str) -> Option<Backend
 
 /// Whether nf_tables frees the packets it drops itself (kernel 6.8 and later).
 pub fn nft_frees_its_drops(kernel: &str) -> bool {
-    let mut v = kernel
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-    (major, minor) >= (6, 8)
+    crate::kernel::system::parse_release(kernel) >= (6, 8)
 }
 
 #[cfg(test)]
