@@ -62,6 +62,18 @@ impl Dirs {
     }
 }
 
+impl Dirs {
+    /// calitrace's options that point it at these directories.
+    fn args(&self) -> [&str; 4] {
+        [
+            "--calico-bpf-maps",
+            self.maps.to_str().unwrap(),
+            "--calico-bpf-policy",
+            self.policy.to_str().unwrap(),
+        ]
+    }
+}
+
 impl Drop for Dirs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -102,14 +114,7 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
     let file = std::env::temp_dir().join(format!("calitrace-ebpf-{}.rec", std::process::id()));
     let mut t = Trace::start(
         &lab.node(1).netns,
-        &[
-            "--calico-bpf-maps",
-            maps.to_str().unwrap(),
-            "--calico-bpf-policy",
-            policy.to_str().unwrap(),
-            "-w",
-            file.to_str().unwrap(),
-        ],
+        &[&dirs.args()[..], &["-w", file.to_str().unwrap()]].concat(),
     )
     .unwrap();
     let line = t
@@ -250,12 +255,7 @@ fn in_the_cluster_view_an_ebpf_drop_on_the_receiving_node_is_that_nodes_policy_d
             ("node-a", lab.node(0).netns.as_str()),
             ("node-b", lab.node(1).netns.as_str()),
         ],
-        &[
-            "--calico-bpf-maps",
-            dirs.maps.to_str().unwrap(),
-            "--calico-bpf-policy",
-            dirs.policy.to_str().unwrap(),
-        ],
+        &dirs.args(),
     )
     .unwrap();
     assert!(!lab.ping(&a, &b.ip, 3));
@@ -326,16 +326,7 @@ fn calico_3_29s_counters_layout_and_debug_wording_are_read_too() {
         policy_drop,
     )
     .unwrap();
-    let t = Trace::start(
-        &lab.node(1).netns,
-        &[
-            "--calico-bpf-maps",
-            dirs.maps.to_str().unwrap(),
-            "--calico-bpf-policy",
-            dirs.policy.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let t = Trace::start(&lab.node(1).netns, &dirs.args()).unwrap();
     assert!(!lab.ping(&a, &b.ip, 2));
     // RT_UNKNOWN (12): a route Calico's eBPF route map lacks.
     felix
