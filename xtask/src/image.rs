@@ -66,6 +66,13 @@ fn ensure_tools() -> Result<()> {
     setup::ensure_rust_target(TARGET)
 }
 
+/// The image's binary alone (vm-test runs it in the guests; its packages are
+/// vm-test's): the musl target, then the build, a no-op where `cargo xtask image` or `test` already built it.
+pub fn static_binary() -> Result<PathBuf> {
+    setup::ensure_rust_target(TARGET)?;
+    build_static()
+}
+
 fn build_static() -> Result<PathBuf> {
     let mut c = cargo();
     c.args(["build", "--package", "tracer-user", "--bin", "calitrace"])

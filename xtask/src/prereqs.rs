@@ -41,10 +41,10 @@ pub const LAB: &[Package] = &[
 /// The rest of `cargo xtask test`: the pcapng export, the real-terminal TUI.
 pub const TESTS: &[Package] = &[pkg("tshark", &["tshark"]), pkg("tmux", &["tmux"])];
 /// `cargo xtask image`: a C compiler for musl (crates compile C), buildah.
-pub const IMAGE: &[Package] = &[
-    pkg("musl-tools", &["musl-gcc"]),
-    pkg("buildah", &["buildah"]),
-];
+pub const IMAGE: &[Package] = &[MUSL_TOOLS, pkg("buildah", &["buildah"])];
+/// The image's static binary alone (vm-test runs it in the guests).
+pub const MUSL: &[Package] = &[MUSL_TOOLS];
+const MUSL_TOOLS: Package = pkg("musl-tools", &["musl-gcc"]);
 /// The benchmark's traffic and its tcpdump anchor (besides the lab, and
 /// tshark for the replay comparison).
 pub const BENCH: &[Package] = &[
@@ -98,7 +98,7 @@ impl Task {
             Task::Bench => &[LAB, BENCH],
             Task::Image => &[IMAGE],
             // The guests share this root: the lab's commands (`wg` included) too.
-            Task::VmTest => &[VM, LAB],
+            Task::VmTest => &[VM, LAB, MUSL],
             Task::Lint => &[LINT],
         }
     }
