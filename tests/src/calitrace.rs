@@ -51,8 +51,8 @@ pub struct Trace {
     stdout_done: mpsc::Receiver<()>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
-    /// Lines of `stderr_seen` that [`Trace::wait_for_stderr`] has looked past.
-    stderr_taken: usize,
+    /// Lines of `stderr_seen` that [`Trace::wait_for_stderr`] returned.
+    stderr_taken: Vec<usize>,
     /// From spawning to "tracing on" (zero for [`run`]).
     pub ready_after: Duration,
 }
@@ -157,7 +157,7 @@ impl Trace {
             stdout_done,
             stderr,
             stderr_seen: Vec::new(),
-            stderr_taken: 0,
+            stderr_taken: Vec::new(),
             ready_after: Duration::ZERO,
         })
     }
@@ -262,19 +262,18 @@ impl Trace {
     }
 
     /// Waits for a stderr line containing `needle` (also one seen already,
-    /// that no earlier call returned) and returns it.
+    /// before or after lines earlier calls returned, that no earlier call
+    /// returned: agents of several nodes say things in any order) and
+    /// returns it.
     pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) -> Result<String> {
         let deadline = Instant::now() + limit;
-        let mut from = self.stderr_taken;
         loop {
-            if let Some(i) = self.stderr_seen[from..]
-                .iter()
-                .position(|l| l.contains(needle))
-            {
-                self.stderr_taken = from + i + 1;
-                return Ok(self.stderr_seen[from + i].clone());
+            let found = (0..self.stderr_seen.len())
+                .find(|i| !self.stderr_taken.contains(i) && self.stderr_seen[*i].contains(needle));
+            if let Some(i) = found {
+                self.stderr_taken.push(i);
+                return Ok(self.stderr_seen[i].clone());
             }
-            from = self.stderr_seen.len();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
