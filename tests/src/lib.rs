@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod calitrace;
 pub mod felix;
+pub mod k8s_lab;
 pub mod kernel;
 pub mod lab;
 pub mod standby;

@@ -28,8 +28,9 @@ pub enum Command {
     Probes,
     /// Trace like `trace` and write the recording stream to stdout, for
     /// `calitrace cluster`; stops on SIGTERM/SIGINT/SIGHUP, when stdin (a
-    /// pipe) closes, on a broken stdout, after --duration.
-    Agent(TraceArgs),
+    /// pipe) closes, when a client that sent keep-alives stops sending them,
+    /// on a broken stdout, after --duration or --max-lifetime.
+    Agent(AgentArgs),
     /// One live view of several nodes: starts `sh -c "COMMAND agent ARGS"`
     /// for each --node NAME=COMMAND, or reaches the agents through the
     /// Kubernetes API server with --k8s, and merges their streams.
@@ -41,6 +42,42 @@ pub enum Command {
     /// for SIGTERM, SIGINT or SIGHUP and exit 0: what the agent DaemonSet's
     /// pods run; tracing happens in `kubectl exec ... calitrace agent`.
     Standby(StandbyArgs),
+    /// Remove what killed calitraces left on this node: tc filters of
+    /// their programs that no process holds, nftables trace tables of
+    /// calitraces that are gone. Running calitraces keep theirs.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Stop after SECS seconds whatever the client does (an agent whose
+    /// client vanished without a word ends anyway); with --duration, that
+    /// is the bound instead.
+    #[arg(long, value_name = "SECS", default_value_t = AGENT_LIFETIME_S)]
+    pub max_lifetime: f64,
+    /// Once the client has sent a keep-alive (any byte on stdin), stop when
+    /// none comes for SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, hide = true)]
+    pub keepalive_timeout: f64,
+}
+
+/// An agent's default --max-lifetime: 4 hours, as the ephemeral agent pods'
+/// `activeDeadlineSeconds` without --duration.
+pub const AGENT_LIFETIME_S: f64 = 4.0 * 3600.0;
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    /// Where the host's root is mounted (in a container, e.g. /host): which
+    /// programs the host's processes hold is read from its /proc.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// First SIGTERM the agents running here (registered in
+    /// /run/calitrace) and wait for them to detach and exit: the
+    /// DaemonSet's preStop hook.
+    #[arg(long)]
+    pub stop_agents: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -328,8 +365,9 @@ mod tests {
     fn agent_and_cluster_take_options_after_the_filter() {
         match parse(&["agent", "icmp", "--duration", "3", "--", "-y"]) {
             Command::Agent(a) => {
-                assert_eq!(a.view.filter, ["icmp", "-y"]);
-                assert_eq!(a.duration, Some(3.0));
+                assert_eq!(a.trace.view.filter, ["icmp", "-y"]);
+                assert_eq!(a.trace.duration, Some(3.0));
+                assert_eq!(a.max_lifetime, AGENT_LIFETIME_S);
             }
             other => panic!("{other:?}"),
         }

@@ -13,6 +13,7 @@ fn main() {
         Some(Command::Cluster(args)) => run::cluster::run(args),
         Some(Command::Doctor(args)) => run::doctor::run(args),
         Some(Command::Standby(args)) => run::standby::run(args),
+        Some(Command::Cleanup(args)) => run::cleanup::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");

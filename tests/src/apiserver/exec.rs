@@ -49,6 +49,10 @@ pub fn upgrade(
         );
     };
     let (netns, bin) = (node.netns, state.lock().unwrap().calitrace.clone());
+    let container = Container {
+        state: state.clone(),
+        pod: (ns.to_string(), name.to_string()),
+    };
     if node.kubelet_unreachable {
         // What the API server answers when it cannot dial the kubelet
         // (`kubectl exec` prints "Error from server: error dialing backend").
@@ -101,7 +105,7 @@ pub fn upgrade(
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            run(ws, &netns, &bin, &command, v5).await;
+            run(ws, &netns, &bin, &command, v5, container).await;
         }
     });
     Response::builder()
@@ -149,20 +153,101 @@ fn agent_argv(command: &[String]) -> Vec<String> {
     out
 }
 
+/// The pod's container as its exec'd commands see it: its own files
+/// (`CALITRACE_RUN_DIR`, where agents register), and the processes the
+/// kubelet kills when the pod goes.
+pub struct Container {
+    pub state: Arc<Mutex<State>>,
+    pub pod: (String, String),
+}
+
+impl Container {
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        let s = self.state.lock().unwrap();
+        s.containers.join(format!("{}_{}", self.pod.0, self.pod.1))
+    }
+
+    /// `ip netns exec NETNS calitrace ARGS` in this container.
+    pub fn std_command(
+        &self,
+        netns: &str,
+        bin: &std::path::Path,
+        command: &[String],
+    ) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", netns])
+            .arg(bin)
+            .args(agent_argv(command))
+            .env("CALITRACE_RUN_DIR", self.run_dir());
+        c
+    }
+
+    fn command(
+        &self,
+        netns: &str,
+        bin: &std::path::Path,
+        command: &[String],
+    ) -> tokio::process::Command {
+        tokio::process::Command::from(self.std_command(netns, bin, command))
+    }
+
+    /// SIGKILLs what was exec'd into the container and still runs.
+    pub fn kill_all(&self) -> Vec<u32> {
+        let pids = self
+            .state
+            .lock()
+            .unwrap()
+            .execs
+            .remove(&self.pod)
+            .unwrap_or_default();
+        // Those that ended but are not reaped yet are not killed.
+        let running: Vec<u32> = pids.into_iter().filter(|p| runs(*p)).collect();
+        for pid in &running {
+            // SAFETY: kill(2) with a pid and a signal number; no memory is shared.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        running
+    }
+
+    fn started(&self, pid: Option<u32>) {
+        if let Some(pid) = pid {
+            let mut s = self.state.lock().unwrap();
+            s.execs.entry(self.pod.clone()).or_default().push(pid);
+        }
+    }
+
+    fn ended(&self, pid: Option<u32>) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(pids) = s.execs.get_mut(&self.pod) {
+            pids.retain(|p| Some(*p) != pid);
+        }
+    }
+}
+
+/// Whether `pid` runs (exists and is no zombie).
+fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        == Some(false)
+}
+
 async fn run<S>(
     ws: WebSocketStream<S>,
     netns: &str,
     bin: &std::path::Path,
     command: &[String],
     v5: bool,
+    container: Container,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
-    let spawned = tokio::process::Command::new("ip")
-        .args(["netns", "exec", netns])
-        .arg(bin)
-        .args(agent_argv(command))
+    let spawned = container
+        .command(netns, bin, command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -177,6 +262,8 @@ async fn run<S>(
             return;
         }
     };
+    let pid = child.id();
+    container.started(pid);
     // As the real server: one empty frame per channel first.
     for ch in [0u8, 1, 2, 3] {
         sink.send(Message::binary(vec![ch])).await.ok();
@@ -196,6 +283,7 @@ async fn run<S>(
             },
             m = source.next(), if client_open => match m {
                 Some(Ok(Message::Binary(b))) if b.first() == Some(&0) => {
+                    container.state.lock().unwrap().stdin_bytes += b.len() as u64 - 1;
                     if let Some(w) = &mut stdin { w.write_all(&b[1..]).await.ok(); }
                 }
                 Some(Ok(Message::Binary(b))) if v5 && b.first() == Some(&255) && b.get(1) == Some(&0) => {
@@ -214,6 +302,7 @@ async fn run<S>(
     out.await.ok();
     err.await.ok();
     let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+    container.ended(pid);
     let st = exit_status(code, command);
     if client_open {
         sink.send(frame(3, st.to_string().as_bytes())).await.ok();

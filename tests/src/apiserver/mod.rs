@@ -5,6 +5,7 @@
 //! agent pod runs the real `calitrace agent` in the lab node's netns.
 
 mod exec;
+pub mod kubelet;
 pub mod objects;
 pub mod rbac;
 mod routes;
@@ -79,6 +80,14 @@ pub struct State {
     pub created_pods: Vec<Value>,
     /// The exec subprotocol each exec got.
     pub exec_protocols: Vec<String>,
+    /// Where each pod's container keeps its files (a directory per pod).
+    pub containers: PathBuf,
+    /// The processes exec'd into each pod that still run.
+    pub execs: BTreeMap<(String, String), Vec<u32>>,
+    /// Bytes clients sent on exec's stdin channel (keep-alives).
+    pub stdin_bytes: u64,
+    /// Each deleted pod's end as the kubelet carried it out.
+    pub terminations: Vec<kubelet::Termination>,
 }
 
 impl State {
@@ -104,6 +113,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// Serves `nodes` (no pods yet) on a free port.
     pub fn start(nodes: Vec<FakeNode>, calitrace: &Path) -> Result<ApiServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let dir =
+            std::env::temp_dir().join(format!("calitrace-apiserver-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
         let state = Arc::new(Mutex::new(State {
             nodes,
             pods: BTreeMap::new(),
@@ -123,10 +138,11 @@ impl ApiServer {
             deleted: Vec::new(),
             created_pods: Vec::new(),
             exec_protocols: Vec::new(),
+            containers: dir.join("containers"),
+            execs: BTreeMap::new(),
+            stdin_bytes: 0,
+            terminations: Vec::new(),
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let st = state.clone();
         let thread = std::thread::spawn(move || {
@@ -137,9 +153,6 @@ impl ApiServer {
                 .expect("the stand-in API server's runtime");
             rt.block_on(routes::serve(listener, st, rx));
         });
-        let dir =
-            std::env::temp_dir().join(format!("calitrace-apiserver-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         let server = ApiServer {
             state,
             url: format!("http://127.0.0.1:{port}"),
@@ -182,7 +195,8 @@ impl ApiServer {
         });
     }
 
-    /// The DaemonSet's agent pod on `node`.
+    /// The DaemonSet's agent pod on `node`, with the container lifecycle
+    /// (the preStop hook) of deploy/agent-daemonset.yaml.
     pub fn add_daemonset_pod(&self, node: &FakeNode) {
         let labels = json!({
             "app.kubernetes.io/name": "calitrace",
@@ -190,6 +204,35 @@ impl ApiServer {
         });
         let name = format!("calitrace-agent-{}", &node.name);
         self.add_pod("calitrace", &name, &node.name, &node.address, labels, true);
+        let lifecycle = kubelet::manifest_lifecycle();
+        self.with(|s| {
+            let pod = s.pods.get_mut(&("calitrace".into(), name)).unwrap();
+            pod.object["spec"]["containers"][0]["lifecycle"] = lifecycle;
+        });
+    }
+
+    /// Deletes a pod as `kubectl delete pod` does (the kubelet then runs
+    /// its preStop hook and kills what is left: [`State::terminations`]).
+    pub fn delete_pod(&self, ns: &str, name: &str) -> bool {
+        kubelet::delete(&self.state, ns, name).is_some()
+    }
+
+    /// Waits until the kubelet has ended the pod `ns/name`.
+    pub fn wait_terminated(
+        &self,
+        ns: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Option<kubelet::Termination> {
+        let pod = format!("{ns}/{name}");
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(t) = self.with(|s| s.terminations.iter().find(|t| t.pod == pod).cloned()) {
+                return Some(t);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// Pods that exist now, as `ns/name`.

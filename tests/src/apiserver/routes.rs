@@ -314,10 +314,9 @@ fn delete_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body>
     if let Some(r) = refuse(state, "delete", "pods", Some(name), Some(ns)) {
         return r;
     }
-    let mut s = state.lock().unwrap();
-    match s.pods.remove(&(ns.to_string(), name.to_string())) {
+    match super::kubelet::delete(state, ns, name) {
         Some(p) => {
-            s.deleted.push(format!("{ns}/{name}"));
+            let s = state.lock().unwrap();
             let mut o = current(&s, &p);
             o["metadata"]["deletionTimestamp"] = "2026-11-29T00:00:00Z".into();
             json(StatusCode::OK, &o)

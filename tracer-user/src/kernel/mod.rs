@@ -8,5 +8,6 @@ pub mod netlink;
 pub mod netns;
 pub(crate) mod syscall;
 pub mod system;
+pub mod tc_filters;
 pub mod tc_programs;
 pub mod wireguard;

@@ -33,7 +33,7 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_LINK_NETNSID: u16 = 37;
-const TCA_KIND: u16 = 1;
+pub(crate) const TCA_KIND: u16 = 1;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWADDR: u16 = 20;
@@ -52,10 +52,6 @@ const NDA_DST: u16 = 1;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
-const RTM_NEWTFILTER: u16 = 44;
-const RTM_GETTFILTER: u16 = 46;
-const TCA_OPTIONS: u16 = 2;
-const TCA_BPF_NAME: u16 = 7;
 
 /// One network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +78,7 @@ impl Link {
 pub(crate) struct Socket(OwnedFd);
 
 impl Socket {
-    fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         Self::open_protocol(libc::NETLINK_ROUTE)
     }
 
@@ -336,7 +332,7 @@ fn parse_mtu(payload: &[u8]) -> Option<(String, u32)> {
 }
 
 /// Every reply of type `want` to the dump request `ty`, read by `parse`.
-fn dump<T>(
+pub(crate) fn dump<T>(
     ty: u16,
     body: &[u8],
     want: u16,
@@ -352,33 +348,6 @@ fn dump<T>(
         }
     })?;
     Ok(out)
-}
-
-/// The names of the BPF programs in the tc filters of an interface's
-/// clsact hook (`ingress` or egress), as libbpf and `tc` name them
-/// (`cali_tc_preambl:[1234]`). No clsact qdisc: none.
-pub fn tc_filter_names(ifindex: u32, ingress: bool) -> io::Result<Vec<String>> {
-    // struct tcmsg { u8 family, u8 pad1, u16 pad2, i32 ifindex, u32 handle, u32 parent, u32 info }
-    let parent: u32 = if ingress { 0xFFFF_FFF2 } else { 0xFFFF_FFF3 };
-    let mut body = Vec::with_capacity(20);
-    body.extend_from_slice(&[0, 0, 0, 0]);
-    body.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    body.extend_from_slice(&0u32.to_ne_bytes());
-    body.extend_from_slice(&parent.to_ne_bytes());
-    body.extend_from_slice(&0u32.to_ne_bytes());
-    let names = dump(RTM_GETTFILTER, &body, RTM_NEWTFILTER, |payload| {
-        let opts = attrs(payload.get(20..)?)
-            .find(|(t, _)| *t == TCA_OPTIONS)?
-            .1;
-        let name = attrs(opts).find(|(t, _)| *t == TCA_BPF_NAME)?.1;
-        Some(cstr(name))
-    });
-    match names {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {
-            Ok(Vec::new())
-        }
-        other => other,
-    }
 }
 
 /// Removes the clsact qdisc of an interface (and with it all its tc filters).

@@ -15,8 +15,8 @@ pub struct TcPrograms {
 
 pub fn attached(iface: &str, ifindex: u32) -> io::Result<TcPrograms> {
     let mut p = TcPrograms {
-        ingress: super::netlink::tc_filter_names(ifindex, true)?,
-        egress: super::netlink::tc_filter_names(ifindex, false)?,
+        ingress: super::tc_filters::names(ifindex, true)?,
+        egress: super::tc_filters::names(ifindex, false)?,
     };
     for (hook, names) in [
         (TcAttachType::Ingress, &mut p.ingress),

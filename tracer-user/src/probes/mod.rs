@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod exact;
 pub mod ifaces;
+pub mod leftovers;
 pub mod loader;
 pub mod nf_link;
 pub mod raw;

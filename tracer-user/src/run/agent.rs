@@ -1,24 +1,36 @@
 //! `calitrace agent`: trace like `trace`, and write the recording stream to
 //! stdout for a `cluster` client; human messages go to stderr only. It stops
 //! cleanly, detaching everything, on SIGTERM, SIGINT, SIGHUP, when its stdin
-//! (a pipe or socket) closes, when stdout breaks, and after `--duration`.
+//! (a pipe or socket) closes or a client's keep-alives stop, when stdout
+//! breaks, and after `--duration` or `--max-lifetime`. It registers itself
+//! (`registry`) so that the DaemonSet's preStop hook can stop it.
 
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::event_loop::event_loop;
 use super::live::{Tracing, begin, end_counters, recording_header};
+use super::registry;
 use super::usage;
-use crate::cli::TraceArgs;
+use crate::cli::AgentArgs;
 use crate::views::Discard;
 
 /// Frames reach the client at least this often while events flow.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-pub fn run(args: TraceArgs) -> Result<()> {
+/// How often a cluster client sends a keep-alive byte on the agent's stdin.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+
+pub fn run(agent: AgentArgs) -> Result<()> {
+    let args = agent.trace;
+    if agent.max_lifetime <= 0.0 || agent.keepalive_timeout <= 0.0 {
+        return Err(usage(
+            "--max-lifetime and --keepalive-timeout take a number of seconds above 0",
+        ));
+    }
     if args.write.is_some() || args.view.output.is_some() {
         return Err(usage(
             "calitrace agent writes its recording stream to stdout: -o and -w are for `calitrace trace`",
@@ -29,8 +41,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .try_clone_to_owned()
         .context("stdout")?;
     let mut t: Tracing = begin(&args)?;
+    let _registered = registry::register();
     let stops = if stdin_can_close() {
-        t.stops.and_stdin_closing()
+        t.stops
+            .and_stdin_closing(Duration::from_secs_f64(agent.keepalive_timeout))
     } else {
         t.stops
     };
@@ -43,15 +57,23 @@ pub fn run(args: TraceArgs) -> Result<()> {
         "calitrace: agent on {}: recording stream on stdout",
         t.start.node
     );
+    // --duration is the bound where given, longer or not.
+    let lifetime = args.duration.unwrap_or(agent.max_lifetime);
+    let began = Instant::now();
     let result = t.rt.block_on(event_loop(
         &mut t.tracer,
         &mut t.session,
         &mut t.watch,
         &mut Discard,
         &t.start,
-        args.duration,
+        Some(lifetime),
         stops,
     ));
+    if args.duration.is_none() && began.elapsed().as_secs_f64() >= lifetime {
+        eprintln!(
+            "calitrace: agent: stopped after its maximum lifetime ({lifetime:.0} s, --max-lifetime)"
+        );
+    }
     t.session.finish();
     let ended = t.session.stop_recording(&end_counters(&t.tracer));
     drop(t.tracer); // detach before reporting

@@ -56,17 +56,44 @@ impl Stops {
         })
     }
 
-    /// Also stops when stdin reaches its end (the client went away).
-    pub fn and_stdin_closing(mut self) -> Stops {
+    /// Also stops when stdin reaches its end (the client went away), or,
+    /// once a byte came (a client that sends keep-alives), when nothing
+    /// comes for `keepalive` (a client cut off without the stream closing).
+    pub fn and_stdin_closing(mut self, keepalive: Duration) -> Stops {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (heard, beats) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             let mut buf = [0u8; 256];
             loop {
                 match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
                     Ok(0) => break,
-                    Ok(_) => continue,
+                    Ok(_) => {
+                        if heard.send(()).is_err() {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            // Until the first byte, only the end of stdin counts: an older
+            // client sends no keep-alives.
+            if beats.recv().is_ok() {
+                use std::sync::mpsc::RecvTimeoutError;
+                loop {
+                    match beats.recv_timeout(keepalive) {
+                        Ok(()) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                        Err(RecvTimeoutError::Timeout) => {
+                            eprintln!(
+                                "calitrace: agent: no keep-alive from the client for {:.0} s: it is gone; stopping",
+                                keepalive.as_secs_f64()
+                            );
+                            break;
+                        }
+                    }
                 }
             }
             tx.send(()).ok();

@@ -2,6 +2,7 @@
 //! DaemonSet's standby.
 
 pub mod agent;
+pub mod cleanup;
 pub mod cluster;
 pub mod doctor;
 pub mod event_loop;
@@ -11,6 +12,7 @@ pub mod live;
 pub mod merged_replay;
 pub mod nf_demand;
 pub mod probes;
+pub mod registry;
 pub mod replay;
 pub mod session;
 pub mod setup;

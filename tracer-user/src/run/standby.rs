@@ -1,18 +1,25 @@
 //! `calitrace standby`: what the agent DaemonSet's pods run. It prints the
 //! doctor's checks once, as text on stdout (`kubectl logs` shows them), then
-//! waits for SIGTERM, SIGINT or SIGHUP and exits 0. It loads nothing into the
-//! kernel: tracing happens in `kubectl exec ... calitrace agent` sessions in
-//! the same container.
+//! waits for SIGTERM, SIGINT or SIGHUP, stops the agents still running in the
+//! container (as the preStop hook does, should the pod have none) and exits
+//! 0. It loads nothing into the kernel: tracing happens in `kubectl exec ...
+//! calitrace agent` sessions in the same container.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::doctor::{checks_under, failed_line, write_report};
+use super::registry;
 use crate::cli::StandbyArgs;
 use crate::doctor::HostRoot;
+
+/// How long the agents get to detach when standby stops (within the pod's
+/// 30 s of grace; the preStop hook has usually stopped them already).
+const AGENTS_STOP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Ends standby (the kubelet stops a container with SIGTERM).
 const STOP_SIGNALS: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
@@ -29,10 +36,16 @@ pub fn run(args: StandbyArgs) -> Result<()> {
         eprintln!("calitrace: standby: writing the doctor's report: {e}");
     }
     let signal = signals.forever().next().unwrap_or(SIGTERM);
-    eprintln!(
-        "calitrace: standby: {}: exiting",
-        signal_hook::low_level::signal_name(signal).unwrap_or("signal")
-    );
+    let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
+    let stopped = registry::stop_all(AGENTS_STOP_WITHIN);
+    if !stopped.ended.is_empty() || !stopped.running.is_empty() {
+        eprintln!(
+            "calitrace: standby: {name}: {} agent(s) stopped, {} still running",
+            stopped.ended.len(),
+            stopped.running.len()
+        );
+    }
+    eprintln!("calitrace: standby: {name}: exiting");
     Ok(())
 }
 

@@ -112,11 +112,24 @@ impl NfTracer {
     /// Subscribes to the trace in this thread's network namespace and sweeps
     /// tables that killed calitraces left behind. Nothing is added yet.
     pub fn open() -> io::Result<NfTracer> {
+        let mut t = NfTracer::subscribe()?;
+        // Nothing to sweep is no reason not to trace.
+        let _ = t.sweep();
+        Ok(t)
+    }
+
+    /// Deletes the trace tables that killed calitraces left behind, and
+    /// names them (`calitrace cleanup`).
+    pub fn remove_left_behind() -> io::Result<Vec<String>> {
+        NfTracer::subscribe()?.sweep()
+    }
+
+    fn subscribe() -> io::Result<NfTracer> {
         let events =
             syscall::netlink_subscriber(libc::NETLINK_NETFILTER, 1 << (NFNLGRP_NFTRACE - 1))?;
         let edit = syscall::netlink_subscriber(libc::NETLINK_NETFILTER, 0)?;
         let table = format!("{TABLE_PREFIX}{}", std::process::id());
-        let mut t = NfTracer {
+        let t = NfTracer {
             edit,
             events,
             walks: Walks::new(&table),
@@ -129,7 +142,6 @@ impl NfTracer {
             seq: 100,
             lost: 0,
         };
-        t.sweep();
         Ok(t)
     }
 
@@ -288,12 +300,10 @@ impl NfTracer {
 
     /// Deletes `inet calitrace_<pid>` tables whose calitrace is gone (left
     /// by one killed on a kernel without owned tables).
-    fn sweep(&mut self) {
+    fn sweep(&mut self) -> io::Result<Vec<String>> {
         let seq = self.seq;
         self.seq += 1;
-        if syscall::send(self.edit.as_fd(), &message::list_tables(seq)).is_err() {
-            return;
-        }
+        syscall::send(self.edit.as_fd(), &message::list_tables(seq))?;
         let mut stale = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         'read: while let Ok(n) = syscall::recv(self.edit.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
@@ -309,9 +319,16 @@ impl NfTracer {
                 }
             }
         }
+        let mut removed = Vec::new();
         for name in stale {
-            let _ = self.transact(&[message::delete_table(NFPROTO_INET, &name)]);
+            if self
+                .transact(&[message::delete_table(NFPROTO_INET, &name)])
+                .is_ok()
+            {
+                removed.push(name);
+            }
         }
+        Ok(removed)
     }
 }
 

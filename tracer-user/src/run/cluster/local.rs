@@ -1,12 +1,15 @@
 //! Agents started by a command per node: `--node NAME=COMMAND` runs
 //! `sh -c "COMMAND agent ARGS"` (ssh, `ip netns exec`, ...).
 
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::session::{AgentLink, Started};
+use crate::run::agent::KEEPALIVE_EVERY;
 use crate::run::usage;
 
 /// `NAME=COMMAND` pairs, names unique.
@@ -55,7 +58,7 @@ pub fn start(cmd: &str, words: &[String]) -> Result<Started, String> {
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
         link: Box::new(Process {
-            stdin: child.stdin.take(),
+            stdin: child.stdin.take().map(keep_alive),
             child,
         }),
     })
@@ -64,7 +67,23 @@ pub fn start(cmd: &str, words: &[String]) -> Result<Started, String> {
 /// An agent process on this machine (or a command that reaches one).
 struct Process {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Closes the agent's stdin when dropped.
+    stdin: Option<mpsc::Sender<()>>,
+}
+
+/// Writes a keep-alive byte to the agent's stdin now and every
+/// [`KEEPALIVE_EVERY`] until the returned sender is dropped, then closes it.
+fn keep_alive(mut stdin: ChildStdin) -> mpsc::Sender<()> {
+    let (close, closing) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        while stdin.write_all(b"\n").is_ok()
+            && matches!(
+                closing.recv_timeout(KEEPALIVE_EVERY),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            )
+        {}
+    });
+    close
 }
 
 impl AgentLink for Process {

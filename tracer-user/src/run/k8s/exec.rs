@@ -1,6 +1,7 @@
 //! `calitrace agent` in an agent pod over the API server's exec WebSocket
 //! (`v5.channel.k8s.io`, else v4): its stdout is the recording stream, its
-//! stderr its messages; closing its stdin stops it.
+//! stderr its messages; a keep-alive byte goes to its stdin every few
+//! seconds, and closing its stdin stops it.
 
 use std::io::Read;
 use std::sync::mpsc;
@@ -9,10 +10,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{AttachParams, AttachedProcess};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::error::{Call, explain};
 use super::podspec::CONTAINER;
+use crate::run::agent::KEEPALIVE_EVERY;
 use crate::run::cluster::session::{AgentLink, Started};
 
 /// Bytes of stdout the client holds before the agent's writes wait.
@@ -35,7 +38,7 @@ pub async fn start(
         .exec(pod, command, &params)
         .await
         .map_err(|e| explain(e, Call::new("create", "pods/exec", Some(namespace))))?;
-    let stdin = process.stdin();
+    let stdin = process.stdin().map(keep_alive);
     let stdout = chunks(process.stdout());
     let stderr = chunks(process.stderr());
     let (tx, status) = mpsc::channel();
@@ -48,13 +51,81 @@ pub async fn start(
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
         link: Box::new(Exec {
-            handle: tokio::runtime::Handle::current(),
             stdin,
             process,
             status,
             stopping: false,
         }),
     })
+}
+
+/// Runs `command` in the agent container of `pod` to its end (no stdin):
+/// its stdout, its stderr, and how it failed if it did.
+pub async fn output(
+    api: &Api<Pod>,
+    namespace: &str,
+    pod: &str,
+    command: &[String],
+) -> anyhow::Result<(String, String, Option<String>)> {
+    let params = AttachParams::default()
+        .container(CONTAINER)
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let mut process = api
+        .exec(pod, command, &params)
+        .await
+        .map_err(|e| explain(e, Call::new("create", "pods/exec", Some(namespace))))?;
+    let status = process.take_status();
+    let (mut out, mut err) = (String::new(), String::new());
+    let (stdout, stderr) = (process.stdout(), process.stderr());
+    let read_out = async {
+        if let Some(mut r) = stdout {
+            r.read_to_string(&mut out).await.ok();
+        }
+    };
+    let read_err = async {
+        if let Some(mut r) = stderr {
+            r.read_to_string(&mut err).await.ok();
+        }
+    };
+    tokio::join!(read_out, read_err);
+    let failure = match status {
+        Some(s) => match s.await {
+            Some(s) if s.status.as_deref() == Some("Failure") => Some(
+                s.message
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| format!("failed: {}", s.reason.unwrap_or_default())),
+            ),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok((out, err, failure))
+}
+
+/// Writes a keep-alive byte to the agent's stdin now and every
+/// [`KEEPALIVE_EVERY`] (an agent whose client is cut off without the
+/// stream closing then stops on its own) until told to close it.
+fn keep_alive(mut stdin: impl AsyncWrite + Unpin + Send + 'static) -> oneshot::Sender<()> {
+    let (close, mut closing) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(KEEPALIVE_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut closing => break,
+                _ = beat.tick() => {
+                    if stdin.write_all(b"\n").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        // The end of stdin reaches the agent as v5's close of channel 0
+        // (v4 has none: the WebSocket itself closes).
+        stdin.shutdown().await.ok();
+    });
+    close
 }
 
 /// An async reader, read on a thread of the session: chunks go through a
@@ -100,8 +171,8 @@ impl Read for ChunkReader {
 }
 
 struct Exec {
-    handle: tokio::runtime::Handle,
-    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    /// Closes the agent's stdin (dropped: likewise).
+    stdin: Option<oneshot::Sender<()>>,
     process: AttachedProcess,
     /// The Status the API server sends on the error channel when the
     /// command ends (None: the stream closed without one).
@@ -112,12 +183,8 @@ struct Exec {
 impl AgentLink for Exec {
     fn close_stdin(&mut self) {
         self.stopping = true;
-        if let Some(mut w) = self.stdin.take() {
-            // The end of stdin reaches the agent as v5's close of channel 0
-            // (v4 has none: the WebSocket itself closes).
-            self.handle.spawn(async move {
-                w.shutdown().await.ok();
-            });
+        if let Some(close) = self.stdin.take() {
+            close.send(()).ok();
         }
     }
 

@@ -7,6 +7,7 @@ pub mod agent_pods;
 pub mod client;
 pub mod error;
 pub mod exec;
+pub mod node_cleanup;
 pub mod podspec;
 pub mod targets;
 
@@ -33,7 +34,11 @@ pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
     let k = &args.kube;
     let kube = Kube::connect(k.kubeconfig.as_deref(), k.context.as_deref())?;
     if k.cleanup {
-        return agent_pods::cleanup(&kube, &k.namespace);
+        // The pods first: deleting one stops its agent (preStop), and what
+        // a killed one left is then the standby's to remove.
+        let pods = agent_pods::cleanup(&kube, &k.namespace);
+        let nodes = node_cleanup::run(&kube, &k.namespace);
+        return pods.and(nodes);
     }
     let targets = targets::resolve(&kube, k)?;
     if args.view.filter.is_empty() && !targets.pod_ips.is_empty() {
