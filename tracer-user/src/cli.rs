@@ -46,6 +46,18 @@ pub enum Command {
     /// their programs that no process holds, nftables trace tables of
     /// calitraces that are gone. Running calitraces keep theirs.
     Cleanup(CleanupArgs),
+    /// Whether this node can be traced, as one JSON line (version, kernel,
+    /// privileges and BTF, Calico dataplane, the doctor's failed checks):
+    /// exit 0 when tracing can start. What `cluster --k8s --status` runs
+    /// on each node, and the DaemonSet's readiness probe.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Where the host's root is mounted (in a container, e.g. /host).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -275,9 +287,16 @@ pub struct KubeArgs {
     #[arg(long, requires = "k8s")]
     pub ephemeral: bool,
     /// Delete every ephemeral agent pod (left by a client that was killed),
-    /// print what was removed, and exit.
+    /// remove what killed agents left on the nodes, print what was removed,
+    /// and exit.
     #[arg(long, requires = "k8s")]
     pub cleanup: bool,
+    /// Show, per node (--nodes, else every node), whether an agent is ready,
+    /// its version, kernel and dataplane and the doctor's failed checks,
+    /// and whether you may make each API call `cluster --k8s` makes; exit 0
+    /// only when all is ready. Also `kubectl calitrace status`.
+    #[arg(long, requires = "k8s", conflicts_with = "cleanup")]
+    pub status: bool,
 }
 
 #[cfg(test)]

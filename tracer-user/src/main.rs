@@ -14,6 +14,7 @@ fn main() {
         Some(Command::Doctor(args)) => run::doctor::run(args),
         Some(Command::Standby(args)) => run::standby::run(args),
         Some(Command::Cleanup(args)) => run::cleanup::run(args),
+        Some(Command::Status(args)) => run::status::run(args),
     };
     if let Err(e) = result {
         eprintln!("calitrace: {e:#}");
@@ -40,6 +41,10 @@ fn parse() -> Cli {
             a.to_str()
                 .is_some_and(|a| a == f || a.starts_with(&format!("{f}=")))
         };
+        // `kubectl calitrace status` is the cluster's status, not a node's.
+        if args.get(1).is_some_and(|a| a == "status") {
+            args.splice(1..2, ["cluster".into(), "--status".into()]);
+        }
         let cluster = args.get(1).is_some_and(|a| a == "cluster");
         if cluster && !args.iter().any(|a| flag(a, "--k8s") || flag(a, "--node")) {
             args.insert(2, "--k8s".into());

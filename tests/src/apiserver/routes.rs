@@ -117,6 +117,23 @@ async fn handle(
                 .unwrap_or_default();
             create_pod(&state, &ns, &body)
         }
+        (
+            Method::POST,
+            [
+                "apis",
+                "authorization.k8s.io",
+                "v1",
+                "selfsubjectaccessreviews",
+            ],
+        ) => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            access_review(&state, &body)
+        }
         (Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {
             delete_pod(&state, ns, name)
         }
@@ -270,6 +287,33 @@ fn get_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {
         Some(p) => json(StatusCode::OK, &current(&s, p)),
         None => not_found("pods", name),
     }
+}
+
+/// SelfSubjectAccessReview: would the caller's request be allowed? Every
+/// authenticated user may ask (Kubernetes' `system:basic-user`), and the
+/// answer is this server's own RBAC decision.
+fn access_review(state: &Arc<Mutex<State>>, body: &[u8]) -> Response<Body> {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not a SelfSubjectAccessReview", "", None),
+        );
+    };
+    let attrs = &review["spec"]["resourceAttributes"];
+    let (verb, resource) = (
+        attrs["verb"].as_str().unwrap_or(""),
+        attrs["resource"].as_str().unwrap_or(""),
+    );
+    let resource = match attrs["subresource"].as_str() {
+        Some(sub) if !sub.is_empty() => format!("{resource}/{sub}"),
+        _ => resource.to_string(),
+    };
+    let allowed = !state
+        .lock()
+        .unwrap()
+        .is_forbidden(verb, &resource, attrs["namespace"].as_str());
+    review["status"] = serde_json::json!({ "allowed": allowed });
+    json(StatusCode::CREATED, &review)
 }
 
 fn create_pod(state: &Arc<Mutex<State>>, ns: &str, body: &[u8]) -> Response<Body> {

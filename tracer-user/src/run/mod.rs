@@ -17,6 +17,7 @@ pub mod replay;
 pub mod session;
 pub mod setup;
 pub mod standby;
+pub mod status;
 
 use std::fmt;
 

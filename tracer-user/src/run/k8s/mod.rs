@@ -9,6 +9,7 @@ pub mod error;
 pub mod exec;
 pub mod node_cleanup;
 pub mod podspec;
+pub mod status;
 pub mod targets;
 
 use std::sync::Arc;
@@ -33,6 +34,9 @@ const AGENT: [&str; 4] = ["/usr/bin/calitrace", "agent", "--host-root", "/host"]
 pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
     let k = &args.kube;
     let kube = Kube::connect(k.kubeconfig.as_deref(), k.context.as_deref())?;
+    if k.status {
+        return status::run(&kube, k);
+    }
     if k.cleanup {
         // The pods first: deleting one stops its agent (preStop), and what
         // a killed one left is then the standby's to remove.

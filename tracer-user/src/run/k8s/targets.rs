@@ -135,7 +135,7 @@ fn addresses(status: &k8s_openapi::api::core::v1::PodStatus) -> Vec<IpAddr> {
 }
 
 /// Why a node is not Ready, or None when it is.
-fn not_ready(node: &Node) -> Option<String> {
+pub fn not_ready(node: &Node) -> Option<String> {
     let ready = node
         .status
         .as_ref()
