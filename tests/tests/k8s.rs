@@ -469,6 +469,11 @@ fn as_a_kubectl_plugin_cluster_goes_through_the_api_server() {
     let help = out(&["cluster", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     assert!(help.contains("Usage: kubectl calitrace cluster"), "{help}");
+    // `kubectl calitrace status` is the cluster's status.
+    let status = out(&["status", "--nodes", "node-a"]);
+    let said = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(status.status.code(), Some(1), "{said}");
+    assert!(said.contains("node-a: no ready agent"), "{said}");
     let f = out(&["cluster", "--pods", "shop/nope"]);
     let err = String::from_utf8_lossy(&f.stderr).to_string();
     std::fs::remove_dir_all(&dir).ok();
