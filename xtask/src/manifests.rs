@@ -24,6 +24,8 @@ pub fn check() -> Result<()> {
     let files = manifests(&dir)?;
     check_kustomization_lists(&dir, &files)?;
     validate(&validator, &files)?;
+    let variants = components_applied(&dir)?;
+    validate(&validator, &variants)?;
     match kustomize(&dir)? {
         Some(built) => {
             let out = root().join("target/manifests/kustomized.yaml");
@@ -36,8 +38,9 @@ pub fn check() -> Result<()> {
         ),
     }
     println!(
-        "xtask: {} manifest file(s) in deploy/ valid for Kubernetes {} (strict)",
+        "xtask: {} manifest file(s) in deploy/ and the DaemonSet with each of {} component(s) valid for Kubernetes {} (strict)",
         files.len(),
+        variants.len(),
         KUBERNETES_VERSIONS.join(", ")
     );
     Ok(())
@@ -117,6 +120,78 @@ pub fn validate(validator: &Path, files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// The DaemonSet with each component of `DIR/components/` applied as
+/// kustomize applies it (its JSON 6902 patches), written under
+/// `target/manifests/` for validation: a component's patch is not a
+/// manifest that a schema checks by itself.
+fn components_applied(dir: &Path) -> Result<Vec<PathBuf>> {
+    let daemonset: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("agent-daemonset.yaml"))?)
+            .context("agent-daemonset.yaml")?;
+    let out_dir = root().join("target/manifests");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join("components")) else {
+        return Ok(out);
+    };
+    let mut components: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    components.sort();
+    for c in components {
+        let name = c
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(c.join(KUSTOMIZATION))
+            .with_context(|| format!("deploy/components/{name}/{KUSTOMIZATION}"))?;
+        let applied = apply_component(&daemonset, &text)
+            .with_context(|| format!("deploy/components/{name}"))?;
+        let file = out_dir.join(format!("daemonset-with-{name}.json"));
+        std::fs::write(&file, serde_json::to_string_pretty(&applied)?)?;
+        out.push(file);
+    }
+    Ok(out)
+}
+
+/// `target` with a component's patches applied; each must target it.
+fn apply_component(target: &serde_json::Value, component: &str) -> Result<serde_json::Value> {
+    let k: serde_json::Value = serde_saphyr::from_str(component)?;
+    if k["kind"] != "Component" {
+        bail!("not a kustomize Component: kind {}", k["kind"]);
+    }
+    let mut doc = target.clone();
+    for p in k["patches"].as_array().into_iter().flatten() {
+        let (kind, name) = (&p["target"]["kind"], &p["target"]["name"]);
+        if *kind != target["kind"] || *name != target["metadata"]["name"] {
+            bail!("a patch targets {kind} {name}, not the DaemonSet");
+        }
+        let ops: serde_json::Value =
+            serde_saphyr::from_str(p["patch"].as_str().context("a patch without text")?)?;
+        for op in ops.as_array().into_iter().flatten() {
+            apply_op(&mut doc, op)?;
+        }
+    }
+    Ok(doc)
+}
+
+/// One JSON 6902 `add` or `replace` (what the components use).
+fn apply_op(doc: &mut serde_json::Value, op: &serde_json::Value) -> Result<()> {
+    let path = op["path"].as_str().context("an operation without a path")?;
+    let (parent, key) = path.rsplit_once('/').context("a path without /")?;
+    let at = doc
+        .pointer_mut(parent)
+        .and_then(|v| v.as_object_mut())
+        .with_context(|| format!("{path}: no object at {parent}"))?;
+    match op["op"].as_str() {
+        Some("replace") if !at.contains_key(key) => bail!("replace {path}: nothing there"),
+        Some("replace" | "add") => {
+            at.insert(key.to_string(), op["value"].clone());
+            Ok(())
+        }
+        other => bail!("{path}: operation {other:?} is not applied here"),
+    }
+}
+
 /// `kubectl kustomize DIR` (offline), or None without kubectl.
 fn kustomize(dir: &Path) -> Result<Option<String>> {
     if !crate::setup::on_path("kubectl") {
@@ -171,6 +246,48 @@ pub fn ensure_validator() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_components_patches_are_applied_to_the_daemonset() {
+        let ds = serde_json::json!({
+            "kind": "DaemonSet",
+            "metadata": { "name": "calitrace-agent" },
+            "spec": { "template": { "spec": { "containers": [{ "securityContext": { "privileged": true } }] } } },
+        });
+        let c = "kind: Component\npatches:\n  - target:\n      kind: DaemonSet\n      name: calitrace-agent\n    patch: |-\n      - op: replace\n        path: /spec/template/spec/containers/0/securityContext\n        value:\n          privileged: false\n      - op: add\n        path: /spec/template/spec/priorityClassName\n        value: system-node-critical\n";
+        let got = apply_component(&ds, c).unwrap();
+        let spec = &got["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["containers"][0]["securityContext"]["privileged"],
+            false
+        );
+        assert_eq!(spec["priorityClassName"], "system-node-critical");
+        let wrong = c.replace(
+            "op: add\n        path: /spec/template/spec/priorityClassName",
+            "op: replace\n        path: /spec/template/spec/priorityClassName",
+        );
+        assert!(apply_component(&ds, &wrong).is_err(), "replace of nothing");
+        let other = c.replace("name: calitrace-agent", "name: other");
+        assert!(apply_component(&ds, &other).is_err(), "another target");
+    }
+
+    #[test]
+    fn every_component_of_deploy_applies() {
+        let ds: serde_json::Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(root().join("deploy/agent-daemonset.yaml")).unwrap(),
+        )
+        .unwrap();
+        for name in ["capabilities", "node-critical"] {
+            let text = std::fs::read_to_string(
+                root()
+                    .join("deploy/components")
+                    .join(name)
+                    .join(KUSTOMIZATION),
+            )
+            .unwrap();
+            apply_component(&ds, &text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
 
     #[test]
     fn resources_of_a_kustomization() {
