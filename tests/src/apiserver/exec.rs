@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::objects::{self, status};
 use super::routes::{Body, json, refuse};
@@ -101,11 +103,16 @@ pub fn upgrade(
         .exec_protocols
         .push(protocol.to_string());
     let v5 = *protocol == V5;
+    let asked = |k: &str| q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"));
+    let streams = Streams {
+        stdout: asked("stdout"),
+        stderr: asked("stderr"),
+    };
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            run(ws, &netns, &bin, &command, v5, container).await;
+            run(ws, &netns, &bin, &command, v5, streams, container).await;
         }
     });
     Response::builder()
@@ -151,6 +158,12 @@ fn agent_argv(command: &[String]) -> Vec<String> {
         out.push(w.clone());
     }
     out
+}
+
+/// The output streams an exec asked for.
+struct Streams {
+    stdout: bool,
+    stderr: bool,
 }
 
 /// The pod's container as its exec'd commands see it: its own files
@@ -241,6 +254,7 @@ async fn run<S>(
     bin: &std::path::Path,
     command: &[String],
     v5: bool,
+    streams: Streams,
     container: Container,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -258,16 +272,22 @@ async fn run<S>(
         Err(e) => {
             let s = objects::status(500, "InternalError", &format!("exec: {e}"), "pods", None);
             sink.send(frame(3, s.to_string().as_bytes())).await.ok();
-            sink.close().await.ok();
+            close(&mut sink).await;
             return;
         }
     };
     let pid = child.id();
     container.started(pid);
-    // As the real server: one empty frame per channel first.
-    for ch in [0u8, 1, 2, 3] {
-        sink.send(Message::binary(vec![ch])).await.ok();
-    }
+    // As the kubelet: one empty frame on the lowest channel it writes to,
+    // that the client knows the streams are up.
+    let first = if streams.stdout {
+        1
+    } else if streams.stderr {
+        2
+    } else {
+        3
+    };
+    sink.send(Message::binary(vec![first])).await.ok();
     let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
     let out = pump(child.stdout.take().expect("stdout"), 1, tx.clone());
     let err = pump(child.stderr.take().expect("stderr"), 2, tx);
@@ -306,8 +326,22 @@ async fn run<S>(
     let st = exit_status(code, command);
     if client_open {
         sink.send(frame(3, st.to_string().as_bytes())).await.ok();
-        sink.close().await.ok();
+        close(&mut sink).await;
     }
+}
+
+/// Ends the WebSocket as the API server does: a close frame with status
+/// 1000 (kubectl reports a close without a status as an error).
+async fn close<S>(sink: &mut S)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    sink.send(Message::Close(Some(normal))).await.ok();
+    sink.close().await.ok();
 }
 
 /// The error channel's Status for a command that exited with `code`.

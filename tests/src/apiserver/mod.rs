@@ -4,6 +4,7 @@
 //! `v5.channel.k8s.io` / `v4.channel.k8s.io` subprotocols. An exec into an
 //! agent pod runs the real `calitrace agent` in the lab node's netns.
 
+mod discovery;
 mod exec;
 pub mod kubelet;
 pub mod objects;

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::objects::{self, forbidden_message, status};
-use super::{State, Stored, exec};
+use super::{State, Stored, discovery, exec};
 
 pub type Body = Full<Bytes>;
 
@@ -100,8 +100,19 @@ async fn handle(
         req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
     ));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
     let method = req.method().clone();
     let resp = match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["api"]) => json(StatusCode::OK, &discovery::core_versions(&host)),
+        (Method::GET, ["apis"]) => json(StatusCode::OK, &discovery::groups()),
+        (Method::GET, ["api", "v1"]) => found(discovery::resources("v1")),
+        (Method::GET, ["apis", group, "v1"]) => found(discovery::resources(&format!("{group}/v1"))),
+        (Method::GET, ["api", "v1", "namespaces", ns]) => get_namespace(&state, ns),
         (Method::GET, ["api", "v1", "nodes"]) => list_nodes(&state, &q),
         (Method::GET, ["api", "v1", "nodes", name]) => get_node(&state, name),
         (Method::GET, ["api", "v1", "pods"]) => list_pods(&state, None, &q),
@@ -126,13 +137,18 @@ async fn handle(
                 "selfsubjectaccessreviews",
             ],
         ) => {
+            let json_body = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .is_none_or(|t| t.starts_with("application/json"));
             let body = req
                 .into_body()
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            access_review(&state, &body)
+            access_review(&state, &body, json_body)
         }
         (Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {
             delete_pod(&state, ns, name)
@@ -217,6 +233,44 @@ fn get_node(state: &Arc<Mutex<State>>, name: &str) -> Response<Body> {
 
 /// A stored pod as it is now: created ones are Pending for a while, or
 /// never pull their image.
+/// A namespace exists where pods are, and the cluster's own ones (kubectl
+/// asks for it when a pod is not found, to say which is missing).
+fn get_namespace(state: &Arc<Mutex<State>>, ns: &str) -> Response<Body> {
+    let s = state.lock().unwrap();
+    let known = ["default", "kube-system", "calitrace"].contains(&ns)
+        || s.pods.keys().any(|(n, _)| n == ns);
+    if !known {
+        return not_found("namespaces", ns);
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": { "name": ns },
+            "spec": { "finalizers": ["kubernetes"] },
+            "status": { "phase": "Active" },
+        }),
+    )
+}
+
+/// A discovery document, or the real server's 404.
+fn found(doc: Option<Value>) -> Response<Body> {
+    match doc {
+        Some(d) => json(StatusCode::OK, &d),
+        None => json(
+            StatusCode::NOT_FOUND,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                "",
+                None,
+            ),
+        ),
+    }
+}
+
 fn current(s: &State, p: &Stored) -> Value {
     let mut o = p.object.clone();
     if o["status"].is_null() {
@@ -292,7 +346,21 @@ fn get_pod(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Response<Body> {
 /// SelfSubjectAccessReview: would the caller's request be allowed? Every
 /// authenticated user may ask (Kubernetes' `system:basic-user`), and the
 /// answer is this server's own RBAC decision.
-fn access_review(state: &Arc<Mutex<State>>, body: &[u8]) -> Response<Body> {
+fn access_review(state: &Arc<Mutex<State>>, body: &[u8], json_body: bool) -> Response<Body> {
+    if !json_body {
+        // kubectl's typed clients send protobuf, which this server does not
+        // speak (calitrace's client sends JSON); a real server would.
+        return json(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &status(
+                415,
+                "UnsupportedMediaType",
+                "the stand-in API server reads JSON bodies only",
+                "",
+                None,
+            ),
+        );
+    }
     let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
         return json(
             StatusCode::BAD_REQUEST,
