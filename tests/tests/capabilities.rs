@@ -22,6 +22,8 @@ fn component_capabilities() -> Vec<String> {
     let ctx = &patch[0]["value"];
     assert_eq!(ctx["privileged"], false, "{ctx}");
     assert_eq!(ctx["capabilities"]["drop"][0], "ALL", "{ctx}");
+    // `only` sets no_new_privs as the runtime does for it.
+    assert_eq!(ctx["allowPrivilegeEscalation"], false, "{ctx}");
     ctx["capabilities"]["add"]
         .as_array()
         .unwrap()
@@ -31,7 +33,8 @@ fn component_capabilities() -> Vec<String> {
 }
 
 /// `setpriv` keeping only `caps` (as Kubernetes names them) in the
-/// bounding set: root's permitted and effective sets after exec.
+/// bounding set (root's permitted and effective sets after exec), with
+/// no_new_privs (`allowPrivilegeEscalation: false`).
 fn only(caps: &[String]) -> Vec<String> {
     let keep: Vec<String> = caps
         .iter()
@@ -39,6 +42,7 @@ fn only(caps: &[String]) -> Vec<String> {
         .collect();
     vec![
         "setpriv".into(),
+        "--no-new-privs".into(),
         format!("--bounding-set=-all,{}", keep.join(",")),
     ]
 }

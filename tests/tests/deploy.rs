@@ -18,53 +18,35 @@ const DAEMONSET: &str = concat!(
 
 #[derive(Debug, Default, Clone)]
 struct Mount {
-    name: String,
     mount_path: String,
     read_only: bool,
     host_path: String,
 }
 
-/// `key: value` of a YAML line (list dash and quotes removed).
-fn key_value(line: &str) -> Option<(&str, &str)> {
-    let line = line.trim().trim_start_matches("- ");
-    let (k, v) = line.split_once(':')?;
-    Some((k.trim(), v.trim().trim_matches('"')))
-}
-
-/// The container's volume mounts with their volumes' host paths (the
-/// DaemonSet's shape, not YAML in general).
+/// The container's volume mounts of host paths, with those paths; the
+/// other volumes (emptyDir) are the container's own.
 fn mounts(yaml: &str) -> Vec<Mount> {
-    let mut mounts: Vec<Mount> = Vec::new();
-    let mut host_paths = BTreeMap::new();
-    let (mut section, mut volume) = ("", String::new());
-    for line in yaml.lines().filter(|l| !l.trim_start().starts_with('#')) {
-        match key_value(line) {
-            Some(("volumeMounts", "")) => section = "mounts",
-            Some(("volumes", "")) => section = "volumes",
-            Some(("name", name)) if line.trim_start().starts_with("- ") => match section {
-                "mounts" => mounts.push(Mount {
-                    name: name.to_string(),
-                    ..Mount::default()
-                }),
-                "volumes" => volume = name.to_string(),
-                _ => {}
-            },
-            Some(("mountPath", p)) if section == "mounts" => {
-                mounts.last_mut().unwrap().mount_path = p.to_string()
-            }
-            Some(("readOnly", v)) if section == "mounts" => {
-                mounts.last_mut().unwrap().read_only = v == "true"
-            }
-            Some(("path", p)) if section == "volumes" => {
-                host_paths.insert(volume.clone(), p.to_string());
-            }
-            _ => {}
-        }
-    }
-    for m in &mut mounts {
-        m.host_path = host_paths.get(&m.name).cloned().unwrap_or_default();
-    }
-    mounts
+    let ds: Value = serde_saphyr::from_str(yaml).unwrap();
+    let spec = &ds["spec"]["template"]["spec"];
+    let host_paths: BTreeMap<&str, &str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v["name"].as_str()?, v["hostPath"]["path"].as_str()?)))
+        .collect();
+    spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let name = m["name"].as_str()?;
+            Some(Mount {
+                mount_path: m["mountPath"].as_str()?.to_string(),
+                read_only: m["readOnly"].as_bool().unwrap_or(false),
+                host_path: host_paths.get(name)?.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn doctor(node: &str, host_root: &Path, mounts_under: Option<(&Path, &[Mount])>) -> Vec<Value> {

@@ -4,6 +4,7 @@
 //! built against the nightly's own libLLVM (no prebuilt one can be fetched).
 
 mod bench;
+mod checkov;
 mod image;
 mod manifests;
 mod prereqs;

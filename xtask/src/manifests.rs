@@ -26,6 +26,9 @@ pub fn check() -> Result<()> {
     validate(&validator, &files)?;
     let variants = components_applied(&dir)?;
     validate(&validator, &variants)?;
+    let mut scanned = files.clone();
+    scanned.extend(variants.iter().cloned());
+    crate::checkov::scan(&scanned)?;
     match kustomize(&dir)? {
         Some(built) => {
             let out = root().join("target/manifests/kustomized.yaml");
@@ -215,30 +218,36 @@ fn kustomize(dir: &Path) -> Result<Option<String>> {
 /// `kubernetes-validate` in a virtual environment of its own, cached across
 /// checkouts (no system Python package is touched).
 pub fn ensure_validator() -> Result<PathBuf> {
+    venv_tool("kubernetes-validate", VALIDATOR_VERSION)
+}
+
+/// A PyPI command-line tool at `version`, installed once in a virtual
+/// environment of its own under `~/.cache/calitrace/` (its command has the
+/// package's name and prints its version with `--version`).
+pub fn venv_tool(package: &str, version: &str) -> Result<PathBuf> {
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
-    let venv = home.join(format!(
-        ".cache/calitrace/kubernetes-validate-{VALIDATOR_VERSION}"
-    ));
-    let bin = venv.join("bin/kubernetes-validate");
+    let venv = home.join(format!(".cache/calitrace/{package}-{version}"));
+    let bin = venv.join("bin").join(package);
     if Command::new(&bin)
         .arg("--version")
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == VALIDATOR_VERSION)
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == version)
     {
         return Ok(bin);
     }
     eprintln!(
-        "xtask: installing kubernetes-validate {VALIDATOR_VERSION} in {}",
+        "xtask: installing {package} {version} in {}",
         venv.display()
     );
     let _ = std::fs::remove_dir_all(&venv);
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-        .context("python3 -m venv (Debian's python3-venv) is needed for kubernetes-validate")?;
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).with_context(|| {
+        format!("python3 -m venv (Debian's python3-venv) is needed for {package}")
+    })?;
     run(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        &format!("kubernetes-validate=={VALIDATOR_VERSION}"),
+        &format!("{package}=={version}"),
     ]))?;
     Ok(bin)
 }
