@@ -1,6 +1,8 @@
-//! `cargo xtask image`: calitrace as a static musl binary, in an OCI image
-//! archive that holds nothing else (`target/image/calitrace-oci.tar`, tagged
-//! `calitrace:<version>`), built offline with buildah from scratch.
+//! `cargo xtask image`: calitrace as a static musl binary for linux/amd64 and
+//! linux/arm64 (cross-built; the eBPF object is the same), in an OCI image
+//! archive that holds nothing else: one index (`calitrace:<version>`) of the
+//! two images (`target/image/calitrace-oci.tar`), built offline with buildah
+//! from scratch.
 //!
 //! buildah keeps its storage under `target/image/` and this removes it once
 //! the archive is written: no container or image is left behind.
@@ -14,6 +16,36 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, root, run, setup};
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// An architecture of the image: its Rust target, its OCI name, and the C
+/// toolchain for the C code of dependencies (ring) and the link.
+struct Arch {
+    target: &'static str,
+    oci: &'static str,
+    cc: &'static str,
+    ar: &'static str,
+    /// None: Rust's default linker for the target.
+    linker: Option<&'static str>,
+}
+
+const ARCHES: [Arch; 2] = [
+    Arch {
+        target: TARGET,
+        oci: "amd64",
+        cc: "musl-gcc",
+        ar: "ar",
+        linker: None,
+    },
+    Arch {
+        target: "aarch64-unknown-linux-musl",
+        oci: "arm64",
+        // ring's C needs no libc headers of musl's own; Rust links musl's
+        // self-contained objects.
+        cc: "aarch64-linux-gnu-gcc",
+        ar: "aarch64-linux-gnu-ar",
+        linker: Some("aarch64-linux-gnu-gcc"),
+    },
+];
 /// The Cargo profile of the image's binary (release, less debug info).
 const PROFILE: &str = "container";
 /// Where the binary is in the image.
@@ -33,24 +65,28 @@ pub fn archive_path() -> PathBuf {
 pub fn image() -> Result<PathBuf> {
     let started = Instant::now();
     ensure_tools()?;
-    let binary = build_static()?;
+    let binaries: Vec<(&str, PathBuf)> = ARCHES
+        .iter()
+        .map(|a| Ok((a.oci, build_static(a)?)))
+        .collect::<Result<_>>()?;
     let archive = archive_path();
     let work = root().join("target/image");
     std::fs::create_dir_all(&work)?;
     let storage = Storage::new(work.join("buildah"));
-    let built = storage.write_archive(&binary, &archive);
+    let built = storage.write_archive(&binaries, &archive);
     storage.remove();
     built?;
+    let binary = &binaries[0].1;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let shown = |p: &Path| p.strip_prefix(root()).unwrap_or(p).display().to_string();
     println!(
-        "xtask: image {} in {} ({}), {} binary {} ({}), built in {:.0} s",
+        "xtask: image {} (linux/amd64, linux/arm64) in {} ({}), {} binary {} ({}), built in {:.0} s",
         tag(),
         shown(&archive),
         mib(size(&archive)),
         BINARY_IN_IMAGE,
-        shown(&binary),
-        mib(size(&binary)),
+        shown(binary),
+        mib(size(binary)),
         started.elapsed().as_secs_f64()
     );
     Ok(archive)
@@ -60,26 +96,36 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// The musl target, a C compiler for it (crates such as ring compile C), buildah.
+/// The musl targets, C compilers for them (crates such as ring compile C), buildah.
 fn ensure_tools() -> Result<()> {
     crate::prereqs::ensure(&[crate::prereqs::IMAGE])?;
-    setup::ensure_rust_target(TARGET)
+    for a in &ARCHES {
+        setup::ensure_rust_target(a.target)?;
+    }
+    Ok(())
 }
 
 /// The image's binary alone (vm-test runs it in the guests; its packages are
 /// vm-test's): the musl target, then the build, a no-op where `cargo xtask image` or `test` already built it.
 pub fn static_binary() -> Result<PathBuf> {
     setup::ensure_rust_target(TARGET)?;
-    build_static()
+    build_static(&ARCHES[0])
 }
 
-fn build_static() -> Result<PathBuf> {
+fn build_static(arch: &Arch) -> Result<PathBuf> {
+    let var = arch.target.replace('-', "_");
     let mut c = cargo();
     c.args(["build", "--package", "tracer-user", "--bin", "calitrace"])
-        .args(["--profile", PROFILE, "--target", TARGET])
+        .args(["--profile", PROFILE, "--target", arch.target])
         // C code of dependencies, compiled for musl and linked statically.
-        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
-        .env("AR_x86_64_unknown_linux_musl", "ar");
+        .env(format!("CC_{var}"), arch.cc)
+        .env(format!("AR_{var}"), arch.ar);
+    if let Some(linker) = arch.linker {
+        c.env(
+            format!("CARGO_TARGET_{}_LINKER", var.to_uppercase()),
+            linker,
+        );
+    }
     // build.rs builds the eBPF programs (as for `cargo xtask build`) unless
     // CALITRACE_EBPF_OBJECT names a prebuilt object.
     if std::env::var_os("CALITRACE_EBPF_OBJECT").is_none() {
@@ -88,7 +134,7 @@ fn build_static() -> Result<PathBuf> {
     run(&mut c)?;
     Ok(root()
         .join("target")
-        .join(TARGET)
+        .join(arch.target)
         .join(PROFILE)
         .join("calitrace"))
 }
@@ -128,7 +174,22 @@ impl Storage {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    fn write_archive(&self, binary: &Path, archive: &Path) -> Result<()> {
+    /// One image per architecture, committed locally, and the index of
+    /// them pushed to `archive` as `calitrace:<version>`.
+    fn write_archive(&self, binaries: &[(&str, PathBuf)], archive: &Path) -> Result<()> {
+        self.output(&["manifest", "create", &tag()])?;
+        for (arch, binary) in binaries {
+            let image = self.commit_image(arch, binary)?;
+            self.output(&["manifest", "add", &tag(), &image])?;
+        }
+        let _ = std::fs::remove_file(archive);
+        let dest = format!("oci-archive:{}:{}", archive.display(), tag());
+        self.output(&["manifest", "push", "--all", "--quiet", &tag(), &dest])?;
+        Ok(())
+    }
+
+    /// The image of one architecture; its id.
+    fn commit_image(&self, arch: &str, binary: &Path) -> Result<String> {
         let binary = binary.to_str().context("binary path is not UTF-8")?;
         let ctr = self.output(&["from", "--quiet", "scratch"])?;
         self.output(&["copy", "--chmod", "0755", &ctr, binary, BINARY_IN_IMAGE])?;
@@ -138,7 +199,7 @@ impl Storage {
             "--os",
             "linux",
             "--arch",
-            "amd64",
+            arch,
             "--entrypoint",
             &entrypoint,
             "--env",
@@ -153,6 +214,7 @@ impl Storage {
         config.push(&ctr);
         self.output(&config)?;
         let timestamp = source_date().to_string();
+        let name = format!("{}-{arch}", tag());
         self.output(&[
             "commit",
             "--quiet",
@@ -160,13 +222,8 @@ impl Storage {
             "--timestamp",
             &timestamp,
             &ctr,
-            &tag(),
-        ])?;
-        let _ = std::fs::remove_file(archive);
-        let dest = format!("oci-archive:{}:{}", archive.display(), tag());
-        self.output(&["push", "--quiet", &tag(), &dest])?;
-        self.output(&["rmi", &tag()])?;
-        Ok(())
+            &name,
+        ])
     }
 
     /// Removes every container and image of this storage, then the storage.

@@ -39,9 +39,19 @@ pub const LAB: &[Package] = &[
     pkg("wireguard-tools", &["wg"]),
 ];
 /// The rest of `cargo xtask test`: the pcapng export, the real-terminal TUI.
-pub const TESTS: &[Package] = &[pkg("tshark", &["tshark"]), pkg("tmux", &["tmux"])];
-/// `cargo xtask image`: a C compiler for musl (crates compile C), buildah.
-pub const IMAGE: &[Package] = &[MUSL_TOOLS, pkg("buildah", &["buildah"])];
+pub const TESTS: &[Package] = &[
+    pkg("tshark", &["tshark"]),
+    pkg("tmux", &["tmux"]),
+    // The image's arm64 binary, run by tests/tests/image.rs.
+    pkg("qemu-user-static", &["qemu-aarch64-static"]),
+];
+/// `cargo xtask image`: C compilers for musl and aarch64 (crates compile C;
+/// the arm64 binary's link), buildah.
+pub const IMAGE: &[Package] = &[
+    MUSL_TOOLS,
+    pkg("gcc-aarch64-linux-gnu", &["aarch64-linux-gnu-gcc"]),
+    pkg("buildah", &["buildah"]),
+];
 /// The image's static binary alone (vm-test runs it in the guests).
 pub const MUSL: &[Package] = &[MUSL_TOOLS];
 const MUSL_TOOLS: Package = pkg("musl-tools", &["musl-gcc"]);
