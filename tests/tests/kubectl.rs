@@ -42,6 +42,26 @@ fn json(api: &ApiServer, args: &[&str]) -> Value {
     serde_json::from_str(&ok(api, &a)).unwrap()
 }
 
+/// `kubectl exec` of `calitrace COMMAND --host-root /host` in the agent
+/// container of `pod`, as calitrace execs it (`-i`: with stdin).
+fn exec_args<'a>(pod: &'a str, stdin: bool, command: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["exec"];
+    if stdin {
+        a.push("-i");
+    }
+    a.extend([
+        "-n",
+        "calitrace",
+        pod,
+        "-c",
+        "agent",
+        "--",
+        "/usr/bin/calitrace",
+    ]);
+    a.extend([command, "--host-root", "/host"]);
+    a
+}
+
 fn names(list: &Value) -> Vec<String> {
     let mut n: Vec<String> = list["items"]
         .as_array()
@@ -150,22 +170,7 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
     }
 
     // Exec with stdout only: the node's status.
-    let status = ok(
-        &api,
-        &[
-            "exec",
-            "-n",
-            "calitrace",
-            &name,
-            "-c",
-            "agent",
-            "--",
-            "/usr/bin/calitrace",
-            "status",
-            "--host-root",
-            "/host",
-        ],
-    );
+    let status = ok(&api, &exec_args(&name, false, "status"));
     let v: Value = serde_json::from_str(status.trim()).unwrap();
     assert_eq!(v["type"], "node_status", "{status}");
 
@@ -173,20 +178,7 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(api.kubeconfig())
-        .args([
-            "exec",
-            "-i",
-            "-n",
-            "calitrace",
-            &name,
-            "-c",
-            "agent",
-            "--",
-            "/usr/bin/calitrace",
-            "agent",
-            "--host-root",
-            "/host",
-        ])
+        .args(exec_args(&name, true, "agent"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

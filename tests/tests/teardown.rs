@@ -89,6 +89,23 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The agent says `says`, then exits 0 with nothing left attached in
+    /// lab node `node`.
+    fn ends_cleanly(&mut self, says: &str, lab: &Lab, node: usize) {
+        assert!(
+            self.wait_for(says, Duration::from_secs(30)),
+            "{:?}",
+            self.seen
+        );
+        let status = self
+            .exited_within(Duration::from_secs(30))
+            .expect("the agent ends");
+        assert!(status.success(), "{status}: {:?}", self.seen);
+        assert_nothing_attached_in(lab, node);
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -114,24 +131,12 @@ fn an_agent_ends_when_its_clients_keepalives_stop_and_not_before_the_first() {
     stdin.write_all(b"\n").unwrap();
     // Then silence, the pipe still open: a client cut off.
     let began = Instant::now();
-    assert!(
-        a.wait_for(
-            "no keep-alive from the client for 2 s",
-            Duration::from_secs(20)
-        ),
-        "{:?}",
-        a.seen
-    );
-    let status = a
-        .exited_within(Duration::from_secs(30))
-        .expect("the agent ends");
-    assert!(status.success(), "{status}: {:?}", a.seen);
+    a.ends_cleanly("no keep-alive from the client for 2 s", &lab, 0);
     assert!(
         began.elapsed() >= Duration::from_secs(2),
         "{:?}",
         began.elapsed()
     );
-    assert_nothing_attached_in(&lab, 0);
     drop(stdin);
 }
 
@@ -142,19 +147,7 @@ fn an_agent_ends_after_its_maximum_lifetime() {
         &lab.node(0).netns,
         &["--max-lifetime", "3", "--tc-attach", "netlink"],
     );
-    assert!(
-        a.wait_for(
-            "stopped after its maximum lifetime (3 s",
-            Duration::from_secs(30)
-        ),
-        "{:?}",
-        a.seen
-    );
-    let status = a
-        .exited_within(Duration::from_secs(30))
-        .expect("the agent ends");
-    assert!(status.success(), "{status}: {:?}", a.seen);
-    assert_nothing_attached_in(&lab, 0);
+    a.ends_cleanly("stopped after its maximum lifetime (3 s", &lab, 0);
 }
 
 #[test]

@@ -160,16 +160,7 @@ async fn handle(
             let (ns, name) = (ns.to_string(), name.to_string());
             exec::upgrade(req, state.clone(), &ns, &name, &q)
         }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                "",
-                None,
-            ),
-        ),
+        _ => no_such_path(),
     };
     Ok(resp)
 }
@@ -254,20 +245,25 @@ fn get_namespace(state: &Arc<Mutex<State>>, ns: &str) -> Response<Body> {
     )
 }
 
+/// The real server's answer to a path it does not serve.
+fn no_such_path() -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        &status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            "",
+            None,
+        ),
+    )
+}
+
 /// A discovery document, or the real server's 404.
 fn found(doc: Option<Value>) -> Response<Body> {
     match doc {
         Some(d) => json(StatusCode::OK, &d),
-        None => json(
-            StatusCode::NOT_FOUND,
-            &status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                "",
-                None,
-            ),
-        ),
+        None => no_such_path(),
     }
 }
 
