@@ -44,6 +44,12 @@ pub const TESTS: &[Package] = &[
     pkg("tmux", &["tmux"]),
     // The image's arm64 binary, run by tests/tests/image.rs.
     pkg("qemu-user-static", &["qemu-aarch64-static"]),
+    // A real container runtime running a pod sandbox (tests/tests/
+    // containerd.rs): its pause image is a static busybox.
+    pkg("containerd", &["containerd", "ctr"]),
+    pkg("runc", &["runc"]),
+    pkg("containernetworking-plugins", &["/usr/lib/cni/ptp"]),
+    BUSYBOX_STATIC,
 ];
 /// `cargo xtask image`: C compilers for musl and aarch64 (crates compile C;
 /// the arm64 binary's link), buildah.
@@ -55,6 +61,11 @@ pub const IMAGE: &[Package] = &[
 /// The image's static binary alone (vm-test runs it in the guests).
 pub const MUSL: &[Package] = &[MUSL_TOOLS];
 const MUSL_TOOLS: Package = pkg("musl-tools", &["musl-gcc"]);
+const BUSYBOX_STATIC: Package = Package {
+    name: "busybox-static",
+    provides: &["busybox"],
+    by_dpkg: true,
+};
 /// The benchmark's traffic and its tcpdump anchor (besides the lab, and
 /// tshark for the replay comparison).
 pub const BENCH: &[Package] = &[
@@ -67,11 +78,7 @@ pub const BENCH: &[Package] = &[
 pub const VM: &[Package] = &[
     pkg("qemu-system-x86", &["qemu-system-x86_64"]),
     pkg("qemu-system-common", &["/usr/lib/qemu/virtiofsd"]),
-    Package {
-        name: "busybox-static",
-        provides: &["busybox"],
-        by_dpkg: true,
-    },
+    BUSYBOX_STATIC,
     pkg("dpkg", &["dpkg-deb"]),
     pkg("apt", &["apt-get"]),
     pkg("xz-utils", &["xz"]),

@@ -264,7 +264,7 @@ fn under_root(root: &Path, rel: &str) -> PathBuf {
     path
 }
 
-type BoxError = Box<dyn Error + Send + Sync>;
+pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// The status of every ready pod sandbox of the runtime at `socket`.
 async fn sandboxes(socket: &Path) -> Result<Vec<api::PodSandboxStatus>, BoxError> {
@@ -304,7 +304,7 @@ async fn sandboxes(socket: &Path) -> Result<Vec<api::PodSandboxStatus>, BoxError
 
 /// An HTTP/2 channel over the unix socket at `socket`; the URI is a
 /// placeholder that only names the authority gRPC sends.
-async fn connect(socket: &Path) -> Result<Channel, BoxError> {
+pub async fn connect(socket: &Path) -> Result<Channel, BoxError> {
     let socket = socket.to_path_buf();
     let connector = tower::service_fn(move |_: Uri| {
         let socket = socket.clone();
@@ -330,7 +330,7 @@ fn source_of(e: &(dyn Error + 'static)) -> BoxError {
     inner.to_string().into()
 }
 
-async fn unary<Req, Res>(
+pub async fn unary<Req, Res>(
     grpc: &mut Grpc<Channel>,
     path: &'static str,
     request: Req,
