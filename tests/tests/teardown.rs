@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use calitrace_tests::apiserver::FakeNode;
 use calitrace_tests::calitrace::{self, assert_nothing_attached_in};
 use calitrace_tests::k8s_lab::{cluster_of, k8s_run, start};
 use calitrace_tests::{Lab, Mode};
@@ -217,8 +218,24 @@ fn cluster_cleanup_removes_what_a_killed_agent_left_and_nothing_of_a_running_one
     assert!(left > 0, "a SIGKILLed agent leaves its netlink filters");
     let running = tc_programs(&lab, 1);
 
+    // A third node whose cleanup cannot run (no lab netns behind it): it
+    // is named, and the other two are cleaned all the same.
+    let node_c = FakeNode {
+        name: "node-c".into(),
+        netns: "no-such-netns".into(),
+        ready: true,
+        address: "192.0.2.3".into(),
+    };
+    api.with(|s| s.nodes.push(node_c.clone()));
+    api.add_daemonset_pod(&node_c);
     let c = k8s_run(&api, &["--cleanup"]);
-    assert!(c.status.success(), "{}", c.dump());
+    assert_eq!(c.status.code(), Some(1), "{}", c.dump());
+    assert!(c.stdout.contains("node-c: cleanup failed"), "{}", c.stdout);
+    assert!(
+        c.stderr.contains("cleanup did not finish on node-c"),
+        "{}",
+        c.stderr
+    );
     assert!(
         c.stdout
             .contains("node-a: removed tc filter tc_ingress at cali"),
