@@ -247,8 +247,10 @@ fn rp_filter_says_where_the_route_back_leaves() {
     let mut f = NodeFacts::default();
     sysctl(&mut f, "eth0", "rp_filter", "1");
     sysctl(&mut f, "all", "rp_filter", "0");
-    f.routes
-        .insert("10.244.1.10".into(), RouteFact::Via("eth1".into()));
+    f.routes.insert(
+        "10.244.1.10".parse().unwrap(),
+        RouteFact::Via("eth1".into()),
+    );
     let d = one(&drop_of(Stage::RpFilter, "IP_RPFILTER"), f);
     assert_eq!(
         (d.code, d.ifname.as_deref()),
@@ -270,7 +272,8 @@ fn rp_filter_says_where_the_route_back_leaves() {
 #[test]
 fn rp_filter_without_a_route_back() {
     let mut f = NodeFacts::default();
-    f.routes.insert("10.244.1.10".into(), RouteFact::None);
+    f.routes
+        .insert("10.244.1.10".parse().unwrap(), RouteFact::None);
     let d = one(&drop_of(Stage::RpFilter, "IP_RPFILTER"), f);
     assert!(
         d.summary.ends_with("there is no route back to 10.244.1.10"),
@@ -301,8 +304,10 @@ fn routing_loop_counts_interfaces_not_netfilter_points() {
     let mut d = drop_of(Stage::Ttl, "IP_INHDR");
     d.journey = vec![hop(Dir::Ingress), hop(Dir::Netfilter), hop(Dir::Egress)];
     let mut f = NodeFacts::default();
-    f.routes
-        .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+    f.routes.insert(
+        "10.244.2.10".parse().unwrap(),
+        RouteFact::Via("eth0".into()),
+    );
     let diag = one(&d, f);
     assert_eq!(diag.code, Code::RoutingLoop);
     assert!(
@@ -379,7 +384,8 @@ fn a_pods_unanswered_gateway_without_a_node_route_is_no_route() {
     let mut f = NodeFacts::default();
     let d = pod_drop(&mut f);
     sysctl(&mut f, "cali1", "proxy_arp", "1");
-    f.routes.insert("169.254.1.1".into(), RouteFact::None);
+    f.routes
+        .insert("169.254.1.1".parse().unwrap(), RouteFact::None);
     let diag = one(&d, f);
     assert_eq!(
         (diag.code, diag.stage),

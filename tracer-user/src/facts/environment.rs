@@ -271,7 +271,6 @@ impl Environment {
     }
 
     pub fn route(&mut self, dst: IpAddr) -> RouteFact {
-        let key = dst.to_string();
         if self.live.is_some() {
             let route = match netlink::route_get(dst) {
                 Ok(netlink::Route::Via(idx)) => RouteFact::Via(
@@ -284,9 +283,9 @@ impl Environment {
                 Ok(netlink::Route::None) => RouteFact::None,
                 Err(_) => RouteFact::Unknown,
             };
-            if self.facts.routes.get(&key) != Some(&route) {
+            if self.facts.routes.get(&dst) != Some(&route) {
                 self.learn(Fact::Route {
-                    dst: key,
+                    dst,
                     route: route.clone(),
                 });
             }
@@ -294,7 +293,7 @@ impl Environment {
         }
         self.facts
             .routes
-            .get(&key)
+            .get(&dst)
             .cloned()
             .unwrap_or(RouteFact::Unknown)
     }
@@ -343,7 +342,7 @@ mod tests {
             Some("0")
         );
         env.apply(&Fact::Route {
-            dst: "10.0.0.1".into(),
+            dst: "10.0.0.1".parse().unwrap(),
             route: RouteFact::None,
         });
         assert_eq!(env.symbol(0x1234).as_deref(), Some("nf_hook_slow"));

@@ -55,7 +55,7 @@ pub struct NodeFacts {
     pub pods: BTreeMap<u32, PodInfo>,
     pub symbols: BTreeMap<u64, String>,
     pub sysctls: BTreeMap<String, String>,
-    pub routes: BTreeMap<String, RouteFact>,
+    pub routes: BTreeMap<IpAddr, RouteFact>,
     pub local_addrs: BTreeSet<IpAddr>,
     /// Both backends' netfilter rules, as last read.
     #[serde(default)]
@@ -97,7 +97,7 @@ pub enum Fact {
         value: Option<String>,
     },
     Route {
-        dst: String,
+        dst: IpAddr,
         route: RouteFact,
     },
     IfName {
@@ -152,7 +152,7 @@ impl NodeFacts {
                 self.sysctls.remove(key);
             }
             Fact::Route { dst, route } => {
-                self.routes.insert(dst.clone(), route.clone());
+                self.routes.insert(*dst, route.clone());
             }
             Fact::IfName {
                 netns,
@@ -221,7 +221,7 @@ mod tests {
         f.ifnames.insert(ifkey(7, 3), "cali1".into());
         f.local_addrs.insert("10.0.0.1".parse().unwrap());
         f.routes
-            .insert("1.2.3.4".into(), RouteFact::Via("eth0".into()));
+            .insert("1.2.3.4".parse().unwrap(), RouteFact::Via("eth0".into()));
         let back: NodeFacts = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
         assert_eq!(back, f);
         assert_eq!(back.ifname(7, 3), Some("cali1"));

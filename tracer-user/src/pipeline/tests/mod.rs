@@ -316,8 +316,10 @@ fn loop_ends(p: &mut Pipeline, mut inputs: Vec<Input>) -> Diagnosis {
 #[test]
 fn ttl_running_out_in_forward_is_a_routing_loop() {
     let mut f = facts();
-    f.routes
-        .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+    f.routes.insert(
+        "10.244.2.10".parse().unwrap(),
+        RouteFact::Via("eth0".into()),
+    );
     let mut p = pipeline(f);
     let mut inputs = Vec::new();
     for (i, ttl) in [5u8, 3, 1].iter().enumerate() {
@@ -376,7 +378,8 @@ fn unanswered_gateway_arp_without_a_route_is_no_route() {
     let mut f = facts();
     f.sysctls
         .insert("net.ipv4.conf.cali1234.proxy_arp".into(), "1".into());
-    f.routes.insert("169.254.1.1".into(), RouteFact::None);
+    f.routes
+        .insert("169.254.1.1".parse().unwrap(), RouteFact::None);
     let out = run(
         &mut pipeline(f),
         &[
@@ -680,8 +683,10 @@ fn link_points_make_no_records_and_no_verdicts() {
 fn a_loop_is_counted_in_interfaces_not_netfilter_points() {
     use tracer_common::nf_point::{ENTRY, EXIT};
     let mut f = facts();
-    f.routes
-        .insert("10.244.2.10".into(), RouteFact::Via("eth0".into()));
+    f.routes.insert(
+        "10.244.2.10".parse().unwrap(),
+        RouteFact::Via("eth0".into()),
+    );
     let mut p = pipeline(f);
     let mut inputs = Vec::new();
     for (i, ttl) in [5u8, 3].iter().enumerate() {
