@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use tracer_user::run::registry;
+
 use super::objects::{self, status};
 use super::routes::{Body, json, refuse};
 use super::{Protocols, State};
@@ -214,7 +216,7 @@ impl Container {
             .remove(&self.pod)
             .unwrap_or_default();
         // Those that ended but are not reaped yet are not killed.
-        let running: Vec<u32> = pids.into_iter().filter(|p| runs(*p)).collect();
+        let running: Vec<u32> = pids.into_iter().filter(|p| registry::runs(*p)).collect();
         for pid in &running {
             // SAFETY: kill(2) with a pid and a signal number; no memory is shared.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
@@ -235,17 +237,6 @@ impl Container {
             pids.retain(|p| Some(*p) != pid);
         }
     }
-}
-
-/// Whether `pid` runs (exists and is no zombie).
-fn runs(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        == Some(false)
 }
 
 async fn run<S>(

@@ -47,6 +47,15 @@ pub fn json(code: StatusCode, v: &Value) -> Response<Body> {
         .unwrap()
 }
 
+/// A request's whole body (empty if it cannot be read).
+async fn body(req: Request<Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
         .query()
@@ -120,12 +129,7 @@ async fn handle(
         (Method::GET, ["api", "v1", "namespaces", ns, "pods", name]) => get_pod(&state, ns, name),
         (Method::POST, ["api", "v1", "namespaces", ns, "pods"]) => {
             let ns = ns.to_string();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body(req).await;
             create_pod(&state, &ns, &body)
         }
         (
@@ -142,12 +146,7 @@ async fn handle(
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|h| h.to_str().ok())
                 .is_none_or(|t| t.starts_with("application/json"));
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body(req).await;
             access_review(&state, &body, json_body)
         }
         (Method::DELETE, ["api", "v1", "namespaces", ns, "pods", name]) => {

@@ -17,7 +17,7 @@ pub use monitor::{LinkChange, LinkMonitor, LinkNews, link_changes};
 const RTM_GETLINK: u16 = 18;
 const RTM_DELQDISC: u16 = 37;
 const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
+pub(crate) const NLM_F_ACK: u16 = 4;
 pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;

@@ -5,12 +5,11 @@
 use std::io;
 
 use super::bytes::{cstr, u32_at};
-use super::netlink::{Socket, TCA_KIND, attrs, dump, header, push_attr};
+use super::netlink::{NLM_F_ACK, Socket, TCA_KIND, attrs, dump, header, push_attr};
 
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
-const NLM_F_ACK: u16 = 4;
 const TCA_OPTIONS: u16 = 2;
 const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;

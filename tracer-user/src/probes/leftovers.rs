@@ -10,7 +10,7 @@
 //! program: a running calitrace keeps a descriptor of every program it
 //! loaded, so its filters stay.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::kernel::netlink;
@@ -38,21 +38,24 @@ fn left_behind(f: &TcFilter, maps: &[String], held: &BTreeSet<u32>) -> bool {
     ours && f.prog_id.is_some_and(|id| !held.contains(&id))
 }
 
-/// The maps a loaded program uses, by name.
-fn map_names(prog_id: u32) -> Vec<String> {
-    let Some(info) = aya::programs::loaded_programs()
+/// The names of the maps each of the loaded programs `ids` uses, read in
+/// one walk over the loaded programs.
+fn map_names(ids: &BTreeSet<u32>) -> BTreeMap<u32, Vec<String>> {
+    aya::programs::loaded_programs()
         .flatten()
-        .find(|p| p.id() == prog_id)
-    else {
-        return Vec::new();
-    };
-    info.map_ids()
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|id| aya::maps::MapInfo::from_id(id).ok())
-        .filter_map(|m| m.name_as_str().map(str::to_string))
+        .filter(|p| ids.contains(&p.id()))
+        .map(|p| {
+            let names = p
+                .map_ids()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|id| aya::maps::MapInfo::from_id(id).ok())
+                .filter_map(|m| m.name_as_str().map(str::to_string))
+                .collect();
+            (p.id(), names)
+        })
         .collect()
 }
 
@@ -93,28 +96,38 @@ fn prog_id_of(fdinfo: &str) -> Option<u32> {
 }
 
 /// Removes the tc filters calitraces left on this namespace's interfaces.
+/// The programs' maps and their holders are read only when a filter has
+/// the name of one of calitrace's programs.
 pub fn remove_tc_filters(proc: &Path) -> std::io::Result<Vec<Removed>> {
-    let held = held_programs(proc);
-    let mut removed = Vec::new();
+    let mut named = Vec::new();
     for link in netlink::links()? {
         for ingress in [true, false] {
             for f in tc_filters::list(link.index, ingress)? {
-                let Some(id) = f.prog_id else { continue };
-                if !TC_PROGRAMS.contains(&f.name.as_str())
-                    || !left_behind(&f, &map_names(id), &held)
-                {
-                    continue;
+                if TC_PROGRAMS.contains(&f.name.as_str()) {
+                    named.push((link.name.clone(), f));
                 }
-                removed.push(Removed {
-                    iface: link.name.clone(),
-                    ingress,
-                    program: f.name.clone(),
-                    error: tc_filters::delete(&f).err().map(|e| e.to_string()),
-                });
             }
         }
     }
-    Ok(removed)
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = held_programs(proc);
+    let maps = map_names(&named.iter().filter_map(|(_, f)| f.prog_id).collect());
+    let none = Vec::new();
+    Ok(named
+        .into_iter()
+        .filter(|(_, f)| {
+            let uses = f.prog_id.and_then(|id| maps.get(&id)).unwrap_or(&none);
+            left_behind(f, uses, &held)
+        })
+        .map(|(iface, f)| Removed {
+            iface,
+            ingress: f.ingress,
+            program: f.name.clone(),
+            error: tc_filters::delete(&f).err().map(|e| e.to_string()),
+        })
+        .collect())
 }
 
 #[cfg(test)]

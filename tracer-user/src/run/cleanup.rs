@@ -4,19 +4,13 @@
 //! one line per thing removed; `cluster --k8s --cleanup` runs it in every
 //! DaemonSet pod and shows the lines per node.
 
-use std::time::Duration;
-
 use anyhow::{Result, bail};
 
-use super::registry;
+use super::registry::{self, STOP_WITHIN};
 use super::usage;
 use crate::cli::CleanupArgs;
 use crate::netfilter::trace::NfTracer;
 use crate::probes::leftovers;
-
-/// How long the agents get to detach and exit: within the pod's default
-/// 30 s of grace, with room for standby after them.
-const STOP_WITHIN: Duration = Duration::from_secs(20);
 
 pub fn run(args: CleanupArgs) -> Result<()> {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.

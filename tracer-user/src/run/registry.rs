@@ -8,6 +8,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// How long the agents get to detach and exit when stopped: within a pod's
+/// default 30 s of grace, with room for standby after them.
+pub const STOP_WITHIN: Duration = Duration::from_secs(20);
+
 /// How often the stop looks whether the agents have gone.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -92,12 +96,14 @@ pub fn stop_all(within: Duration) -> Stopped {
 /// Whether `pid` is a running `calitrace agent` (not a zombie, not a pid
 /// reused by another program).
 fn is_agent(pid: u32) -> bool {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let zombie = std::fs::read_to_string(proc.join("stat"))
-        .map(|s| stat_state(&s) == Some('Z'))
-        .unwrap_or(true);
-    let argv = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-    !zombie && is_agent_argv(&argv)
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    runs(pid) && is_agent_argv(&argv)
+}
+
+/// Whether process `pid` runs: it exists and is no zombie.
+pub fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| stat_state(&s).is_some_and(|state| state != 'Z'))
 }
 
 /// The state letter of /proc/PID/stat (after the parenthesised comm).

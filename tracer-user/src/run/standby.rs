@@ -6,7 +6,6 @@
 //! calitrace agent` sessions in the same container.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -16,10 +15,6 @@ use super::doctor::{checks_under, failed_line, write_report};
 use super::registry;
 use crate::cli::StandbyArgs;
 use crate::doctor::HostRoot;
-
-/// How long the agents get to detach when standby stops (within the pod's
-/// 30 s of grace; the preStop hook has usually stopped them already).
-const AGENTS_STOP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Ends standby (the kubelet stops a container with SIGTERM).
 const STOP_SIGNALS: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
@@ -37,7 +32,7 @@ pub fn run(args: StandbyArgs) -> Result<()> {
     }
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
-    let stopped = registry::stop_all(AGENTS_STOP_WITHIN);
+    let stopped = registry::stop_all(registry::STOP_WITHIN);
     if !stopped.ended.is_empty() || !stopped.running.is_empty() {
         eprintln!(
             "calitrace: standby: {name}: {} agent(s) stopped, {} still running",

@@ -99,9 +99,28 @@ pub async fn daemonset_pod(api: &Api<Pod>, ns: &str, node: &str) -> Result<Optio
     Ok(list
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .find(|p| phase(p) == "Running")
+        .find(runs)
         .and_then(|p| p.metadata.name))
+}
+
+/// The DaemonSet's running agent pods of the namespace: (pod, node).
+pub async fn daemonset_pods(api: &Api<Pod>, ns: &str) -> Result<Vec<(String, String)>> {
+    let lp = ListParams::default().labels(&podspec::selector(DAEMONSET_COMPONENT));
+    let list = api
+        .list(&lp)
+        .await
+        .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(runs)
+        .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
+        .collect())
+}
+
+/// A pod that runs and is not being deleted.
+fn runs(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none() && phase(p) == "Running"
 }
 
 /// The live DaemonSet, said once; `None` (the built-in template) where

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Api;
 use kube::api::{AttachParams, AttachedProcess};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -91,17 +92,19 @@ pub async fn output(
     };
     tokio::join!(read_out, read_err);
     let failure = match status {
-        Some(s) => match s.await {
-            Some(s) if s.status.as_deref() == Some("Failure") => Some(
-                s.message
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| format!("failed: {}", s.reason.unwrap_or_default())),
-            ),
-            _ => None,
-        },
+        Some(s) => s.await.and_then(failed),
         None => None,
     };
     Ok((out, err, failure))
+}
+
+/// How a command failed, from the exit Status of exec's error channel
+/// (None: it succeeded).
+fn failed(s: Status) -> Option<String> {
+    (s.status.as_deref() == Some("Failure")).then(|| match (s.message, s.reason) {
+        (Some(m), _) if !m.is_empty() => m,
+        (_, r) => format!("exec failed: {}", r.unwrap_or_default()),
+    })
 }
 
 /// Writes a keep-alive byte to the agent's stdin now and every
@@ -176,7 +179,7 @@ struct Exec {
     process: AttachedProcess,
     /// The Status the API server sends on the error channel when the
     /// command ends (None: the stream closed without one).
-    status: mpsc::Receiver<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>>,
+    status: mpsc::Receiver<Option<Status>>,
     stopping: bool,
 }
 
@@ -190,13 +193,7 @@ impl AgentLink for Exec {
 
     fn failure(&mut self) -> Option<String> {
         match self.status.recv_timeout(Duration::from_secs(2)) {
-            Ok(Some(s)) if s.status.as_deref() == Some("Failure") => {
-                Some(match (s.message, s.reason) {
-                    (Some(m), _) if !m.is_empty() => m,
-                    (_, r) => format!("exec failed: {}", r.unwrap_or_default()),
-                })
-            }
-            Ok(Some(_)) => None,
+            Ok(Some(s)) => failed(s),
             _ if self.stopping => None,
             _ => Some("the exec stream closed without the agent's exit status".into()),
         }

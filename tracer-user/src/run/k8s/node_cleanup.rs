@@ -6,31 +6,17 @@
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::ListParams;
 
 use super::client::Kube;
-use super::error::{Call, explain};
-use super::exec;
-use super::podspec::{self, DAEMONSET_COMPONENT};
+use super::{agent_pods, exec};
 
 const CLEANUP: [&str; 4] = ["/usr/bin/calitrace", "cleanup", "--host-root", "/host"];
 
 pub fn run(kube: &Kube, ns: &str) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
-    let lp = ListParams::default().labels(&podspec::selector(DAEMONSET_COMPONENT));
     let command: Vec<String> = CLEANUP.map(String::from).to_vec();
     kube.block_on(async {
-        let list = api
-            .list(&lp)
-            .await
-            .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
-        let running: Vec<(String, String)> = list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
-            .collect();
+        let running = agent_pods::daemonset_pods(&api, ns).await?;
         if running.is_empty() {
             println!(
                 "no running DaemonSet agent pod in namespace {ns}: tc filters of killed agents cannot be looked for"
