@@ -141,3 +141,63 @@ fn the_checker_sees_every_item_of_nested_groups() {
     let src = "use crate::{\n    model::{Hop, x::{Y, Z}},\n    {run, time},\n    views::tui,\n};";
     assert_eq!(uses(src), ["model", "run", "time", "views"]);
 }
+
+/// Modules that work on the typed domain only: the kernel's raw structs
+/// (`tracer_common`) are decoded at the boundary (`events`) and never reach
+/// them, tests aside.
+const TYPED_ONLY: [&str; 8] = [
+    "model",
+    "netfilter",
+    "dataplane",
+    "facts",
+    "doctor",
+    "diagnosis",
+    "merge",
+    "views",
+];
+
+/// The part of a source file that is not its tests.
+fn non_test(path: &Path, src: &str) -> String {
+    let in_test_dir = path.components().any(|c| c.as_os_str() == "tests");
+    if in_test_dir
+        || path
+            .file_stem()
+            .is_some_and(|s| s.to_string_lossy().starts_with("tests"))
+    {
+        return String::new();
+    }
+    src.split("#[cfg(test)]").next().unwrap_or("").to_string()
+}
+
+#[test]
+fn raw_kernel_structs_stay_at_the_boundary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut wrong = Vec::new();
+    for module in TYPED_ONLY {
+        let mut files = Vec::new();
+        sources(&root.join(module), &mut files);
+        assert!(!files.is_empty(), "{module} has sources");
+        for f in files {
+            let src = std::fs::read_to_string(&f).unwrap();
+            if non_test(&f, &src).contains("tracer_common") {
+                wrong.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "raw kernel structs in:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn tests_are_told_apart_from_code() {
+    let src = "use crate::model;\n#[cfg(test)]\nmod tests { use tracer_common::X; }";
+    assert!(!non_test(Path::new("src/merge/mod.rs"), src).contains("tracer_common"));
+    assert_eq!(non_test(Path::new("src/merge/tests.rs"), src), "");
+    assert!(
+        non_test(Path::new("src/merge/mod.rs"), "use tracer_common::Event;")
+            .contains("tracer_common")
+    );
+}

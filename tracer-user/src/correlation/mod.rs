@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use tracer_common::{PacketMeta, l3};
 
-use crate::model::{Dir, Family, Hook, LinkPoint, NetfilterInfo, NfVerdict, Outer};
+use crate::model::Point;
 
 /// Identifies one packet across observation points. IPv4 packets carry an IP
 /// ID; ICMP echo adds identifier and sequence (stored in the port fields).
@@ -108,36 +108,6 @@ const HOPS_GROWTH: usize = 4;
 /// A slot's list is reused for the next packet up to this capacity.
 const REUSED_HOPS: usize = 6;
 
-/// One place a packet was seen, as kept while waiting for a drop that may
-/// never come: no names (they are looked up when a drop asks for the
-/// journey), so that remembering a packet costs one small allocation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sighting {
-    pub ts_ns: u64,
-    pub netns: u32,
-    /// 0 for a netfilter verdict or link point.
-    pub ifindex: u32,
-    pub dir: Dir,
-    pub ttl: Option<u8>,
-    /// A netfilter table's verdict (exact probes): the table and the verdict.
-    pub verdict: Option<Box<(NetfilterInfo, NfVerdict)>>,
-    /// A netfilter link observation point the packet passed.
-    pub point: Option<HookPoint>,
-    /// The headers the packet travelled in, where tc saw it encapsulated
-    /// (boxed: most sightings have none).
-    pub outer: Option<Box<Outer>>,
-}
-
-/// Where a netfilter link saw a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HookPoint {
-    pub family: Family,
-    pub hook: Option<Hook>,
-    pub point: LinkPoint,
-    /// The link's priority.
-    pub priority: i32,
-}
-
 /// Recent packets and where they were seen. Bounded in entries and in time.
 ///
 /// Packets live in a ring of slots, in the order they were first seen; a new
@@ -163,7 +133,7 @@ struct Slot {
     seq: u64,
     /// When the packet was first seen.
     first_ts: u64,
-    seen: Vec<Sighting>,
+    seen: Vec<Point>,
 }
 
 impl Journeys {
@@ -190,7 +160,7 @@ impl Journeys {
         live_slot(&self.slots, self.oldest, self.max_entries, seq)
     }
 
-    pub fn observe(&mut self, key: PacketKey, hop: Sighting) {
+    pub fn observe(&mut self, key: PacketKey, hop: Point) {
         // One hash for the lookup and, for a new packet, the insertion.
         let seq = match self.index.entry(key) {
             Entry::Occupied(e) => {
@@ -212,7 +182,7 @@ impl Journeys {
     }
 
     /// Puts the new packet `seq` in its slot, evicting what was there.
-    fn take_slot(&mut self, seq: u64, hop: Sighting) {
+    fn take_slot(&mut self, seq: u64, hop: Point) {
         let at = (seq % self.max_entries as u64) as usize;
         let first_ts = hop.ts_ns;
         if at == self.slots.len() {
@@ -252,7 +222,7 @@ impl Journeys {
     }
 
     /// Where a packet was seen, oldest first.
-    pub fn get(&self, key: &PacketKey) -> &[Sighting] {
+    pub fn get(&self, key: &PacketKey) -> &[Point] {
         self.index
             .get(key)
             .and_then(|&seq| self.slot_of(seq))
@@ -289,7 +259,7 @@ fn live_slot(slots: &[Slot], oldest: u64, ring: usize, seq: u64) -> Option<usize
 
 /// Appends a sighting to a packet's list, dropping the oldest past
 /// [`MAX_HOPS`].
-fn push_hop(seen: &mut Vec<Sighting>, hop: Sighting) {
+fn push_hop(seen: &mut Vec<Point>, hop: Point) {
     if seen.len() == MAX_HOPS {
         seen.remove(0);
     } else if seen.len() == seen.capacity() {
@@ -304,6 +274,7 @@ fn push_hop(seen: &mut Vec<Sighting>, hop: Sighting) {
 mod tests {
     use super::*;
     use crate::events::set_ip;
+    use crate::model::{At, Dir};
 
     fn pkt(id: u16) -> PacketMeta {
         let mut p = PacketMeta {
@@ -317,16 +288,23 @@ mod tests {
         p
     }
 
-    fn hop(ts: u64, ifindex: u32) -> Sighting {
-        Sighting {
+    fn hop(ts: u64, ifindex: u32) -> Point {
+        Point {
             ts_ns: ts,
             netns: 1,
-            ifindex,
-            dir: Dir::Ingress,
             ttl: Some(64),
-            verdict: None,
-            point: None,
-            outer: None,
+            at: At::Iface {
+                iface: ifindex,
+                dir: Dir::Ingress,
+                outer: None,
+            },
+        }
+    }
+
+    fn ifindex(p: &Point) -> u32 {
+        match p.at {
+            At::Iface { iface, .. } => iface,
+            _ => 0,
         }
     }
 
@@ -337,7 +315,7 @@ mod tests {
         j.observe(k, hop(1, 5));
         j.observe(PacketKey::of(&pkt(8)).unwrap(), hop(2, 5));
         j.observe(k, hop(3, 2));
-        let ifs: Vec<_> = j.get(&k).iter().map(|h| h.ifindex).collect();
+        let ifs: Vec<_> = j.get(&k).iter().map(ifindex).collect();
         assert_eq!(ifs, [5, 2]);
     }
 
@@ -370,7 +348,7 @@ mod tests {
         assert!(j.get(&k(0)).is_empty());
         assert_eq!(j.get(&k(3)).len(), 1);
         j.observe(k(0), hop(20, 7));
-        let ifs: Vec<_> = j.get(&k(0)).iter().map(|h| h.ifindex).collect();
+        let ifs: Vec<_> = j.get(&k(0)).iter().map(ifindex).collect();
         assert_eq!(ifs, [7]);
         // ... taking packet 1's slot; 2 and 3 keep theirs.
         assert!(j.get(&k(1)).is_empty());
@@ -405,13 +383,13 @@ mod tests {
     }
 
     #[test]
-    fn sightings_stay_small() {
-        // 16k packets x ~9 sightings are held at once under load: what only
-        // some sightings have (a verdict, outer headers) is boxed.
+    fn points_stay_small() {
+        // 16k packets x ~9 points are held at once under load: what only
+        // some points have (a verdict, outer headers) is boxed.
         assert!(
-            std::mem::size_of::<Sighting>() <= 48,
+            std::mem::size_of::<Point>() <= 32,
             "{}",
-            std::mem::size_of::<Sighting>()
+            std::mem::size_of::<Point>()
         );
     }
 }

@@ -1,9 +1,12 @@
 //! Which stage of the datapath a drop reason (a name from the running kernel)
 //! and its location belong to.
 
-use tracer_common::{PacketMeta, l3, pkt_flags, proto};
+use std::net::IpAddr;
 
-use crate::model::{Backend, Benign, DropReason, Family, NetfilterInfo, Owner, ReasonKind, Stage};
+use crate::model::{
+    Backend, Benign, DropReason, Family, Headers, Icmp, NetfilterInfo, Owner, Proto, ReasonKind,
+    Stage,
+};
 
 pub fn stage(reason: &DropReason, location: Option<&str>) -> Stage {
     let loc = location.map(base_symbol).unwrap_or("");
@@ -101,14 +104,14 @@ pub fn benign(
     reason: &DropReason,
     location: Option<&str>,
     stage: Stage,
-    pkt: &PacketMeta,
+    pkt: &Headers,
     in_pod: bool,
 ) -> Option<Benign> {
     if matches!(stage, Stage::Netfilter | Stage::Tc) {
         return None;
     }
     let loc = location.map(base_symbol).unwrap_or("");
-    if pkt.l3 == l3::NONE && is_not_ip_subsystem(loc) {
+    if pkt.flow.src.is_none() && is_not_ip_subsystem(loc) {
         return Some(Benign::NotIp);
     }
     if !in_pod && is_loopback(pkt) {
@@ -121,15 +124,13 @@ pub fn benign(
     if is_link_local_or_multicast(pkt) {
         return Some(Benign::LinkLocal);
     }
-    if !no_socket(reason.kind, loc) || pkt.flags & pkt_flags::L4 == 0 {
+    if !no_socket(reason.kind, loc) {
         return None;
     }
-    match pkt.proto {
-        proto::TCP if is_bare_tcp(pkt) => Some(Benign::TcpAfterClose),
-        proto::ICMP if pkt.l3 == l3::IPV4 && pkt.icmp_type == 0 => Some(Benign::EchoReply),
-        proto::ICMPV6 if pkt.icmp_type == 129 => Some(Benign::EchoReply),
-        _ => None,
+    if pkt.tcp.is_some_and(|t| t.is_bare()) {
+        return Some(Benign::TcpAfterClose);
     }
+    matches!(pkt.detail.icmp, Some(Icmp::EchoReply { .. })).then_some(Benign::EchoReply)
 }
 
 /// Whether a firewall's drop, once its table is known, is no fault of pod
@@ -172,19 +173,32 @@ const QUEUE_PURGES: [&str; 5] = [
 
 /// ICMPv6 neighbour discovery (133-137) and multicast listener (130-132,
 /// 143) messages.
-fn is_nd_or_mld(pkt: &PacketMeta) -> bool {
-    pkt.proto == proto::ICMPV6
-        && pkt.flags & pkt_flags::L4 != 0
-        && matches!(pkt.icmp_type, 130..=137 | 143)
+fn is_nd_or_mld(pkt: &Headers) -> bool {
+    pkt.flow.proto == Some(Proto::Icmpv6)
+        && matches!(
+            pkt.detail.icmp,
+            Some(Icmp::Other {
+                kind: 130..=137 | 143,
+                ..
+            })
+        )
 }
 
-fn is_link_local_or_multicast(pkt: &PacketMeta) -> bool {
-    match pkt.l3 {
-        l3::IPV6 => {
-            let link_local = |a: &[u8; 16]| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
-            pkt.dst[0] == 0xff || link_local(&pkt.dst) || pkt.src == [0; 16] || is_nd_or_mld(pkt)
+/// The addresses of an IP packet (not ARP's).
+fn ip_addrs(pkt: &Headers) -> Option<(IpAddr, IpAddr)> {
+    if pkt.detail.arp.is_some() {
+        return None;
+    }
+    Some((pkt.flow.src?, pkt.flow.dst?))
+}
+
+fn is_link_local_or_multicast(pkt: &Headers) -> bool {
+    match ip_addrs(pkt) {
+        Some((IpAddr::V6(src), IpAddr::V6(dst))) => {
+            let link_local = dst.segments()[0] & 0xffc0 == 0xfe80;
+            dst.is_multicast() || link_local || src.is_unspecified() || is_nd_or_mld(pkt)
         }
-        l3::IPV4 => pkt.dst[0] & 0xf0 == 0xe0 || pkt.dst[..4] == [255; 4],
+        Some((_, IpAddr::V4(dst))) => dst.is_multicast() || dst.is_broadcast(),
         _ => false,
     }
 }
@@ -212,25 +226,8 @@ fn is_not_ip_subsystem(loc: &str) -> bool {
 
 /// A packet from or to a loopback address (127.0.0.0/8, ::1): a refused
 /// local connection, never traffic between pods.
-fn is_loopback(pkt: &PacketMeta) -> bool {
-    const V6_LOOPBACK: [u8; 16] = {
-        let mut a = [0u8; 16];
-        a[15] = 1;
-        a
-    };
-    match pkt.l3 {
-        l3::IPV4 => pkt.src[0] == 127 || pkt.dst[0] == 127,
-        l3::IPV6 => pkt.src == V6_LOOPBACK || pkt.dst == V6_LOOPBACK,
-        _ => false,
-    }
-}
-
-/// A TCP segment with no data and no flags but ACK, FIN and RST.
-fn is_bare_tcp(pkt: &PacketMeta) -> bool {
-    const FIN: u8 = 0x01;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
-    pkt.flags & pkt_flags::TCP_NO_DATA != 0 && pkt.tcp_flags & !(FIN | RST | ACK) == 0
+fn is_loopback(pkt: &Headers) -> bool {
+    ip_addrs(pkt).is_some_and(|(s, d)| s.is_loopback() || d.is_loopback())
 }
 
 /// Backend told by where a netfilter drop happened, on `kernel` (its release).
@@ -254,6 +251,8 @@ pub fn nft_frees_its_drops(kernel: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::{PacketMeta, l3, pkt_flags, proto};
+
     use super::*;
     use crate::model::Refusal;
 
@@ -268,7 +267,14 @@ mod tests {
         pkt: &PacketMeta,
         in_pod: bool,
     ) -> Option<Benign> {
-        super::benign(&DropReason::named(reason), location, stage, pkt, in_pod)
+        let headers = crate::events::names::headers(pkt);
+        super::benign(
+            &DropReason::named(reason),
+            location,
+            stage,
+            &headers,
+            in_pod,
+        )
     }
 
     #[test]

@@ -8,8 +8,8 @@ use tracer_common::{
 
 use super::{dst_ip, kernel_name, src_ip};
 use crate::model::{
-    ArpOp, Backend, Detail, Dir, Encap, Family, Hook, Icmp, LinkPoint, NetfilterInfo, NfVerdict,
-    Outer, Proto,
+    ArpOp, Backend, Detail, Dir, Encap, Family, Headers, Hook, Icmp, LinkPoint, NetfilterInfo,
+    NfVerdict, Outer, Proto, TcpSegment,
 };
 
 /// The direction of a tc observation.
@@ -99,6 +99,21 @@ pub fn flow(p: &PacketMeta) -> crate::model::Flow {
         dport: ports.then_some(p.dport),
         src_pod: None,
         dst_pod: None,
+    }
+}
+
+/// A packet's headers, typed.
+pub fn headers(p: &PacketMeta) -> Headers {
+    let tcp = p.flags & pkt_flags::L4 != 0
+        && p.proto == proto::TCP
+        && matches!(p.l3, l3::IPV4 | l3::IPV6);
+    Headers {
+        flow: flow(p),
+        detail: detail(p),
+        tcp: tcp.then_some(TcpSegment {
+            flags: p.tcp_flags,
+            data: p.flags & pkt_flags::TCP_NO_DATA == 0,
+        }),
     }
 }
 

@@ -30,13 +30,13 @@ use clock::Clocks;
 use directory::Directory;
 use node::Node;
 pub use node::{AgentState, NodeView};
-use sightings::{Identity, Names, PacketPoint, Point, Sightings};
+use sightings::{Identity, NO_IFACE, Names, Sightings};
 use stage::{NodeStage, Seen, StageOptions, Staged};
 use underlay::{Outcome, Send, Sent, Tracker, Wire};
 
 use crate::diagnosis::Diagnoser;
 use crate::facts::Fact;
-use crate::model::{Dir, DropRecord, Encap, PodRef, Proto, Record};
+use crate::model::{At, Dir, DropRecord, Encap, PodRef, Point, Proto, Record};
 use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
@@ -301,16 +301,17 @@ impl Cluster {
             record,
             ..
         } = seen;
-        let point = PacketPoint {
-            node: n,
+        let point = Point {
             ts_ns: ts,
             netns,
-            dir,
             ttl,
-            ifname,
-            outer,
+            at: At::Iface {
+                iface: ifname.unwrap_or(NO_IFACE),
+                dir,
+                outer,
+            },
         };
-        self.sightings.add(id, Point::Packet(point));
+        self.sightings.add(id, n, point);
         if let Some(mut p) = record {
             p.ts_ns = ts;
             p.node = Some(self.names.nodes[n].clone());
@@ -333,8 +334,8 @@ impl Cluster {
             }
             Record::Drop(d) => self.merge_journey(d),
             Record::Verdict(v) => {
-                let hop = Point::Hop(Box::new(v.hop()));
-                self.sightings.add(Identity::of(&v.flow, &v.detail), hop);
+                self.sightings
+                    .add(Identity::of(&v.flow, &v.detail), n, v.point());
             }
             _ => {}
         }

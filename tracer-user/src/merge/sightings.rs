@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use super::FastMap;
-use crate::model::{Detail, Dir, Flow, Hop, Icmp, Outer, Proto};
+use crate::model::{Detail, Flow, Hop, Icmp, Point, Proto};
 
 /// A packet across nodes: its (inner) headers, never the TTL. Addresses as
 /// parsed, not as written: every packet of every node is looked up by it,
@@ -64,20 +64,8 @@ impl Identity {
     }
 }
 
-/// A packet seen by tc on a node, as a journey point: what a [`Hop`] of it
-/// says, with the node by its place in the view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PacketPoint {
-    pub node: usize,
-    /// On the common clock.
-    pub ts_ns: u64,
-    pub netns: u32,
-    pub dir: Dir,
-    pub ttl: Option<u8>,
-    /// The interface by its number among the node's ([`Names`]).
-    pub ifname: Option<u32>,
-    pub outer: Option<Box<Outer>>,
-}
+/// A point's interface number where the interface had no name.
+pub const NO_IFACE: u32 = u32::MAX;
 
 /// The names behind a point's numbers: the nodes', and each node's
 /// interfaces'.
@@ -109,50 +97,20 @@ impl Names {
     }
 }
 
-/// One point of a packet's journey on some node.
+/// A journey point and the node it was seen on (by its place in the view);
+/// its interface is numbered among that node's ([`Names`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Point {
-    Packet(PacketPoint),
-    /// Anything else (a netfilter verdict), as its hop, node named.
-    Hop(Box<Hop>),
+struct NodePoint {
+    node: usize,
+    point: Point,
 }
 
-impl Point {
-    fn ts_ns(&self) -> u64 {
-        match self {
-            Point::Packet(p) => p.ts_ns,
-            Point::Hop(h) => h.ts_ns,
-        }
-    }
-
-    fn node<'a>(&'a self, names: &'a Names) -> Option<&'a str> {
-        match self {
-            Point::Packet(p) => names.node(p.node),
-            Point::Hop(h) => h.node.as_deref(),
-        }
-    }
-
-    /// The point as a journey's hop, its node and interface named.
-    pub fn hop(&self, names: &Names) -> Hop {
-        match self {
-            Point::Packet(p) => Hop {
-                node: names.node(p.node).map(str::to_string),
-                ts_ns: p.ts_ns,
-                netns: p.netns,
-                ifname: p
-                    .ifname
-                    .and_then(|i| names.ifname(p.node, i))
-                    .map(str::to_string),
-                dir: p.dir,
-                ttl: p.ttl,
-                netfilter: None,
-                verdict: None,
-                point: None,
-                priority: None,
-                outer: p.outer.as_deref().cloned(),
-            },
-            Point::Hop(h) => (**h).clone(),
-        }
+impl NodePoint {
+    fn hop(&self, names: &Names) -> Hop {
+        let node = names.node(self.node).map(str::to_string);
+        self.point.hop(node, |_, id| {
+            names.ifname(self.node, id).map(str::to_string)
+        })
     }
 }
 
@@ -165,17 +123,18 @@ const MAX_POINTS: usize = 32;
 
 #[derive(Default)]
 pub struct Sightings {
-    points: FastMap<Identity, Vec<Point>>,
+    points: FastMap<Identity, Vec<NodePoint>>,
     /// First sighting of each packet, oldest first, for forgetting.
     order: VecDeque<(u64, Identity)>,
     /// Point lists of forgotten packets, emptied, for the next ones.
-    spare: Vec<Vec<Point>>,
+    spare: Vec<Vec<NodePoint>>,
 }
 
 impl Sightings {
-    /// One more point of a packet.
-    pub fn add(&mut self, id: Identity, point: Point) {
-        let ts = point.ts_ns();
+    /// One more point of a packet, seen on node `node`.
+    pub fn add(&mut self, id: Identity, node: usize, point: Point) {
+        let ts = point.ts_ns;
+        let point = NodePoint { node, point };
         match self.points.get_mut(&id) {
             Some(v) if v.len() < MAX_POINTS => v.push(point),
             Some(_) => {}
@@ -209,7 +168,7 @@ impl Sightings {
             .get(id)
             .map(|v| {
                 v.iter()
-                    .filter(|p| p.node(names) != Some(node) && p.ts_ns() <= until)
+                    .filter(|p| names.node(p.node) != Some(node) && p.point.ts_ns <= until)
                     .map(|p| p.hop(names))
                     .collect()
             })

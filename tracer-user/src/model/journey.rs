@@ -243,6 +243,100 @@ impl Hop {
     }
 }
 
+/// One place a packet was seen, as kept while waiting for a drop that may
+/// never come (on a node, and across nodes): compact, its interface by a
+/// number whoever keeps it can name (the ifindex on a node, the interface's
+/// place among a node's across nodes) and no node. A drop's journey names
+/// its points as [`Hop`]s ([`Point::hop`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub ttl: Option<u8>,
+    pub at: At,
+}
+
+/// What kind of place a [`Point`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum At {
+    /// An interface, seen by tc; `outer`: the headers the packet travelled
+    /// in there, where it was encapsulated (boxed: most points have none).
+    Iface {
+        iface: u32,
+        dir: Dir,
+        outer: Option<Box<Outer>>,
+    },
+    /// A netfilter table's verdict (exact probes).
+    Verdict(Box<(NetfilterInfo, NfVerdict)>),
+    /// A netfilter link point the packet passed.
+    Link(LinkAt),
+}
+
+/// Where a netfilter link saw a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAt {
+    pub family: Family,
+    pub hook: Option<Hook>,
+    pub point: LinkPoint,
+    /// The link's priority.
+    pub priority: i32,
+}
+
+impl Point {
+    /// The point as a journey's hop: on `node` (cluster views), its
+    /// interface named by `ifname(netns, iface)`.
+    pub fn hop(
+        &self,
+        node: Option<String>,
+        ifname: impl FnOnce(u32, u32) -> Option<String>,
+    ) -> Hop {
+        let mut hop = Hop {
+            node,
+            ts_ns: self.ts_ns,
+            netns: self.netns,
+            ifname: None,
+            dir: Dir::Netfilter,
+            ttl: self.ttl,
+            netfilter: None,
+            verdict: None,
+            point: None,
+            priority: None,
+            outer: None,
+        };
+        match &self.at {
+            At::Iface { iface, dir, outer } => {
+                hop.ifname = ifname(self.netns, *iface);
+                hop.dir = *dir;
+                hop.outer = outer.as_deref().cloned();
+            }
+            At::Verdict(v) => {
+                hop.netfilter = Some(v.0.clone());
+                hop.verdict = Some(v.1);
+            }
+            At::Link(l) => {
+                hop.netfilter = Some(NetfilterInfo {
+                    hook: l.hook,
+                    attribution: Attribution::Exact,
+                    family: Some(l.family),
+                    ..Default::default()
+                });
+                hop.point = Some(l.point);
+                // An "after" link sits one above the table it follows.
+                hop.priority = (l.point == LinkPoint::After).then(|| l.priority.saturating_sub(1));
+            }
+        }
+        hop
+    }
+
+    /// The table and verdict, for a netfilter verdict.
+    pub fn verdict(&self) -> Option<&(NetfilterInfo, NfVerdict)> {
+        match &self.at {
+            At::Verdict(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// `cali1234 ingress`, `pod eth0 egress` (another namespace), `eth0 egress
 /// (VXLAN)` (encapsulated), `FORWARD entry`, `INPUT after priority -5` (link
 /// points), `FORWARD (legacy filter: ACCEPT)`.

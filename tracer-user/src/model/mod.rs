@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod diagnosis;
+pub mod drop_place;
 #[cfg(test)]
 pub mod fixtures;
 pub mod journey;
@@ -11,14 +12,21 @@ pub mod names;
 pub mod packet;
 pub mod reason;
 pub mod records;
+pub mod steps;
 
 pub use check::{Check, CheckId, Status as CheckStatus};
 pub use diagnosis::{Code, Diagnosis, Underlay, WireguardRefusal};
-pub use journey::{CalicoEbpfDrop, Hop, HopLabel, NetfilterInfo, PolicyRef, Refusal};
+pub use drop_place::DropPlace;
+pub use journey::{
+    At, CalicoEbpfDrop, Hop, HopLabel, LinkAt, NetfilterInfo, Point, PolicyRef, Refusal,
+};
 pub use names::{
     ArpOp, Attribution, Backend, Benign, CalicoPlacement, Dir, Encap, Family, Hook, Icmp,
     LinkPoint, NfVerdict, Owner, Proto, RuleVerdict, Stage,
 };
-pub use packet::{Addr, Detail, Endpoint, Flow, Outer, PacketId, PacketRecord, PodRef};
+pub use packet::{
+    Addr, Detail, Endpoint, Flow, Headers, Outer, PacketId, PacketRecord, PodRef, TcpSegment,
+};
 pub use reason::{DropReason, ReasonKind};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};
+pub use steps::{Journey, Step, StepKind, path_line};

@@ -151,6 +151,35 @@ pub struct Detail {
     pub arp: Option<ArpOp>,
 }
 
+/// A packet's headers, decoded once from the kernel's record: what a drop's
+/// classification reads of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headers {
+    pub flow: Flow,
+    pub detail: Detail,
+    /// A TCP segment's flags, where the packet is one.
+    pub tcp: Option<TcpSegment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment {
+    /// The header's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10, ...).
+    pub flags: u8,
+    /// Whether it carries data.
+    pub data: bool,
+}
+
+impl TcpSegment {
+    /// No data and no flag but FIN, RST and ACK: what a socket gets after
+    /// its peer closed.
+    pub fn is_bare(&self) -> bool {
+        const FIN: u8 = 0x01;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        !self.data && self.flags & !(FIN | RST | ACK) == 0
+    }
+}
+
 /// What tells two packets of one flow apart (TTL changes on the way, so it
 /// is not part of it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnosis::Diagnosis;
-use super::journey::{CalicoEbpfDrop, Hop, NetfilterInfo};
-use super::names::{Backend, Benign, CalicoPlacement, Dir, NfVerdict, Stage};
+use super::journey::{At, CalicoEbpfDrop, Hop, NetfilterInfo, Point};
+use super::names::{Backend, Benign, CalicoPlacement, NfVerdict, Stage};
 use super::packet::{Detail, Flow, PacketRecord};
 use super::reason::DropReason;
 
@@ -27,20 +27,18 @@ pub struct VerdictRecord {
 
 impl VerdictRecord {
     /// The verdict as a point of the packet's journey.
-    pub fn hop(&self) -> Hop {
-        Hop {
-            node: self.node.clone(),
+    pub fn point(&self) -> Point {
+        Point {
             ts_ns: self.ts_ns,
             netns: self.netns,
-            ifname: None,
-            dir: Dir::Netfilter,
             ttl: self.detail.ttl,
-            netfilter: Some(self.netfilter.clone()),
-            verdict: Some(self.verdict),
-            point: None,
-            priority: None,
-            outer: None,
+            at: At::Verdict(Box::new((self.netfilter.clone(), self.verdict))),
         }
+    }
+
+    /// The verdict as a hop of the packet's journey.
+    pub fn hop(&self) -> Hop {
+        self.point().hop(self.node.clone(), |_, _| None)
     }
 }
 

@@ -25,7 +25,8 @@ impl Pipeline {
         self.counts.drops += 1;
         let (reason, stage, reason_from_location) = self.reason_and_stage(ev, location.as_deref());
         let in_pod = self.env.facts.pods.contains_key(&ev.netns);
-        let benign = classify::benign(&reason, location.as_deref(), stage, &ev.pkt, in_pod);
+        let headers = names::headers(&ev.pkt);
+        let benign = classify::benign(&reason, location.as_deref(), stage, &headers, in_pod);
         if benign.is_some() {
             self.count_benign(reason.as_str());
         }
@@ -46,13 +47,13 @@ impl Pipeline {
             ts_ns: ev.ts_ns,
             netns: ev.netns,
             ifname: self.ifname(ev.netns, ev.ifindex),
-            flow: self.named_flow(&ev.pkt),
+            flow: self.name_pods(headers.flow),
             reason,
             reason_from_location,
             location,
             stage,
             netfilter,
-            detail: names::detail(&ev.pkt),
+            detail: headers.detail,
             pod: self.env.facts.pods.get(&ev.netns).map(|p| p.name.clone()),
             journey,
             benign,

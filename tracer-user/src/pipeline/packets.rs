@@ -8,52 +8,27 @@ use std::net::Ipv4Addr;
 use tracer_common::{Event, NfEvent, OuterMeta, l3};
 
 use super::Pipeline;
-use crate::correlation::{HookPoint, PacketKey, Sighting};
+use crate::correlation::PacketKey;
 use crate::events::names;
 use crate::model::{
-    ArpOp, Attribution, Backend, Dir, DropRecord, Hop, LinkPoint, NetfilterInfo, NfVerdict,
-    PacketRecord, Record, VerdictRecord,
+    ArpOp, At, Attribution, Backend, Dir, DropRecord, Hop, LinkAt, NfVerdict, PacketRecord, Point,
+    Record, VerdictRecord,
 };
 
 impl Pipeline {
     /// A packet's flow, its pods named.
     pub(super) fn named_flow(&self, p: &tracer_common::PacketMeta) -> crate::model::Flow {
-        let mut flow = names::flow(p);
+        self.name_pods(names::flow(p))
+    }
+
+    pub(super) fn name_pods(&self, mut flow: crate::model::Flow) -> crate::model::Flow {
         self.env.facts.name_pods(&mut flow);
         flow
     }
 
-    /// A sighting as a journey hop, with its interface's name.
-    pub(super) fn hop(&self, s: &Sighting) -> Hop {
-        let (mut netfilter, verdict) = match s.verdict.as_deref() {
-            Some((nf, v)) => (Some(nf.clone()), Some(*v)),
-            None => (None, None),
-        };
-        let (mut point, mut priority) = (None, None);
-        if let Some(p) = s.point {
-            netfilter = Some(NetfilterInfo {
-                hook: p.hook,
-                attribution: Attribution::Exact,
-                family: Some(p.family),
-                ..Default::default()
-            });
-            point = Some(p.point);
-            // An "after" link sits one above the table it follows.
-            priority = (p.point == LinkPoint::After).then(|| p.priority.saturating_sub(1));
-        }
-        Hop {
-            node: None,
-            ts_ns: s.ts_ns,
-            netns: s.netns,
-            ifname: self.ifname(s.netns, s.ifindex),
-            dir: s.dir,
-            ttl: s.ttl,
-            netfilter,
-            verdict,
-            point,
-            priority,
-            outer: s.outer.as_deref().cloned(),
-        }
+    /// A journey point as a hop, with its interface's name.
+    pub(super) fn hop(&self, p: &Point) -> Hop {
+        p.hop(None, |netns, ifindex| self.ifname(netns, ifindex))
     }
 
     /// A packet seen by tc; `outer`: the headers it was encapsulated in
@@ -67,15 +42,15 @@ impl Pipeline {
         }
         let outer = outer.map(names::outer);
         if let Some(key) = PacketKey::of(p) {
-            let hop = Sighting {
+            let hop = Point {
                 ts_ns: ev.ts_ns,
                 netns: ev.netns,
-                ifindex: ev.ifindex,
-                dir,
                 ttl: Some(p.ttl),
-                verdict: None,
-                point: None,
-                outer: outer.clone().map(Box::new),
+                at: At::Iface {
+                    iface: ev.ifindex,
+                    dir,
+                    outer: outer.clone().map(Box::new),
+                },
             };
             self.journeys.observe(key, hop);
         }
@@ -118,15 +93,11 @@ impl Pipeline {
         let info = names::walk_netfilter(nf);
         let verdict = names::walk_verdict(nf);
         if let Some(key) = PacketKey::of(&nf.ev.pkt) {
-            let sighting = Sighting {
+            let sighting = Point {
                 ts_ns: nf.ev.ts_ns,
                 netns: nf.ev.netns,
-                ifindex: 0,
-                dir: Dir::Netfilter,
                 ttl: Some(nf.ev.pkt.ttl),
-                verdict: Some(Box::new((info.clone(), verdict))),
-                point: None,
-                outer: None,
+                at: At::Verdict(Box::new((info.clone(), verdict))),
             };
             self.pair_with_freed_drop(key, &sighting, info.backend);
             self.journeys.observe(key, sighting);
@@ -147,8 +118,8 @@ impl Pipeline {
     /// nf_tables frees a packet it drops itself on newer kernels and returns
     /// NF_STOLEN: the walk's verdict comes after the drop, which waits in
     /// `pending_nf` for the counters. The walk names that drop exactly.
-    fn pair_with_freed_drop(&mut self, key: PacketKey, walk: &Sighting, backend: Option<Backend>) {
-        let Some((_, verdict)) = walk.verdict.as_deref() else {
+    fn pair_with_freed_drop(&mut self, key: PacketKey, walk: &Point, backend: Option<Backend>) {
+        let Some((_, verdict)) = walk.verdict() else {
             return;
         };
         let frees = *verdict == NfVerdict::Drop
@@ -184,7 +155,7 @@ impl Pipeline {
     /// journey, no record of its own.
     pub(super) fn on_hook(&mut self, nf: &NfEvent) {
         if let Some(key) = PacketKey::of(&nf.ev.pkt) {
-            let point = HookPoint {
+            let point = LinkAt {
                 family: names::link_family(nf.pf),
                 hook: crate::model::Hook::of_family(nf.pf, nf.hook),
                 point: names::link_point(nf.point),
@@ -192,15 +163,11 @@ impl Pipeline {
             };
             self.journeys.observe(
                 key,
-                Sighting {
+                Point {
                     ts_ns: nf.ev.ts_ns,
                     netns: nf.ev.netns,
-                    ifindex: 0,
-                    dir: Dir::Netfilter,
                     ttl: Some(nf.ev.pkt.ttl),
-                    verdict: None,
-                    point: Some(point),
-                    outer: None,
+                    at: At::Link(point),
                 },
             );
         }

@@ -6,9 +6,10 @@ use tracer_common::filter::FilterProg;
 
 use super::event_loop::{Stops, event_loop};
 use super::interfaces::{self, InterfaceWatch};
+use super::output::{self, From};
 use super::session::Session;
 use super::setup::{self, Setup};
-use super::{choose_output, line_view, usage};
+use super::usage;
 use crate::cli::{Output, TraceArgs};
 use crate::dataplane::calico_ebpf::CalicoEbpf;
 use crate::facts::{Environment, NodeFacts};
@@ -22,7 +23,7 @@ use crate::pipeline::{Options, Pipeline};
 use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
 use crate::recording::format::{End, Header};
-use crate::views::{LineSink, Sink};
+use crate::views::Sink;
 
 /// Programs loaded and attached, and a session ready to read them.
 pub struct Tracing {
@@ -36,10 +37,7 @@ pub struct Tracing {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let output = match choose_output(args.view.output) {
-        Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
-        o => o,
-    };
+    let output = output::choose(args.view.output, From::Live)?;
     let Tracing {
         rt,
         stops,
@@ -148,11 +146,8 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
 /// The view asked for, shown the start record (text prints its own);
 /// benign drops shown from the start with `all_drops`.
 fn open_view(output: Output, start: &Start, all_drops: bool) -> Result<Box<dyn Sink>> {
-    let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live(all_drops)?),
-        _ => Box::new(LineSink(line_view(output, all_drops))),
-    };
-    if output != Output::Text {
+    let mut sink = output::open_sink(output, From::Live, all_drops)?;
+    if output::shows_start(output) {
         sink.records(&[Record::Start(start.clone())])?;
     }
     Ok(sink)

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{choose_output, line_view, usage};
-use crate::cli::{Output, ReplayArgs};
+use super::output::{self, From};
+use super::usage;
+use crate::cli::ReplayArgs;
 use crate::filter::Filter;
 use crate::merge::Cluster;
 use crate::merge::interleave::Interleave;
 use crate::pipeline::Options;
 use crate::recording::cluster;
 use crate::recording::reader::{self, Reader};
-use crate::views::{Control, LineSink, Sink, Status};
+use crate::views::{Control, Sink, Status};
 
 /// One node's recorded stream, and how its agent ended if it did not end well.
 struct Recorded {
@@ -30,14 +31,8 @@ pub fn run(files: &[PathBuf], args: &ReplayArgs, filter: &Filter) -> Result<()> 
     } else {
         from_node_files(files)?
     };
-    let output = match choose_output(args.view.output) {
-        Output::Pcap => {
-            return Err(usage(
-                "--output pcap replays one node's recording, not a cluster view",
-            ));
-        }
-        o => o,
-    };
+    let from = From::MergedReplay { file: &files[0] };
+    let output = output::choose(args.view.output, from)?;
     let names: Vec<String> = recorded.iter().map(|r| r.name.clone()).collect();
     let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;
     let mut cluster = Cluster::new(
@@ -49,13 +44,7 @@ pub fn run(files: &[PathBuf], args: &ReplayArgs, filter: &Filter) -> Result<()> 
             ..Options::default()
         },
     );
-    let mut sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(
-            &files[0],
-            args.view.all_drops,
-        )?),
-        _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
-    };
+    let mut sink = output::open_sink(output, from, args.view.all_drops)?;
     let mut out = Vec::new();
     let mut readers = Vec::new();
     let mut broken = Vec::new();

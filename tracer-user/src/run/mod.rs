@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod live;
 pub mod merged_replay;
 pub mod nf_demand;
+pub mod output;
 pub mod probes;
 pub mod registry;
 pub mod replay;
@@ -20,9 +21,6 @@ pub mod standby;
 pub mod status;
 
 use std::fmt;
-
-use crate::cli::Output;
-use crate::views::{HideBenign, View, json::JsonView, text::TextView};
 
 /// An error that is the user's to fix (bad filter, missing privileges, no such
 /// interface): exit code 2.
@@ -53,27 +51,4 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 pub fn is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal()
-}
-
-/// The view asked for, or the default for where stdout goes.
-pub fn choose_output(asked: Option<Output>) -> Output {
-    asked.unwrap_or(if is_terminal() {
-        Output::Tui
-    } else {
-        Output::Text
-    })
-}
-
-/// A line view writing to stdout; benign drops only with `all_drops`.
-pub fn line_view(output: Output, all_drops: bool) -> Box<dyn View> {
-    let stdout = crate::views::stdout::buffered_stdout();
-    let view: Box<dyn View> = match output {
-        Output::Json => Box::new(JsonView::new(stdout)),
-        _ => Box::new(TextView::new(stdout)),
-    };
-    if all_drops {
-        view
-    } else {
-        Box::new(HideBenign(view))
-    }
 }

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::output::{self, From};
 use super::session::Session;
-use super::{choose_output, is_terminal, line_view, usage};
+use super::usage;
 use crate::cli::{Output, ReplayArgs};
 use crate::events::Input;
 use crate::facts::Environment;
@@ -17,8 +18,7 @@ use crate::recording::format::{End, Header};
 use crate::recording::pcap::{self, PcapWriter};
 use crate::recording::read_ahead::ReadAhead;
 use crate::recording::reader::{self, Item, Problem};
-use crate::views::background::Background;
-use crate::views::{Control, LineSink, Sink, Status};
+use crate::views::{Control, Sink, Status};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     // `replay A B FILTER`: the leading words that name files are recordings.
@@ -44,14 +44,11 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     // Reading (frames, checksums, decoding), processing and writing the
     // lines each have a thread: replay is as fast as the slowest of them.
     let mut frames = ReadAhead::spawn(frames);
-    let output = match choose_output(args.view.output) {
-        Output::Pcap if is_terminal() => {
-            return Err(usage(
-                "pcapng is binary: redirect stdout to a file (calitrace replay FILE -o pcap > out.pcapng)",
-            ));
-        }
-        o => o,
+    let from = From::Replay {
+        file: &args.file,
+        paced: args.speed.is_some(),
     };
+    let output = output::choose(args.view.output, from)?;
     let opts = Options {
         packets: !args.view.drops_only,
         verdicts: args.view.verdicts,
@@ -67,14 +64,14 @@ pub fn run(args: ReplayArgs) -> Result<()> {
             Output::Pcap => Some(PcapWriter::new(std::io::BufWriter::new(std::io::stdout()))?),
             _ => None,
         },
-        sink: replay_sink(output, &args)?,
+        sink: output::open_sink(output, from, args.view.all_drops)?,
         view: Interactive::new(output == Output::Tui, filter.to_string()),
         pace: Pace::new(args.speed),
         end: End::default(),
         last_ts: 0,
         header,
     };
-    if matches!(output, Output::Json | Output::Tui) {
+    if output::shows_start(output) {
         r.sink.records(&[Record::Start(r.header.start())])?;
     }
     let problem = loop {
@@ -97,19 +94,6 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         }
         Some(p) => Err(anyhow::anyhow!("{p}")),
     }
-}
-
-/// Where a replay's records go: the TUI, or lines (paced lines go out as
-/// they come; unpaced ones are written in batches on a thread of their own).
-fn replay_sink(output: Output, args: &ReplayArgs) -> Result<Box<dyn Sink>> {
-    let all_drops = args.view.all_drops;
-    Ok(match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::replay(&args.file, all_drops)?),
-        _ if args.speed.is_some() => Box::new(LineSink(line_view(output, all_drops))),
-        _ => Box::new(Background::spawn(move || {
-            Box::new(LineSink(line_view(output, all_drops)))
-        })),
-    })
 }
 
 /// A replay under way: where its records go, and what it has seen.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use super::View;
-use crate::model::{Diagnosis, DropRecord, Endpoint, NetfilterInfo, PodRef, Record};
+use crate::model::{Diagnosis, DropRecord, Endpoint, Journey, PodRef, Record, StepKind, path_line};
 
 pub struct TextView<W: Write> {
     out: W,
@@ -25,69 +25,37 @@ impl<W: Write> TextView<W> {
 }
 
 /// `[backend legacy, table filter, hook FORWARD; inferred]`
-fn netfilter_fields(nf: &NetfilterInfo) -> String {
-    let known: Vec<String> = [
-        ("backend", nf.backend.map(|b| b.to_string())),
-        (
-            "table",
-            nf.table.as_ref().map(|t| match nf.family {
-                Some(f) => format!("{f} {t}"),
-                None => t.clone(),
-            }),
-        ),
-        ("chain", nf.chain.clone()),
-        ("hook", nf.hook.map(|h| h.to_string())),
-        ("rule", nf.rule.clone()),
-        ("owner", nf.refusal.owner.map(|o| o.to_string())),
-        ("policy", nf.refusal.policy.as_ref().map(|p| p.label())),
-        (
-            "REJECT",
-            nf.refusal
-                .reject_with
-                .as_ref()
-                .map(|w| format!("(sender told {w})")),
-        ),
-        ("allowed by", nf.refusal.allowed_by.map(|o| o.to_string())),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
-    .collect();
-    format!(" [{}; {}]", known.join(", "), nf.attribution)
-}
-
+/// `DROP <flow> <packet> at <place> [<kernel>; <table facts>; <how known>]`,
+/// then the way it came (the model's journey, implied points in brackets).
 fn drop_line(d: &DropRecord, clock: &str, node_netns: Option<u32>) -> String {
+    let journey = Journey::of_drop(d);
+    let place = journey
+        .drop
+        .as_ref()
+        .expect("a drop's journey has its place");
     let mut s = format!(
-        "{clock} DROP {} {}: {} in {} (stage {})",
+        "{clock} {} {} {} at {} [{}",
+        place.verb(),
         d.flow,
         d.detail,
-        d.reason,
-        d.location.as_deref().unwrap_or("?"),
-        d.stage
+        place.label(),
+        place.kernel()
     );
     if let Some(nf) = &d.netfilter {
-        s.push_str(&netfilter_fields(nf));
+        s.push_str(&format!("; {}; {}", nf.facts(), nf.attribution));
     }
-    if let Some(i) = &d.ifname {
-        s.push_str(&format!(" dev {i}"));
-    }
-    if let Some(p) = &d.pod {
-        s.push_str(&format!(" in pod {p}"));
-    }
+    s.push(']');
     if let Some(b) = d.benign {
         s.push_str(&format!(" [benign {b}: {}]", b.what()));
     }
     if !d.journey.is_empty() {
-        let path: Vec<String> = d
-            .journey
-            .iter()
-            .map(|h| h.label(node_netns).to_string())
-            .collect();
-        s.push_str(&format!(" after {}", path.join(" -> ")));
+        let mut steps = journey.steps(node_netns);
+        steps.retain(|s| s.kind != StepKind::Failed);
+        s.push_str(&format!(" after {}", path_line(&steps)));
     }
     s
 }
 
-/// One line per record (diagnoses add an indented hint line).
 pub fn format(r: &Record, clock: &str, node_netns: Option<u32>) -> String {
     match r {
         Record::Start(s) => format!(
@@ -324,5 +292,67 @@ mod tests {
         );
         packet.set_node("node-a");
         assert!(lines(&[packet])[0].starts_with("node-a [   0.000000] eth0"));
+    }
+
+    #[test]
+    fn a_drop_line_says_where_how_it_is_known_and_the_way_it_came() {
+        use crate::model::fixtures::{legacy_forward, ping_drop};
+        use crate::model::{Family, Hook, Hop, LinkPoint, NetfilterInfo, Stage};
+        let link = |hook, point| Hop {
+            netfilter: Some(NetfilterInfo {
+                hook: Some(hook),
+                family: Some(Family::Ipv4),
+                ..Default::default()
+            }),
+            dir: Dir::Netfilter,
+            ifname: None,
+            point: Some(point),
+            ..iface_hop("cali1a2b3c4d", Dir::Ingress)
+        };
+        let mut nf = legacy_forward();
+        nf.table = Some("filter".into());
+        nf.chain = Some("FORWARD".into());
+        nf.rule = Some("policy DROP".into());
+        let mut d = ping_drop(Stage::Netfilter, "NETFILTER_DROP", Some(nf));
+        d.ifname = Some("cali1a2b3c4d".into());
+        d.journey = vec![
+            iface_hop("cali1a2b3c4d", Dir::Ingress),
+            link(Hook::Prerouting, LinkPoint::Entry),
+            link(Hook::Prerouting, LinkPoint::Exit),
+            link(Hook::Forward, LinkPoint::Entry),
+        ];
+        let line = &lines(&[Record::Drop(d)])[0];
+        let (place, rest) = line.split_once(" [").unwrap();
+        assert!(
+            place.ends_with("ttl 63 len 84 at FORWARD (legacy filter: DROP, rule policy DROP)"),
+            "{line}"
+        );
+        let (facts, path) = rest.split_once("] after ").unwrap();
+        assert_eq!(
+            facts,
+            "NETFILTER_DROP in nf_hook_slow (stage netfilter), dev cali1a2b3c4d; \
+             backend legacy, table filter, chain FORWARD, hook FORWARD, rule policy DROP; inferred"
+        );
+        assert_eq!(
+            path,
+            "cali1a2b3c4d ingress -> PREROUTING entry -> PREROUTING exit -> \
+             [route lookup] -> FORWARD entry"
+        );
+    }
+
+    fn iface_hop(name: &str, dir: Dir) -> crate::model::Hop {
+        crate::model::Hop {
+            node: None,
+            ts_ns: 1_000,
+            netns: 100,
+            ifname: Some(name.into()),
+            dir,
+            ttl: Some(64),
+            netfilter: None,
+            verdict: None,
+            point: None,
+            priority: None,
+            outer: None,
+        }
     }
 }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{choose_output, line_view, usage};
+use super::output::{self, From};
+use super::usage;
 use crate::cli::{ClusterArgs, Output};
 use crate::filter::Filter;
 use crate::merge::Cluster;
 use crate::pipeline::Options;
-use crate::views::{LineSink, Sink};
 use session::SessionSetup;
 
 pub fn run(args: ClusterArgs) -> Result<()> {
@@ -55,10 +55,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 pub fn setup(args: &ClusterArgs, names: Vec<String>) -> Result<SessionSetup> {
     let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
     filter.compile().map_err(|e| usage(e.to_string()))?;
-    let output = match choose_output(args.view.output) {
-        Output::Pcap => return Err(usage("--output pcap is for `calitrace replay FILE`")),
-        o => o,
-    };
+    let output = output::choose(args.view.output, From::Cluster)?;
     let cluster = Cluster::new(
         &names,
         Options {
@@ -67,10 +64,7 @@ pub fn setup(args: &ClusterArgs, names: Vec<String>) -> Result<SessionSetup> {
             ..Options::default()
         },
     );
-    let sink: Box<dyn Sink> = match output {
-        Output::Tui => Box::new(crate::views::tui::TuiSink::live(args.view.all_drops)?),
-        _ => Box::new(LineSink(line_view(output, args.view.all_drops))),
-    };
+    let sink = output::open_sink(output, From::Cluster, args.view.all_drops)?;
     Ok(SessionSetup {
         names,
         cluster,

@@ -5,8 +5,9 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::model::{
     Backend, Benign, Diagnosis, Dir, DropRecord, Flow, Hook, Hop, NetfilterInfo, PacketId,
-    PacketRecord, RuleVerdict, Stage, VerdictRecord,
+    PacketRecord, Stage, VerdictRecord,
 };
+pub use crate::model::{DropPlace, Journey, Step, StepKind};
 
 mod steps;
 
@@ -27,117 +28,6 @@ const LATE_DROP_NS: u64 = 5 * SEC;
 
 /// A direction of traffic: one row of the flows table.
 pub type FlowKey = Flow;
-
-/// Where and why a packet died.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DropInfo {
-    pub ts_ns: u64,
-    pub netns: u32,
-    pub reason: String,
-    pub location: Option<String>,
-    pub stage: Stage,
-    pub netfilter: Option<NetfilterInfo>,
-    pub ifname: Option<String>,
-    pub pod: Option<String>,
-}
-
-impl DropInfo {
-    /// Short: `FORWARD legacy/filter`, `routing ip_route_input_slow`.
-    pub fn short(&self) -> String {
-        match &self.netfilter {
-            Some(nf) => nf.short(),
-            None => format!("{} {}", self.stage, self.reason),
-        }
-    }
-
-    /// `REJECT` where a rule rejected the packet (the sender was told), else
-    /// `DROP`.
-    pub fn verb(&self) -> &'static str {
-        match self.netfilter.as_ref().and_then(|nf| nf.refusal.verdict) {
-            Some(RuleVerdict::Reject) => "REJECT",
-            _ => "DROP",
-        }
-    }
-
-    /// The failing point of a journey, e.g. `FORWARD (legacy filter: DROP)`.
-    pub fn point(&self) -> String {
-        if let Some(nf) = &self.netfilter {
-            let mut s = nf.verdict_label(self.verb());
-            if let Some(o) = nf.refusal.owner {
-                s.push_str(&format!(" by {}", o.label()));
-            }
-            if let Some(p) = nf
-                .refusal
-                .policy
-                .as_ref()
-                .map(|p| p.label())
-                .filter(|l| !l.is_empty())
-            {
-                s.push_str(&format!(": {p}"));
-            }
-            if let Some(w) = &nf.refusal.reject_with {
-                s.push_str(&format!("; sender told {w}"));
-            }
-            if let Some(a) = nf.refusal.allowed_by {
-                s.push_str(&format!("; {} had allowed it", a.label()));
-            }
-            return s;
-        }
-        let place = match self.stage {
-            Stage::Routing | Stage::RpFilter => "route lookup".to_string(),
-            Stage::Ttl => "forward".to_string(),
-            Stage::Neighbor => "neighbour lookup".to_string(),
-            Stage::Mtu => "output (MTU)".to_string(),
-            _ => self
-                .location
-                .clone()
-                .unwrap_or_else(|| self.stage.to_string()),
-        };
-        match &self.ifname {
-            Some(i) => format!("{place} on {i} ({})", self.reason),
-            None => format!("{place} ({})", self.reason),
-        }
-    }
-}
-
-/// Where one packet went, and where it died if it did.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct Journey {
-    pub id: PacketId,
-    pub hops: Vec<Hop>,
-    pub drop: Option<DropInfo>,
-}
-
-impl Journey {
-    fn last_ts(&self) -> u64 {
-        let h = self.hops.last().map(|h| h.ts_ns).unwrap_or(0);
-        h.max(self.drop.as_ref().map(|d| d.ts_ns).unwrap_or(0))
-    }
-
-    fn has_point(&self, h: &Hop) -> bool {
-        self.hops.iter().any(|x| x.same_place(h))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepKind {
-    /// Seen there by a tc program.
-    Seen,
-    /// Must have passed there to get where it was seen next.
-    Implied,
-    /// Died there.
-    Failed,
-    /// The next point it would have reached.
-    Missed,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Step {
-    pub kind: StepKind,
-    pub label: String,
-    pub ts_ns: Option<u64>,
-    pub ttl: Option<u8>,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowStats {
@@ -268,17 +158,23 @@ impl DropPointKey {
         }
     }
 
+    /// The table of a netfilter drop point, as far as the key says.
+    pub fn netfilter(&self) -> Option<NetfilterInfo> {
+        (self.backend.is_some() || self.table.is_some() || self.hook.is_some()).then(|| {
+            NetfilterInfo {
+                backend: self.backend,
+                table: self.table.clone(),
+                chain: self.chain.clone(),
+                hook: self.hook,
+                ..Default::default()
+            }
+        })
+    }
+
     /// `legacy filter FORWARD` for netfilter, else the kernel location.
     pub fn place(&self) -> String {
-        let nf = NetfilterInfo {
-            backend: self.backend,
-            table: self.table.clone(),
-            chain: self.chain.clone(),
-            hook: self.hook,
-            ..Default::default()
-        };
         (self.stage == Stage::Netfilter)
-            .then(|| nf.place())
+            .then(|| self.netfilter().and_then(|nf| nf.place()))
             .flatten()
             .or_else(|| self.location.clone())
             .unwrap_or_else(|| "?".into())
@@ -392,16 +288,7 @@ impl Model {
         if !d.journey.is_empty() || !seen {
             f.latest.hops = d.journey.iter().take(MAX_HOPS).cloned().collect();
         }
-        f.latest.drop = Some(DropInfo {
-            ts_ns: d.ts_ns,
-            netns: d.netns,
-            reason: d.reason.to_string(),
-            location: d.location.clone(),
-            stage: d.stage,
-            netfilter: d.netfilter.clone(),
-            ifname: d.ifname.clone(),
-            pod: d.pod.clone(),
-        });
+        f.latest.drop = Some(d.place());
     }
 
     fn count_at_drop_point(&mut self, d: &DropRecord) {

@@ -6,30 +6,35 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use super::{Theme, ago, flow_details, popup, sparkline};
-use crate::model::{Backend, Diagnosis, Hook};
-use crate::views::tui::app::{App, Focus};
+use crate::model::Diagnosis;
 use crate::views::tui::model::DropPoint;
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme, scroll: u16) {
-    let now = app.shown().now_ns;
-    let (title, lines) = match app.focus {
-        Focus::Flows => (
+/// What the details overlay is about: the selection of the focused panel.
+pub(super) enum Selected<'a> {
+    Flow(Option<flow_details::FlowDetails<'a>>),
+    DropPoint(Option<&'a DropPoint>),
+    Diagnosis(Option<&'a Diagnosis>),
+}
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, s: &Selected, now: u64, t: &Theme, scroll: u16) {
+    let (title, lines) = match s {
+        Selected::Flow(f) => (
             "flow",
-            match app.selected_flow() {
+            match f {
                 None => vec![Line::raw("no flow selected")],
-                Some(f) => flow_details::lines(f, app, now, t),
+                Some(f) => flow_details::lines(f, now, t),
             },
         ),
-        Focus::DropPoints => (
+        Selected::DropPoint(p) => (
             "drop point",
-            match app.drop_index().map(|i| app.drop_rows()[i]) {
+            match p {
                 None => vec![Line::raw("no drop point selected")],
                 Some(p) => drop_point_lines(p, now, t),
             },
         ),
-        Focus::Diagnoses => (
+        Selected::Diagnosis(d) => (
             "diagnosis",
-            match app.diag_index().map(|i| app.diag_rows()[i]) {
+            match d {
                 None => vec![Line::raw("no diagnosis selected")],
                 Some(d) => diagnosis_lines(d, now, t),
             },
@@ -59,22 +64,6 @@ pub(super) fn seen(now: u64, first: u64, last: u64, t: &Theme) -> Line<'static> 
     )
 }
 
-/// `backend nft, table filter, chain cali-fw-x, hook forward`.
-pub(super) fn netfilter_place(
-    backend: &Option<Backend>,
-    table: &Option<String>,
-    chain: &Option<String>,
-    hook: &Option<Hook>,
-) -> String {
-    format!(
-        "backend {}, table {}, chain {}, hook {}",
-        opt(backend),
-        opt(table),
-        opt(chain),
-        opt(hook)
-    )
-}
-
 fn drop_point_lines(p: &DropPoint, now: u64, t: &Theme) -> Vec<Line<'static>> {
     let k = &p.key;
     let series = p.history.series(now, 60);
@@ -90,9 +79,8 @@ fn drop_point_lines(p: &DropPoint, now: u64, t: &Theme) -> Vec<Line<'static>> {
             t,
         ));
     }
-    if k.backend.is_some() || k.table.is_some() || k.hook.is_some() {
-        let place = netfilter_place(&k.backend, &k.table, &k.chain, &k.hook);
-        lines.push(kv("netfilter", place, t));
+    if let Some(nf) = k.netfilter() {
+        lines.push(kv("netfilter", nf.facts(), t));
     }
     lines.extend([
         kv("count", p.count.to_string(), t),

@@ -9,11 +9,17 @@ use ratatui::widgets::{HighlightSpacing, List, ListItem, ListState};
 
 use super::{HIGHLIGHT, Theme, empty_panel, panel};
 use crate::model::Diagnosis;
-use crate::views::tui::app::{App, Focus};
+/// What the diagnosis panel shows.
+pub(super) struct Diagnoses<'a> {
+    pub rows: Vec<&'a Diagnosis>,
+    /// The row shown first or selected.
+    pub selected: Option<usize>,
+    pub focused: bool,
+}
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let rows = app.diag_rows();
-    let focused = app.focus == Focus::Diagnoses;
+pub(super) fn draw(frame: &mut Frame, area: Rect, d: &Diagnoses, t: &Theme) {
+    let rows = &d.rows;
+    let focused = d.focused;
     let block = panel(format!("Diagnosis ({})", rows.len()), focused, t);
     if rows.is_empty() {
         empty_panel(frame, area, block, "no problem found so far".into(), t);
@@ -32,8 +38,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .highlight_symbol(HIGHLIGHT)
         .highlight_spacing(HighlightSpacing::Always)
         .highlight_style(if focused { t.selected() } else { Style::new() });
-    let mut state =
-        ListState::default().with_selected(if focused { app.diag_index() } else { Some(0) });
+    let mut state = ListState::default().with_selected(d.selected);
     frame.render_stateful_widget(list, area, &mut state);
 }
 

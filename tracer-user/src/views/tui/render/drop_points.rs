@@ -7,19 +7,29 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, TableState};
 
 use super::{Theme, empty_panel, panel, sparkline, table};
-use crate::views::tui::app::{App, Focus};
 use crate::views::tui::model::{DropPoint, RECENT_NS};
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let rows = app.drop_rows();
-    let focused = app.focus == Focus::DropPoints;
+/// What the drop points table shows.
+pub(super) struct DropPoints<'a> {
+    pub rows: Vec<&'a DropPoint>,
+    /// The selected row, where the table has the focus.
+    pub selected: Option<usize>,
+    pub focused: bool,
+    pub benign_seen: u64,
+    pub show_benign: bool,
+    pub now: u64,
+}
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, d: &DropPoints, t: &Theme) {
+    let rows = &d.rows;
+    let focused = d.focused;
     let total: u64 = rows
         .iter()
         .filter(|p| p.key.benign.is_none())
         .map(|p| p.count)
         .sum();
-    let benign = app.shown().benign_seen;
-    let title = match (benign, app.show_benign) {
+    let benign = d.benign_seen;
+    let title = match (benign, d.show_benign) {
         (0, _) => format!("Drop points ({total} drops)"),
         (n, false) => format!("Drop points ({total} drops · {n} benign hidden [b])"),
         (n, true) => format!("Drop points ({total} drops · {n} benign [b])"),
@@ -29,7 +39,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         empty_panel(frame, area, block, "no drops".into(), t);
         return;
     }
-    let now = app.shown().now_ns;
+    let now = d.now;
     let spark_w = (area.width / 5).clamp(8, 30) as usize;
     let reason_w = rows
         .iter()
@@ -57,8 +67,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     let highlight = if focused { t.selected() } else { Style::new() };
     let table = table(table_rows, widths, header, block, highlight);
-    let mut state =
-        TableState::default().with_selected(if focused { app.drop_index() } else { None });
+    let mut state = TableState::default().with_selected(d.selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
 

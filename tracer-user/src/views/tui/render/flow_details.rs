@@ -3,32 +3,33 @@
 
 use ratatui::text::{Line, Span};
 
-use super::details::{kv, netfilter_place, opt, seen};
+use super::details::{kv, seen};
 use super::diagnoses::diag_lines;
 use super::{Theme, flow_title, step_style};
-use crate::model::Diagnosis;
-use crate::views::tui::app::App;
-use crate::views::tui::model::{DropInfo, FlowStats, Step, StepKind};
+use crate::model::{Diagnosis, DropPlace};
+use crate::views::tui::model::{FlowStats, Step, StepKind};
 
-pub(super) fn lines(f: &FlowStats, app: &App, now: u64, t: &Theme) -> Vec<Line<'static>> {
+/// A flow, its latest packet's steps and the diagnoses about it.
+pub(super) struct FlowDetails<'a> {
+    pub flow: &'a FlowStats,
+    pub steps: Vec<Step>,
+    pub diagnoses: Vec<&'a Diagnosis>,
+}
+
+pub(super) fn lines(d: &FlowDetails, now: u64, t: &Theme) -> Vec<Line<'static>> {
+    let f = d.flow;
     let mut lines = vec![
         kv("flow", flow_title(f), t),
         kv("counts", counts(f), t),
         seen(now, f.first_ts, f.last_ts, t),
         kv("latest", latest_packet(f), t),
     ];
-    let steps = f.steps(app.info.netns, &app.shown().egress_to);
-    let t0 = steps.iter().find_map(|s| s.ts_ns);
-    lines.extend(steps.iter().map(|s| step_line(s, t0, t)));
-    if let Some(d) = &f.latest.drop {
-        lines.extend(drop_lines(d, t));
+    let t0 = d.steps.iter().find_map(|s| s.ts_ns);
+    lines.extend(d.steps.iter().map(|s| step_line(s, t0, t)));
+    if let Some(place) = &f.latest.drop {
+        lines.extend(drop_lines(place, t));
     }
-    let related: Vec<&Diagnosis> = app
-        .diag_rows()
-        .into_iter()
-        .filter(|d| d.src == f.key.src && d.dst == f.key.dst)
-        .collect();
-    for d in related {
+    for d in &d.diagnoses {
         lines.push(Line::raw(""));
         lines.extend(diag_lines(d, t, 92, 8));
     }
@@ -81,24 +82,11 @@ fn step_line(s: &Step, t0: Option<u64>, t: &Theme) -> Line<'static> {
 }
 
 /// Where and why it was dropped, and the netfilter rule if known.
-fn drop_lines(d: &DropInfo, t: &Theme) -> Vec<Line<'static>> {
-    let mut s = format!(
-        "{} in {} (stage {})",
-        d.reason,
-        d.location.as_deref().unwrap_or("?"),
-        d.stage.as_str()
-    );
-    if let Some(i) = &d.ifname {
-        s.push_str(&format!(", dev {i}"));
-    }
-    if let Some(p) = &d.pod {
-        s.push_str(&format!(", in pod {p}"));
-    }
-    let mut lines = vec![kv("dropped", s, t)];
+fn drop_lines(d: &DropPlace, t: &Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![kv("dropped", d.kernel(), t)];
     if let Some(nf) = &d.netfilter {
-        let place = netfilter_place(&nf.backend, &nf.table, &nf.chain, &nf.hook);
-        let rule = format!("{place}, rule {} ({})", opt(&nf.rule), nf.attribution);
-        lines.push(kv("netfilter", rule, t));
+        let facts = format!("{} ({})", nf.facts(), nf.attribution);
+        lines.push(kv("netfilter", facts, t));
     }
     lines
 }

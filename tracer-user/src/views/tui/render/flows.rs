@@ -6,19 +6,32 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, TableState};
 
 use super::{Theme, empty_panel, panel, table};
-use crate::views::tui::app::{App, Focus};
 use crate::views::tui::model::FlowStats;
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let rows = app.flow_rows();
-    let focused = app.focus == Focus::Flows;
+/// What the flows table shows.
+pub(super) struct Flows<'a> {
+    pub rows: Vec<&'a FlowStats>,
+    pub selected: Option<usize>,
+    pub focused: bool,
+    pub sort: &'static str,
+    /// Link-local control flows left out.
+    pub hidden: usize,
+    pub filter: &'a str,
+    pub show_benign: bool,
+    /// The namespace traced in: interfaces of others are a pod's.
+    pub node_netns: Option<u32>,
+}
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, p: &Flows, t: &Theme) {
+    let rows = &p.rows;
+    let focused = p.focused;
     let block = panel(
-        match app.hidden_control_flows() {
-            0 => format!("Flows ({}) · sort: {} [s]", rows.len(), app.sort.label()),
+        match p.hidden {
+            0 => format!("Flows ({}) · sort: {} [s]", rows.len(), p.sort),
             n => format!(
                 "Flows ({}) · sort: {} [s] · {n} link-local hidden [m]",
                 rows.len(),
-                app.sort.label()
+                p.sort
             ),
         },
         focused,
@@ -27,10 +40,10 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     if rows.is_empty() {
         let msg = format!(
             "no packets yet (filter: {})",
-            if app.status.filter.is_empty() {
+            if p.filter.is_empty() {
                 "none"
             } else {
-                &app.status.filter
+                p.filter
             }
         );
         empty_panel(frame, area, block, msg, t);
@@ -44,7 +57,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .clamp(20, 50) as u16;
     // Room for the other columns and at least 16 of the verdict.
     let flow_w = flow_w.min(area.width.saturating_sub(41).max(16));
-    let table_rows: Vec<Row> = rows.iter().map(|f| flow_row(f, app, t)).collect();
+    let table_rows: Vec<Row> = rows.iter().map(|f| flow_row(f, p, t)).collect();
     let header =
         Row::new(["", "FLOW", "PROTO", "PKTS", "DROPS", "LAST VERDICT"]).style(t.header_row());
     let widths = [
@@ -57,7 +70,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     let highlight = if focused { t.selected() } else { t.bold() };
     let table = table(table_rows, widths, header, block, highlight);
-    let mut state = TableState::default().with_selected(app.flow_index(&rows));
+    let mut state = TableState::default().with_selected(p.selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -69,8 +82,8 @@ fn flow_text(f: &FlowStats) -> String {
     }
 }
 
-fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
-    if app.show_benign && f.benign > 0 && f.latest.drop.is_none() && f.never_reached().is_none() {
+fn flow_row(f: &FlowStats, p: &Flows, t: &Theme) -> Row<'static> {
+    if p.show_benign && f.benign > 0 && f.latest.drop.is_none() && f.never_reached().is_none() {
         return benign_row(f, t);
     }
     let (sym, verdict) = match (&f.latest.drop, f.never_reached()) {
@@ -83,7 +96,7 @@ fn flow_row(f: &FlowStats, app: &App, t: &Theme) -> Row<'static> {
             Span::styled(format!("LOST to {n}"), t.bad()),
         ),
         (None, None) => {
-            let at = f.last_iface(app.info.netns).unwrap_or_default();
+            let at = f.last_iface(p.node_netns).unwrap_or_default();
             (
                 Span::styled("✓", t.ok()),
                 Span::raw(format!("passed → {at}")),

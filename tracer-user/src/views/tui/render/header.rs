@@ -3,13 +3,42 @@
 use ratatui::text::{Line, Span};
 
 use super::{Theme, si};
-use crate::views::tui::app::{App, Mode};
+use crate::views::Status;
+use crate::views::tui::app::{App, Info, Mode};
+
+/// What the header shows: the session and its state.
+pub(super) struct Header<'a> {
+    pub info: &'a Info,
+    pub status: &'a Status,
+    pub mode: &'a Mode,
+    pub paused: bool,
+    /// Events lost so far.
+    pub lost: u64,
+    /// Batches the view skipped to keep up.
+    pub ui_skipped: u64,
+    /// The status is older than it should be (the source is stuck).
+    pub status_stale: bool,
+}
+
+impl<'a> Header<'a> {
+    pub fn of(app: &'a App) -> Self {
+        Header {
+            info: &app.info,
+            status: &app.status,
+            mode: &app.mode,
+            paused: app.paused,
+            lost: app.lost(),
+            ui_skipped: app.ui_skipped,
+            status_stale: app.status_stale,
+        }
+    }
+}
 
 /// A run of spans kept on one line; segments are joined by ` │ `.
 type Segment = Vec<Span<'static>>;
 
 /// What is traced where, then the live state; two lines, more when narrow.
-pub(super) fn lines(app: &App, t: &Theme, width: u16) -> Vec<Line<'static>> {
+pub(super) fn lines(app: &Header, t: &Theme, width: u16) -> Vec<Line<'static>> {
     let mut groups = vec![node_segments(app, t)];
     if !app.status.nodes.is_empty() {
         groups.push(cluster_segments(app, t));
@@ -46,10 +75,10 @@ fn pack(groups: Vec<Vec<Segment>>, width: usize, t: &Theme) -> Vec<Line<'static>
 }
 
 /// Title, node, netns, kernel, probes and backends.
-fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
+fn node_segments(app: &Header, t: &Theme) -> Vec<Segment> {
     let i = &app.info;
     let mut title = vec![Span::styled("calitrace", t.bold())];
-    if let Mode::Replay { file } = &app.mode {
+    if let Mode::Replay { file } = app.mode {
         title.push(Span::raw(format!(" replay {file}")));
     }
     vec![
@@ -64,7 +93,7 @@ fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
             i.kernel.as_deref().unwrap_or("?")
         ))],
         probe_counts(app, t),
-        vec![Span::raw(format!("backends: {}", backends(app)))],
+        vec![Span::raw(format!("backends: {}", backends(app.info)))],
     ]
     .into_iter()
     .chain(doctor_segment(app, t))
@@ -72,7 +101,7 @@ fn node_segments(app: &App, t: &Theme) -> Vec<Segment> {
 }
 
 /// Cluster views: each node's agent, events/s, lost events and clock offset.
-fn cluster_segments(app: &App, t: &Theme) -> Vec<Segment> {
+fn cluster_segments(app: &Header, t: &Theme) -> Vec<Segment> {
     use crate::merge::AgentState;
     app.status
         .nodes
@@ -104,7 +133,7 @@ fn cluster_segments(app: &App, t: &Theme) -> Vec<Segment> {
 }
 
 /// `doctor ✗ proxy_arp ⚠ rp_filter`: the checks that did not pass at the start.
-fn doctor_segment(app: &App, t: &Theme) -> Option<Segment> {
+fn doctor_segment(app: &Header, t: &Theme) -> Option<Segment> {
     use crate::model::CheckStatus;
     let checks = &app.info.checks;
     (!checks.is_empty()).then(|| {
@@ -125,7 +154,7 @@ fn doctor_segment(app: &App, t: &Theme) -> Option<Segment> {
 }
 
 /// `probes 5 ✓ 2 ✗ (p)`.
-fn probe_counts(app: &App, t: &Theme) -> Segment {
+fn probe_counts(app: &Header, t: &Theme) -> Segment {
     let i = &app.info;
     let mut probes = vec![
         Span::raw("probes "),
@@ -143,9 +172,9 @@ fn probe_counts(app: &App, t: &Theme) -> Segment {
 }
 
 /// Alarms first (lost, paused, recording), then rate, lost and filter.
-fn state_segments(app: &App, t: &Theme) -> Vec<Segment> {
+fn state_segments(app: &Header, t: &Theme) -> Vec<Segment> {
     let mut state: Vec<Segment> = Vec::new();
-    let lost = app.lost();
+    let lost = app.lost;
     if lost > 0 {
         let at_least = if app.status_stale { "≥" } else { "" };
         state.push(vec![Span::styled(
@@ -162,7 +191,7 @@ fn state_segments(app: &App, t: &Theme) -> Vec<Segment> {
             Span::raw(format!(" {}", p.display())),
         ]);
     }
-    state.push(vec![Span::raw(match &app.mode {
+    state.push(vec![Span::raw(match app.mode {
         Mode::Live => format!("{} ev/s", si(app.status.events_per_sec)),
         Mode::Replay { .. } if app.status.finished => "replay finished".into(),
         Mode::Replay { .. } => "replaying".into(),
@@ -206,8 +235,7 @@ fn state_segments(app: &App, t: &Theme) -> Vec<Segment> {
 }
 
 /// `iptables nft · cali-* in legacy ⚠ · drops in legacy`, or `unknown`.
-pub fn backends(app: &App) -> String {
-    let i = &app.info;
+pub fn backends(i: &Info) -> String {
     let mut parts = Vec::new();
     if let Some(b) = &i.iptables {
         parts.push(format!("iptables {b}"));

@@ -5,16 +5,15 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use super::{Theme, popup};
-use crate::views::tui::app::App;
-
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let mut lines = keys(app, t);
+/// `replay`: the keys of a replay (step) rather than of live tracing (record).
+pub(super) fn draw(frame: &mut Frame, area: Rect, replay: bool, t: &Theme) {
+    let mut lines = keys(replay, t);
     lines.push(Line::raw(""));
     lines.extend(legend(t));
     popup::show(frame, area, "calitrace keys", lines, 0, t);
 }
 
-fn keys(app: &App, t: &Theme) -> Vec<Line<'static>> {
+fn keys(replay: bool, t: &Theme) -> Vec<Line<'static>> {
     let k = |key: &str, what: &str| {
         Line::from(vec![
             Span::styled(format!("  {key:<16}"), t.key()),
@@ -43,7 +42,7 @@ fn keys(app: &App, t: &Theme) -> Vec<Line<'static>> {
             "pause / resume the view (tracing and recording go on)",
         ),
     ];
-    if app.is_replay() {
+    if replay {
         lines.push(k("n", "while paused: replay one more event"));
     } else {
         lines.push(k(

@@ -6,11 +6,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use super::{Theme, empty_panel, flow_title, panel, step_style};
-use crate::views::tui::app::App;
-use crate::views::tui::model::{Step, StepKind};
+use crate::views::tui::model::{FlowStats, Step, StepKind};
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let Some(f) = app.selected_flow() else {
+/// The selected flow and its latest packet's steps.
+pub(super) struct JourneyPanel<'a> {
+    pub flow: Option<&'a FlowStats>,
+    pub steps: Vec<Step>,
+}
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, j: &JourneyPanel, t: &Theme) {
+    let Some(f) = j.flow else {
         let block = panel("Journey".into(), false, t);
         empty_panel(frame, area, block, "no flow selected".into(), t);
         return;
@@ -20,7 +25,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         false,
         t,
     );
-    let lines = content(app, t, area.width);
+    let lines = content(j, t, area.width);
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)
@@ -30,12 +35,11 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 }
 
 /// The selected flow's journey in lines of `width` (empty without a flow).
-pub(super) fn content(app: &App, t: &Theme, width: u16) -> Vec<Line<'static>> {
-    let Some(f) = app.selected_flow() else {
+pub(super) fn content(j: &JourneyPanel, t: &Theme, width: u16) -> Vec<Line<'static>> {
+    let Some(f) = j.flow else {
         return Vec::new();
     };
-    let steps = f.steps(app.info.netns, &app.shown().egress_to);
-    let items: Vec<Span> = steps.iter().map(|s| step_span(s, t)).collect();
+    let items: Vec<Span> = j.steps.iter().map(|s| step_span(s, t)).collect();
     let mut lines = arrow_lines(items, width.saturating_sub(2) as usize, t);
     if f.latest.drop.is_none()
         && f.never_reached().is_none()

@@ -26,7 +26,7 @@ use ratatui::style::Style;
 use ratatui::text::Span;
 use ratatui::widgets::{Block, Borders, HighlightSpacing, Paragraph, Row, Table, Wrap};
 
-use super::app::{App, Overlay};
+use super::app::{App, Focus, Overlay};
 use super::model::{FlowStats, StepKind};
 
 #[cfg(test)]
@@ -44,8 +44,13 @@ pub fn render(frame: &mut Frame, app: &App) {
         );
         return;
     }
-    let footer_h = footer::height(app, area.width);
-    let head_lines = header::lines(app, &t, area.width);
+    let foot_panel = footer::Footer {
+        edit: app.edit.as_ref(),
+        message: app.message.as_ref(),
+        replay: app.is_replay(),
+    };
+    let footer_h = footer::height(&foot_panel, area.width);
+    let head_lines = header::lines(&header::Header::of(app), &t, area.width);
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(head_lines.len() as u16),
         Constraint::Min(0),
@@ -53,38 +58,113 @@ pub fn render(frame: &mut Frame, app: &App) {
     ])
     .areas(area);
     frame.render_widget(Paragraph::new(head_lines), head);
+    let panels = Panels::of(app);
     if body.width >= 140 && body.height >= 24 {
-        wide_body(frame, body, app, &t);
+        wide_body(frame, body, &panels, &t);
     } else {
-        narrow_body(frame, body, app, &t);
+        narrow_body(frame, body, &panels, &t);
     }
-    footer::draw(frame, foot, app, &t);
+    footer::draw(frame, foot, &foot_panel, &t);
     match app.overlay {
         Overlay::None => {}
-        Overlay::Help => help::draw(frame, area, app, &t),
-        Overlay::Probes => probes::draw(frame, area, app, &t),
-        Overlay::Details { scroll } => details::draw(frame, area, app, &t, scroll),
+        Overlay::Help => help::draw(frame, area, app.is_replay(), &t),
+        Overlay::Probes => probes::draw(frame, area, &app.info, &t),
+        Overlay::Details { scroll } => {
+            let now = app.shown().now_ns;
+            details::draw(frame, area, &selected(app), now, &t, scroll)
+        }
+    }
+}
+
+/// The four panels, each with only what it draws.
+struct Panels<'a> {
+    flows: flows::Flows<'a>,
+    drop_points: drop_points::DropPoints<'a>,
+    journey: journey::JourneyPanel<'a>,
+    diagnoses: diagnoses::Diagnoses<'a>,
+}
+
+impl<'a> Panels<'a> {
+    fn of(app: &'a App) -> Self {
+        let flow_rows = app.flow_rows();
+        let selected_flow = app.flow_index(&flow_rows);
+        let flow = app.selected_flow();
+        let shown = app.shown();
+        Panels {
+            flows: flows::Flows {
+                selected: selected_flow,
+                rows: flow_rows,
+                focused: app.focus == Focus::Flows,
+                sort: app.sort.label(),
+                hidden: app.hidden_control_flows(),
+                filter: &app.status.filter,
+                show_benign: app.show_benign,
+                node_netns: app.info.netns,
+            },
+            drop_points: drop_points::DropPoints {
+                rows: app.drop_rows(),
+                selected: app.drop_index().filter(|_| app.focus == Focus::DropPoints),
+                focused: app.focus == Focus::DropPoints,
+                benign_seen: shown.benign_seen,
+                show_benign: app.show_benign,
+                now: shown.now_ns,
+            },
+            journey: journey::JourneyPanel {
+                flow,
+                steps: flow
+                    .map(|f| f.steps(app.info.netns, &shown.egress_to))
+                    .unwrap_or_default(),
+            },
+            diagnoses: diagnoses::Diagnoses {
+                rows: app.diag_rows(),
+                selected: match app.focus {
+                    Focus::Diagnoses => app.diag_index(),
+                    _ => Some(0),
+                },
+                focused: app.focus == Focus::Diagnoses,
+            },
+        }
+    }
+}
+
+/// The selection of the focused panel, for the details overlay.
+fn selected(app: &App) -> details::Selected<'_> {
+    use details::Selected;
+    match app.focus {
+        Focus::Flows => Selected::Flow(app.selected_flow().map(|f| {
+            flow_details::FlowDetails {
+                flow: f,
+                steps: f.steps(app.info.netns, &app.shown().egress_to),
+                diagnoses: app
+                    .diag_rows()
+                    .into_iter()
+                    .filter(|d| d.src == f.key.src && d.dst == f.key.dst)
+                    .collect(),
+            }
+        })),
+        Focus::DropPoints => Selected::DropPoint(app.drop_index().map(|i| app.drop_rows()[i])),
+        Focus::Diagnoses => Selected::Diagnosis(app.diag_index().map(|i| app.diag_rows()[i])),
     }
 }
 
 /// Flows over the journey on the left, drop points over diagnoses on the right.
-fn wide_body(frame: &mut Frame, body: Rect, app: &App, t: &Theme) {
+fn wide_body(frame: &mut Frame, body: Rect, p: &Panels, t: &Theme) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).areas(body);
     let [flows_a, journey_a] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(8)]).areas(left);
     let [drops_a, diags_a] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(right);
-    flows::draw(frame, flows_a, app, t);
-    journey::draw(frame, journey_a, app, t);
-    drop_points::draw(frame, drops_a, app, t);
-    diagnoses::draw(frame, diags_a, app, t);
+    flows::draw(frame, flows_a, &p.flows, t);
+    journey::draw(frame, journey_a, &p.journey, t);
+    drop_points::draw(frame, drops_a, &p.drop_points, t);
+    diagnoses::draw(frame, diags_a, &p.diagnoses, t);
 }
 
 /// The four panels stacked: flows, drop points, journey, diagnoses.
-fn narrow_body(frame: &mut Frame, body: Rect, app: &App, t: &Theme) {
+fn narrow_body(frame: &mut Frame, body: Rect, p: &Panels, t: &Theme) {
     // As tall as the journey needs (title + lines), within reason.
-    let need = journey::content(app, t, body.width).len() as u16 + 1;
+    let need = journey::content(&p.journey, t, body.width).len() as u16 + 1;
     let journey_h = need.clamp(3, if body.height >= 26 { 6 } else { 4 });
     let [flows_a, drops_a, journey_a, diags_a] = Layout::vertical([
         Constraint::Fill(3),
@@ -93,10 +173,10 @@ fn narrow_body(frame: &mut Frame, body: Rect, app: &App, t: &Theme) {
         Constraint::Fill(2),
     ])
     .areas(body);
-    flows::draw(frame, flows_a, app, t);
-    drop_points::draw(frame, drops_a, app, t);
-    journey::draw(frame, journey_a, app, t);
-    diagnoses::draw(frame, diags_a, app, t);
+    flows::draw(frame, flows_a, &p.flows, t);
+    drop_points::draw(frame, drops_a, &p.drop_points, t);
+    journey::draw(frame, journey_a, &p.journey, t);
+    diagnoses::draw(frame, diags_a, &p.diagnoses, t);
 }
 
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

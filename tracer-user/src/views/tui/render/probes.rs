@@ -5,10 +5,9 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use super::{Theme, popup};
-use crate::views::tui::app::App;
+use crate::views::tui::app::Info;
 
-pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let i = &app.info;
+pub(super) fn draw(frame: &mut Frame, area: Rect, i: &Info, t: &Theme) {
     let mut lines = vec![Line::from(Span::styled("Attached", t.bold()))];
     if i.probes_attached.is_empty() {
         lines.push(Line::raw("  none known"));
