@@ -132,6 +132,18 @@ fn probes_say_what_this_kernel_offers() {
             assert!(!why.is_empty(), "an unavailable probe says why: {p}");
         }
     }
+    let dataplanes: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "dataplanes read from their own state:")
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    assert!(
+        dataplanes.len() == 2
+            && dataplanes[0].starts_with("Calico eBPF: ")
+            && dataplanes[1].starts_with("WireGuard: "),
+        "each dataplane reader says what it reads\n{out}"
+    );
     let a = calitrace::attribution();
     let backends: Vec<&str> = a.per_backend.iter().map(|(b, _)| b.as_str()).collect();
     assert_eq!(

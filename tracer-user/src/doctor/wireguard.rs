@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::{Check, CheckId, Iface, Inputs};
-use crate::kernel::wireguard::Device;
+use crate::dataplane::wireguard::Device;
 
 /// Calico's WireGuard devices and whether each carries IPv6.
 const DEVICES: [(&str, bool); 2] = [("wireguard.cali", false), ("wg-v6.cali", true)];
@@ -43,7 +43,7 @@ impl WireguardReadings {
             .iter()
             .filter(|(n, _)| present(n))
             .map(|(n, _)| {
-                let d = crate::kernel::wireguard::device(n).map_err(|e| e.to_string());
+                let d = crate::dataplane::wireguard::device(n).map_err(|e| e.to_string());
                 (n.to_string(), d)
             })
             .collect();
@@ -191,7 +191,7 @@ mod tests {
     use super::super::Status;
     use super::super::fake::{FakeRoot, iface};
     use super::*;
-    use crate::kernel::wireguard::Peer;
+    use crate::dataplane::wireguard::Peer;
 
     const NOW: i64 = 1_800_000_000;
 

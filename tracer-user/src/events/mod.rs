@@ -6,7 +6,7 @@ pub mod names;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ENCAP_EVENT_SIZE, EVENT_SIZE, EncapEvent, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, kind, l3,
+    ENCAP_EVENT_SIZE, EVENT_SIZE, EncapEvent, Event, NF_EVENT_SIZE, NfEvent, PacketMeta, l3,
 };
 
 /// What flows into the pipeline, live or from a recording.
@@ -61,16 +61,6 @@ pub fn decode_encap(bytes: &[u8]) -> Result<EncapEvent, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<EncapEvent>()) })
 }
 
-/// Decodes any ring buffer record into a pipeline input.
-pub fn decode_input(bytes: &[u8]) -> Result<Input, DecodeError> {
-    let ev = decode(bytes)?;
-    match ev.kind {
-        kind::VERDICT | kind::HOOK => decode_verdict(bytes).map(Input::Verdict),
-        kind::TC_ENCAP => decode_encap(bytes).map(Input::Encap),
-        _ => Ok(Input::Event(ev)),
-    }
-}
-
 /// The raw bytes of an event, as the kernel wrote them.
 pub fn encode(ev: &Event) -> &[u8] {
     // SAFETY: Event is repr(C) without padding (checked in tracer-common).
@@ -120,13 +110,15 @@ pub fn set_ip(a: &mut [u8; 16], ip: IpAddr) {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::kind;
+
     use super::*;
 
     #[test]
     fn decode_roundtrips_and_rejects_short_records() {
         let mut ev = Event {
             ts_ns: 42,
-            kind: tracer_common::kind::DROP,
+            kind: kind::DROP,
             reason: 7,
             ..Default::default()
         };
@@ -137,57 +129,6 @@ mod tests {
         assert_eq!(decode(&bytes[..10]), Err(DecodeError(10)));
         assert_eq!(src_ip(&ev.pkt), Some("10.244.1.10".parse().unwrap()));
         assert_eq!(dst_ip(&ev.pkt), Some("0.0.0.0".parse().unwrap()));
-        assert_eq!(decode_input(&bytes), Ok(Input::Event(ev)));
-    }
-
-    #[test]
-    fn verdicts_decode_with_their_names() {
-        let mut nf = NfEvent {
-            hook: 2,
-            pf: 2,
-            backend: tracer_common::backend::NFT,
-            ..Default::default()
-        };
-        nf.ev.kind = kind::VERDICT;
-        nf.table[..6].copy_from_slice(b"filter");
-        nf.chain[..7].copy_from_slice(b"FORWARD");
-        let bytes = encode_verdict(&nf).to_vec();
-        assert_eq!(decode_input(&bytes), Ok(Input::Verdict(nf)));
-        assert_eq!(kernel_name(&nf.table), "filter");
-        assert_eq!(
-            decode_input(&bytes[..EVENT_SIZE]),
-            Err(DecodeError(EVENT_SIZE)),
-            "a cut verdict is refused"
-        );
-    }
-
-    #[test]
-    fn netfilter_link_points_decode_with_hook_and_priority() {
-        let mut nf = NfEvent {
-            hook: 1,
-            pf: 10,
-            point: tracer_common::nf_point::AFTER,
-            priority: -4,
-            ..Default::default()
-        };
-        nf.ev.kind = kind::HOOK;
-        nf.ev.netns = 7;
-        set_ip(&mut nf.ev.pkt.dst, "fd00::1".parse().unwrap());
-        let bytes = encode_verdict(&nf).to_vec();
-        assert_eq!(bytes.len(), NF_EVENT_SIZE);
-        let Ok(Input::Verdict(back)) = decode_input(&bytes) else {
-            panic!("a link point decodes as a netfilter event");
-        };
-        assert_eq!(back, nf);
-        assert_eq!(
-            (back.ev.kind, back.hook, back.pf, back.point, back.priority),
-            (kind::HOOK, 1, 10, tracer_common::nf_point::AFTER, -4)
-        );
-        assert_eq!(
-            decode_input(&bytes[..EVENT_SIZE]),
-            Err(DecodeError(EVENT_SIZE)),
-            "a cut link point is refused, not read as a plain event"
-        );
     }
 
     #[test]
@@ -208,14 +149,10 @@ mod tests {
         set_ip(&mut enc.outer.src, "192.168.7.1".parse().unwrap());
         let bytes = encode_encap(&enc).to_vec();
         assert_eq!(bytes.len(), ENCAP_EVENT_SIZE);
-        assert_eq!(decode_input(&bytes), Ok(Input::Encap(enc)));
         assert_eq!(decode_encap(&bytes), Ok(enc));
-        for cut in [EVENT_SIZE, ENCAP_EVENT_SIZE - 1] {
-            assert_eq!(
-                decode_input(&bytes[..cut]),
-                Err(DecodeError(cut)),
-                "a cut encapsulated event is refused, not read as a plain event"
-            );
-        }
+        assert_eq!(
+            decode_encap(&bytes[..ENCAP_EVENT_SIZE - 1]),
+            Err(DecodeError(ENCAP_EVENT_SIZE - 1))
+        );
     }
 }

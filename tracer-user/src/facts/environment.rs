@@ -301,7 +301,7 @@ impl Environment {
 
 /// `endpoint: allowed IPs` of each peer of WireGuard device `dev`.
 fn wireguard_peers(dev: &str) -> Option<String> {
-    let d = crate::kernel::wireguard::device(dev).ok()?;
+    let d = crate::dataplane::wireguard::device(dev).ok()?;
     let peers: Vec<String> = d
         .peers
         .iter()

@@ -10,4 +10,3 @@ pub(crate) mod syscall;
 pub mod system;
 pub mod tc_filters;
 pub mod tc_programs;
-pub mod wireguard;

@@ -1,24 +1,22 @@
 //! Loading the eBPF object, attaching what this kernel allows, and undoing it
 //! all when dropped (normal exit, signals and errors alike).
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, SchedClassifier},
 };
 use tracer_common::{SkbOffsets, counter, filter::FilterProg};
 
 use super::capabilities::{Capabilities, ProbeReport};
-use super::exact::{self, ExactProbes};
-use super::nf_link::{self, NfLinks};
+use super::drops::DropsProbe;
+use super::exact::{self, ExactProbe};
+use super::nf_link::{NF_LINKS, NfLinkProbe};
 use super::raw::Relocated;
-use super::tc::{self, TcAttachments};
+use super::tc::TcProbe;
+use super::{Loading, Probe, Topic};
 use crate::kernel::{btf::KernelBtf, netlink, netlink::Link};
 use crate::netfilter::Inventory;
-
-/// The probe report's name for the netfilter link observation points.
-const NF_LINKS: &str = "netfilter links (6.4+)";
 
 /// Calico's VXLAN device, whose UDP port the tc programs decode VXLAN on.
 const VXLAN_DEVICE: &str = "vxlan.calico";
@@ -56,21 +54,30 @@ pub enum TcAttach {
     Netlink,
 }
 
+/// The probes of [`Topic::ALL`], each with what it loaded.
+struct Probes {
+    tc: TcProbe,
+    drops: DropsProbe,
+    exact: ExactProbe,
+    nf_links: NfLinkProbe,
+}
+
+impl Probes {
+    fn get(&mut self, t: Topic) -> &mut dyn Probe {
+        match t {
+            Topic::Tc => &mut self.tc,
+            Topic::Drops => &mut self.drops,
+            Topic::Exact => &mut self.exact,
+            Topic::NfLinks => &mut self.nf_links,
+        }
+    }
+}
+
 pub struct Tracer {
-    /// Netfilter link observation points (raw bpf(2), see `nf_link`).
-    nf_links: Option<NfLinks>,
-    /// fexit programs loaded with raw bpf(2) (see `exact`).
-    exact: Option<ExactProbes>,
-    /// Whether the exact probes can read table (and chain) names: per
-    /// backend, (legacy, nft).
-    names_readable: (bool, bool),
+    probes: Probes,
     ebpf: Option<Ebpf>,
     ring: Option<RingBuf<MapData>>,
     pub report: ProbeReport,
-    /// The interfaces with tc programs; `None` until the programs loaded.
-    tc: Option<TcAttachments>,
-    /// Drops are reported only from the namespaces in the NETNS map.
-    netns_filter: bool,
     /// UDP port the tc programs decode VXLAN on.
     pub vxlan_port: u16,
 }
@@ -135,11 +142,6 @@ impl Tracer {
             .context("loading the eBPF maps")?;
         // Relocated while every map is still in `ebpf` (EVENTS is taken below).
         let relocated = Relocated::new(OBJECT, &ebpf);
-        let nf_program = relocated
-            .as_ref()
-            .map_err(|e| anyhow!("{e:#}"))
-            .and_then(nf_link::Program::new);
-
         let mut filter: Array<_, FilterProg> =
             Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
         filter
@@ -154,277 +156,107 @@ impl Tracer {
             }
         }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
-
-        let mut tracer = Tracer {
-            nf_links: None,
-            exact: None,
-            names_readable: (
-                nf_offsets.xt_table_name != u16::MAX,
-                [
-                    nf_offsets.chain_table,
-                    nf_offsets.chain_name,
-                    nf_offsets.table_name,
-                ]
-                .iter()
-                .all(|&o| o != u16::MAX),
-            ),
-            ebpf: None,
+        let names_readable = (
+            nf_offsets.xt_table_name != u16::MAX,
+            [
+                nf_offsets.chain_table,
+                nf_offsets.chain_name,
+                nf_offsets.table_name,
+            ]
+            .iter()
+            .all(|&o| o != u16::MAX),
+        );
+        let mut probes = Probes {
+            tc: TcProbe::default(),
+            drops: DropsProbe::new(opts.netns.is_some()),
+            exact: ExactProbe::new(names_readable),
+            nf_links: NfLinkProbe::default(),
+        };
+        let mut report = ProbeReport::default();
+        let mut loading = Loading {
+            ebpf: &mut ebpf,
+            object: &relocated,
+            caps,
+            btf,
+            opts: &opts,
+            report: &mut report,
+        };
+        // What one probe loaded stays attached if a later one stops tracing:
+        // a Tracer holds it all from here, and dropping it detaches.
+        let mut failed = None;
+        for topic in Topic::ALL {
+            if let Err(e) = probes.get(topic).load(&mut loading) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let tracer = Tracer {
+            probes,
+            ebpf: Some(ebpf),
             ring: Some(ring),
-            report: ProbeReport::default(),
-            tc: None,
-            netns_filter: opts.netns.is_some(),
+            report,
             vxlan_port,
         };
-        tracer.attach_tc(&mut ebpf, caps, &opts)?;
-        tracer.attach_drops(&mut ebpf, caps, btf, &opts);
-        tracer.exact = Some(exact::load(
-            exact::Setup {
-                ebpf: &mut ebpf,
-                object: relocated.as_ref().ok(),
-                caps,
-                btf,
-                mode: opts.exact,
-                attach: opts.attach,
-                names: tracer.names_readable,
-            },
-            &mut tracer.report,
-        ));
-        tracer.load_nf_links(nf_program, caps, btf, &opts);
-        tracer.ebpf = Some(ebpf);
-        Ok(tracer)
-    }
-
-    fn attach_tc(
-        &mut self,
-        ebpf: &mut Ebpf,
-        caps: &Capabilities,
-        opts: &LoadOptions<'_>,
-    ) -> Result<()> {
-        let tcx = match opts.tc_attach {
-            TcAttach::Auto => caps.tcx(),
-            TcAttach::Tcx if !caps.tcx() => bail!(
-                "--tc-attach tcx needs kernel 6.6 or later (this is {}): use --tc-attach netlink",
-                caps.kernel
-            ),
-            TcAttach::Tcx => true,
-            TcAttach::Netlink => false,
-        };
-        let mut attachments = TcAttachments::new(tcx);
-        for name in tc::LOADED_AT_START {
-            let prog: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
-            if let Err(e) = prog.load() {
-                self.report.missing(format!("tc ({name})"), why(&e.into()));
-                return Ok(());
-            }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(tracer),
         }
-        if !opts.attach {
-            self.report.ok(
-                format!("tc classifier ({})", attachments.mechanism()),
-                Some("loadable".into()),
-            );
-            return Ok(());
-        }
-        for link in opts.interfaces {
-            if let Err(e) = attachments.attach(ebpf, link) {
-                self.report.missing(format!("tc on {}", link.name), why(&e));
-            }
-        }
-        self.tc = Some(attachments);
-        self.refresh_tc_report();
-        Ok(())
     }
 
     /// The report's tc line, naming the interfaces with programs now.
     pub fn refresh_tc_report(&mut self) {
-        let Some(tc) = &self.tc else { return };
-        let name = format!("tc classifier ({})", tc.mechanism());
-        let names = tc.names();
-        let detail = Some(format!("ingress+egress on {}", names.join(", ")));
-        let line = self.report.attached.iter().position(|p| p.name == name);
-        match (line, names.is_empty()) {
-            (Some(i), true) => drop(self.report.attached.remove(i)),
-            (Some(i), false) => self.report.attached[i].detail = detail,
-            (None, true) => {}
-            (None, false) => self.report.ok(name, detail),
-        }
+        self.probes.tc.refresh_report(&mut self.report);
     }
 
     /// Whether the tc programs loaded, so that interfaces can get them.
     pub fn can_attach_tc(&self) -> bool {
-        self.tc.is_some()
+        self.probes.tc.loaded()
     }
 
     /// Attaches the tc programs to one more interface.
     pub fn attach_interface(&mut self, link: &Link) -> Result<()> {
-        let (Some(ebpf), Some(tc)) = (self.ebpf.as_mut(), self.tc.as_mut()) else {
+        let Some(ebpf) = self.ebpf.as_mut() else {
             bail!("the tc programs are not loaded");
         };
-        tc.attach(ebpf, link)
+        self.probes.tc.attach(ebpf, link)
     }
 
     /// Detaches the tc programs from interface `index` (gone, or going);
     /// its name when it had them.
     pub fn detach_interface(&mut self, index: u32) -> Option<String> {
-        let (Some(ebpf), Some(tc)) = (self.ebpf.as_mut(), self.tc.as_mut()) else {
-            return None;
-        };
-        tc.detach(ebpf, index)
+        self.probes.tc.detach(self.ebpf.as_mut()?, index)
     }
 
     /// The interfaces with tc programs, in the order they got them.
     pub fn interfaces(&self) -> Vec<String> {
-        self.tc
-            .as_ref()
-            .map(TcAttachments::names)
-            .unwrap_or_default()
+        self.probes.tc.interfaces()
     }
 
     /// How many interfaces have tc programs.
     pub fn interface_count(&self) -> usize {
-        self.tc.as_ref().map_or(0, TcAttachments::len)
+        self.probes.tc.interface_count()
     }
 
     /// Whether drops are reported only from the namespaces it was told of
     /// (not `--all-netns`).
     pub fn filters_netns(&self) -> bool {
-        self.netns_filter
+        self.probes.drops.filters_netns()
     }
 
     /// Reports drops from the namespace `inode` too (a pod that appeared).
     /// Nothing to do when drops are reported from every namespace.
     pub fn watch_netns(&mut self, inode: u32) -> Result<()> {
-        self.netns_map(|set| set.insert(inode, 1, 0))
+        let ebpf = self.ebpf.as_mut().context("not loaded")?;
+        self.probes
+            .drops
+            .netns_map(ebpf, |set| set.insert(inode, 1, 0))
     }
 
     /// No longer reports drops from the namespace `inode` (its pod went: the
     /// inode number may be given to a namespace that is none of ours).
     pub fn unwatch_netns(&mut self, inode: u32) {
-        let _ = self.netns_map(|set| set.remove(&inode));
-    }
-
-    fn netns_map(
-        &mut self,
-        f: impl FnOnce(&mut HashMap<&mut MapData, u32, u8>) -> Result<(), aya::maps::MapError>,
-    ) -> Result<()> {
-        if !self.netns_filter {
-            return Ok(());
-        }
-        let ebpf = self.ebpf.as_mut().context("not loaded")?;
-        let mut set: HashMap<_, u32, u8> =
-            HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
-        f(&mut set).context("updating the namespaces of the drop filter")
-    }
-
-    fn attach_drops(
-        &mut self,
-        ebpf: &mut Ebpf,
-        caps: &Capabilities,
-        btf: Option<&KernelBtf>,
-        opts: &LoadOptions<'_>,
-    ) {
-        const NAME: &str = "kfree_skb raw tracepoint";
-        if btf.is_none() {
-            self.report.missing(
-                NAME,
-                "no kernel BTF (/sys/kernel/btf/vmlinux): skb offsets unknown",
-            );
-            return;
-        }
-        let result = (|| -> Result<()> {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut("kfree_skb")
-                .context("program")?
-                .try_into()?;
-            prog.load()?;
-            if opts.attach {
-                prog.attach("kfree_skb")?;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                let reasons = btf.map(|b| b.drop_reasons().len()).unwrap_or(0);
-                let detail = if reasons > 0 {
-                    format!("{reasons} drop reasons from BTF")
-                } else {
-                    format!("no drop reasons on kernel {}: location only", caps.kernel)
-                };
-                self.report.ok(NAME, Some(detail));
-            }
-            Err(e) => self.report.missing(NAME, why(&e)),
-        }
-    }
-
-    /// BPF netfilter links around each IPv4/IPv6 hook's priorities: the
-    /// copies are loaded and one attach is tried (and undone) to see that
-    /// the kernel takes the links; they are linked again on demand
-    /// ([`Tracer::link_nf_points`]).
-    fn load_nf_links(
-        &mut self,
-        program: Result<nf_link::Program>,
-        caps: &Capabilities,
-        btf: Option<&KernelBtf>,
-        opts: &LoadOptions<'_>,
-    ) {
-        if btf.is_none() {
-            self.report.missing(
-                NF_LINKS,
-                "no kernel BTF (/sys/kernel/btf/vmlinux): skb offsets unknown",
-            );
-            return;
-        }
-        let program = match program {
-            Ok(p) => p,
-            Err(e) => return self.report.missing(NF_LINKS, why(&e)),
-        };
-        let (points, left_out) = nf_link::plan(opts.inventory);
-        let mut links = match NfLinks::load(&program, &points, opts.attach) {
-            Ok(l) => l,
-            Err(e) => {
-                let reason = if caps.at_least(6, 4) {
-                    e.to_string()
-                } else {
-                    format!(
-                        "kernel {} is older than 6.4, which added BPF netfilter programs ({e})",
-                        caps.kernel
-                    )
-                };
-                return self.report.missing(NF_LINKS, reason);
-            }
-        };
-        if opts.attach {
-            links.attach();
-        }
-        if !opts.attach {
-            self.report.ok(NF_LINKS, Some("loadable".into()));
-        } else if links.attached.is_empty() {
-            let reason = links
-                .failed
-                .first()
-                .map(|(_, e)| e.clone())
-                .unwrap_or_else(|| "no points".into());
-            self.report.missing(NF_LINKS, reason);
-        } else {
-            let mut detail = nf_link::describe(&links.attached);
-            if let Some((p, e)) = links.failed.first() {
-                detail.push_str(&format!(
-                    "; {} refused (first: pf {} hook {} priority {}: {e})",
-                    links.failed.len(),
-                    p.pf,
-                    p.hook,
-                    p.priority
-                ));
-            }
-            if left_out > 0 {
-                detail.push_str(&format!(
-                    "; {left_out} more table priorities left out (limit {} links)",
-                    nf_link::MAX_LINKS
-                ));
-            }
-            detail.push_str(&format!("; {}", nf_link::on_demand()));
-            self.report.ok(NF_LINKS, Some(detail));
-            links.detach();
-            self.nf_links = Some(links);
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            let _ = self.probes.drops.netns_map(ebpf, |set| set.remove(&inode));
         }
     }
 
@@ -432,23 +264,16 @@ impl Tracer {
     /// hook named). Returns how many links were made now: 0 when they were
     /// linked already, `None` when this kernel has none to link.
     pub fn link_nf_points(&mut self) -> Option<usize> {
-        let links = self.nf_links.as_mut()?;
-        if links.is_attached() {
-            return Some(0);
-        }
-        links.attach();
-        Some(links.attached.len())
+        self.probes.nf_links.link()
     }
 
     /// Unlinks the netfilter observation points (no drop needs them).
     pub fn unlink_nf_points(&mut self) {
-        if let Some(links) = self.nf_links.as_mut() {
-            links.detach();
-        }
+        self.probes.nf_links.unlink();
     }
 
     pub fn nf_points_linked(&self) -> bool {
-        self.nf_links.as_ref().is_some_and(NfLinks::is_attached)
+        self.probes.nf_links.linked()
     }
 
     /// How netfilter drops are attributed with the probes that loaded: one
@@ -481,6 +306,7 @@ impl Tracer {
 
     /// Per backend ("legacy", "nft"): "exact" or "inferred", and how.
     pub fn attribution_by_backend(&self) -> [(&'static str, String); 2] {
+        let names_readable = self.probes.exact.names_readable;
         let walker = |function: &str, names: bool| match self.report.exact_on(function) {
             Some(p) if names => {
                 format!("exact ({p}: table and hook from the walk, rule from counters)")
@@ -491,8 +317,8 @@ impl Tracer {
             None => format!("inferred ({})", self.inferred_how()),
         };
         [
-            ("legacy", walker("ipt_do_table", self.names_readable.0)),
-            ("nft", walker("nft_do_chain", self.names_readable.1)),
+            ("legacy", walker("ipt_do_table", names_readable.0)),
+            ("nft", walker("nft_do_chain", names_readable.1)),
         ]
     }
 
@@ -571,12 +397,12 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         // Dropping the Ebpf object detaches every link and closes every
         // program; the raw-loaded ones are closed the same way, first.
-        let clsact = self.tc.as_mut().map(TcAttachments::take_clsact);
-        self.nf_links.take();
-        self.exact.take();
+        let clsact = self.probes.tc.take_clsact();
+        self.probes.nf_links.unload();
+        self.probes.exact.unload();
         self.ring.take();
         self.ebpf.take();
-        for ifindex in clsact.unwrap_or_default() {
+        for ifindex in clsact {
             let _ = netlink::delete_clsact(ifindex);
         }
     }

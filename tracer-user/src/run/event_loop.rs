@@ -10,8 +10,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use super::interfaces::InterfaceWatch;
 use super::live::{end_counters, recording_header};
 use super::session::Session;
-use crate::events::{Input, decode_input};
+use crate::events::Input;
 use crate::model::{Record, Start};
+use crate::probes::decode_input;
 use crate::probes::loader::Tracer;
 use crate::views::{Control, Sink, Status};
 

@@ -14,8 +14,8 @@ use tokio::io::unix::AsyncFd;
 use crate::facts::{Environment, PodInfo};
 use crate::kernel::netlink::{self, Link, LinkMonitor};
 use crate::kernel::netns::{self, PeerNetns};
-use crate::probes::ifaces::{self, Step, Tracked};
 use crate::probes::loader::{Tracer, why};
+use crate::probes::tc::ifaces::{self, Step, Tracked};
 use crate::views::Interfaces;
 
 /// How long the start spends attaching veths before it leaves the rest to

@@ -20,8 +20,8 @@ use crate::model::{ProbeStatus, Record, Start, Stats, Unavailable};
 use crate::netfilter::Inventory;
 use crate::netfilter::trace::NfTracer;
 use crate::pipeline::{Options, Pipeline};
-use crate::probes::ifaces;
 use crate::probes::loader::{LoadOptions, TcAttach, Tracer};
+use crate::probes::tc::ifaces;
 use crate::recording::format::{End, Header};
 use crate::views::Sink;
 

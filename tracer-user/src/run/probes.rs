@@ -78,6 +78,10 @@ pub fn run() -> Result<()> {
         };
         println!("  {backend}: {how}");
     }
+    println!("dataplanes read from their own state:");
+    for d in crate::dataplane::Dataplane::ALL {
+        println!("  {}", d.reads());
+    }
     Ok(())
 }
 

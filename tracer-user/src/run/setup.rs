@@ -14,7 +14,7 @@ use crate::kernel::{btf::KernelBtf, kallsyms::Kallsyms, netlink, netns, system};
 use crate::model::CheckStatus;
 use crate::netfilter::{Inventory, iptables_binary_backend};
 use crate::probes::capabilities::Capabilities;
-use crate::probes::ifaces;
+use crate::probes::tc::ifaces;
 
 /// Everything read from the machine before loading programs.
 pub struct Setup {

@@ -5,10 +5,11 @@ use std::hint::black_box;
 use std::path::Path;
 
 use anyhow::Result;
-use tracer_user::events::{Input, decode_input};
+use tracer_user::events::Input;
 use tracer_user::facts::Environment;
 use tracer_user::model::Record;
 use tracer_user::pipeline::{Options, Pipeline};
+use tracer_user::probes::decode_input;
 use tracer_user::recording::format::{End, Header};
 use tracer_user::recording::read_ahead::ReadAhead;
 use tracer_user::recording::reader::{self, Item};

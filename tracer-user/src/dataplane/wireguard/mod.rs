@@ -6,8 +6,8 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use super::bytes::{cstr, u16_at};
-use super::netlink::{NLM_F_DUMP, Socket, attrs, header, push_attr};
+use crate::kernel::bytes::{cstr, u16_at};
+use crate::kernel::netlink::{NLM_F_DUMP, Socket, attrs, header, push_attr};
 
 const GENL_ID_CTRL: u16 = 0x10;
 const NLM_F_ACK: u16 = 4;

@@ -27,6 +27,10 @@
 //! reference is pointed at a one-entry map holding that copy's point.
 //! Closing a link's fd detaches it.
 
+mod probe;
+
+pub use probe::{NF_LINKS, NfLinkProbe};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
@@ -41,6 +45,7 @@ use aya_obj::generated::{
 use tracer_common::{NfPoint, nf_point};
 
 use super::raw::{self, LoadError, ProgSpec, Relocated, map_data};
+use crate::events::{DecodeError, Input, decode_verdict};
 use crate::netfilter::{Family, Hook, Inventory, Verdict};
 
 /// The function in the eBPF object, and the map each copy gets its own of.
@@ -359,9 +364,39 @@ fn link_create(prog: &OwnedFd, p: Point) -> io::Result<OwnedFd> {
     raw::sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(raw::owned)
 }
 
+/// A packet passing a link point.
+pub fn decode(bytes: &[u8]) -> Result<Input, DecodeError> {
+    decode_verdict(bytes).map(Input::Verdict)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_points_decode_with_hook_and_priority() {
+        use tracer_common::{EVENT_SIZE, NfEvent, kind};
+
+        use crate::events::{encode_verdict, set_ip};
+        use crate::probes::decode_input;
+        let mut nf = NfEvent {
+            hook: 1,
+            pf: 10,
+            point: nf_point::AFTER,
+            priority: -4,
+            ..Default::default()
+        };
+        nf.ev.kind = kind::HOOK;
+        nf.ev.netns = 7;
+        set_ip(&mut nf.ev.pkt.dst, "fd00::1".parse().unwrap());
+        let bytes = encode_verdict(&nf).to_vec();
+        assert_eq!(decode_input(&bytes), Ok(Input::Verdict(nf)));
+        assert_eq!(
+            decode_input(&bytes[..EVENT_SIZE]),
+            Err(DecodeError(EVENT_SIZE)),
+            "a cut link point is refused, not read as a plain event"
+        );
+    }
     use crate::netfilter::{Backend, Chain, Rule, Table};
 
     fn chain(hook: Hook, priority: i32, policy: Verdict, drop_rule: bool) -> Chain {

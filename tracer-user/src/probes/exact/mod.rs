@@ -19,7 +19,51 @@ use aya_obj::generated::{bpf_attach_type, bpf_prog_type};
 use super::capabilities::{Capabilities, ProbeReport};
 use super::loader::why;
 use super::raw::{self, ProgSpec, Relocated};
+use super::{Loading, Probe};
+use crate::events::{DecodeError, Input, decode_verdict};
 use crate::kernel::btf::KernelBtf;
+
+/// The exact probes, once loaded.
+pub struct ExactProbe {
+    /// Whether they can read table (and chain) names: (legacy, nft).
+    pub names_readable: (bool, bool),
+    loaded: Option<ExactProbes>,
+}
+
+impl ExactProbe {
+    pub fn new(names_readable: (bool, bool)) -> ExactProbe {
+        ExactProbe {
+            names_readable,
+            loaded: None,
+        }
+    }
+
+    /// Detaches and unloads the fexit programs.
+    pub fn unload(&mut self) {
+        self.loaded.take();
+    }
+}
+
+/// A table walk's verdict.
+pub fn decode(bytes: &[u8]) -> Result<Input, DecodeError> {
+    decode_verdict(bytes).map(Input::Verdict)
+}
+
+impl Probe for ExactProbe {
+    fn load(&mut self, l: &mut Loading<'_>) -> Result<()> {
+        let setup = Setup {
+            ebpf: l.ebpf,
+            object: l.object.as_ref().ok(),
+            caps: l.caps,
+            btf: l.btf,
+            mode: l.opts.exact,
+            attach: l.opts.attach,
+            names: self.names_readable,
+        };
+        self.loaded = Some(load(setup, l.report));
+        Ok(())
+    }
+}
 
 /// Which exact probes to use (`--nf-probes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -231,4 +275,34 @@ fn kprobe(ebpf: &mut Ebpf, w: &Walker, attach: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{EVENT_SIZE, NfEvent, kind};
+
+    use super::*;
+    use crate::events::{encode_verdict, kernel_name};
+    use crate::probes::decode_input;
+
+    #[test]
+    fn verdicts_decode_with_their_names() {
+        let mut nf = NfEvent {
+            hook: 2,
+            pf: 2,
+            backend: tracer_common::backend::NFT,
+            ..Default::default()
+        };
+        nf.ev.kind = kind::VERDICT;
+        nf.table[..6].copy_from_slice(b"filter");
+        nf.chain[..7].copy_from_slice(b"FORWARD");
+        let bytes = encode_verdict(&nf).to_vec();
+        assert_eq!(decode_input(&bytes), Ok(Input::Verdict(nf)));
+        assert_eq!(kernel_name(&nf.table), "filter");
+        assert_eq!(
+            decode_input(&bytes[..EVENT_SIZE]),
+            Err(DecodeError(EVENT_SIZE)),
+            "a cut verdict is refused"
+        );
+    }
 }
