@@ -48,6 +48,8 @@ pub mod time;
 pub mod views;
 
 #[cfg(test)]
+mod function_length;
+#[cfg(test)]
 mod layering;
 #[cfg(test)]
 mod safety_comments;

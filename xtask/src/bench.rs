@@ -94,16 +94,72 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     // Without root the lab's sections are skipped, and tshark is optional.
-    let selected = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     if is_root()
         && SECTIONS
             .iter()
-            .any(|(s, _)| selected(s) && (needs_lab(s) || *s == "replay"))
+            .any(|(s, _)| args.selected(s) && (needs_lab(s) || *s == "replay"))
     {
         crate::prereqs::ensure_and_say(crate::prereqs::Task::Bench.sets())?;
     }
     let started = Instant::now();
     let calitrace = build(true)?;
+    let helper = build_helper()?;
+    let built = started.elapsed().as_secs_f64();
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let header = machine(&calitrace);
+    let measuring = Instant::now();
+    let mut runs = Runs::default();
+    let (root_ok, iperf3) = (is_root(), has_command("iperf3", "--version"));
+    for (section, _) in SECTIONS {
+        if !args.selected(section) {
+            continue;
+        }
+        if needs_lab(section) && !root_ok {
+            runs.skipped
+                .push(format!("{section}: needs root (network namespaces, eBPF)"));
+            continue;
+        }
+        if needs_iperf3(section) && !iperf3 {
+            runs.skipped.push(format!(
+                "{section}: iperf3 is not installed (`apt-get install iperf3`)"
+            ));
+            continue;
+        }
+        if section == "datapath" && !has_command("tcpdump", "--version") {
+            runs.skipped
+                .push("datapath: the tcpdump rows (`apt-get install tcpdump`)".to_string());
+        }
+        runs.section(section, &helper, &calitrace, &dir, &args)?;
+    }
+    let measured = measuring.elapsed().as_secs_f64();
+    let table = render(
+        &header,
+        &runs.rows,
+        &runs.skipped,
+        &runs.timings,
+        built,
+        measured,
+        args.quick,
+    );
+    println!("\n{table}");
+    write_results(&dir, &header, &table, &runs.rows, args.out.as_deref())?;
+    eprintln!(
+        "bench: table written to {} ({:.0} s in all: {built:.0} s building, {measured:.0} s measuring)",
+        dir.join("latest.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+impl BenchArgs {
+    fn selected(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == section)
+    }
+}
+
+/// The benchmark helper, built for release.
+fn build_helper() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--release",
@@ -112,42 +168,34 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "--bin",
         "calitrace-bench",
     ]))?;
-    let helper = root().join("target/release/calitrace-bench");
-    let built = started.elapsed().as_secs_f64();
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
+    Ok(root().join("target/release/calitrace-bench"))
+}
 
-    let root_ok = is_root();
-    let iperf3 = has_command("iperf3", "--version");
-    let header = machine(&calitrace);
-    let mut rows: Vec<Value> = Vec::new();
-    let mut skipped: Vec<String> = Vec::new();
-    let mut timings: Vec<String> = Vec::new();
-    let measuring = Instant::now();
-    for (section, _) in SECTIONS {
-        if !args.only.is_empty() && !args.only.iter().any(|s| s == section) {
-            continue;
-        }
-        if needs_lab(section) && !root_ok {
-            skipped.push(format!("{section}: needs root (network namespaces, eBPF)"));
-            continue;
-        }
-        if needs_iperf3(section) && !iperf3 {
-            skipped.push(format!(
-                "{section}: iperf3 is not installed (`apt-get install iperf3`)"
-            ));
-            continue;
-        }
-        if section == "datapath" && !has_command("tcpdump", "--version") {
-            skipped.push("datapath: the tcpdump rows (`apt-get install tcpdump`)".to_string());
-        }
+/// What the sections measured, left out, and how long each took.
+#[derive(Default)]
+struct Runs {
+    rows: Vec<Value>,
+    skipped: Vec<String>,
+    timings: Vec<String>,
+}
+
+impl Runs {
+    /// Runs one section of the helper, keeping its JSON rows.
+    fn section(
+        &mut self,
+        section: &str,
+        helper: &Path,
+        calitrace: &Path,
+        dir: &Path,
+        args: &BenchArgs,
+    ) -> Result<()> {
         eprintln!("\n== {section}");
         let t = Instant::now();
-        let mut c = Command::new(&helper);
+        let mut c = Command::new(helper);
         c.arg(section)
             .arg("--dir")
-            .arg(&dir)
-            .env("CALITRACE_BIN", &calitrace)
+            .arg(dir)
+            .env("CALITRACE_BIN", calitrace)
             .stderr(Stdio::inherit());
         if args.quick {
             c.arg("--quick");
@@ -160,39 +208,37 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("running {}", helper.display()))?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
-                rows.push(v);
+                self.rows.push(v);
             }
         }
         let secs = t.elapsed().as_secs_f64();
-        timings.push(format!("{section} {secs:.0} s"));
+        self.timings.push(format!("{section} {secs:.0} s"));
         if !out.status.success() {
-            skipped.push(format!(
+            self.skipped.push(format!(
                 "{section}: failed ({}), see its output above",
                 out.status
             ));
         }
+        Ok(())
     }
-    let measured = measuring.elapsed().as_secs_f64();
-    let table = render(
-        &header, &rows, &skipped, &timings, built, measured, args.quick,
-    );
-    println!("\n{table}");
+}
+
+/// The table as latest.md, a dated copy and `--out`; the rows as JSON.
+fn write_results(
+    dir: &Path,
+    header: &Machine,
+    table: &str,
+    rows: &[Value],
+    out: Option<&Path>,
+) -> Result<()> {
     let stamp = header.date.replace([':', ' '], "");
     for path in [dir.join("latest.md"), dir.join(format!("bench-{stamp}.md"))]
         .into_iter()
-        .chain(args.out.clone())
+        .chain(out.map(Path::to_path_buf))
     {
-        std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, table).with_context(|| format!("writing {}", path.display()))?;
     }
-    std::fs::write(
-        dir.join("latest.json"),
-        serde_json::to_string_pretty(&rows)?,
-    )?;
-    eprintln!(
-        "bench: table written to {} ({:.0} s in all: {built:.0} s building, {measured:.0} s measuring)",
-        dir.join("latest.md").display(),
-        started.elapsed().as_secs_f64()
-    );
+    std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(rows)?)?;
     Ok(())
 }
 

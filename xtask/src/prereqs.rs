@@ -29,7 +29,7 @@ const fn pkg(name: &'static str, provides: &'static [&'static str]) -> Package {
 /// The netns lab: links and routes, both iptables backends, nftables,
 /// traffic, and checks that nothing stays attached.
 pub const LAB: &[Package] = &[
-    pkg("iproute2", &["ip", "bridge"]),
+    pkg("iproute2", &["ip", "bridge", "tc"]),
     pkg("iptables", &["iptables-legacy", "iptables-nft"]),
     pkg("nftables", &["nft"]),
     pkg("iputils-ping", &["ping"]),
@@ -344,5 +344,72 @@ mod tests {
         };
         assert!(line.contains("there is no apt-get here"), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    /// Commands of every machine of this kind, not installed by a task:
+    /// Debian's required and important packages (coreutils, tar,
+    /// util-linux, mount, procps), and the machine image's kubectl.
+    const BASE: &[&str] = &[
+        "sh",
+        "true",
+        "tar",
+        "chmod",
+        "chown",
+        "chroot",
+        "sha256sum",
+        "mount",
+        "umount",
+        "unshare",
+        "nsenter",
+        "setpriv",
+        "pkill",
+        "kubectl",
+    ];
+
+    /// The `Command::new("...")` names in the Rust files under `dir`.
+    fn commands_run(dir: &Path, found: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                commands_run(&p, found);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let src = std::fs::read_to_string(&p).unwrap();
+                for (i, _) in src.match_indices("Command::new(\"") {
+                    let rest = &src[i + "Command::new(\"".len()..];
+                    if let Some(end) = rest.find('"') {
+                        found.push(rest[..end].to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_the_tests_and_the_bench_run_is_installed_by_their_task() {
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+        let mut run = Vec::new();
+        commands_run(&tests, &mut run);
+        assert!(run.iter().any(|c| c == "ip") && run.len() > 20, "{run:?}");
+        // The optional profiler of the bench (CALITRACE_BENCH_PERF=DIR).
+        let optional = ["perf"];
+        let sets: Vec<&[Package]> = [Task::Test, Task::Bench]
+            .iter()
+            .flat_map(|t| t.sets().iter().copied())
+            .collect();
+        let provided = |c: &str| {
+            sets.iter()
+                .flat_map(|s| s.iter())
+                .any(|p| p.provides.contains(&c))
+        };
+        let unprovided: Vec<&String> = run
+            .iter()
+            .filter(|c| {
+                !provided(c) && !BASE.contains(&c.as_str()) && !optional.contains(&c.as_str())
+            })
+            .collect();
+        assert!(
+            unprovided.is_empty(),
+            "commands the tests run that no package of `cargo xtask test` or `bench` installs: {unprovided:?}"
+        );
     }
 }

@@ -38,62 +38,19 @@ pub fn upgrade(
     name: &str,
     q: &[(String, String)],
 ) -> Response<Body> {
-    // The WebSocket upgrade is a GET: RBAC checks `get` (and newer servers
-    // `create`) on pods/exec.
-    for verb in ["get", "create"] {
-        if let Some(r) = refuse(&state, verb, "pods/exec", Some(name), Some(ns)) {
-            return r;
-        }
-    }
-    let Some(node) = pod_node(&state, ns, name) else {
-        let m = format!("pods \"{name}\" not found");
-        return json(
-            StatusCode::NOT_FOUND,
-            &status(404, "NotFound", &m, "pods", Some(name)),
-        );
+    let node = match reachable_pod(&state, ns, name) {
+        Ok(n) => n,
+        Err(refused) => return *refused,
+    };
+    let (protocol, accept) = match negotiate(&req, &state, name) {
+        Ok(p) => p,
+        Err(refused) => return *refused,
     };
     let (netns, bin) = (node.netns, state.lock().unwrap().calitrace.clone());
     let container = Container {
         state: state.clone(),
         pod: (ns.to_string(), name.to_string()),
     };
-    if node.kubelet_unreachable {
-        // What the API server answers when it cannot dial the kubelet
-        // (`kubectl exec` prints "Error from server: error dialing backend").
-        let m = format!(
-            "error dialing backend: dial tcp {}:10250: connect: connection refused",
-            node.address
-        );
-        return json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &status(500, "", &m, "pods", Some(name)),
-        );
-    }
-    let offered: Vec<String> = req
-        .headers()
-        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(',').map(|p| p.trim().to_string()).collect())
-        .unwrap_or_default();
-    let allowed: &[&str] = match state.lock().unwrap().protocols {
-        Protocols::V5 => &[V5, V4],
-        Protocols::V4Only => &[V4],
-    };
-    let Some(protocol) = allowed.iter().find(|p| offered.iter().any(|o| o == *p)) else {
-        let m = "no supported exec subprotocol offered";
-        return json(
-            StatusCode::BAD_REQUEST,
-            &status(400, "BadRequest", m, "pods", Some(name)),
-        );
-    };
-    let Some(key) = req.headers().get(http::header::SEC_WEBSOCKET_KEY) else {
-        let m = "exec needs a WebSocket upgrade";
-        return json(
-            StatusCode::BAD_REQUEST,
-            &status(400, "BadRequest", m, "pods", Some(name)),
-        );
-    };
-    let accept = derive_accept_key(key.as_bytes());
     let command: Vec<String> = q
         .iter()
         .filter(|(k, _)| k == "command")
@@ -104,7 +61,7 @@ pub fn upgrade(
         .unwrap()
         .exec_protocols
         .push(protocol.to_string());
-    let v5 = *protocol == V5;
+    let v5 = protocol == V5;
     let asked = |k: &str| q.iter().any(|(n, v)| n == k && (v == "true" || v == "1"));
     let streams = Streams {
         stdout: asked("stdout"),
@@ -122,9 +79,77 @@ pub fn upgrade(
         .header(http::header::CONNECTION, "Upgrade")
         .header(http::header::UPGRADE, "websocket")
         .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(http::header::SEC_WEBSOCKET_PROTOCOL, *protocol)
+        .header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol)
         .body(Full::new(Bytes::new()))
         .unwrap()
+}
+
+/// The pod's node, where RBAC allows the exec and its kubelet can be
+/// dialled; else the API server's answer.
+fn reachable_pod(
+    state: &Arc<Mutex<State>>,
+    ns: &str,
+    name: &str,
+) -> Result<PodNode, Box<Response<Body>>> {
+    // The WebSocket upgrade is a GET: RBAC checks `get` (and newer servers
+    // `create`) on pods/exec.
+    for verb in ["get", "create"] {
+        if let Some(r) = refuse(state, verb, "pods/exec", Some(name), Some(ns)) {
+            return Err(Box::new(r));
+        }
+    }
+    let Some(node) = pod_node(state, ns, name) else {
+        let m = format!("pods \"{name}\" not found");
+        return Err(Box::new(json(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", &m, "pods", Some(name)),
+        )));
+    };
+    if node.kubelet_unreachable {
+        // What the API server answers when it cannot dial the kubelet
+        // (`kubectl exec` prints "Error from server: error dialing backend").
+        let m = format!(
+            "error dialing backend: dial tcp {}:10250: connect: connection refused",
+            node.address
+        );
+        return Err(Box::new(json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &status(500, "", &m, "pods", Some(name)),
+        )));
+    }
+    Ok(node)
+}
+
+/// The exec subprotocol both sides speak and the WebSocket accept key; else
+/// the API server's answer.
+fn negotiate(
+    req: &Request<Incoming>,
+    state: &Arc<Mutex<State>>,
+    name: &str,
+) -> Result<(&'static str, String), Box<Response<Body>>> {
+    let offered: Vec<String> = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(',').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default();
+    let allowed: &[&'static str] = match state.lock().unwrap().protocols {
+        Protocols::V5 => &[V5, V4],
+        Protocols::V4Only => &[V4],
+    };
+    let bad = |m: &str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", m, "pods", Some(name)),
+        )
+    };
+    let Some(protocol) = allowed.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        return Err(Box::new(bad("no supported exec subprotocol offered")));
+    };
+    let Some(key) = req.headers().get(http::header::SEC_WEBSOCKET_KEY) else {
+        return Err(Box::new(bad("exec needs a WebSocket upgrade")));
+    };
+    Ok((protocol, derive_accept_key(key.as_bytes())))
 }
 
 /// Where a pod's exec runs: its node's lab netns and address, and whether
@@ -166,6 +191,17 @@ fn agent_argv(command: &[String]) -> Vec<String> {
 struct Streams {
     stdout: bool,
     stderr: bool,
+}
+
+impl Streams {
+    /// The lowest channel the command's output goes to (3: the status).
+    fn first_channel(&self) -> u8 {
+        match (self.stdout, self.stderr) {
+            (true, _) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        }
+    }
 }
 
 /// The pod's container as its exec'd commands see it: its own files
@@ -271,14 +307,9 @@ async fn run<S>(
     container.started(pid);
     // As the kubelet: one empty frame on the lowest channel it writes to,
     // that the client knows the streams are up.
-    let first = if streams.stdout {
-        1
-    } else if streams.stderr {
-        2
-    } else {
-        3
-    };
-    sink.send(Message::binary(vec![first])).await.ok();
+    sink.send(Message::binary(vec![streams.first_channel()]))
+        .await
+        .ok();
     let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
     let out = pump(child.stdout.take().expect("stdout"), 1, tx.clone());
     let err = pump(child.stderr.take().expect("stderr"), 2, tx);

@@ -5,7 +5,7 @@
 //! right hook stands in when no counted nf_tables rule moved.
 
 use crate::model::{NetfilterInfo, RuleVerdict};
-use crate::netfilter::{Backend, Chain, Family, Hook, Inventory, Table, Verdict};
+use crate::netfilter::{Backend, Chain, Counters, Family, Hook, Inventory, Table, Verdict};
 
 /// Where a netfilter drop happened, as far as the counters tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,29 +89,53 @@ fn table_fits(t: &Table, clue: &Clue) -> bool {
 
 /// Attributes a drop by comparing `before` and `after`.
 pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<Found> {
-    let mut found: Vec<Found> = Vec::new();
+    let mut found = counted_drops(before, after, clue);
+    if found.is_empty() && clue.backend != Some(Backend::Legacy) {
+        found = uncounted_policies(after, clue);
+    }
+    let n = found.len();
+    // The biggest mover is the likeliest; base chains before user chains on ties.
+    found.sort_by_key(|f| (std::cmp::Reverse(f.delta), f.hook.is_none()));
+    // A user chain of a table with one base chain is reached from its hook.
+    found.into_iter().next().map(|f| Found {
+        candidates: n,
+        hook: f.hook.or_else(|| {
+            after
+                .find_table(f.backend, f.family, &f.table)
+                .and_then(only_hook)
+        }),
+        ..f
+    })
+}
+
+/// A find in chain `c` of table `t`, before it is ranked.
+fn found_in(t: &Table, c: &Chain, rule: Option<FoundRule>, delta: u64) -> Found {
+    Found {
+        backend: t.backend,
+        family: t.family,
+        table: t.name.clone(),
+        chain: c.name.clone(),
+        hook: c.hook,
+        rule,
+        delta,
+        candidates: 0,
+    }
+}
+
+/// The DROP policies and dropping rules whose counters moved.
+fn counted_drops(before: &Inventory, after: &Inventory, clue: &Clue) -> Vec<Found> {
+    let moved = |now: Option<Counters>, then: Option<Counters>| {
+        now.map(|n| n.packets.saturating_sub(then.map_or(0, |t| t.packets)))
+            .unwrap_or(0)
+    };
+    let mut found = Vec::new();
     for t in after.tables.iter().filter(|t| table_fits(t, clue)) {
         for c in t.chains.iter().filter(|c| chain_fits(c, clue)) {
             let old = before.find_chain(t.backend, t.family, &t.name, &c.name);
-            let moved = |now: Option<crate::netfilter::Counters>,
-                         then: Option<crate::netfilter::Counters>| {
-                now.map(|n| n.packets.saturating_sub(then.map_or(0, |t| t.packets)))
-                    .unwrap_or(0)
-            };
-            let base = |rule, delta| Found {
-                backend: t.backend,
-                family: t.family,
-                table: t.name.clone(),
-                chain: c.name.clone(),
-                hook: c.hook,
-                rule,
-                delta,
-                candidates: 0,
-            };
             if c.policy == Some(Verdict::Drop) {
                 let delta = moved(c.policy_counters, old.and_then(|o| o.policy_counters));
                 if delta > 0 {
-                    found.push(base(None, delta));
+                    found.push(found_in(t, c, None, delta));
                 }
             }
             for r in c.rules.iter().filter(|r| drops(&r.verdict)) {
@@ -127,51 +151,34 @@ pub fn attribute(before: &Inventory, after: &Inventory, clue: &Clue) -> Option<F
                         rejects: r.verdict == Some(Verdict::Reject),
                         reject_with: r.reject_with.clone(),
                     };
-                    found.push(base(Some(rule), delta));
+                    found.push(found_in(t, c, Some(rule), delta));
                 }
             }
         }
     }
-    if found.is_empty() && clue.backend != Some(Backend::Legacy) {
-        // nf_tables policies have no counters: a DROP-policy base chain at the hook.
-        for t in after
-            .tables
+    found
+}
+
+/// nf_tables policies have no counters: the DROP-policy base chains at the
+/// hook.
+fn uncounted_policies(after: &Inventory, clue: &Clue) -> Vec<Found> {
+    let mut found = Vec::new();
+    for t in after
+        .tables
+        .iter()
+        .filter(|t| t.backend == Backend::Nft && table_fits(t, clue))
+    {
+        for c in t
+            .chains
             .iter()
-            .filter(|t| t.backend == Backend::Nft && table_fits(t, clue))
+            .filter(|c| c.hook.is_some() && chain_fits(c, clue))
         {
-            for c in t
-                .chains
-                .iter()
-                .filter(|c| c.hook.is_some() && chain_fits(c, clue))
-            {
-                if c.policy == Some(Verdict::Drop) && c.policy_counters.is_none() {
-                    found.push(Found {
-                        backend: t.backend,
-                        family: t.family,
-                        table: t.name.clone(),
-                        chain: c.name.clone(),
-                        hook: c.hook,
-                        rule: None,
-                        delta: 0,
-                        candidates: 0,
-                    });
-                }
+            if c.policy == Some(Verdict::Drop) && c.policy_counters.is_none() {
+                found.push(found_in(t, c, None, 0));
             }
         }
     }
-    let n = found.len();
-    // The biggest mover is the likeliest; base chains before user chains on ties.
-    found.sort_by_key(|f| (std::cmp::Reverse(f.delta), f.hook.is_none()));
-    // A user chain of a table with one base chain is reached from its hook.
-    found.into_iter().next().map(|f| Found {
-        candidates: n,
-        hook: f.hook.or_else(|| {
-            after
-                .find_table(f.backend, f.family, &f.table)
-                .and_then(only_hook)
-        }),
-        ..f
-    })
+    found
 }
 
 /// The hook of a table's only base chain.

@@ -123,39 +123,12 @@ impl Tracer {
         btf: Option<&KernelBtf>,
         opts: LoadOptions<'_>,
     ) -> Result<Tracer> {
-        let offsets = btf.map(KernelBtf::skb_offsets).unwrap_or(SkbOffsets::UNSET);
-        let has_reason: u8 = (offsets.reason_arg != SkbOffsets::ABSENT) as u8;
-        let netns_filter: u8 = opts.netns.is_some() as u8;
         let nf_offsets = nf_offsets(btf, caps);
-        let all_verdicts: u8 = opts.all_verdicts as u8;
         let vxlan_port = node_vxlan_port();
-        let mut ebpf = EbpfLoader::new()
-            .override_global("SKB_OFFSETS", &offsets, true)
-            .override_global("HAS_REASON", &has_reason, true)
-            .override_global("NETNS_FILTER", &netns_filter, true)
-            .override_global("TC_NETNS", &opts.own_netns, true)
-            .override_global("NF_OFFSETS", &nf_offsets, true)
-            .override_global("ALL_VERDICTS", &all_verdicts, true)
-            .override_global("VXLAN_PORT", &vxlan_port, true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .load(OBJECT)
-            .context("loading the eBPF maps")?;
+        let mut ebpf = load_object(btf, &nf_offsets, vxlan_port, &opts)?;
         // Relocated while every map is still in `ebpf` (EVENTS is taken below).
         let relocated = Relocated::new(OBJECT, &ebpf);
-        let mut filter: Array<_, FilterProg> =
-            Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
-        filter
-            .set(0, opts.filter, 0)
-            .context("setting the filter")?;
-        if let Some(list) = &opts.netns {
-            let mut set: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
-            for ns in list {
-                set.insert(ns, 1, 0)
-                    .context("adding a namespace to the drop filter")?;
-            }
-        }
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        let ring = fill_maps(&mut ebpf, &opts)?;
         let names_readable = (
             nf_offsets.xt_table_name != u16::MAX,
             [
@@ -351,6 +324,51 @@ impl Tracer {
         }
         out
     }
+}
+
+/// The object's maps, its load-time globals set for this kernel.
+fn load_object(
+    btf: Option<&KernelBtf>,
+    nf_offsets: &tracer_common::NfOffsets,
+    vxlan_port: u16,
+    opts: &LoadOptions<'_>,
+) -> Result<Ebpf> {
+    let offsets = btf.map(KernelBtf::skb_offsets).unwrap_or(SkbOffsets::UNSET);
+    let has_reason: u8 = (offsets.reason_arg != SkbOffsets::ABSENT) as u8;
+    let netns_filter: u8 = opts.netns.is_some() as u8;
+    let all_verdicts: u8 = opts.all_verdicts as u8;
+    EbpfLoader::new()
+        .override_global("SKB_OFFSETS", &offsets, true)
+        .override_global("HAS_REASON", &has_reason, true)
+        .override_global("NETNS_FILTER", &netns_filter, true)
+        .override_global("TC_NETNS", &opts.own_netns, true)
+        .override_global("NF_OFFSETS", nf_offsets, true)
+        .override_global("ALL_VERDICTS", &all_verdicts, true)
+        .override_global("VXLAN_PORT", &vxlan_port, true)
+        .map_max_entries("EVENTS", opts.ring_bytes)
+        .load(OBJECT)
+        .context("loading the eBPF maps")
+}
+
+/// The filter and the namespaces drops are reported from, in their maps;
+/// the ring buffer, taken out of the object.
+fn fill_maps(ebpf: &mut Ebpf, opts: &LoadOptions<'_>) -> Result<RingBuf<MapData>> {
+    let mut filter: Array<_, FilterProg> =
+        Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
+    filter
+        .set(0, opts.filter, 0)
+        .context("setting the filter")?;
+    if let Some(list) = &opts.netns {
+        let mut set: HashMap<_, u32, u8> =
+            HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
+        for ns in list {
+            set.insert(ns, 1, 0)
+                .context("adding a namespace to the drop filter")?;
+        }
+    }
+    Ok(RingBuf::try_from(
+        ebpf.take_map("EVENTS").context("EVENTS map")?,
+    )?)
 }
 
 /// The UDP port of this namespace's `vxlan.calico`, else the default port.

@@ -205,12 +205,19 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
         ))
         .emit();
 
+    replay_real_traffic(&lab, &node, dir)
+}
+
+/// The pipeline's rate on a recording of real traffic (TCP, paced UDP,
+/// ping) of the lab.
+fn replay_real_traffic(lab: &Lab, node: &str, dir: &Path) -> Result<()> {
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
     let _srv = Iperf3Server::start(&b.netns, 5201)?;
     let _srv2 = Iperf3Server::start(&b.netns, 5202)?;
     // A recording of real traffic (TCP, paced UDP, ping), replayed here.
     let path = dir.join("real-traffic.calitrace");
     let p = path.to_string_lossy().into_owned();
-    let tracer = start(&node, &["-w", &p])?;
+    let tracer = start(node, &["-w", &p])?;
     let ping = Command::new("ip")
         .args([
             "netns", "exec", &a.netns, "ping", "-q", "-i", "0.01", "-c", "300", &b.ip,
@@ -228,7 +235,7 @@ pub fn lost(rate: u64, secs: u32, dir: &Path) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     iperf3(
-        &lab,
+        lab,
         &a.netns,
         &["-c", &b.ip, "-p", "5201", "-t", "3", "-P", "4"],
     )?;
@@ -328,8 +335,35 @@ fn background_secs(line: &str) -> f64 {
 pub fn attach(n: usize, reps: usize) -> Result<()> {
     let lab = Lab::new(Mode::Direct)?;
     let node = lab.node(0).netns.clone();
-    // The lab has one cali* veth on node A; add the rest as veth pairs whose
-    // both ends stay inside node A.
+    add_cali_veths(&node, n)?;
+    let count = lab.sh(&node, "ip -o link show | grep -c ': cali'")?;
+    eprintln!(
+        "attach: {} cali* interfaces on node A, {reps} repetitions",
+        count.trim()
+    );
+    let (mut all, mut one, mut netlink) = (Attach::default(), Attach::default(), Attach::default());
+    for _ in 0..reps {
+        all.measure(&node, "cali*", "auto")?;
+        one.measure(&node, "eth0", "auto")?;
+        netlink.measure(&node, "cali*", "netlink")?;
+        eprintln!(
+            "  {n} ifaces: attach {:.3} s, detach {:.3} s; 1 iface: {:.3} s, {:.3} s; {n} ifaces with --tc-attach netlink: {:.3} s, {:.3} s",
+            all.up.last().unwrap(),
+            all.down.last().unwrap(),
+            one.up.last().unwrap(),
+            one.down.last().unwrap(),
+            netlink.up.last().unwrap(),
+            netlink.down.last().unwrap()
+        );
+    }
+    attach_rows(n, &all, &one, &netlink);
+    let _ = MIB;
+    Ok(())
+}
+
+/// The lab has one cali* veth on node A; adds the rest as veth pairs whose
+/// both ends stay inside node A.
+fn add_cali_veths(node: &str, n: usize) -> Result<()> {
     let mut script = String::new();
     for i in 1..n {
         script.push_str(&format!(
@@ -339,61 +373,56 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     let batch = std::env::temp_dir().join(format!("calitrace-bench-veths-{}", std::process::id()));
     std::fs::write(&batch, script)?;
     let out = Command::new("ip")
-        .args(["-n", &node, "-batch"])
+        .args(["-n", node, "-batch"])
         .arg(&batch)
         .output()?;
     std::fs::remove_file(&batch).ok();
     if !out.status.success() {
         bail!("creating veths: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let count = lab.sh(&node, "ip -o link show | grep -c ': cali'")?;
-    eprintln!(
-        "attach: {} cali* interfaces on node A, {reps} repetitions",
-        count.trim()
-    );
-    let (mut up_n, mut down_n, mut up_1, mut down_1) = (vec![], vec![], vec![], vec![]);
-    let (mut up_nl, mut down_nl) = (vec![], vec![]);
-    // Seconds after "tracing on" until the last interface had its programs.
-    let (mut rest_n, mut rest_nl) = (vec![], vec![]);
-    for _ in 0..reps {
-        let mut rest_1 = vec![];
-        for (glob, how, up, down, rest) in [
-            ("cali*", "auto", &mut up_n, &mut down_n, &mut rest_n),
-            ("eth0", "auto", &mut up_1, &mut down_1, &mut rest_1),
-            ("cali*", "netlink", &mut up_nl, &mut down_nl, &mut rest_nl),
-        ] {
-            let mut t = start(&node, &["--iface", glob, "--tc-attach", how])?;
-            let ready = t.ready_after.as_secs_f64();
-            // The rest attach in the background: detach is timed with all attached.
-            rest.push(
-                if t.wait_for_stderr("tracing on", Duration::ZERO)?
-                    .contains("in the background")
-                {
-                    background_secs(&t.wait_for_stderr("tc attach done", Duration::from_secs(300))?)
-                } else {
-                    0.0
-                },
-            );
-            std::thread::sleep(Duration::from_millis(200));
-            let (exit, _) = stop(t)?;
-            up.push(ready);
-            down.push(exit.as_secs_f64());
-        }
-        eprintln!(
-            "  {n} ifaces: attach {:.3} s, detach {:.3} s; 1 iface: {:.3} s, {:.3} s; {n} ifaces with --tc-attach netlink: {:.3} s, {:.3} s",
-            up_n.last().unwrap(),
-            down_n.last().unwrap(),
-            up_1.last().unwrap(),
-            down_1.last().unwrap(),
-            up_nl.last().unwrap(),
-            down_nl.last().unwrap()
+    Ok(())
+}
+
+/// Attach and detach times of repeated runs: start to "tracing on", SIGINT
+/// to exit, and seconds after "tracing on" until the last interface had its
+/// programs.
+#[derive(Default)]
+struct Attach {
+    up: Vec<f64>,
+    down: Vec<f64>,
+    rest: Vec<f64>,
+}
+
+impl Attach {
+    fn measure(&mut self, node: &str, glob: &str, how: &str) -> Result<()> {
+        let mut t = start(node, &["--iface", glob, "--tc-attach", how])?;
+        let ready = t.ready_after.as_secs_f64();
+        // The rest attach in the background: detach is timed with all attached.
+        self.rest.push(
+            if t.wait_for_stderr("tracing on", Duration::ZERO)?
+                .contains("in the background")
+            {
+                background_secs(&t.wait_for_stderr("tc attach done", Duration::from_secs(300))?)
+            } else {
+                0.0
+            },
         );
+        std::thread::sleep(Duration::from_millis(200));
+        let (exit, _) = stop(t)?;
+        self.up.push(ready);
+        self.down.push(exit.as_secs_f64());
+        Ok(())
     }
+}
+
+/// The attach section's rows: `n` interfaces against one, TCX against
+/// netlink.
+fn attach_rows(n: usize, all: &Attach, one: &Attach, netlink: &Attach) {
     let (un, dn, u1, d1) = (
-        median(&up_n),
-        median(&down_n),
-        median(&up_1),
-        median(&down_1),
+        median(&all.up),
+        median(&all.down),
+        median(&one.up),
+        median(&one.down),
     );
     Row::new(
         "attach",
@@ -403,13 +432,13 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     )
     .baseline(u1)
     .target("< 1 s", un < 1.0)
-    .samples(&up_n)
+    .samples(&all.up)
     .note(format!(
         "{:.3} s with 1 interface: {:.3} s for the other {}; all {n} attached {:.2} s after \"tracing on\" (in the background)",
         u1,
         un - u1,
         n - 1,
-        median(&rest_n)
+        median(&all.rest)
     ))
     .emit();
     Row::new(
@@ -420,10 +449,10 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     )
     .baseline(d1)
     .target("< 1 s", dn < 1.0)
-    .samples(&down_n)
+    .samples(&all.down)
     .note(format!("{d1:.3} s with 1 interface"))
     .emit();
-    let (unl, dnl) = (median(&up_nl), median(&down_nl));
+    let (unl, dnl) = (median(&netlink.up), median(&netlink.down));
     Row::new(
         "attach",
         format!("start to \"tracing on\", {n} cali* interfaces, `--tc-attach netlink`"),
@@ -432,8 +461,8 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     )
     .baseline(un)
     .target("< 1 s", unl < 1.0)
-    .samples(&up_nl)
-    .note(format!("baseline: TCX (the default); all {n} attached {:.2} s after \"tracing on\"; clsact qdisc + filters need no RCU grace period per attach, but a SIGKILL leaves them behind", median(&rest_nl)))
+    .samples(&netlink.up)
+    .note(format!("baseline: TCX (the default); all {n} attached {:.2} s after \"tracing on\"; clsact qdisc + filters need no RCU grace period per attach, but a SIGKILL leaves them behind", median(&netlink.rest)))
     .emit();
     Row::new(
         "attach",
@@ -443,8 +472,6 @@ pub fn attach(n: usize, reps: usize) -> Result<()> {
     )
     .baseline(dn)
     .target("< 1 s", dnl < 1.0)
-    .samples(&down_nl)
+    .samples(&netlink.down)
     .emit();
-    let _ = MIB;
-    Ok(())
 }

@@ -340,6 +340,31 @@ fn feed_model(m: &mut tracer_user::views::tui::model::Model, r: &Record) {
     }
 }
 
+/// Runs the pipeline and the TUI model on `g`'s events for `sim_secs`
+/// simulated seconds; the RSS (KiB) each simulated minute.
+fn churn(p: &mut Pipeline, mut g: Gen, sim_secs: u64) -> Vec<(u64, u64)> {
+    let start_ts = g.now();
+    let mut model = tracer_user::views::tui::model::Model::default();
+    let mut out = Vec::new();
+    let mut samples = Vec::new();
+    let mut next_sample = 0;
+    loop {
+        let sim = (g.now() - start_ts) / 1_000_000_000;
+        if sim >= next_sample {
+            let (rss, _) = rss_kib("self").unwrap_or_default();
+            samples.push((sim, rss));
+            next_sample += 60;
+            if sim >= sim_secs {
+                return samples;
+            }
+        }
+        p.process(&g.next_input(), &mut out);
+        for r in out.drain(..) {
+            feed_model(&mut model, &r);
+        }
+    }
+}
+
 /// An hour of simulated churn: 100k flows live, 1,000 new ones a second, 2%
 /// of packets dropped (each new pair of addresses a new problem to
 /// diagnose): 3.6 million flows, tens of thousands of problems, far beyond
@@ -353,29 +378,9 @@ pub fn memory_churn(sim_secs: u64, events_per_sim_sec: u64) -> Result<()> {
         arp_every: 500,
         churn_per_s: 1_000,
     };
-    let mut g = Gen::new(shape);
-    let start_ts = g.now();
     let mut p = pipeline(true);
-    let mut model = tracer_user::views::tui::model::Model::default();
-    let mut out = Vec::new();
-    let mut samples: Vec<(u64, u64)> = Vec::new();
     let t = CpuClock::start();
-    let mut next_sample = 0;
-    loop {
-        let sim = (g.now() - start_ts) / 1_000_000_000;
-        if sim >= next_sample {
-            let (rss, _) = rss_kib("self").unwrap_or_default();
-            samples.push((sim, rss));
-            next_sample += 60;
-            if sim >= sim_secs {
-                break;
-            }
-        }
-        p.process(&g.next_input(), &mut out);
-        for r in out.drain(..) {
-            feed_model(&mut model, &r);
-        }
-    }
+    let samples = churn(&mut p, Gen::new(shape), sim_secs);
     let (_, hwm) = rss_kib("self").unwrap_or_default();
     let at = |min: u64| {
         samples

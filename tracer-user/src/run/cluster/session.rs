@@ -121,21 +121,18 @@ pub fn run_session(
     // Bounded: a merge that falls behind makes the agents wait (their rings
     // then count what is lost) instead of holding their streams in memory.
     let (tx, rx) = sync_channel(stage::QUEUE);
-    let opts = cluster.stage_options();
     let batches = Batches::default();
+    let reader = |i| Reader {
+        i,
+        tx: tx.clone(),
+        tee: writer.is_some(),
+        opts: cluster.stage_options(),
+        batches: batches.clone(),
+    };
     let mut agents: Vec<Agent> = agents
         .into_iter()
         .enumerate()
-        .map(|(i, started)| {
-            let reader = Reader {
-                i,
-                tx: tx.clone(),
-                tee: writer.is_some(),
-                opts: opts.clone(),
-                batches: batches.clone(),
-            };
-            attach(reader, &names[i], started)
-        })
+        .map(|(i, started)| attach(reader(i), &names[i], started))
         .collect();
     drop(tx);
     let mut session = Running {
@@ -156,12 +153,7 @@ pub fn run_session(
     let result = session.until_stopped(&rx, stop, deadline);
     let ended = session.stop_agents(&rx);
     let failed = std::mem::take(&mut session.failed);
-    let mut out = Vec::new();
-    cluster.finish(&mut out);
-    for (why, n) in cluster.undecided() {
-        eprintln!("calitrace: {n} packet(s) between nodes not judged: the receiving node {why}");
-    }
-    let shown = sink.records(&out).and_then(|_| sink.flush());
+    let shown = show_the_rest(&mut cluster, sink.as_mut());
     if let Some(w) = writer {
         w.finish()?;
     }
@@ -176,6 +168,16 @@ pub fn run_session(
             failed.join(", ")
         )),
     }
+}
+
+/// What the merge still held, and what it could not judge.
+fn show_the_rest(cluster: &mut Cluster, sink: &mut dyn Sink) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    cluster.finish(&mut out);
+    for (why, n) in cluster.undecided() {
+        eprintln!("calitrace: {n} packet(s) between nodes not judged: the receiving node {why}");
+    }
+    sink.records(&out).and_then(|_| sink.flush())
 }
 
 /// What a thread reading an agent needs: its place, where to send, whether

@@ -330,6 +330,59 @@ impl Drop for TuiSink {
     }
 }
 
+/// What the terminal thread takes from the sink for one frame.
+struct Taken {
+    kept: Vec<Record>,
+    batches: Vec<Vec<Record>>,
+    status: Option<Status>,
+    skipped: u64,
+    closing: bool,
+}
+
+impl Taken {
+    fn from(shared: &Shared) -> Taken {
+        let mut ib = shared.lock();
+        let batches = ib.take(BATCH);
+        shared.cv.notify_all();
+        Taken {
+            kept: std::mem::take(&mut ib.kept),
+            batches,
+            status: ib.status.take(),
+            skipped: ib.skipped,
+            closing: ib.closing,
+        }
+    }
+
+    /// Records, status (stale when a live source stopped sending it),
+    /// skipped batches and stderr's newest line into the app.
+    fn apply(self, app: &mut App, live: bool, last_status: &mut Instant) {
+        app.ingest(&self.kept);
+        for b in &self.batches {
+            app.ingest(b);
+        }
+        if let Some(s) = self.status {
+            app.set_status(s);
+            *last_status = Instant::now();
+        }
+        let stale = live && last_status.elapsed() > STALE;
+        if stale != app.status_stale {
+            app.status_stale = stale;
+            app.dirty = true;
+        }
+        if self.skipped != app.ui_skipped {
+            app.ui_skipped = self.skipped;
+            app.dirty = true;
+        }
+        if let Some(line) = terminal::newest_unseen() {
+            app.message = Some(app::Message {
+                text: line,
+                error: false,
+            });
+            app.dirty = true;
+        }
+    }
+}
+
 /// The terminal thread: runs the view, then restores the terminal and tells
 /// the sink it is gone, however it ended.
 fn drive(
@@ -404,45 +457,11 @@ fn run(
             return Ok(());
         }
         // Then records, a batch at a time.
-        let (kept, batches, status, skipped, closing) = {
-            let mut ib = shared.lock();
-            let taken = ib.take(BATCH);
-            shared.cv.notify_all();
-            (
-                std::mem::take(&mut ib.kept),
-                taken,
-                ib.status.take(),
-                ib.skipped,
-                ib.closing,
-            )
-        };
-        if closing {
+        let taken = Taken::from(shared);
+        if taken.closing {
             return Ok(());
         }
-        app.ingest(&kept);
-        for b in &batches {
-            app.ingest(b);
-        }
-        if let Some(s) = status {
-            app.set_status(s);
-            last_status = Instant::now();
-        }
-        let stale = live && last_status.elapsed() > STALE;
-        if stale != app.status_stale {
-            app.status_stale = stale;
-            app.dirty = true;
-        }
-        if skipped != app.ui_skipped {
-            app.ui_skipped = skipped;
-            app.dirty = true;
-        }
-        if let Some(line) = terminal::newest_unseen() {
-            app.message = Some(app::Message {
-                text: line,
-                error: false,
-            });
-            app.dirty = true;
-        }
+        taken.apply(app, live, &mut last_status);
         if live {
             app.tick(crate::time::monotonic_ns());
         }
