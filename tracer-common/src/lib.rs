@@ -7,53 +7,99 @@
 
 pub mod filter;
 
-/// Kinds of [`Event`].
-pub mod kind {
-    /// A packet seen by a tc classifier.
-    pub const TC: u8 = 1;
-    /// A packet freed by `kfree_skb` (a drop).
-    pub const DROP: u8 = 2;
-    /// A netfilter table's verdict on a packet ([`crate::NfEvent`]).
-    pub const VERDICT: u8 = 3;
-    /// A packet passing a netfilter link observation point ([`crate::NfEvent`]
-    /// with `point` and `priority` set).
-    pub const HOOK: u8 = 4;
-    /// An encapsulated packet seen by a tc classifier ([`crate::EncapEvent`]):
-    /// `pkt` holds the inner packet, `outer` the headers around it.
-    pub const TC_ENCAP: u8 = 5;
+/// A `#[repr(u8)]` enum of codes the kernel side writes, and a module of
+/// the same codes as `u8` constants (what the eBPF programs store): each
+/// constant is its variant's value, so the two cannot drift apart, and the
+/// user side decodes a byte with `from_u8` into a `match` that the compiler
+/// checks for every variant.
+macro_rules! wire_codes {
+    ($(#[$m:meta])* $name:ident in $module:ident {
+        $($(#[$vm:meta])* $variant:ident = $konst:ident = $val:literal),+ $(,)?
+    }) => {
+        $(#[$m])*
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$vm])* $variant = $val),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn from_u8(v: u8) -> Option<$name> {
+                match v {
+                    $($val => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] as `u8` constants.")]
+        pub mod $module {
+            $(pub const $konst: u8 = super::$name::$variant as u8;)+
+        }
+    };
 }
 
-/// Encapsulations the tc programs decode ([`OuterMeta::encap`]).
-pub mod encap {
-    /// VXLAN: outer UDP to the VXLAN port, an 8-byte VXLAN header, then an
-    /// Ethernet frame.
-    pub const VXLAN: u8 = 1;
-    /// IP in IP (IPv4 protocol 4): the inner IPv4 header follows the outer one.
-    pub const IPIP: u8 = 2;
+wire_codes! {
+    /// Kinds of [`Event`].
+    Kind in kind {
+        /// A packet seen by a tc classifier.
+        Tc = TC = 1,
+        /// A packet freed by `kfree_skb` (a drop).
+        Drop = DROP = 2,
+        /// A netfilter table's verdict on a packet ([`crate::NfEvent`]).
+        Verdict = VERDICT = 3,
+        /// A packet passing a netfilter link observation point
+        /// ([`crate::NfEvent`] with `point` and `priority` set).
+        Hook = HOOK = 4,
+        /// An encapsulated packet seen by a tc classifier
+        /// ([`crate::EncapEvent`]): `pkt` holds the inner packet, `outer`
+        /// the headers around it.
+        TcEncap = TC_ENCAP = 5,
+    }
 }
 
-/// Netfilter link observation points ([`NfEvent::point`], [`NfPoint::point`]).
-pub mod nf_point {
-    /// The hook's first priority: the packet entered the hook.
-    pub const ENTRY: u8 = 1;
-    /// Just after a table's (or base chain's) priority: the packet passed it.
-    /// The link sits at that priority + 1.
-    pub const AFTER: u8 = 2;
-    /// The hook's last priority: the packet left the hook accepted.
-    pub const EXIT: u8 = 3;
+wire_codes! {
+    /// Encapsulations the tc programs decode ([`OuterMeta::encap`]).
+    EncapKind in encap {
+        /// VXLAN: outer UDP to the VXLAN port, an 8-byte VXLAN header, then
+        /// an Ethernet frame.
+        Vxlan = VXLAN = 1,
+        /// IP in IP (IPv4 protocol 4): the inner IPv4 header follows the
+        /// outer one.
+        Ipip = IPIP = 2,
+    }
 }
 
-/// Netfilter backends in [`NfEvent::backend`].
-pub mod backend {
-    pub const LEGACY: u8 = 1;
-    pub const NFT: u8 = 2;
+wire_codes! {
+    /// Netfilter link observation points ([`NfEvent::point`],
+    /// [`NfPoint::point`]).
+    LinkPointKind in nf_point {
+        /// The hook's first priority: the packet entered the hook.
+        Entry = ENTRY = 1,
+        /// Just after a table's (or base chain's) priority: the packet
+        /// passed it. The link sits at that priority + 1.
+        After = AFTER = 2,
+        /// The hook's last priority: the packet left the hook accepted.
+        Exit = EXIT = 3,
+    }
 }
 
-/// Direction of a tc observation.
-pub mod dir {
-    pub const INGRESS: u8 = 0;
-    pub const EGRESS: u8 = 1;
-    pub const NONE: u8 = 255;
+wire_codes! {
+    /// Netfilter backends in [`NfEvent::backend`].
+    BackendKind in backend {
+        Legacy = LEGACY = 1,
+        Nft = NFT = 2,
+    }
+}
+
+wire_codes! {
+    /// Direction of a tc observation.
+    Direction in dir {
+        Ingress = INGRESS = 0,
+        Egress = EGRESS = 1,
+        /// Not a tc observation.
+        None = NONE = 255,
+    }
 }
 
 /// Layer 3 of a packet.

@@ -3,7 +3,8 @@
 //! protocols, ICMP and ARP codes become the model's types.
 
 use tracer_common::{
-    NfEvent, OuterMeta, PacketMeta, backend, dir, encap, l3, nf_point, pkt_flags, proto,
+    BackendKind, Direction, EncapKind, LinkPointKind, NfEvent, OuterMeta, PacketMeta, l3,
+    pkt_flags, proto,
 };
 
 use super::{dst_ip, kernel_name, src_ip};
@@ -12,28 +13,29 @@ use crate::model::{
     NfVerdict, Outer, Proto, TcpSegment,
 };
 
-/// The direction of a tc observation.
+/// The direction of a tc observation (egress where the byte is no
+/// direction: only tc writes one).
 pub fn tc_dir(d: u8) -> Dir {
-    if d == dir::INGRESS {
-        Dir::Ingress
-    } else {
-        Dir::Egress
+    match Direction::from_u8(d) {
+        Some(Direction::Ingress) => Dir::Ingress,
+        Some(Direction::Egress | Direction::None) | None => Dir::Egress,
     }
 }
 
+/// A table walk's backend (legacy where the byte is none of them).
 pub fn backend(b: u8) -> Backend {
-    if b == backend::NFT {
-        Backend::Nft
-    } else {
-        Backend::Legacy
+    match BackendKind::from_u8(b) {
+        Some(BackendKind::Nft) => Backend::Nft,
+        Some(BackendKind::Legacy) | None => Backend::Legacy,
     }
 }
 
+/// A link point (after a table's priority where the byte is none of them).
 pub fn link_point(p: u8) -> LinkPoint {
-    match p {
-        nf_point::ENTRY => LinkPoint::Entry,
-        nf_point::EXIT => LinkPoint::Exit,
-        _ => LinkPoint::After,
+    match LinkPointKind::from_u8(p) {
+        Some(LinkPointKind::Entry) => LinkPoint::Entry,
+        Some(LinkPointKind::Exit) => LinkPoint::Exit,
+        Some(LinkPointKind::After) | None => LinkPoint::After,
     }
 }
 
@@ -141,10 +143,10 @@ pub fn detail(p: &PacketMeta) -> Detail {
 /// The headers an encapsulated packet travelled in.
 pub fn outer(o: &OuterMeta) -> Outer {
     let p = o.packet();
-    let encap = match o.encap {
-        encap::VXLAN => Encap::Vxlan,
-        encap::IPIP => Encap::Ipip,
-        _ => Encap::None,
+    let encap = match EncapKind::from_u8(o.encap) {
+        Some(EncapKind::Vxlan) => Encap::Vxlan,
+        Some(EncapKind::Ipip) => Encap::Ipip,
+        None => Encap::None,
     };
     Outer {
         encap,
@@ -180,6 +182,8 @@ pub fn event_counts(c: &[u64]) -> (std::collections::BTreeMap<String, u64>, u64)
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::{dir, encap, nf_point};
+
     use super::*;
 
     #[test]
@@ -238,5 +242,23 @@ mod tests {
             outer(&o).src.map(|a| a.to_string()).as_deref(),
             Some("fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd")
         );
+    }
+
+    #[test]
+    fn every_wire_code_has_its_name() {
+        use tracer_common::{BackendKind, Direction, EncapKind, LinkPointKind};
+        let dirs: Vec<Dir> = Direction::ALL.iter().map(|&d| tc_dir(d as u8)).collect();
+        assert_eq!(dirs, [Dir::Ingress, Dir::Egress, Dir::Egress]);
+        let points: Vec<LinkPoint> = LinkPointKind::ALL
+            .iter()
+            .map(|&p| link_point(p as u8))
+            .collect();
+        assert_eq!(
+            points,
+            [LinkPoint::Entry, LinkPoint::After, LinkPoint::Exit]
+        );
+        let backends: Vec<Backend> = BackendKind::ALL.iter().map(|&b| backend(b as u8)).collect();
+        assert_eq!(backends, [Backend::Legacy, Backend::Nft]);
+        assert_eq!(EncapKind::ALL.len(), 2, "VXLAN and IPIP, named in `outer`");
     }
 }

@@ -15,7 +15,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use tracer_common::{filter::FilterProg, kind};
+use tracer_common::{Kind, filter::FilterProg};
 
 use crate::correlation::{Journeys, PacketKey, arp::ArpWatch};
 use crate::diagnosis::Diagnoser;
@@ -141,10 +141,11 @@ impl Pipeline {
                 self.now = self.now.max(ev.ts_ns);
                 if self.wanted(&ev.pkt) {
                     self.counts.events += 1;
-                    match ev.kind {
-                        kind::TC => self.on_tc(ev, None, out),
-                        kind::DROP => self.on_drop(ev, out),
-                        _ => {}
+                    match Kind::from_u8(ev.kind) {
+                        Some(Kind::Tc) => self.on_tc(ev, None, out),
+                        Some(Kind::Drop) => self.on_drop(ev, out),
+                        // Decoded as the other inputs, or not a kind at all.
+                        Some(Kind::Verdict | Kind::Hook | Kind::TcEncap) | None => {}
                     }
                 }
             }
@@ -152,7 +153,7 @@ impl Pipeline {
                 self.now = self.now.max(nf.ev.ts_ns);
                 if self.wanted(&nf.ev.pkt) {
                     self.counts.events += 1;
-                    if nf.ev.kind == kind::HOOK {
+                    if Kind::from_u8(nf.ev.kind) == Some(Kind::Hook) {
                         self.on_hook(nf);
                     } else {
                         self.on_verdict(nf, out);

@@ -18,7 +18,7 @@ pub mod tc;
 
 use anyhow::Result;
 use aya::Ebpf;
-use tracer_common::kind;
+use tracer_common::Kind;
 
 use crate::events::{DecodeError, Input};
 use crate::kernel::btf::KernelBtf;
@@ -46,13 +46,13 @@ pub type Decoder = fn(&[u8]) -> Result<Input, DecodeError>;
 impl Topic {
     pub const ALL: [Topic; 4] = [Topic::Tc, Topic::Drops, Topic::Exact, Topic::NfLinks];
 
-    /// The ring record kinds (`tracer_common::kind`) the probe writes.
-    pub fn records(self) -> &'static [u8] {
+    /// The ring record kinds the probe writes.
+    pub fn records(self) -> &'static [Kind] {
         match self {
-            Topic::Tc => &[kind::TC, kind::TC_ENCAP],
-            Topic::Drops => &[kind::DROP],
-            Topic::Exact => &[kind::VERDICT],
-            Topic::NfLinks => &[kind::HOOK],
+            Topic::Tc => &[Kind::Tc, Kind::TcEncap],
+            Topic::Drops => &[Kind::Drop],
+            Topic::Exact => &[Kind::Verdict],
+            Topic::NfLinks => &[Kind::Hook],
         }
     }
 
@@ -67,6 +67,7 @@ impl Topic {
 
     /// The probe that writes ring records of `kind`.
     pub fn of_record(kind: u8) -> Option<Topic> {
+        let kind = Kind::from_u8(kind)?;
         Topic::ALL.into_iter().find(|t| t.records().contains(&kind))
     }
 }
@@ -106,23 +107,14 @@ mod tests {
 
     #[test]
     fn every_record_kind_has_one_probe() {
-        let mut kinds: Vec<u8> = Topic::ALL
-            .iter()
-            .flat_map(|t| t.records())
-            .copied()
-            .collect();
-        let n = kinds.len();
-        kinds.sort();
-        kinds.dedup();
-        assert_eq!(kinds.len(), n, "a record kind belongs to one probe");
-        for k in [
-            kind::TC,
-            kind::TC_ENCAP,
-            kind::DROP,
-            kind::VERDICT,
-            kind::HOOK,
-        ] {
-            assert!(Topic::of_record(k).is_some(), "kind {k} has a probe");
+        for &k in Kind::ALL {
+            let owners: Vec<Topic> = Topic::ALL
+                .into_iter()
+                .filter(|t| t.records().contains(&k))
+                .collect();
+            assert_eq!(owners.len(), 1, "{k:?} belongs to one probe: {owners:?}");
+            assert_eq!(Topic::of_record(k as u8), Some(owners[0]));
         }
+        assert_eq!(Topic::of_record(0), None);
     }
 }

@@ -7,7 +7,7 @@ pub mod ifaces;
 
 use anyhow::{Context, Result, bail};
 use aya::programs::SchedClassifier;
-use tracer_common::kind;
+use tracer_common::Kind;
 
 use super::loader::{TcAttach, why};
 use super::{Loading, Probe};
@@ -25,7 +25,7 @@ pub struct TcProbe {
 /// A packet seen by tc, plain or encapsulated.
 pub fn decode(bytes: &[u8]) -> Result<Input, DecodeError> {
     let ev = events::decode(bytes)?;
-    if ev.kind == kind::TC_ENCAP {
+    if Kind::from_u8(ev.kind) == Some(Kind::TcEncap) {
         decode_encap(bytes).map(Input::Encap)
     } else {
         Ok(Input::Event(ev))
@@ -127,7 +127,7 @@ impl TcProbe {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{EncapEvent, Event, l3};
+    use tracer_common::{EncapEvent, Event, kind, l3};
 
     use super::*;
     use crate::events::{encode, encode_encap, set_ip};
