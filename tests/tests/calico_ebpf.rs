@@ -90,11 +90,11 @@ fn ebpf_drops<'a>(f: &'a calitrace::Finished, reason: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-#[test]
-fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
-    let lab = Lab::new(Mode::Direct).unwrap();
+/// Traces node B, recording to `file`, while Felix's stand-in on pod b0's
+/// cali drops pings from pod a0 by policy (`MATCH_ID`), then as from an
+/// unknown source; returns the stand-in, still attached, and the live run.
+fn trace_felixs_drops(lab: &Lab, dirs: &Dirs, file: &Path) -> (FelixStandin, calitrace::Finished) {
     let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
-    let dirs = Dirs::new("policy");
     let (maps, policy) = (&dirs.maps, &dirs.policy);
     policy_debug(policy, &b.cali);
     let mut felix = FelixStandin::attach(
@@ -111,7 +111,6 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
         },
     )
     .expect("the stand-in for Felix's programs loads");
-    let file = std::env::temp_dir().join(format!("calitrace-ebpf-{}.rec", std::process::id()));
     let mut t = Trace::start(
         &lab.node(1).netns,
         &[&dirs.args()[..], &["-w", file.to_str().unwrap()]].concat(),
@@ -137,11 +136,17 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
     assert!(!lab.ping(&a, &b.ip, 1));
     let f = t.stop().unwrap();
     assert!(f.status.success(), "{}", f.dump());
+    (felix, f)
+}
 
-    let policy_drops = ebpf_drops(&f, "DROPPED_BY_POLICY");
+/// The policy drops on `cali` are named (rule, policy, tier, direction) and
+/// diagnosed as Calico's, and the one unknown-source drop is said; returns
+/// the number of policy drops.
+fn assert_the_drops_named(f: &calitrace::Finished, cali: &str) -> usize {
+    let policy_drops = ebpf_drops(f, "DROPPED_BY_POLICY");
     assert!(policy_drops.len() >= 2, "{}", f.dump());
     let d = policy_drops[0];
-    assert_eq!(d["ifname"], b.cali.as_str());
+    assert_eq!(d["ifname"], cali);
     assert_eq!(d["stage"], "tc");
     assert_eq!(d["calico_ebpf"]["rule_id"], MATCH_ID.to_string());
     assert_eq!(d["calico_ebpf"]["policy"]["name"], "deny-icmp");
@@ -158,7 +163,7 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
         "{diag}"
     );
     assert_eq!(
-        ebpf_drops(&f, "UNAUTH_SOURCE").len(),
+        ebpf_drops(f, "UNAUTH_SOURCE").len(),
         1,
         "one unknown-source drop\n{}",
         f.dump()
@@ -171,10 +176,11 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
             .contains("UNAUTH_SOURCE"),
         "{other}"
     );
+    policy_drops.len()
+}
 
-    // The recording explains the same drops without Felix's maps.
-    drop(felix);
-    assert!(!maps.exists(), "the stand-in removed its pins");
+/// The replay of `file` names the same `policy_drops` policy drops.
+fn assert_the_replay_names_them(file: &Path, policy_drops: usize) {
     let r = calitrace::run(
         None,
         &[],
@@ -185,11 +191,25 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
     assert!(r.status.success(), "{}", r.dump());
     assert_eq!(
         ebpf_drops(&r, "DROPPED_BY_POLICY").len(),
-        policy_drops.len(),
+        policy_drops,
         "{}",
         r.dump()
     );
     assert_eq!(r.diagnosis("POLICY_DROP")["policy"]["name"], "deny-icmp");
+}
+
+#[test]
+fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let dirs = Dirs::new("policy");
+    let file = std::env::temp_dir().join(format!("calitrace-ebpf-{}.rec", std::process::id()));
+    let (felix, f) = trace_felixs_drops(&lab, &dirs, &file);
+    let policy_drops = assert_the_drops_named(&f, &lab.pod(1, 0).cali);
+
+    // The recording explains the same drops without Felix's maps.
+    drop(felix);
+    assert!(!dirs.maps.exists(), "the stand-in removed its pins");
+    assert_the_replay_names_them(&file, policy_drops);
     let _ = std::fs::remove_file(&file);
 }
 

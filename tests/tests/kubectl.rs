@@ -120,10 +120,9 @@ fn kubectl_gets_and_lists_what_calitrace_gets_and_lists() {
     );
 }
 
-#[test]
-fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
-    let lab = Lab::new(Mode::Direct).unwrap();
-    let api = cluster_of(&lab, false);
+/// Creates with kubectl the ephemeral agent pod calitrace would make on
+/// node-a, from a file as calitrace makes it; returns its name.
+fn create_ephemeral_agent_pod(api: &ApiServer) -> String {
     // The pod calitrace would make, as calitrace makes it.
     let pod = tracer_user::run::k8s::podspec::ephemeral_pod(
         "node-a",
@@ -140,7 +139,7 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
     // --validate=false: kubectl's own check against the server's OpenAPI
     // documents, which calitrace never fetches (the stand-in serves none).
     let created = ok(
-        &api,
+        api,
         &["create", "--validate=false", "-f", file.to_str().unwrap()],
     );
     std::fs::remove_file(&file).ok();
@@ -148,16 +147,21 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
         created.contains(&format!("pod/{name} created")),
         "{created}"
     );
+    name
+}
+
+/// Waits (30 s at most) until kubectl says the pod `name` is Running.
+fn wait_running(api: &ApiServer, name: &str) {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let phase = ok(
-            &api,
+            api,
             &[
                 "get",
                 "pod",
                 "-n",
                 "calitrace",
-                &name,
+                name,
                 "-o",
                 "jsonpath={.status.phase}",
             ],
@@ -168,17 +172,15 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
         assert!(Instant::now() < until, "still {phase}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
 
-    // Exec with stdout only: the node's status.
-    let status = ok(&api, &exec_args(&name, false, "status"));
-    let v: Value = serde_json::from_str(status.trim()).unwrap();
-    assert_eq!(v["type"], "node_status", "{status}");
-
-    // Exec with stdin: an agent that streams until its stdin closes.
+/// `kubectl exec -i` of the agent in pod `name`: it streams a recording on
+/// stdout until its stdin closes.
+fn exec_an_agent_with_stdin(api: &ApiServer, name: &str) {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(api.kubeconfig())
-        .args(exec_args(&name, true, "agent"))
+        .args(exec_args(name, true, "agent"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -198,19 +200,40 @@ fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
             .starts_with(tracer_user::recording::format::MAGIC),
         "a recording stream: {err}"
     );
+}
 
+/// Deletes the pod `name` with kubectl; the stand-in terminates it.
+fn delete_pod(api: &ApiServer, name: &str) {
     let deleted = ok(
-        &api,
-        &["delete", "pod", "-n", "calitrace", &name, "--wait=false"],
+        api,
+        &["delete", "pod", "-n", "calitrace", name, "--wait=false"],
     );
     assert!(
         deleted.contains(&format!("pod \"{name}\" deleted")),
         "{deleted}"
     );
     assert!(
-        api.wait_terminated("calitrace", &name, Duration::from_secs(60))
+        api.wait_terminated("calitrace", name, Duration::from_secs(60))
             .is_some()
     );
+}
+
+#[test]
+fn kubectl_creates_execs_into_and_deletes_an_ephemeral_agent_pod() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, false);
+    let name = create_ephemeral_agent_pod(&api);
+    wait_running(&api, &name);
+
+    // Exec with stdout only: the node's status.
+    let status = ok(&api, &exec_args(&name, false, "status"));
+    let v: Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(v["type"], "node_status", "{status}");
+
+    // Exec with stdin: an agent that streams until its stdin closes.
+    exec_an_agent_with_stdin(&api, &name);
+
+    delete_pod(&api, &name);
 }
 
 #[test]

@@ -183,13 +183,17 @@ fn pmtu_learnt(lab: &Lab, netns: &str, dst: &str) -> bool {
         .contains(" mtu ")
 }
 
-#[test]
-fn a_lower_fabric_mtu_drops_big_packets_silently() {
-    let (direct, vxlan) = direct_and_vxlan();
+/// A TCP transfer of `bytes` bytes each way from pod a0 to pod b0.
+fn transfer(lab: &Lab, bytes: usize) -> anyhow::Result<()> {
+    let (a0, b0) = (lab.pod(0, 0), lab.pod(1, 0));
+    lab.tcp_transfer(&a0.netns, &b0.netns, &b0.ip, 0, bytes, TCP_TIMEOUT)
+}
+
+/// Under a 1200-byte fabric MTU, bigger packets vanish at the fabric: no reply, no ICMP,
+/// no path MTU learnt, and the sending node's eth0 dropped nothing.
+fn big_packets_vanish_silently(direct: &Lab) {
     let (a, b) = (direct.node(0), direct.node(1));
     let (a0, b0) = (direct.pod(0, 0), direct.pod(1, 0));
-    assert!(direct.fabric_mtu(67).is_err());
-    direct.fabric_mtu(1200).unwrap();
     // 1200-byte IP packets pass, 1201 and 1400 bytes vanish: no reply and no ICMP.
     assert!(direct.ping_df(&a.netns, &b.underlay_ip, 1172));
     assert!(!direct.ping_df(&a.netns, &b.underlay_ip, 1173));
@@ -209,17 +213,21 @@ fn a_lower_fabric_mtu_drops_big_packets_silently() {
         "{text}"
     );
     assert!(direct.ping_df(&a0.netns, &b0.ip, 1000));
-    assert!(!pmtu_learnt(&direct, &a.netns, &b.underlay_ip));
-    assert!(!pmtu_learnt(&direct, &a0.netns, &b0.ip));
+    assert!(!pmtu_learnt(direct, &a.netns, &b.underlay_ip));
+    assert!(!pmtu_learnt(direct, &a0.netns, &b0.ip));
     assert!(direct.fabric_dropped().unwrap() >= 3);
     // The fabric dropped them, not the sending node's eth0 (as a lower veth MTU would).
     assert_eq!(direct.link_stats(&a.netns, "eth0").unwrap().tx_dropped, 0);
+}
 
+/// Under a 1200-byte fabric MTU, full-size TCP stalls, and passes (as GSO packets,
+/// segmented) once the pods' MTU is 1100; leaves the pods at MTU 1100.
+fn tcp_stalls_until_the_segments_fit(direct: &Lab) {
+    let (a0, b0) = (direct.pod(0, 0), direct.pod(1, 0));
     // TCP: the handshake and a small token pass, full-size segments stall.
-    let transfer = |bytes| direct.tcp_transfer(&a0.netns, &b0.netns, &b0.ip, 0, bytes, TCP_TIMEOUT);
-    transfer(0).expect("small TCP under a 1200 fabric MTU");
+    transfer(direct, 0).expect("small TCP under a 1200 fabric MTU");
     assert!(
-        transfer(200_000).is_err(),
+        transfer(direct, 200_000).is_err(),
         "full-size TCP crossed a 1200 fabric MTU"
     );
     // With pods at MTU 1100 every segment fits: the GSO packets cross, segmented (a
@@ -236,13 +244,41 @@ fn a_lower_fabric_mtu_drops_big_packets_silently() {
              nft add rule bridge gso seen meta length '>' 1200 counter",
         )
         .unwrap();
-    transfer(200_000).expect("TCP with 1100-byte segments under a 1200 fabric MTU");
+    transfer(direct, 200_000).expect("TCP with 1100-byte segments under a 1200 fabric MTU");
     let seen = direct.sh(fabric, "nft list table bridge gso").unwrap();
     assert!(
         !seen.contains("counter packets 0 "),
         "no GSO packet crossed: {seen}"
     );
     direct.sh(fabric, "nft delete table bridge gso").unwrap();
+}
+
+/// Pods and fabric back at 1500: everything passes and no qdisc is left on the ports.
+fn restoring_the_mtu_lets_everything_pass(direct: &Lab) {
+    let (a0, b0) = (direct.pod(0, 0), direct.pod(1, 0));
+    for p in [a0, b0] {
+        direct.sh(&p.netns, "ip link set eth0 mtu 1500").unwrap();
+    }
+    direct.fabric_mtu(lab::UNDERLAY_MTU).unwrap();
+    direct.fabric_mtu(lab::UNDERLAY_MTU).unwrap(); // twice is fine
+    assert!(direct.ping_df(&a0.netns, &b0.ip, 1472));
+    transfer(direct, 200_000).expect("full-size TCP after restoring the fabric MTU");
+    let qdiscs = direct
+        .sh(
+            direct.fabric_netns(),
+            "tc qdisc show dev port-a; tc qdisc show dev port-b",
+        )
+        .unwrap();
+    assert!(!qdiscs.contains("tbf"), "{qdiscs}");
+}
+
+#[test]
+fn a_lower_fabric_mtu_drops_big_packets_silently() {
+    let (direct, vxlan) = direct_and_vxlan();
+    assert!(direct.fabric_mtu(67).is_err());
+    direct.fabric_mtu(1200).unwrap();
+    big_packets_vanish_silently(&direct);
+    tcp_stalls_until_the_segments_fit(&direct);
 
     // VXLAN adds 50 bytes outside: 1000 + 28 inside fits, 1300 + 28 does not.
     vxlan.fabric_mtu(1200).unwrap();
@@ -251,18 +287,5 @@ fn a_lower_fabric_mtu_drops_big_packets_silently() {
     assert!(!vxlan.ping_df(&v0.netns, &v1.ip, 1300));
 
     // Back to 1500: everything passes and no qdisc is left on the ports.
-    for p in [a0, b0] {
-        direct.sh(&p.netns, "ip link set eth0 mtu 1500").unwrap();
-    }
-    direct.fabric_mtu(lab::UNDERLAY_MTU).unwrap();
-    direct.fabric_mtu(lab::UNDERLAY_MTU).unwrap(); // twice is fine
-    assert!(direct.ping_df(&a0.netns, &b0.ip, 1472));
-    transfer(200_000).expect("full-size TCP after restoring the fabric MTU");
-    let qdiscs = direct
-        .sh(
-            direct.fabric_netns(),
-            "tc qdisc show dev port-a; tc qdisc show dev port-b",
-        )
-        .unwrap();
-    assert!(!qdiscs.contains("tbf"), "{qdiscs}");
+    restoring_the_mtu_lets_everything_pass(&direct);
 }

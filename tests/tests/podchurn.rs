@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use calitrace_tests::calitrace::{self, Finished, Trace};
+use calitrace_tests::lab::Pod;
 use calitrace_tests::{Lab, Mode};
 use serde_json::Value;
 
@@ -42,16 +43,9 @@ fn assert_no_error(f: &Finished) {
     }
 }
 
-#[test]
-fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
-    let mut lab = Lab::new(Mode::Direct).unwrap();
-    let node = lab.node(0).netns.clone();
-    let b0 = lab.pod(1, 0).clone();
-    let dir = std::env::temp_dir().join(format!("calitrace-test-{}-churn", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rec = dir.join("churn.calitrace");
-    let mut t = Trace::start(&node, &["-w", rec.to_str().unwrap()]).unwrap();
-
+/// Adds a pod to node A while `t` traces it: its cali gets the tc programs
+/// within [`ATTACH_WITHIN`] and its namespace joins the drop filter.
+fn add_a_pod_while_tracing(lab: &mut Lab, t: &mut Trace) -> Pod {
     let began = Instant::now();
     let pod = lab.add_pod(0).unwrap();
     let made = began.elapsed();
@@ -64,13 +58,18 @@ fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
         .wait_for_stderr("joins the drop filter", Duration::from_secs(5))
         .unwrap();
     assert!(joined.contains(&pod.netns), "{joined}");
+    pod
+}
 
+/// Two faults of the new `pod` on `node`, each dropping its pings to `b0`:
+/// no proxy ARP on its cali, then its own firewall.
+fn fault_the_new_pod(lab: &Lab, node: &str, pod: &Pod, b0: &Pod) {
     // Its gateway does not answer: proxy ARP off on the new cali.
     let proxy_arp = format!("net.ipv4.conf.{}.proxy_arp", pod.cali);
-    lab.sysctl(&node, &proxy_arp, "0").unwrap();
-    assert!(!lab.ping(&pod, &b0.ip, 2), "no gateway, no ping");
+    lab.sysctl(node, &proxy_arp, "0").unwrap();
+    assert!(!lab.ping(pod, &b0.ip, 2), "no gateway, no ping");
     // Its own firewall drops what it sends: a drop inside the new pod.
-    lab.sysctl(&node, &proxy_arp, "1").unwrap();
+    lab.sysctl(node, &proxy_arp, "1").unwrap();
     lab.run(
         &pod.netns,
         &[
@@ -85,29 +84,32 @@ fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
         ],
     )
     .unwrap();
-    assert!(!lab.ping(&pod, &b0.ip, 2), "the pod's OUTPUT drops it");
-    std::thread::sleep(Duration::from_millis(1500));
-    let f = stopped(t);
-    assert_no_error(&f);
+    assert!(!lab.ping(pod, &b0.ip, 2), "the pod's OUTPUT drops it");
+}
 
-    let diagnosed = |f: &Finished| {
-        assert!(
-            f.diagnoses()
-                .iter()
-                .any(|d| d["code"] == "PROXY_ARP_DISABLED" && d["ifname"] == pod.cali.as_str()),
-            "the new cali's missing proxy ARP is diagnosed\n{}",
-            f.dump()
-        );
-        let inode = Lab::netns_inode(&pod.netns).unwrap();
-        assert!(
-            f.drops().iter().any(|d| d["netns"] == inode
-                && d["pod"] == pod.netns.as_str()
-                && d["reason"] == "NETFILTER_DROP"),
-            "the drop inside the new pod is reported, naming it\n{}",
-            f.dump()
-        );
-    };
-    diagnosed(&f);
+/// The run `f` (live or replayed) diagnoses the new `pod`'s missing proxy ARP
+/// and reports the drop inside it, naming it.
+fn assert_the_new_pods_faults_diagnosed(f: &Finished, pod: &Pod) {
+    assert!(
+        f.diagnoses()
+            .iter()
+            .any(|d| d["code"] == "PROXY_ARP_DISABLED" && d["ifname"] == pod.cali.as_str()),
+        "the new cali's missing proxy ARP is diagnosed\n{}",
+        f.dump()
+    );
+    let inode = Lab::netns_inode(&pod.netns).unwrap();
+    assert!(
+        f.drops().iter().any(|d| d["netns"] == inode
+            && d["pod"] == pod.netns.as_str()
+            && d["reason"] == "NETFILTER_DROP"),
+        "the drop inside the new pod is reported, naming it\n{}",
+        f.dump()
+    );
+}
+
+/// The live run `f` saw packets on the new `pod`'s cali and traced three
+/// interfaces, and nothing is left attached on node A.
+fn assert_the_new_cali_traced_then_released(f: &Finished, lab: &Lab, pod: &Pod) {
     assert!(
         f.of_type("packet")
             .iter()
@@ -115,16 +117,30 @@ fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
         "packets on the new cali are seen\n{}",
         f.dump()
     );
-    assert_eq!(
-        stats(&f)["interfaces"],
-        3,
-        "eth0 and two cali\n{}",
-        f.dump()
-    );
+    assert_eq!(stats(f)["interfaces"], 3, "eth0 and two cali\n{}", f.dump());
     for cali in [&lab.pod(0, 0).cali, &pod.cali] {
-        calitrace::assert_nothing_attached(&lab, 0, cali);
+        calitrace::assert_nothing_attached(lab, 0, cali);
     }
-    calitrace::assert_nothing_attached_in(&lab, 0);
+    calitrace::assert_nothing_attached_in(lab, 0);
+}
+
+#[test]
+fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
+    let mut lab = Lab::new(Mode::Direct).unwrap();
+    let node = lab.node(0).netns.clone();
+    let b0 = lab.pod(1, 0).clone();
+    let dir = std::env::temp_dir().join(format!("calitrace-test-{}-churn", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("churn.calitrace");
+    let mut t = Trace::start(&node, &["-w", rec.to_str().unwrap()]).unwrap();
+
+    let pod = add_a_pod_while_tracing(&mut lab, &mut t);
+    fault_the_new_pod(&lab, &node, &pod, &b0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = stopped(t);
+    assert_no_error(&f);
+    assert_the_new_pods_faults_diagnosed(&f, &pod);
+    assert_the_new_cali_traced_then_released(&f, &lab, &pod);
 
     let replay = calitrace::run(
         None,
@@ -134,7 +150,7 @@ fn a_pod_created_while_tracing_is_traced_and_its_drops_diagnosed() {
     )
     .unwrap();
     assert!(replay.status.success(), "{}", replay.dump());
-    diagnosed(&replay);
+    assert_the_new_pods_faults_diagnosed(&replay, &pod);
     std::fs::remove_dir_all(&dir).ok();
 }
 

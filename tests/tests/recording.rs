@@ -103,82 +103,87 @@ fn replay_shows_what_live_tracing_showed() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn damaged_recordings_never_panic() {
-    let dir = tmpdir("damage");
-    let file = dir.join("orig.calitrace");
-    capture(&file);
-    let bytes = std::fs::read(&file).unwrap();
-    let mut seed: u64 = 0x2545F4914F6CDD1D ^ bytes.len() as u64;
-    let mut rand = move |n: usize| {
+/// A xorshift generator from `seed`: each call a number below its argument.
+fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n: usize| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         (seed % n as u64) as usize
-    };
-    let broken = dir.join("broken.calitrace");
-    for i in 0..24 {
-        let mut b = bytes.clone();
-        let truncate = i % 2 == 0;
-        if truncate {
-            b.truncate(rand(bytes.len()));
-        } else {
-            for _ in 0..3 {
-                let p = rand(b.len());
-                b[p] ^= 1 << rand(8);
-            }
-        }
-        std::fs::write(&broken, &b).unwrap();
-        let f = replay(&broken, &["--output", "json"]);
-        assert!(
-            !f.stderr.contains("panicked"),
-            "panic on damaged input:\n{}",
-            f.stderr
-        );
-        let code = f.status.code().expect("exited, not killed");
-        let err_lines: Vec<&str> = f.stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert!(
-            err_lines.len() <= 1,
-            "at most one line on stderr: {:?}",
-            f.stderr
-        );
-        match code {
-            0 => {
-                if let Some(l) = err_lines.first() {
-                    assert!(l.contains("cut short"), "{l}");
-                }
-                assert_eq!(
-                    f.of_type("stats").len(),
-                    1,
-                    "a complete run ends with stats"
-                );
-            }
-            1 => assert!(
-                err_lines[0].contains("corrupt") || err_lines[0].contains("cut short"),
-                "{:?}",
-                err_lines
-            ),
-            2 => assert!(
-                err_lines[0].contains("recording") || err_lines[0].contains("header"),
-                "{:?}",
-                err_lines
-            ),
-            c => panic!("exit code {c}: {}", f.stderr),
-        }
-        if truncate && code == 0 && b.len() > 200 && b.len() < bytes.len() {
-            assert!(
-                !err_lines.is_empty() || f.lines.len() > 1,
-                "a truncated file says so or ends at a frame boundary"
-            );
+    }
+}
+
+/// A damaged copy of `bytes`: cut at a random length if `truncate`, else
+/// with three random bits flipped.
+fn damage(bytes: &[u8], truncate: bool, rand: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    if truncate {
+        b.truncate(rand(bytes.len()));
+    } else {
+        for _ in 0..3 {
+            let p = rand(b.len());
+            b[p] ^= 1 << rand(8);
         }
     }
-    // Empty and foreign files: one clear error, usage exit code.
-    std::fs::write(&broken, b"").unwrap();
-    let f = replay(&broken, &[]);
+    b
+}
+
+/// The replay `f` of a damaged recording did not panic, exited with a code
+/// that fits what it says on stderr (one line at most); if `cut_short` (a
+/// truncated file) and it exited 0, it said so or ended at a frame boundary.
+fn assert_a_clean_outcome(f: &Finished, cut_short: bool) {
+    assert!(
+        !f.stderr.contains("panicked"),
+        "panic on damaged input:\n{}",
+        f.stderr
+    );
+    let code = f.status.code().expect("exited, not killed");
+    let err_lines: Vec<&str> = f.stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        err_lines.len() <= 1,
+        "at most one line on stderr: {:?}",
+        f.stderr
+    );
+    match code {
+        0 => {
+            if let Some(l) = err_lines.first() {
+                assert!(l.contains("cut short"), "{l}");
+            }
+            assert_eq!(
+                f.of_type("stats").len(),
+                1,
+                "a complete run ends with stats"
+            );
+        }
+        1 => assert!(
+            err_lines[0].contains("corrupt") || err_lines[0].contains("cut short"),
+            "{:?}",
+            err_lines
+        ),
+        2 => assert!(
+            err_lines[0].contains("recording") || err_lines[0].contains("header"),
+            "{:?}",
+            err_lines
+        ),
+        c => panic!("exit code {c}: {}", f.stderr),
+    }
+    if cut_short && code == 0 {
+        assert!(
+            !err_lines.is_empty() || f.lines.len() > 1,
+            "a truncated file says so or ends at a frame boundary"
+        );
+    }
+}
+
+/// Empty, foreign and missing files (`broken` rewritten, in `dir`): one
+/// clear error, usage exit code.
+fn assert_non_recordings_refused(dir: &Path, broken: &Path) {
+    std::fs::write(broken, b"").unwrap();
+    let f = replay(broken, &[]);
     assert_eq!(f.status.code(), Some(2));
     assert!(f.stderr.contains("empty"), "{}", f.stderr);
-    std::fs::write(&broken, b"#!/bin/sh\necho not a recording\n").unwrap();
-    let f = replay(&broken, &[]);
+    std::fs::write(broken, b"#!/bin/sh\necho not a recording\n").unwrap();
+    let f = replay(broken, &[]);
     assert_eq!(f.status.code(), Some(2));
     assert!(
         f.stderr.contains("not a calitrace recording"),
@@ -188,17 +193,35 @@ fn damaged_recordings_never_panic() {
     let f = replay(&dir.join("missing"), &[]);
     assert_eq!(f.status.code(), Some(2));
     assert!(f.stderr.contains("cannot open"), "{}", f.stderr);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
-fn replay_needs_no_privileges_and_exports_pcapng() {
-    let dir = tmpdir("pcap");
-    let file = dir.join("rec.calitrace");
+fn damaged_recordings_never_panic() {
+    let dir = tmpdir("damage");
+    let file = dir.join("orig.calitrace");
     capture(&file);
+    let bytes = std::fs::read(&file).unwrap();
+    let mut rand = xorshift(0x2545F4914F6CDD1D ^ bytes.len() as u64);
+    let broken = dir.join("broken.calitrace");
+    for i in 0..24 {
+        let truncate = i % 2 == 0;
+        let b = damage(&bytes, truncate, &mut rand);
+        std::fs::write(&broken, &b).unwrap();
+        let f = replay(&broken, &["--output", "json"]);
+        let cut_short = truncate && b.len() > 200 && b.len() < bytes.len();
+        assert_a_clean_outcome(&f, cut_short);
+    }
+    // Empty and foreign files: one clear error, usage exit code.
+    assert_non_recordings_refused(&dir, &broken);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Replays (`--drops-only`, JSON) a copy of `file` as an unprivileged user
+/// (nobody), with all of `dir` given to it: the diagnosis and no packet.
+fn replay_as_nobody(dir: &Path, file: &Path) {
     // An unprivileged user (nobody) with a copy it may read.
     let copy = dir.join("nobody.calitrace");
-    std::fs::copy(&file, &copy).unwrap();
+    std::fs::copy(file, &copy).unwrap();
     Command::new("chown")
         .args(["-R", "65534:65534", dir.to_str().unwrap()])
         .status()
@@ -207,7 +230,6 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
         .args(["755", dir.to_str().unwrap()])
         .status()
         .unwrap();
-    let bin = calitrace::binary();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -217,7 +239,7 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
             "--bounding-set=-all",
             "--",
         ])
-        .arg(&bin)
+        .arg(calitrace::binary())
         .args([
             "replay",
             copy.to_str().unwrap(),
@@ -235,11 +257,14 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"code\":\"RP_FILTER\""), "{stdout}");
     assert!(!stdout.contains("\"type\":\"packet\""), "--drops-only");
+}
 
-    let pcap = dir.join("out.pcapng");
-    let out = Command::new(&bin)
+/// Exports `file` as pcapng to `pcap`; tshark reads its packets and the drop
+/// in a packet comment.
+fn assert_the_pcapng_export(file: &Path, pcap: &Path) {
+    let out = Command::new(calitrace::binary())
         .args(["replay", file.to_str().unwrap(), "--output", "pcap"])
-        .stdout(std::fs::File::create(&pcap).unwrap())
+        .stdout(std::fs::File::create(pcap).unwrap())
         .output()
         .unwrap();
     assert!(
@@ -278,5 +303,14 @@ fn replay_needs_no_privileges_and_exports_pcapng() {
         rows.iter().any(|r| r.contains("IP_RPFILTER")),
         "the drop is in a packet comment:\n{text}"
     );
+}
+
+#[test]
+fn replay_needs_no_privileges_and_exports_pcapng() {
+    let dir = tmpdir("pcap");
+    let file = dir.join("rec.calitrace");
+    capture(&file);
+    replay_as_nobody(&dir, &file);
+    assert_the_pcapng_export(&file, &dir.join("out.pcapng"));
     std::fs::remove_dir_all(&dir).ok();
 }

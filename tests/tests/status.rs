@@ -4,7 +4,7 @@
 //! make each API call of `cluster --k8s` (SelfSubjectAccessReview answered by
 //! the stand-in's RBAC). Also `calitrace status` on a node.
 
-use calitrace_tests::apiserver::FakeNode;
+use calitrace_tests::apiserver::{ApiServer, FakeNode};
 use calitrace_tests::calitrace;
 use calitrace_tests::k8s_lab::{cluster_of, k8s_run, with_operator_rbac};
 use calitrace_tests::{Lab, Mode};
@@ -70,16 +70,12 @@ fn status_on_a_node_is_one_json_line_and_its_exit_says_whether_it_can_trace() {
     );
 }
 
-#[test]
-fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
-    let lab = Lab::new(Mode::Direct).unwrap();
-    let api = cluster_of(&lab, true);
-    with_operator_rbac(&api);
-    lab.sysctl(&lab.node(1).netns, "net.ipv4.ip_forward", "0")
-        .unwrap();
+/// With every node's agent ready and every call allowed: each node ready
+/// with its kernel and failed doctor checks, every call ticked, exit 0.
+fn assert_all_ready_and_allowed(api: &ApiServer) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
 
-    let f = k8s_run(&api, &["--status"]);
+    let f = k8s_run(api, &["--status"]);
     assert_eq!(f.status.code(), Some(0), "{}", f.dump());
     assert!(f.stdout.contains("node-a: ready\n"), "{}", f.stdout);
     assert!(f.stdout.contains("node-b: ready\n"), "{}", f.stdout);
@@ -110,7 +106,11 @@ fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
         f.stdout
     );
     assert!(!f.stdout.contains('✗'), "{}", f.stdout);
+}
 
+/// Adds nodes without a ready agent (node-c, node-d, node-e) and forbids
+/// deleting pods: each node's reason and the refused call are said, exit 1.
+fn assert_unready_agents_and_refused_calls_said(api: &ApiServer) {
     // node-c: no DaemonSet pod; node-d: its kubelet unreachable; node-e:
     // not Ready; and the caller may not delete pods.
     api.with(|s| {
@@ -121,7 +121,7 @@ fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
         s.forbidden.push(("delete".into(), "pods".into()));
     });
     api.add_daemonset_pod(&node("node-d", "no-such-netns", true));
-    let f = k8s_run(&api, &["--status"]);
+    let f = k8s_run(api, &["--status"]);
     if std::env::var_os("CALITRACE_TEST_DUMP").is_some() {
         eprintln!("{}", f.stdout);
     }
@@ -143,8 +143,11 @@ fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
         "{}",
         f.stderr
     );
+}
 
-    // --nodes: only those; an agent of another version is named.
+/// `--nodes node-a` with agents of version 0.0.9: only node-a, its agent's
+/// older version named, exit 1.
+fn assert_an_older_agent_named(api: &ApiServer) {
     let dir = std::env::temp_dir().join(format!("calitrace-status-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let older = dir.join("calitrace-0.0.9");
@@ -166,7 +169,7 @@ fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
         s.forbidden.clear();
         s.calitrace = older.clone();
     });
-    let f = k8s_run(&api, &["--status", "--nodes", "node-a"]);
+    let f = k8s_run(api, &["--status", "--nodes", "node-a"]);
     assert_eq!(f.status.code(), Some(1), "{}", f.dump());
     assert!(
         f.stdout.contains(&format!(
@@ -178,4 +181,18 @@ fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
     );
     assert!(!f.stdout.contains("node-b"), "{}", f.stdout);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn cluster_status_shows_each_nodes_agent_and_the_calls_the_caller_may_make() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let api = cluster_of(&lab, true);
+    with_operator_rbac(&api);
+    lab.sysctl(&lab.node(1).netns, "net.ipv4.ip_forward", "0")
+        .unwrap();
+    assert_all_ready_and_allowed(&api);
+    assert_unready_agents_and_refused_calls_said(&api);
+
+    // --nodes: only those; an agent of another version is named.
+    assert_an_older_agent_named(&api);
 }

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use calitrace_tests::calitrace::{self, binary};
+use calitrace_tests::lab::Pod;
 use calitrace_tests::{Backend, Lab, Mode};
 
 /// A tmux server of our own (its own socket), killed when dropped.
@@ -203,18 +204,10 @@ fn main_screen_ready(s: &str) -> bool {
     s.contains("Flows") && s.contains("Drop points") && s.contains("q quit")
 }
 
-#[test]
-fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
-    let lab = Lab::new(Mode::Direct).unwrap();
-    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
-    let dir = tmpdir("fault");
-    let t = tui_on_node_b(&lab, "fault", &dir, (100, 32), "");
-
-    // One ping gets through; then iptables-legacy's FORWARD policy drops.
-    assert!(lab.ping(&a, &b.ip, 1), "the lab works before the fault");
-    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
-        .unwrap();
-    assert!(!lab.ping(&a, &b.ip, 3), "the fault drops the ping");
+/// The TUI shows the FORWARD drop of pings from `a` to `b`: the flow, where
+/// it died, the journey, and a hint (the screen kept for the README if
+/// `CALITRACE_TUI_CAPTURE` says where).
+fn assert_the_drop_shown(t: &Tmux, a: &Pod, b: &Pod) {
     let screen = t.wait_for(
         "the drop point and its diagnosis",
         Duration::from_secs(20),
@@ -241,7 +234,11 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     if let Some(path) = std::env::var_os("CALITRACE_TUI_CAPTURE") {
         std::fs::write(path, &screen).unwrap();
     }
+}
 
+/// The details of the diagnosis, then of the flow, open with Enter and
+/// close with Escape.
+fn open_the_details(t: &Tmux) {
     // Details of the diagnosis: Tab to the panel, Enter.
     t.keys(&["Tab", "Tab", "Enter"]);
     let details = t.capture();
@@ -259,8 +256,10 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     );
     assert!(flow.contains("NETFILTER_DROP in"), "{flow}");
     t.keys(&["Escape", "j", "k"]);
+}
 
-    // Help, then a bad filter shown in place, then a good one.
+/// Help, then a bad filter shown in place, then a good one in the header.
+fn help_and_filters(t: &Tmux) {
     t.keys(&["?"]);
     assert!(t.capture().contains("quit and detach everything"));
     t.keys(&["Escape", "/"]);
@@ -276,21 +275,10 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
         Duration::from_secs(5),
         |s| s.contains("filter: icmp"),
     );
+}
 
-    // Pause: the view freezes, the session goes on.
-    t.keys(&["Space"]);
-    assert!(t.capture().contains("PAUSED"));
-    t.keys(&["Space"]);
-    assert!(!t.capture().contains("PAUSED"));
-
-    // Record from the view, with more of the fault in it.
-    t.keys(&["r"]);
-    let rec = t.wait_for("recording", Duration::from_secs(5), |s| s.contains("● REC"));
-    assert!(rec.contains("calitrace-"), "{rec}");
-    assert!(!lab.ping(&a, &b.ip, 2));
-    std::thread::sleep(Duration::from_millis(1500));
-
-    // Down to 80x24 and back up: redrawn to fit each time.
+/// Down to 80x24 and back up to 160x45: the view is redrawn to fit each time.
+fn assert_redrawn_to_fit(t: &Tmux) {
     for (w, h) in [(80, 24), (160, 45)] {
         let out = t.tmux(&[
             "resize-window",
@@ -317,27 +305,23 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
         assert!(s.lines().all(|l| l.chars().count() <= w), "{s}");
         assert!(s.lines().count() <= h, "{s}");
     }
+}
 
-    t.keys(&["q"]);
-    let after = assert_exited_and_restored(&t);
-    assert!(
-        after.contains("DIAGNOSIS NETFILTER_DROP"),
-        "the diagnoses are printed on exit\n{after}"
-    );
-    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
-    calitrace::assert_nothing_attached(&lab, 1, "eth0");
-
-    // The recording replays in the same view.
-    let file = std::fs::read_dir(&dir)
+/// The recording (`*.calitrace`) the TUI wrote in `dir`.
+fn recording_in(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "calitrace"))
-        .unwrap_or_else(|| panic!("no recording in {}", dir.display()));
-    drop(t);
+        .unwrap_or_else(|| panic!("no recording in {}", dir.display()))
+}
+
+/// `file` replays in the same view, which pauses, and Escape leaves it.
+fn assert_the_recording_replays(dir: &Path, file: &Path) {
     let r = Tmux::start(
         "replay",
-        &dir,
+        dir,
         100,
         30,
         &script(None, &format!("replay {}", file.display())),
@@ -350,6 +334,52 @@ fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
     assert!(r.capture().contains("PAUSED"));
     r.keys(&["Escape"]);
     assert_exited_and_restored(&r);
+}
+
+#[test]
+fn tui_shows_a_netfilter_drop_and_detaches_on_q() {
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    let dir = tmpdir("fault");
+    let t = tui_on_node_b(&lab, "fault", &dir, (100, 32), "");
+
+    // One ping gets through; then iptables-legacy's FORWARD policy drops.
+    assert!(lab.ping(&a, &b.ip, 1), "the lab works before the fault");
+    lab.iptables(1, Backend::Legacy, &["-P", "FORWARD", "DROP"])
+        .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 3), "the fault drops the ping");
+    assert_the_drop_shown(&t, &a, &b);
+    open_the_details(&t);
+    help_and_filters(&t);
+
+    // Pause: the view freezes, the session goes on.
+    t.keys(&["Space"]);
+    assert!(t.capture().contains("PAUSED"));
+    t.keys(&["Space"]);
+    assert!(!t.capture().contains("PAUSED"));
+
+    // Record from the view, with more of the fault in it.
+    t.keys(&["r"]);
+    let rec = t.wait_for("recording", Duration::from_secs(5), |s| s.contains("● REC"));
+    assert!(rec.contains("calitrace-"), "{rec}");
+    assert!(!lab.ping(&a, &b.ip, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    assert_redrawn_to_fit(&t);
+
+    t.keys(&["q"]);
+    let after = assert_exited_and_restored(&t);
+    assert!(
+        after.contains("DIAGNOSIS NETFILTER_DROP"),
+        "the diagnoses are printed on exit\n{after}"
+    );
+    calitrace::assert_nothing_attached(&lab, 1, &b.cali);
+    calitrace::assert_nothing_attached(&lab, 1, "eth0");
+
+    // The recording replays in the same view.
+    let file = recording_in(&dir);
+    drop(t);
+    assert_the_recording_replays(&dir, &file);
     std::fs::remove_dir_all(&dir).ok();
 }
 
