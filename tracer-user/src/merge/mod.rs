@@ -13,6 +13,7 @@
 
 pub mod clock;
 mod directory;
+pub mod gate;
 pub mod interleave;
 mod node;
 pub mod sightings;
@@ -115,6 +116,13 @@ impl Cluster {
     }
 
     /// How each node's stage runs ([`stage::read_staged`]).
+    /// How far back a drop's journey can reach into the other nodes'
+    /// points (`None` before enough packets came to tell): readers are kept
+    /// within a quarter of it of each other ([`gate`]).
+    pub fn journey_span_ns(&self) -> Option<u64> {
+        self.sightings.span_ns()
+    }
+
     pub fn stage_options(&self) -> StageOptions {
         StageOptions {
             pipeline: Options {

@@ -128,6 +128,46 @@ pub struct Sightings {
     order: VecDeque<(u64, Identity)>,
     /// Point lists of forgotten packets, emptied, for the next ones.
     spare: Vec<Vec<NodePoint>>,
+    /// Each node's rate of new packets, in its stream's time.
+    rates: Vec<Rate>,
+}
+
+/// How many new packets a node's stream brings per ns of its time: over
+/// the last full period of [`RATE_PERIOD_NS`], or the one under way where
+/// that is higher (a burst).
+#[derive(Default, Clone, Copy)]
+struct Rate {
+    since: u64,
+    last: u64,
+    count: u64,
+    per_ns: f64,
+}
+
+const RATE_PERIOD_NS: u64 = 1_000_000_000;
+
+impl Rate {
+    fn add(&mut self, ts: u64) {
+        if self.count == 0 {
+            self.since = ts;
+        }
+        self.count += 1;
+        self.last = self.last.max(ts);
+        let span = self.last.saturating_sub(self.since);
+        if span >= RATE_PERIOD_NS {
+            self.per_ns = self.count as f64 / span as f64;
+            self.count = 0;
+        }
+    }
+
+    fn per_ns(&self) -> f64 {
+        let span = self.last.saturating_sub(self.since);
+        let now = if span > 0 && self.count >= 16 {
+            self.count as f64 / span as f64
+        } else {
+            0.0
+        };
+        self.per_ns.max(now)
+    }
 }
 
 impl Sightings {
@@ -139,6 +179,10 @@ impl Sightings {
             Some(v) if v.len() < MAX_POINTS => v.push(point),
             Some(_) => {}
             None => {
+                if self.rates.len() <= node {
+                    self.rates.resize(node + 1, Rate::default());
+                }
+                self.rates[node].add(ts);
                 self.order.push_back((ts, id));
                 let mut v = self.spare.pop().unwrap_or_default();
                 v.push(point);
@@ -177,6 +221,15 @@ impl Sightings {
 
     pub fn len(&self) -> usize {
         self.points.len()
+    }
+
+    /// How far back in time the packets kept will go at the nodes' current
+    /// rates of new packets (each in its own stream's time, so that nodes
+    /// read at different places do not skew it); `None` while no node has
+    /// brought enough packets to tell.
+    pub fn span_ns(&self) -> Option<u64> {
+        let per_ns: f64 = self.rates.iter().map(Rate::per_ns).sum();
+        (per_ns > 0.0).then(|| ((MAX_PACKETS as f64 / per_ns) as u64).min(KEEP_NS))
     }
 
     pub fn is_empty(&self) -> bool {

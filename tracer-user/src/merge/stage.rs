@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
+use super::gate::Seat;
 use super::sightings::Identity;
 use crate::events::Input;
 use crate::facts::{Environment, Fact};
@@ -236,22 +237,41 @@ impl Batches {
     }
 }
 
+/// The node's time after a batch: its last step's.
+fn batch_time(items: &[Staged]) -> Option<u64> {
+    items.iter().rev().find_map(|s| match s {
+        Staged::Step { now } => Some(*now),
+        _ => None,
+    })
+}
+
 /// Reads one node's stream to its end ([`stream::read_stream`]) and runs
 /// its stage on it, until `on` returns false. `Ended` comes last, after the
 /// stage's last items. Batches come from `batches`, where the merge puts
-/// them back.
+/// them back. Before each batch goes, the reader waits at the `seat` while
+/// its node is too far ahead of the others ([`super::gate`]).
 pub fn read_staged(
     r: impl Read,
     opts: &StageOptions,
     batches: &Batches,
+    mut seat: Seat,
     mut on: impl FnMut(FromNode) -> bool,
 ) {
     let mut stage: Option<NodeStage> = None;
     let mut batch = Vec::new();
+    let mut emit = |s: FromNode, seat: &Seat| {
+        if let FromNode::Staged(items) = &s
+            && let Some(now) = batch_time(items)
+        {
+            seat.pass(now);
+        }
+        on(s)
+    };
     stream::read_stream(r, |s| match s {
         Streamed::Start(h) => {
             stage = Some(NodeStage::new(&h, opts));
-            on(FromNode::Start(h))
+            seat.start(&h);
+            emit(FromNode::Start(h), &seat)
         }
         Streamed::Items(items) => {
             let Some(st) = stage.as_mut() else {
@@ -268,16 +288,17 @@ pub fn read_staged(
             if busy && batch.len() < BATCH {
                 return true;
             }
-            on(FromNode::Staged(std::mem::take(&mut batch)))
+            emit(FromNode::Staged(std::mem::take(&mut batch)), &seat)
         }
         Streamed::Ended(why) => {
             if let Some(st) = stage.as_mut() {
                 st.finish(&mut batch);
             }
-            if !batch.is_empty() && !on(FromNode::Staged(std::mem::take(&mut batch))) {
+            if !batch.is_empty() && !emit(FromNode::Staged(std::mem::take(&mut batch)), &seat) {
                 return false;
             }
-            on(FromNode::Ended(why))
+            seat.leave();
+            emit(FromNode::Ended(why), &seat)
         }
     });
 }

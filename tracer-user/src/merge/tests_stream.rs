@@ -126,6 +126,8 @@ fn beside(opts: &Options) -> Vec<Record> {
                 Cursor::new(stream_of(h, &items)),
                 &stage_opts,
                 &batches,
+                // Read one after the other: each alone at its gate.
+                crate::merge::gate::Gate::new(1).seat(0),
                 |m| {
                     got.push(m);
                     true

@@ -1,5 +1,5 @@
 //! Cluster scale: the agent stream's size and cost, and the client's merge
-//! of 2, 16 and 64 agent streams (synthetic, [`crate::fleet`]) on one core.
+//! of 2, 16 and 64 agent streams (synthetic, [`calitrace_tests::fleet`]) on one core.
 //! Each merge runs in a process of its own, so that its peak RSS is its own.
 
 use std::path::{Path, PathBuf};
@@ -10,12 +10,13 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tracer_user::events::Input;
 use tracer_user::merge::Cluster;
+use tracer_user::merge::gate::Gate;
 use tracer_user::merge::stage::{Batches, FromNode, QUEUE, Staged, read_staged};
 use tracer_user::pipeline::Options;
 use tracer_user::recording::writer::Recorder;
 
-use crate::fleet::{self, RATE};
 use crate::util::{CpuClock, Row, median, pin_to_one_cpu, rss_kib, unpin_all};
+use calitrace_tests::fleet::{self, RATE};
 
 const AGENTS: [usize; 3] = [2, 16, 64];
 
@@ -187,16 +188,18 @@ pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
     let (tx, rx) = sync_channel::<(usize, FromNode)>(QUEUE);
     let opts = cluster.stage_options();
     let batches = Batches::default();
+    let gate = Gate::new(n);
     let readers: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, file)| {
             let (tx, opts, batches) = (tx.clone(), opts.clone(), batches.clone());
+            let seat = gate.seat(i);
             std::thread::spawn(move || {
                 unpin_all();
                 let t = CpuClock::start();
                 let mut events = 0;
-                read_staged(file, &opts, &batches, |s| {
+                read_staged(file, &opts, &batches, seat, |s| {
                     if let FromNode::Staged(items) = &s
                         && let Some(Staged::Finished { events: e, .. }) = items.last()
                     {
@@ -217,6 +220,7 @@ pub fn merge_child(n: usize, dir: PathBuf, drops_only: bool) -> Result<()> {
             FromNode::Staged(mut items) => {
                 cluster.staged(i, items.drain(..), &mut out);
                 batches.put(items);
+                gate.keep_within(cluster.journey_span_ns());
             }
             FromNode::Ended(why) => cluster.ended(i, why, &mut out),
         }

@@ -7,12 +7,10 @@
 mod anchors;
 mod cluster;
 mod datapath;
-mod fleet;
 mod live;
 mod live_cpu;
 mod profile;
 mod replay_tools;
-mod synth;
 mod userspace;
 mod util;
 

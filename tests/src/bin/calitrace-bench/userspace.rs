@@ -17,8 +17,8 @@ use tracer_user::recording::writer::Recorder;
 use tracer_user::views::View;
 use tracer_user::views::json::JsonView;
 
-use crate::synth::{self, Gen, Shape};
 use crate::util::{CpuClock, MIB, Row, median, pin_to_one_cpu, rss_kib, unpin_all};
+use calitrace_tests::synth::{self, Gen, Shape};
 
 const EVENT_SIZE: usize = tracer_common::EVENT_SIZE;
 

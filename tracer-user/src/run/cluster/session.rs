@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use crate::merge::Cluster;
+use crate::merge::gate::{Gate, Seat};
 use crate::merge::stage::{self, Batches, FromNode, StageOptions, Staged};
 use crate::model::Record;
 use crate::recording::cluster::{ClusterHeader, ClusterWriter};
@@ -122,12 +123,14 @@ pub fn run_session(
     // then count what is lost) instead of holding their streams in memory.
     let (tx, rx) = sync_channel(stage::QUEUE);
     let batches = Batches::default();
+    let gate = Gate::new(names.len());
     let reader = |i| Reader {
         i,
         tx: tx.clone(),
         tee: writer.is_some(),
         opts: cluster.stage_options(),
         batches: batches.clone(),
+        seat: gate.seat(i),
     };
     let mut agents: Vec<Agent> = agents
         .into_iter()
@@ -141,6 +144,7 @@ pub fn run_session(
         sink: sink.as_mut(),
         writer: &mut writer,
         batches,
+        gate,
         quiet,
         rates: vec![(Instant::now(), 0); names.len()],
         status: Status {
@@ -188,6 +192,8 @@ struct Reader {
     tee: bool,
     opts: StageOptions,
     batches: Batches,
+    /// Its node's place at the gate that keeps the readers together.
+    seat: Seat,
 }
 
 /// Starts the threads that read one agent; one that could not start is
@@ -199,6 +205,7 @@ fn attach(reader: Reader, name: &str, started: Result<Started, String>) -> Agent
         tee,
         opts,
         batches,
+        seat,
     } = reader;
     let tx = &tx;
     let mut agent = Agent {
@@ -223,7 +230,7 @@ fn attach(reader: Reader, name: &str, started: Result<Started, String>) -> Agent
             tx: tee.then(|| t.clone()),
             node: i,
         };
-        read_staged(i, r, &opts, &batches, &t)
+        read_staged(i, r, &opts, &batches, seat, &t)
     });
     let t = tx.clone();
     let last = agent.last_stderr.clone();
@@ -261,8 +268,15 @@ impl<R: Read> Read for Tee<R> {
 
 /// Reads one agent's stream to its end: the one place where an agent's
 /// bytes become recording items, whoever carried them, and its stage runs.
-fn read_staged(i: usize, r: impl Read, opts: &StageOptions, batches: &Batches, tx: &Sender<Msg>) {
-    stage::read_staged(r, opts, batches, |s| {
+fn read_staged(
+    i: usize,
+    r: impl Read,
+    opts: &StageOptions,
+    batches: &Batches,
+    seat: Seat,
+    tx: &Sender<Msg>,
+) {
+    stage::read_staged(r, opts, batches, seat, |s| {
         let m = match s {
             FromNode::Start(h) => Msg::Start(i, h),
             FromNode::Staged(items) => Msg::Staged(i, items),
@@ -280,6 +294,8 @@ struct Running<'a> {
     writer: &'a mut Option<ClusterWriter>,
     /// Where emptied batches go back to the readers.
     batches: Batches,
+    /// Keeps the readers together, as far as the merge keeps points.
+    gate: Arc<Gate>,
     quiet: bool,
     status: Status,
     /// Per node: when its event count was last taken, and the count.
@@ -340,6 +356,7 @@ impl Running<'_> {
             Msg::Staged(n, mut items) => {
                 self.cluster.staged(n, items.drain(..), out);
                 self.batches.put(items);
+                self.gate.keep_within(self.cluster.journey_span_ns());
             }
             Msg::Gone(n, why) => self.gone(n, why, out)?,
             Msg::Stderr(n, line) => {
