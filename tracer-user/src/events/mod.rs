@@ -1,7 +1,10 @@
 //! Kernel events: the ring buffer's bytes decoded into pipeline inputs, and
 //! the kernel's numbers in them named ([`names`]).
 
+mod key;
 pub mod names;
+
+pub use key::PacketKey;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
