@@ -1,7 +1,7 @@
 //! No function is longer than [`MAX_LINES`] lines, in every crate of the
 //! repository: the design keeps them short (a function does one thing).
 
-use std::path::{Path, PathBuf};
+use crate::source_files;
 
 const MAX_LINES: usize = 80;
 
@@ -130,25 +130,9 @@ fn long_functions(src: &str) -> Vec<(usize, usize)> {
     long
 }
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        let name = e.file_name();
-        if name == "target" || name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn no_function_is_longer_than_80_lines() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dirs = [
+    let (root, files) = source_files::in_repository(&[
         "tracer-ebpf",
         "tracer-common",
         "tracer-user",
@@ -156,11 +140,7 @@ fn no_function_is_longer_than_80_lines() {
         "fuzz",
         "tests/src",
         "tests/tests",
-    ];
-    let mut files = Vec::new();
-    for d in dirs {
-        sources(&root.join(d), &mut files);
-    }
+    ]);
     assert!(files.len() > 100, "found only {} sources", files.len());
     let mut wrong = Vec::new();
     for f in &files {

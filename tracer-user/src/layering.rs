@@ -1,7 +1,9 @@
 //! The import graph follows the order of the modules in `lib.rs`'s table: a
 //! module may use only those listed before it, and every module is listed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::source_files::sources;
 
 /// Top-level modules in the order of the table in `lib.rs`'s documentation
 /// (rustfmt sorts the `mod` lines themselves).
@@ -10,17 +12,6 @@ fn declared_order(lib: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("//! | [`"))
         .filter_map(|l| l.split_once('`').map(|(m, _)| m.to_string()))
         .collect()
-}
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 fn word(s: &str) -> String {

@@ -53,3 +53,5 @@ mod function_length;
 mod layering;
 #[cfg(test)]
 mod safety_comments;
+#[cfg(test)]
+mod source_files;

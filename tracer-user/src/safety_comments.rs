@@ -3,7 +3,7 @@
 //! above it (comment lines in between do not count, so a longer SAFETY
 //! comment may run on).
 
-use std::path::{Path, PathBuf};
+use crate::source_files;
 
 /// Lines above an `unsafe` that may separate it from its SAFETY comment.
 const REACH: usize = 3;
@@ -53,37 +53,16 @@ fn missing_safety(src: &str) -> Vec<usize> {
         .collect()
 }
 
-/// The `.rs` files under `dir`, build outputs left out.
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        let name = e.file_name();
-        if name == "target" || name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_unsafe_says_why_it_is_sound() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let crates = [
+    let (root, files) = source_files::in_repository(&[
         "tracer-ebpf",
         "tracer-common",
         "tracer-user",
         "tests",
         "xtask",
         "fuzz",
-    ];
-    let mut files = Vec::new();
-    for c in crates {
-        sources(&root.join(c), &mut files);
-    }
+    ]);
     assert!(files.len() > 100, "found only {} sources", files.len());
     let mut wrong = Vec::new();
     for f in &files {

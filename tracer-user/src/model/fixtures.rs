@@ -77,3 +77,21 @@ pub fn ping_drop(stage: Stage, reason: &str, netfilter: Option<NetfilterInfo>) -
         calico_ebpf: None,
     }
 }
+
+/// A packet seen by tc on interface `name` of namespace 100 (the
+/// fixtures' node), TTL 64.
+pub fn iface_hop(name: &str, dir: super::Dir) -> super::Hop {
+    super::Hop {
+        node: None,
+        ts_ns: 1_000,
+        netns: 100,
+        ifname: Some(name.into()),
+        dir,
+        ttl: Some(64),
+        netfilter: None,
+        verdict: None,
+        point: None,
+        priority: None,
+        outer: None,
+    }
+}

@@ -217,24 +217,8 @@ pub fn path_line(steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::ping_drop;
+    use crate::model::fixtures::{iface_hop as iface, ping_drop};
     use crate::model::{Backend, NetfilterInfo};
-
-    fn iface(name: &str, dir: Dir) -> Hop {
-        Hop {
-            node: None,
-            ts_ns: 1,
-            netns: 100,
-            ifname: Some(name.into()),
-            dir,
-            ttl: Some(64),
-            netfilter: None,
-            verdict: None,
-            point: None,
-            priority: None,
-            outer: None,
-        }
-    }
 
     #[test]
     fn a_forward_drop_implies_prerouting_and_the_route_lookup() {

@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_drop_line_says_where_how_it_is_known_and_the_way_it_came() {
-        use crate::model::fixtures::{legacy_forward, ping_drop};
+        use crate::model::fixtures::{iface_hop, legacy_forward, ping_drop};
         use crate::model::{Family, Hook, Hop, LinkPoint, NetfilterInfo, Stage};
         let link = |hook, point| Hop {
             netfilter: Some(NetfilterInfo {
@@ -338,21 +338,5 @@ mod tests {
             "cali1a2b3c4d ingress -> PREROUTING entry -> PREROUTING exit -> \
              [route lookup] -> FORWARD entry"
         );
-    }
-
-    fn iface_hop(name: &str, dir: Dir) -> crate::model::Hop {
-        crate::model::Hop {
-            node: None,
-            ts_ns: 1_000,
-            netns: 100,
-            ifname: Some(name.into()),
-            dir,
-            ttl: Some(64),
-            netfilter: None,
-            verdict: None,
-            point: None,
-            priority: None,
-            outer: None,
-        }
     }
 }
