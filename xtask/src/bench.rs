@@ -332,9 +332,10 @@ fn utc_now() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
-/// How far a figure's repetitions spread: `11 reps: 96.1%-98.4%, middle
-/// half 97.0%-97.9%` (values of each repetition as the figure is given),
-/// for figures of three repetitions or more.
+/// How far a figure's repetitions spread, each as measured (a traced
+/// datapath figure itself is the untraced median times the median ratio):
+/// `11 reps measured 96.1%-98.4%, middle half 97.0%-97.9%`; from three
+/// repetitions on, the middle half from five.
 fn spread(samples: &[f64], unit: &str) -> Option<String> {
     let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
     if v.len() < 3 {
@@ -343,14 +344,16 @@ fn spread(samples: &[f64], unit: &str) -> Option<String> {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     let f = |x: f64| fmt_value(x, unit);
-    Some(format!(
-        "{} reps: {}-{}, middle half {}-{}",
+    let mut s = format!(
+        "{} reps measured {}-{}",
         v.len(),
         f(v[0]),
-        f(v[v.len() - 1]),
-        f(at(0.25)),
-        f(at(0.75))
-    ))
+        f(v[v.len() - 1])
+    );
+    if v.len() >= 5 {
+        s.push_str(&format!(", middle half {}-{}", f(at(0.25)), f(at(0.75))));
+    }
+    Some(s)
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -449,20 +452,24 @@ fn render(
 mod tests {
     #[test]
     fn a_figure_of_several_repetitions_says_how_far_they_spread() {
+        use super::{fmt_value as f, spread};
         assert_eq!(
-            super::spread(&[1.0, 2.0], "s"),
+            spread(&[1.0, 2.0], "s"),
             None,
             "two are no spread to speak of"
         );
-        let s = super::spread(&[5.0, 1.0, 3.0, 2.0, 4.0], "s").unwrap();
         assert_eq!(
-            s,
+            spread(&[3.0, 1.0, 2.0], "s").unwrap(),
+            format!("3 reps measured {}-{}", f(1.0, "s"), f(3.0, "s"))
+        );
+        assert_eq!(
+            spread(&[5.0, 1.0, 3.0, 2.0, 4.0], "s").unwrap(),
             format!(
-                "5 reps: {}-{}, middle half {}-{}",
-                super::fmt_value(1.0, "s"),
-                super::fmt_value(5.0, "s"),
-                super::fmt_value(2.0, "s"),
-                super::fmt_value(4.0, "s")
+                "5 reps measured {}-{}, middle half {}-{}",
+                f(1.0, "s"),
+                f(5.0, "s"),
+                f(2.0, "s"),
+                f(4.0, "s")
             )
         );
     }
