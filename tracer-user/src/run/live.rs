@@ -6,7 +6,7 @@ use tracer_common::filter::FilterProg;
 
 use super::event_loop::{Stops, event_loop};
 use super::interfaces::{self, InterfaceWatch};
-use super::output::{self, From};
+use super::output::{self, Source};
 use super::session::Session;
 use super::setup::{self, Setup};
 use super::usage;
@@ -37,7 +37,7 @@ pub struct Tracing {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let output = output::choose(args.view.output, From::Live)?;
+    let output = output::choose(args.view.output, Source::Live)?;
     let Tracing {
         rt,
         stops,
@@ -146,7 +146,7 @@ pub fn begin(args: &TraceArgs) -> Result<Tracing> {
 /// The view asked for, shown the start record (text prints its own);
 /// benign drops shown from the start with `all_drops`.
 fn open_view(output: Output, start: &Start, all_drops: bool) -> Result<Box<dyn Sink>> {
-    let mut sink = output::open_sink(output, From::Live, all_drops)?;
+    let mut sink = output::open_sink(output, Source::Live, all_drops)?;
     if output::shows_start(output) {
         sink.records(&[Record::Start(start.clone())])?;
     }

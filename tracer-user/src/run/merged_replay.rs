@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::output::{self, From};
+use super::output::{self, Source};
 use super::usage;
 use crate::cli::ReplayArgs;
 use crate::filter::Filter;
@@ -31,7 +31,7 @@ pub fn run(files: &[PathBuf], args: &ReplayArgs, filter: &Filter) -> Result<()> 
     } else {
         from_node_files(files)?
     };
-    let from = From::MergedReplay { file: &files[0] };
+    let from = Source::MergedReplay { file: &files[0] };
     let output = output::choose(args.view.output, from)?;
     let names: Vec<String> = recorded.iter().map(|r| r.name.clone()).collect();
     let compiled = filter.compile().map_err(|e| usage(e.to_string()))?;

@@ -13,7 +13,7 @@ use crate::views::{HideBenign, LineSink, Sink, View, json::JsonView, text::TextV
 
 /// What kind of session the records come from.
 #[derive(Clone, Copy, Debug)]
-pub enum From<'a> {
+pub enum Source<'a> {
     /// Live on this node.
     Live,
     /// Live from the agents of several nodes.
@@ -35,15 +35,15 @@ pub fn choose_output(asked: Option<Output>) -> Output {
 
 /// The view for a session of `from`: pcapng only from one node's recording,
 /// and never to a terminal.
-pub fn choose(asked: Option<Output>, from: From<'_>) -> Result<Output> {
+pub fn choose(asked: Option<Output>, from: Source<'_>) -> Result<Output> {
     match (choose_output(asked), from) {
-        (Output::Pcap, From::Live | From::Cluster) => {
+        (Output::Pcap, Source::Live | Source::Cluster) => {
             Err(usage("--output pcap is for `calitrace replay FILE`"))
         }
-        (Output::Pcap, From::MergedReplay { .. }) => Err(usage(
+        (Output::Pcap, Source::MergedReplay { .. }) => Err(usage(
             "--output pcap replays one node's recording, not a cluster view",
         )),
-        (Output::Pcap, From::Replay { .. }) if is_terminal() => Err(usage(
+        (Output::Pcap, Source::Replay { .. }) if is_terminal() => Err(usage(
             "pcapng is binary: redirect stdout to a file (calitrace replay FILE -o pcap > out.pcapng)",
         )),
         (o, _) => Ok(o),
@@ -59,14 +59,14 @@ pub fn shows_start(output: Output) -> bool {
 /// Where the records of a session go: the TUI, or lines on stdout (an
 /// unpaced replay writes them in batches on a thread of its own); benign
 /// drops only with `all_drops`.
-pub fn open_sink(output: Output, from: From<'_>, all_drops: bool) -> Result<Box<dyn Sink>> {
+pub fn open_sink(output: Output, from: Source<'_>, all_drops: bool) -> Result<Box<dyn Sink>> {
     use crate::views::tui::TuiSink;
     Ok(match (output, from) {
-        (Output::Tui, From::Live | From::Cluster) => Box::new(TuiSink::live(all_drops)?),
-        (Output::Tui, From::Replay { file, .. } | From::MergedReplay { file }) => {
+        (Output::Tui, Source::Live | Source::Cluster) => Box::new(TuiSink::live(all_drops)?),
+        (Output::Tui, Source::Replay { file, .. } | Source::MergedReplay { file }) => {
             Box::new(TuiSink::replay(file, all_drops)?)
         }
-        (_, From::Replay { paced: false, .. }) => Box::new(Background::spawn(move || {
+        (_, Source::Replay { paced: false, .. }) => Box::new(Background::spawn(move || {
             Box::new(LineSink(line_view(output, all_drops)))
         })),
         _ => Box::new(LineSink(line_view(output, all_drops))),
@@ -94,13 +94,13 @@ mod tests {
     #[test]
     fn pcap_is_for_one_nodes_replay_only() {
         let file = Path::new("a.rec");
-        for from in [From::Live, From::Cluster, From::MergedReplay { file }] {
+        for from in [Source::Live, Source::Cluster, Source::MergedReplay { file }] {
             let e = choose(Some(Output::Pcap), from).unwrap_err();
             assert!(e.to_string().contains("pcap"), "{e}");
             assert_eq!(super::super::exit_code(&e), 2, "a usage error");
         }
         for o in [Output::Json, Output::Text, Output::Tui] {
-            assert_eq!(choose(Some(o), From::Live).unwrap(), o);
+            assert_eq!(choose(Some(o), Source::Live).unwrap(), o);
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::output::{self, From};
+use super::output::{self, Source};
 use super::session::Session;
 use super::usage;
 use crate::cli::{Output, ReplayArgs};
@@ -44,7 +44,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     // Reading (frames, checksums, decoding), processing and writing the
     // lines each have a thread: replay is as fast as the slowest of them.
     let mut frames = ReadAhead::spawn(frames);
-    let from = From::Replay {
+    let from = Source::Replay {
         file: &args.file,
         paced: args.speed.is_some(),
     };

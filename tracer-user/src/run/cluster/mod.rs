@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::output::{self, From};
+use super::output::{self, Source};
 use super::usage;
 use crate::cli::{ClusterArgs, Output};
 use crate::filter::Filter;
@@ -55,7 +55,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 pub fn setup(args: &ClusterArgs, names: Vec<String>) -> Result<SessionSetup> {
     let filter = Filter::parse_words(&args.view.filter).map_err(|e| usage(e.to_string()))?;
     filter.compile().map_err(|e| usage(e.to_string()))?;
-    let output = output::choose(args.view.output, From::Cluster)?;
+    let output = output::choose(args.view.output, Source::Cluster)?;
     let cluster = Cluster::new(
         &names,
         Options {
@@ -64,7 +64,7 @@ pub fn setup(args: &ClusterArgs, names: Vec<String>) -> Result<SessionSetup> {
             ..Options::default()
         },
     );
-    let sink = output::open_sink(output, From::Cluster, args.view.all_drops)?;
+    let sink = output::open_sink(output, Source::Cluster, args.view.all_drops)?;
     Ok(SessionSetup {
         names,
         cluster,

@@ -89,33 +89,32 @@ impl Drop for EphemeralPods {
 
 /// The DaemonSet's running agent pod on `node`, if there is one.
 pub async fn daemonset_pod(api: &Api<Pod>, ns: &str, node: &str) -> Result<Option<String>> {
-    let lp = ListParams::default()
-        .labels(&podspec::selector(DAEMONSET_COMPONENT))
-        .fields(&format!("spec.nodeName={node}"));
-    let list = api
-        .list(&lp)
-        .await
-        .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(runs)
-        .and_then(|p| p.metadata.name))
+    let on_node = format!("spec.nodeName={node}");
+    let pods = running_agents(api, ns, Some(&on_node)).await?;
+    Ok(pods.into_iter().find_map(|p| p.metadata.name))
 }
 
 /// The DaemonSet's running agent pods of the namespace: (pod, node).
 pub async fn daemonset_pods(api: &Api<Pod>, ns: &str) -> Result<Vec<(String, String)>> {
-    let lp = ListParams::default().labels(&podspec::selector(DAEMONSET_COMPONENT));
+    let pods = running_agents(api, ns, None).await?;
+    Ok(pods
+        .into_iter()
+        .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
+        .collect())
+}
+
+/// The DaemonSet's running agent pods of the namespace (matching `fields`,
+/// a field selector, where given).
+async fn running_agents(api: &Api<Pod>, ns: &str, fields: Option<&str>) -> Result<Vec<Pod>> {
+    let mut lp = ListParams::default().labels(&podspec::selector(DAEMONSET_COMPONENT));
+    if let Some(f) = fields {
+        lp = lp.fields(f);
+    }
     let list = api
         .list(&lp)
         .await
         .map_err(|e| explain(e, Call::new("list", "pods", Some(ns))))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(runs)
-        .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
-        .collect())
+    Ok(list.items.into_iter().filter(runs).collect())
 }
 
 /// A pod that runs and is not being deleted.
