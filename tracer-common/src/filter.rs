@@ -55,7 +55,12 @@ pub const QUICK_NETS: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuickNets {
     pub len: u32,
-    pub _pad: u32,
+    /// UDP destination port whose packets the tc programs never turn away
+    /// here (VXLAN's: the filter may pass them by their inner packet); 0:
+    /// none. Set by the loader, beside the nets so that the programs' first
+    /// look reads one cache line of the map.
+    pub vxlan_port: u16,
+    pub _pad: u16,
     pub nets: [FilterInsn; QUICK_NETS],
 }
 
@@ -94,6 +99,7 @@ impl FilterProg {
 impl QuickNets {
     pub const NONE: QuickNets = QuickNets {
         len: 0,
+        vxlan_port: 0,
         _pad: 0,
         nets: [NO_INSN; QUICK_NETS],
     };

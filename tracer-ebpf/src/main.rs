@@ -5,6 +5,7 @@
 //! userspace where it can be tested.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod drop;
 mod encap;

@@ -10,6 +10,13 @@ pub const ETH_P_ARP: u16 = 0x0806;
 /// Reads `T` at a byte offset of some packet.
 pub trait Reader {
     fn read<T: Copy>(&self, off: usize) -> Option<T>;
+
+    /// The four bytes at `off` as one native-endian word (as the filter's
+    /// instructions hold an address word).
+    #[inline(always)]
+    fn word(&self, off: usize) -> Option<u32> {
+        self.read::<[u8; 4]>(off).map(u32::from_ne_bytes)
+    }
 }
 
 #[inline(always)]

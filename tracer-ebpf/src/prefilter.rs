@@ -41,21 +41,21 @@ pub fn turned_away<R: Reader>(
 
 #[inline(always)]
 fn ipv4_turned_away<R: Reader>(r: &R, off: usize, q: &QuickNets, vxlan_port: u16) -> Option<bool> {
-    let h = r.read::<[u8; 20]>(off)?;
+    let h = r.read::<[u8; 10]>(off)?;
     if h[0] >> 4 != 4 || h[9] == IPPROTO_IPIP {
         return None;
     }
     if h[9] == proto::UDP && may_be_vxlan(r, off + (h[0] & 0x0f) as usize * 4, vxlan_port) {
         return None;
     }
-    let src = [word(&h, 12), 0, 0, 0];
-    let dst = [word(&h, 16), 0, 0, 0];
+    let src = [r.word(off + 12)?, 0, 0, 0];
+    let dst = [r.word(off + 16)?, 0, 0, 0];
     Some(!quick_passes(q, 4, &src, &dst))
 }
 
 #[inline(always)]
 fn ipv6_turned_away<R: Reader>(r: &R, off: usize, q: &QuickNets, vxlan_port: u16) -> Option<bool> {
-    let h = r.read::<[u8; 40]>(off)?;
+    let h = r.read::<[u8; 7]>(off)?;
     if h[0] >> 4 != 6 {
         return None;
     }
@@ -64,8 +64,9 @@ fn ipv6_turned_away<R: Reader>(r: &R, off: usize, q: &QuickNets, vxlan_port: u16
         proto::UDP if !may_be_vxlan(r, off + 40, vxlan_port) => {}
         _ => return None,
     }
-    let src = [word(&h, 8), word(&h, 12), word(&h, 16), word(&h, 20)];
-    let dst = [word(&h, 24), word(&h, 28), word(&h, 32), word(&h, 36)];
+    let a = |at: usize| r.word(off + at);
+    let src = [a(8)?, a(12)?, a(16)?, a(20)?];
+    let dst = [a(24)?, a(28)?, a(32)?, a(36)?];
     Some(!quick_passes(q, 6, &src, &dst))
 }
 
@@ -80,10 +81,4 @@ fn may_be_vxlan<R: Reader>(r: &R, l4: usize, vxlan_port: u16) -> bool {
         Some(p) => u16::from_be_bytes([p[2], p[3]]) == vxlan_port,
         None => true,
     }
-}
-
-/// The address word at `at` as the filter's instructions hold it.
-#[inline(always)]
-fn word<const N: usize>(h: &[u8; N], at: usize) -> u32 {
-    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }

@@ -51,46 +51,87 @@ impl Reader for Linear {
         // SAFETY: within [data, data_end), which the verifier checks too.
         Some(unsafe { ((self.start + off) as *const T).read_unaligned() })
     }
+
+    /// One 4-byte load, where an unaligned read is four byte loads and the
+    /// shifts joining them (LLVM's BPF target assumes no unaligned access;
+    /// the kernel allows it from packet data where the CPU does, as x86-64
+    /// and arm64 do).
+    #[inline(always)]
+    fn word(&self, off: usize) -> Option<u32> {
+        if off > MAX_OFFSET || self.start + off + 4 > self.end {
+            return None;
+        }
+        let w: u32;
+        // SAFETY: the four bytes are within [data, data_end) (checked above,
+        // and by the verifier); the load writes nothing.
+        unsafe {
+            core::arch::asm!(
+                "{w} = *(u32 *)({p} + 0)",
+                w = lateout(reg) w,
+                p = in(reg) self.start + off,
+                options(pure, readonly, nostack, preserves_flags),
+            )
+        };
+        Some(w)
+    }
 }
 
-/// Chooses the reader once per packet, so that the verifier walks each
-/// parser once per kind of reader rather than every mix of the two.
+/// The filter's quick nets first, in the program itself: most packets end
+/// there where a filter names hosts or nets. The rest are observed by a
+/// function of its own, one per program.
 #[inline(always)]
-fn observe(ctx: &TcContext, direction: u8, has_l2: bool) {
-    // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
-    let skb = unsafe { &*ctx.skb.skb };
-    let head = Linear {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    if prefiltered(&head, skb, has_l2) {
+fn observe<const DIRECTION: u8, const HAS_L2: bool>(ctx: &TcContext) {
+    if prefiltered(ctx, HAS_L2) {
         count(counter::TC_PREFILTERED);
         return;
     }
     count(counter::TC_SEEN);
+    observe_passed::<DIRECTION, HAS_L2>(ctx);
+}
+
+/// Chooses the reader once per packet, so that the verifier walks each
+/// parser once per kind of reader rather than every mix of the two.
+#[inline(never)]
+fn observe_passed<const DIRECTION: u8, const HAS_L2: bool>(ctx: &TcContext) {
+    // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
+    let skb = unsafe { &*ctx.skb.skb };
+    let head = linear(ctx);
     if head.end - head.start == skb.len as usize {
-        observe_with(ctx, &head, direction, has_l2);
+        observe_with(ctx, &head, DIRECTION, HAS_L2);
     } else {
-        observe_with(ctx, &Packet(ctx), direction, has_l2);
+        observe_with(ctx, &Packet(ctx), DIRECTION, HAS_L2);
+    }
+}
+
+#[inline(always)]
+fn linear(ctx: &TcContext) -> Linear {
+    Linear {
+        start: ctx.data(),
+        end: ctx.data_end(),
     }
 }
 
 /// Whether the filter's quick nets turn the packet away from the headers in
 /// its linear data (where they are not all there, the full parse decides).
+/// The filter's slot is looked up before the packet's pointers are read, so
+/// that they stay in registers across the lookup.
 #[inline(always)]
-fn prefiltered(head: &Linear, skb: &aya_ebpf::bindings::__sk_buff, has_l2: bool) -> bool {
+fn prefiltered(ctx: &TcContext, has_l2: bool) -> bool {
     let Some(prog) = FILTER.get(0) else {
         return false;
     };
+    let head = linear(ctx);
     let (off, ethertype) = if has_l2 {
         match head.read::<[u8; 2]>(12) {
             Some(t) => (14, u16::from_be_bytes(t)),
             None => return false,
         }
     } else {
+        // SAFETY: the kernel passes a valid __sk_buff for the program's whole run.
+        let skb = unsafe { &*ctx.skb.skb };
         (0, u16::from_be(skb.protocol as u16))
     };
-    turned_away(head, off, ethertype, &prog.quick, VXLAN_PORT.load())
+    turned_away(&head, off, ethertype, &prog.quick, VXLAN_PORT.load())
 }
 
 #[inline(always)]
@@ -161,8 +202,9 @@ fn finish(ctx: &TcContext, ev: &mut Event, kind: u8, direction: u8) {
 macro_rules! classifiers {
     ($($name:ident: $direction:expr, $has_l2:expr;)*) => {$(
         #[classifier]
+        #[inline(always)]
         pub fn $name(ctx: TcContext) -> i32 {
-            observe(&ctx, $direction, $has_l2);
+            observe::<{ $direction }, { $has_l2 }>(&ctx);
             TC_ACT_UNSPEC
         }
     )*};

@@ -128,7 +128,7 @@ impl Tracer {
         let mut ebpf = load_object(btf, &nf_offsets, vxlan_port, &opts)?;
         // Relocated while every map is still in `ebpf` (EVENTS is taken below).
         let relocated = Relocated::new(OBJECT, &ebpf);
-        let ring = fill_maps(&mut ebpf, &opts)?;
+        let ring = fill_maps(&mut ebpf, &opts, vxlan_port)?;
         let names_readable = (
             nf_offsets.xt_table_name != u16::MAX,
             [
@@ -302,10 +302,7 @@ impl Tracer {
     /// Replaces the in-kernel filter while tracing.
     pub fn set_filter(&mut self, prog: FilterProg) -> Result<()> {
         let ebpf = self.ebpf.as_mut().context("not loaded")?;
-        let mut filter: Array<_, FilterProg> =
-            Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
-        filter.set(0, prog, 0)?;
-        Ok(())
+        write_filter(ebpf, prog, self.vxlan_port)
     }
 
     /// Kernel-side counters summed over CPUs, indexed by `tracer_common::counter`.
@@ -350,14 +347,19 @@ fn load_object(
         .context("loading the eBPF maps")
 }
 
-/// The filter and the namespaces drops are reported from, in their maps;
-/// the ring buffer, taken out of the object.
-fn fill_maps(ebpf: &mut Ebpf, opts: &LoadOptions<'_>) -> Result<RingBuf<MapData>> {
+/// `prog` into the FILTER map, with the port the tc programs decode VXLAN
+/// on beside its quick nets.
+fn write_filter(ebpf: &mut Ebpf, mut prog: FilterProg, vxlan_port: u16) -> Result<()> {
+    prog.quick.vxlan_port = vxlan_port;
     let mut filter: Array<_, FilterProg> =
         Array::try_from(ebpf.map_mut("FILTER").context("FILTER map")?)?;
-    filter
-        .set(0, opts.filter, 0)
-        .context("setting the filter")?;
+    filter.set(0, prog, 0).context("setting the filter")
+}
+
+/// The filter and the namespaces drops are reported from, in their maps;
+/// the ring buffer, taken out of the object.
+fn fill_maps(ebpf: &mut Ebpf, opts: &LoadOptions<'_>, vxlan_port: u16) -> Result<RingBuf<MapData>> {
+    write_filter(ebpf, opts.filter, vxlan_port)?;
     if let Some(list) = &opts.netns {
         let mut set: HashMap<_, u32, u8> =
             HashMap::try_from(ebpf.map_mut("NETNS").context("NETNS map")?)?;
