@@ -296,6 +296,7 @@ impl App {
         self.shown()
             .flows
             .values()
+            .map(|f| &**f)
             .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
             .filter(|f| f.link_local_control)
             .count()
@@ -314,6 +315,7 @@ impl App {
         let mut rows: Vec<&FlowStats> = m
             .flows
             .values()
+            .map(|f| &**f)
             .filter(|f| f.packets > 0 || f.drops > 0 || self.show_benign)
             .filter(|f| self.show_control || !f.link_local_control)
             .collect();

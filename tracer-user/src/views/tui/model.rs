@@ -191,9 +191,15 @@ pub struct DropPoint {
 }
 
 /// Everything counted from records; `c` clears it, pause freezes a copy.
-#[derive(Clone, Debug, Default)]
+///
+/// The bounded maps are made at the size that their churn (entries evicted
+/// and new ones in their place) never grows: a hash map whose deleted slots
+/// run out grows while it holds more than half its capacity, so memory
+/// would step up long after every bound was reached. A flow's statistics
+/// are boxed so that those spare slots stay small.
+#[derive(Clone, Debug)]
 pub struct Model {
-    pub flows: HashMap<FlowKey, FlowStats>,
+    pub flows: HashMap<FlowKey, Box<FlowStats>>,
     pub drop_points: HashMap<DropPointKey, DropPoint>,
     pub diagnoses: Vec<Diagnosis>,
     /// Destination address -> interface packets to it leave by (learned).
@@ -203,6 +209,21 @@ pub struct Model {
     pub packets_seen: u64,
     pub drops_seen: u64,
     pub benign_seen: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            flows: HashMap::with_capacity(2 * MAX_FLOWS),
+            drop_points: HashMap::with_capacity(2 * MAX_DROP_POINTS),
+            diagnoses: Vec::new(),
+            egress_to: HashMap::new(),
+            now_ns: 0,
+            packets_seen: 0,
+            drops_seen: 0,
+            benign_seen: 0,
+        }
+    }
 }
 
 impl Model {
@@ -219,7 +240,7 @@ impl Model {
         }
         self.flows
             .entry(key.clone())
-            .or_insert_with(|| FlowStats::new(key, ts))
+            .or_insert_with(|| Box::new(FlowStats::new(key, ts)))
     }
 
     pub fn on_packet(&mut self, p: &PacketRecord, node_netns: Option<u32>) {
