@@ -330,3 +330,21 @@ fn is_bpffs(path: &Path) -> bool {
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
+
+/// Writes the policy debug file Felix 3.32 writes for `iface`'s ingress
+/// policy into `dir`: tier default, NetworkPolicy demo/deny-icmp whose deny
+/// rule has `match_id`, then an allow rule (MatchID 77).
+pub fn policy_debug(dir: &Path, iface: &str, match_id: u64) -> Result<()> {
+    let json = format!(
+        r#"{{"ifacename":"{iface}","hook":"tc egress","policyInfo":[
+ {{"inst":[191,22,0,0,0,0,0,0],"comments":["Load packet metadata saved by previous program"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of tier default"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of NetworkPolicy demo/deny-icmp 0","Start of rule demo/deny-icmp action:\"deny\" protocol:{{name:\"icmp\"}} rule_id:\"x1\"","Rule MatchID: {match_id}"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x1","Start of rule demo/deny-icmp action:\"allow\" protocol:{{name:\"tcp\"}} rule_id:\"x2\"","Rule MatchID: 77"]}},
+ {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x2","End of NetworkPolicy demo/deny-icmp 0","End of tier default: deny"]}}],"error":""}}
+"#
+    );
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{iface}_ingress_v4.json"));
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))
+}

@@ -10,27 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use calitrace_tests::calitrace::{self, Trace};
-use calitrace_tests::felix::{FelixStandin, Hook, Layout, StandinCfg};
+use calitrace_tests::felix::{self, FelixStandin, Hook, Layout, StandinCfg};
 use calitrace_tests::{Lab, Mode};
 use serde_json::Value;
 
 const MATCH_ID: u64 = 12817593485201384321;
 
-/// A policy debug file as Felix 3.32 writes it for `iface`'s ingress
-/// policy: tier default, NetworkPolicy demo/deny-icmp whose deny rule has
-/// `MATCH_ID`, then an allow rule.
+/// A policy debug file as Felix 3.32 writes it for `iface`'s ingress policy
+/// (see [`felix::policy_debug`]), whose deny rule has `MATCH_ID`.
 fn policy_debug(dir: &Path, iface: &str) {
-    let json = format!(
-        r#"{{"ifacename":"{iface}","hook":"tc egress","policyInfo":[
- {{"inst":[191,22,0,0,0,0,0,0],"comments":["Load packet metadata saved by previous program"]}},
- {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of tier default"]}},
- {{"inst":[0,0,0,0,0,0,0,0],"comments":["Start of NetworkPolicy demo/deny-icmp 0","Start of rule demo/deny-icmp action:\"deny\" protocol:{{name:\"icmp\"}} rule_id:\"x1\"","Rule MatchID: {MATCH_ID}"]}},
- {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x1","Start of rule demo/deny-icmp action:\"allow\" protocol:{{name:\"tcp\"}} rule_id:\"x2\"","Rule MatchID: 77"]}},
- {{"inst":[0,0,0,0,0,0,0,0],"comments":["End of rule demo/deny-icmp x2","End of NetworkPolicy demo/deny-icmp 0","End of tier default: deny"]}}],"error":""}}
-"#
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{iface}_ingress_v4.json")), json).unwrap();
+    felix::policy_debug(dir, iface, MATCH_ID).unwrap();
 }
 
 /// A bpffs of the test's own (`ip netns exec` mounts a fresh /sys, without
@@ -211,6 +200,57 @@ fn calicos_ebpf_drops_are_named_by_felixs_counters_and_replay_the_same() {
     assert!(!dirs.maps.exists(), "the stand-in removed its pins");
     assert_the_replay_names_them(&file, policy_drops);
     let _ = std::fs::remove_file(&file);
+}
+
+/// Felix rewrites a policy debug file when the policy changes: calitrace
+/// names drops from the rules it parsed, and reads the file again when none
+/// of them moved, so a drop by the new rule gets the new rule's name.
+#[test]
+fn a_rewritten_policy_debug_file_names_the_new_rule() {
+    const NEW_ID: u64 = 5_550_001;
+    let lab = Lab::new(Mode::Direct).unwrap();
+    let dirs = Dirs::new("rewritten");
+    let (a, b) = (lab.pod(0, 0).clone(), lab.pod(1, 0).clone());
+    policy_debug(&dirs.policy, &b.cali);
+    let cfg = |match_id| StandinCfg {
+        reason: 4,
+        match_id,
+        hook: 1,
+        proto: 1,
+        ..Default::default()
+    };
+    let mut felix = FelixStandin::attach(
+        &lab.node(1).netns,
+        &b.cali,
+        Hook::Egress,
+        &dirs.maps,
+        cfg(MATCH_ID),
+    )
+    .unwrap();
+    let mut t = Trace::start(&lab.node(1).netns, &dirs.args()).unwrap();
+    t.wait_for_stderr("Calico eBPF counters", Duration::from_secs(5))
+        .unwrap();
+    assert!(!lab.ping(&a, &b.ip, 2), "Felix's stand-in drops the ping");
+    felix::policy_debug(&dirs.policy, &b.cali, NEW_ID).unwrap();
+    felix.set(cfg(NEW_ID)).unwrap();
+    assert!(!lab.ping(&a, &b.ip, 2));
+    let f = t.stop().unwrap();
+    assert!(f.status.success(), "{}", f.dump());
+    let ids: Vec<String> = ebpf_drops(&f, "DROPPED_BY_POLICY")
+        .iter()
+        .map(|d| {
+            d["calico_ebpf"]["rule_id"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [MATCH_ID, MATCH_ID, NEW_ID, NEW_ID].map(|id| id.to_string()),
+        "{}",
+        f.dump()
+    );
 }
 
 #[test]

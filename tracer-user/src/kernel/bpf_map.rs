@@ -88,9 +88,26 @@ impl PinnedMap {
         Err(e)
     }
 
-    /// The value of `key`, one slice of `value_size` bytes per CPU; `None`
-    /// where the map has no such key.
-    pub fn lookup(&self, key: &[u8]) -> io::Result<Option<Vec<Vec<u8>>>> {
+    /// The value of `key` as 8-byte little-endian words, one row per CPU
+    /// (per-CPU counters); `None` where the map has no such key.
+    pub fn lookup_u64s(&self, key: &[u8]) -> io::Result<Option<Vec<Vec<u64>>>> {
+        let Some(buf) = self.lookup_raw(key)? else {
+            return Ok(None);
+        };
+        let stride = self.stride();
+        Ok(Some(
+            buf.chunks(stride)
+                .map(|c| {
+                    c[..self.value_size]
+                        .chunks_exact(8)
+                        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+                        .collect()
+                })
+                .collect(),
+        ))
+    }
+
+    fn lookup_raw(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         if key.len() != self.key_size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -102,19 +119,18 @@ impl PinnedMap {
             ));
         }
         let mut buf = vec![0u8; self.lookup_size];
-        if !self.call(BPF_MAP_LOOKUP_ELEM, Some(key), &mut buf)? {
-            return Ok(None);
-        }
-        let stride = if self.per_cpu {
+        Ok(self
+            .call(BPF_MAP_LOOKUP_ELEM, Some(key), &mut buf)?
+            .then_some(buf))
+    }
+
+    /// Bytes between two CPUs' values in a lookup's buffer.
+    fn stride(&self) -> usize {
+        if self.per_cpu {
             self.value_size.div_ceil(8) * 8
         } else {
             self.value_size
-        };
-        Ok(Some(
-            buf.chunks(stride)
-                .map(|c| c[..self.value_size].to_vec())
-                .collect(),
-        ))
+        }
     }
 
     /// Every key in the map.

@@ -7,6 +7,7 @@
 mod anchors;
 mod cluster;
 mod datapath;
+mod dataplane;
 mod live;
 mod live_cpu;
 mod profile;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach|live-cpu [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach|live-cpu|dataplane [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +42,7 @@ fn main() -> Result<()> {
         "pipeline" => userspace::pipeline_bench(reps, if quick { 200_000 } else { 1_000_000 }),
         "replay" => userspace::replay_bench(reps, if quick { 500_000 } else { 2_000_000 }, &dir),
         "cluster" => cluster::cluster_bench(quick, &dir),
+        "dataplane" => dataplane::dataplane_cost(if quick { 500 } else { 5_000 }),
         // One merge of `cluster`, in a process of its own: N DIR [--drops-only].
         "cluster-merge" => cluster::merge_child(
             args.get(1).and_then(|n| n.parse().ok()).unwrap_or(2),

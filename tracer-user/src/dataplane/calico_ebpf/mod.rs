@@ -32,6 +32,8 @@ const RULE_COUNTERS: &str = "cali_rule_ctrs2";
 pub struct CalicoEbpf {
     counters: PinnedMap,
     layout: Layout,
+    /// The layout's drop counters (indexes).
+    drops: Vec<usize>,
     rules: Option<PinnedMap>,
     policy_dir: PathBuf,
     moved: Pending<(u32, u32)>,
@@ -71,6 +73,7 @@ impl CalicoEbpf {
             .flatten();
         let mut reader = CalicoEbpf {
             counters,
+            drops: layout.drops().map(|r| r.index).collect(),
             layout,
             rules,
             policy_dir: policy_dir.to_path_buf(),
@@ -101,14 +104,13 @@ impl CalicoEbpf {
     /// What has been counted before the start is no drop of this session.
     fn baseline(&mut self) {
         for key in self.counters.keys().unwrap_or_default() {
-            if let (Some(k), Some(r)) = (counter_key(&key), self.read(&self.counters, &key)) {
+            if let (Some(k), Some(r)) = (counter_key(&key), read(&self.counters, &key)) {
                 self.moved.baseline(k, r);
             }
         }
         if let Some(rules) = &self.rules {
             for key in rules.keys().unwrap_or_default() {
-                if let (Ok(id), Some(r)) =
-                    (<[u8; 8]>::try_from(key.as_slice()), self.read(rules, &key))
+                if let (Ok(id), Some(r)) = (<[u8; 8]>::try_from(key.as_slice()), read(rules, &key))
                 {
                     self.rules_moved.baseline(u64::from_le_bytes(id), r);
                 }
@@ -116,23 +118,10 @@ impl CalicoEbpf {
         }
     }
 
-    fn read(&self, map: &PinnedMap, key: &[u8]) -> Option<Vec<Vec<u64>>> {
-        let per_cpu = map.lookup(key).ok()??;
-        Some(
-            per_cpu
-                .iter()
-                .map(|v| {
-                    v.chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                        .collect()
-                })
-                .collect(),
-        )
-    }
-
     /// Why Calico's program at tc `hook` (0 ingress, 1 egress; `None`: either)
     /// of `ifindex` dropped a packet on `cpu`: the drop counter that moved.
-    /// `None` where none did (not Calico's drop).
+    /// `None` where none did (not Calico's drop). What an earlier reading
+    /// left unclaimed serves first: a burst of drops costs one reading.
     pub fn explain(
         &mut self,
         ifindex: u32,
@@ -141,31 +130,41 @@ impl CalicoEbpf {
         iface: Option<&str>,
         ipv6: bool,
     ) -> Option<CalicoEbpfDrop> {
-        let drops: Vec<usize> = self.layout.drops().map(|r| r.index).collect();
-        for h in hook.map_or(vec![0, 1], |h| vec![h]) {
-            let key = [ifindex.to_le_bytes(), h.to_le_bytes()].concat();
-            if let Some(r) = self.read(&self.counters, &key) {
-                self.moved.observe((ifindex, h), r);
-            }
-            if let Some(i) = self.moved.claim(&(ifindex, h), cpu as usize, &drops) {
-                let reason = REASONS[i];
-                let mut drop = CalicoEbpfDrop {
-                    reason: reason.name.into(),
-                    description: reason.description.into(),
-                    map: self.layout.map.clone(),
-                    layout: self.layout.releases().into(),
-                    policy: None,
-                    rule: None,
-                    rule_id: None,
-                    note: None,
-                };
-                if i == layout::POLICY {
-                    self.name_rule(&mut drop, iface, h, cpu, ipv6);
+        let hooks = hook.map_or([Some(0), Some(1)], |h| [Some(h), None]);
+        let (h, i) = self.claim(ifindex, &hooks, cpu).or_else(|| {
+            for h in hooks.iter().flatten() {
+                let key = [ifindex.to_le_bytes(), h.to_le_bytes()].concat();
+                if let Some(r) = read(&self.counters, &key) {
+                    self.moved.observe((ifindex, *h), r);
                 }
-                return Some(drop);
             }
+            self.claim(ifindex, &hooks, cpu)
+        })?;
+        let reason = REASONS[i];
+        let mut drop = CalicoEbpfDrop {
+            reason: reason.name.into(),
+            description: reason.description.into(),
+            map: self.layout.map.clone(),
+            layout: self.layout.releases().into(),
+            policy: None,
+            rule: None,
+            rule_id: None,
+            note: None,
+        };
+        if i == layout::POLICY {
+            self.name_rule(&mut drop, iface, h, cpu, ipv6);
         }
-        None
+        Some(drop)
+    }
+
+    /// The first of `hooks` with an unclaimed drop on `cpu` (or another
+    /// CPU), and that drop's counter.
+    fn claim(&mut self, ifindex: u32, hooks: &[Option<u32>], cpu: u16) -> Option<(u32, usize)> {
+        hooks.iter().flatten().find_map(|&h| {
+            self.moved
+                .claim(&(ifindex, h), cpu as usize, &self.drops)
+                .map(|i| (h, i))
+        })
     }
 
     /// The rule whose counter moved, among the rules of the interface's
@@ -192,42 +191,64 @@ impl CalicoEbpf {
         let path = self
             .policy_dir
             .join(policy_debug::file_name(iface, direction, ipv6));
-        let rules = match self.debug_rules(&path) {
-            Ok(r) => r,
-            Err(e) => {
-                drop.note = Some(e);
-                return;
-            }
-        };
-        // Deny rules first: an allow rule's counter moves with new flows.
-        let mut order: Vec<&DebugRule> = rules
-            .iter()
-            .filter(|r| r.action.as_deref() == Some("deny"))
-            .collect();
-        order.extend(rules.iter().filter(|r| r.action.as_deref() != Some("deny")));
-        for r in order {
-            let key = r.match_id.to_le_bytes();
-            if let Some(reading) = self.rules.as_ref().and_then(|m| self.read(m, &key)) {
-                self.rules_moved.observe(r.match_id, reading);
-            }
-            if self
-                .rules_moved
-                .claim(&r.match_id, cpu as usize, &[0])
-                .is_some()
-            {
+        match self.claim_rule(&path, cpu) {
+            Ok(Some(r)) => {
                 drop.policy = Some(r.policy.clone());
                 drop.rule = Some(r.rule.clone());
                 drop.rule_id = Some(r.match_id.to_string());
-                return;
             }
+            Ok(None) => {
+                drop.note = Some(format!(
+                    "no rule counter of {} moved: the packet met the end of a tier (its default deny) or no profile, which Felix does not count per rule",
+                    path.display()
+                ))
+            }
+            Err(e) => drop.note = Some(e),
         }
-        drop.note = Some(format!(
-            "no rule counter of {} moved: the packet met the end of a tier (its default deny) or no profile, which Felix does not count per rule",
-            path.display()
-        ));
     }
 
-    fn debug_rules(&mut self, path: &Path) -> Result<Vec<DebugRule>, String> {
+    /// The rule of the policy debug file at `path` whose counter moved:
+    /// among the rules as last parsed, and where none did, among those of
+    /// the file again if Felix rewrote it since (no file system call per
+    /// drop otherwise).
+    fn claim_rule(&mut self, path: &Path, cpu: u16) -> Result<Option<&DebugRule>, String> {
+        let fresh = !self.debug_files.contains_key(path) && self.load_debug_file(path)?;
+        let mut found = self.claim_among(path, cpu);
+        if found.is_none() && !fresh && self.load_debug_file(path)? {
+            found = self.claim_among(path, cpu);
+        }
+        Ok(found.and_then(|i| self.debug_files.get(path)?.1.get(i)))
+    }
+
+    /// The index of the rule of `path`'s parsed file that claims a count on
+    /// `cpu`: deny rules first (an allow rule's counter moves with new
+    /// flows), from what earlier readings left unclaimed, then reading.
+    fn claim_among(&mut self, path: &Path, cpu: u16) -> Option<usize> {
+        let (_, list) = self.debug_files.get(path)?;
+        let rules = self.rules.as_ref()?;
+        let deny_first = || {
+            let denies = list.iter().enumerate().filter(|(_, r)| r.is_deny());
+            denies.chain(list.iter().enumerate().filter(|(_, r)| !r.is_deny()))
+        };
+        let moved = &mut self.rules_moved;
+        if let Some((i, _)) =
+            deny_first().find(|(_, r)| moved.claim(&r.match_id, cpu as usize, &[0]).is_some())
+        {
+            return Some(i);
+        }
+        deny_first()
+            .find(|(_, r)| {
+                if let Some(reading) = read(rules, &r.match_id.to_le_bytes()) {
+                    moved.observe(r.match_id, reading);
+                }
+                moved.claim(&r.match_id, cpu as usize, &[0]).is_some()
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Parses `path` where it is new or changed since it was parsed; whether
+    /// it was.
+    fn load_debug_file(&mut self, path: &Path) -> Result<bool, String> {
         let modified = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(|e| {
@@ -236,10 +257,12 @@ impl CalicoEbpf {
                     path.display()
                 )
             })?;
-        if let Some((at, rules)) = self.debug_files.get(path)
-            && *at == modified
+        if self
+            .debug_files
+            .get(path)
+            .is_some_and(|(at, _)| *at == modified)
         {
-            return Ok(rules.clone());
+            return Ok(false);
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let direction = if path.to_string_lossy().contains("_egress_") {
@@ -250,9 +273,14 @@ impl CalicoEbpf {
         let rules = policy_debug::parse(&text, direction)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         self.debug_files
-            .insert(path.to_path_buf(), (modified, rules.clone()));
-        Ok(rules)
+            .insert(path.to_path_buf(), (modified, rules));
+        Ok(true)
     }
+}
+
+/// A per-CPU reading of `key`: `[cpu][counter]`.
+fn read(map: &PinnedMap, key: &[u8]) -> Option<Vec<Vec<u64>>> {
+    map.lookup_u64s(key).ok()?
 }
 
 fn counter_key(key: &[u8]) -> Option<(u32, u32)> {

@@ -32,6 +32,12 @@ pub struct DebugRule {
     pub action: Option<String>,
 }
 
+impl DebugRule {
+    pub fn is_deny(&self) -> bool {
+        self.action.as_deref() == Some("deny")
+    }
+}
+
 /// The file name Felix writes for `iface`'s policy in `direction`
 /// (`ingress`: towards a workload) and IP version.
 pub fn file_name(iface: &str, direction: &str, ipv6: bool) -> String {
