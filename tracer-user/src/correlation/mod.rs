@@ -36,6 +36,20 @@ pub struct Journeys {
     window_ns: u64,
 }
 
+/// Keys the index holds before its stale ones are swept out.
+fn max_index(max_entries: usize) -> usize {
+    max_entries + max_entries / 2
+}
+
+/// The index's capacity: a hash map whose deleted slots run out grows
+/// while it holds more than half its capacity, so at twice its most keys it
+/// never does (memory would step up an hour into tracing). Pages of the
+/// table are touched only as keys land in them, and a sweep walks the whole
+/// table: hence 1.5 times the packets held, not more.
+fn index_capacity(max_entries: usize) -> usize {
+    2 * (max_index(max_entries) + 1)
+}
+
 struct Slot {
     seq: u64,
     /// When the packet was first seen.
@@ -47,12 +61,7 @@ impl Journeys {
     pub fn new(max_entries: usize, window_ns: u64) -> Self {
         let max_entries = max_entries.max(1);
         Self {
-            // The index holds at most 2 * max_entries + 1 keys (then it is
-            // swept). A hash map whose deleted slots run out grows while it
-            // holds more than half its capacity: at twice that it never
-            // does, so memory does not step up an hour into tracing. Pages
-            // of the table are touched only as keys land in them.
-            index: HashMap::with_capacity(4 * max_entries + 2),
+            index: HashMap::with_capacity(index_capacity(max_entries)),
             slots: Vec::new(),
             next: 0,
             oldest: 0,
@@ -89,7 +98,7 @@ impl Journeys {
         };
         self.next += 1;
         self.take_slot(seq, hop);
-        if self.index.len() > 2 * self.max_entries {
+        if self.index.len() > max_index(self.max_entries) {
             self.sweep();
         }
     }
@@ -126,8 +135,8 @@ impl Journeys {
             .max(self.next.saturating_sub(self.max_entries as u64));
     }
 
-    /// Drops the index's stale entries (every `max_entries` new packets at
-    /// most: the index holds at most twice the packets held).
+    /// Drops the index's stale entries (every `max_entries / 2` new packets
+    /// at most: the index holds at most 1.5 times the packets held).
     fn sweep(&mut self) {
         let (oldest, slots, ring) = (self.oldest, &self.slots, self.max_entries);
         self.index
