@@ -3,11 +3,10 @@
 
 pub mod arp;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 pub use crate::events::PacketKey;
-use crate::model::Point;
+use crate::model::{FastMap, Point};
 
 /// Hops kept per packet: enough for a packet looping a few times.
 pub const MAX_HOPS: usize = 16;
@@ -25,7 +24,7 @@ const REUSED_HOPS: usize = 6;
 /// cache: the largest single cost of tracing everything.
 pub struct Journeys {
     /// Packet key to the sequence number of its slot (maybe stale).
-    index: HashMap<PacketKey, u64>,
+    index: FastMap<PacketKey, u64>,
     /// Slot `seq % max_entries` holds the packet of sequence `seq`.
     slots: Vec<Slot>,
     /// Sequence of the next new packet.
@@ -61,7 +60,10 @@ impl Journeys {
     pub fn new(max_entries: usize, window_ns: u64) -> Self {
         let max_entries = max_entries.max(1);
         Self {
-            index: HashMap::with_capacity(index_capacity(max_entries)),
+            index: FastMap::with_capacity_and_hasher(
+                index_capacity(max_entries),
+                Default::default(),
+            ),
             slots: Vec::new(),
             next: 0,
             oldest: 0,

@@ -21,7 +21,7 @@ pub struct PacketKey {
 }
 
 /// Hashes what identifies the packet in as few words as possible (one
-/// journey lookup per event: SipHash's cost is per word); equal keys have
+/// journey lookup per event: a hash costs per word); equal keys have
 /// equal `l3`, so they hash alike.
 impl Hash for PacketKey {
     fn hash<H: Hasher>(&self, h: &mut H) {

@@ -30,3 +30,8 @@ pub use packet::{
 pub use reason::{DropReason, ReasonKind};
 pub use records::{DropRecord, ProbeStatus, Record, Start, Stats, Unavailable, VerdictRecord};
 pub use steps::{Journey, Step, StepKind, path_line};
+
+/// Maps looked up for every event (journeys, the merge's tables): a fast
+/// hash, seeded per process so that crafted traffic cannot aim at one
+/// bucket.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
