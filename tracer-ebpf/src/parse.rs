@@ -9,6 +9,11 @@ pub const ETH_P_ARP: u16 = 0x0806;
 
 /// Reads `T` at a byte offset of some packet.
 pub trait Reader {
+    /// Whether a few words read apart cost less than one read of the whole
+    /// header (plain loads from packet data; not where each read is a
+    /// helper call, as from kernel memory).
+    const PLAIN_LOADS: bool = false;
+
     fn read<T: Copy>(&self, off: usize) -> Option<T>;
 
     /// The four bytes at `off` as one native-endian word (as the filter's

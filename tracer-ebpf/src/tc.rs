@@ -43,6 +43,8 @@ struct Linear {
 const MAX_OFFSET: usize = 0xffff;
 
 impl Reader for Linear {
+    const PLAIN_LOADS: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
         if off > MAX_OFFSET || self.start + off + core::mem::size_of::<T>() > self.end {

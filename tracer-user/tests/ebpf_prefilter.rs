@@ -32,6 +32,18 @@ impl Reader for Bytes {
     }
 }
 
+/// The same bytes read as the tc programs read packet data: the addresses
+/// a word at a time (`Reader::PLAIN_LOADS`).
+struct Loads<'a>(&'a Bytes);
+
+impl Reader for Loads<'_> {
+    const PLAIN_LOADS: bool = true;
+
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.read_at(off)
+    }
+}
+
 const V4: &[[u8; 4]] = &[
     [10, 244, 1, 10],
     [10, 244, 2, 10],
@@ -186,6 +198,11 @@ fn the_prefilter_never_turns_away_what_the_filter_reports() {
             let away = frame.read::<[u8; 2]>(12).is_some_and(|t| {
                 prefilter::turned_away(&frame, 14, u16::from_be_bytes(t), &prog.quick, VXLAN_PORT)
             });
+            let away_by_words = frame.read::<[u8; 2]>(12).is_some_and(|t| {
+                let t = u16::from_be_bytes(t);
+                prefilter::turned_away(&Loads(&frame), 14, t, &prog.quick, VXLAN_PORT)
+            });
+            assert_eq!(away, away_by_words, "{filter}: {:?}", frame.0);
             assert!(
                 !(away && reports),
                 "{filter} turned away a packet it reports: {:?}",
