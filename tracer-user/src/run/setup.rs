@@ -75,11 +75,25 @@ pub fn interfaces<'a>(
 ) -> Result<Vec<&'a netlink::Link>> {
     let chosen = ifaces::select(links, &patterns(asked));
     if chosen.is_empty() && !asked.is_empty() {
-        let here: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        let here: Vec<&str> = links
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|n| *n != "lo")
+            .collect();
+        let loopback = asked.iter().any(|p| ifaces::glob_match(p, "lo"));
         return Err(usage(format!(
-            "no interface matches --iface {} (interfaces here: {})",
+            "no interface matches --iface {} ({}interfaces here: {})",
             asked.join(" --iface "),
-            here.join(", ")
+            if loopback {
+                "loopback is never traced; "
+            } else {
+                ""
+            },
+            if here.is_empty() {
+                "none but lo".to_string()
+            } else {
+                here.join(", ")
+            }
         )));
     }
     Ok(chosen)
@@ -169,4 +183,34 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) ->
         }
     }
     facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str) -> netlink::Link {
+        netlink::Link {
+            index,
+            name: name.into(),
+            kind: String::new(),
+            link_type: 1,
+            peer_index: None,
+            link_netnsid: None,
+            up: true,
+        }
+    }
+
+    #[test]
+    fn asking_for_loopback_is_told_it_is_never_traced() {
+        let links = [link(1, "lo"), link(2, "eth0")];
+        let e = interfaces(&links, &["lo".into()]).unwrap_err().to_string();
+        assert!(e.contains("loopback is never traced"), "{e}");
+        assert!(e.contains("interfaces here: eth0)"), "{e}");
+        let e = interfaces(&links[..1], &["nosuch*".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("loopback"), "{e}");
+        assert!(e.contains("interfaces here: none but lo"), "{e}");
+    }
 }
