@@ -532,11 +532,13 @@ impl Cluster {
 }
 
 /// Packets whose journey each node's pipeline keeps: a single node's bound
-/// up to 8 nodes, then a share of 8 times that, at least 2,048 (some 80 ms
+/// up to 8 nodes, then a share of 8 times that, at least 512 (some 20 ms
 /// of a node at 100k events/s: a packet crosses a node in far less), so
-/// that 64 nodes do not hold 64 full tables.
+/// that up to 256 nodes hold no more than 8 full tables (256 tables of 2,048
+/// packets, each index sized up front, were most of a 256-node client's
+/// memory).
 fn journeys_per_node(single: usize, nodes: usize) -> usize {
-    (single * 8 / nodes.max(1)).clamp(2_048.min(single), single)
+    (single * 8 / nodes.max(1)).clamp(512.min(single), single)
 }
 
 /// Bytes an encapsulation adds on the wire.

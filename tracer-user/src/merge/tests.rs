@@ -621,3 +621,19 @@ fn pod_names_from_the_api_server_name_packets_and_underlay_diagnoses() {
         Record::Packet(p) if p.flow.src_pod == Some(pod("frontend-0"))
     )));
 }
+
+#[test]
+fn up_to_256_nodes_keep_at_most_8_single_node_journey_tables() {
+    let single = Options::default().max_journeys;
+    for nodes in [1, 2, 8, 9, 16, 64, 65, 128, 256] {
+        let each = super::journeys_per_node(single, nodes);
+        assert!(each <= single, "{nodes} nodes: {each} each");
+        assert!(
+            each * nodes <= 8 * single,
+            "{nodes} nodes keep {} journeys in all",
+            each * nodes
+        );
+    }
+    assert_eq!(super::journeys_per_node(single, 2), single);
+    assert_eq!(super::journeys_per_node(single, 1000), 512, "a floor");
+}

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
-use super::client::Kube;
+use super::client::{Kube, Limit};
 use super::error::{Call, explain, is_not_found, rbac_forbidden};
 use super::podspec::{self, DAEMONSET_COMPONENT, EPHEMERAL_COMPONENT};
 use crate::run::usage;
@@ -39,6 +39,8 @@ pub struct EphemeralPods {
     names: Mutex<Vec<String>>,
     namespace: String,
     deadline_s: i64,
+    /// The client's bound on calls in flight, which these calls keep too.
+    pub limit: Limit,
 }
 
 impl EphemeralPods {
@@ -52,6 +54,7 @@ impl EphemeralPods {
             names: Mutex::new(Vec::new()),
             namespace: namespace.to_string(),
             deadline_s,
+            limit: kube.limit.clone(),
         })
     }
 
@@ -129,7 +132,7 @@ async fn live_template(pods: &EphemeralPods) -> Option<&DaemonSet> {
     let name = podspec::DAEMONSET_NAME;
     pods.template
         .get_or_init(|| async {
-            match pods.daemonsets.get_opt(name).await {
+            match pods.limit.run(pods.daemonsets.get_opt(name)).await {
                 Ok(Some(ds)) => {
                     eprintln!(
                         "calitrace: ephemeral agent pods follow the DaemonSet {ns}/{name}'s pod template (image, pull secrets, volumes, tolerations, priority class, resources)"
@@ -173,8 +176,10 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: Option<&str>) ->
     let name = pod.metadata.name.clone().unwrap_or_default();
     // Known before it exists: a stop during the request still deletes it.
     pods.names.lock().unwrap().push(name.clone());
-    pods.api
-        .create(&PostParams::default(), &pod)
+    let post = PostParams::default();
+    let create = pods.api.create(&post, &pod);
+    pods.limit
+        .run(create)
         .await
         .map_err(|e| match rbac_forbidden(&e) {
             Some(message) => usage(format!(
@@ -186,15 +191,17 @@ pub async fn ephemeral(pods: &EphemeralPods, node: &str, image: Option<&str>) ->
             None => explain(e, Call::new("create", "pods", Some(ns))),
         })?;
     eprintln!("calitrace: {node}: started the ephemeral agent pod {ns}/{name}");
-    wait_running(&pods.api, ns, &name, node, image).await?;
+    wait_running(pods, &name, node, image).await?;
     Ok(name)
 }
 
-async fn wait_running(api: &Api<Pod>, ns: &str, name: &str, node: &str, image: &str) -> Result<()> {
+async fn wait_running(pods: &EphemeralPods, name: &str, node: &str, image: &str) -> Result<()> {
+    let ns = &pods.namespace;
     let started = Instant::now();
     loop {
-        let pod = api
-            .get(name)
+        let pod = pods
+            .limit
+            .run(pods.api.get(name))
             .await
             .map_err(|e| explain(e, Call::new("get", "pods", Some(ns))))?;
         if let Some(why) = hopeless(&pod, node, image) {

@@ -3,17 +3,41 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 use crate::run::usage;
 
+/// API calls the client has in flight at once, at most: hundreds of nodes
+/// are asked a bounded number of things at a time, not all at once.
+pub const CONCURRENT_CALLS: usize = 32;
+
 pub struct Kube {
     rt: tokio::runtime::Runtime,
     pub client: kube::Client,
     /// Where the configuration came from, for messages.
     pub source: String,
+    /// Bounds the calls made for many nodes at once.
+    pub limit: Limit,
+}
+
+/// At most so many calls at a time: each waits its turn.
+#[derive(Clone)]
+pub struct Limit(Arc<tokio::sync::Semaphore>);
+
+impl Limit {
+    pub fn new(calls: usize) -> Limit {
+        Limit(Arc::new(tokio::sync::Semaphore::new(calls.max(1))))
+    }
+
+    /// Runs the call `f` in its turn.
+    pub async fn run<F: Future>(&self, f: F) -> F::Output {
+        // The semaphore is never closed: a permit always comes.
+        let _turn = self.0.acquire().await;
+        f.await
+    }
 }
 
 impl Kube {
@@ -31,7 +55,12 @@ impl Kube {
             kube::Client::try_from(config)
                 .map_err(|e| usage(format!("the Kubernetes client ({source}): {e}")))?
         };
-        Ok(Kube { rt, client, source })
+        Ok(Kube {
+            rt,
+            client,
+            source,
+            limit: Limit::new(CONCURRENT_CALLS),
+        })
     }
 
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {

@@ -72,7 +72,8 @@ pub fn run(mut args: ClusterArgs, stop: &AtomicBool) -> Result<()> {
     result
 }
 
-/// One agent per node, all started at once. A node whose agent cannot be
+/// One agent per node, started together (their API calls
+/// [`client::CONCURRENT_CALLS`] at a time). A node whose agent cannot be
 /// started is told and left out, the others trace on (the session shows it
 /// as ended, with why); only when no node's agent starts is that an error,
 /// the first node's. What was made is deleted by the caller.
@@ -143,7 +144,7 @@ fn start_agents(
 }
 
 /// The agent of one node: exec'd in the DaemonSet's pod there, else in an
-/// ephemeral agent pod made for it.
+/// ephemeral agent pod made for it; each API call in its turn.
 async fn start_one(
     api: &Api<Pod>,
     ns: &str,
@@ -153,8 +154,9 @@ async fn start_one(
     ephemeral: bool,
     command: &[String],
 ) -> Result<Started> {
+    let limit = &pods.limit;
     let pod = match ephemeral {
-        false => agent_pods::daemonset_pod(api, ns, node).await?,
+        false => limit.run(agent_pods::daemonset_pod(api, ns, node)).await?,
         true => None,
     };
     let pod = match pod {
@@ -169,5 +171,5 @@ async fn start_one(
             agent_pods::ephemeral(pods, node, image).await?
         }
     };
-    exec::start(api, ns, &pod, command).await
+    limit.run(exec::start(api, ns, &pod, command)).await
 }

@@ -160,32 +160,46 @@ pub fn not_ready(node: &Node) -> Option<String> {
 }
 
 /// Pod names by address, from the pods on the traced nodes (host-network
-/// pods share the node's address and are left out).
+/// pods share the node's address and are left out). The nodes are asked
+/// together, [`super::client::CONCURRENT_CALLS`] at a time.
 pub fn pod_names(kube: &Kube, nodes: &[String]) -> Result<BTreeMap<IpAddr, PodRef>> {
     let pods: Api<Pod> = Api::all(kube.client.clone());
     kube.block_on(async {
-        let mut names = BTreeMap::new();
-        for node in nodes {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let (pods, limit) = (pods.clone(), kube.limit.clone());
             let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
-            let list = pods
-                .list(&lp)
-                .await
-                .map_err(|e| explain(e, Call::new("list", "pods", None)))?;
-            for p in list.items {
-                if p.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-                    continue;
-                }
-                let r = PodRef {
-                    namespace: p.metadata.namespace.clone().unwrap_or_default(),
-                    name: p.metadata.name.clone().unwrap_or_default(),
-                };
-                for ip in p.status.as_ref().map(addresses).unwrap_or_default() {
-                    names.insert(ip, r.clone());
-                }
-            }
+            set.spawn(async move {
+                let list = limit.run(pods.list(&lp)).await;
+                (i, list.map(|l| named(l.items)))
+            });
         }
-        Ok(names)
+        let mut lists: Vec<Vec<(IpAddr, PodRef)>> = nodes.iter().map(|_| Vec::new()).collect();
+        while let Some(done) = set.join_next().await {
+            let (i, list) = done.map_err(|e| anyhow::anyhow!("listing pods: {e}"))?;
+            lists[i] = list.map_err(|e| explain(e, Call::new("list", "pods", None)))?;
+        }
+        // In the nodes' order, as asked one after the other.
+        Ok(lists.into_iter().flatten().collect())
     })
+}
+
+/// The pods' names by address (host-network pods left out).
+fn named(pods: Vec<Pod>) -> Vec<(IpAddr, PodRef)> {
+    let mut out = Vec::new();
+    for p in pods {
+        if p.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            continue;
+        }
+        let r = PodRef {
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            name: p.metadata.name.clone().unwrap_or_default(),
+        };
+        for ip in p.status.as_ref().map(addresses).unwrap_or_default() {
+            out.push((ip, r.clone()));
+        }
+    }
+    out
 }
 
 /// `host A or host B ...` for the pods' addresses.

@@ -44,8 +44,13 @@ const LIVE_QUEUE: usize = 200_000;
 const REPLAY_QUEUE: usize = 20_000;
 /// The session sends its status ten times a second; this much silence is news.
 const STALE: Duration = Duration::from_millis(1500);
-/// Records the view takes in one go before it looks at keys again.
-const BATCH: usize = 50_000;
+/// Records the view takes from the queue in one go.
+pub const BATCH: usize = 1_000;
+/// How long the view takes in records, a batch at a time, before it looks
+/// at keys and draws again: under a flood (hundreds of nodes, 1 M events/s)
+/// it stays responsive; what it cannot take in waits in the queue, and
+/// beyond the queue is skipped and counted.
+pub const INGEST_BUDGET: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Inbox {
@@ -337,6 +342,8 @@ struct Taken {
     status: Option<Status>,
     skipped: u64,
     closing: bool,
+    /// Records still wait in the queue.
+    more: bool,
 }
 
 impl Taken {
@@ -350,6 +357,7 @@ impl Taken {
             status: ib.status.take(),
             skipped: ib.skipped,
             closing: ib.closing,
+            more: ib.queued > 0,
         }
     }
 
@@ -379,6 +387,30 @@ impl Taken {
                 error: false,
             });
             app.dirty = true;
+        }
+    }
+}
+
+/// Takes in what the queue holds, a batch at a time, for at most about
+/// `budget` (one batch at least): whether records still wait, or `None`
+/// when the session is done with the view.
+fn take_in(
+    app: &mut App,
+    shared: &Shared,
+    live: bool,
+    last_status: &mut Instant,
+    budget: Duration,
+) -> Option<bool> {
+    let began = Instant::now();
+    loop {
+        let taken = Taken::from(shared);
+        if taken.closing {
+            return None;
+        }
+        let more = taken.more;
+        taken.apply(app, live, last_status);
+        if !more || began.elapsed() >= budget {
+            return Some(more);
         }
     }
 }
@@ -426,6 +458,8 @@ fn run(
     let mut last_status = Instant::now();
     let mut keys = terminal::Keys::open()?;
     let mut size = terminal::size();
+    // Records still waiting: keys are looked at without waiting for them.
+    let mut backlog = false;
     loop {
         if signalled.load(Ordering::SeqCst) {
             let _ = controls.send(Control::Quit);
@@ -433,6 +467,7 @@ fn run(
         }
         // Keys first, waiting at most until the next frame is due.
         let wait = match last_draw {
+            _ if backlog => Duration::ZERO,
             Some(t) if app.dirty => FRAME.saturating_sub(t.elapsed()),
             _ => FRAME,
         };
@@ -456,12 +491,11 @@ fn run(
         if app.quit {
             return Ok(());
         }
-        // Then records, a batch at a time.
-        let taken = Taken::from(shared);
-        if taken.closing {
-            return Ok(());
+        // Then records, a batch at a time, for a while.
+        match take_in(app, shared, live, &mut last_status, INGEST_BUDGET) {
+            Some(more) => backlog = more,
+            None => return Ok(()),
         }
-        taken.apply(app, live, &mut last_status);
         if live {
             app.tick(crate::time::monotonic_ns());
         }

@@ -1029,6 +1029,48 @@ fn queue_never_blocks_and_counts_what_it_skips() {
 }
 
 #[test]
+fn under_a_flood_the_view_takes_in_a_while_of_records_then_looks_at_keys() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+    let shared = super::Shared {
+        inbox: Mutex::new(Inbox::default()),
+        cv: Condvar::new(),
+        failed: AtomicBool::new(false),
+    };
+    // Far more than one batch waits: 20 of the session's batches.
+    let batch: Vec<Record> = (0..250u16)
+        .flat_map(|i| good_ping(T0 + u64::from(i) * 1_000_000, i))
+        .collect();
+    for _ in 0..20 {
+        shared.lock().push(&batch, 1_000_000);
+    }
+    let mut a = app();
+    let mut last_status = Instant::now();
+    let more = super::take_in(&mut a, &shared, true, &mut last_status, Duration::ZERO);
+    assert_eq!(more, Some(true), "records still wait: keys without waiting");
+    let left = shared.lock().queued;
+    assert_eq!(
+        left,
+        20 * batch.len() - super::BATCH,
+        "one batch taken in, the rest waits for the next turn"
+    );
+    // With time to spare, the view takes in all that waits.
+    let more = super::take_in(
+        &mut a,
+        &shared,
+        true,
+        &mut last_status,
+        Duration::from_secs(60),
+    );
+    assert_eq!(more, Some(false));
+    assert_eq!(shared.lock().queued, 0);
+    shared.lock().closing = true;
+    let done = super::take_in(&mut a, &shared, true, &mut last_status, Duration::ZERO);
+    assert_eq!(done, None, "the session is done with the view");
+}
+
+#[test]
 fn summary_keeps_the_latest_of_each_diagnosis() {
     let mut s = Summary::default();
     s.note(&[nf_diagnosis(1, T0), nf_diagnosis(5, T0 + SEC)]);

@@ -49,15 +49,26 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, p: &Flows, t: &Theme) {
         empty_panel(frame, area, block, msg, t);
         return;
     }
-    let flow_w = rows
-        .iter()
-        .map(|f| flow_text(f).chars().count())
-        .max()
-        .unwrap_or(20)
-        .clamp(20, 50) as u16;
+    let mut flow_w = 20;
+    for f in rows {
+        flow_w = flow_w.max(flow_text(f).chars().count());
+        if flow_w >= 50 {
+            break;
+        }
+    }
     // Room for the other columns and at least 16 of the verdict.
-    let flow_w = flow_w.min(area.width.saturating_sub(41).max(16));
-    let table_rows: Vec<Row> = rows.iter().map(|f| flow_row(f, p, t)).collect();
+    let flow_w = (flow_w.min(50) as u16).min(area.width.saturating_sub(41).max(16));
+    // Rows for what can show, not for thousands of flows each frame: the
+    // table scrolls the selected row into view from its top, so a window
+    // from at most a panel's height above the selection, two heights long,
+    // holds every row shown (rows are one line high).
+    let h = area.height as usize;
+    let start = p
+        .selected
+        .map_or(0, |s| (s + 1).saturating_sub(h))
+        .min(rows.len());
+    let end = (start + 2 * h).min(rows.len());
+    let table_rows: Vec<Row> = rows[start..end].iter().map(|f| flow_row(f, p, t)).collect();
     let header =
         Row::new(["", "FLOW", "PROTO", "PKTS", "DROPS", "LAST VERDICT"]).style(t.header_row());
     let widths = [
@@ -70,7 +81,8 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, p: &Flows, t: &Theme) {
     ];
     let highlight = if focused { t.selected() } else { t.bold() };
     let table = table(table_rows, widths, header, block, highlight);
-    let mut state = TableState::default().with_selected(p.selected);
+    let mut state =
+        TableState::default().with_selected(p.selected.map(|s| s.saturating_sub(start)));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
