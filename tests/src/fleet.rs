@@ -31,7 +31,7 @@ pub fn pod_ip(node: usize, pod: u32) -> Ipv4Addr {
     )
 }
 
-fn node_ip(node: usize) -> Ipv4Addr {
+pub fn node_ip(node: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, (node / 250) as u8, (node % 250) as u8 + 1)
 }
 
@@ -132,28 +132,76 @@ fn event(ts: u64, k: u8, d: u8, ifindex: u32, pkt: PacketMeta) -> Event {
 /// Every node's events, in time order per node: about `per_node` each, at
 /// `RATE` events/s per node (random gaps), from flows of random pod pairs.
 pub fn events(nodes: usize, per_node: usize, seed: u64) -> Vec<Vec<Event>> {
-    let mut rng = Rng(seed | 1);
+    // The gaps `cluster` has been measured with (their mean: a packet
+    // every `nodes / (4 RATE)` s).
+    let gap = 1_000_000_000 * nodes as u64 / (RATE * 4);
+    let mut traffic = Traffic::with_gap(nodes, gap, seed);
     let mut out: Vec<Vec<Event>> = vec![Vec::with_capacity(per_node + 8); nodes];
     // Four events per packet across the fleet.
-    let packets = per_node * nodes / 4;
-    let gap = 1_000_000_000 * nodes as u64 / (RATE * 4);
-    let mut ids = vec![0u16; nodes];
-    let mut t = 2_000_000_000u64;
-    for n in 0..packets {
-        t += 1 + rng.below(2 * gap);
+    for _ in 0..per_node * nodes / 4 {
+        traffic.packet(&mut out);
+    }
+    for evs in &mut out {
+        evs.sort_by_key(|e| e.ts_ns);
+    }
+    out
+}
+
+/// The fleet's traffic as it happens: packets between random pods of
+/// random nodes at `rate` events/s per node, on one clock (nanoseconds from
+/// 2 s), taken a stretch of time at a time ([`Traffic::until`]).
+pub struct Traffic {
+    rng: Rng,
+    ids: Vec<u16>,
+    /// The last packet's time.
+    pub t: u64,
+    /// Mean time between two packets of the fleet.
+    gap: u64,
+    n: u64,
+    /// Events of packets already made that lie past the last stretch.
+    pending: Vec<Vec<Event>>,
+}
+
+impl Traffic {
+    pub fn new(nodes: usize, rate: u64, seed: u64) -> Traffic {
+        // Four events a packet: the fleet's `nodes * rate` events/s.
+        let gap = 4_000_000_000 / (rate * nodes as u64).max(1);
+        Traffic::with_gap(nodes, gap.max(1), seed)
+    }
+
+    /// Packets `gap` ns apart on average.
+    fn with_gap(nodes: usize, gap: u64, seed: u64) -> Traffic {
+        Traffic {
+            rng: Rng(seed | 1),
+            ids: vec![0; nodes],
+            t: 2_000_000_000,
+            gap,
+            n: 0,
+            pending: vec![Vec::new(); nodes],
+        }
+    }
+
+    /// One packet: its four events (or three and a drop) on its sender's
+    /// and its receiver's node.
+    fn packet(&mut self, out: &mut [Vec<Event>]) {
+        let nodes = self.ids.len();
+        let rng = &mut self.rng;
+        self.t += 1 + rng.below(2 * self.gap);
+        let t = self.t;
         let a = rng.below(nodes as u64) as usize;
         let b = (a + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
         let (pa, pb) = (rng.below(PODS.into()) as u32, rng.below(PODS.into()) as u32);
-        ids[a] = ids[a].wrapping_add(1 + rng.below(3) as u16);
+        self.ids[a] = self.ids[a].wrapping_add(1 + rng.below(3) as u16);
         let sport = 32_768 + rng.below(2_000) as u16;
         let (src, dst) = (pod_ip(a, pa), pod_ip(b, pb));
-        let p = |ttl| packet(src, dst, sport, ids[a], ttl);
+        let id = self.ids[a];
+        let p = |ttl| packet(src, dst, sport, id, ttl);
         let jitter = rng.below(20_000);
         out[a].push(event(t, kind::TC, dir::INGRESS, CALI0 + pa, p(64)));
         out[a].push(event(t + 3_000, kind::TC, dir::EGRESS, ETH0, p(63)));
         let at = t + 50_000 + jitter;
         out[b].push(event(at, kind::TC, dir::INGRESS, ETH0, p(63)));
-        if n % 100 == 99 {
+        if self.n % 100 == 99 {
             let mut d = event(at + 4_000, kind::DROP, dir::NONE, ETH0, p(63));
             d.reason = 6;
             d.location = NF_HOOK_SLOW;
@@ -161,11 +209,33 @@ pub fn events(nodes: usize, per_node: usize, seed: u64) -> Vec<Vec<Event>> {
         } else {
             out[b].push(event(at + 4_000, kind::TC, dir::EGRESS, CALI0 + pb, p(62)));
         }
+        self.n += 1;
     }
-    for evs in &mut out {
-        evs.sort_by_key(|e| e.ts_ns);
+
+    /// Each node's events before `end_ns`, in time order (those of its
+    /// packets that lie later come with the next stretch).
+    pub fn until(&mut self, end_ns: u64) -> Vec<Vec<Event>> {
+        let mut all = std::mem::take(&mut self.pending);
+        while self.t < end_ns {
+            self.packet(&mut all);
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for mut evs in all {
+            evs.sort_by_key(|e| e.ts_ns);
+            let later = evs.partition_point(|e| e.ts_ns < end_ns);
+            self.pending.push(evs.split_off(later));
+            out.push(evs);
+        }
+        out
     }
-    out
+
+    /// Lets time pass without traffic (nobody is looking).
+    pub fn skip_to(&mut self, ns: u64) {
+        self.t = self.t.max(ns);
+        for p in &mut self.pending {
+            p.clear();
+        }
+    }
 }
 
 /// A writer whose bytes stay readable (an agent's stdout).

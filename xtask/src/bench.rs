@@ -21,8 +21,8 @@ pub struct BenchArgs {
     /// Fewer repetitions and shorter runs (a smoke test, not figures to quote).
     #[arg(long)]
     quick: bool,
-    /// Only these sections (comma-separated): pipeline, replay, cluster, memory-flows,
-    /// memory-churn, memory-live, lost, attach, datapath.
+    /// Only these sections (comma-separated): pipeline, replay, cluster, k8s-scale, memory-flows,
+    /// memory-churn, memory-live, lost, attach, dataplane, datapath.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the table here (it always goes to target/bench/latest.md).
@@ -35,20 +35,22 @@ pub struct BenchArgs {
 }
 
 /// Sections in the order they run, with the table's heading for each.
-const SECTIONS: [(&str, &str); 9] = [
+const SECTIONS: [(&str, &str); 11] = [
     ("pipeline", "pipeline"),
     ("replay", "replay"),
     ("cluster", "cluster"),
+    ("k8s-scale", "cluster"),
     ("memory-flows", "memory"),
     ("memory-churn", "memory"),
     ("memory-live", "memory"),
     ("lost", "pipeline"),
     ("attach", "attach"),
+    ("dataplane", "dataplane"),
     ("datapath", "datapath"),
 ];
 
 /// The table's groups, in the order.
-const GROUPS: [(&str, &str); 6] = [
+const GROUPS: [(&str, &str); 7] = [
     (
         "datapath",
         "1. Datapath overhead (pod to pod across two lab nodes, calitrace on the sender's node)",
@@ -67,11 +69,18 @@ const GROUPS: [(&str, &str); 6] = [
         "cluster",
         "6. Cluster scale (synthetic agent streams; the merge on one core)",
     ),
+    (
+        "dataplane",
+        "7. Dataplane readers (Calico's eBPF maps: CPU per drop explained)",
+    ),
 ];
 
 /// Sections that need the lab (root, network namespaces, eBPF).
 fn needs_lab(section: &str) -> bool {
-    matches!(section, "memory-live" | "lost" | "attach" | "datapath")
+    matches!(
+        section,
+        "memory-live" | "lost" | "attach" | "dataplane" | "datapath"
+    )
 }
 
 fn needs_iperf3(section: &str) -> bool {

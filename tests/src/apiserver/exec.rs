@@ -46,6 +46,7 @@ pub fn upgrade(
         Ok(p) => p,
         Err(refused) => return *refused,
     };
+    let synthetic = node.synthetic.clone();
     let (netns, bin) = (node.netns, state.lock().unwrap().calitrace.clone());
     let container = Container {
         state: state.clone(),
@@ -71,7 +72,13 @@ pub fn upgrade(
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            run(ws, &netns, &bin, &command, v5, streams, container).await;
+            match synthetic {
+                Some((fleet, i)) => {
+                    let first = streams.first_channel();
+                    super::synthetic::run(ws, fleet, i, command, v5, first, container.state).await
+                }
+                None => run(ws, &netns, &bin, &command, v5, streams, container).await,
+            }
         }
     });
     Response::builder()
@@ -156,6 +163,8 @@ fn negotiate(
 /// the node's kubelet is unreachable (None: no such pod).
 struct PodNode {
     netns: String,
+    /// A synthetic node: its fleet and its place there.
+    synthetic: Option<(Arc<super::synthetic::Fleet>, usize)>,
     address: String,
     kubelet_unreachable: bool,
 }
@@ -165,7 +174,12 @@ fn pod_node(state: &Arc<Mutex<State>>, ns: &str, name: &str) -> Option<PodNode> 
     let pod = s.pods.get(&(ns.to_string(), name.to_string()))?;
     let node = pod.object["spec"]["nodeName"].as_str().unwrap_or("");
     let known = s.nodes.iter().find(|n| n.name == node);
+    let synthetic = s
+        .synthetic
+        .as_ref()
+        .and_then(|f| Some((f.clone(), f.index(node)?)));
     Some(PodNode {
+        synthetic,
         netns: known.map(|n| n.netns.clone()).unwrap_or_default(),
         address: known.map(|n| n.address.clone()).unwrap_or_default(),
         kubelet_unreachable: s.unreachable_kubelets.iter().any(|n| n == node),
@@ -354,7 +368,7 @@ async fn run<S>(
 
 /// Ends the WebSocket as the API server does: a close frame with status
 /// 1000 (kubectl reports a close without a status as an error).
-async fn close<S>(sink: &mut S)
+pub(super) async fn close<S>(sink: &mut S)
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -367,7 +381,7 @@ where
 }
 
 /// The error channel's Status for a command that exited with `code`.
-fn exit_status(code: i32, command: &[String]) -> Value {
+pub(super) fn exit_status(code: i32, command: &[String]) -> Value {
     if code == 0 {
         return objects::success();
     }
@@ -380,7 +394,7 @@ fn exit_status(code: i32, command: &[String]) -> Value {
     })
 }
 
-fn frame(ch: u8, data: &[u8]) -> Message {
+pub(super) fn frame(ch: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(ch);
     v.extend_from_slice(data);

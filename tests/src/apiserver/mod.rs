@@ -2,7 +2,9 @@
 //! HTTP on 127.0.0.1, the real paths, query parameters, JSON objects and
 //! Status errors the client uses, and exec over WebSocket with the
 //! `v5.channel.k8s.io` / `v4.channel.k8s.io` subprotocols. An exec into an
-//! agent pod runs the real `calitrace agent` in the lab node's netns.
+//! agent pod runs the real `calitrace agent` in the lab node's netns, or on
+//! a synthetic node ([`ApiServer::synthetic`]) streams that node's share of
+//! a synthetic fleet's traffic.
 
 mod discovery;
 mod exec;
@@ -10,6 +12,7 @@ pub mod kubelet;
 pub mod objects;
 pub mod rbac;
 mod routes;
+pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +92,16 @@ pub struct State {
     pub stdin_bytes: u64,
     /// Each deleted pod's end as the kubelet carried it out.
     pub terminations: Vec<kubelet::Termination>,
+    /// The synthetic nodes' fleet: execs into agent pods on its nodes
+    /// stream its traffic instead of running a process.
+    pub synthetic: Option<Arc<synthetic::Fleet>>,
+    /// How long each request takes before it is answered (a real API
+    /// server's latency; exec: the dial to the kubelet).
+    pub latency: Duration,
+    /// Requests being answered now (an exec until its WebSocket is up),
+    /// and the most there were at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
 }
 
 impl State {
@@ -143,6 +156,10 @@ impl ApiServer {
             execs: BTreeMap::new(),
             stdin_bytes: 0,
             terminations: Vec::new(),
+            synthetic: None,
+            latency: Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let st = state.clone();
@@ -163,6 +180,50 @@ impl ApiServer {
         };
         std::fs::write(server.kubeconfig(), kubeconfig(&server.url)).context("kubeconfig")?;
         Ok(server)
+    }
+
+    /// A cluster of `nodes` synthetic nodes (`node-0`, ...: their headers
+    /// and traffic are [`crate::fleet`]'s, at `rate` events/s per node),
+    /// each with the DaemonSet's agent pod and its application pods.
+    pub fn synthetic(nodes: usize, rate: u64) -> Result<ApiServer> {
+        let fake: Vec<FakeNode> = (0..nodes)
+            .map(|i| FakeNode {
+                name: crate::fleet::name(i),
+                netns: "synthetic".into(),
+                ready: true,
+                address: crate::fleet::node_ip(i).to_string(),
+            })
+            .collect();
+        let api = ApiServer::start(fake.clone(), Path::new("/nonexistent/calitrace"))?;
+        let lifecycle = kubelet::manifest_lifecycle();
+        let agent = json!({
+            "app.kubernetes.io/name": "calitrace",
+            "app.kubernetes.io/component": "agent",
+        });
+        let mut pods = BTreeMap::new();
+        for (i, n) in fake.iter().enumerate() {
+            let name = format!("calitrace-agent-{}", n.name);
+            let mut object =
+                objects::pod("calitrace", &name, &n.name, &n.address, agent.clone(), true);
+            object["spec"]["containers"][0]["lifecycle"] = lifecycle.clone();
+            pods.insert(("calitrace".to_string(), name), object);
+            for p in 0..crate::fleet::PODS {
+                let name = format!("pod-{i}-{p}");
+                let ip = crate::fleet::pod_ip(i, p).to_string();
+                let labels = json!({ "app": "bench" });
+                let object = objects::pod("bench", &name, &n.name, &ip, labels, false);
+                pods.insert(("bench".to_string(), name), object);
+            }
+        }
+        api.with(|s| {
+            let created = Instant::now();
+            s.pods.extend(
+                pods.into_iter()
+                    .map(|(k, object)| (k, Stored { object, created })),
+            );
+            s.synthetic = Some(synthetic::Fleet::start(nodes, rate));
+        });
+        Ok(api)
     }
 
     /// A kubeconfig that points at this server.

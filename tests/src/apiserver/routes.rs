@@ -97,10 +97,33 @@ fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
 }
 
+/// Counts a request as in flight while it lives.
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn new(state: &Arc<Mutex<State>>) -> InFlight {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Body>, Infallible> {
+    let _counted = InFlight::new(&state);
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let path = req.uri().path().to_string();
     let q = query(&req);
     state.lock().unwrap().log.push(format!(
@@ -310,8 +333,15 @@ fn list_pods(
         .pods
         .iter()
         .filter(|((pns, _), _)| ns.is_none_or(|n| n == pns))
+        // The selectors read metadata and spec, which `current` keeps.
+        .filter(|(_, p)| {
+            objects::matches(
+                &p.object,
+                param(q, "labelSelector"),
+                param(q, "fieldSelector"),
+            )
+        })
         .map(|(_, p)| current(&s, p))
-        .filter(|o| objects::matches(o, param(q, "labelSelector"), param(q, "fieldSelector")))
         .collect();
     json(StatusCode::OK, &objects::list("PodList", items))
 }

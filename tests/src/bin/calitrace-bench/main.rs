@@ -8,6 +8,7 @@ mod anchors;
 mod cluster;
 mod datapath;
 mod dataplane;
+mod k8s_scale;
 mod live;
 mod live_cpu;
 mod profile;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach|live-cpu|dataplane [--quick] [--dir DIR]";
+const USAGE: &str = "usage: calitrace-bench pipeline|replay|cluster|memory-flows|memory-churn|datapath|datapath-profile|lost|memory-live|attach|live-cpu|dataplane|k8s-scale [--quick] [--dir DIR]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +50,7 @@ fn main() -> Result<()> {
             args.get(2).map(PathBuf::from).unwrap_or_default(),
             args.iter().any(|a| a == "--drops-only"),
         ),
+        "k8s-scale" => k8s_scale::k8s_scale(quick),
         "memory-flows" => userspace::memory_flows(100_000),
         "memory-churn" => userspace::memory_churn(if quick { 600 } else { 3600 }, 1_000),
         "datapath" => datapath::datapath(
