@@ -72,6 +72,20 @@ impl Link {
     pub fn has_ethernet_header(&self) -> bool {
         self.link_type == 1
     }
+
+    /// An Ethernet device that is up, of no particular kind (for tests).
+    #[cfg(test)]
+    pub fn ethernet(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: String::new(),
+            link_type: 1,
+            peer_index: None,
+            link_netnsid: None,
+            up: true,
+        }
+    }
 }
 
 /// A netlink socket of any protocol (rtnetlink here, nfnetlink for nf_tables).

@@ -172,8 +172,9 @@ mod tests {
         slow.start(&header());
         slow.pass(1_000);
         fast.pass(WINDOW_NS);
+        // From before the spawn: the sleeps below begin no earlier.
+        let began = Instant::now();
         let t = std::thread::spawn(move || {
-            let began = Instant::now();
             fast.pass(3 * WINDOW_NS);
             began.elapsed()
         });

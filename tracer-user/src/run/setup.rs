@@ -189,20 +189,9 @@ pub fn node_facts(setup: &Setup, pods: &[netns::PeerNetns], host_root: &Path) ->
 mod tests {
     use super::*;
 
-    fn link(index: u32, name: &str) -> netlink::Link {
-        netlink::Link {
-            index,
-            name: name.into(),
-            kind: String::new(),
-            link_type: 1,
-            peer_index: None,
-            link_netnsid: None,
-            up: true,
-        }
-    }
-
     #[test]
     fn asking_for_loopback_is_told_it_is_never_traced() {
+        let link = netlink::Link::ethernet;
         let links = [link(1, "lo"), link(2, "eth0")];
         let e = interfaces(&links, &["lo".into()]).unwrap_err().to_string();
         assert!(e.contains("loopback is never traced"), "{e}");

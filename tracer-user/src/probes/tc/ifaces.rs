@@ -156,15 +156,7 @@ mod tests {
     use super::*;
 
     fn link(i: u32, name: &str) -> Link {
-        Link {
-            index: i,
-            name: name.into(),
-            kind: String::new(),
-            link_type: 1,
-            peer_index: None,
-            link_netnsid: None,
-            up: true,
-        }
+        Link::ethernet(i, name)
     }
 
     #[test]
