@@ -1,28 +1,24 @@
 //! `calitrace-bench dataplane`: what the readers of Calico's eBPF dataplane
 //! cost per drop they explain. The Felix stand-in (`calitrace_tests::felix`)
-//! drops UDP on a veth of a namespace of this bench's, counting each drop in
-//! Calico's counters map (and, for policy drops, the rule's counter), pinned
-//! as Felix pins them; after each drop this thread asks
+//! drops UDP at pod B0's `cali*` of the lab (tc egress, towards the pod),
+//! counting each drop in Calico's counters map (and, for policy drops, the
+//! rule's counter), pinned as Felix pins them; after each drop that pod
+//! A0's thread sent, the thread asks
 //! `CalicoEbpf::explain` why, as the live pipeline does for a tc drop, and
 //! its CPU time (user and system: the map reads are system calls) is
 //! measured around that call alone.
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use calitrace_tests::felix::{self, FelixStandin, Hook, StandinCfg};
 use calitrace_tests::lab::spawn_in_netns;
+use calitrace_tests::{Lab, Mode};
 use tracer_user::dataplane::calico_ebpf::CalicoEbpf;
 
 use crate::util::{CpuClock, Row, median, pin_to_one_cpu};
 
-const IFACE: &str = "calidp0";
-const PEER: &str = "calidp1";
-/// Where the datagrams go: an address of the veth's net that only a
-/// permanent neighbour entry answers for.
-const DST: &str = "10.251.0.6";
 const MATCH_ID: u64 = 4_242_424_242;
 /// Calico's "dropped by policy" and "dropped: packets with unknown route".
 const POLICY: u32 = 4;
@@ -30,79 +26,23 @@ const RT_UNKNOWN: u32 = 12;
 /// Calico's counters key: tc egress.
 const HOOK_EGRESS: u32 = 1;
 
-/// A namespace with a veth pair whose far end has a permanent neighbour
-/// entry (no ARP: every datagram leaves from the sending thread's CPU).
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Result<Netns> {
-        let ns = Netns(format!("ctlab-{}-dp", std::process::id()));
-        ns.ip(&["netns", "add", &ns.0])?;
-        let n = &ns.0;
-        for args in [
-            vec![
-                "-n", n, "link", "add", IFACE, "type", "veth", "peer", "name", PEER,
-            ],
-            vec!["-n", n, "addr", "add", "10.251.0.1/29", "dev", IFACE],
-            vec!["-n", n, "addr", "add", "10.251.0.2/29", "dev", PEER],
-            vec!["-n", n, "link", "set", IFACE, "up"],
-            vec!["-n", n, "link", "set", PEER, "up"],
-            vec![
-                "-n",
-                n,
-                "neigh",
-                "replace",
-                DST,
-                "lladdr",
-                "02:00:00:00:00:06",
-                "dev",
-                IFACE,
-                "nud",
-                "permanent",
-            ],
-        ] {
-            ns.ip(&args)?;
-        }
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<()> {
-        let out = Command::new("ip").args(args).output().context("ip")?;
-        if !out.status.success() {
-            bail!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.ip(&["netns", "del", &self.0]);
-    }
-}
-
 pub fn dataplane_cost(drops: usize) -> Result<()> {
-    let ns = Netns::new()?;
-    let root = PathBuf::from(format!(
-        "/sys/fs/bpf/calitrace-bench-{}",
-        std::process::id()
-    ));
+    let lab = Lab::new(Mode::Direct)?;
+    let pid = std::process::id();
+    let root = PathBuf::from(format!("/sys/fs/bpf/calitrace-bench-{pid}"));
     let (maps, policy) = (
         root.join("globals"),
-        std::env::temp_dir().join(format!("calitrace-bench-policy-{}", std::process::id())),
+        std::env::temp_dir().join(format!("calitrace-bench-policy-{pid}")),
     );
-    felix::policy_debug(&policy, IFACE, MATCH_ID)?;
-    let result = measure_all(&ns, &maps, &policy, drops);
+    felix::policy_debug(&policy, &lab.pod(1, 0).cali, MATCH_ID)?;
+    let result = measure_all(&lab, &maps, &policy, drops);
     let _ = std::fs::remove_dir_all(&policy);
     let _ = std::fs::remove_dir(&root);
     result
 }
 
-fn measure_all(ns: &Netns, maps: &Path, policy: &Path, drops: usize) -> Result<()> {
+fn measure_all(lab: &Lab, maps: &Path, policy: &Path, drops: usize) -> Result<()> {
+    let (a, b) = (lab.pod(0, 0), lab.pod(1, 0));
     let cfg = |reason| StandinCfg {
         reason,
         match_id: MATCH_ID,
@@ -110,7 +50,15 @@ fn measure_all(ns: &Netns, maps: &Path, policy: &Path, drops: usize) -> Result<(
         proto: 17,
         ..Default::default()
     };
-    let mut standin = FelixStandin::attach(&ns.0, IFACE, Hook::Egress, maps, cfg(POLICY))?;
+    let node_b = &lab.node(1).netns;
+    let mut standin = FelixStandin::attach(node_b, &b.cali, Hook::Egress, maps, cfg(0))?;
+    let target = Target {
+        ifindex: lab.ifindex(node_b, &b.cali)?,
+        iface: b.cali.clone(),
+        dst: b.ip.clone(),
+    };
+    // Neighbours resolved before anything is measured.
+    ensure!(lab.ping(a, &b.ip, 1), "pod A0 does not reach pod B0");
     for (label, reason, hook, named, burst) in [
         (
             "a policy drop, its rule named",
@@ -144,8 +92,9 @@ fn measure_all(ns: &Netns, maps: &Path, policy: &Path, drops: usize) -> Result<(
             named,
             burst,
             drops,
+            target: target.clone(),
         };
-        let (per_drop, user) = spawn_in_netns(&ns.0, move || explain_each(reader, each))?
+        let (per_drop, user) = spawn_in_netns(&a.netns, move || explain_each(reader, each))?
             .join()
             .map_err(|_| anyhow!("the measuring thread panicked"))???;
         let us: Vec<f64> = per_drop.iter().map(|s| s * 1e6).collect();
@@ -168,13 +117,21 @@ fn measure_all(ns: &Netns, maps: &Path, policy: &Path, drops: usize) -> Result<(
     Ok(())
 }
 
-#[derive(Clone, Copy)]
+/// Where the stand-in drops: pod B0's `cali*` on node B, and its address.
+#[derive(Clone)]
+struct Target {
+    ifindex: u32,
+    iface: String,
+    dst: String,
+}
+
 struct Each {
     hook: Option<u32>,
     named: bool,
     /// Datagrams sent before they are explained.
     burst: usize,
     drops: usize,
+    target: Target,
 }
 
 /// On one CPU: `drops` datagrams the stand-in drops, `burst` at a time,
@@ -182,23 +139,23 @@ struct Each {
 /// and of user CPU alone, per drop over all.
 fn explain_each(mut reader: CalicoEbpf, each: Each) -> Result<(Vec<f64>, f64)> {
     let cpu = pin_to_one_cpu();
-    let name = std::ffi::CString::new(IFACE)?;
-    // SAFETY: a NUL-terminated name; the index is looked up in this
-    // thread's network namespace (sysfs shows the bench's own).
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no {IFACE} in the bench's namespace");
-    }
-    let sock = UdpSocket::bind("10.251.0.1:0")?;
+    let Target {
+        ifindex,
+        iface,
+        dst,
+    } = &each.target;
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect((dst.as_str(), 9))
+        .with_context(|| format!("to pod B0 at {dst}"))?;
     let mut took = Vec::with_capacity(each.drops / each.burst);
     let mut user = 0.0;
     for _ in 0..each.drops / each.burst {
         for _ in 0..each.burst {
-            sock.send_to(b"calitrace bench", (DST, 9))?;
+            sock.send(b"calitrace bench")?;
         }
         let (t, u) = (CpuClock::start(), user_cpu_s());
         let explained: Vec<_> = (0..each.burst)
-            .map(|_| reader.explain(ifindex, each.hook, cpu as u16, Some(IFACE), false))
+            .map(|_| reader.explain(*ifindex, each.hook, cpu as u16, Some(iface), false))
             .collect();
         took.push(t.elapsed_s() / each.burst as f64);
         user += user_cpu_s() - u;
