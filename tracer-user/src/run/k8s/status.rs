@@ -7,8 +7,6 @@
 //! when every node's agent is ready at the client's version and every call
 //! is allowed.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -17,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
-use super::client::Kube;
+use super::client::{Kube, Limit};
 use super::error::{Call, explain};
 use super::{agent_pods, exec, targets};
 use crate::cli::KubeArgs;
@@ -175,15 +173,14 @@ async fn nodes(kube: &Kube, args: &KubeArgs) -> Result<Vec<(String, Option<Strin
 /// nodes' order.
 async fn agents(kube: &Kube, ns: &str, nodes: Vec<(String, Option<String>)>) -> Vec<Row> {
     let api: Api<Pod> = Api::namespaced(kube.client.clone(), ns);
-    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    let limit = Limit::new(CONCURRENT);
     let mut tasks = Vec::new();
     for (node, not_ready) in nodes {
         let (api, limit, ns) = (api.clone(), limit.clone(), ns.to_string());
         tasks.push(tokio::spawn(async move {
-            let _turn = limit.acquire_owned().await;
             let agent = match not_ready {
                 Some(why) => Err(format!("the node is not Ready ({why})")),
-                None => agent(&api, &ns, &node).await,
+                None => limit.run(agent(&api, &ns, &node)).await,
             };
             Row { node, agent }
         }));
