@@ -42,9 +42,8 @@ use crate::pipeline::Options;
 use crate::recording::format::Header;
 use crate::recording::reader::Item;
 
-/// The merge's maps, looked up for every packet of every node: a fast
-/// (seeded) hash.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The merge's maps, looked up for every packet of every node.
+pub(crate) use crate::model::FastMap;
 
 const SEC: u64 = 1_000_000_000;
 /// WireGuard's usual UDP port (Calico's wireguard.cali listens on it).
